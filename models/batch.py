@@ -1,0 +1,32 @@
+"""A batch: one submitted file, with the options that apply to all of its jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class Batch(Base):
+    """A bulk submission; its options (tier bounds, system prompt, parameters) apply to every job."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    source: Mapped[str | None] = mapped_column(String(500))
+    tenant: Mapped[str] = mapped_column(String(200), default="default")
+    task_type: Mapped[str] = mapped_column(String(200), default="default")
+    system_prompt: Mapped[str | None]
+    force_tier: Mapped[str | None] = mapped_column(String(100))
+    min_tier: Mapped[str | None] = mapped_column(String(100))
+    max_tier: Mapped[str | None] = mapped_column(String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    cancelled: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,40 @@
+"""Job states and call outcomes, stored as checked text columns."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """Where a job is; succeeded, failed and cancelled are final."""
+
+    PENDING = "pending"  # accepted, waiting for the classify step
+    QUEUED = "queued"  # on its tier's queue
+    RUNNING = "running"  # a tier worker is calling a model for it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def final(cls) -> tuple[JobStatus, ...]:
+        """States a job never leaves."""
+        return (cls.SUCCEEDED, cls.FAILED, cls.CANCELLED)
+
+
+class CallOutcome(StrEnum):
+    """What one model call (one cost row) came to."""
+
+    OK = "ok"
+    REFUSAL = "refusal"
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    INVALID = "invalid"
+    ERROR = "error"  # HTTP 5xx, network error or unusable response
+    RATE_LIMITED = "rate_limited"  # HTTP 429
+    TIMEOUT = "timeout"
+    CACHE_HIT = "cache_hit"
+
+    @property
+    def escalates(self) -> bool:
+        """True when the answer came back but is not good enough, so the next tier should try."""
+        return self in (CallOutcome.REFUSAL, CallOutcome.EMPTY, CallOutcome.TRUNCATED, CallOutcome.INVALID)

@@ -1,0 +1,58 @@
+"""A job: one prompt of a batch, moving from tier to tier until it is answered or fails."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Sequence, String, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+from models.enums import JobStatus
+
+JOB_ID_SEQ = Sequence("jobs_id_seq")
+
+
+class Job(Base):
+    """One prompt.
+
+    `handoff` is the id of the task message that owns the job now: only that message may claim it, so
+    duplicates of other messages are harmless. `handoff_from` is the message that handed it over, which
+    re-sends the hand-off if it is redelivered after its worker died between commit and send.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "custom_id"),
+        Index("ix_jobs_batch_id_status", "batch_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, JOB_ID_SEQ, primary_key=True, server_default=JOB_ID_SEQ.next_value())
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    custom_id: Mapped[str] = mapped_column(String(512))
+    tenant: Mapped[str] = mapped_column(String(200))
+    task_type: Mapped[str] = mapped_column(String(200))
+    messages: Mapped[list[Any]]
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    prompt_chars: Mapped[int]
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+             create_constraint=True, name="status"),
+        default=JobStatus.PENDING,
+    )
+    tier: Mapped[str | None] = mapped_column(String(100))
+    start_tier: Mapped[str | None] = mapped_column(String(100))
+    handoff: Mapped[uuid.UUID | None]
+    handoff_from: Mapped[uuid.UUID | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    escalations: Mapped[int] = mapped_column(default=0)
+    content: Mapped[str | None]
+    model: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

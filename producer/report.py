@@ -1,0 +1,62 @@
+"""The bill of a batch (or of everything): per tier, jobs started, answered, escalated and failed, calls and cost."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tierq.config import Config
+from tierq.money import ZERO, usd
+
+
+@dataclass(slots=True)
+class TierLine:
+    """One tier's share of a batch."""
+
+    tier: str
+    started: int = 0
+    answered: int = 0
+    escalated: int = 0
+    failed: int = 0
+    calls: int = 0
+    cost_usd: Decimal = ZERO
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, money as a decimal string."""
+        return {
+            "tier": self.tier, "started": self.started, "answered": self.answered, "escalated": self.escalated,
+            "failed": self.failed, "calls": self.calls, "cost_usd": usd(self.cost_usd),
+        }
+
+
+def tier_summary(engine: Engine, config: Config, batch_id: uuid.UUID | None = None) -> list[TierLine]:
+    """Per tier: jobs that started there, were answered there, escalated from it or failed there."""
+    lines = {name: TierLine(name) for name in config.tier_names}
+    where = "WHERE batch_id = :id" if batch_id else ""
+    params = {"id": batch_id} if batch_id else {}
+    with engine.connect() as conn:
+        paths = conn.execute(
+            text(f"SELECT start_tier, tier, status, count(*) FROM jobs {where} GROUP BY start_tier, tier, status"),
+            params,
+        ).all()
+        costs = conn.execute(
+            text(f"SELECT tier, count(*), COALESCE(sum(cost_usd), 0) FROM calls {where} GROUP BY tier"), params
+        ).all()
+    for start, tier, status, count in paths:
+        if start in lines:
+            lines[start].started += count
+        if tier in lines and status == "succeeded":
+            lines[tier].answered += count
+        if tier in lines and status == "failed":
+            lines[tier].failed += count
+        if start in lines and tier in lines:
+            for index in range(config.tier_index(start), config.tier_index(tier)):
+                lines[config.tier_names[index]].escalated += count
+    for tier, calls, cost in costs:
+        line = lines.setdefault(tier, TierLine(tier))
+        line.calls, line.cost_usd = calls, cost
+    return list(lines.values())

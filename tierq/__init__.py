@@ -1,0 +1,1 @@
+"""tierq's shared kernel: settings, the TOML configuration, money and the error tree."""

@@ -1,0 +1,245 @@
+"""The TOML configuration: providers, models with prices, tiers in escalation order, routing rules.
+
+Prices are parsed as `Decimal` straight from the TOML text, so a price is never a float anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tierq.errors import ConfigError
+from tierq.money import PRICE_PLACES, Price
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
+QUEUE_NAME = r"^[a-z][a-z0-9_-]*$"
+RESERVED_QUEUES = {"classify"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    """An OpenAI-compatible endpoint; its key is read from the environment variable it names."""
+
+    base_url: str
+    base_url_env: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    """A model with its list prices (USD per million tokens) and context window."""
+
+    provider: str
+    model: str | None = Field(default=None, description="name sent to the API; defaults to the table key")
+    input_usd_per_mtok: Decimal = Field(ge=0)
+    output_usd_per_mtok: Decimal = Field(ge=0)
+    cached_input_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
+    context_window: int = Field(gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+    @field_validator("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok")
+    @classmethod
+    def _exact_price(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value != value.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
+            raise ValueError(f"{value} has more than {PRICE_PLACES} decimal places")
+        return value
+
+    @property
+    def price(self) -> Price:
+        """The model's prices; cached input defaults to the input price."""
+        cached = self.cached_input_usd_per_mtok
+        return Price(self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok)
+
+
+class TierConfig(_Strict):
+    """One tier: its queue has the tier's name; the first model is used, the next ones on provider errors."""
+
+    name: str = Field(pattern=QUEUE_NAME)
+    models: tuple[str, ...]
+    timeout_s: float | None = Field(default=None, gt=0, description="per-call timeout; default the provider's")
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_base_s: float = Field(default=0.5, gt=0, description="first backoff; doubles per retry, with jitter")
+    retry_max_s: float = Field(default=30.0, gt=0, description="cap of one backoff or Retry-After wait")
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
+class RuleConfig(_Strict):
+    """A routing rule: when every condition it sets holds, the job starts at `tier` (or higher)."""
+
+    name: str
+    tier: str
+    keywords: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    min_chars: int | None = Field(default=None, ge=0)
+    min_steps: int | None = Field(default=None, ge=1)
+    task_types: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> RuleConfig:
+        if not (self.keywords or self.patterns or self.min_chars is not None or self.min_steps or self.task_types):
+            raise ValueError("a rule needs at least one of keywords, patterns, min_chars, min_steps, task_types")
+        return self
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+
+class RoutingConfig(_Strict):
+    """How the classify step picks a job's starting tier: the highest tier any matching rule names."""
+
+    default_tier: str | None = None
+    rules: tuple[RuleConfig, ...] = ()
+
+
+class AnswerConfig(_Strict):
+    """What makes an answer bad enough to escalate, besides errors, truncation and content filters."""
+
+    min_chars: int = Field(default=1, ge=0)
+    refusal_phrases: tuple[str, ...] = (
+        "I'm sorry, but I can't",
+        "I’m sorry, but I can’t",
+        "I cannot help with",
+        "I can't help with",
+        "I can't assist with",
+        "I am unable to help",
+    )
+
+
+class WorkerConfig(_Strict):
+    """Batching of tasks: jobs per classify and per tier task, and in-flight calls per task."""
+
+    classify_chunk: int = Field(default=500, ge=1, le=10_000)
+    tier_chunk: int = Field(default=50, ge=1, le=1_000)
+
+
+class Config(_Strict):
+    """The whole TOML file, validated and cross-checked."""
+
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    tiers: tuple[TierConfig, ...]
+    routing: RoutingConfig = RoutingConfig()
+    answers: AnswerConfig = AnswerConfig()
+    worker: WorkerConfig = WorkerConfig()
+    simulator: dict[str, Any] | None = None
+    source: str = "<memory>"
+
+    def tier(self, name: str) -> TierConfig:
+        """The tier called `name`."""
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"{self.source}: no tier named {name!r}; tiers are {self.tier_names}")
+
+    @property
+    def tier_names(self) -> list[str]:
+        """Tier names in escalation order."""
+        return [tier.name for tier in self.tiers]
+
+    def tier_index(self, name: str) -> int:
+        """Position of the tier in escalation order (0 is the cheapest)."""
+        return self.tier_names.index(self.tier(name).name)
+
+    def next_tier(self, name: str) -> str | None:
+        """The tier a failed job escalates to, or None after the last."""
+        index = self.tier_index(name)
+        return self.tiers[index + 1].name if index + 1 < len(self.tiers) else None
+
+    def price(self, model: str) -> Price:
+        """Prices of a configured model."""
+        return self.models[model].price
+
+    @property
+    def max_context(self) -> int:
+        """The largest context window of any model used by a tier."""
+        return max(self.models[m].context_window for tier in self.tiers for m in tier.models)
+
+
+def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check the TOML file at `path`; `env` (when given) must hold every provider's key variable."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found; set TIERQ_CONFIG to your TOML file "
+            "(configs/example.toml is a documented example)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, source=str(path), env=env)
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed TOML mapping; errors name `source`, the entry and the fix."""
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+    _cross_check(config, source)
+    if env is not None:
+        _check_keys(config, source, env)
+    return config
+
+
+def _describe(source: str, err: Any) -> str:
+    where = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "missing":
+        return f"{source}: [{where.rsplit('.', 1)[0]}] is missing {err['loc'][-1]!r}; add it"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: {where}: unknown setting; remove it or check its spelling"
+    return f"{source}: {where}: {err['msg']}"
+
+
+def _cross_check(config: Config, source: str) -> None:
+    problems: list[str] = []
+    if not config.tiers:
+        problems.append(f"{source}: no [[tiers]]; add at least one tier with a list of models")
+    seen: set[str] = set()
+    for tier in config.tiers:
+        if tier.name in seen or tier.name in RESERVED_QUEUES:
+            problems.append(f"{source}: tier name {tier.name!r} is used twice or reserved; rename it")
+        seen.add(tier.name)
+        if not tier.models:
+            problems.append(f"{source}: tier {tier.name!r} has no models; list at least one in models = [...]")
+        for model in tier.models:
+            if model not in config.models:
+                problems.append(f"{source}: tier {tier.name!r} uses unknown model {model!r}; add [models.\"{model}\"]")
+    for name, model_cfg in config.models.items():
+        if model_cfg.provider not in config.providers:
+            problems.append(f"{source}: model {name!r} uses unknown provider {model_cfg.provider!r}; add [providers.{model_cfg.provider}]")
+    names = set(config.tier_names)
+    if config.routing.default_tier is not None and config.routing.default_tier not in names:
+        problems.append(f"{source}: routing.default_tier {config.routing.default_tier!r} is not a tier; use one of {sorted(names)}")
+    for rule in config.routing.rules:
+        if rule.tier not in names:
+            problems.append(f"{source}: routing rule {rule.name!r} names unknown tier {rule.tier!r}; use one of {sorted(names)}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _check_keys(config: Config, source: str, env: Mapping[str, str]) -> None:
+    used = {config.models[m].provider for tier in config.tiers for m in tier.models}
+    for name in sorted(used):
+        var = config.providers[name].api_key_env
+        if var and not env.get(var):
+            raise ConfigError(
+                f"{source}: provider {name!r} reads its API key from ${var}, which is not set; "
+                f"export {var}=<your key> before starting"
+            )

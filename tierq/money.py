@@ -1,0 +1,50 @@
+"""Exact money: prices per million tokens and the cost of a call, always `Decimal`, never float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+MILLION = Decimal(1_000_000)
+# Costs are stored as NUMERIC(24, 12): a price with at most 6 decimal places per million tokens makes
+# every per-token cost exact at 12 places, so no rounding ever happens between the call and the bill.
+PRICE_PLACES = 6
+COST_PLACES = 12
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one call as the provider reported them (or estimated, when `estimated`)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for one model."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+
+    def cost(self, usage: Usage) -> Decimal:
+        """The exact USD cost of `usage` at this price."""
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        uncached = usage.prompt_tokens - cached
+        total = uncached * self.input + cached * self.cached_input + usage.completion_tokens * self.output
+        return total / MILLION
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-free token estimate (characters / 4, rounded up), used only where usage is missing."""
+    return max(1, -(-len(text) // 4)) if text else 0
+
+
+def usd(value: Decimal) -> str:
+    """Money as the decimal string JSON output uses, without exponent or trailing noise."""
+    text = format(value.normalize(), "f") if value else "0"
+    return text

@@ -1,0 +1,53 @@
+"""The message contract between the producer and the workers: task names, queues and broker settings.
+
+Both sides build their Celery app from `celery_config`, so a producer that never imports the workers
+still sends messages the workers read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tierq.config import Config
+
+CLASSIFY_QUEUE = "classify"
+CLASSIFY_TASK = "tierq.classify"
+TIER_TASK = "tierq.tier"
+
+
+def task_budget_s(config: Config) -> float:
+    """The longest a tier task may take: every model of the slowest tier, each with its retries."""
+    longest = 0.0
+    for tier in config.tiers:
+        per_model = []
+        for name in tier.models:
+            timeout = tier.timeout_s or config.providers[config.models[name].provider].timeout_s
+            per_model.append((timeout + 30.0) * (tier.max_retries + 1))
+        longest = max(longest, sum(per_model))
+    return longest
+
+
+def celery_config(config: Config, broker_url: str) -> dict[str, Any]:
+    """Celery settings shared by every tierq process."""
+    # A message is redelivered only after the visibility timeout (Redis broker), so it must be longer
+    # than the longest task with its retries, or a slow task would run twice.
+    visibility = max(600.0, 2 * task_budget_s(config))
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": visibility},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": False,
+        "result_backend": None,
+        "task_default_queue": CLASSIFY_QUEUE,
+        "task_routes": {CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}},
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "broker_pool_limit": 10,
+    }

@@ -1,0 +1,41 @@
+"""The Celery app: `celery -A workers worker -Q classify,hot,warm,cold` and `celery -A workers flower`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from tierq.queues import CLASSIFY_QUEUE, celery_config
+from tierq.settings import get_settings
+
+
+def create_app() -> Celery:
+    """Build the app from the settings and the TOML file; a bad configuration stops start-up here."""
+    settings = get_settings()
+    config = settings.load_config()
+    app = Celery("tierq")
+    app.conf.update(celery_config(config, settings.broker))
+    app.conf.update(
+        task_queues=[Queue(CLASSIFY_QUEUE), *(Queue(name) for name in config.tier_names)],
+        # Model calls run on one asyncio loop per process; pool threads only wait on it and write to
+        # Postgres, so a handful of threads keeps hundreds of calls in flight.
+        worker_pool="threads",
+        worker_concurrency=8,
+    )
+    return app
+
+
+app = create_app()
+
+
+@signals.worker_init.connect
+def _check_keys(**_: Any) -> None:
+    # Fail at start-up, not at the first task, when a provider's API key variable is missing.
+    from workers.context import get_context
+
+    get_context(app)
+
+
+import workers.tasks  # noqa: E402,F401  (registers the tasks on `app`)

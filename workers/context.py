@@ -1,0 +1,75 @@
+"""Everything a worker process needs, built once per process from the settings and the TOML file."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from celery import Celery
+from sqlalchemy import Engine
+
+from models import make_engine
+from tierq.config import Config
+from tierq.queues import TIER_TASK
+from tierq.settings import Settings, get_settings
+from workers.llm import ModelClient
+from workers.loop import LoopThread
+from workers.routing import Router
+from workers.store import Handoff
+
+
+@dataclass
+class WorkerContext:
+    """Settings, configuration, database, model client and event loop of one worker process."""
+
+    settings: Settings
+    config: Config
+    app: Celery
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The process's connection pool (threads of the pool share it)."""
+        return make_engine(self.settings.database_url, pool_size=10)
+
+    @cached_property
+    def client(self) -> ModelClient:
+        """Model clients, one per provider."""
+        return ModelClient(self.settings, self.config)
+
+    @cached_property
+    def loop(self) -> LoopThread:
+        """The event loop that runs every model call of this process."""
+        return LoopThread()
+
+    @cached_property
+    def router(self) -> Router:
+        """The routing rules."""
+        return Router(self.config)
+
+    def send(self, handoffs: Sequence[Handoff]) -> None:
+        """Publish one tier task per hand-off, under the message id the jobs were assigned."""
+        for handoff in handoffs:
+            if handoff.job_ids:
+                self.app.send_task(
+                    TIER_TASK,
+                    args=[handoff.tier, handoff.job_ids],
+                    kwargs={"batch": str(handoff.batch_id) if handoff.batch_id else None},
+                    task_id=str(handoff.message_id),
+                    queue=handoff.tier,
+                )
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def get_context(app: Celery) -> WorkerContext:
+    """The process's context; the configuration is checked (API keys included) on first use."""
+    global _context
+    with _lock:
+        if _context is None:
+            settings = get_settings()
+            _context = WorkerContext(settings, settings.load_config(require_keys=True), app)
+        return _context

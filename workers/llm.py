@@ -1,0 +1,171 @@
+"""Calling a model through the OpenAI-compatible API, one attempt at a time.
+
+Every attempt becomes a `CallRecord` (a cost row), whether it answered, refused or failed; a failure
+is `retryable` (the same model again after a pause) or not (this model will not do).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import openai
+
+from models.enums import CallOutcome
+from tierq.config import AnswerConfig, Config, ModelConfig
+from tierq.money import ZERO, Usage, estimate_tokens
+from tierq.settings import Settings
+from workers.answers import judge
+
+PASSED_PARAMS = frozenset(
+    {"temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
+     "presence_penalty", "frequency_penalty", "logit_bias", "user", "reasoning_effort"}
+)
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|key)[-_][A-Za-z0-9_\-*]{6,}")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One model call as it goes into the cost table."""
+
+    id: uuid.UUID
+    model: str
+    provider: str
+    usage: Usage
+    cost_usd: Decimal
+    latency_ms: int
+    outcome: CallOutcome
+    error: str | None = None
+    content: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Remove API keys (the configured ones and anything shaped like one) from a message."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)[:500]
+
+
+class ModelClient:
+    """AsyncOpenAI clients per provider, created on the worker's event loop and reused by every call."""
+
+    def __init__(self, settings: Settings, config: Config) -> None:
+        self._settings = settings
+        self._config = config
+        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._secrets: list[str] = []
+        for provider in config.providers.values():
+            key = settings.api_key(provider.api_key_env) if provider.api_key_env else None
+            if key is not None:
+                self._secrets.append(key.get_secret_value())
+
+    def _client(self, provider: str) -> openai.AsyncOpenAI:
+        client = self._clients.get(provider)
+        if client is None:
+            cfg = self._config.providers[provider]
+            key = self._settings.api_key(cfg.api_key_env) if cfg.api_key_env else None
+            client = openai.AsyncOpenAI(
+                base_url=self._settings.provider_url(cfg),
+                # Local servers (vLLM, Ollama, the simulator) take no key, but the SDK insists on one.
+                api_key=key.get_secret_value() if key else "not-needed",
+                max_retries=0,
+                http_client=openai.DefaultAioHttpClient(),
+            )
+            self._clients[provider] = client
+        return client
+
+    async def call(
+        self, name: str, messages: list[dict[str, Any]], params: dict[str, Any], timeout: float, rules: AnswerConfig
+    ) -> CallRecord:
+        """Make one call to model `name`; the record's outcome says whether the answer is usable."""
+        model = self._config.models[name]
+        started = time.perf_counter()
+        record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
+        try:
+            response = await self._client(model.provider).chat.completions.create(
+                model=model.model or name, messages=messages, timeout=timeout, **params  # type: ignore[call-overload]
+            )
+        except openai.APIError as exc:
+            record.latency_ms = int((time.perf_counter() - started) * 1000)
+            return self._failure(exc, record)
+        record.latency_ms = int((time.perf_counter() - started) * 1000)
+        return self._answered(response, record, model, messages, rules)
+
+    def _answered(
+        self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]], rules: AnswerConfig
+    ) -> CallRecord:
+        choice = response.choices[0] if response.choices else None
+        message = choice.message if choice else None
+        content = message.content if message else None
+        refusal = getattr(message, "refusal", None) if message else None
+        record.usage = _usage(response.usage, messages, content or refusal or "")
+        record.cost_usd = model.price.cost(record.usage)
+        verdict = judge(content, refusal, choice.finish_reason if choice else None, rules)
+        record.outcome = verdict.outcome
+        record.content = content
+        record.error = verdict.reason
+        return record
+
+    def _failure(self, exc: openai.APIError, record: CallRecord) -> CallRecord:
+        if isinstance(exc, openai.APITimeoutError):
+            outcome, message = CallOutcome.TIMEOUT, "timeout: no answer within the tier's timeout"
+        elif isinstance(exc, openai.APIConnectionError):
+            outcome, message = CallOutcome.ERROR, f"connection error: {type(exc.__cause__ or exc).__name__}"
+        elif isinstance(exc, openai.APIStatusError):
+            outcome = CallOutcome.RATE_LIMITED if exc.status_code == 429 else CallOutcome.ERROR
+            message = f"HTTP {exc.status_code}: {scrub(_error_text(exc), self._secrets)}"
+        else:
+            outcome, message = CallOutcome.ERROR, f"invalid response: {scrub(str(exc), self._secrets)}"
+        record.outcome, record.error = outcome, message
+        status = getattr(exc, "status_code", None)
+        record.retryable = status is None or status in (408, 409, 429) or status >= 500
+        record.retry_after = _retry_after(exc)
+        return record
+
+    async def close(self) -> None:
+        """Close every provider's connections."""
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
+    if usage is None:
+        prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+        return Usage(prompt, estimate_tokens(answer), 0, estimated=True)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached)
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner.get("code") or inner.get("type") or "")[:300]
+    return type(exc).__name__
+
+
+def _retry_after(exc: openai.APIError) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

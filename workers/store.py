@@ -1,0 +1,188 @@
+"""Job state changes in Postgres, each guarded so that a redelivered task changes nothing twice.
+
+A job is owned by one task message at a time (`jobs.handoff`); every UPDATE here names that message in
+its WHERE clause, and cost rows carry ids made before the call, so replays are no-ops.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from models import Call
+from workers.llm import CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Jobs moved to a queue under one new message id."""
+
+    tier: str
+    message_id: uuid.UUID
+    job_ids: list[int]
+    batch_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """A job waiting for the classify step, with its batch's routing options."""
+
+    id: int
+    batch_id: uuid.UUID
+    task_type: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    force_tier: str | None
+    min_tier: str | None
+    max_tier: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a tier worker is now answering."""
+
+    id: int
+    batch_id: uuid.UUID
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    attempts: int
+
+
+def unsent_handoffs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> list[Handoff]:
+    """Hand-offs this message committed but may not have sent (its worker died in between)."""
+    rows = conn.execute(
+        text(
+            "SELECT tier, handoff, array_agg(id ORDER BY id), min(batch_id::text) FROM jobs "
+            "WHERE id = ANY(:ids) AND handoff_from = :me AND status = 'queued' GROUP BY tier, handoff"
+        ),
+        {"ids": list(ids), "me": message_id},
+    ).all()
+    return [Handoff(tier, handoff, list(job_ids), uuid.UUID(batch)) for tier, handoff, job_ids, batch in rows]
+
+
+def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> list[PendingJob]:
+    """Jobs this classify message owns and has not routed yet."""
+    rows = conn.execute(
+        text(
+            "SELECT j.id, j.batch_id, j.task_type, j.messages, j.params, b.force_tier, b.min_tier, b.max_tier, "
+            "b.params FROM jobs j JOIN batches b ON b.id = j.batch_id "
+            "WHERE j.id = ANY(:ids) AND j.status = 'pending' AND j.handoff = :me ORDER BY j.id"
+        ),
+        {"ids": list(ids), "me": message_id},
+    ).all()
+    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7]) for r in rows]
+
+
+def hand_off(
+    conn: Connection, routes: dict[int, str], message_id: uuid.UUID, chunk: int, *,
+    batch_id: uuid.UUID | None, from_status: str, escalation: bool,
+) -> list[Handoff]:
+    """Queue jobs on their tiers under new message ids (`chunk` jobs per message) owned by this message."""
+    by_tier: dict[str, list[int]] = defaultdict(list)
+    for job_id, tier in sorted(routes.items()):
+        by_tier[tier].append(job_id)
+    planned = [
+        Handoff(tier, uuid.uuid4(), ids[start : start + chunk], batch_id)
+        for tier, ids in by_tier.items()
+        for start in range(0, len(ids), chunk)
+    ]
+    flat = [(job_id, h.tier, h.message_id) for h in planned for job_id in h.job_ids]
+    if not flat:
+        return []
+    moved = conn.execute(
+        text(
+            "UPDATE jobs AS j SET status = 'queued', tier = v.tier, handoff = v.handoff, handoff_from = :me, "
+            "start_tier = COALESCE(j.start_tier, v.tier), escalations = j.escalations + :esc, updated_at = now() "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:tiers AS text[]), CAST(:handoffs AS uuid[])) "
+            "AS v(id, tier, handoff) "
+            "WHERE j.id = v.id AND j.status = :from_status AND j.handoff = :me RETURNING j.id"
+        ),
+        {
+            "ids": [f[0] for f in flat], "tiers": [f[1] for f in flat], "handoffs": [f[2] for f in flat],
+            "me": message_id, "from_status": from_status, "esc": 1 if escalation else 0,
+        },
+    ).scalars()
+    kept = set(moved)
+    return [Handoff(h.tier, h.message_id, [i for i in h.job_ids if i in kept], batch_id) for h in planned
+            if any(i in kept for i in h.job_ids)]
+
+
+def claim(conn: Connection, ids: Sequence[int], tier: str, message_id: uuid.UUID) -> list[ClaimedJob]:
+    """Mark this message's jobs at `tier` running (again, if the message is redelivered) and read them."""
+    rows = conn.execute(
+        text(
+            "UPDATE jobs AS j SET status = 'running', updated_at = now() FROM batches b "
+            "WHERE b.id = j.batch_id AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
+            "AND j.status IN ('queued', 'running') "
+            "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts"
+        ),
+        {"ids": list(ids), "tier": tier, "me": message_id},
+    ).all()
+    return [ClaimedJob(r[0], r[1], _with_system(r[2], r[5]), {**r[4], **r[3]}, r[6]) for r in rows]
+
+
+def _with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+    if system and not any(m.get("role") in ("system", "developer") for m in messages):
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def record_calls(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert cost rows; a row whose id is already there (a replayed write) is skipped."""
+    values = list(rows)
+    if values:
+        conn.execute(pg_insert(Call).on_conflict_do_nothing(index_elements=["id"]), values)
+
+
+def call_row(record: CallRecord, *, job_id: int, batch_id: uuid.UUID, attempt: int, tier: str) -> dict[str, Any]:
+    """The cost-table row of one call."""
+    return {
+        "id": record.id, "job_id": job_id, "batch_id": batch_id, "attempt": attempt, "tier": tier,
+        "model": record.model, "provider": record.provider,
+        "prompt_tokens": record.usage.prompt_tokens, "completion_tokens": record.usage.completion_tokens,
+        "cached_tokens": record.usage.cached_tokens, "usage_estimated": record.usage.estimated,
+        "cost_usd": record.cost_usd, "latency_ms": record.latency_ms, "outcome": record.outcome.value,
+        "error": record.error,
+    }
+
+
+def succeed(conn: Connection, answers: list[tuple[int, str, str, int]], message_id: uuid.UUID) -> int:
+    """Store answers (job id, content, model, calls made); only jobs this message still runs change."""
+    if not answers:
+        return 0
+    result = conn.execute(
+        text(
+            "UPDATE jobs AS j SET status = 'succeeded', content = v.content, model = v.model, error = NULL, "
+            "attempts = j.attempts + v.calls, finished_at = now(), updated_at = now() "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:contents AS text[]), CAST(:models AS text[]), "
+            "CAST(:calls AS int[])) AS v(id, content, model, calls) "
+            "WHERE j.id = v.id AND j.status = 'running' AND j.handoff = :me"
+        ),
+        {"ids": [a[0] for a in answers], "contents": [a[1] for a in answers], "models": [a[2] for a in answers],
+         "calls": [a[3] for a in answers], "me": message_id},
+    )
+    return result.rowcount
+
+
+def note_attempts(conn: Connection, failures: list[tuple[int, str, int]], message_id: uuid.UUID, *, final: bool) -> int:
+    """Record why jobs failed here (job id, reason, calls made); `final` ends them as failed."""
+    if not failures:
+        return 0
+    status_sql = "'failed'" if final else "j.status"
+    result = conn.execute(
+        text(
+            f"UPDATE jobs AS j SET status = {status_sql}, error = v.reason, attempts = j.attempts + v.calls, "
+            "finished_at = CASE WHEN :final THEN now() ELSE j.finished_at END, updated_at = now() "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[]), CAST(:calls AS int[])) "
+            "AS v(id, reason, calls) WHERE j.id = v.id AND j.status IN ('running', 'pending') AND j.handoff = :me"
+        ),
+        {"ids": [f[0] for f in failures], "reasons": [f[1] for f in failures], "calls": [f[2] for f in failures],
+         "me": message_id, "final": final},
+    )
+    return result.rowcount

@@ -1,0 +1,49 @@
+"""Thin Celery tasks: decode ids, call the plain functions, map database and broker outages to retries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tierq.queues import CLASSIFY_TASK, TIER_TASK
+from workers.celery_app import app
+from workers.classify import classify_chunk
+from workers.context import get_context
+from workers.process import process_chunk
+
+# Outages worth waiting for: the task is retried under the same id, so the jobs it owns stay its own.
+TRANSIENT = (OperationalError, BrokerError, ConnectionError)
+RETRY = {"max_retries": 30, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+@app.task(name=CLASSIFY_TASK, bind=True, **RETRY)
+def classify(self: Task, job_ids: list[int], batch: str | None = None) -> dict[str, Any]:
+    """Route a chunk of jobs to their starting tiers."""
+    try:
+        summary = classify_chunk(get_context(app), job_ids, uuid.UUID(self.request.id))
+    except Exception as exc:
+        if _is_transient(exc):
+            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+        raise
+    return asdict(summary)
+
+
+@app.task(name=TIER_TASK, bind=True, **RETRY)
+def run_tier(self: Task, tier: str, job_ids: list[int], batch: str | None = None) -> dict[str, Any]:
+    """Answer a chunk of jobs at one tier; failures escalate to the next tier's queue."""
+    try:
+        summary = process_chunk(get_context(app), tier, job_ids, uuid.UUID(self.request.id))
+    except Exception as exc:
+        if _is_transient(exc):
+            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+        raise
+    return asdict(summary)
