@@ -33,6 +33,10 @@ class BatchStatus:
         """Jobs in `status`."""
         return self.by_status.get(status.value, 0)
 
+    def count_final(self) -> int:
+        """Jobs in a final state."""
+        return sum(self.count(s) for s in JobStatus.final())
+
     @property
     def pending(self) -> int:
         """Jobs not yet in a final state."""

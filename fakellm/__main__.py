@@ -1,0 +1,5 @@
+"""Allow `python -m fakellm`."""
+
+from fakellm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Simulator configuration and the deterministic per-request decisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_RATE_FIELDS = (
+    "error_429_rate",
+    "error_500_rate",
+    "hang_rate",
+    "refusal_rate",
+    "empty_rate",
+    "truncate_rate",
+)
+_NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s", "hang_s")
+_TWO_64 = float(1 << 64)
+
+
+class Outcome(enum.Enum):
+    """What the simulated provider does with one chat request."""
+
+    ERROR_429 = "429"
+    ERROR_500 = "500"
+    HANG = "hang"
+    REFUSAL = "refusal"
+    EMPTY = "empty"
+    TRUNCATE = "truncate"
+    OK = "ok"
+
+
+# Fixed order in which cumulative rates (and competing markers) are tried.
+_OUTCOME_ORDER = (
+    (Outcome.ERROR_429, "error_429_rate"),
+    (Outcome.ERROR_500, "error_500_rate"),
+    (Outcome.HANG, "hang_rate"),
+    (Outcome.REFUSAL, "refusal_rate"),
+    (Outcome.EMPTY, "empty_rate"),
+    (Outcome.TRUNCATE, "truncate_rate"),
+)
+_MARKER_NAMES = {
+    "429": Outcome.ERROR_429,
+    "500": Outcome.ERROR_500,
+    "hang": Outcome.HANG,
+    "refuse": Outcome.REFUSAL,
+    "empty": Outcome.EMPTY,
+    "truncate": Outcome.TRUNCATE,
+}
+_MARKER_RE = re.compile(r"\[\[sim:(refuse|empty|truncate|429|500|hang)(?:@([^\]]+))?\]\]")
+
+
+@dataclass(frozen=True)
+class ModelBehaviour:
+    """How one model behaves: latency, failure and quirk rates, answer size."""
+
+    latency_ms: float = 0
+    latency_jitter_ms: float = 0
+    refusal_rate: float = 0.0
+    empty_rate: float = 0.0
+    truncate_rate: float = 0.0
+    error_429_rate: float = 0.0
+    retry_after_s: float = 1
+    error_500_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_s: float = 3600
+    cached_fraction: float = 0.0
+    answer_words: tuple[int, int] = (8, 40)
+
+    def overridden(self, overrides: Mapping[str, Any], where: str) -> ModelBehaviour:
+        """Return a validated copy with the given fields replaced."""
+        known = {f.name for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ValueError(f"unknown simulator key {key!r} for {where}")
+            changes[key] = _check_field(key, value, where)
+        result = dataclasses.replace(self, **changes)
+        total = sum(getattr(result, name) for name in _RATE_FIELDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"outcome rates for {where} add up to {total:g}, more than 1")
+        return result
+
+
+def _check_field(key: str, value: Any, where: str) -> Any:
+    """Validate one behaviour field and return it in its stored form."""
+    if key == "answer_words":
+        ok = (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            and 1 <= value[0] <= value[1]
+        )
+        if not ok:
+            raise ValueError(f"answer_words for {where} must be [min, max] with 1 <= min <= max")
+        return (int(value[0]), int(value[1]))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} for {where} must be a number, got {value!r}")
+    if key in _RATE_FIELDS or key == "cached_fraction":
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} for {where} must be in [0, 1], got {value!r}")
+    elif key in _NON_NEGATIVE_FIELDS and value < 0:
+        raise ValueError(f"{key} for {where} must be >= 0, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The whole simulator behaviour: a seed, defaults, and per-model overrides."""
+
+    seed: int = 0
+    defaults: ModelBehaviour = field(default_factory=ModelBehaviour)
+    models: Mapping[str, ModelBehaviour] = field(default_factory=dict)
+    # Names of the project's `[models]` table: listed by /v1/models, default behaviour.
+    extra_model_names: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
+        """Build and validate a config from a `[simulator]`-shaped mapping."""
+        if not isinstance(data, Mapping):
+            raise ValueError("simulator config must be a table/object")
+        top = dict(data)
+        seed = top.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        raw_models = top.pop("models", {})
+        if not isinstance(raw_models, Mapping):
+            raise ValueError("simulator.models must be a table/object of model names")
+        defaults = ModelBehaviour().overridden(top, "the [simulator] defaults")
+        models: dict[str, ModelBehaviour] = {}
+        for name, overrides in raw_models.items():
+            if not isinstance(overrides, Mapping):
+                raise ValueError(f"simulator.models.{name!r} must be a table/object")
+            models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
+        return cls(seed=seed, defaults=defaults, models=models)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SimConfig:
+        """Read the `[simulator]` table of a TOML file (defaults if it has none).
+
+        Of the rest of the file only the names in its `[models]` table are used.
+        """
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+        config = cls.from_mapping(document.get("simulator", {}))
+        project_models = document.get("models", {})
+        names = tuple(str(n) for n in project_models) if isinstance(project_models, dict) else ()
+        return dataclasses.replace(config, extra_model_names=names)
+
+    def model_names(self) -> list[str]:
+        """Return every model this simulator advertises, without duplicates."""
+        return list(dict.fromkeys([*self.models, *self.extra_model_names]))
+
+    def behaviour(self, model: str) -> ModelBehaviour:
+        """Return the behaviour of a model, falling back to the defaults."""
+        return self.models.get(model, self.defaults)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The deterministic choices made for one chat request."""
+
+    outcome: Outcome
+    prompt_hash: int
+    occurrence: int
+    latency_s: float
+
+
+def request_key(model: str, canonical_messages: str) -> bytes:
+    """Return a compact identity for an exact (model, messages) request."""
+    data = model.encode() + b"\x00" + canonical_messages.encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def forced_outcome(texts: Iterable[str], model: str) -> Outcome | None:
+    """Return the outcome forced by `[[sim:...]]` markers in the texts, if any."""
+    found: set[Outcome] = set()
+    for text in texts:
+        if "[[sim:" not in text:
+            continue
+        for match in _MARKER_RE.finditer(text):
+            target = match.group(2)
+            if target is None or target == model:
+                found.add(_MARKER_NAMES[match.group(1)])
+    for outcome, _ in _OUTCOME_ORDER:
+        if outcome in found:
+            return outcome
+    return None
+
+
+def decide(
+    config: SimConfig, model: str, key: bytes, occurrence: int, forced: Outcome | None
+) -> Decision:
+    """Decide outcome, latency and hashes for the n-th occurrence of a request."""
+    behaviour = config.behaviour(model)
+    seed = str(config.seed).encode() + b"\x00"
+    prompt_digest = hashlib.blake2b(seed + key, digest_size=8).digest()
+    request_digest = hashlib.blake2b(
+        seed + key + occurrence.to_bytes(8, "little"), digest_size=16
+    ).digest()
+    pick = int.from_bytes(request_digest[:8], "little") / _TWO_64
+    jitter = int.from_bytes(request_digest[8:], "little") / _TWO_64
+    outcome = forced if forced is not None else _outcome_for(behaviour, pick)
+    latency_ms = behaviour.latency_ms + behaviour.latency_jitter_ms * jitter
+    return Decision(
+        outcome=outcome,
+        prompt_hash=int.from_bytes(prompt_digest, "little"),
+        occurrence=occurrence,
+        latency_s=latency_ms / 1000.0,
+    )
+
+
+def _outcome_for(behaviour: ModelBehaviour, pick: float) -> Outcome:
+    """Map a uniform number in [0, 1) onto the cumulative outcome rates."""
+    threshold = 0.0
+    for outcome, rate_name in _OUTCOME_ORDER:
+        threshold += getattr(behaviour, rate_name)
+        if pick < threshold:
+            return outcome
+    return Outcome.OK

@@ -1,0 +1,240 @@
+"""aiohttp routes of the simulated OpenAI-compatible provider."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from fakellm.answers import count_tokens, embed, encode_embedding, make_answer, prompt_tokens
+from fakellm.behaviour import (
+    Decision,
+    ModelBehaviour,
+    Outcome,
+    SimConfig,
+    decide,
+    forced_outcome,
+    request_key,
+)
+from fakellm.parsing import (
+    BadRequest,
+    ChatRequest,
+    parse_chat,
+    parse_embeddings,
+    parse_json_object,
+)
+from fakellm.stats import Stats
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
+@dataclass
+class SimState:
+    """Mutable state of one simulator: behaviour, counters and request history."""
+
+    config: SimConfig
+    stats: Stats = field(default_factory=Stats)
+    # How often each exact (model, messages) request has been received.
+    occurrences: dict[bytes, int] = field(default_factory=dict)
+    # Requests already answered with HTTP 200, for prompt-cache accounting.
+    served: set[bytes] = field(default_factory=set)
+
+    def reset(self) -> None:
+        """Forget all counters and history, as if freshly started."""
+        self.stats = Stats()
+        self.occurrences = {}
+        self.served = set()
+
+
+STATE = web.AppKey("fakellm_state", SimState)
+
+
+def error_response(
+    status: int,
+    message: str,
+    kind: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """Return an OpenAI-style JSON error."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _bad_request(state: SimState, error: BadRequest) -> web.Response:
+    """Count and answer a rejected request."""
+    state.stats.bad_requests += 1
+    return error_response(400, error.message, "invalid_request_error", error.param)
+
+
+async def chat_completions(request: web.Request) -> web.Response:
+    """Handle POST /v1/chat/completions."""
+    stats = request.app[STATE].stats
+    stats.enter()
+    try:
+        return await _chat_completions(request)
+    finally:
+        # A reset while this request was open replaced the counters; only the live object is touched.
+        stats.leave()
+
+
+async def _chat_completions(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        chat = parse_chat(parse_json_object(await request.read()))
+    except BadRequest as error:
+        return _bad_request(state, error)
+    key = request_key(chat.model, chat.canonical_messages)
+    occurrence = state.occurrences.get(key, 0)
+    state.occurrences[key] = occurrence + 1
+    config = state.config
+    behaviour = config.behaviour(chat.model)
+    decision = decide(config, chat.model, key, occurrence, forced_outcome(chat.texts, chat.model))
+    state.stats.model(chat.model).requests += 1
+    if decision.outcome is Outcome.HANG:
+        state.stats.model(chat.model).outcomes["hang"] += 1
+        await asyncio.sleep(behaviour.hang_s)
+        # Stats may have been reset while sleeping, so look the counters up again.
+        state.stats.model(chat.model).count_status(504)
+        return error_response(504, "The simulated provider timed out.", "timeout")
+    if decision.latency_s > 0:
+        await asyncio.sleep(decision.latency_s)
+    if decision.outcome is Outcome.ERROR_429:
+        state.stats.model(chat.model).count_status(429)
+        return error_response(
+            429,
+            f"Rate limit reached for {chat.model}",
+            "requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(behaviour.retry_after_s)},
+        )
+    if decision.outcome is Outcome.ERROR_500:
+        state.stats.model(chat.model).count_status(500)
+        return error_response(500, SERVER_ERROR_MESSAGE, "server_error")
+    return web.json_response(_billed_completion(state, chat, key, decision, behaviour))
+
+
+def _billed_completion(
+    state: SimState,
+    chat: ChatRequest,
+    key: bytes,
+    decision: Decision,
+    behaviour: ModelBehaviour,
+) -> dict[str, Any]:
+    """Build, bill and record an HTTP 200 chat completion body."""
+    answer = make_answer(decision, behaviour, chat.max_tokens)
+    prompt = prompt_tokens(chat.texts)
+    cached = math.floor(prompt * behaviour.cached_fraction) if key in state.served else 0
+    state.served.add(key)
+    call_id = "chatcmpl-" + os.urandom(12).hex()
+    usage = (prompt, answer.completion_tokens, cached)
+    state.stats.record_billed(call_id, chat.model, decision.outcome.value, usage)
+    message = {"role": "assistant", "content": answer.content, "refusal": answer.refusal}
+    choice = {
+        "index": 0,
+        "message": message,
+        "finish_reason": answer.finish_reason,
+        "logprobs": None,
+    }
+    return {
+        "id": call_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": chat.model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": prompt + answer.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """Handle POST /v1/embeddings."""
+    state = request.app[STATE]
+    try:
+        parsed = parse_embeddings(parse_json_object(await request.read()))
+    except BadRequest as error:
+        return _bad_request(state, error)
+    data: list[dict[str, Any]] = []
+    for index, text in enumerate(parsed.inputs):
+        vector = embed(text, parsed.dimensions)
+        encoded = encode_embedding(vector, parsed.encoding_format)
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(max(1, count_tokens(text)) for text in parsed.inputs)
+    state.stats.embedding_requests += 1
+    state.stats.embedding_inputs += len(parsed.inputs)
+    body = {
+        "object": "list",
+        "data": data,
+        "model": parsed.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return web.json_response(body)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Handle GET /v1/models: every model named in the simulator config."""
+    names = request.app[STATE].config.model_names()
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "tierq-sim"} for name in names
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def sim_stats(request: web.Request) -> web.Response:
+    """Handle GET /_sim/stats (`?calls=0` leaves out the per-call list)."""
+    include_calls = request.query.get("calls", "1") not in ("0", "false", "no")
+    return web.json_response(request.app[STATE].stats.as_json(include_calls))
+
+
+async def sim_reset(request: web.Request) -> web.Response:
+    """Handle POST /_sim/reset: zero every counter and the request history."""
+    request.app[STATE].reset()
+    return web.json_response({"ok": True})
+
+
+async def sim_config(request: web.Request) -> web.Response:
+    """Handle POST /_sim/config: replace the behaviour at runtime."""
+    state = request.app[STATE]
+    try:
+        parsed = SimConfig.from_mapping(parse_json_object(await request.read()))
+    except BadRequest as error:
+        return error_response(400, error.message, "invalid_request_error")
+    except ValueError as error:
+        return error_response(400, f"invalid simulator config: {error}", "invalid_request_error")
+    # The project's model names come from the file and stay advertised.
+    state.config = dataclasses.replace(parsed, extra_model_names=state.config.extra_model_names)
+    return web.json_response({"ok": True})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """Answer any unknown route with an OpenAI-style 404."""
+    message = f"Invalid URL ({request.method} {request.path})"
+    return error_response(404, message, "invalid_request_error")
+
+
+def build_app(config: SimConfig) -> web.Application:
+    """Create the aiohttp application serving the simulator."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE] = SimState(config=config)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/_sim/stats", sim_stats)
+    app.router.add_post("/_sim/reset", sim_reset)
+    app.router.add_post("/_sim/config", sim_config)
+    # Registered last so that it only catches what no other route matched.
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,118 @@
+"""Counters the simulator keeps so that tests can check what was billed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOME_NAMES = ("ok", "refusal", "empty", "truncate", "hang")
+
+
+def _zero_outcomes() -> dict[str, int]:
+    """Return a fresh outcome counter with every known outcome at zero."""
+    return dict.fromkeys(OUTCOME_NAMES, 0)
+
+
+def _zero_status() -> dict[str, int]:
+    """Return a fresh HTTP status counter with the common codes at zero."""
+    return {"200": 0, "429": 0, "500": 0}
+
+
+@dataclass
+class ModelStats:
+    """Per-model request, status, outcome and token counters."""
+
+    requests: int = 0
+    status: dict[str, int] = field(default_factory=_zero_status)
+    outcomes: dict[str, int] = field(default_factory=_zero_outcomes)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def count_status(self, status: int) -> None:
+        """Count one response with the given HTTP status."""
+        name = str(status)
+        self.status[name] = self.status.get(name, 0) + 1
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the counters as a JSON-ready mapping."""
+        return {
+            "requests": self.requests,
+            "status": dict(self.status),
+            "outcomes": dict(self.outcomes),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
+
+@dataclass
+class Stats:
+    """All counters of one simulator process since start or the last reset."""
+
+    models: dict[str, ModelStats] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    bad_requests: int = 0
+    embedding_requests: int = 0
+    embedding_inputs: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def enter(self) -> None:
+        """Count a chat request that started; tests read the peak to see how many calls a client keeps open."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        """Count a chat request that finished."""
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def model(self, name: str) -> ModelStats:
+        """Return (creating if needed) the counters of one model."""
+        stats = self.models.get(name)
+        if stats is None:
+            stats = self.models[name] = ModelStats()
+        return stats
+
+    def record_billed(
+        self,
+        call_id: str,
+        model: str,
+        outcome: str,
+        usage: tuple[int, int, int],
+    ) -> None:
+        """Record one HTTP 200 chat completion and its (prompt, completion, cached) usage."""
+        prompt, completion, cached = usage
+        stats = self.model(model)
+        stats.count_status(200)
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+        stats.prompt_tokens += prompt
+        stats.completion_tokens += completion
+        stats.cached_tokens += cached
+        self.calls.append(
+            {
+                "id": call_id,
+                "model": model,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "cached_tokens": cached,
+                "outcome": outcome,
+            }
+        )
+
+    def as_json(self, include_calls: bool) -> dict[str, Any]:
+        """Return the whole snapshot, optionally with the list of billed calls."""
+        result: dict[str, Any] = {
+            "requests": sum(m.requests for m in self.models.values()),
+            "bad_requests": self.bad_requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "models": {name: m.as_json() for name, m in self.models.items()},
+            "embeddings": {
+                "requests": self.embedding_requests,
+                "inputs": self.embedding_inputs,
+            },
+        }
+        if include_calls:
+            result["calls"] = list(self.calls)
+        return result

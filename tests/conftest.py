@@ -1,0 +1,176 @@
+"""Fixtures that start or reuse the real services: Postgres, Redis, the simulated provider, Celery workers.
+
+Each test session gets a fresh database migrated with Alembic and a flushed Redis database; each test
+starts from empty tables and a simulator with default behaviour. On a laptop without a service the
+tests that need it skip; in CI (CI=true) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from fakellm.testing import SimServer, running_server
+from migrations import upgrade
+from models import make_engine
+from producer.api import Tierq
+from producer.status import BatchStatus
+from tierq.config import Config, load_config
+from tierq.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
+POSTGRES_URL = os.environ.get("TIERQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TIERQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+QUEUES = "classify,hot,warm,cold"
+os.environ.setdefault("TIERQ_CONFIG", str(SIM_CONFIG))
+
+
+def _unavailable(what: str, exc: BaseException) -> None:
+    message = f"{what} is not reachable ({type(exc).__name__}: {exc})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must start it (.ci/run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this session, migrated to head with Alembic, dropped at the end."""
+    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
+    try:
+        psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _unavailable("PostgreSQL", exc)
+    name = f"tierq_test_{uuid.uuid4().hex[:10]}"
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis database, flushed once at the start of the session."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
+    """The simulated provider as a real HTTP server."""
+    workdir = tmp_path_factory.mktemp("sim")
+    with running_server(SIM_CONFIG, stderr_path=workdir / "stderr") as server:
+        yield server
+
+
+@dataclass
+class Stack:
+    """A running tierq deployment: settings, configuration, simulator and worker processes."""
+
+    settings: Settings
+    config: Config
+    sim: SimServer
+    env: dict[str, str]
+    engine: Engine
+
+    def client(self) -> Tierq:
+        """A producer API client for this deployment."""
+        return Tierq(self.settings, self.config)
+
+    def wait(self, tq: Tierq, batch_id: uuid.UUID, timeout: float = 90) -> BatchStatus:
+        """Wait for a batch to finish; fail with its counts when it does not."""
+        status = tq.wait(batch_id, timeout=timeout, poll_s=0.2)
+        assert status.done, f"batch not done after {timeout} s: {status.as_dict()}"
+        return status
+
+    def simulate(self, behaviour: dict[str, Any]) -> None:
+        """Replace the simulator's behaviour (the [simulator] table) and zero its counters."""
+        code, _, body = self.sim.call("POST", "/_sim/config", behaviour)
+        assert code == 200, body
+        code, _, body = self.sim.call("POST", "/_sim/reset")
+        assert code == 200, body
+
+    def sim_stats(self) -> dict[str, Any]:
+        """The simulator's counters and the list of billed calls."""
+        code, _, body = self.sim.call("GET", "/_sim/stats")
+        assert code == 200
+        return body  # type: ignore[no-any-return]
+
+
+def start_worker(env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w") -> subprocess.Popen[bytes]:
+    """Start `celery -A workers worker` for `queues` and wait until it says it is ready."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", "INFO",
+         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while b"ready." not in log_path.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown, then kill if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack_env(database_url: str, redis_url: str, sim: SimServer) -> dict[str, str]:
+    """Environment of every tierq process of the session."""
+    return {
+        **os.environ, "TIERQ_DATABASE_URL": database_url, "TIERQ_REDIS_URL": redis_url,
+        "TIERQ_CONFIG": str(SIM_CONFIG), "TIERQ_SIM_URL": sim.base_url, "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str], sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Simulator plus one worker process serving every queue, for the whole session."""
+    env = stack_env
+    settings = Settings(redis_url=env["TIERQ_REDIS_URL"], database_url=env["TIERQ_DATABASE_URL"], config=SIM_CONFIG)
+    engine = make_engine(settings.database_url)
+    proc = start_worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        yield Stack(settings, load_config(SIM_CONFIG), sim, env, engine)
+    finally:
+        stop_worker(proc)
+        engine.dispose()
+
+
+@pytest.fixture()
+def clean(stack: Stack) -> Stack:
+    """Empty tables and a well-behaved simulator (no latency, no failures) for one test."""
+    with stack.engine.begin() as conn:
+        conn.execute(text("TRUNCATE calls, jobs, batches"))
+    stack.simulate({"latency_ms": 0})
+    return stack

@@ -1,0 +1,50 @@
+"""Validation of submitted records: every rejection names the line, the field and the problem."""
+
+from __future__ import annotations
+
+import io
+
+from producer.inputs import read_jsonl
+from producer.records import Record, Rejection
+
+
+def parse(text: bytes) -> list[Record | Rejection]:
+    return list(read_jsonl(io.BytesIO(text)))
+
+
+def test_prompt_and_messages_records() -> None:
+    items = parse(
+        b'{"id": "a", "prompt": "hi", "task_type": "triage", "metadata": {"k": 1}}\n'
+        b"\n"
+        b'{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}\n'
+    )
+    first, second = items
+    assert isinstance(first, Record) and first.custom_id == "a" and first.task_type == "triage"
+    assert first.messages == [{"role": "user", "content": "hi"}]
+    assert isinstance(second, Record) and second.custom_id == "3" and second.line == 3
+
+
+def test_bad_records_are_rejected_with_reasons() -> None:
+    items = parse(
+        b'{"prompt": "ok"}\n'
+        b"{not json\n"
+        b"[1, 2]\n"
+        b'{"prompt": ""}\n'
+        b'{"id": "x"}\n'
+        b'{"prompt": "\xff\xfe"}\n'
+        b'{"messages": []}\n'
+        b'{"messages": [{"role": "robot", "content": "x"}]}\n'
+        b'{"prompt": 5}\n'
+    )
+    reasons = [i.reason for i in items if isinstance(i, Rejection)]
+    assert reasons == [
+        "line 2: malformed JSON (Expecting property name enclosed in double quotes at column 2)",
+        "line 3: the record is a JSON list, not an object",
+        'line 4: field "prompt" is empty',
+        'line 5: field "prompt" is missing (give "prompt" or "messages")',
+        "line 6: invalid UTF-8 at byte 12; re-encode the file as UTF-8",
+        'line 7: field "messages" must be a non-empty list',
+        "line 8: field \"messages[0]\" has role 'robot'; use one of ['assistant', 'developer', 'system', 'tool', 'user']",
+        'line 9: field "prompt" must be a string, not int',
+    ]
+    assert isinstance(items[0], Record)

@@ -1,0 +1,100 @@
+"""The TOML configuration: a valid file loads exactly; each mistake names the file, the entry and the fix."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tierq.config import load_config
+from tierq.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+[providers.default]
+base_url = "https://api.example.com/v1"
+api_key_env = "TIERQ_TEST_KEY"
+
+[models."qwen3-8b"]
+provider = "default"
+input_usd_per_mtok = 0.01
+output_usd_per_mtok = 0.02
+cached_input_usd_per_mtok = 0.005
+context_window = 32768
+
+[models."big"]
+provider = "default"
+input_usd_per_mtok = 2.5
+output_usd_per_mtok = 10
+context_window = 128000
+
+[[tiers]]
+name = "hot"
+models = ["qwen3-8b"]
+
+[[tiers]]
+name = "cold"
+models = ["big"]
+"""
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "tierq.toml"
+    path.write_text(body)
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    for name in ("example.toml", "sim.toml"):
+        config = load_config(ROOT / "tierq" / "configs" / name)
+        assert config.tier_names == ["hot", "warm", "cold"]
+
+
+def test_prices_are_exact_decimals(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.price("qwen3-8b").cached_input == Decimal("0.005")
+    assert config.price("big").cached_input == Decimal("2.5")  # defaults to the input price
+    assert config.next_tier("hot") == "cold" and config.next_tier("cold") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s.replace('models = ["big"]', 'models = ["gpt-9"]'),
+         "tier 'cold' uses unknown model 'gpt-9'; add [models.\"gpt-9\"]"),
+        (lambda s: s.replace("output_usd_per_mtok = 10\n", ""),
+         "[models.big] is missing 'output_usd_per_mtok'; add it"),
+        (lambda s: s.replace('models = ["big"]', "models = []"),
+         "tier 'cold' has no models; list at least one"),
+        (lambda s: s.replace('provider = "default"\ninput_usd_per_mtok = 2.5', 'provider = "nope"\ninput_usd_per_mtok = 2.5'),
+         "model 'big' uses unknown provider 'nope'; add [providers.nope]"),
+        (lambda s: s.replace("input_usd_per_mtok = 0.01", "input_usd_per_mtok = 0.0000001"),
+         "more than 6 decimal places"),
+        (lambda s: s + '\n[routing]\ndefault_tier = "lukewarm"\n', "routing.default_tier 'lukewarm' is not a tier"),
+        (lambda s: s.replace("context_window = 32768", "context_window = 32768\ncolour = 1"),
+         "models.qwen3-8b.colour: unknown setting"),
+        (lambda s: s.replace('name = "cold"', 'name = "hot"'), "tier name 'hot' is used twice"),
+    ],
+)
+def test_config_errors_name_file_entry_and_fix(tmp_path: Path, change: object, expected: str) -> None:
+    path = write(tmp_path, change(GOOD))  # type: ignore[operator]
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_api_key_variable_stops_start_up(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=r"reads its API key from \$TIERQ_TEST_KEY, which is not set; export"):
+        load_config(path, env={})
+    assert load_config(path, env={"TIERQ_TEST_KEY": "sk-x"}).tier_names == ["hot", "cold"]
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found; set TIERQ_CONFIG"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[providers"))

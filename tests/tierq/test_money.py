@@ -1,0 +1,24 @@
+"""Exact cost arithmetic."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tierq.money import Price, Usage, estimate_tokens, usd
+
+
+def test_cost_is_exact_with_cached_tokens() -> None:
+    price = Price(Decimal("0.15"), Decimal("0.60"), Decimal("0.075"))
+    cost = price.cost(Usage(prompt_tokens=1234, completion_tokens=567, cached_tokens=1000))
+    assert cost == (Decimal(234) * Decimal("0.15") + Decimal(1000) * Decimal("0.075") + Decimal(567) * Decimal("0.60")) / 10**6
+    assert usd(cost) == "0.0004503"
+
+
+def test_cached_tokens_never_exceed_the_prompt() -> None:
+    price = Price(Decimal(1), Decimal(1), Decimal(0))
+    assert price.cost(Usage(10, 0, cached_tokens=50)) == 0
+
+
+def test_estimates_round_up() -> None:
+    assert [estimate_tokens(t) for t in ("", "a", "abcd", "abcde")] == [0, 1, 1, 2]
+    assert usd(Decimal("0")) == "0" and usd(Decimal("1.500000000000")) == "1.5"
