@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from importlib import resources
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 
 from migrations import upgrade

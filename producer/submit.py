@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 
 from models import Batch, JobStatus
 from producer.records import Record, Rejection
@@ -76,7 +76,7 @@ class Submitter:
         o = self.options
         with self.engine.begin() as conn:
             conn.execute(
-                Batch.__table__.insert().values(
+                insert(Batch).values(
                     id=self.result.batch_id, source=o.source, tenant=o.tenant, task_type=o.task_type,
                     system_prompt=o.system_prompt, force_tier=o.force_tier, min_tier=o.min_tier,
                     max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False,

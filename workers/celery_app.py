@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu.entity import Queue
 
 from tierq.queues import CLASSIFY_QUEUE, celery_config
 from tierq.settings import get_settings
@@ -38,4 +38,4 @@ def _check_keys(**_: Any) -> None:
     get_context(app)
 
 
-import workers.tasks  # noqa: E402,F401  (registers the tasks on `app`)
+import workers.tasks  # noqa: E402, F401  (registers the tasks on `app`)

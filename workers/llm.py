@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import openai
 
@@ -90,7 +90,7 @@ class ModelClient:
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
         try:
             response = await self._client(model.provider).chat.completions.create(
-                model=model.model or name, messages=messages, timeout=timeout, **params  # type: ignore[call-overload]
+                model=model.model or name, messages=cast(Any, messages), timeout=timeout, **params
             )
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)

@@ -7,11 +7,21 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tierq.config import TierConfig
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
-from workers.store import ClaimedJob, call_row, claim, hand_off, note_attempts, record_calls, succeed, unsent_handoffs
+from workers.store import (
+    ClaimedJob,
+    call_row,
+    claim,
+    hand_off,
+    note_attempts,
+    record_calls,
+    succeed,
+    unsent_handoffs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +61,7 @@ def _finish(
     ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult], message_id: uuid.UUID
 ) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
-    rows = []
+    rows: list[dict[str, Any]] = []
     answers: list[tuple[int, str, str, int]] = []
     misses: list[tuple[int, str, int]] = []
     for job, result in zip(jobs, results, strict=True):
