@@ -20,7 +20,7 @@ _RATE_FIELDS = (
     "empty_rate",
     "truncate_rate",
 )
-_NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s", "hang_s")
+_NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s", "hang_s", "rpm")
 _TWO_64 = float(1 << 64)
 
 
@@ -72,6 +72,7 @@ class ModelBehaviour:
     hang_s: float = 3600
     cached_fraction: float = 0.0
     answer_words: tuple[int, int] = (8, 40)
+    rpm: float = 0  # requests per minute this model accepts (sliding 60 s window); 0 means no limit
 
     def overridden(self, overrides: Mapping[str, Any], where: str) -> ModelBehaviour:
         """Return a validated copy with the given fields replaced."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import os
@@ -45,12 +46,28 @@ class SimState:
     occurrences: dict[bytes, int] = field(default_factory=dict)
     # Requests already answered with HTTP 200, for prompt-cache accounting.
     served: set[bytes] = field(default_factory=set)
+    # Arrival times of the requests each rate-limited model accepted in the last 60 s.
+    windows: dict[str, collections.deque[float]] = field(default_factory=dict)
+
+    def over_limit(self, model: str, rpm: float) -> float | None:
+        """Seconds until `model` accepts another request, or None (and the request counts) if it does now."""
+        if rpm <= 0:
+            return None
+        now = time.monotonic()
+        window = self.windows.setdefault(model, collections.deque())
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= rpm:
+            return max(0.001, window[0] + 60.0 - now)
+        window.append(now)
+        return None
 
     def reset(self) -> None:
         """Forget all counters and history, as if freshly started."""
         self.stats = Stats()
         self.occurrences = {}
         self.served = set()
+        self.windows = {}
 
 
 STATE = web.AppKey("fakellm_state", SimState)
@@ -99,6 +116,11 @@ async def _chat_completions(request: web.Request) -> web.Response:
     behaviour = config.behaviour(chat.model)
     decision = decide(config, chat.model, key, occurrence, forced_outcome(chat.texts, chat.model))
     state.stats.model(chat.model).requests += 1
+    wait = state.over_limit(chat.model, behaviour.rpm)
+    if wait is not None:
+        state.stats.model(chat.model).count_status(429)
+        return error_response(429, f"Rate limit reached for {chat.model} (rpm {behaviour.rpm:g})", "requests",
+                              code="rate_limit_exceeded", headers={"Retry-After": f"{wait:.3f}"})
     if decision.outcome is Outcome.HANG:
         state.stats.model(chat.model).outcomes["hang"] += 1
         await asyncio.sleep(behaviour.hang_s)

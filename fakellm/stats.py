@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,7 @@ class Stats:
                 "completion_tokens": completion,
                 "cached_tokens": cached,
                 "outcome": outcome,
+                "at": time.time(),
             }
         )
 

@@ -11,6 +11,7 @@ class JobStatus(StrEnum):
     PENDING = "pending"  # accepted, waiting for the classify step
     QUEUED = "queued"  # on its tier's queue
     RUNNING = "running"  # a tier worker is calling a model for it
+    WAITING = "waiting"  # the same question is being answered for another job; it will share the answer
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

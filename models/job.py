@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Sequence, String, UniqueConstraint, func
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Sequence, String, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -27,6 +27,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "custom_id"),
         Index("ix_jobs_batch_id_status", "batch_id", "status"),
+        Index("ix_jobs_follows", "follows", postgresql_where=text("follows IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, JOB_ID_SEQ, primary_key=True, server_default=JOB_ID_SEQ.next_value())
@@ -48,6 +49,8 @@ class Job(Base):
     start_tier: Mapped[str | None] = mapped_column(String(100))
     handoff: Mapped[uuid.UUID | None]
     handoff_from: Mapped[uuid.UUID | None]
+    cache_entry: Mapped[int | None] = mapped_column(BigInteger)
+    follows: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(default=0)
     escalations: Mapped[int] = mapped_column(default=0)
     content: Mapped[str | None]

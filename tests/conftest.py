@@ -1,7 +1,8 @@
 """Fixtures that start or reuse the real services: Postgres, Redis, the simulated provider, Celery workers.
 
 Each test session gets a fresh database migrated with Alembic and a flushed Redis database; each test
-starts from empty tables and a simulator with default behaviour. On a laptop without a service the
+starts from empty tables and a simulator with default behaviour. Sessions running at once each claim
+their own Redis databases. On a laptop without a service the
 tests that need it skip; in CI (CI=true) they fail instead.
 """
 
@@ -35,7 +36,8 @@ from tierq.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
 POSTGRES_URL = os.environ.get("TIERQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TIERQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+REDIS_SERVER = os.environ.get("TIERQ_TEST_REDIS", "redis://127.0.0.1:6379")
+DBS_PER_SESSION = 5  # the broker and cache database, and four spare ones for tests that need their own
 QUEUES = "classify,hot,warm,cold"
 os.environ.setdefault("TIERQ_CONFIG", str(SIM_CONFIG))
 
@@ -63,14 +65,53 @@ def database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@dataclass(frozen=True)
+class RedisDbs:
+    """The Redis databases this test session owns: `url(0)` is the broker and cache, 1-4 are spare."""
+
+    first: int
+
+    def url(self, index: int = 0) -> str:
+        """URL of database `index` of this session."""
+        assert 0 <= index < DBS_PER_SESSION
+        return f"{REDIS_SERVER}/{self.first + index}"
+
+
+def _claim_slot(client: redis.Redis) -> int:
+    # Sessions running at once (several developers, or helpers) must not share a broker database.
+    for slot in range(15 // DBS_PER_SESSION):
+        key = f"tierq:test-slot:{slot}"
+        if client.set(key, os.getpid(), nx=True, ex=6 * 3600):
+            return slot
+        holder = int(client.get(key) or 0)
+        try:
+            os.kill(holder, 0)
+        except ProcessLookupError:
+            client.set(key, os.getpid(), ex=6 * 3600)
+            return slot
+    pytest.fail("every test slot of this Redis is taken by a running test session; wait for one to finish")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis database, flushed once at the start of the session."""
+def redis_dbs() -> Iterator[RedisDbs]:
+    """This session's Redis databases, flushed at the start and released at the end."""
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/0", socket_connect_timeout=3)
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).flushdb()
+        slot = _claim_slot(client)
     except redis.exceptions.ConnectionError as exc:
         _unavailable("Redis", exc)
-    return REDIS_URL
+    dbs = RedisDbs(1 + slot * DBS_PER_SESSION)
+    for index in range(DBS_PER_SESSION):
+        redis.Redis.from_url(dbs.url(index)).flushdb()
+    yield dbs
+    client.delete(f"tierq:test-slot:{slot}")
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_dbs: RedisDbs) -> str:
+    """The session's broker and cache database."""
+    return redis_dbs.url(0)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +126,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
 class Stack:
     """A running tierq deployment: settings, configuration, simulator and worker processes."""
 
+    dbs: RedisDbs
     settings: Settings
     config: Config
     sim: SimServer
@@ -115,11 +157,13 @@ class Stack:
         return body  # type: ignore[no-any-return]
 
 
-def start_worker(env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w") -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w", loglevel: str = "INFO"
+) -> subprocess.Popen[bytes]:
     """Start `celery -A workers worker` for `queues` and wait until it says it is ready."""
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", "INFO",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", loglevel,
          "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
     )
@@ -154,14 +198,16 @@ def stack_env(database_url: str, redis_url: str, sim: SimServer) -> dict[str, st
 
 
 @pytest.fixture(scope="session")
-def stack(stack_env: dict[str, str], sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    stack_env: dict[str, str], sim: SimServer, redis_dbs: RedisDbs, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """Simulator plus one worker process serving every queue, for the whole session."""
     env = stack_env
     settings = Settings(redis_url=env["TIERQ_REDIS_URL"], database_url=env["TIERQ_DATABASE_URL"], config=SIM_CONFIG)
     engine = make_engine(settings.database_url)
     proc = start_worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
     try:
-        yield Stack(settings, load_config(SIM_CONFIG), sim, env, engine)
+        yield Stack(redis_dbs, settings, load_config(SIM_CONFIG), sim, env, engine)
     finally:
         stop_worker(proc)
         engine.dispose()
@@ -172,5 +218,10 @@ def clean(stack: Stack) -> Stack:
     """Empty tables and a well-behaved simulator (no latency, no failures) for one test."""
     with stack.engine.begin() as conn:
         conn.execute(text("TRUNCATE calls, jobs, batches"))
+    cache = redis.Redis.from_url(stack.settings.redis_url)
+    stale = list(cache.scan_iter(match=f"{stack.config.cache.prefix}:*", count=1000))
+    if stale:
+        cache.delete(*stale)
+    cache.close()
     stack.simulate({"latency_ms": 0})
     return stack

@@ -45,6 +45,8 @@ class ModelConfig(_Strict):
     cached_input_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
     context_window: int = Field(gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute, shared by all workers")
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute, shared by all workers")
 
     @field_validator("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok")
     @classmethod
@@ -128,6 +130,24 @@ class WorkerConfig(_Strict):
     tier_chunk: int = Field(default=50, ge=1, le=1_000)
 
 
+class CacheConfig(_Strict):
+    """The shared Redis cache: which embedder, its threshold, the LSH shape, lifetime and size."""
+
+    enabled: bool = True
+    semantic: bool = True
+    embedder: str = Field(default="hashing", pattern=r"^(hashing|openai|minilm)$")
+    embedding_provider: str | None = Field(default=None, description="provider of the openai embedder")
+    embedding_model: str = "text-embedding-3-small"
+    dim: int = Field(default=384, ge=16, le=4096)
+    threshold: float | None = Field(default=None, gt=0, le=1, description="default: the embedder's own")
+    bands: int = Field(default=20, ge=1, le=64)
+    rows: int = Field(default=12, ge=1, le=62)
+    ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    max_entries: int = Field(default=1_000_000, gt=0)
+    lease_s: float = Field(default=30.0, gt=0, description="a leader silent this long is presumed dead")
+    prefix: str = "tq:c"
+
+
 class Config(_Strict):
     """The whole TOML file, validated and cross-checked."""
 
@@ -137,6 +157,7 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     answers: AnswerConfig = AnswerConfig()
     worker: WorkerConfig = WorkerConfig()
+    cache: CacheConfig = CacheConfig()
     simulator: dict[str, Any] | None = None
     source: str = "<memory>"
 
@@ -230,6 +251,9 @@ def _cross_check(config: Config, source: str) -> None:
     for rule in config.routing.rules:
         if rule.tier not in names:
             problems.append(f"{source}: routing rule {rule.name!r} names unknown tier {rule.tier!r}; use one of {sorted(names)}")
+    provider = config.cache.embedding_provider
+    if config.cache.embedder == "openai" and provider not in config.providers:
+        problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider; name one of {sorted(config.providers)}")
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.entity import Exchange, Queue
+
 from tierq.config import Config
 
 CLASSIFY_QUEUE = "classify"
 CLASSIFY_TASK = "tierq.classify"
 TIER_TASK = "tierq.tier"
+FOLLOW_TASK = "tierq.follow"
 
 
 def task_budget_s(config: Config) -> float:
@@ -27,11 +30,21 @@ def task_budget_s(config: Config) -> float:
     return longest
 
 
-def celery_config(config: Config, broker_url: str) -> dict[str, Any]:
+def queues(config: Config) -> list[Queue]:
+    """The classify queue and one queue per tier, each bound to its own direct exchange.
+
+    A bare `Queue(name)` would be bound to Celery's default exchange with the default routing key, and
+    every message would then land in every queue.
+    """
+    names = [CLASSIFY_QUEUE, *config.tier_names]
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+
+
+def celery_config(config: Config, broker_url: str, visibility_timeout_s: float | None = None) -> dict[str, Any]:
     """Celery settings shared by every tierq process."""
     # A message is redelivered only after the visibility timeout (Redis broker), so it must be longer
     # than the longest task with its retries, or a slow task would run twice.
-    visibility = max(600.0, 2 * task_budget_s(config))
+    visibility = visibility_timeout_s or max(600.0, 2 * task_budget_s(config))
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
@@ -44,7 +57,10 @@ def celery_config(config: Config, broker_url: str) -> dict[str, Any]:
         "task_store_errors_even_if_ignored": False,
         "result_backend": None,
         "task_default_queue": CLASSIFY_QUEUE,
-        "task_routes": {CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}},
+        "task_default_exchange": CLASSIFY_QUEUE,
+        "task_default_routing_key": CLASSIFY_QUEUE,
+        "task_queues": queues(config),
+        "task_routes": {CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}, FOLLOW_TASK: {"queue": CLASSIFY_QUEUE}},
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "task_send_sent_event": True,

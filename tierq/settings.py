@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/tierq"
     config: Path = Path("tierq.toml")
     log_level: str = "INFO"
+    visibility_timeout_s: float | None = Field(
+        default=None, gt=0, description="Redis broker redelivery delay; default: twice the longest task"
+    )
 
     @field_validator("redis_url")
     @classmethod

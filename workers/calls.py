@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
-from tierq.money import estimate_tokens
+from tierq.money import estimate_tokens, usd
+from workers.budget import BudgetGate, output_cap, worst_case
 from workers.llm import CallRecord, ModelClient
 
 
@@ -20,6 +23,8 @@ class JobWork:
     job_id: int
     messages: list[dict[str, Any]]
     params: dict[str, Any]
+    batch_id: uuid.UUID | None = None
+    budgeted: bool = False
 
 
 @dataclass(slots=True)
@@ -30,6 +35,7 @@ class TierResult:
     records: list[CallRecord] = field(default_factory=list)
     answer: CallRecord | None = None
     reason: str | None = None
+    final: bool = False  # the job must not escalate (its batch's budget is spent)
 
 
 def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
@@ -39,9 +45,12 @@ def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
     return random.uniform(0, min(tier.retry_max_s, tier.retry_base_s * 2**retry))
 
 
-async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, work: JobWork) -> TierResult:
+async def answer_at_tier(
+    client: ModelClient, config: Config, tier: TierConfig, work: JobWork, budget: BudgetGate | None = None
+) -> TierResult:
     """Try the tier's models in order; the next model only after a provider error outlived its retries."""
     result = TierResult(work.job_id)
+    gate = budget if work.budgeted else None
     needed = sum(estimate_tokens(str(m.get("content") or "")) for m in work.messages)
     for name in tier.models:
         model = config.models[name]
@@ -51,7 +60,18 @@ async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, 
         timeout = tier.timeout_s or config.providers[model.provider].timeout_s
         params = _params_for(work.params, tier, model.max_output_tokens)
         for retry in range(tier.max_retries + 1):
+            held = Decimal(0)
+            if gate is not None and work.batch_id is not None:
+                params.setdefault("max_tokens", output_cap(params, tier, model))
+                held = worst_case(work.messages, int(params["max_tokens"]), model)
+                if not await gate.reserve(work.batch_id, held):
+                    result.final = True
+                    result.reason = (f"budget: what is left of the batch's budget cannot cover a call to {name} "
+                                     f"(worst case ${usd(held)})")
+                    return result
             record = await client.call(name, work.messages, params, timeout, config.answers)
+            if gate is not None and work.batch_id is not None:
+                await gate.settle(work.batch_id, held, record.cost_usd)
             result.records.append(record)
             if record.outcome is CallOutcome.OK:
                 result.answer = record

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu.entity import Queue
 
-from tierq.queues import CLASSIFY_QUEUE, celery_config
+from tierq.queues import celery_config
 from tierq.settings import get_settings
 
 
@@ -16,9 +15,8 @@ def create_app() -> Celery:
     settings = get_settings()
     config = settings.load_config()
     app = Celery("tierq")
-    app.conf.update(celery_config(config, settings.broker))
+    app.conf.update(celery_config(config, settings.broker, settings.visibility_timeout_s))
     app.conf.update(
-        task_queues=[Queue(CLASSIFY_QUEUE), *(Queue(name) for name in config.tier_names)],
         # Model calls run on one asyncio loop per process; pool threads only wait on it and write to
         # Postgres, so a handful of threads keeps hundreds of calls in flight.
         worker_pool="threads",

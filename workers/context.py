@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,9 +12,12 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from models import make_engine
+from tierq.cache import CacheStore, Embedder
+from tierq.cache.factory import make_cache, make_embedder
 from tierq.config import Config
-from tierq.queues import TIER_TASK
+from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from tierq.settings import Settings, get_settings
+from workers.budget import BudgetGate
 from workers.llm import ModelClient
 from workers.loop import LoopThread
 from workers.routing import Router
@@ -44,6 +48,21 @@ class WorkerContext:
         return LoopThread()
 
     @cached_property
+    def embedder(self) -> Embedder:
+        """The cache's embedder (the semantic layer compares its vectors)."""
+        return make_embedder(self.settings, self.config)
+
+    @cached_property
+    def cache(self) -> CacheStore:
+        """The shared Redis cache."""
+        return make_cache(self.settings, self.config, self.embedder)
+
+    @cached_property
+    def budget(self) -> BudgetGate:
+        """Reservations against batch budgets."""
+        return BudgetGate(self.engine)
+
+    @cached_property
     def router(self) -> Router:
         """The routing rules."""
         return Router(self.config)
@@ -59,6 +78,18 @@ class WorkerContext:
                     task_id=str(handoff.message_id),
                     queue=handoff.tier,
                 )
+
+
+    def send_classify(self, job_ids: Sequence[int], batch_id: uuid.UUID | None, message_id: uuid.UUID) -> None:
+        """Publish a classify message for jobs that were set pending under `message_id`."""
+        self.app.send_task(CLASSIFY_TASK, args=[list(job_ids)], kwargs={"batch": str(batch_id) if batch_id else None},
+                           task_id=str(message_id), queue=CLASSIFY_QUEUE)
+
+    def send_follow(self, job_ids: Sequence[int], batch_id: uuid.UUID | None, checks: int = 0) -> None:
+        """Check on waiting jobs after one lease period."""
+        self.app.send_task(FOLLOW_TASK, args=[list(job_ids)], kwargs={"checks": checks,
+                           "batch": str(batch_id) if batch_id else None},
+                           countdown=self.config.cache.lease_s, queue=CLASSIFY_QUEUE)
 
 
 _lock = threading.Lock()

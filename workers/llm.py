@@ -20,6 +20,7 @@ from tierq.config import AnswerConfig, Config, ModelConfig
 from tierq.money import ZERO, Usage, estimate_tokens
 from tierq.settings import Settings
 from workers.answers import judge
+from workers.ratelimit import RateLimiter
 
 PASSED_PARAMS = frozenset(
     {"temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
@@ -60,6 +61,7 @@ class ModelClient:
         self._settings = settings
         self._config = config
         self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._limiter: RateLimiter | None = None
         self._secrets: list[str] = []
         for provider in config.providers.values():
             key = settings.api_key(provider.api_key_env) if provider.api_key_env else None
@@ -86,6 +88,9 @@ class ModelClient:
     ) -> CallRecord:
         """Make one call to model `name`; the record's outcome says whether the answer is usable."""
         model = self._config.models[name]
+        limiter = self._rate_limiter()
+        estimate = sum(estimate_tokens(str(m.get("content") or "")) for m in messages) + int(params.get("max_tokens") or 0)
+        await limiter.acquire(name, estimate)
         started = time.perf_counter()
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
         try:
@@ -94,9 +99,20 @@ class ModelClient:
             )
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
-            return self._failure(exc, record)
+            record = self._failure(exc, record)
+            if record.outcome is CallOutcome.RATE_LIMITED and limiter.limited(name):
+                await limiter.pause(name, record.retry_after or 1.0)
+            return record
         record.latency_ms = int((time.perf_counter() - started) * 1000)
-        return self._answered(response, record, model, messages, rules)
+        record = self._answered(response, record, model, messages, rules)
+        await limiter.settle(name, estimate, record.usage.prompt_tokens + record.usage.completion_tokens)
+        return record
+
+    def _rate_limiter(self) -> RateLimiter:
+        # Created on first use, on the event loop whose connections it will hold.
+        if self._limiter is None:
+            self._limiter = RateLimiter(self._settings.redis_url, self._config)
+        return self._limiter
 
     def _answered(
         self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]], rules: AnswerConfig
@@ -134,6 +150,9 @@ class ModelClient:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        if self._limiter is not None:
+            await self._limiter.close()
+            self._limiter = None
 
 
 def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:

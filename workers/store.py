@@ -41,6 +41,10 @@ class PendingJob:
     force_tier: str | None
     min_tier: str | None
     max_tier: str | None
+    tenant: str
+    system_prompt: str | None
+    use_cache: bool
+    cache_entry: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class ClaimedJob:
     messages: list[dict[str, Any]]
     params: dict[str, Any]
     attempts: int
+    cache_entry: int | None = None
+    budgeted: bool = False
 
 
 def unsent_handoffs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> list[Handoff]:
@@ -71,12 +77,12 @@ def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) ->
     rows = conn.execute(
         text(
             "SELECT j.id, j.batch_id, j.task_type, j.messages, j.params, b.force_tier, b.min_tier, b.max_tier, "
-            "b.params FROM jobs j JOIN batches b ON b.id = j.batch_id "
+            "b.params, j.tenant, b.system_prompt, b.use_cache, j.cache_entry FROM jobs j JOIN batches b ON b.id = j.batch_id "
             "WHERE j.id = ANY(:ids) AND j.status = 'pending' AND j.handoff = :me ORDER BY j.id"
         ),
         {"ids": list(ids), "me": message_id},
     ).all()
-    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7]) for r in rows]
+    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7], r[9], r[10], r[11], r[12]) for r in rows]
 
 
 def hand_off(
@@ -120,11 +126,12 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, message_id: uuid.UUID
             "UPDATE jobs AS j SET status = 'running', updated_at = now() FROM batches b "
             "WHERE b.id = j.batch_id AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
             "AND j.status IN ('queued', 'running') "
-            "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts"
+            "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
+            "b.budget_usd IS NOT NULL"
         ),
         {"ids": list(ids), "tier": tier, "me": message_id},
     ).all()
-    return [ClaimedJob(r[0], r[1], _with_system(r[2], r[5]), {**r[4], **r[3]}, r[6]) for r in rows]
+    return [ClaimedJob(r[0], r[1], _with_system(r[2], r[5]), {**r[4], **r[3]}, r[6], r[7], r[8]) for r in rows]
 
 
 def _with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:

@@ -8,16 +8,19 @@ from typing import Any
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tierq.queues import CLASSIFY_TASK, TIER_TASK
+from tierq.queues import CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from workers.celery_app import app
 from workers.classify import classify_chunk
 from workers.context import get_context
+from workers.follow import check_followers
 from workers.process import process_chunk
 
 # Outages worth waiting for: the task is retried under the same id, so the jobs it owns stay its own.
-TRANSIENT = (OperationalError, BrokerError, ConnectionError)
+TRANSIENT = (OperationalError, BrokerError, ConnectionError, RedisConnectionError, RedisTimeoutError)
 RETRY = {"max_retries": 30, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True}
 
 
@@ -42,6 +45,18 @@ def run_tier(self: Task, tier: str, job_ids: list[int], batch: str | None = None
     """Answer a chunk of jobs at one tier; failures escalate to the next tier's queue."""
     try:
         summary = process_chunk(get_context(app), tier, job_ids, uuid.UUID(self.request.id))
+    except Exception as exc:
+        if _is_transient(exc):
+            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+        raise
+    return asdict(summary)
+
+
+@app.task(name=FOLLOW_TASK, bind=True, **RETRY)
+def follow(self: Task, job_ids: list[int], checks: int = 0, batch: str | None = None) -> dict[str, Any]:
+    """Check on jobs waiting for another job's answer to the same question."""
+    try:
+        summary = check_followers(get_context(app), job_ids, checks)
     except Exception as exc:
         if _is_transient(exc):
             raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc

@@ -15,20 +15,20 @@ import redis
 from celery import Celery
 from sqlalchemy import text
 
-from conftest import REDIS_URL, Stack
+from conftest import Stack
 from tierq.queues import celery_config
 from workers.context import WorkerContext
 from workers.process import process_chunk
 
-BROKER = REDIS_URL.rsplit("/", 1)[0] + "/10"
 
 
 @pytest.fixture()
 def ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext]:
     monkeypatch.setenv("TIERQ_SIM_URL", clean.sim.base_url)
-    redis.Redis.from_url(BROKER).flushdb()
+    broker = clean.dbs.url(1)
+    redis.Redis.from_url(broker).flushdb()
     app = Celery("redelivery-test")
-    app.conf.update(celery_config(clean.config, BROKER))
+    app.conf.update(celery_config(clean.config, broker))
     context = WorkerContext(clean.settings, clean.config, app)
     yield context
     context.loop.run(context.client.close())
@@ -49,8 +49,9 @@ def queued_job(stack: Stack, prompt: str, tier: str, handoff: uuid.UUID) -> int:
         ).scalar_one())
 
 
-def published(queue: str) -> list[str]:
-    return [json.loads(m)["headers"]["id"] for m in redis.Redis.from_url(BROKER).lrange(queue, 0, -1)]
+def published(ctx: WorkerContext, queue: str) -> list[str]:
+    client = redis.Redis.from_url(ctx.app.conf.broker_url)
+    return [json.loads(m)["headers"]["id"] for m in client.lrange(queue, 0, -1)]
 
 
 def test_a_redelivered_tier_task_makes_no_second_call_or_row(clean: Stack, ctx: WorkerContext) -> None:
@@ -79,10 +80,11 @@ def test_a_redelivered_task_resends_its_escalation(clean: Stack, ctx: WorkerCont
     with clean.engine.connect() as conn:
         status, tier, handoff = conn.execute(text("SELECT status, tier, handoff FROM jobs")).one()
     assert (status, tier) == ("queued", "warm")
-    assert published("warm") == [str(handoff)]
+    assert published(ctx, "warm") == [str(handoff)]
+    assert published(ctx, "hot") == published(ctx, "cold") == published(ctx, "classify") == []  # each queue gets its own
     # Redelivered (its worker died after the commit): the same hand-off goes out again, no new call.
     assert process_chunk(ctx, "hot", [job], message).claimed == 0
-    assert published("warm") == [str(handoff), str(handoff)]
+    assert published(ctx, "warm") == [str(handoff), str(handoff)]
     assert clean.sim_stats()["requests"] == 1
     # The warm message answers it once, however often it arrives.
     assert process_chunk(ctx, "warm", [job], handoff).succeeded == 1

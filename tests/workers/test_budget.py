@@ -1,0 +1,38 @@
+"""Batch budgets: many workers racing for the last dollars never spend past the cap."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import text
+
+from conftest import Stack, start_worker, stop_worker
+from producer.submit import BatchOptions
+
+BUDGET = Decimal("0.004")
+
+
+def test_concurrent_workers_never_spend_past_the_budget(clean: Stack, tmp_path: Path) -> None:
+    clean.simulate({"latency_ms": 100})
+    extra = [start_worker(clean.env, tmp_path / f"b{n}.log", queues="hot,warm,cold", name=f"budget{n}") for n in (1, 2)]
+    try:
+        with clean.client() as tq:
+            batch = tq.submit([{"id": str(n), "prompt": f"ticket {n}: where is my parcel?"} for n in range(600)],
+                              BatchOptions(budget_usd=BUDGET, use_cache=False, params={"max_tokens": 64}))
+            clean.wait(tq, batch.batch_id, timeout=120)
+            results = list(tq.results(batch.batch_id))
+    finally:
+        for proc in extra:
+            stop_worker(proc)
+    with clean.engine.connect() as conn:
+        paid = conn.execute(text("SELECT COALESCE(sum(cost_usd), 0) FROM calls")).scalar_one()
+        spent, reserved = conn.execute(text("SELECT spent_usd, reserved_usd FROM batches")).one()
+    assert paid <= BUDGET
+    assert spent == paid and reserved == 0
+    failed = [r for r in results if r["status"] == "failed"]
+    succeeded = [r for r in results if r["status"] == "succeeded"]
+    assert failed and succeeded
+    assert all(r["error"].startswith("budget:") for r in failed)
+    worst = Decimal("0.00004")  # about the worst case of one call here
+    assert paid > BUDGET - 3 * worst  # calls wait for money held by calls in flight rather than fail early

@@ -1,0 +1,140 @@
+"""The shared cache end to end: one model call per distinct question, across batches and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from conftest import Stack, start_worker, stop_worker
+from producer.submit import BatchOptions
+
+PARCEL = "Where is my parcel? I ordered it on Monday and it has not arrived yet."
+REFUND = "I was charged twice for the same order. Please refund one of the charges."
+PASSWORD = "How do I reset the password of my account? The reset e-mail never arrives."
+
+
+def run(stack: Stack, records: list[Any], options: BatchOptions | None = None) -> dict[str, dict[str, Any]]:
+    with stack.client() as tq:
+        batch = tq.submit(records, options)
+        stack.wait(tq, batch.batch_id)
+        return {r["id"]: r for r in tq.results(batch.batch_id)}
+
+
+def calls(stack: Stack) -> int:
+    return int(stack.sim_stats()["requests"])
+
+
+def test_exact_and_near_duplicates_make_one_call_per_question(clean: Stack) -> None:
+    records = []
+    for n, question in enumerate((PARCEL, REFUND, PASSWORD)):
+        records += [{"id": f"q{n}-exact{i}", "prompt": question} for i in range(3)]
+        records += [{"id": f"q{n}-near-case", "prompt": question.upper()},
+                    {"id": f"q{n}-near-space", "prompt": question.replace(" ", "  ").rstrip(".") + "!"}]
+    results = run(clean, records)
+    assert calls(clean) == 3
+    assert all(r["status"] == "succeeded" for r in results.values())
+    for n in range(3):
+        answers = {r["content"] for k, r in results.items() if k.startswith(f"q{n}-")}
+        assert len(answers) == 1
+    cached = [r for r in results.values() if r["cached"]]
+    assert len(cached) == 12
+    assert all(r["cost_usd"] == "0" and r["attempts"][0]["outcome"] == "cache_hit" for r in cached)
+    with clean.engine.connect() as conn:
+        saved = conn.execute(text("SELECT sum(saved_usd) FROM calls WHERE outcome = 'cache_hit'")).scalar_one()
+        paid = conn.execute(text("SELECT sum(cost_usd) FROM calls WHERE outcome = 'ok'")).scalar_one()
+    assert saved > paid > 0  # each of the 3 answers was reused 4 times
+
+
+def test_a_later_batch_is_answered_from_the_cache(clean: Stack) -> None:
+    run(clean, [{"id": "first", "prompt": PARCEL}])
+    later = run(clean, [{"id": "again", "prompt": PARCEL}, {"id": "typo", "prompt": PARCEL.replace("parcel", "parcell")}])
+    assert calls(clean) == 1
+    assert later["again"]["cached"] and later["typo"]["cached"]
+
+
+def test_duplicates_in_two_concurrent_batches_coalesce(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 1500})
+    with clean.client() as tq:
+        first = tq.submit([{"id": "a", "prompt": REFUND}])
+        second = tq.submit([{"id": "b", "prompt": REFUND}])
+        clean.wait(tq, first.batch_id)
+        clean.wait(tq, second.batch_id)
+        results = [*tq.results(first.batch_id), *tq.results(second.batch_id)]
+    assert calls(clean) == 1
+    assert sorted(r["cached"] for r in results) == [False, True]
+    assert results[0]["content"] == results[1]["content"]
+
+
+def test_tenants_never_share_answers(clean: Stack) -> None:
+    run(clean, [{"id": "a", "prompt": PARCEL}], BatchOptions(tenant="acme"))
+    other = run(clean, [{"id": "b", "prompt": PARCEL}], BatchOptions(tenant="globex"))
+    assert calls(clean) == 2
+    assert not other["b"]["cached"]
+    system = run(clean, [{"id": "c", "prompt": PARCEL}], BatchOptions(tenant="acme", system_prompt="Answer in French."))
+    assert not system["c"]["cached"] and calls(clean) == 3
+
+
+def test_refused_or_failed_answers_are_never_served(clean: Stack) -> None:
+    doomed = f"{PASSWORD} [[sim:refuse]]"
+    first = run(clean, [{"id": "x", "prompt": doomed}])
+    assert first["x"]["status"] == "failed"
+    before = calls(clean)
+    again = run(clean, [{"id": "y", "prompt": doomed}])
+    assert again["y"]["status"] == "failed" and not again["y"]["cached"]
+    assert calls(clean) == 2 * before
+    escalated = run(clean, [{"id": "e", "prompt": f"{REFUND} [[sim:refuse@sim-nano]]"}])
+    reused = run(clean, [{"id": "r", "prompt": f"{REFUND} [[sim:refuse@sim-nano]]"}])
+    assert reused["r"]["cached"] and reused["r"]["content"] == escalated["e"]["content"]
+    assert reused["r"]["model"] == "sim-mid"  # the validated warm answer, not the hot refusal
+
+
+def test_no_cache_batches_neither_read_nor_fill_the_cache(clean: Stack) -> None:
+    run(clean, [{"id": "a", "prompt": PARCEL}])
+    fresh = run(clean, [{"id": "b", "prompt": PARCEL}, {"id": "c", "prompt": PARCEL}], BatchOptions(use_cache=False))
+    assert calls(clean) == 3 and not any(r["cached"] for r in fresh.values())
+
+
+@pytest.mark.slow
+def test_a_follower_completes_when_its_leaders_worker_is_killed(clean: Stack, tmp_path: Any) -> None:
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker}
+    router = start_worker(env, tmp_path / "router.log", queues="classify,warm,cold", name="router")
+    doomed = start_worker(env, tmp_path / "hot1.log", queues="hot", name="hot1")
+    rescuer = None
+    try:
+        clean.simulate({"latency_ms": 60_000})
+        settings = clean.settings.model_copy(update={"broker_url": broker})
+        from producer.api import Tierq
+
+        with Tierq(settings, clean.config) as tq:
+            batch = tq.submit([{"id": "leader", "prompt": PARCEL}, {"id": "follower", "prompt": PARCEL}])
+            deadline = time.monotonic() + 30
+            while _states(clean) != {"leader": "running", "follower": "waiting"}:
+                assert time.monotonic() < deadline, _states(clean)
+                time.sleep(0.2)
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait()
+            clean.simulate({"latency_ms": 0})
+            rescuer = start_worker(env, tmp_path / "hot2.log", queues="hot", name="hot2")
+            deadline = time.monotonic() + 60
+            while _states(clean)["follower"] != "succeeded":
+                assert time.monotonic() < deadline, _states(clean)
+                time.sleep(0.3)
+            results = {r["id"]: r for r in tq.results(batch.batch_id)}
+        assert results["follower"]["status"] == "succeeded" and results["follower"]["content"]
+    finally:
+        for proc in (router, doomed, rescuer):
+            if proc is not None:
+                stop_worker(proc)
+
+
+def _states(stack: Stack) -> dict[str, str]:
+    with stack.engine.connect() as conn:
+        return dict(conn.execute(text("SELECT custom_id, status FROM jobs")).all())

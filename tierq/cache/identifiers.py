@@ -1,0 +1,32 @@
+"""Identifiers that make two similar texts different questions: numbers, amounts, dates, e-mails, URLs.
+
+Two tickets that differ only in an order number ask about different orders, however close their
+embeddings are, so a semantic hit needs the same identifiers on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_URL = re.compile(r"\bhttps?://[^\s<>\"')\]]+", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+# Digit runs, with their separators, so "1,250.00", "2024-05-01", "#48213" and "v2" all count.
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+
+
+def identifiers(text: str) -> frozenset[str]:
+    """The identifiers in `text`, normalised (URLs and e-mails lower-cased, numbers as written)."""
+    found: set[str] = set()
+    rest = text
+    for pattern in (_URL, _EMAIL):
+        found.update(m.group(0).lower().rstrip(".,;:") for m in pattern.finditer(rest))
+        rest = pattern.sub(" ", rest)
+    found.update(m.group(0).rstrip(".,:/-") for m in _NUMBER.finditer(rest))
+    return frozenset(found)
+
+
+def fingerprint(text: str) -> str:
+    """A short digest of the identifiers, stored with a cache entry and compared on lookup."""
+    ids = sorted(identifiers(text))
+    return hashlib.blake2b("\x1f".join(ids).encode(), digest_size=8).hexdigest() if ids else ""

@@ -1,0 +1,59 @@
+"""Cache keys: a namespace that holds everything that changes an answer, and the exact request hash.
+
+The namespace is the tenant, the task type, the system prompt, the earlier turns of the conversation,
+the request parameters that change an answer and the lowest tier the batch allows, so one tenant
+never receives another's answer and a batch that asked for a strong model never gets a cheap one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tierq.cache.identifiers import fingerprint
+
+ANSWER_PARAMS = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
+    "presence_penalty", "frequency_penalty", "logit_bias", "reasoning_effort", "tools", "tool_choice", "n",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """Where a request lives in the cache."""
+
+    namespace: str
+    exact: str
+    text: str
+    ids: str
+    tenant: str
+
+
+def _digest(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def cache_key(
+    *, tenant: str, task_type: str, system_prompt: str | None, messages: list[dict[str, Any]],
+    params: dict[str, Any], tier_floor: str | None,
+) -> CacheKey:
+    """The key of one request; the last user turn is what the semantic layer compares."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+    context = [messages[i] for i in range(len(messages)) if i != last_user]
+    namespace = _digest({
+        "tenant": tenant, "task": task_type, "system": system_prompt, "context": context, "floor": tier_floor,
+        "params": {k: params[k] for k in ANSWER_PARAMS if k in params},
+    })
+    text = _text(messages[last_user].get("content")) if messages else ""
+    return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant)
