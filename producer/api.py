@@ -1,4 +1,4 @@
-"""The Python API: submit a batch, watch it, read its results.
+"""The Python API: submit a batch, watch it, read its results and its bill.
 
     from producer import Tierq
     with Tierq() as tq:
@@ -10,27 +10,35 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from celery import Celery
 from sqlalchemy import Engine
 
 from models import make_engine
+from producer.bill import Bill, build_bill
 from producer.broker import make_sender
-from producer.inputs import from_objects, read_jsonl
+from producer.control import CancelResult, cancel_batch, retry_failed
+from producer.inputs import LineSource, ReadOptions, from_objects, read_records
+from producer.openai_output import as_openai
 from producer.records import Record, Rejection
-from producer.results import iter_results
+from producer.results import RESULT_FORMATS, as_result, iter_rows
 from producer.status import BatchStatus, batch_status, parse_batch_id
 from producer.submit import BatchOptions, SubmitResult, submit_records
 from tierq.config import Config
+from tierq.errors import InputError
 from tierq.settings import Settings, get_settings
+
+Source = str | Path | IO[bytes] | Iterable[Any]
 
 
 class Tierq:
@@ -48,24 +56,55 @@ class Tierq:
     @cached_property
     def sender(self) -> Celery:
         """Publisher of classify messages."""
-        return make_sender(self.config, self.settings.broker)
+        return make_sender(self.config, self.settings.broker, self.settings.visibility_timeout_s)
 
     def submit(
-        self, source: str | Path | Iterable[Any], options: BatchOptions | None = None, *,
+        self, source: Source, options: BatchOptions | None = None, *, read: ReadOptions | None = None,
         items: Iterable[Record | Rejection] | None = None, progress: Callable[[SubmitResult], None] | None = None,
+        on_reject: Callable[[Rejection], None] | None = None, every: int = 10_000,
     ) -> SubmitResult:
-        """Submit a JSONL file (path) or an iterable of records (dicts with prompt/messages, or strings)."""
-        options = options or BatchOptions()
+        """Submit a file (a path, "-" for standard input, or a binary stream) or an iterable of records.
+
+        Records are dicts with `prompt` or `messages` (optional `id`, `task_type`, `metadata`) or strings;
+        files are JSONL, CSV or OpenAI batch request files (`read` picks the format and the prompt's field).
+        """
+        read = read or ReadOptions()
+        spec = read.spec
+        batch = options or BatchOptions()
+        if isinstance(source, (str, Path)) and not batch.source:
+            batch = replace(batch, source="<stdin>" if str(source) == "-" else str(source))
+
+        def run(records: Iterable[Record | Rejection], line_source: LineSource | None = None) -> SubmitResult:
+            return submit_records(self.engine, self.sender, self.config, batch, records, progress,
+                                  on_reject=on_reject, source=line_source, every=every)
+
         if items is not None:
-            return submit_records(self.engine, self.sender, self.config, options, items, progress)
+            return run(items)
+        if isinstance(source, (str, Path)) and str(source) == "-":
+            return self._submit_stream(sys.stdin.buffer, read, run)
         if isinstance(source, (str, Path)):
-            with open(source, "rb") as stream:
-                options = options if options.source else _with_source(options, str(source))
-                return submit_records(self.engine, self.sender, self.config, options, read_jsonl(stream), progress)
-        return submit_records(self.engine, self.sender, self.config, options, from_objects(source), progress)
+            try:
+                stream = open(source, "rb")  # noqa: SIM115 (closed below, after the generator is drained)
+            except OSError as exc:
+                raise InputError(f"cannot read {source}: {exc.strerror}") from None
+            with stream:
+                return self._submit_stream(stream, read, run)
+        if hasattr(source, "read"):
+            return self._submit_stream(source, read, run)
+        return run(from_objects(source, spec))
+
+    @staticmethod
+    def _submit_stream(
+        stream: Any, read: ReadOptions, run: Callable[[Iterable[Record | Rejection], LineSource], SubmitResult]
+    ) -> SubmitResult:
+        line_source = LineSource(stream)
+        fmt, records = read_records(line_source, read.format, read.spec)
+        result = run(records, line_source)
+        result.format = fmt
+        return result
 
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
-        """Counts of the batch's jobs by state and tier, with cost so far."""
+        """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
         return batch_status(self.engine, _uuid(batch_id))
 
     def wait(
@@ -82,9 +121,25 @@ class Tierq:
                 return status
             time.sleep(poll_s)
 
-    def results(self, batch_id: uuid.UUID | str) -> Iterator[dict[str, Any]]:
-        """Finished jobs' results in input order."""
-        return iter_results(self.engine, _uuid(batch_id))
+    def results(self, batch_id: uuid.UUID | str, format: str = "jsonl") -> Iterator[dict[str, Any]]:
+        """Finished jobs' results in input order, as tierq's JSONL lines or OpenAI batch output lines."""
+        if format not in RESULT_FORMATS:
+            raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
+        convert = as_openai if format == "openai" else as_result
+        self.status(batch_id)  # an unknown batch is an error, not an empty file
+        return (convert(row) for row in iter_rows(self.engine, _uuid(batch_id)))
+
+    def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
+        """Cancel the batch's waiting jobs; running ones finish their current call."""
+        return cancel_batch(self.engine, _uuid(batch_id))
+
+    def retry_failed(self, batch_id: uuid.UUID | str) -> int:
+        """Route the batch's failed jobs again from the start; returns how many."""
+        return retry_failed(self.engine, self.sender, self.config, _uuid(batch_id))
+
+    def report(self, batch_id: uuid.UUID | str | None = None, since: datetime | None = None) -> Bill:
+        """The bill of one batch or of all, optionally from `since` on."""
+        return build_bill(self.engine, self.config, _uuid(batch_id) if batch_id else None, since)
 
     def close(self) -> None:
         """Release database connections and the broker pool."""
@@ -104,7 +159,3 @@ class Tierq:
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else parse_batch_id(value)
-
-
-def _with_source(options: BatchOptions, source: str) -> BatchOptions:
-    return replace(options, source=source)

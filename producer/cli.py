@@ -1,4 +1,4 @@
-"""The `tierq` command: submit, status, results, report, demo, db, fake-llm."""
+"""The `tierq` command: submit, status, results, cancel, retry, report, demo, db, fake-llm, doctor, metrics."""
 
 from __future__ import annotations
 
@@ -40,7 +40,13 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "openai"]), default="auto",
+              show_default=True, help="Input format; auto tells JSONL, CSV and OpenAI batch files apart by content.")
+@click.option("--prompt-field", help="Field (JSONL) or column (CSV) holding the prompt [default: prompt, else text].")
+@click.option("--template", help='Build each prompt from fields or columns, e.g. "Summarise this ticket: {text}".')
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every rejected record (line, id, kind, reason) to FILE as JSONL.")
 @click.option("--system", "system_prompt", help="System prompt for every job.")
 @click.option("--task-type", default="default", show_default=True, help="Task type of every job without one.")
 @click.option("--tenant", default="default", show_default=True, help="Tenant the batch belongs to.")
@@ -50,87 +56,87 @@ def main() -> None:
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @_friendly
-def submit(file: Path, system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
+def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, rejects: Path | None,
+           system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
            min_tier: str | None, max_tier: str | None, wait: bool, as_json: bool) -> None:
-    """Submit a JSONL file of jobs ({"prompt": ...} or {"messages": [...]}, optional id, task_type, metadata)."""
-    from producer.api import Tierq
+    """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
+    from producer.commands import run_submit
+    from producer.inputs import ReadOptions
     from producer.submit import BatchOptions
 
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
-                           min_tier=min_tier, max_tier=max_tier, source=str(file))
-    with Tierq() as tq:
-        result = tq.submit(file, options)
-        for rejection in result.rejections[:20]:
-            click.echo(f"rejected: {rejection.reason}", err=True)
-        if result.rejected > 20:
-            click.echo(f"... and {result.rejected - 20} more rejected records", err=True)
-        if as_json:
-            click.echo(json.dumps(result.as_dict()))
-        else:
-            click.echo(f"batch {result.batch_id}: {result.accepted} accepted, {result.rejected} rejected")
-        if wait and result.accepted:
-            tq.wait(result.batch_id, on_progress=lambda s: click.echo(_progress_line(s), err=True))
-        if result.accepted == 0:
-            click.echo(f"error: no record of {file} was accepted", err=True)
-            sys.exit(1)
+                           min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file)
+    sys.exit(run_submit(file, options, ReadOptions(fmt, prompt_field, template), rejects, wait, as_json))
 
 
-def _progress_line(status: Any) -> str:
-    return f"{status.total - status.pending}/{status.total} done, ${status.as_dict()['cost_usd']} spent"
+@main.command()
+@click.argument("batch")
+@click.option("--watch", is_flag=True, help="Refresh until the batch is done (in place on a terminal).")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch, one line per refresh).")
+@_friendly
+def status(batch: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Show a batch's jobs by state and tier, escalations, cost so far, rate and ETA."""
+    from producer.commands import watch_status
+
+    sys.exit(watch_status(batch, as_json, watch, interval))
+
+
+@main.command()
+@click.argument("batch")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="Write to FILE instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "openai"]), default="jsonl", show_default=True,
+              help="tierq's JSONL, or the OpenAI Batch API output-file format.")
+@_friendly
+def results(batch: str, output: Any, fmt: str) -> None:
+    """Write the batch's finished jobs, one JSON line per job, in input order."""
+    from producer.commands import write_results
+
+    write_results(batch, output, fmt)
 
 
 @main.command()
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_friendly
-def status(batch: str, as_json: bool) -> None:
-    """Show a batch's jobs by state and tier, escalations and cost so far."""
+def cancel(batch: str, as_json: bool) -> None:
+    """Cancel BATCH: its waiting jobs get no model call; running ones finish their call; results stay."""
     from producer.api import Tierq
 
     with Tierq() as tq:
-        current = tq.status(batch).as_dict()
-    if as_json:
-        click.echo(json.dumps(current))
-        return
-    click.echo(f"batch {current['batch_id']}: {current['total']} jobs, {'done' if current['done'] else 'running'}")
-    click.echo("  " + ", ".join(f"{k} {v}" for k, v in sorted(current["by_status"].items())))
-    click.echo("  by tier: " + ", ".join(f"{k} {v}" for k, v in current["by_tier"].items()))
-    click.echo(f"  escalations {current['escalations']}, calls {current['calls']}, cost ${current['cost_usd']}")
+        done = tq.cancel(batch)
+    click.echo(json.dumps(done.as_dict()) if as_json else
+               f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a call")
 
 
 @main.command()
 @click.argument("batch")
-@click.option("-o", "--output", type=click.File("w"), default="-", help="Write to FILE instead of stdout.")
+@click.option("--failed", is_flag=True, help="Retry the jobs that failed (for now the only kind; required).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_friendly
-def results(batch: str, output: Any) -> None:
-    """Write the batch's finished jobs as JSONL, one line per job, in input order."""
+def retry(batch: str, failed: bool, as_json: bool) -> None:
+    """Send BATCH's failed jobs through routing and the tiers again."""
     from producer.api import Tierq
 
+    if not failed:
+        raise click.UsageError("say what to retry: --failed")
     with Tierq() as tq:
-        for row in tq.results(batch):
-            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count = tq.retry_failed(batch)
+    click.echo(json.dumps({"batch_id": batch, "retried": count}) if as_json
+               else f"batch {batch}: {count:,} failed jobs queued again")
 
 
 @main.command()
 @click.argument("batch", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--since", help="Only jobs submitted and calls made from DATE on (2026-11-01, 2026-11-01T09:00, 7d, 12h).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the bill as a PNG at FILE.")
 @_friendly
-def report(batch: str | None, as_json: bool) -> None:
-    """Show the bill per tier for one batch, or for every batch."""
-    from producer.api import Tierq
-    from producer.report import tier_summary
-    from producer.status import parse_batch_id
+def report(batch: str | None, since: str | None, as_json: bool, plot: Path | None) -> None:
+    """Show the bill of one batch or of all: totals against the baseline, by tier, model, task type and tenant."""
+    from producer.commands import print_report
 
-    with Tierq() as tq:
-        lines = tier_summary(tq.engine, tq.config, parse_batch_id(batch) if batch else None)
-    if as_json:
-        click.echo(json.dumps({"by_tier": [line.as_dict() for line in lines]}))
-        return
-    click.echo(f"{'tier':<8} {'started':>8} {'answered':>9} {'escalated':>10} {'failed':>7} {'calls':>7} {'cost USD':>16}")
-    for line in lines:
-        d = line.as_dict()
-        click.echo(f"{d['tier']:<8} {d['started']:>8} {d['answered']:>9} {d['escalated']:>10} {d['failed']:>7} "
-                   f"{d['calls']:>7} {d['cost_usd']:>16}")
+    print_report(batch, since, as_json, plot)
 
 
 @main.command()
@@ -190,3 +196,31 @@ def fake_llm(host: str, port: int, config_path: str | None) -> None:
 
     args = ["--host", host, "--port", str(port)] + (["--config", config_path] if config_path else [])
     sys.exit(serve(args))
+
+
+@main.command()
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for each service and for workers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(timeout: float, as_json: bool) -> None:
+    """Check Redis, the broker, Postgres, migrations, providers and a worker per queue; exit 1 on a problem."""
+    from producer.doctor import State, render, run_checks
+
+    checks = run_checks(timeout)
+    if as_json:
+        ok = all(check.state is not State.PROBLEM for check in checks)
+        click.echo(json.dumps({"ok": ok, "checks": [check.as_dict() for check in checks]}))
+    else:
+        click.echo("\n".join(render(checks)))
+    sys.exit(1 if any(check.state is State.PROBLEM for check in checks) else 0)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=9808, show_default=True)
+@_friendly
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics: queue lengths, jobs per state, calls and spend per model."""
+    from producer.metrics import serve
+    from tierq.settings import get_settings
+
+    serve(get_settings(), host, port, on_ready=lambda line: click.echo(line, err=True))

@@ -1,21 +1,120 @@
-"""Reading input files as a stream of records and rejections, never holding the whole file."""
+"""Reading input as a stream of records and rejections, never holding the whole file.
+
+The format is told by the first non-blank line (a JSON object with `custom_id` and `body` is an OpenAI
+Batch API request file, any other JSON object is tierq's JSONL, anything else is CSV), or forced.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
+from producer.csv_input import read_csv, sniff_delimiter
+from producer.openai_input import read_openai_batch
+from producer.prompts import PromptSpec
 from producer.records import Record, Rejection, parse_jsonl_line, record_from_object
+from tierq.errors import InputError
+
+FORMATS = ("auto", "jsonl", "csv", "openai")
+BOM = b"\xef\xbb\xbf"
 
 
-def read_jsonl(stream: IO[bytes]) -> Iterator[Record | Rejection]:
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How to read an input: its format (`auto` tells by content) and where each record's prompt is."""
+
+    format: str = "auto"
+    prompt_field: str | None = None
+    template: str | None = None
+
+    @property
+    def spec(self) -> PromptSpec:
+        """The prompt's source, checked (a bad template fails here, before anything is submitted)."""
+        return PromptSpec(self.prompt_field, self.template)
+
+
+class LineSource:
+    """The binary lines of a stream, counted for progress; the first non-blank line can be peeked at."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._held: list[bytes] = []
+        self.lines = 0
+        self.bytes = 0
+        self.size = _size(stream)
+
+    def peek(self) -> bytes | None:
+        """The first non-blank line (without a byte-order mark), left in place for iteration."""
+        for raw in self._held:
+            if raw.strip(BOM + b" \t\r\n"):
+                return raw.removeprefix(BOM)
+        for raw in self._stream:
+            self._held.append(raw)
+            if raw.strip(BOM + b" \t\r\n"):
+                return raw.removeprefix(BOM)
+        return None
+
+    def __iter__(self) -> Iterator[bytes]:
+        held, self._held = self._held, []
+        for raw in itertools.chain(held, self._stream):
+            self.lines += 1
+            self.bytes += len(raw)
+            # Spreadsheet exports often start with a UTF-8 byte-order mark, which is not part of the data.
+            yield raw[3:] if self.lines == 1 and raw.startswith(BOM) else raw
+
+
+def _size(stream: IO[bytes]) -> int | None:
+    """The size of a regular file, for a progress bar; None for pipes and terminals."""
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def detect_format(first: bytes | None) -> str:
+    """`openai`, `jsonl` or `csv`, from the first non-blank line."""
+    if first is None or not first.lstrip().startswith(b"{"):
+        return "csv" if first is not None else "jsonl"
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):
+        return "jsonl"
+    return "openai" if isinstance(obj, dict) and "custom_id" in obj and "body" in obj else "jsonl"
+
+
+def read_records(
+    source: LineSource, fmt: str = "auto", spec: PromptSpec | None = None
+) -> tuple[str, Iterator[Record | Rejection]]:
+    """The format used and the records of `source`; `fmt` is one of FORMATS."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}")
+    chosen = detect_format(source.peek()) if fmt == "auto" else fmt
+    spec = spec or PromptSpec()
+    if chosen == "openai":
+        if spec.field or spec.template:
+            raise InputError("--prompt-field and --template apply to JSONL and CSV input; "
+                             "an OpenAI batch request file has its prompt in body.messages")
+        return chosen, read_openai_batch(source)
+    if chosen == "csv":
+        return chosen, read_csv(source, spec, sniff_delimiter(source.peek()))
+    return chosen, read_jsonl(source, spec)
+
+
+def read_jsonl(stream: IO[bytes] | LineSource, spec: PromptSpec | None = None) -> Iterator[Record | Rejection]:
     """Records of a JSONL stream; blank lines are skipped, every other line is a record or a rejection."""
-    for line_no, raw in enumerate(stream, start=1):
+    source = stream if isinstance(stream, LineSource) else LineSource(stream)
+    for line_no, raw in enumerate(source, start=1):
         if raw.strip():
-            yield parse_jsonl_line(line_no, raw.rstrip(b"\r\n"))
+            yield parse_jsonl_line(line_no, raw.rstrip(b"\r\n"), spec)
 
 
-def from_objects(objects: Iterable[Any]) -> Iterator[Record | Rejection]:
+def from_objects(objects: Iterable[Any], spec: PromptSpec | None = None) -> Iterator[Record | Rejection]:
     """Records from Python objects (the API's `submit`), numbered from 1 like lines."""
     for n, obj in enumerate(objects, start=1):
         if isinstance(obj, str):
@@ -23,4 +122,4 @@ def from_objects(objects: Iterable[Any]) -> Iterator[Record | Rejection]:
         if not isinstance(obj, dict):
             yield Rejection(n, f"record {n}: a {type(obj).__name__}, not a dict or a string")
             continue
-        yield record_from_object(n, obj)
+        yield record_from_object(n, obj, spec)

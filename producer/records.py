@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from producer.prompts import PromptSpec
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_ID_CHARS = 512
+
+
+class RejectKind(StrEnum):
+    """Why a record was rejected, as a stable code for scripts (the reason says it for people)."""
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_OBJECT = "not_object"
+    MISSING_PROMPT = "missing_prompt"
+    EMPTY_PROMPT = "empty_prompt"
+    INVALID_UTF8 = "invalid_utf8"
+    TOO_LONG = "too_long"
+    DUPLICATE_ID = "duplicate_id"
+    RAGGED_ROW = "ragged_row"
+    UNSUPPORTED_URL = "unsupported_url"
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +52,16 @@ class Rejection:
     line: int
     reason: str
     custom_id: str | None = None
+    kind: RejectKind = RejectKind.INVALID
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form written to the rejects file."""
-        return {"line": self.line, "id": self.custom_id, "reason": self.reason}
+        return {"line": self.line, "id": self.custom_id, "kind": self.kind.value, "reason": self.reason}
+
+
+def reject(line_no: int, problem: str, kind: RejectKind = RejectKind.INVALID, custom_id: str | None = None) -> Rejection:
+    """A rejection whose reason starts with the line number."""
+    return Rejection(line_no, f"line {line_no}: {problem}", custom_id, kind)
 
 
 def _text(content: Any) -> str:
@@ -48,65 +72,94 @@ def _text(content: Any) -> str:
     return ""
 
 
-def parse_jsonl_line(line_no: int, raw: bytes) -> Record | Rejection:
-    """Parse one JSONL line of tierq's own format (`prompt` or `messages`, optional `id`, ...)."""
+def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
+    """One line as a JSON object, or the rejection that says why it is not one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejection(line_no, f"line {line_no}: invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8")
+        return reject(line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Rejection(line_no, f"line {line_no}: malformed JSON ({exc.msg} at column {exc.colno})")
+        return reject(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", RejectKind.MALFORMED_JSON)
     except RecursionError:
-        return Rejection(line_no, f"line {line_no}: JSON nested too deeply")
+        return reject(line_no, "JSON nested too deeply", RejectKind.MALFORMED_JSON)
     if not isinstance(obj, dict):
-        return Rejection(line_no, f"line {line_no}: the record is a JSON {type(obj).__name__}, not an object")
-    return record_from_object(line_no, obj)
+        return reject(line_no, f"the record is a JSON {type(obj).__name__}, not an object", RejectKind.NOT_OBJECT)
+    return obj
 
 
-def record_from_object(line_no: int, obj: dict[str, Any]) -> Record | Rejection:
+def parse_jsonl_line(line_no: int, raw: bytes, spec: PromptSpec | None = None) -> Record | Rejection:
+    """Parse one JSONL line of tierq's own format (`prompt` or `messages`, optional `id`, ...)."""
+    obj = decode_json_line(line_no, raw)
+    if isinstance(obj, Rejection):
+        return obj
+    return record_from_object(line_no, obj, spec)
+
+
+def check_id(line_no: int, value: Any, name: str = "id") -> str | Rejection:
+    """The record's id as text (the line number when absent), or why it is unusable."""
+    if value is None:
+        return str(line_no)
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+        return reject(line_no, f'field "{name}" must be a non-empty string or integer')
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        return reject(line_no, f'field "{name}" is longer than {MAX_ID_CHARS} characters')
+    return text
+
+
+def record_from_object(line_no: int, obj: dict[str, Any], spec: PromptSpec | None = None) -> Record | Rejection:
     """Validate a decoded record; the first problem found is the rejection's reason."""
-    custom_id = obj.get("id", obj.get("custom_id"))
-    if custom_id is None:
-        custom_id = str(line_no)
-    elif not isinstance(custom_id, (str, int)) or isinstance(custom_id, bool) or str(custom_id) == "":
-        return Rejection(line_no, f'line {line_no}: field "id" must be a non-empty string or integer')
-    custom_id = str(custom_id)
-    if len(custom_id) > MAX_ID_CHARS:
-        return Rejection(line_no, f'line {line_no}: field "id" is longer than {MAX_ID_CHARS} characters')
-    messages = _messages(line_no, obj)
+    custom_id = check_id(line_no, obj.get("id", obj.get("custom_id")))
+    if isinstance(custom_id, Rejection):
+        return custom_id
+    messages = prompt_messages(line_no, obj, spec or PromptSpec())
     if isinstance(messages, Rejection):
-        return Rejection(messages.line, messages.reason, custom_id)
+        return Rejection(messages.line, messages.reason, custom_id, messages.kind)
     task_type = obj.get("task_type")
     if task_type is not None and (not isinstance(task_type, str) or not task_type.strip()):
-        return Rejection(line_no, f'line {line_no}: field "task_type" must be a non-empty string', custom_id)
+        return reject(line_no, 'field "task_type" must be a non-empty string', custom_id=custom_id)
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        return Rejection(line_no, f'line {line_no}: field "metadata" must be an object', custom_id)
+        return reject(line_no, 'field "metadata" must be an object', custom_id=custom_id)
     return Record(line_no, custom_id, messages, task_type, metadata)
 
 
-def _messages(line_no: int, obj: dict[str, Any]) -> list[dict[str, Any]] | Rejection:
-    if "messages" in obj:
-        messages = obj["messages"]
-        if not isinstance(messages, list) or not messages:
-            return Rejection(line_no, f'line {line_no}: field "messages" must be a non-empty list')
-        for index, message in enumerate(messages):
-            problem = _message_problem(message)
-            if problem:
-                return Rejection(line_no, f'line {line_no}: field "messages[{index}]" {problem}')
-        if not any(_text(m.get("content")).strip() for m in messages if m.get("role") == "user"):
-            return Rejection(line_no, f'line {line_no}: field "messages" has no user message with text')
-        return [dict(m) for m in messages]
-    prompt = obj.get("prompt")
+def prompt_messages(line_no: int, obj: dict[str, Any], spec: PromptSpec) -> list[dict[str, Any]] | Rejection:
+    """The chat messages of a record: built by the template, from `messages`, or from the prompt field."""
+    if spec.template is not None:
+        built = spec.render(obj)
+        if built.problem is not None:
+            kind = RejectKind.EMPTY_PROMPT if built.empty else RejectKind.MISSING_PROMPT
+            return reject(line_no, built.problem, kind)
+        return [{"role": "user", "content": built.text}]
+    if spec.field is None and "messages" in obj:
+        return check_messages(line_no, obj["messages"])
+    name = spec.field or "prompt"
+    prompt = obj.get(name)
     if prompt is None:
-        return Rejection(line_no, f'line {line_no}: field "prompt" is missing (give "prompt" or "messages")')
+        hint = "" if spec.field else ' (give "prompt" or "messages")'
+        return reject(line_no, f'field "{name}" is missing{hint}', RejectKind.MISSING_PROMPT)
     if not isinstance(prompt, str):
-        return Rejection(line_no, f'line {line_no}: field "prompt" must be a string, not {type(prompt).__name__}')
+        return reject(line_no, f'field "{name}" must be a string, not {type(prompt).__name__}')
     if not prompt.strip():
-        return Rejection(line_no, f'line {line_no}: field "prompt" is empty')
+        return reject(line_no, f'field "{name}" is empty', RejectKind.EMPTY_PROMPT)
     return [{"role": "user", "content": prompt}]
+
+
+def check_messages(line_no: int, messages: Any, name: str = "messages") -> list[dict[str, Any]] | Rejection:
+    """A validated copy of a chat `messages` list."""
+    if not isinstance(messages, list) or not messages:
+        kind = RejectKind.EMPTY_PROMPT if messages == [] else RejectKind.INVALID
+        return reject(line_no, f'field "{name}" must be a non-empty list', kind)
+    for index, message in enumerate(messages):
+        problem = _message_problem(message)
+        if problem:
+            return reject(line_no, f'field "{name}[{index}]" {problem}')
+    if not any(_text(m.get("content")).strip() for m in messages if m.get("role") == "user"):
+        return reject(line_no, f'field "{name}" has no user message with text', RejectKind.EMPTY_PROMPT)
+    return [dict(m) for m in messages]
 
 
 def _message_problem(message: Any) -> str | None:

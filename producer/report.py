@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from producer.bill_queries import Scope
 from tierq.config import Config
 from tierq.money import ZERO, usd
 
@@ -33,18 +35,22 @@ class TierLine:
         }
 
 
-def tier_summary(engine: Engine, config: Config, batch_id: uuid.UUID | None = None) -> list[TierLine]:
+def tier_summary(
+    engine: Engine, config: Config, batch_id: uuid.UUID | None = None, since: datetime | None = None
+) -> list[TierLine]:
     """Per tier: jobs that started there, were answered there, escalated from it or failed there."""
     lines = {name: TierLine(name) for name in config.tier_names}
-    where = "WHERE batch_id = :id" if batch_id else ""
-    params = {"id": batch_id} if batch_id else {}
+    scope = Scope(batch_id, since)
     with engine.connect() as conn:
         paths = conn.execute(
-            text(f"SELECT start_tier, tier, status, count(*) FROM jobs {where} GROUP BY start_tier, tier, status"),
-            params,
+            text(f"SELECT start_tier, tier, status, count(*) FROM jobs j WHERE {scope.jobs()} "
+                 "GROUP BY start_tier, tier, status"),
+            scope.params(),
         ).all()
         costs = conn.execute(
-            text(f"SELECT tier, count(*), COALESCE(sum(cost_usd), 0) FROM calls {where} GROUP BY tier"), params
+            text(f"SELECT tier, count(*) FILTER (WHERE outcome <> 'cache_hit'), COALESCE(sum(cost_usd), 0) "
+                 f"FROM calls c WHERE {scope.calls()} GROUP BY tier"),
+            scope.params(),
         ).all()
     for start, tier, status, count in paths:
         if start in lines:

@@ -1,9 +1,10 @@
-"""Streaming a batch's results as JSONL, one line per finished job, with every attempt and its cost."""
+"""Streaming a batch's results, one per finished job in input order, with every attempt and its cost."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -11,14 +12,21 @@ from sqlalchemy import Engine, text
 
 from tierq.money import ZERO, usd
 
+RESULT_FORMATS = ("jsonl", "openai")
+ANSWERS = ("ok", "cache_hit")
+
 _QUERY = text(
     """
-    SELECT j.custom_id, j.status, j.content, j.tier, j.model, j.error, a.attempts
+    SELECT j.id, j.custom_id, j.status, j.content, j.tier, j.model, j.error,
+           EXTRACT(EPOCH FROM j.finished_at)::bigint AS finished, a.calls
     FROM jobs j
     LEFT JOIN LATERAL (
         SELECT json_agg(json_build_object(
-                   'tier', c.tier, 'model', c.model, 'outcome', c.outcome, 'cost_usd', c.cost_usd::text)
-               ORDER BY c.attempt, c.created_at) AS attempts
+                   'tier', c.tier, 'model', c.model, 'outcome', c.outcome, 'cost_usd', c.cost_usd::text,
+                   'id', c.id, 'created', EXTRACT(EPOCH FROM c.created_at)::bigint,
+                   'prompt_tokens', c.prompt_tokens, 'completion_tokens', c.completion_tokens,
+                   'cached_tokens', c.cached_tokens)
+               ORDER BY c.attempt, c.created_at) AS calls
         FROM calls c WHERE c.job_id = j.id
     ) a ON true
     WHERE j.batch_id = :id AND j.status IN ('succeeded', 'failed', 'cancelled')
@@ -27,25 +35,61 @@ _QUERY = text(
 )
 
 
-def iter_results(engine: Engine, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
-    """Yield one result per finished job, in input order, streaming from a server-side cursor."""
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """A finished job with its calls (oldest first), as read from the database."""
+
+    job_id: int
+    custom_id: str
+    status: str
+    content: str | None
+    tier: str | None
+    model: str | None
+    error: str | None
+    finished: int | None
+    calls: list[dict[str, Any]]
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """The call whose answer the job kept (the last good one), if it succeeded."""
+        if self.status != "succeeded":
+            return None
+        return next((c for c in reversed(self.calls) if c["outcome"] in ANSWERS), None)
+
+    @property
+    def cost(self) -> Decimal:
+        """What the job's calls cost together."""
+        return sum((Decimal(c["cost_usd"]) for c in self.calls), ZERO)
+
+
+def iter_rows(engine: Engine, batch_id: uuid.UUID) -> Iterator[ResultRow]:
+    """Finished jobs in input order, streamed from a server-side cursor."""
     with engine.connect() as conn:
         rows = conn.execution_options(stream_results=True, yield_per=1000).execute(_QUERY, {"id": batch_id})
-        for custom_id, status, content, tier, model, error, attempts in rows:
-            attempts = [_attempt(a) for a in attempts or []]
-            total = sum((Decimal(a["cost_usd"]) for a in attempts), ZERO)
-            yield {
-                "id": custom_id,
-                "status": status,
-                "content": content,
-                "tier": tier,
-                "model": model,
-                "cached": any(a["outcome"] == "cache_hit" for a in attempts),
-                "cost_usd": usd(total),
-                "attempts": attempts,
-                "error": error if status != "succeeded" else None,
-            }
+        for job_id, custom_id, status, content, tier, model, error, finished, calls in rows:
+            yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [])
 
 
-def _attempt(raw: dict[str, Any]) -> dict[str, Any]:
-    return {**raw, "cost_usd": usd(Decimal(raw["cost_usd"]))}
+def as_result(row: ResultRow) -> dict[str, Any]:
+    """tierq's own result line."""
+    attempts = [
+        {"tier": c["tier"], "model": c["model"], "outcome": c["outcome"], "cost_usd": usd(Decimal(c["cost_usd"]))}
+        for c in row.calls
+    ]
+    return {
+        "id": row.custom_id,
+        "status": row.status,
+        "content": row.content,
+        "tier": row.tier,
+        "model": row.model,
+        "cached": any(c["outcome"] == "cache_hit" for c in row.calls),
+        "cost_usd": usd(row.cost),
+        "attempts": attempts,
+        "error": row.error if row.status != "succeeded" else None,
+    }
+
+
+def iter_results(engine: Engine, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
+    """Yield one result per finished job, in input order."""
+    for row in iter_rows(engine, batch_id):
+        yield as_result(row)

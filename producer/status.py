@@ -11,7 +11,10 @@ from sqlalchemy import Engine, text
 
 from models import JobStatus
 from tierq.errors import NotFound
-from tierq.money import usd
+from tierq.money import ZERO, usd
+
+RATE_WINDOW_S = 60
+_FINAL = frozenset(s.value for s in JobStatus.final())
 
 
 @dataclass(slots=True)
@@ -28,6 +31,11 @@ class BatchStatus:
     calls: int
     cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    by_tier_status: dict[str, dict[str, int]] = field(default_factory=dict)
+    cache_hits: int = 0
+    elapsed_s: float = 0.0
+    rate_per_s: float | None = None
+    eta_s: float | None = None
 
     def count(self, status: JobStatus) -> int:
         """Jobs in `status`."""
@@ -40,7 +48,7 @@ class BatchStatus:
     @property
     def pending(self) -> int:
         """Jobs not yet in a final state."""
-        return sum(self.count(s) for s in (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING))
+        return sum(n for state, n in self.by_status.items() if state not in _FINAL)
 
     @property
     def done(self) -> bool:
@@ -60,9 +68,15 @@ class BatchStatus:
             "done": self.done,
             "by_status": self.by_status,
             "by_tier": self.by_tier,
+            "by_tier_status": self.by_tier_status,
             "escalations": self.escalations,
             "calls": self.calls,
+            "cache_hits": self.cache_hits,
             "cost_usd": usd(self.cost_usd),
+            "cancelled_batch": self.cancelled,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "rate_per_s": None if self.rate_per_s is None else round(self.rate_per_s, 2),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
         }
 
 
@@ -75,25 +89,51 @@ def parse_batch_id(value: str) -> uuid.UUID:
 
 
 def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
-    """Read the counts of one batch (three aggregate queries, no per-job rows)."""
+    """Read the counts of one batch (four aggregate queries, no per-job rows)."""
     with engine.connect() as conn:
         batch = conn.execute(
             text("SELECT total, rejected, cancelled FROM batches WHERE id = :id"), {"id": batch_id}
         ).first()
         if batch is None:
             raise NotFound(f"no batch {batch_id}; check the id printed by `tierq submit`")
-        by_status: dict[str, int] = {}
-        by_tier: dict[str, int] = {}
-        escalations = 0
-        for status, tier, count, esc in conn.execute(
+        status = BatchStatus(batch_id, batch.total, batch.rejected, {}, {}, 0, ZERO, 0, batch.cancelled)
+        for state, tier, count, esc in conn.execute(
             text("SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"),
             {"id": batch_id},
         ):
-            by_status[status] = by_status.get(status, 0) + count
+            status.by_status[state] = status.by_status.get(state, 0) + count
             if tier is not None:
-                by_tier[tier] = by_tier.get(tier, 0) + count
-            escalations += int(esc or 0)
-        calls, cost = conn.execute(
-            text("SELECT count(*), COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"), {"id": batch_id}
+                status.by_tier[tier] = status.by_tier.get(tier, 0) + count
+                status.by_tier_status.setdefault(tier, {})[state] = count
+            status.escalations += int(esc or 0)
+        status.calls, status.cache_hits, status.cost_usd = conn.execute(
+            text("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
+                 "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"), {"id": batch_id}
         ).one()
-    return BatchStatus(batch_id, batch.total, batch.rejected, by_status, by_tier, escalations, cost, calls, batch.cancelled)
+        _pace(status, conn.execute(_PACE, {"id": batch_id, "window": RATE_WINDOW_S}).one())
+    return status
+
+
+# Jobs answered or failed (cancelled ones are not work done), overall and within the recent window.
+_PACE = text(
+    "SELECT count(*) FILTER (WHERE j.finished_at >= now() - make_interval(secs => :window)), count(*), "
+    "EXTRACT(EPOCH FROM now() - b.created_at), EXTRACT(EPOCH FROM max(j.finished_at) - b.created_at) "
+    "FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id AND j.status IN ('succeeded', 'failed') "
+    "WHERE b.id = :id GROUP BY b.created_at"
+)
+
+
+def _pace(status: BatchStatus, row: Any) -> None:
+    """Rate over the last RATE_WINDOW_S seconds while running (over the whole run once done), and ETA."""
+    recent, finished, elapsed, last = row
+    status.elapsed_s = float(elapsed)
+    if status.done:
+        span = float(last) if last is not None else 0.0
+        status.elapsed_s = span or status.elapsed_s
+        status.rate_per_s = finished / span if span > 0 else None
+        status.eta_s = 0.0
+        return
+    window = min(float(RATE_WINDOW_S), status.elapsed_s)
+    status.rate_per_s = recent / window if window > 0 else None
+    if status.rate_per_s:
+        status.eta_s = status.pending / status.rate_per_s

@@ -6,13 +6,15 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine, insert, text
 
 from models import Batch, JobStatus
-from producer.records import Record, Rejection
+from producer.inputs import LineSource
+from producer.records import Record, Rejection, RejectKind
 from tierq.config import Config
 from tierq.errors import InputError
 from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK
@@ -21,6 +23,11 @@ JOB_COLUMNS = (
     "id", "batch_id", "seq", "custom_id", "tenant", "task_type", "messages", "params", "metadata",
     "prompt_chars", "status", "handoff", "attempts", "escalations",
 )
+# Rejections kept in memory for the summary; every one still reaches `on_reject` (the --rejects file).
+KEPT_REJECTIONS = 1000
+# Classify chunks per COPY: one transaction per few thousand rows amortises its round trips.
+CHUNKS_PER_INSERT = 8
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,8 @@ class BatchOptions:
     max_tier: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    use_cache: bool = True
+    budget_usd: Decimal | None = None
 
     def check(self, config: Config) -> None:
         """Reject tier options that name no configured tier, or a minimum above the maximum."""
@@ -47,29 +56,46 @@ class BatchOptions:
 
 @dataclass(slots=True)
 class SubmitResult:
-    """What a submission accepted and rejected."""
+    """What a submission accepted and rejected (`rejections` keeps the first KEPT_REJECTIONS), and how far it read."""
 
     batch_id: uuid.UUID
     accepted: int = 0
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    rejected_by_kind: dict[str, int] = field(default_factory=dict)
+    format: str | None = None
+    bytes_read: int = 0
+    size: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` form."""
-        return {"batch_id": str(self.batch_id), "accepted": self.accepted, "rejected": self.rejected}
+        return {"batch_id": str(self.batch_id), "accepted": self.accepted, "rejected": self.rejected,
+                "rejected_by_kind": dict(sorted(self.rejected_by_kind.items())), "format": self.format}
+
+
+class SubmitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a submission; `result` is the batch as far as it got (its jobs are queued)."""
+
+    def __init__(self, result: SubmitResult) -> None:
+        super().__init__(f"submission of batch {result.batch_id} interrupted")
+        self.result = result
 
 
 class Submitter:
-    """Streams records into one batch, `chunk` jobs per insert and per classify message."""
+    """Streams records into one batch: one COPY per CHUNKS_PER_INSERT chunks, one classify message per chunk."""
 
-    def __init__(self, engine: Engine, app: Celery, config: Config, options: BatchOptions) -> None:
+    def __init__(
+        self, engine: Engine, app: Celery, config: Config, options: BatchOptions,
+        on_reject: Callable[[Rejection], None] | None = None,
+    ) -> None:
         options.check(config)
         self.engine, self.app, self.config, self.options = engine, app, config, options
+        self.on_reject = on_reject
         self.chunk = config.worker.classify_chunk
         self.max_chars = config.max_context * 4
         self.result = SubmitResult(uuid.uuid4())
-        self._seen: set[str] = set()
-        self._pending: list[Record] = []
+        self._seen: dict[str, int] = {}
+        self._pending: list[tuple[Record, int]] = []
         self._create_batch()
 
     def _create_batch(self) -> None:
@@ -79,65 +105,84 @@ class Submitter:
                 insert(Batch).values(
                     id=self.result.batch_id, source=o.source, tenant=o.tenant, task_type=o.task_type,
                     system_prompt=o.system_prompt, force_tier=o.force_tier, min_tier=o.min_tier,
-                    max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False,
+                    max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False, use_cache=o.use_cache,
+                    budget_usd=o.budget_usd,
                 )
             )
 
     def add(self, item: Record | Rejection) -> None:
-        """Accept a record (or count a rejection); flushes a chunk when it is full."""
-        if isinstance(item, Record):
-            item = self._check(item)
-        if isinstance(item, Rejection):
-            self.result.rejected += 1
-            self.result.rejections.append(item)
+        """Accept a record (or count a rejection); flushes when enough chunks are full."""
+        checked = self._check(item) if isinstance(item, Record) else item
+        if isinstance(checked, Rejection):
+            self._reject(checked)
             return
-        self._pending.append(item)
-        if len(self._pending) >= self.chunk:
+        self._pending.append(checked)
+        if len(self._pending) >= self.chunk * CHUNKS_PER_INSERT:
             self.flush()
 
-    def _check(self, record: Record) -> Record | Rejection:
-        if record.custom_id in self._seen:
-            return Rejection(record.line, f'line {record.line}: field "id" {record.custom_id!r} is a duplicate within the batch', record.custom_id)
-        if record.chars > self.max_chars:
+    def _reject(self, rejection: Rejection) -> None:
+        result = self.result
+        result.rejected += 1
+        result.rejected_by_kind[rejection.kind.value] = result.rejected_by_kind.get(rejection.kind.value, 0) + 1
+        if len(result.rejections) < KEPT_REJECTIONS:
+            result.rejections.append(rejection)
+        if self.on_reject is not None:
+            self.on_reject(rejection)
+
+    def _check(self, record: Record) -> tuple[Record, int] | Rejection:
+        """The record with its prompt's length, or why it cannot join this batch."""
+        first = self._seen.get(record.custom_id)
+        if first is not None:
+            return Rejection(
+                record.line, f"line {record.line}: id {record.custom_id!r} is a duplicate within the batch "
+                f"(first used on line {first}); give every record its own id", record.custom_id, RejectKind.DUPLICATE_ID)
+        chars = record.chars
+        if chars > self.max_chars:
             return Rejection(
                 record.line,
-                f"line {record.line}: the prompt has {record.chars} characters (about {record.chars // 4} tokens), "
-                f"more than the largest context window of any configured model ({self.config.max_context} tokens)",
-                record.custom_id,
+                f"line {record.line}: the prompt has {chars} characters (about {chars // 4} tokens), "
+                f"more than the largest context window of any configured model ({self.config.max_context} tokens); "
+                "shorten or split it",
+                record.custom_id, RejectKind.TOO_LONG,
             )
-        self._seen.add(record.custom_id)
-        return record
+        self._seen[record.custom_id] = record.line
+        return record, chars
 
     def flush(self) -> None:
-        """Insert the pending jobs with one COPY, commit, then enqueue their classify message."""
+        """Insert the pending jobs with one COPY, commit, then enqueue one classify message per chunk."""
         records, self._pending = self._pending, []
         if not records:
             return
-        message_id = uuid.uuid4()
+        chunks = [records[i : i + self.chunk] for i in range(0, len(records), self.chunk)]
+        messages = [uuid.uuid4() for _ in chunks]
         with self.engine.begin() as conn:
             ids = conn.execute(text("SELECT nextval('jobs_id_seq') FROM generate_series(1, :n)"), {"n": len(records)}).scalars().all()
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
-                for job_id, record in zip(ids, records, strict=True):
-                    copy.write_row(self._row(job_id, record, message_id))
-        self.app.send_task(
-            CLASSIFY_TASK, args=[list(ids)], kwargs={"batch": str(self.result.batch_id)},
-            task_id=str(message_id), queue=CLASSIFY_QUEUE,
-        )
+                for job_id, (n, (record, chars)) in zip(ids, enumerate(records), strict=True):
+                    copy.write_row(self._row(job_id, record, chars, messages[n // self.chunk]))
+        # Sent only after the commit, so a worker never receives ids it cannot see yet.
+        with self.app.producer_or_acquire() as producer:
+            for start, message_id in zip(range(0, len(ids), self.chunk), messages, strict=True):
+                self.app.send_task(
+                    CLASSIFY_TASK, args=[list(ids[start : start + self.chunk])],
+                    kwargs={"batch": str(self.result.batch_id)}, task_id=str(message_id), queue=CLASSIFY_QUEUE,
+                    producer=producer,
+                )
         self.result.accepted += len(records)
 
-    def _row(self, job_id: int, record: Record, message_id: uuid.UUID) -> tuple[Any, ...]:
+    def _row(self, job_id: int, record: Record, chars: int, message_id: uuid.UUID) -> tuple[Any, ...]:
         o = self.options
         return (
             job_id, self.result.batch_id, record.line, record.custom_id, o.tenant, record.task_type or o.task_type,
-            json.dumps(record.messages), json.dumps(record.params),
-            json.dumps(record.metadata) if record.metadata is not None else None,
-            record.chars, JobStatus.PENDING.value, message_id, 0, 0,
+            _dumps(record.messages), _dumps(record.params) if record.params else "{}",
+            _dumps(record.metadata) if record.metadata is not None else None,
+            chars, JobStatus.PENDING.value, message_id, 0, 0,
         )
 
     def close(self) -> SubmitResult:
-        """Flush the last chunk and store the batch's totals."""
+        """Flush the last chunks and store the batch's totals."""
         self.flush()
         with self.engine.begin() as conn:
             conn.execute(
@@ -149,12 +194,23 @@ class Submitter:
 
 def submit_records(
     engine: Engine, app: Celery, config: Config, options: BatchOptions, items: Iterable[Record | Rejection],
-    progress: Callable[[SubmitResult], None] | None = None,
+    progress: Callable[[SubmitResult], None] | None = None, *,
+    on_reject: Callable[[Rejection], None] | None = None, source: LineSource | None = None, every: int = 10_000,
 ) -> SubmitResult:
-    """Submit every item as one batch; rejections are counted and kept, never fatal."""
-    submitter = Submitter(engine, app, config, options)
-    for n, item in enumerate(items, start=1):
-        submitter.add(item)
-        if progress is not None and n % 10_000 == 0:
-            progress(submitter.result)
-    return submitter.close()
+    """Submit every item as one batch; rejections are counted and reported, never fatal."""
+    submitter = Submitter(engine, app, config, options, on_reject)
+    result = submitter.result
+    result.size = source.size if source is not None else None
+    try:
+        for n, item in enumerate(items, start=1):
+            submitter.add(item)
+            if progress is not None and n % every == 0:
+                result.bytes_read = source.bytes if source is not None else 0
+                progress(result)
+    except KeyboardInterrupt:
+        # Chunks already sent will run; record them (and the rest read so far) so the batch adds up.
+        submitter.close()
+        raise SubmitInterrupted(result) from None
+    submitter.close()
+    result.bytes_read = source.bytes if source is not None else 0
+    return result

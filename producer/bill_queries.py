@@ -1,0 +1,87 @@
+"""The SQL behind the bill, with the scope (a batch, a start date) every query shares."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which rows a report covers: one batch or all, and with `since` the jobs submitted and calls made from then."""
+
+    batch_id: uuid.UUID | None = None
+    since: datetime | None = None
+
+    def _where(self, alias: str) -> str:
+        parts = []
+        if self.batch_id is not None:
+            parts.append(f"{alias}.batch_id = :batch")
+        if self.since is not None:
+            parts.append(f"{alias}.created_at >= :since")
+        return " AND ".join(parts) or "TRUE"
+
+    def calls(self) -> str:
+        """The condition on `calls c`."""
+        return self._where("c")
+
+    def jobs(self) -> str:
+        """The condition on `jobs j`."""
+        return self._where("j")
+
+    def params(self) -> dict[str, Any]:
+        """Bind parameters of the conditions."""
+        return {"batch": self.batch_id, "since": self.since}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"batch_id": str(self.batch_id) if self.batch_id else None,
+                "since": self.since.isoformat() if self.since else None}
+
+
+JOBS = "SELECT j.task_type, j.tenant, j.status, count(*) FROM jobs j WHERE {j} GROUP BY 1, 2, 3"
+
+# Cache hits are rows too (zero cost, with the cost they saved), but neither calls nor tokens spent.
+SPEND = """
+SELECT c.model, c.tier, j.task_type, j.tenant,
+       count(*) FILTER (WHERE c.outcome <> 'cache_hit') AS calls,
+       count(*) FILTER (WHERE c.outcome = 'cache_hit') AS hits,
+       COALESCE(sum(c.prompt_tokens) FILTER (WHERE c.outcome <> 'cache_hit'), 0) AS prompt_tokens,
+       COALESCE(sum(c.completion_tokens) FILTER (WHERE c.outcome <> 'cache_hit'), 0) AS completion_tokens,
+       COALESCE(sum(c.cached_tokens) FILTER (WHERE c.outcome <> 'cache_hit'), 0) AS cached_tokens,
+       COALESCE(sum(c.cost_usd), 0) AS cost,
+       COALESCE(sum(c.saved_usd), 0) AS saved
+FROM calls c JOIN jobs j ON j.id = c.job_id
+WHERE {c}
+GROUP BY 1, 2, 3, 4
+"""
+
+LATENCY = """
+SELECT c.model, percentile_disc(0.5) WITHIN GROUP (ORDER BY c.latency_ms),
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY c.latency_ms)
+FROM calls c WHERE {c} AND c.outcome <> 'cache_hit' GROUP BY c.model
+"""
+
+# Each job's kept call: its answer, else its last call that reported tokens. Cached prompt tokens are
+# summed apart because the baseline model prices them at its cached-input rate. A kept call without
+# tokens (a cache hit that does not record the tokens of the call it replaced) cannot be priced: counted.
+BASELINE = """
+SELECT COALESCE(sum(k.prompt_tokens - least(k.cached_tokens, k.prompt_tokens)), 0),
+       COALESCE(sum(least(k.cached_tokens, k.prompt_tokens)), 0),
+       COALESCE(sum(k.completion_tokens), 0),
+       count(*) FILTER (WHERE k.prompt_tokens = 0 AND k.completion_tokens = 0) AS unpriced
+FROM (
+    SELECT DISTINCT ON (c.job_id) c.prompt_tokens, c.cached_tokens, c.completion_tokens
+    FROM calls c
+    WHERE {c} AND (c.outcome IN ('ok', 'cache_hit') OR c.prompt_tokens > 0 OR c.completion_tokens > 0)
+    ORDER BY c.job_id, c.outcome IN ('ok', 'cache_hit') DESC, c.attempt DESC, c.created_at DESC
+) k
+"""
+
+PATHS = """
+SELECT j.start_tier, j.tier, count(*) FROM jobs j
+WHERE {j} AND j.start_tier IS NOT NULL AND j.tier IS NOT NULL AND j.start_tier <> j.tier
+GROUP BY 1, 2
+"""

@@ -1,0 +1,159 @@
+"""The bodies of the `tierq` batch commands, kept out of `cli.py` so that it only declares options."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import click
+
+from producer.api import Tierq
+from producer.inputs import ReadOptions
+from producer.progress import Live, SubmitProgress
+from producer.records import Rejection
+from producer.status import BatchStatus
+from producer.submit import BatchOptions, SubmitInterrupted, SubmitResult
+from producer.views import bill_lines, status_lines
+from tierq.errors import InputError
+
+SHOWN_REJECTIONS = 20
+_RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
+
+
+@contextlib.contextmanager
+def _rejects_file(path: Path | None) -> Iterator[Callable[[Rejection], None] | None]:
+    if path is None:
+        yield None
+        return
+    try:
+        sink = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by this context manager)
+    except OSError as exc:
+        raise InputError(f"cannot write the rejects file {path}: {exc.strerror}") from None
+    def write(rejection: Rejection) -> None:
+        sink.write(json.dumps(rejection.as_dict(), ensure_ascii=False) + "\n")
+
+    with sink:
+        yield write
+
+
+def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path | None, wait: bool,
+               as_json: bool) -> int:
+    """Submit, report what was rejected and why, optionally watch the batch to its end; the exit code."""
+    live = Live(sys.stderr)
+    progress = SubmitProgress(live)
+    with Tierq() as tq, _rejects_file(rejects) as on_reject:
+        try:
+            result = tq.submit(source, options, read=read, progress=progress, on_reject=on_reject, every=2000)
+        except SubmitInterrupted as stop:
+            batch = stop.result.batch_id
+            click.echo(f"\ninterrupted: batch {batch} keeps the {stop.result.accepted:,} jobs accepted so far, "
+                       f"and they will run; stop them with `tierq cancel {batch}`", err=True)
+            return 130
+        if live.tty and result.accepted + result.rejected >= 2000:
+            live.finish([progress.line(result)])
+        _show_rejections(result, rejects)
+        if result.accepted == 0:
+            return _nothing_accepted(source, result, as_json)
+        final = _watch(tq, result, as_json) if wait else None
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), **({"status": final.as_dict()} if final else {})}))
+    elif final is None:
+        click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected")
+    return 0
+
+
+def _show_rejections(result: SubmitResult, rejects: Path | None) -> None:
+    for rejection in result.rejections[:SHOWN_REJECTIONS]:
+        click.echo(f"rejected: {rejection.reason}", err=True)
+    if result.rejected > SHOWN_REJECTIONS:
+        where = f"; all of them are in {rejects}" if rejects else "; --rejects FILE writes all of them"
+        click.echo(f"... and {result.rejected - SHOWN_REJECTIONS:,} more rejected records{where}", err=True)
+
+
+def _nothing_accepted(source: str, result: SubmitResult, as_json: bool) -> int:
+    name = "standard input" if source == "-" else source
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    if result.rejected == 0:
+        click.echo(f"error: {name} has no records (it is empty or has only blank lines)", err=True)
+    else:
+        click.echo(f"error: none of the {result.rejected:,} records of {name} was accepted; "
+                   "fix the lines named above and submit again", err=True)
+    return 1
+
+
+def _watch(tq: Tierq, result: SubmitResult, as_json: bool) -> BatchStatus:
+    click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected; waiting",
+               err=as_json)
+    live = Live(sys.stderr if as_json else sys.stdout, every_s=10.0)
+    tiers = tq.config.tier_names
+    status = tq.wait(result.batch_id, poll_s=1.0, on_progress=lambda s: live.update(status_lines(s, tiers)))
+    live.finish(status_lines(status, tiers))
+    return status
+
+
+def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int:
+    """Print the batch's status once, or refresh it until the batch is done (JSON: one line per refresh)."""
+    live = Live(sys.stdout, every_s=0.0)
+    with Tierq() as tq:
+        try:
+            while True:
+                status = tq.status(batch)
+                if as_json:
+                    click.echo(json.dumps(status.as_dict()))
+                else:
+                    live.update(status_lines(status, tq.config.tier_names), force=True)
+                if not watch or status.done:
+                    return 0
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return 130
+
+
+def write_results(batch: str, output: IO[str], fmt: str) -> None:
+    """Stream the batch's finished jobs to `output`, one JSON line each."""
+    with Tierq() as tq:
+        for row in tq.results(batch, fmt):
+            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def parse_since(value: str) -> datetime:
+    """`2026-11-01`, `2026-11-01T09:30` (local time unless it names a zone), or `7d` / `12h` / `30m` ago."""
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        amount, unit = int(relative.group(1)), relative.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+        return datetime.now().astimezone() - delta
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError(f"--since {value!r} is not a date; use 2026-11-01, 2026-11-01T09:30 or 7d, 12h, 30m") from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def print_report(batch: str | None, since: str | None, as_json: bool, plot: Path | None) -> None:
+    """Print the bill as a table or JSON, and draw it when asked."""
+    from producer.status import parse_batch_id
+
+    with Tierq() as tq:
+        batch_id = parse_batch_id(batch) if batch else None
+        if batch_id is not None:
+            tq.status(batch_id)  # an unknown batch is an error, not an empty bill
+        bill = tq.report(batch_id, parse_since(since) if since else None)
+        if plot is not None:
+            from producer.plot import render_bill
+
+            render_bill(bill, plot, tq.config.tier_names)
+            click.echo(f"plot written to {plot}", err=True)
+    if as_json:
+        click.echo(json.dumps(bill.as_dict()))
+    else:
+        click.echo("\n".join(bill_lines(bill)))
+

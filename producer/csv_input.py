@@ -1,0 +1,137 @@
+"""CSV input: a header row, then one job per row, streamed; a bad row is rejected with its line number.
+
+The prompt comes from the column named by `--prompt-field` (default `prompt`, else `text`) or from
+`--template`; `id` (or `custom_id`) and `task_type` columns are used when present, and the other
+columns become the job's metadata. Line numbers are physical lines of the file, so a quoted field that
+spans lines does not shift the numbers of the rows after it.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from producer.prompts import PromptSpec
+from producer.records import Record, Rejection, RejectKind, check_id, reject
+from tierq.errors import InputError
+
+DELIMITERS = (",", "\t", ";", "|")
+# Python's csv module refuses fields over 128 KiB by default; documents in a cell are often larger.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class _Layout:
+    """Which column holds what, checked once against the header."""
+
+    def __init__(self, header: list[str], line_no: int, spec: PromptSpec) -> None:
+        seen: set[str] = set()
+        for name in header:
+            if name in seen:
+                raise InputError(f"line {line_no}: the CSV header names column {name!r} twice; rename one")
+            seen.add(name)
+        self.header, self.spec = header, spec
+        spec.check_columns(header)
+        self.prompt = spec.field or next((c for c in ("prompt", "text") if c in seen), None)
+        if self.prompt is None and spec.template is None:
+            raise InputError(f'line {line_no}: the CSV has no "prompt" or "text" column; choose the prompt\'s column '
+                             f"with --prompt-field or build it with --template (columns: {', '.join(header)})")
+        self.id = next((c for c in ("id", "custom_id") if c in seen), None)
+        self.task_type = "task_type" if "task_type" in seen else None
+        used = {self.prompt, self.id, self.task_type, *(spec.fields if spec.template else ())}
+        self.extra = [(i, c) for i, c in enumerate(header) if c not in used]
+        self.index = {name: i for i, name in enumerate(header)}
+
+    def record(self, line_no: int, row: list[str]) -> Record | Rejection:
+        """The job of one row whose field count matches the header."""
+        custom_id = check_id(line_no, (row[self.index[self.id]] or None) if self.id else None)
+        if isinstance(custom_id, Rejection):
+            return custom_id
+        if self.spec.template is not None:
+            built = self.spec.render(dict(zip(self.header, row, strict=True)))
+            if built.problem is not None:
+                kind = RejectKind.EMPTY_PROMPT if built.empty else RejectKind.MISSING_PROMPT
+                return reject(line_no, built.problem.replace("field", "column"), kind, custom_id)
+            prompt = built.text
+        else:
+            assert self.prompt is not None
+            prompt = row[self.index[self.prompt]]
+            if not prompt.strip():
+                return reject(line_no, f'column "{self.prompt}" is empty', RejectKind.EMPTY_PROMPT, custom_id)
+        task_type = (row[self.index[self.task_type]].strip() or None) if self.task_type else None
+        metadata = {name: row[i] for i, name in self.extra} or None
+        return Record(line_no, custom_id, [{"role": "user", "content": prompt}], task_type, metadata)
+
+
+def sniff_delimiter(header: bytes | None) -> str:
+    """The delimiter the header line uses most among comma, tab, semicolon and bar (comma if none)."""
+    if not header:
+        return ","
+    counts = {d: header.count(d.encode()) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_csv(lines: Iterable[bytes], spec: PromptSpec, delimiter: str | None = None) -> Iterator[Record | Rejection]:
+    """Records of a CSV stream whose first non-blank row is the header (read and checked right away)."""
+    if delimiter is None:
+        first, lines = _first_line(iter(lines))
+        delimiter = sniff_delimiter(first)
+    bad: dict[int, int] = {}
+    reader = csv.reader(_decoded(lines, bad), delimiter=delimiter)
+    for header in reader:
+        if header:
+            return _rows(reader, _Layout(header, reader.line_num, spec), bad)
+    return iter(())
+
+
+def _rows(reader: Any, layout: _Layout, bad: dict[int, int]) -> Iterator[Record | Rejection]:
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reject(start, f"unreadable CSV row ({exc})")
+            continue
+        if row:
+            problem = _row_problem(row, layout.header, start, reader.line_num, bad)
+            yield problem if problem is not None else layout.record(start, row)
+
+
+def _row_problem(row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, int]) -> Rejection | None:
+    if bad:
+        for line_no in range(start, end + 1):
+            if line_no in bad:
+                where = f"byte {bad.pop(line_no)}" + (f" of line {line_no}" if line_no != start else "")
+                return reject(start, f"invalid UTF-8 at {where}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8)
+    if len(row) != len(header):
+        return reject(start, f"row has {len(row)} fields, the header has {len(header)}", RejectKind.RAGGED_ROW)
+    return None
+
+
+def _first_line(lines: Iterator[bytes]) -> tuple[bytes | None, Iterator[bytes]]:
+    """The first non-blank line (to find the delimiter), and the lines again from the start."""
+    held: list[bytes] = []
+    for raw in lines:
+        held.append(raw)
+        if raw.strip():
+            return raw, _chain(held, lines)
+    return None, iter(held)
+
+
+def _chain(held: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from held
+    yield from rest
+
+
+def _decoded(lines: Iterable[bytes], bad: dict[int, int]) -> Iterator[str]:
+    """Text lines; a line that is not UTF-8 is noted in `bad` (line -> byte) and decoded losslessly."""
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad[line_no] = exc.start
+            yield raw.decode("utf-8", "surrogateescape")

@@ -1,0 +1,240 @@
+"""`tierq doctor`: is every part of a deployment reachable and ready, and if not, what to do about it.
+
+Checks, in order: the settings and the TOML file, Redis, the broker (when it is not that Redis),
+Postgres, the migrations, every configured provider, and a worker on every queue. A check that needs
+a failed one is reported as skipped rather than failing a second time.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+import redis
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
+from kombu.connection import Connection
+from kombu.exceptions import KombuError
+from kombu.utils.url import maybe_sanitize_url
+from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from migrations import alembic_config, current_revision, head_revision
+from producer.broker import make_sender
+from producer.metrics import REDIS_SCHEMES, queue_lengths
+from tierq.config import Config, ProviderConfig
+from tierq.errors import ConfigError
+from tierq.queues import CLASSIFY_QUEUE
+from tierq.settings import Settings, get_settings
+
+
+class State(StrEnum):
+    """The verdict of one check."""
+
+    OK = "ok"
+    PROBLEM = "problem"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check: what was looked at, what was found and, for a problem, how to fix it."""
+
+    name: str
+    state: State
+    detail: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "state": self.state.value, "detail": self.detail, "fix": self.fix}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
+    """PING the Redis server at `url`."""
+    shown = maybe_sanitize_url(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        return Check(name, State.PROBLEM, f"{shown} refused the login: {_first_line(exc)}",
+                     f"put the right password in {variable} (redis://:PASSWORD@HOST:PORT/DB)")
+    except redis.RedisError as exc:
+        return Check(name, State.PROBLEM, f"{shown} does not answer: {_first_line(exc)}",
+                     f"start Redis there, or set {variable} to a running server (redis://HOST:PORT/DB)")
+    finally:
+        client.close()
+    return Check(name, State.OK, f"{shown} answers PING")
+
+
+def check_broker(url: str, timeout: float) -> Check:
+    """Connect to a broker that is not Redis (RabbitMQ, ...)."""
+    shown = maybe_sanitize_url(url)
+    conn: Any = cast(Any, Connection)(url, connect_timeout=timeout)  # kombu has no type hints
+    try:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+    except (KombuError, OSError, *conn.connection_errors) as exc:
+        return Check("broker", State.PROBLEM, f"{shown} does not answer: {_first_line(exc)}",
+                     "start the broker there, or set TIERQ_BROKER_URL to a running one (or unset it to use Redis)")
+    finally:
+        conn.release()
+    return Check("broker", State.OK, f"{shown} accepts connections")
+
+
+def check_database(url: str, timeout: float) -> list[Check]:
+    """Connect to Postgres, then compare the database's migration revision with the code's."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": max(1, round(timeout))})
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        message = _first_line(getattr(exc, "orig", None) or exc)
+        if "database" in message and "does not exist" in message:
+            fix = "create it with its tables: tierq db upgrade"
+        elif "authentication" in message or "role" in message:
+            fix = "put the right user and password in TIERQ_DATABASE_URL"
+        else:
+            fix = "start PostgreSQL there, or set TIERQ_DATABASE_URL to a running server"
+        return [Check("postgres", State.PROBLEM, f"{shown}: {message}", fix),
+                Check("migrations", State.SKIPPED, "needs Postgres")]
+    finally:
+        engine.dispose()
+    head, current = head_revision(), current_revision(url)
+    postgres = Check("postgres", State.OK, f"{shown} accepts connections")
+    if current == head:
+        return [postgres, Check("migrations", State.OK, f"database at head revision {head}")]
+    if current is not None and not _known_revision(current):
+        return [postgres, Check("migrations", State.PROBLEM,
+                                f"database at revision {current}, newer than this tierq knows (head {head})",
+                                "install the tierq version that migrated it on this machine")]
+    return [postgres, Check("migrations", State.PROBLEM,
+                            f"database at revision {current or 'none (no tables)'}, this tierq needs {head}",
+                            "run tierq db upgrade")]
+
+
+def _known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_revision(revision) is not None
+    except AlembicError:
+        return False
+
+
+def check_provider(settings: Settings, name: str, provider: ProviderConfig, timeout: float) -> Check:
+    """GET the provider's /models with its key; the key is sent, never shown."""
+    label = f"provider {name}"
+    url = settings.provider_url(provider).rstrip("/") + "/models"
+    headers: dict[str, str] = {}
+    if provider.api_key_env:
+        key = settings.api_key(provider.api_key_env)
+        if key is None:
+            return Check(label, State.PROBLEM, f"${provider.api_key_env} is not set",
+                         f"export {provider.api_key_env}=<your key> (or put it in .env)")
+        headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+    where = f"${provider.base_url_env} or base_url" if provider.base_url_env else "base_url"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check(label, State.PROBLEM, f"{url} does not answer: {reason}",
+                     f"start the provider, or correct {where} of [providers.{name}]")
+    if status < 300:
+        return Check(label, State.OK, f"{url} answers (HTTP {status})")
+    if status in (401, 403):
+        return Check(label, State.PROBLEM, f"{url} rejected the key in ${provider.api_key_env} (HTTP {status})"
+                     if provider.api_key_env else f"{url} wants a key (HTTP {status})",
+                     f"put a valid key in ${provider.api_key_env}" if provider.api_key_env
+                     else f"add api_key_env to [providers.{name}] and export that variable")
+    if status == 404:
+        return Check(label, State.PROBLEM, f"{url} is not found (HTTP 404)",
+                     f"check {where} of [providers.{name}]; OpenAI-compatible APIs usually end in /v1")
+    return Check(label, State.PROBLEM, f"{url} answered HTTP {status}", "check the provider's status and its server log")
+
+
+def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check]:
+    """Ask every worker which queues it consumes; each queue needs at least one."""
+    queues = [CLASSIFY_QUEUE, *config.tier_names]
+    app = make_sender(config, broker_url)
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        waiting = queue_lengths(broker_url, queues, timeout)
+    except (KombuError, OSError, redis.RedisError) as exc:
+        return [Check("workers", State.PROBLEM, f"could not ask the workers: {_first_line(exc)}",
+                      "check the broker (see above)")]
+    finally:
+        app.close()
+    consumers: dict[str, list[str]] = {}
+    for worker, active in replies.items():
+        for queue in active:
+            consumers.setdefault(queue["name"], []).append(worker)
+    checks = []
+    for queue in queues:
+        names = sorted(consumers.get(queue, []))
+        backlog = f"{waiting.get(queue, 0)} messages waiting"
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            checks.append(Check(f"queue {queue}", State.OK, f"{len(names)} worker(s): {shown}; {backlog}"))
+        else:
+            checks.append(Check(f"queue {queue}", State.PROBLEM, f"no worker consumes it; {backlog}",
+                                f"start one: celery -A workers worker -Q {queue}"))
+    return checks
+
+
+def _load(settings: Settings) -> tuple[Check, Config | None]:
+    try:
+        config = settings.load_config()
+    except ConfigError as exc:
+        return Check("config", State.PROBLEM, str(exc), "fix the file, or point TIERQ_CONFIG at a valid one"), None
+    tiers = ", ".join(config.tier_names)
+    return Check("config", State.OK, f"{settings.config}: tiers {tiers}; {len(config.providers)} provider(s)"), config
+
+
+def run_checks(timeout: float = 3.0) -> list[Check]:
+    """Every check, in order; later checks are skipped when what they need is down."""
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        return [Check("settings", State.PROBLEM, str(exc), "fix the variables named above")]
+    config_check, config = _load(settings)
+    checks = [config_check, check_redis("redis", settings.redis_url, "TIERQ_REDIS_URL", timeout)]
+    broker = checks[-1]
+    if settings.broker != settings.redis_url:
+        if settings.broker.startswith(REDIS_SCHEMES):
+            broker = check_redis("broker", settings.broker, "TIERQ_BROKER_URL", timeout)
+        else:
+            broker = check_broker(settings.broker, timeout)
+        checks.append(broker)
+    checks += check_database(settings.database_url, timeout)
+    if config is None:
+        return [*checks, Check("providers", State.SKIPPED, "needs a valid config"),
+                Check("workers", State.SKIPPED, "needs a valid config")]
+    checks += [check_provider(settings, name, provider, timeout) for name, provider in config.providers.items()]
+    if broker.state is not State.OK:
+        return [*checks, Check("workers", State.SKIPPED, "needs the broker")]
+    return checks + check_workers(config, settings.broker, timeout)
+
+
+def render(checks: list[Check]) -> list[str]:
+    """Human-readable lines: one per check, and a fix under each problem."""
+    width = max(len(check.name) for check in checks)
+    lines = []
+    for check in checks:
+        mark = "PROBLEM" if check.state is State.PROBLEM else check.state.value
+        lines.append(f"{mark:<8} {check.name:<{width}}  {check.detail}")
+        if check.fix:
+            lines.append(f"{'':<8} {'':<{width}}  fix: {check.fix}")
+    problems = sum(check.state is State.PROBLEM for check in checks)
+    lines.append(f"{problems} problem(s) found" if problems else "everything is ready")
+    return lines

@@ -1,0 +1,165 @@
+"""`tierq metrics`: a Prometheus endpoint with queue lengths per tier, jobs per state and spend per model.
+
+Flower's own `/metrics` counts tasks and workers but not messages waiting in the broker, nor jobs and
+money, which live in Postgres; this endpoint adds those. Every scrape reads them afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any, cast
+
+import redis
+from kombu.connection import Connection
+from kombu.exceptions import KombuError
+from kombu.transport.redis import PRIORITY_STEPS, Channel
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from models import make_engine
+from tierq.errors import TierqError
+from tierq.queues import CLASSIFY_QUEUE
+from tierq.settings import Settings
+
+log = logging.getLogger(__name__)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+JOBS_SQL = "SELECT status, coalesce(tier, ''), count(*) FROM jobs GROUP BY 1, 2"
+CALLS_SQL = (
+    "SELECT model, outcome, count(*), coalesce(sum(cost_usd), 0), coalesce(sum(saved_usd), 0) "
+    "FROM calls GROUP BY 1, 2"
+)
+
+
+def _redis_keys(queue: str) -> list[str]:
+    # kombu keeps one Redis list per priority step; a message without a priority sits in the plain name.
+    return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
+
+
+def queue_lengths(broker_url: str, queues: Sequence[str], timeout: float = 3.0) -> dict[str, int]:
+    """Messages waiting in each queue (each message is a chunk of jobs); unknown queues count as empty."""
+    if broker_url.startswith(REDIS_SCHEMES):
+        client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    for key in _redis_keys(queue):
+                        pipe.llen(key)
+                sizes = [int(size) for size in pipe.execute()]
+        finally:
+            client.close()
+        steps = len(PRIORITY_STEPS)
+        return {queue: sum(sizes[i * steps : (i + 1) * steps]) for i, queue in enumerate(queues)}
+    return _declared_lengths(broker_url, queues, timeout)
+
+
+def _declared_lengths(broker_url: str, queues: Sequence[str], timeout: float) -> dict[str, int]:
+    lengths: dict[str, int] = {}
+    with cast(Any, Connection)(broker_url, connect_timeout=timeout) as conn:  # kombu has no type hints
+        for queue in queues:
+            # A passive declare of a missing queue closes its channel, so each queue gets its own.
+            channel = conn.channel()
+            try:
+                lengths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except conn.channel_errors:
+                lengths[queue] = 0
+            finally:
+                channel.close()
+    return lengths
+
+
+class TierqCollector:
+    """Reads queue lengths from the broker and job and call totals from Postgres at every scrape."""
+
+    def __init__(self, engine: Engine, broker_url: str, queues: Sequence[str], timeout: float = 3.0) -> None:
+        self.engine = engine
+        self.broker_url = broker_url
+        self.queues = list(queues)
+        self.timeout = timeout
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: every metric family, and `tierq_up` per source so a dead source is visible."""
+        up = GaugeMetricFamily("tierq_up", "1 when the source answered this scrape, else 0", labels=["source"])
+        yield from self._broker(up)
+        yield from self._database(up)
+        yield up
+
+    def _broker(self, up: GaugeMetricFamily) -> Iterator[Metric]:
+        lengths = GaugeMetricFamily(
+            "tierq_queue_length", "Task messages waiting in each queue (a message carries a chunk of jobs)",
+            labels=["queue"],
+        )
+        try:
+            found = queue_lengths(self.broker_url, self.queues, self.timeout)
+        except (redis.RedisError, KombuError, OSError) as exc:
+            log.warning("broker did not answer the scrape: %s", exc)
+            up.add_metric(["broker"], 0)
+            return
+        for queue, length in found.items():
+            lengths.add_metric([queue], length)
+        up.add_metric(["broker"], 1)
+        yield lengths
+
+    def _database(self, up: GaugeMetricFamily) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("tierq_jobs", "Jobs in each state, by current tier", labels=["status", "tier"])
+        calls = CounterMetricFamily("tierq_calls", "Model calls (cost rows) by model and outcome", labels=["model", "outcome"])
+        spend = CounterMetricFamily("tierq_spend_usd", "USD spent on model calls, per model", labels=["model"])
+        saved = CounterMetricFamily("tierq_saved_usd", "USD not spent thanks to cache hits, per model", labels=["model"])
+        try:
+            with self.engine.connect() as conn:
+                # A scrape must not pile up behind a slow count on a huge table.
+                conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(self.timeout * 1000))})
+                job_rows = conn.execute(text(JOBS_SQL)).all()
+                call_rows = conn.execute(text(CALLS_SQL)).all()
+        except SQLAlchemyError as exc:
+            log.warning("database did not answer the scrape: %s", str(exc).splitlines()[0])
+            up.add_metric(["postgres"], 0)
+            return
+        for status, tier, count in job_rows:
+            jobs.add_metric([status, tier], count)
+        spent: dict[str, float] = {}
+        kept: dict[str, float] = {}
+        for model, outcome, count, cost, saving in call_rows:
+            calls.add_metric([model, outcome], count)
+            # Prometheus samples are floats; the exact bill is `tierq report`.
+            spent[model] = spent.get(model, 0.0) + float(cost)
+            kept[model] = kept.get(model, 0.0) + float(saving)
+        for model in sorted(spent):
+            spend.add_metric([model], spent[model])
+            saved.add_metric([model], kept[model])
+        up.add_metric(["postgres"], 1)
+        yield from (jobs, calls, spend, saved)
+
+
+def build_registry(settings: Settings, timeout: float = 3.0) -> CollectorRegistry:
+    """A registry holding the tierq collector for the deployment the settings describe."""
+    config = settings.load_config()
+    registry = CollectorRegistry(auto_describe=False)
+    engine = make_engine(settings.database_url, pool_size=1)
+    registry.register(TierqCollector(engine, settings.broker, [CLASSIFY_QUEUE, *config.tier_names], timeout))
+    return registry
+
+
+def serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], None] = print) -> None:
+    """Serve /metrics on host:port until SIGTERM or Ctrl-C."""
+    registry = build_registry(settings)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise TierqError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
+    on_ready(f"metrics on http://{host}:{port}/metrics")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stop.wait()
+    server.shutdown()
+    thread.join(timeout=5)

@@ -1,0 +1,92 @@
+"""What people read on a terminal: a batch's status and the bill as aligned text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from producer.bill import Bill
+from producer.status import BatchStatus
+
+STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")
+
+
+def money(value: Decimal) -> str:
+    """Dollars to the millionth for tables (JSON keeps every digit)."""
+    return f"${value:,.6f}"
+
+
+def duration(seconds: float | None) -> str:
+    """'1h 02m', '3m 05s', '12s', or '?' when unknown."""
+    if seconds is None:
+        return "?"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
+    """A batch's state in a few lines (tiers in `tiers` order); the first one alone is a usable summary."""
+    d = status.as_dict()
+    done = status.total - status.pending
+    state = "cancelled" if status.cancelled else "done" if status.done else "running"
+    rate = f"{status.rate_per_s:,.1f} jobs/s" if status.rate_per_s is not None else "rate ?"
+    eta = "" if status.done else f", ETA {duration(status.eta_s)}"
+    lines = [f"batch {d['batch_id']}: {done:,}/{status.total:,} done, {state}, {duration(status.elapsed_s)}, "
+             f"{rate}{eta}, {money(status.cost_usd)} spent"]
+    lines.append("  jobs:  " + _counts(status.by_status) + (f"; {status.rejected:,} rejected at submit" if status.rejected else ""))
+    rank = {name: n for n, name in enumerate(tiers)}
+    for tier, counts in sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])):
+        lines.append(f"  {tier + ':':<6} {sum(counts.values()):>7,}  ({_counts(counts)})")
+    lines.append(f"  escalations {status.escalations:,}, calls {status.calls:,}, cache hits {status.cache_hits:,}, "
+                 f"cost {money(status.cost_usd)}")
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]) if kv[0] in STATE_ORDER else 99)
+    return ", ".join(f"{name} {n:,}" for name, n in ordered) or "none"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Columns aligned to their widest cell; the first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in headers]] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in cells]
+
+
+def bill_lines(bill: Bill) -> list[str]:
+    """The bill as a person reads it: totals, then the cost by tier, model, task type and tenant."""
+    t, d = bill.totals, bill.as_dict()
+    scope = f"batch {d['scope']['batch_id']}" if bill.scope.batch_id else "all batches"
+    if bill.scope.since:
+        scope += f" since {d['scope']['since']}"
+    pct = bill.savings_pct
+    saving = f"{money(bill.savings_usd)} ({pct}%)" if pct is not None else "n/a (no answered calls)"
+    unpriced = (f"; {bill.baseline_unpriced_jobs:,} cached jobs without tokens are not in the baseline"
+                if bill.baseline_unpriced_jobs else "")
+    lines = [f"tierq bill, {scope}",
+             f"jobs {t.jobs:,} ({_counts(bill.jobs_by_status)}), calls {t.calls:,}, tokens {t.tokens:,}",
+             f"cost {money(t.cost_usd)}; baseline {money(bill.baseline_cost_usd)} (every job on "
+             f"{bill.baseline_model}, tier {bill.baseline_tier}); savings {saving}{unpriced}", ""]
+    lines += table(["tier", "started", "answered", "escalated", "failed", "calls", "tokens", "cost"],
+                   [[r["tier"], r["started"], r["answered"], r["escalated"], r["failed"], r["calls"], r["tokens"],
+                     money(Decimal(r["cost_usd"]))] for r in d["by_tier"]])
+    lines.append("")
+    lines += table(["model", "calls", "tokens", "cost", "p50 ms", "p95 ms"],
+                   [[r["model"], r["calls"], r["tokens"], money(Decimal(r["cost_usd"])),
+                     _ms(r["latency_ms_p50"]), _ms(r["latency_ms_p95"])] for r in d["by_model"]])
+    for key, title in (("by_task", "task_type"), ("by_tenant", "tenant")):
+        lines.append("")
+        lines += table([title, "jobs", "calls", "tokens", "cost"],
+                       [[r[title], r["jobs"], r["calls"], r["tokens"], money(Decimal(r["cost_usd"]))] for r in d[key]])
+    pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"
+    lines += ["", f"escalations: {pairs}", f"cache: {t.cache_hits:,} hits, {money(t.saved_usd)} saved"]
+    return lines
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"

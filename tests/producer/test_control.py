@@ -1,0 +1,76 @@
+"""Cancelling a batch and retrying its failed jobs, with a real worker and the simulator."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from conftest import Stack
+from sqlalchemy import text
+
+from models import JobStatus
+from producer.submit import BatchOptions
+from tierq.errors import InputError, NotFound
+
+
+def distinct(count: int) -> list[dict[str, str]]:
+    """Tickets that share no text, so the cache can neither answer nor coalesce them."""
+    return [{"id": f"t{n}", "prompt": f"{uuid.uuid4().hex} {uuid.uuid4().hex} order {n}"} for n in range(count)]
+
+
+def test_cancel_stops_new_calls_and_keeps_what_finished(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 1500})
+    with clean.client() as tq:
+        batch = tq.submit(distinct(600), BatchOptions(force_tier="hot"))
+        deadline = time.monotonic() + 20
+        while tq.status(batch.batch_id).count(JobStatus.RUNNING) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = tq.cancel(batch.batch_id)
+        status = clean.wait(tq, batch.batch_id, timeout=60)
+        again = tq.cancel(batch.batch_id)
+        results = list(tq.results(batch.batch_id))
+    assert cancelled.cancelled > 0 and cancelled.running > 0 and cancelled.cancelled + cancelled.running <= 600
+    assert again.cancelled == 0
+    assert status.cancelled and status.count_final() == 600
+    assert status.by_status.get("cancelled") == cancelled.cancelled
+    with clean.engine.connect() as conn:
+        calls_of_cancelled = conn.execute(text(
+            "SELECT count(*) FROM calls c JOIN jobs j ON j.id = c.job_id WHERE j.status = 'cancelled'")).scalar_one()
+        succeeded = conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'succeeded'")).scalar_one()
+        calls = conn.execute(text("SELECT count(*) FROM calls")).scalar_one()
+    assert calls_of_cancelled == 0
+    assert calls == succeeded == 600 - cancelled.cancelled
+    assert len(results) == 600
+    assert {r["status"] for r in results} <= {"succeeded", "cancelled"}
+
+
+def test_retry_failed_routes_the_failed_jobs_again(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 0, "refusal_rate": 1.0})
+    with clean.client() as tq:
+        batch = tq.submit(distinct(5), BatchOptions(use_cache=False))
+        first = clean.wait(tq, batch.batch_id)
+        assert first.count_final() == 5 and first.by_status == {"failed": 5}
+        clean.simulate({"latency_ms": 0})
+        assert tq.retry_failed(batch.batch_id) == 5
+        second = clean.wait(tq, batch.batch_id)
+        results = {r["id"]: r for r in tq.results(batch.batch_id)}
+        assert tq.retry_failed(batch.batch_id) == 0
+    assert second.by_status == {"succeeded": 5}
+    for result in results.values():
+        assert result["error"] is None and result["content"]
+        assert [a["outcome"] for a in result["attempts"]] == ["refusal", "refusal", "refusal", "ok"]
+        assert result["tier"] == "hot"
+    with clean.engine.connect() as conn:
+        paths = set(conn.execute(text("SELECT start_tier, tier, escalations FROM jobs")).all())
+    assert paths == {("hot", "hot", 2)}
+
+
+def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> None:
+    with clean.client() as tq:
+        batch = tq.submit(distinct(1))
+        tq.cancel(batch.batch_id)
+        with pytest.raises(InputError, match="is cancelled, so its jobs do not run again"):
+            tq.retry_failed(batch.batch_id)
+        with pytest.raises(NotFound, match="no batch"):
+            tq.cancel(uuid.uuid4())

@@ -1,0 +1,200 @@
+"""Reading every input format: detection, CSV, templates, OpenAI batch request files, and every bad record."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from producer.inputs import LineSource, detect_format, read_records
+from producer.prompts import PromptSpec
+from producer.records import Record, Rejection, RejectKind
+from tierq.errors import InputError
+
+
+def read(data: bytes, fmt: str = "auto", spec: PromptSpec | None = None) -> tuple[str, list[Record | Rejection]]:
+    chosen, items = read_records(LineSource(io.BytesIO(data)), fmt, spec)
+    return chosen, list(items)
+
+
+def reasons(items: list[Record | Rejection]) -> list[tuple[str, str]]:
+    return [(i.kind.value, i.reason) for i in items if isinstance(i, Rejection)]
+
+
+def prompts(items: list[Record | Rejection]) -> dict[str, str]:
+    return {i.custom_id: i.messages[-1]["content"] for i in items if isinstance(i, Record)}
+
+
+def batch_line(custom_id: Any, url: str = "/v1/chat/completions", **body: Any) -> str:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {custom_id}"}], **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        (b'{"prompt": "hi"}', "jsonl"),
+        (b'  {"custom_id": "a", "body": {}, "url": "/v1/chat/completions"}', "openai"),
+        (b'{"custom_id": "a", "prompt": "no body, so tierq JSONL"}', "jsonl"),
+        (b"{not json", "jsonl"),
+        (b"id,text", "csv"),
+        (b"text", "csv"),
+        (None, "jsonl"),
+    ],
+)
+def test_the_format_is_told_by_the_first_line(first: bytes | None, expected: str) -> None:
+    assert detect_format(first) == expected
+
+
+def test_detection_skips_blank_lines_and_a_byte_order_mark_and_loses_no_line() -> None:
+    fmt, items = read(b"\xef\xbb\xbf\n\nid,prompt\nA,first\n\nB,second\n")
+    assert fmt == "csv"
+    assert prompts(items) == {"A": "first", "B": "second"}
+    assert [i.line for i in items] == [4, 6]
+
+
+def test_csv_rows_become_jobs_with_metadata_from_the_other_columns() -> None:
+    fmt, items = read(b'id,text,customer,task_type\nt1,"Where is, my parcel?",acme,triage\nt2,"two\nlines",bolt,\n')
+    first, second = items
+    assert fmt == "csv"
+    assert isinstance(first, Record) and isinstance(second, Record)
+    assert first.messages == [{"role": "user", "content": "Where is, my parcel?"}]
+    assert (first.custom_id, first.task_type, first.metadata) == ("t1", "triage", {"customer": "acme"})
+    assert (second.line, second.task_type, second.messages[0]["content"]) == (3, None, "two\nlines")
+
+
+def test_csv_delimiter_is_sniffed_from_the_header() -> None:
+    _, items = read(b"id;prompt\n1;Bonjour, o\xc3\xb9 est mon colis ?\n")
+    assert prompts(items) == {"1": "Bonjour, où est mon colis ?"}
+    _, items = read(b"id\tprompt\n1\tHello, world\n")
+    assert prompts(items) == {"1": "Hello, world"}
+
+
+def test_csv_prompt_column_and_template() -> None:
+    data = b"ticket,subject,body\nT-1,Late parcel,It has not arrived.\nT-2,Refund,\n"
+    _, items = read(data, spec=PromptSpec(field="body"))
+    assert prompts(items) == {"2": "It has not arrived."}
+    assert reasons(items) == [("empty_prompt", 'line 3: column "body" is empty')]
+    _, items = read(data, spec=PromptSpec(template="Summarise this ticket ({ticket}): {subject}. {body}"))
+    assert prompts(items) == {"2": "Summarise this ticket (T-1): Late parcel. It has not arrived."}
+    assert reasons(items) == [("empty_prompt", 'line 3: column "body" used by --template is empty')]
+
+
+def test_csv_bad_rows_are_rejected_with_their_physical_line() -> None:
+    data = (
+        b"id,text\n"
+        b'1,"a quoted\nfield on two lines"\n'
+        b"2,ok\n"
+        b"3,too,many\n"
+        b"4\n"
+        b"5,\xff\xfe not utf-8\n"
+        b"6,\n"
+        b"\n"
+        b"7,fine\n"
+    )
+    _, items = read(data)
+    assert prompts(items) == {"1": "a quoted\nfield on two lines", "2": "ok", "7": "fine"}
+    assert [i.line for i in items if isinstance(i, Record)] == [2, 4, 10]
+    assert reasons(items) == [
+        ("ragged_row", "line 5: row has 3 fields, the header has 2"),
+        ("ragged_row", "line 6: row has 1 fields, the header has 2"),
+        ("invalid_utf8", "line 7: invalid UTF-8 at byte 2; re-encode the file as UTF-8"),
+        ("empty_prompt", 'line 8: column "text" is empty'),
+    ]
+
+
+def test_csv_problems_with_the_whole_file_stop_before_anything_is_read() -> None:
+    with pytest.raises(InputError, match=r'no "prompt" or "text" column; choose .* --prompt-field .*\(columns: a, b\)'):
+        read(b"a,b\n1,2\n")
+    with pytest.raises(InputError, match="names column 'id' twice"):
+        read(b"id,text,id\n1,2,3\n")
+    with pytest.raises(InputError, match="--prompt-field uses column 'body', which the file does not have"):
+        read(b"id,text\n1,2\n", spec=PromptSpec(field="body"))
+    with pytest.raises(InputError, match="--template uses column 'name'"):
+        read(b"id,text\n1,2\n", spec=PromptSpec(template="Dear {name}: {text}"))
+
+
+@pytest.mark.parametrize("template", ["{a.b}", "{x[0]}", "{}", "{x!r}", "{x:>10}", "no fields", "{unclosed"])
+def test_templates_are_plain_fields_only(template: str) -> None:
+    with pytest.raises(InputError, match="--template"):
+        PromptSpec(template=template)
+
+
+def test_jsonl_prompt_field_and_template() -> None:
+    data = b'{"id": "a", "body": "hello", "who": "Ann"}\n{"id": "b", "who": "Bo"}\n{"id": "c", "body": " ", "who": "Cy"}\n'
+    _, items = read(data, spec=PromptSpec(field="body"))
+    assert prompts(items) == {"a": "hello"}
+    assert reasons(items) == [("missing_prompt", 'line 2: field "body" is missing'),
+                              ("empty_prompt", 'line 3: field "body" is empty')]
+    _, items = read(data, spec=PromptSpec(template="{who} asks: {body}"))
+    assert prompts(items) == {"a": "Ann asks: hello"}
+    assert reasons(items) == [("missing_prompt", 'line 2: field "body" used by --template is missing'),
+                              ("empty_prompt", 'line 3: field "body" used by --template is empty')]
+
+
+def test_openai_batch_requests_keep_their_parameters_but_not_the_model() -> None:
+    data = "\n".join([
+        batch_line("r1", temperature=0.2, max_tokens=64, response_format={"type": "json_object"}, store=False),
+        batch_line("r2", url="/chat/completions", stream=False, n=1),
+    ]).encode()
+    fmt, items = read(data)
+    assert fmt == "openai"
+    first, second = items
+    assert isinstance(first, Record) and isinstance(second, Record)
+    assert first.custom_id == "r1" and first.messages == [{"role": "user", "content": "question r1"}]
+    assert first.params == {"temperature": 0.2, "max_tokens": 64, "response_format": {"type": "json_object"}}
+    assert second.params == {}
+
+
+def test_openai_batch_bad_lines() -> None:
+    lines = [
+        batch_line("ok"),
+        batch_line("emb", url="/v1/embeddings"),
+        batch_line("resp", url="/v1/responses"),
+        json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}}),
+        json.dumps({"custom_id": "get", "method": "GET", "url": "/v1/chat/completions", "body": {}}),
+        json.dumps({"custom_id": "nobody", "method": "POST", "url": "/v1/chat/completions"}),
+        json.dumps({"custom_id": "nomsg", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "x"}}),
+        batch_line("stream", stream=True),
+        batch_line("tools", tools=[{"type": "function"}]),
+        json.dumps({"custom_id": "empty", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}}),
+        "[1]",
+    ]
+    fmt, items = read("\n".join(lines).encode(), fmt="openai")
+    assert fmt == "openai"
+    assert prompts(items) == {"ok": "question ok"}
+    assert reasons(items) == [
+        ("unsupported_url", "line 2: url '/v1/embeddings' is not chat completions; tierq runs only \"/v1/chat/completions\" requests"),
+        ("unsupported_url", "line 3: url '/v1/responses' is not chat completions; tierq runs only \"/v1/chat/completions\" requests"),
+        ("invalid", 'line 4: field "custom_id" is missing; every request of a batch file needs one'),
+        ("invalid", "line 5: method 'GET' is not supported; batch requests use \"POST\""),
+        ("invalid", 'line 6: field "body" must be an object with "messages"'),
+        ("missing_prompt", 'line 7: field "body.messages" is missing'),
+        ("invalid", "line 8: body.stream = True is not supported; remove it or set it to False"),
+        ("invalid", "line 9: body.tools is not supported by tierq; remove it (supported: frequency_penalty, logit_bias, "
+                    "max_completion_tokens, max_tokens, presence_penalty, reasoning_effort, response_format, seed, stop, "
+                    "temperature, top_p, user)"),
+        ("empty_prompt", 'line 10: field "body.messages" must be a non-empty list'),
+        ("not_object", "line 11: the record is a JSON list, not an object"),
+    ]
+
+
+def test_prompt_options_do_not_apply_to_openai_batch_files() -> None:
+    with pytest.raises(InputError, match="--prompt-field and --template apply to JSONL and CSV"):
+        read(batch_line("a").encode(), spec=PromptSpec(field="text"))
+
+
+def test_line_source_counts_bytes_for_the_progress_bar() -> None:
+    source = LineSource(io.BytesIO(b'{"prompt": "a"}\n{"prompt": "b"}\n'))
+    _, items = read_records(source)
+    assert len(list(items)) == 2
+    assert (source.lines, source.bytes, source.size) == (2, 32, None)
+
+
+def test_every_rejection_kind_has_a_code() -> None:
+    assert {k.value for k in RejectKind} >= {
+        "malformed_json", "not_object", "missing_prompt", "empty_prompt", "invalid_utf8", "too_long",
+        "duplicate_id", "ragged_row", "unsupported_url",
+    }

@@ -1,0 +1,161 @@
+"""The bill: totals equal the cost rows, the baseline is recomputed here independently, and the plot is a PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Stack
+from PIL import Image
+from sqlalchemy import text
+
+from producer.bill import Bill
+from producer.plot import render_bill
+from producer.submit import BatchOptions
+from producer.views import bill_lines
+from tierq.money import usd
+
+PARCEL = "Where is my parcel? I ordered it on Monday."
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def billed(clean: Stack) -> tuple[Stack, uuid.UUID, uuid.UUID]:
+    """Two batches of two tenants: a plain answer, an escalation, a failure on every tier, a warm start, a
+    repeated prompt that the provider reports as partly cached."""
+    clean.simulate({"latency_ms": 5, "latency_jitter_ms": 20, "cached_fraction": 0.5})
+    with clean.client() as tq:
+        first = tq.submit([
+            {"id": "plain", "prompt": PARCEL},
+            {"id": "escalated", "prompt": f"Ticket 2: {PARCEL} [[sim:refuse@sim-nano]]"},
+            {"id": "doomed", "prompt": f"Ticket 3: {PARCEL} [[sim:refuse]]"},
+            {"id": "code", "prompt": "My script raises an exception when it calls your API.", "task_type": "triage"},
+        ], BatchOptions(tenant="acme", task_type="support", use_cache=False))
+        clean.wait(tq, first.batch_id)
+        second = tq.submit([{"id": "again", "prompt": PARCEL}], BatchOptions(tenant="bolt", use_cache=False))
+        clean.wait(tq, second.batch_id)
+    return clean, first.batch_id, second.batch_id
+
+
+def cost_rows(stack: Stack, batch_id: uuid.UUID | None) -> list[Any]:
+    where = "WHERE c.batch_id = :b" if batch_id else ""
+    with stack.engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT c.job_id, c.attempt, c.created_at, c.tier, c.model, c.outcome, c.prompt_tokens, c.cached_tokens, "
+            f"c.completion_tokens, c.cost_usd, c.saved_usd, c.latency_ms, j.task_type, j.tenant FROM calls c "
+            f"JOIN jobs j ON j.id = c.job_id {where}"), {"b": batch_id}))
+
+
+def baseline_by_hand(stack: Stack, rows: list[Any]) -> Decimal:
+    """Each job's kept call (its answer, else its last call with tokens) at the top tier's first model's prices."""
+    model = stack.config.models[stack.config.tiers[-1].models[0]]
+    cached_price = model.cached_input_usd_per_mtok if model.cached_input_usd_per_mtok is not None else model.input_usd_per_mtok
+    per_job: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        per_job[row.job_id].append(row)
+    total = Decimal(0)
+    for calls in per_job.values():
+        calls.sort(key=lambda r: (r.attempt, r.created_at))
+        answers = [r for r in calls if r.outcome in ("ok", "cache_hit")]
+        with_tokens = [r for r in calls if r.prompt_tokens or r.completion_tokens]
+        kept = answers[-1] if answers else with_tokens[-1] if with_tokens else None
+        if kept is None:
+            continue
+        cached = min(kept.cached_tokens, kept.prompt_tokens)
+        total += ((kept.prompt_tokens - cached) * model.input_usd_per_mtok + cached * cached_price
+                  + kept.completion_tokens * model.output_usd_per_mtok) / Decimal(1_000_000)
+    return total
+
+
+def percentile_disc(values: list[int], fraction: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+def check_totals(stack: Stack, bill: Bill, rows: list[Any]) -> None:
+    report = bill.as_dict()
+    totals = report["totals"]
+    calls = [r for r in rows if r.outcome != "cache_hit"]
+    assert totals["cost_usd"] == usd(sum((r.cost_usd for r in rows), Decimal(0)))
+    assert totals["calls"] == len(calls)
+    assert totals["prompt_tokens"] == sum(r.prompt_tokens for r in calls)
+    assert totals["tokens"] == sum(r.prompt_tokens + r.completion_tokens for r in calls)
+    assert totals["saved_usd"] == usd(sum((r.saved_usd for r in rows), Decimal(0)))
+    baseline = baseline_by_hand(stack, rows)
+    assert baseline > 0 and totals["baseline_cost_usd"] == usd(baseline)
+    cost = sum((r.cost_usd for r in rows), Decimal(0))
+    assert Decimal(str(totals["savings_pct"])) == ((baseline - cost) / baseline * 100).quantize(Decimal("0.01"))
+    for key in ("by_model", "by_tier", "by_task", "by_tenant"):
+        assert sum(Decimal(g["cost_usd"]) for g in report[key]) == cost, key
+        assert sum(g["calls"] for g in report[key]) == len(calls), key
+        assert all(isinstance(g["cost_usd"], str) for g in report[key])
+    for group in report["by_model"]:
+        latencies = [r.latency_ms for r in calls if r.model == group["model"]]
+        assert (group["latency_ms_p50"], group["latency_ms_p95"]) == (
+            percentile_disc(latencies, 0.5), percentile_disc(latencies, 0.95))
+
+
+def test_the_bill_of_one_batch_adds_up_to_its_cost_rows(billed: tuple[Stack, uuid.UUID, uuid.UUID]) -> None:
+    stack, first, _ = billed
+    with stack.client() as tq:
+        bill = tq.report(first)
+    rows = cost_rows(stack, first)
+    check_totals(stack, bill, rows)
+    report = bill.as_dict()
+    assert report["baseline"] == {"tier": "cold", "model": "sim-flagship"}
+    assert report["totals"]["jobs"] == 4 and report["totals"]["jobs_by_status"] == {"succeeded": 3, "failed": 1}
+    assert report["escalations"] == [{"from": "hot", "to": "warm", "jobs": 2}, {"from": "warm", "to": "cold", "jobs": 1}]
+    assert report["totals"]["escalations"] == 3
+    assert {t["task_type"]: t["jobs"] for t in report["by_task"]} == {"support": 3, "triage": 1}
+    tiers = {t["tier"]: t for t in report["by_tier"]}
+    assert {k: (v["started"], v["answered"], v["escalated"], v["failed"]) for k, v in tiers.items()} == {
+        "hot": (3, 1, 2, 0), "warm": (1, 2, 1, 0), "cold": (0, 0, 0, 1)}
+    assert report["cache"] == {"hits": 0, "saved_usd": "0"}
+    lines = "\n".join(bill_lines(bill))
+    assert "baseline" in lines and "sim-flagship" in lines and "hot -> warm 2" in lines
+
+
+def test_the_bill_of_everything_and_since_a_date(billed: tuple[Stack, uuid.UUID, uuid.UUID]) -> None:
+    stack, _, _ = billed
+    with stack.client() as tq:
+        everything = tq.report()
+        future = tq.report(since=datetime.now(UTC) + timedelta(days=1))
+        past = tq.report(since=datetime.now(UTC) - timedelta(days=1))
+    rows = cost_rows(stack, None)
+    assert any(r.cached_tokens > 0 for r in rows), "the repeated prompt should report cached tokens"
+    check_totals(stack, everything, rows)
+    assert {t["tenant"]: t["jobs"] for t in everything.as_dict()["by_tenant"]} == {"acme": 4, "bolt": 1}
+    assert past.as_dict()["totals"] == everything.as_dict()["totals"]
+    nothing = future.as_dict()["totals"]
+    assert (nothing["jobs"], nothing["calls"], nothing["cost_usd"], nothing["savings_pct"]) == (0, 0, "0", None)
+
+
+def test_report_command_prints_json_and_draws_a_png(billed: tuple[Stack, uuid.UUID, uuid.UUID], tmp_path: Path) -> None:
+    stack, first, _ = billed
+    done = subprocess.run([str(Path(sys.executable).parent / "tierq"), "report", str(first), "--json", "--plot", "bill.png"],
+                          env=stack.env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["totals"]["cost_usd"] == usd(sum((r.cost_usd for r in cost_rows(stack, first)), Decimal(0)))
+    png = tmp_path / "bill.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 10_000
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 400
+
+
+def test_a_plot_of_an_empty_scope_is_still_a_picture(clean: Stack, tmp_path: Path) -> None:
+    with clean.client() as tq:
+        bill = tq.report()
+    path = render_bill(bill, tmp_path / "empty.png", clean.config.tier_names)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE

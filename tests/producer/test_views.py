@@ -1,0 +1,76 @@
+"""What people read: progress redrawn in place or as plain lines, status lines, tables, dates."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from producer.commands import parse_since
+from producer.progress import Live, SubmitProgress
+from producer.status import BatchStatus
+from producer.submit import SubmitResult
+from producer.views import duration, money, status_lines, table
+from tierq.errors import InputError
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_block_is_redrawn_in_place() -> None:
+    screen = Terminal()
+    live = Live(screen)
+    live.update(["one", "two"], force=True)
+    live.update(["three", "four"], force=True)
+    assert screen.getvalue() == "one\ntwo\n\x1b[2F\x1b[Jthree\nfour\n"
+
+
+def test_elsewhere_plain_first_lines_at_most_every_interval() -> None:
+    log = io.StringIO()
+    live = Live(log, every_s=3600)
+    live.update(["first", "detail"])
+    live.update(["too soon"])
+    live.finish(["last"])
+    assert log.getvalue() == "first\nlast\n"
+
+
+def test_submit_progress_shows_a_bar_when_the_size_is_known() -> None:
+    result = SubmitResult(uuid.uuid4(), accepted=4_000, rejected=12, bytes_read=500, size=1000)
+    line = SubmitProgress(Live(io.StringIO())).line(result)
+    assert line.startswith("[############............]  50%  4,012 records, ")
+    assert line.endswith("4,000 accepted, 12 rejected")
+    result.size = None
+    assert SubmitProgress(Live(io.StringIO())).line(result).startswith("4,012 records, ")
+
+
+def test_status_lines_order_tiers_and_say_rate_and_eta() -> None:
+    status = BatchStatus(uuid.uuid4(), 10, 2, {"succeeded": 6, "running": 4}, {"warm": 4, "hot": 6}, 1,
+                         Decimal("0.0123"), 11, by_tier_status={"warm": {"running": 4}, "hot": {"succeeded": 6}},
+                         elapsed_s=65, rate_per_s=2.0, eta_s=2.0)
+    first, jobs, hot, warm, totals = status_lines(status, ["hot", "warm", "cold"])
+    assert first.endswith(": 6/10 done, running, 1m 05s, 2.0 jobs/s, ETA 2s, $0.012300 spent")
+    assert jobs == "  jobs:  succeeded 6, running 4; 2 rejected at submit"
+    assert hot.startswith("  hot:") and warm.startswith("  warm:")
+    assert totals == "  escalations 1, calls 11, cache hits 0, cost $0.012300"
+
+
+def test_small_helpers() -> None:
+    assert (duration(None), duration(5), duration(125), duration(3725)) == ("?", "5s", "2m 05s", "1h 02m")
+    assert money(Decimal("1234.5")) == "$1,234.500000"
+    assert table(["model", "calls"], [["sim-nano", 1200], ["sim-mid", 3]]) == [
+        "model     calls", "sim-nano  1,200", "sim-mid       3"]
+
+
+def test_since_takes_dates_times_and_ages() -> None:
+    assert parse_since("2026-11-01").date().isoformat() == "2026-11-01"
+    assert parse_since("2026-11-01T09:30+00:00").isoformat() == "2026-11-01T09:30:00+00:00"
+    assert parse_since("2026-11-01").tzinfo is not None
+    week = datetime.now().astimezone() - parse_since("7d")
+    assert abs(week - timedelta(days=7)) < timedelta(minutes=1)
+    with pytest.raises(InputError, match="--since 'last week' is not a date"):
+        parse_since("last week")
