@@ -1,0 +1,207 @@
+"""How often each embedder's semantic hits are wrong, on real data; picks each embedder's default threshold.
+
+    .venv/bin/python bench/eval_cache.py [--no-write]
+
+STS-B pairs scored by people: a hit (cosine >= threshold and the same identifiers) on a pair scored <= 2
+is a wrong hit; the hit rate on pairs scored >= 4.5 is what a cache saves. The default threshold is the
+lowest one whose wrong-hit rate on the dev split is under 0.5% (there and at every higher threshold); it
+is then reported on the test split. Banking77: each test message is looked up among the training
+messages, as the cache would, and a hit whose intent differs is counted (some labels disagree even for
+near-identical texts). Writes its tables between the eval markers of docs/cache.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from docs_section import write_section
+
+from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
+from tierq.cache.identifiers import fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+THRESHOLDS = [round(0.5 + 0.01 * i, 2) for i in range(50)]
+WRONG_TARGET = 0.005
+# Hits this close are the same wording; their intent disagreement estimates Banking77's label noise.
+NEAR_IDENTICAL = 0.97
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """Scored sentence pairs with their cosines and whether the identifier guard lets them match."""
+
+    scores: npt.NDArray[np.float64]
+    cosines: npt.NDArray[np.float32]
+    same_ids: Bools
+    skipped: int
+
+
+def read_sts(path: Path) -> tuple[list[tuple[float, str, str]], int]:
+    """(score, sentence 1, sentence 2) rows of an STS-B file, and how many malformed rows were skipped."""
+    rows: list[tuple[float, str, str]] = []
+    bad = 0
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            try:
+                rows.append((float(row[4]), row[5], row[6]))
+            except (IndexError, ValueError):
+                bad += 1
+    return rows, bad
+
+
+def embed_unique(embedder: Embedder, texts: Sequence[str]) -> tuple[Vectors, float]:
+    """Vectors of `texts` (each distinct text embedded once) and the embedder's texts per second."""
+    unique = sorted(set(texts))
+    start = time.perf_counter()
+    vectors = embedder.embed(unique)
+    rate = len(unique) / (time.perf_counter() - start)
+    index = {text: i for i, text in enumerate(unique)}
+    return vectors[[index[t] for t in texts]], rate
+
+
+def sts_pairs(embedder: Embedder, path: Path) -> Pairs:
+    """Cosines and identifier matches of every pair in one STS-B split."""
+    rows, bad = read_sts(path)
+    left, _ = embed_unique(embedder, [a for _, a, _ in rows])
+    right, _ = embed_unique(embedder, [b for _, _, b in rows])
+    same = np.array([fingerprint(a) == fingerprint(b) for _, a, b in rows])
+    return Pairs(np.array([s for s, _, _ in rows]), (left * right).sum(axis=1), same, bad)
+
+
+def rates(pairs: Pairs, threshold: float, guard: bool) -> tuple[float, float, int]:
+    """Wrong-hit rate (pairs <= 2), hit rate (pairs >= 4.5) and the number of wrong hits."""
+    hit = pairs.cosines >= threshold
+    if guard:
+        hit &= pairs.same_ids
+    low, high = pairs.scores <= 2.0, pairs.scores >= 4.5
+    return float(hit[low].mean()), float(hit[high].mean()), int(hit[low].sum())
+
+
+def choose_threshold(dev: Pairs) -> float:
+    """The lowest threshold whose guarded wrong-hit rate is under the target there and at every higher one."""
+    chosen = THRESHOLDS[-1]
+    for threshold in reversed(THRESHOLDS):
+        if rates(dev, threshold, guard=True)[0] >= WRONG_TARGET:
+            break
+        chosen = threshold
+    return chosen
+
+
+def sts_table(name: str, dev: Pairs, test: Pairs, chosen: float) -> list[str]:
+    """Markdown rows around the chosen threshold: dev and test, with and without the guard."""
+    lines = [f"| {name} | dev wrong (guard) | dev wrong (no guard) | test wrong (guard) | test wrong (no guard) "
+             "| test hits >= 4.5 (guard) | test hits >= 4.5 (no guard) |", "|---|---|---|---|---|---|---|"]
+    shown = sorted({t for t in THRESHOLDS if abs(t - chosen) <= 0.061 and round(100 * (t - chosen)) % 2 == 0})
+    for threshold in shown:
+        cells = []
+        for split in (dev, test):
+            for guard in (True, False):
+                wrong, _, count = rates(split, threshold, guard)
+                cells.append(f"{100 * wrong:.2f}% ({count})")
+        cells += [f"{100 * rates(test, threshold, guard)[1]:.1f}%" for guard in (True, False)]
+        mark = " **default**" if threshold == chosen else ""
+        lines.append(f"| {threshold:.2f}{mark} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def read_banking(path: Path) -> tuple[list[str], list[str]]:
+    """Texts and intent labels of a Banking77 CSV file."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["category"] for r in rows]
+
+
+def nearest(queries: Vectors, cache: Vectors, q_ids: list[str], c_ids: list[str]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Each query's best cache entry among those with the same identifiers (as the store ranks), and its cosine."""
+    sims = queries @ cache.T
+    sims[np.array(q_ids)[:, None] != np.array(c_ids)[None, :]] = -2.0
+    best = sims.argmax(axis=1)
+    return best, sims[np.arange(len(queries)), best]
+
+
+def banking(embedder: Embedder, chosen: float) -> tuple[list[str], float]:
+    """Markdown rows of hit rate and intent disagreement at the rule's and the code's thresholds, examples, texts/s."""
+    train, train_labels = read_banking(DATASETS / "banking77" / "train.csv")
+    test, test_labels = read_banking(DATASETS / "banking77" / "test.csv")
+    train_vec, rate = embed_unique(embedder, train)
+    test_vec, _ = embed_unique(embedder, test)
+    best, sims = nearest(test_vec, train_vec, [fingerprint(t) for t in test], [fingerprint(t) for t in train])
+    differs = np.array([train_labels[b] != label for b, label in zip(best, test_labels, strict=True)])
+    notes = {chosen: "rule's pick", embedder.default_threshold: "default in code", NEAR_IDENTICAL: "floor"}
+    lines = ["| threshold | hits / queries | hit rate | hits whose intent differs |", "|---|---|---|---|"]
+    for threshold in sorted({round(chosen - 0.05, 2), chosen, embedder.default_threshold, NEAR_IDENTICAL}):
+        hit = sims >= threshold
+        share = 100 * float(differs[hit].mean()) if hit.any() else 0.0
+        note = f" ({notes[threshold]})" if threshold in notes else ""
+        lines.append(f"| {threshold:.2f}{note} | {int(hit.sum())} / {len(test)} | {100 * float(hit.mean()):.1f}% "
+                     f"| {share:.1f}% ({int((hit & differs).sum())}) |")
+    default = embedder.default_threshold
+    wrong = [i for i in np.argsort(-sims) if sims[i] >= default and differs[i]][:6]
+    lines += ["", f"Hits at the default in code ({default}) whose intent differs, most similar first "
+              "(query → cached message, cosine):", ""]
+    lines += [f"- \"{test[i]}\" ({test_labels[i]}) → \"{train[best[i]]}\" ({train_labels[best[i]]}), {sims[i]:.3f}"
+              for i in wrong]
+    return lines, rate
+
+
+def available() -> list[Embedder]:
+    """The hashing embedder, and MiniLM when its extra is installed (OpenAI needs the network: skipped)."""
+    embedders: list[Embedder] = [HashingEmbedder()]
+    try:
+        from tierq.cache.minilm import MiniLMEmbedder
+    except ImportError as exc:
+        print(f"minilm skipped: {exc}")
+    else:
+        embedders.append(MiniLMEmbedder())
+    return embedders
+
+
+def evaluate(embedder: Embedder) -> list[str]:
+    """The markdown section of one embedder."""
+    dev = sts_pairs(embedder, DATASETS / "stsb" / "sts-dev.csv")
+    test = sts_pairs(embedder, DATASETS / "stsb" / "sts-test.csv")
+    chosen = choose_threshold(dev)
+    bank, rate = banking(embedder, chosen)
+    low, high = int((test.scores <= 2).sum()), int((test.scores >= 4.5).sum())
+    return [
+        f"### {embedder.name} (its default_threshold in code: {embedder.default_threshold})", "",
+        f"Chosen on dev: **{chosen:.2f}**. Embedding speed on Banking77 training texts, one thread: "
+        f"**{rate:.0f} texts/s**. STS-B test has {low} pairs scored <= 2 and {high} scored >= 4.5 "
+        f"(malformed rows skipped: dev {dev.skipped}, test {test.skipped}); counts in brackets.", "",
+        *sts_table(embedder.name, dev, test, chosen), "",
+        "Banking77 (train as the cache, test as queries, guard on):", "", *bank, "",
+    ]
+
+
+def main() -> None:
+    """Evaluate every available embedder, print the tables and write them into docs/cache.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/cache.md alone")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    lines = [f"Measured {datetime.date.today()} on {platform.machine()} Linux, {os.cpu_count()} cores, "
+             "with `.venv/bin/python bench/eval_cache.py`.", ""]
+    for embedder in available():
+        part = evaluate(embedder)
+        print("\n".join(part), flush=True)
+        lines += part
+    section = "\n".join(lines)
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    if not args.no_write:
+        write_section(ROOT / "docs" / "cache.md", "eval", section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`tierq doctor` against the real stack: all ready, then each dependency down in turn."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import Stack
+from deploy_support import closed_port, sim_variant, tierq
+from sqlalchemy.engine import make_url
+
+CANARY = "sk-canary-doctor-0c8b1f5e9a"
+EVERY_CHECK = ["config", "redis", "postgres", "migrations", "provider sim",
+               "queue classify", "queue hot", "queue warm", "queue cold"]
+
+
+def doctor(env: dict[str, str], cwd: Path) -> tuple[int, dict[str, dict[str, Any]], str]:
+    """Run `tierq doctor --json`; return the exit code, the checks by name and the raw output."""
+    done = tierq(["doctor", "--json", "--timeout", "1"], env, cwd)
+    assert done.stdout, done.stderr
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    return done.returncode, checks, done.stdout + done.stderr
+
+
+def by_state(checks: dict[str, dict[str, Any]], state: str) -> set[str]:
+    return {name for name, check in checks.items() if check["state"] == state}
+
+
+@pytest.fixture()
+def empty_database(stack: Stack) -> Iterator[str]:
+    """A database that exists but was never migrated."""
+    url = make_url(stack.settings.database_url)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    name = f"tierq_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class _Unauthorized(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": {"message": "Incorrect API key provided"}}')
+
+    def log_message(self, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture()
+def rejecting_provider() -> Iterator[str]:
+    """A real HTTP server that answers 401 to every request, like a provider given a wrong key."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_healthy_deployment_passes_every_check(stack: Stack, tmp_path: Path) -> None:
+    code, checks, output = doctor(stack.env, tmp_path)
+    assert code == 0, output
+    assert list(checks) == EVERY_CHECK
+    assert by_state(checks, "ok") == set(EVERY_CHECK)
+    text = tierq(["doctor", "--timeout", "1"], stack.env, tmp_path)
+    assert text.returncode == 0 and text.stdout.rstrip().endswith("everything is ready"), text.stdout
+
+
+Case = Callable[[Stack, Path], dict[str, str]]
+
+
+def bad_setting(stack: Stack, tmp: Path) -> dict[str, str]:
+    return {"TIERQ_REDIS_URL": "127.0.0.1:6379"}
+
+
+def redis_down(stack: Stack, tmp: Path) -> dict[str, str]:
+    return {"TIERQ_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+
+
+def broker_down(stack: Stack, tmp: Path) -> dict[str, str]:
+    return {"TIERQ_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}//"}
+
+
+def postgres_down(stack: Stack, tmp: Path) -> dict[str, str]:
+    return {"TIERQ_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/tierq"}
+
+
+def database_missing(stack: Stack, tmp: Path) -> dict[str, str]:
+    url = make_url(stack.settings.database_url).set(database=f"tierq_missing_{uuid.uuid4().hex[:8]}")
+    return {"TIERQ_DATABASE_URL": url.render_as_string(hide_password=False)}
+
+
+def provider_down(stack: Stack, tmp: Path) -> dict[str, str]:
+    return {"TIERQ_SIM_URL": f"http://127.0.0.1:{closed_port()}/v1"}
+
+
+def key_missing(stack: Stack, tmp: Path) -> dict[str, str]:
+    config = sim_variant(tmp / "keyed.toml", provider='api_key_env = "TIERQ_DOCTOR_KEY"')
+    return {"TIERQ_CONFIG": str(config)}
+
+
+def queue_without_worker(stack: Stack, tmp: Path) -> dict[str, str]:
+    config = sim_variant(tmp / "frozen.toml", append='[[tiers]]\nname = "frozen"\nmodels = ["sim-flagship"]\n')
+    return {"TIERQ_CONFIG": str(config)}
+
+
+@pytest.mark.parametrize(
+    ("case", "problem", "fix", "skipped"),
+    [
+        (bad_setting, "settings", "fix the variables named above", set()),
+        (redis_down, "redis", "TIERQ_REDIS_URL", {"workers"}),
+        (broker_down, "broker", "TIERQ_BROKER_URL", {"workers"}),
+        (postgres_down, "postgres", "start PostgreSQL", {"migrations"}),
+        (database_missing, "postgres", "tierq db upgrade", {"migrations"}),
+        (provider_down, "provider sim", "TIERQ_SIM_URL", set()),
+        (key_missing, "provider sim", "export TIERQ_DOCTOR_KEY=", set()),
+        (queue_without_worker, "queue frozen", "celery -A workers worker -Q frozen", set()),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else None,
+)
+def test_each_dependency_down_is_named_with_its_fix(
+    stack: Stack, tmp_path: Path, case: Case, problem: str, fix: str, skipped: set[str]
+) -> None:
+    code, checks, output = doctor({**stack.env, **case(stack, tmp_path)}, tmp_path)
+    assert code == 1, output
+    assert by_state(checks, "problem") == {problem}, output
+    assert fix in checks[problem]["fix"], checks[problem]
+    assert by_state(checks, "skipped") == skipped, output
+
+
+def test_an_unmigrated_database_asks_for_an_upgrade(stack: Stack, tmp_path: Path, empty_database: str) -> None:
+    code, checks, output = doctor({**stack.env, "TIERQ_DATABASE_URL": empty_database}, tmp_path)
+    assert code == 1, output
+    assert by_state(checks, "problem") == {"migrations"}, output
+    assert "none (no tables)" in checks["migrations"]["detail"]
+    assert checks["migrations"]["fix"] == "run tierq db upgrade"
+
+
+def test_a_rejected_key_is_reported_without_printing_it(stack: Stack, tmp_path: Path, rejecting_provider: str) -> None:
+    config = sim_variant(tmp_path / "keyed.toml", provider='api_key_env = "TIERQ_DOCTOR_KEY"')
+    env = {**stack.env, "TIERQ_CONFIG": str(config), "TIERQ_SIM_URL": rejecting_provider, "TIERQ_DOCTOR_KEY": CANARY}
+    code, checks, output = doctor(env, tmp_path)
+    assert code == 1, output
+    assert by_state(checks, "problem") == {"provider sim"}, output
+    assert "rejected the key in $TIERQ_DOCTOR_KEY (HTTP 401)" in checks["provider sim"]["detail"]
+    text = tierq(["doctor", "--timeout", "1"], env, tmp_path)
+    assert text.returncode == 1 and "fix: put a valid key in $TIERQ_DOCTOR_KEY" in text.stdout
+    assert CANARY not in output + text.stdout + text.stderr
+
+
+def test_a_database_migrated_by_a_newer_tierq_is_named(stack: Stack, tmp_path: Path, empty_database: str) -> None:
+    libpq = make_url(empty_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    code, checks, output = doctor({**stack.env, "TIERQ_DATABASE_URL": empty_database}, tmp_path)
+    assert code == 1, output
+    assert "newer than this tierq knows" in checks["migrations"]["detail"]
+    assert "install the tierq version" in checks["migrations"]["fix"]
