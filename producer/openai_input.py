@@ -11,13 +11,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from producer.records import Record, Rejection, RejectKind, check_id, check_messages, decode_json_line, reject
+from tierq.params import PASSED_PARAMS
 
 CHAT_URLS = frozenset({"/v1/chat/completions", "/chat/completions"})
 # Sent to the model with every call of the job.
-PASSED = frozenset({
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
-    "presence_penalty", "frequency_penalty", "logit_bias", "user", "reasoning_effort",
-})
+PASSED = PASSED_PARAMS
 # Accepted and dropped: they do not change the answer (or tierq decides them).
 IGNORED = frozenset({"model", "store", "metadata", "service_tier", "stream_options", "prompt_cache_key",
                      "safety_identifier"})

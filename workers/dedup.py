@@ -48,7 +48,8 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
                 fresh.append((key, row, entry_id, job.id))
                 continue
         if entry.ready and entry.answer is not None:
-            result.hits[job.id] = SharedAnswer(entry.answer, entry.model or "", entry.tier or "", entry.cost_usd)
+            result.hits[job.id] = SharedAnswer(entry.answer, entry.model or "", entry.tier or "", entry.cost_usd,
+                                               *entry.tokens)
         elif entry.leader_job == job.id:
             result.leaders[job.id] = entry.id
         else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from workers.context import WorkerContext
-from workers.sharing import SharedAnswer, answer_cost, answer_followers, leader_state, release_followers
+from workers.sharing import answer_followers, leader_state, release_followers, shared_answer
 
 MAX_CHECKS = 120  # then a follower stops waiting even for a leader that looks alive
 
@@ -45,8 +45,7 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
         for leader, followers in by_leader.items():
             status, content, model, tier = states.get(leader, ("missing", None, None, None))
             if status == "succeeded" and content is not None:
-                share = SharedAnswer(content, model or "", tier or "", answer_cost(conn, leader))
-                answered += answer_followers(conn, leader, share)
+                answered += answer_followers(conn, leader, shared_answer(conn, leader, content, model or "", tier or ""))
             elif _gone(ctx, status, leader) or checks >= MAX_CHECKS:
                 released += _take_over(ctx, conn, leader, followers)
             else:

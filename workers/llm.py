@@ -18,14 +18,11 @@ import openai
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, Config, ModelConfig
 from tierq.money import ZERO, Usage, estimate_tokens
+from tierq.params import PASSED_PARAMS
 from tierq.settings import Settings
 from workers.answers import judge
 from workers.ratelimit import RateLimiter
 
-PASSED_PARAMS = frozenset(
-    {"temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
-     "presence_penalty", "frequency_penalty", "logit_bias", "user", "reasoning_effort"}
-)
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key)[-_][A-Za-z0-9_\-*]{6,}")
 
 
@@ -95,7 +92,8 @@ class ModelClient:
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
         try:
             response = await self._client(model.provider).chat.completions.create(
-                model=model.model or name, messages=cast(Any, messages), timeout=timeout, **params
+                model=model.model or name, messages=cast(Any, messages), timeout=timeout,
+                **{k: v for k, v in params.items() if k in PASSED_PARAMS},
             )
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)

@@ -16,7 +16,17 @@ from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
 from workers.dbretry import with_db_retry
 from workers.sharing import SharedAnswer, answer_followers, release_followers
-from workers.store import ClaimedJob, call_row, claim, hand_off, note_attempts, record_calls, succeed, unsent_handoffs
+from workers.store import (
+    ClaimedJob,
+    call_row,
+    cancel_leftovers,
+    claim,
+    hand_off,
+    note_attempts,
+    record_calls,
+    succeed,
+    unsent_handoffs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +99,9 @@ def _sort(tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult]) -
         if answer is not None:
             out.answers.append((job.id, answer.content or "", answer.model, len(result.records)))
             if job.cache_entry is not None:
-                out.fills.append((job, SharedAnswer(answer.content or "", answer.model, tier.name, answer.cost_usd)))
+                usage = answer.usage
+                out.fills.append((job, SharedAnswer(answer.content or "", answer.model, tier.name, answer.cost_usd,
+                                                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)))
         elif result.final:
             out.stopped.append((job.id, result.reason or "stopped", len(result.records)))
         else:
@@ -116,6 +128,7 @@ def _finish(
                 hand_off(conn, {job_id: next_tier for job_id, _, _ in out.misses}, message_id,
                          ctx.config.worker.tier_chunk, batch_id=jobs[0].batch_id, from_status="running",
                          escalation=True)
+            cancel_leftovers(conn, [job.id for job in jobs], message_id)
             return done, shared, _release(ctx, conn, failed_leaders)
 
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
@@ -128,7 +141,8 @@ def _finish(
     ctx.send(handoffs)
     for job, share in out.fills:
         assert job.cache_entry is not None
-        ctx.cache.fill(job.cache_entry, job.id, share.content, share.model, share.tier, share.saved_usd)
+        ctx.cache.fill(job.cache_entry, job.id, share.content, share.model, share.tier, share.saved_usd,
+                       (share.prompt_tokens, share.completion_tokens, share.cached_tokens))
     for job in failed_leaders:
         assert job.cache_entry is not None
         ctx.cache.drop(job.cache_entry, job.id)

@@ -26,14 +26,18 @@ class SharedAnswer:
     model: str
     tier: str
     saved_usd: Decimal
+    # Tokens of the call that produced the answer, so reports can price the reuse (its cost is zero).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
 
 
 def hit_row(job_id: int, batch_id: uuid.UUID, answer: SharedAnswer) -> dict[str, Any]:
     """The cost row of a cache hit: zero cost, the saved cost of the call it replaced."""
     return {
         "id": uuid.uuid4(), "job_id": job_id, "batch_id": batch_id, "attempt": 1, "tier": answer.tier,
-        "model": answer.model, "provider": "cache", "prompt_tokens": 0, "completion_tokens": 0,
-        "cached_tokens": 0, "usage_estimated": False, "cost_usd": Decimal(0), "saved_usd": answer.saved_usd,
+        "model": answer.model, "provider": "cache", "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens, "cached_tokens": answer.cached_tokens, "usage_estimated": False, "cost_usd": Decimal(0), "saved_usd": answer.saved_usd,
         "latency_ms": 0, "outcome": CallOutcome.CACHE_HIT.value, "error": None,
     }
 
@@ -110,10 +114,13 @@ def leader_state(conn: Connection, leaders: Sequence[int]) -> dict[int, tuple[st
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
-def answer_cost(conn: Connection, job_id: int) -> Decimal:
-    """Cost of the call that produced a job's answer (what a follower saved)."""
-    value = conn.execute(
-        text("SELECT cost_usd FROM calls WHERE job_id = :id AND outcome = 'ok' ORDER BY created_at DESC LIMIT 1"),
+def shared_answer(conn: Connection, job_id: int, content: str, model: str, tier: str) -> SharedAnswer:
+    """A succeeded job's answer with the cost and tokens of the call that produced it."""
+    row = conn.execute(
+        text("SELECT cost_usd, prompt_tokens, completion_tokens, cached_tokens FROM calls "
+             "WHERE job_id = :id AND outcome = 'ok' ORDER BY created_at DESC LIMIT 1"),
         {"id": job_id},
-    ).scalar()
-    return Decimal(value) if value is not None else Decimal(0)
+    ).first()
+    if row is None:
+        return SharedAnswer(content, model, tier, Decimal(0))
+    return SharedAnswer(content, model, tier, Decimal(row[0]), row[1], row[2], row[3])

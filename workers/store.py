@@ -107,7 +107,8 @@ def hand_off(
             "start_tier = COALESCE(j.start_tier, v.tier), escalations = j.escalations + :esc, updated_at = now() "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:tiers AS text[]), CAST(:handoffs AS uuid[])) "
             "AS v(id, tier, handoff) "
-            "WHERE j.id = v.id AND j.status = :from_status AND j.handoff = :me RETURNING j.id"
+            "WHERE j.id = v.id AND j.status = :from_status AND j.handoff = :me "
+            "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id"
         ),
         {
             "ids": [f[0] for f in flat], "tiers": [f[1] for f in flat], "handoffs": [f[2] for f in flat],
@@ -124,7 +125,7 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, message_id: uuid.UUID
     rows = conn.execute(
         text(
             "UPDATE jobs AS j SET status = 'running', updated_at = now() FROM batches b "
-            "WHERE b.id = j.batch_id AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
+            "WHERE b.id = j.batch_id AND NOT b.cancelled AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
             "AND j.status IN ('queued', 'running') "
             "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
             "b.budget_usd IS NOT NULL"
@@ -193,3 +194,12 @@ def note_attempts(conn: Connection, failures: list[tuple[int, str, int]], messag
          "me": message_id, "final": final},
     )
     return result.rowcount
+
+
+def cancel_leftovers(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> int:
+    """Jobs this message still runs after finishing belong to a cancelled batch: end them cancelled."""
+    return conn.execute(
+        text("UPDATE jobs SET status = 'cancelled', error = COALESCE(error, 'cancelled: tierq cancel'), "
+             "finished_at = now(), updated_at = now() WHERE id = ANY(:ids) AND status = 'running' AND handoff = :me"),
+        {"ids": list(ids), "me": message_id},
+    ).rowcount

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,6 +29,18 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
+def _retry(task: Task, exc: Exception) -> Exception:
+    """Retry `task` under its id (Celery raises the Retry); when the broker cannot take the retry either,
+    put the message back instead. Celery would drop it (Reject without requeue), and the jobs it owns, or
+    has committed as handed off but not yet sent, would then wait forever; run again, it re-sends them."""
+    try:
+        retry: Exception = task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
+    except Reject as rejected:
+        requeue: Exception = Reject(rejected.reason, requeue=True)
+        return requeue
+    return retry
+
+
 @app.task(name=CLASSIFY_TASK, bind=True, **RETRY)
 def classify(self: Task, job_ids: list[int], batch: str | None = None) -> dict[str, Any]:
     """Route a chunk of jobs to their starting tiers."""
@@ -35,7 +48,7 @@ def classify(self: Task, job_ids: list[int], batch: str | None = None) -> dict[s
         summary = classify_chunk(get_context(app), job_ids, uuid.UUID(self.request.id))
     except Exception as exc:
         if _is_transient(exc):
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+            raise _retry(self, exc) from exc
         raise
     return asdict(summary)
 
@@ -47,7 +60,7 @@ def run_tier(self: Task, tier: str, job_ids: list[int], batch: str | None = None
         summary = process_chunk(get_context(app), tier, job_ids, uuid.UUID(self.request.id))
     except Exception as exc:
         if _is_transient(exc):
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+            raise _retry(self, exc) from exc
         raise
     return asdict(summary)
 
@@ -59,6 +72,6 @@ def follow(self: Task, job_ids: list[int], checks: int = 0, batch: str | None = 
         summary = check_followers(get_context(app), job_ids, checks)
     except Exception as exc:
         if _is_transient(exc):
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+            raise _retry(self, exc) from exc
         raise
     return asdict(summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -157,3 +158,21 @@ def test_unknown_batch_is_a_clear_error(clean: Stack) -> None:
 
     with clean.client() as tq, pytest.raises(NotFound, match="no batch"):
         tq.status(uuid.uuid4())
+
+
+def test_a_job_running_when_its_batch_is_cancelled_does_not_escalate(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 1500})
+    with clean.client() as tq:
+        batch = tq.submit([{"id": "r", "prompt": f"{SIMPLE} [[sim:refuse@sim-nano]]"}], BatchOptions(use_cache=False))
+        with clean.engine.connect() as conn:
+            for _ in range(100):
+                if conn.execute(text("SELECT status FROM jobs")).scalar_one() == "running":
+                    break
+                conn.rollback()
+                time.sleep(0.1)
+        tq.cancel(batch.batch_id)
+        clean.wait(tq, batch.batch_id)
+        (result,) = tq.results(batch.batch_id)
+    assert result["status"] == "cancelled"
+    assert [a["tier"] for a in result["attempts"]] == ["hot"]
+    assert {m for m in clean.sim_stats()["models"]} == {"sim-nano"}

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierq.cache.identifiers import fingerprint
-
-ANSWER_PARAMS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "response_format", "seed", "stop",
-    "presence_penalty", "frequency_penalty", "logit_bias", "reasoning_effort", "tools", "tool_choice", "n",
-)
+from tierq.params import ANSWER_PARAMS
 
 
 @dataclass(frozen=True, slots=True)

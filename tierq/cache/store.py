@@ -29,7 +29,7 @@ from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
 
-_FIELDS = ("s", "j", "a", "m", "t", "c", "v", "f", "n")
+_FIELDS = ("s", "j", "a", "m", "t", "c", "v", "f", "n", "u")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,7 @@ class CacheEntry:
     cost_usd: Decimal
     kind: str = "exact"  # or "semantic"
     similarity: float = 1.0
+    tokens: tuple[int, int, int] = (0, 0, 0)  # prompt, completion, cached tokens of the answering call
 
 
 def _s(value: bytes | None) -> str | None:
@@ -66,8 +67,9 @@ class CacheStore:
 
     def _entry(self, entry_id: int, raw: Sequence[bytes | None], kind: str, similarity: float = 1.0) -> CacheEntry:
         state, job, answer, model, tier, cost = raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]
+        usage = tuple(int(x) for x in (_s(raw[9]) or "0,0,0").split(","))
         return CacheEntry(entry_id, state == b"r", int(job or 0), _s(answer), _s(model), _s(tier),
-                          Decimal(_s(cost) or "0"), kind, similarity)
+                          Decimal(_s(cost) or "0"), kind, similarity, (usage[0], usage[1], usage[2]))
 
     def lookup(self, keys: Sequence[CacheKey], vectors: Vectors | None) -> list[CacheEntry | None]:
         """Exact matches first, then (for the rest, when vectors are given) the nearest semantic match."""
@@ -141,13 +143,17 @@ class CacheStore:
         pipe.execute()
         return entry_id, None
 
-    def fill(self, entry_id: int, leader_job: int, answer: str, model: str, tier: str, cost: Decimal) -> bool:
+    def fill(
+        self, entry_id: int, leader_job: int, answer: str, model: str, tier: str, cost: Decimal,
+        tokens: tuple[int, int, int] = (0, 0, 0),
+    ) -> bool:
         """Store a validated answer in the leader's pending entry; False if the entry is gone or not its own."""
         name = f"{self.p}:e:{entry_id}"
         if self.r.hget(name, "j") != str(leader_job).encode():
             return False
         pipe = self.r.pipeline(transaction=False)
-        pipe.hset(name, mapping={"s": "r", "a": answer, "m": model, "t": tier, "c": str(cost)})
+        pipe.hset(name, mapping={"s": "r", "a": answer, "m": model, "t": tier, "c": str(cost),
+                                 "u": ",".join(str(t) for t in tokens)})
         pipe.expire(name, self.cfg.ttl_s)
         pipe.hincrby(f"{self.p}:stat", "fills", 1)
         pipe.execute()
