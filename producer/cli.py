@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,19 @@ def main() -> None:
     """tierq: send each prompt to the cheapest model tier that can answer it, and account for every cent."""
 
 
+def _usd(value: str | None) -> Decimal | None:
+    """A money option parsed exactly as typed (a float would turn 0.1 into 0.1000000000000000055...)."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not an amount in USD, e.g. 25 or 0.50") from None
+    if not amount.is_finite() or amount <= 0:
+        raise click.BadParameter(f"{value!r} must be a positive amount in USD")
+    return amount
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "openai"]), default="auto",
@@ -53,19 +67,24 @@ def main() -> None:
 @click.option("--tier", "force_tier", help="Send every job to this tier (no routing).")
 @click.option("--min-tier", help="Start no job below this tier.")
 @click.option("--max-tier", help="Start no job above this tier.")
+@click.option("--budget-usd", callback=lambda _c, _p, v: _usd(v), metavar="USD",
+              help="Spend at most this on the batch; jobs that cannot be covered fail with reason 'budget'.")
+@click.option("--no-cache", is_flag=True, help="Neither answer from nor fill the shared cache for this batch.")
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @_friendly
 def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, rejects: Path | None,
            system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
-           min_tier: str | None, max_tier: str | None, wait: bool, as_json: bool) -> None:
+           min_tier: str | None, max_tier: str | None, budget_usd: Decimal | None, no_cache: bool,
+           wait: bool, as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
     from producer.inputs import ReadOptions
     from producer.submit import BatchOptions
 
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
-                           min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file)
+                           min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file,
+                           use_cache=not no_cache, budget_usd=budget_usd)
     sys.exit(run_submit(file, options, ReadOptions(fmt, prompt_field, template), rejects, wait, as_json))
 
 
@@ -224,3 +243,53 @@ def metrics(host: str, port: int) -> None:
     from tierq.settings import get_settings
 
     serve(get_settings(), host, port, on_ready=lambda line: click.echo(line, err=True))
+
+
+@main.group()
+def cache() -> None:
+    """The shared Redis cache of answers."""
+
+
+def _cache_store() -> Any:
+    from tierq.cache.embedders import HashingEmbedder
+    from tierq.cache.factory import make_cache
+    from tierq.settings import get_settings
+
+    settings = get_settings()
+    config = settings.load_config()
+    # Stats and clearing never embed text, so the model-free embedder stands in for whichever is configured.
+    return make_cache(settings, config, HashingEmbedder(config.cache.dim))
+
+
+@cache.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_friendly
+def cache_stats_command(as_json: bool) -> None:
+    """Entries, hits, coalesced duplicates, misses and the size of an average entry."""
+    from tierq.cache.admin import cache_stats
+
+    stats = cache_stats(_cache_store())
+    if as_json:
+        click.echo(json.dumps(stats))
+        return
+    for key, value in stats.items():
+        click.echo(f"{key:<16} {value}")
+
+
+@cache.command("clear")
+@click.option("--tenant", help="Remove only this tenant's entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_friendly
+def cache_clear_command(tenant: str | None, as_json: bool) -> None:
+    """Remove every cached answer (or one tenant's)."""
+    from tierq.cache.admin import clear_cache
+
+    removed = clear_cache(_cache_store(), tenant)
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "tenant": tenant}))
+    else:
+        click.echo(f"removed {removed} entries" + (f" of tenant {tenant}" if tenant else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The command line for the cache and budgets: `--no-cache`, `--budget-usd`, `tierq cache stats|clear`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import text
+
+from conftest import Stack
+
+
+def tierq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "producer.cli", *args], env=stack.env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None:
+    source = tmp_path / "tickets.jsonl"
+    source.write_text("\n".join(json.dumps({"id": str(n), "prompt": "Where is my parcel?"}) for n in range(3)))
+    first = tierq(clean, "submit", str(source), "--tenant", "acme", "--wait", "--json")
+    assert first.returncode == 0, first.stderr
+    stats = json.loads(tierq(clean, "cache", "stats", "--json").stdout)
+    assert stats["entries"] == 1 and stats["misses"] == 1 and stats["coalesced"] + stats["hits"] == 2
+
+    uncached = tierq(clean, "submit", str(source), "--tenant", "acme", "--no-cache", "--budget-usd", "0.25",
+                     "--wait", "--json")
+    assert uncached.returncode == 0, uncached.stderr
+    batch = json.loads(uncached.stdout.splitlines()[0])["batch_id"]
+    with clean.engine.connect() as conn:
+        budget, use_cache = conn.execute(text("SELECT budget_usd, use_cache FROM batches WHERE id = :b"),
+                                         {"b": batch}).one()
+    assert budget == Decimal("0.25") and use_cache is False
+    assert clean.sim_stats()["requests"] == 4  # one for the first batch, three for the uncached one
+
+    cleared = json.loads(tierq(clean, "cache", "clear", "--tenant", "globex", "--json").stdout)
+    assert cleared == {"removed": 0, "tenant": "globex"}
+    cleared = json.loads(tierq(clean, "cache", "clear", "--tenant", "acme", "--json").stdout)
+    assert cleared["removed"] == 1
+    bad = tierq(clean, "submit", str(source), "--budget-usd", "-3")
+    assert bad.returncode == 2 and "must be a positive amount in USD" in bad.stderr
