@@ -25,6 +25,7 @@ class RejectKind(StrEnum):
     DUPLICATE_ID = "duplicate_id"
     RAGGED_ROW = "ragged_row"
     UNSUPPORTED_URL = "unsupported_url"
+    NUL_CHARACTER = "nul_character"
     INVALID = "invalid"
 
 
@@ -43,6 +44,25 @@ class Record:
     def chars(self) -> int:
         """Characters of text in the messages (the basis of token estimates)."""
         return sum(len(_text(m.get("content"))) for m in self.messages)
+
+    def nul_field(self) -> str | None:
+        """The first field holding a NUL character, which Postgres text and JSON cannot store."""
+        fields = {"id": self.custom_id, "prompt": self.messages, "task_type": self.task_type,
+                  "metadata": self.metadata, "params": self.params}
+        for name, value in fields.items():
+            if _has_nul(value):
+                return name
+        return None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,10 @@ class Submitter:
             return Rejection(
                 record.line, f"line {record.line}: id {record.custom_id!r} is a duplicate within the batch "
                 f"(first used on line {first}); give every record its own id", record.custom_id, RejectKind.DUPLICATE_ID)
+        nul = record.nul_field()
+        if nul is not None:
+            return Rejection(record.line, f'line {record.line}: field "{nul}" contains a NUL character (\\u0000), '
+                             "which cannot be stored; remove it", record.custom_id, RejectKind.NUL_CHARACTER)
         chars = record.chars
         if chars > self.max_chars:
             return Rejection(
