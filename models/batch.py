@@ -37,3 +37,5 @@ class Batch(Base):
     budget_usd: Mapped[Decimal | None]
     spent_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     reserved_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
+    # False: Postgres keeps digests only; texts live in Redis until used (tierq.vault).
+    store_text: Mapped[bool] = mapped_column(default=True, server_default=true())

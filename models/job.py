@@ -54,6 +54,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     escalations: Mapped[int] = mapped_column(default=0)
     content: Mapped[str | None]
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

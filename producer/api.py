@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import redis
 from celery import Celery
 from sqlalchemy import Engine
 
@@ -37,6 +38,7 @@ from producer.submit import BatchOptions, SubmitResult, submit_records
 from tierq.config import Config
 from tierq.errors import InputError
 from tierq.settings import Settings, get_settings
+from tierq.vault import TextVault
 
 Source = str | Path | IO[bytes] | Iterable[Any]
 
@@ -58,6 +60,11 @@ class Tierq:
         """Publisher of classify messages."""
         return make_sender(self.config, self.settings.broker, self.settings.visibility_timeout_s)
 
+    @cached_property
+    def vault(self) -> TextVault:
+        """Where private batches keep their texts (the Redis at TIERQ_REDIS_URL)."""
+        return TextVault(redis.Redis.from_url(self.settings.redis_url))
+
     def submit(
         self, source: Source, options: BatchOptions | None = None, *, read: ReadOptions | None = None,
         items: Iterable[Record | Rejection] | None = None, progress: Callable[[SubmitResult], None] | None = None,
@@ -76,7 +83,8 @@ class Tierq:
 
         def run(records: Iterable[Record | Rejection], line_source: LineSource | None = None) -> SubmitResult:
             return submit_records(self.engine, self.sender, self.config, batch, records, progress,
-                                  on_reject=on_reject, source=line_source, every=every)
+                                  on_reject=on_reject, source=line_source, every=every,
+                                  vault=None if batch.store_text else self.vault)
 
         if items is not None:
             return run(items)
@@ -127,7 +135,7 @@ class Tierq:
             raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
         convert = as_openai if format == "openai" else as_result
         self.status(batch_id)  # an unknown batch is an error, not an empty file
-        return (convert(row) for row in iter_rows(self.engine, _uuid(batch_id)))
+        return (convert(row) for row in iter_rows(self.engine, _uuid(batch_id), self.vault))
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""
@@ -147,6 +155,8 @@ class Tierq:
             self.engine.dispose()
         if "sender" in self.__dict__:
             self.sender.close()
+        if "vault" in self.__dict__:
+            self.vault.r.close()
 
     def __enter__(self) -> Tierq:
         return self

@@ -70,12 +70,14 @@ def _usd(value: str | None) -> Decimal | None:
 @click.option("--budget-usd", callback=lambda _c, _p, v: _usd(v), metavar="USD",
               help="Spend at most this on the batch; jobs that cannot be covered fail with reason 'budget'.")
 @click.option("--no-cache", is_flag=True, help="Neither answer from nor fill the shared cache for this batch.")
+@click.option("--no-store-text", is_flag=True,
+              help="Keep only digests of prompts and answers in Postgres; answers are returned once by `results`.")
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @_friendly
 def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, rejects: Path | None,
            system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
-           min_tier: str | None, max_tier: str | None, budget_usd: Decimal | None, no_cache: bool,
+           min_tier: str | None, max_tier: str | None, budget_usd: Decimal | None, no_cache: bool, no_store_text: bool,
            wait: bool, as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
@@ -84,7 +86,7 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
 
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
                            min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file,
-                           use_cache=not no_cache, budget_usd=budget_usd)
+                           use_cache=not no_cache, budget_usd=budget_usd, store_text=not no_store_text)
     sys.exit(run_submit(file, options, ReadOptions(fmt, prompt_field, template), rejects, wait, as_json))
 
 

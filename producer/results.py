@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tierq.money import ZERO, usd
+from tierq.vault import TextVault
 
 RESULT_FORMATS = ("jsonl", "openai")
 ANSWERS = ("ok", "cache_hit")
@@ -62,11 +63,17 @@ class ResultRow:
         return sum((Decimal(c["cost_usd"]) for c in self.calls), ZERO)
 
 
-def iter_rows(engine: Engine, batch_id: uuid.UUID) -> Iterator[ResultRow]:
-    """Finished jobs in input order, streamed from a server-side cursor."""
+def iter_rows(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> Iterator[ResultRow]:
+    """Finished jobs in input order, streamed from a server-side cursor.
+
+    A private batch's answers come from the vault and are removed as they are read: returned once.
+    """
     with engine.connect() as conn:
+        private = conn.execute(text("SELECT NOT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar()
         rows = conn.execution_options(stream_results=True, yield_per=1000).execute(_QUERY, {"id": batch_id})
         for job_id, custom_id, status, content, tier, model, error, finished, calls in rows:
+            if private and vault is not None and status == "succeeded":
+                content = vault.take_answer(job_id)
             yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [])
 
 

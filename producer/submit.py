@@ -18,6 +18,7 @@ from producer.records import Record, Rejection, RejectKind
 from tierq.config import Config
 from tierq.errors import InputError
 from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK
+from tierq.vault import TextVault, redacted
 
 JOB_COLUMNS = (
     "id", "batch_id", "seq", "custom_id", "tenant", "task_type", "messages", "params", "metadata",
@@ -44,6 +45,7 @@ class BatchOptions:
     source: str | None = None
     use_cache: bool = True
     budget_usd: Decimal | None = None
+    store_text: bool = True  # False: Postgres keeps digests only, texts live in Redis until used
 
     def check(self, config: Config) -> None:
         """Reject tier options that name no configured tier, or a minimum above the maximum."""
@@ -86,9 +88,12 @@ class Submitter:
 
     def __init__(
         self, engine: Engine, app: Celery, config: Config, options: BatchOptions,
-        on_reject: Callable[[Rejection], None] | None = None,
+        on_reject: Callable[[Rejection], None] | None = None, vault: TextVault | None = None,
     ) -> None:
         options.check(config)
+        if not options.store_text and vault is None:
+            raise InputError("a batch that keeps no text in Postgres needs the Redis text vault; pass vault=")
+        self.vault = vault
         self.engine, self.app, self.config, self.options = engine, app, config, options
         self.on_reject = on_reject
         self.chunk = config.worker.classify_chunk
@@ -105,7 +110,7 @@ class Submitter:
                 insert(Batch).values(
                     id=self.result.batch_id, source=o.source, tenant=o.tenant, task_type=o.task_type,
                     system_prompt=o.system_prompt, force_tier=o.force_tier, min_tier=o.min_tier,
-                    max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False, use_cache=o.use_cache,
+                    max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False, use_cache=o.use_cache and o.store_text, store_text=o.store_text,
                     budget_usd=o.budget_usd,
                 )
             )
@@ -161,6 +166,8 @@ class Submitter:
         messages = [uuid.uuid4() for _ in chunks]
         with self.engine.begin() as conn:
             ids = conn.execute(text("SELECT nextval('jobs_id_seq') FROM generate_series(1, :n)"), {"n": len(records)}).scalars().all()
+            if not self.options.store_text and self.vault is not None:
+                self.vault.put_prompts({job_id: record.messages for job_id, (record, _) in zip(ids, records, strict=True)})
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
@@ -180,7 +187,8 @@ class Submitter:
         o = self.options
         return (
             job_id, self.result.batch_id, record.line, record.custom_id, o.tenant, record.task_type or o.task_type,
-            _dumps(record.messages), _dumps(record.params) if record.params else "{}",
+            _dumps(record.messages if o.store_text else redacted(record.messages)),
+            _dumps(record.params) if record.params else "{}",
             _dumps(record.metadata) if record.metadata is not None else None,
             chars, JobStatus.PENDING.value, message_id, 0, 0,
         )
@@ -200,9 +208,10 @@ def submit_records(
     engine: Engine, app: Celery, config: Config, options: BatchOptions, items: Iterable[Record | Rejection],
     progress: Callable[[SubmitResult], None] | None = None, *,
     on_reject: Callable[[Rejection], None] | None = None, source: LineSource | None = None, every: int = 10_000,
+    vault: TextVault | None = None,
 ) -> SubmitResult:
     """Submit every item as one batch; rejections are counted and reported, never fatal."""
-    submitter = Submitter(engine, app, config, options, on_reject)
+    submitter = Submitter(engine, app, config, options, on_reject, vault)
     result = submitter.result
     result.size = source.size if source is not None else None
     try:

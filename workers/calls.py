@@ -14,6 +14,7 @@ from tierq.config import Config, TierConfig
 from tierq.money import estimate_tokens, usd
 from workers.budget import BudgetGate, output_cap, worst_case
 from workers.llm import CallRecord, ModelClient
+from workers.validators import AnswerCheck, validate
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class JobWork:
     params: dict[str, Any]
     batch_id: uuid.UUID | None = None
     budgeted: bool = False
+    check: AnswerCheck | None = None  # the job's validator (workers.validators.attach_checks)
 
 
 @dataclass(slots=True)
@@ -70,6 +72,7 @@ async def answer_at_tier(
                                      f"(worst case ${usd(held)})")
                     return result
             record = await client.call(name, work.messages, params, timeout, config.answers)
+            validate(record, work.check, tier.name, work.messages)
             if gate is not None and work.batch_id is not None:
                 await gate.settle(work.batch_id, held, record.cost_usd)
             result.records.append(record)

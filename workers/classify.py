@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from workers.context import WorkerContext
 from workers.dedup import Dedup, deduplicate
+from workers.private import EXPIRED, reveal_pending
 from workers.routing import Bounds
 from workers.sharing import answer_from_cache, follow, lead
 from workers.store import PendingJob, hand_off, note_attempts, pending_jobs, unsent_handoffs
@@ -44,7 +45,11 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     with ctx.engine.connect() as conn:
         resend = unsent_handoffs(conn, job_ids, message_id)
         jobs = pending_jobs(conn, job_ids, message_id)
+    expired: list[int] = []
+    if any(job.private for job in jobs):
+        jobs, expired = reveal_pending(ctx.vault, jobs)
     routes, unroutable = _routes(ctx, jobs)
+    unroutable += [(job_id, EXPIRED, 0) for job_id in expired]
     dedup = Dedup()
     if ctx.config.cache.enabled:
         dedup = deduplicate(ctx, [job for job in jobs if job.use_cache and job.id in routes])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import redis
 from celery import Celery
 from sqlalchemy import Engine
 
@@ -17,6 +18,7 @@ from tierq.cache.factory import make_cache, make_embedder
 from tierq.config import Config
 from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from tierq.settings import Settings, get_settings
+from tierq.vault import TextVault
 from workers.budget import BudgetGate
 from workers.llm import ModelClient
 from workers.loop import LoopThread
@@ -56,6 +58,11 @@ class WorkerContext:
     def cache(self) -> CacheStore:
         """The shared Redis cache."""
         return make_cache(self.settings, self.config, self.embedder)
+
+    @cached_property
+    def vault(self) -> TextVault:
+        """Texts of private batches (the Redis at TIERQ_REDIS_URL)."""
+        return TextVault(redis.Redis.from_url(self.settings.redis_url, socket_timeout=10, retry_on_timeout=True))
 
     @cached_property
     def budget(self) -> BudgetGate:

@@ -15,6 +15,7 @@ from tierq.config import TierConfig
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
 from workers.dbretry import with_db_retry
+from workers.private import EXPIRED, reveal_claimed, seal_answers
 from workers.sharing import SharedAnswer, answer_followers, release_followers
 from workers.store import (
     ClaimedJob,
@@ -27,6 +28,7 @@ from workers.store import (
     succeed,
     unsent_handoffs,
 )
+from workers.validators import attach_checks
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class TierSummary:
 @dataclass(slots=True)
 class _Outcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[tuple[int, str, str, int]] = field(default_factory=list)
+    answers: list[tuple[int, str | None, str, int]] = field(default_factory=list)
     misses: list[tuple[int, str, int]] = field(default_factory=list)
     stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good (budget)
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
@@ -61,6 +63,11 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
     if resend:
         log.warning("re-sending %d hand-offs of redelivered %s message %s", len(resend), tier.name, message_id)
         ctx.send(resend)
+    if any(job.private for job in jobs):
+        jobs, expired = reveal_claimed(ctx.vault, jobs)
+        if expired:
+            with ctx.engine.begin() as conn:
+                note_attempts(conn, [(job_id, EXPIRED, 0) for job_id in expired], message_id, final=True)
     if not jobs:
         return TierSummary(0, 0, 0, 0, 0)
     leaders = [job.id for job in jobs if job.cache_entry is not None]
@@ -72,6 +79,7 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
 
 async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], leaders: list[int]) -> list[TierResult]:
     work = [JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted) for job in jobs]
+    await attach_checks(ctx, work)
     heartbeat = asyncio.create_task(_keep_leases(ctx, leaders)) if leaders else None
     try:
         return list(await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.budget) for w in work)))
@@ -114,13 +122,14 @@ def _finish(
 ) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
     out = _sort(tier, jobs, results)
+    answers, digests = seal_answers(ctx.vault, jobs, out.answers) if any(j.private for j in jobs) else (out.answers, {})
     final_ids = {m[0] for m in out.stopped} | ({m[0] for m in out.misses} if next_tier is None else set())
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
 
     def record() -> tuple[int, int, dict[uuid.UUID, tuple[list[int], uuid.UUID]]]:
         with ctx.engine.begin() as conn:
             record_calls(conn, out.rows)
-            done = succeed(conn, out.answers, message_id)
+            done = succeed(conn, answers, message_id, digests)
             shared = sum(answer_followers(conn, job.id, share) for job, share in out.fills)
             note_attempts(conn, out.misses, message_id, final=next_tier is None)
             note_attempts(conn, out.stopped, message_id, final=True)
@@ -148,6 +157,10 @@ def _finish(
         ctx.cache.drop(job.cache_entry, job.id)
     for message, (ids, batch) in released.items():
         ctx.send_classify(ids, batch, message)
+    ended = final_ids | {a[0] for a in out.answers}
+    private_ended = [job.id for job in jobs if job.private and job.id in ended]
+    if private_ended:
+        ctx.vault.forget_prompts(private_ended)
     escalated = sum(len(h.job_ids) for h in handoffs)
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared)

@@ -45,6 +45,7 @@ class PendingJob:
     system_prompt: str | None
     use_cache: bool
     cache_entry: int | None
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class ClaimedJob:
     attempts: int
     cache_entry: int | None = None
     budgeted: bool = False
+    private: bool = False
+    system_prompt: str | None = None
 
 
 def unsent_handoffs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> list[Handoff]:
@@ -77,12 +80,14 @@ def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) ->
     rows = conn.execute(
         text(
             "SELECT j.id, j.batch_id, j.task_type, j.messages, j.params, b.force_tier, b.min_tier, b.max_tier, "
-            "b.params, j.tenant, b.system_prompt, b.use_cache, j.cache_entry FROM jobs j JOIN batches b ON b.id = j.batch_id "
+            "b.params, j.tenant, b.system_prompt, b.use_cache, j.cache_entry, NOT b.store_text "
+            "FROM jobs j JOIN batches b ON b.id = j.batch_id "
             "WHERE j.id = ANY(:ids) AND j.status = 'pending' AND j.handoff = :me ORDER BY j.id"
         ),
         {"ids": list(ids), "me": message_id},
     ).all()
-    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7], r[9], r[10], r[11], r[12]) for r in rows]
+    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7], r[9], r[10], r[11], r[12], r[13])
+            for r in rows]
 
 
 def hand_off(
@@ -128,14 +133,16 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, message_id: uuid.UUID
             "WHERE b.id = j.batch_id AND NOT b.cancelled AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
             "AND j.status IN ('queued', 'running') "
             "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
-            "b.budget_usd IS NOT NULL"
+            "b.budget_usd IS NOT NULL, NOT b.store_text"
         ),
         {"ids": list(ids), "tier": tier, "me": message_id},
     ).all()
-    return [ClaimedJob(r[0], r[1], _with_system(r[2], r[5]), {**r[4], **r[3]}, r[6], r[7], r[8]) for r in rows]
+    return [ClaimedJob(r[0], r[1], r[2] if r[9] else with_system(r[2], r[5]), {**r[4], **r[3]}, r[6], r[7], r[8], r[9],
+                       r[5]) for r in rows]
 
 
-def _with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+    """The messages with the batch's system prompt first, unless they bring their own."""
     if system and not any(m.get("role") in ("system", "developer") for m in messages):
         return [{"role": "system", "content": system}, *messages]
     return messages
@@ -160,20 +167,25 @@ def call_row(record: CallRecord, *, job_id: int, batch_id: uuid.UUID, attempt: i
     }
 
 
-def succeed(conn: Connection, answers: list[tuple[int, str, str, int]], message_id: uuid.UUID) -> int:
-    """Store answers (job id, content, model, calls made); only jobs this message still runs change."""
+def succeed(
+    conn: Connection, answers: list[tuple[int, str | None, str, int]], message_id: uuid.UUID,
+    digests: dict[int, str] | None = None,
+) -> int:
+    """Store answers (job id, content, model, calls made) and, for private jobs, the content's digest
+    (their content is None here); only jobs this message still runs change."""
     if not answers:
         return 0
     result = conn.execute(
         text(
             "UPDATE jobs AS j SET status = 'succeeded', content = v.content, model = v.model, error = NULL, "
-            "attempts = j.attempts + v.calls, finished_at = now(), updated_at = now() "
+            "content_sha256 = v.digest, attempts = j.attempts + v.calls, finished_at = now(), updated_at = now() "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:contents AS text[]), CAST(:models AS text[]), "
-            "CAST(:calls AS int[])) AS v(id, content, model, calls) "
+            "CAST(:calls AS int[]), CAST(:digests AS text[])) AS v(id, content, model, calls, digest) "
             "WHERE j.id = v.id AND j.status = 'running' AND j.handoff = :me"
         ),
         {"ids": [a[0] for a in answers], "contents": [a[1] for a in answers], "models": [a[2] for a in answers],
-         "calls": [a[3] for a in answers], "me": message_id},
+         "calls": [a[3] for a in answers], "digests": [(digests or {}).get(a[0]) for a in answers],
+         "me": message_id},
     )
     return result.rowcount
 

@@ -1,0 +1,38 @@
+"""`--no-store-text`: Postgres holds digests only; texts live in Redis until used; answers are read once."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from conftest import Stack
+from producer.submit import BatchOptions
+
+SECRET_PROMPT = "My account number is 44-1290-77 and my name is Ada Lovelace; where is my refund?"
+
+
+def test_private_batches_keep_no_text_in_postgres(clean: Stack, tmp_path: Path) -> None:
+    records = [{"id": "a", "prompt": SECRET_PROMPT},
+               {"id": "b", "prompt": SECRET_PROMPT + " [[sim:refuse@sim-nano]]"}]
+    with clean.client() as tq:
+        batch = tq.submit(records, BatchOptions(store_text=False, system_prompt="Be brief."))
+        clean.wait(tq, batch.batch_id)
+        first = {r["id"]: r for r in tq.results(batch.batch_id)}
+        second = {r["id"]: r for r in tq.results(batch.batch_id)}
+    assert first["a"]["status"] == first["b"]["status"] == "succeeded"
+    assert first["a"]["content"] and first["b"]["content"] and first["b"]["tier"] == "warm"
+    assert second["a"]["content"] is None and second["b"]["content"] is None  # returned once
+    url = make_url(clean.settings.database_url)
+    dump = subprocess.run(["pg_dump", "-h", url.host or "127.0.0.1", "-U", url.username or "postgres", "--data-only",
+                           url.database or ""], capture_output=True, text=True, check=True).stdout
+    assert "Ada Lovelace" not in dump and first["a"]["content"] not in dump
+    with clean.engine.connect() as conn:
+        digests = dict(conn.execute(text("SELECT custom_id, content_sha256 FROM jobs")).all())
+    assert digests["a"] == hashlib.sha256(first["a"]["content"].encode()).hexdigest()
+    vault = redis.Redis.from_url(clean.settings.redis_url)
+    assert list(vault.scan_iter(match="tq:v:*")) == []  # prompts forgotten once final, answers once read
