@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 from migrations import upgrade
 from producer.api import Tierq
+from producer.bill import build_bill
 from producer.report import tier_summary
 from producer.sample import sample_tickets
 from producer.services import ensure_postgres, ensure_redis
@@ -87,7 +89,9 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
 
 def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]) -> int:
     with Tierq(settings) as tq:
-        batch = tq.submit(sample_tickets(jobs), BatchOptions(tenant="demo", task_type="support", source="demo"))
+        # A tenant of its own per run: the cache is per tenant, so a second demo does not find it all cached.
+        tenant = f"demo-{uuid.uuid4().hex[:6]}"
+        batch = tq.submit(sample_tickets(jobs), BatchOptions(tenant=tenant, task_type="support", source="demo"))
         out(f"submitted batch {batch.batch_id}: {batch.accepted} jobs accepted, {batch.rejected} rejected")
         started = time.monotonic()
 
@@ -106,6 +110,11 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
             out(f"{line.tier:<6} {line.started:>8} {line.answered:>9} {line.escalated:>10} {line.failed:>7} "
                 f"{line.calls:>6} {usd(line.cost_usd):>14}")
         summary = status.as_dict()
-        out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, ${summary['cost_usd']}")
-        out(f"results: tierq results {batch.batch_id}")
+        bill = build_bill(tq.engine, tq.config, batch.batch_id)
+        out(f"cache: {bill.totals.cache_hits} jobs answered from the cache or by an identical job in flight, "
+            f"${usd(bill.totals.saved_usd)} saved")
+        out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, ${summary['cost_usd']} paid; "
+            f"all on {bill.baseline_model} would cost ${usd(bill.baseline_cost_usd)} "
+            f"(savings {bill.savings_pct}%)")
+        out(f"results: tierq results {batch.batch_id}; the bill: tierq report {batch.batch_id}")
     return 0
