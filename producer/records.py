@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from producer.prompts import PromptSpec
+from tierq.messages import content_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_ID_CHARS = 512
@@ -43,7 +44,7 @@ class Record:
     @property
     def chars(self) -> int:
         """Characters of text in the messages (the basis of token estimates)."""
-        return sum(len(_text(m.get("content"))) for m in self.messages)
+        return sum(len(content_text(m.get("content"))) for m in self.messages)
 
     def nul_field(self) -> str | None:
         """The first field holding a NUL character, which Postgres text and JSON cannot store."""
@@ -82,14 +83,6 @@ class Rejection:
 def reject(line_no: int, problem: str, kind: RejectKind = RejectKind.INVALID, custom_id: str | None = None) -> Rejection:
     """A rejection whose reason starts with the line number."""
     return Rejection(line_no, f"line {line_no}: {problem}", custom_id, kind)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
@@ -177,7 +170,7 @@ def check_messages(line_no: int, messages: Any, name: str = "messages") -> list[
         problem = _message_problem(message)
         if problem:
             return reject(line_no, f'field "{name}[{index}]" {problem}')
-    if not any(_text(m.get("content")).strip() for m in messages if m.get("role") == "user"):
+    if not any(content_text(m.get("content")).strip() for m in messages if m.get("role") == "user"):
         return reject(line_no, f'field "{name}" has no user message with text', RejectKind.EMPTY_PROMPT)
     return [dict(m) for m in messages]
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
-from tierq.money import estimate_tokens, usd
+from tierq.messages import estimated_prompt_tokens
+from tierq.money import usd
 from workers.budget import BudgetGate, output_cap, worst_case
 from workers.llm import CallRecord, ModelClient
 from workers.validators import AnswerCheck, validate
@@ -53,7 +54,7 @@ async def answer_at_tier(
     """Try the tier's models in order; the next model only after a provider error outlived its retries."""
     result = TierResult(work.job_id)
     gate = budget if work.budgeted else None
-    needed = sum(estimate_tokens(str(m.get("content") or "")) for m in work.messages)
+    needed = estimated_prompt_tokens(work.messages)
     for name in tier.models:
         model = config.models[name]
         if model.context_window < needed:

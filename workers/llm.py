@@ -17,6 +17,7 @@ import openai
 
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, Config, ModelConfig
+from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage, estimate_tokens
 from tierq.params import PASSED_PARAMS
 from tierq.settings import Settings
@@ -86,7 +87,7 @@ class ModelClient:
         """Make one call to model `name`; the record's outcome says whether the answer is usable."""
         model = self._config.models[name]
         limiter = self._rate_limiter()
-        estimate = sum(estimate_tokens(str(m.get("content") or "")) for m in messages) + int(params.get("max_tokens") or 0)
+        estimate = estimated_prompt_tokens(messages) + int(params.get("max_tokens") or 0)
         await limiter.acquire(name, estimate)
         started = time.perf_counter()
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
@@ -155,7 +156,7 @@ class ModelClient:
 
 def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
     if usage is None:
-        prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+        prompt = estimated_prompt_tokens(messages)
         return Usage(prompt, estimate_tokens(answer), 0, estimated=True)
     details = getattr(usage, "prompt_tokens_details", None)
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from tierq.config import Config, RuleConfig
-from tierq.money import estimate_tokens
+from tierq.messages import content_text, estimated_prompt_tokens
 
 _STEP = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|step\s*\d{1,2}\s*[:.)-]?)\s+\S", re.IGNORECASE | re.MULTILINE)
 
@@ -32,16 +32,7 @@ class Route:
 
 def user_text(messages: list[dict[str, Any]]) -> str:
     """The text of the user's turns, which is what the rules look at (never the system prompt)."""
-    parts: list[str] = []
-    for message in messages:
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "\n".join(parts)
+    return "\n".join(content_text(m.get("content")) for m in messages if m.get("role") == "user")
 
 
 class Router:
@@ -90,7 +81,7 @@ class Router:
             low = config.tier_index(bounds.minimum) if bounds.minimum else 0
             high = config.tier_index(bounds.maximum) if bounds.maximum else len(config.tiers) - 1
             index = min(max(index, low), high)
-        needed = sum(estimate_tokens(str(m.get("content") or "")) for m in messages) + reserve_tokens
+        needed = estimated_prompt_tokens(messages) + reserve_tokens
         for candidate in range(index, high + 1):
             tier = config.tiers[candidate]
             if config.models[tier.models[0]].context_window >= needed:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierq.cache.identifiers import fingerprint
+from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
 
 
@@ -32,14 +33,6 @@ def _digest(value: Any) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 def cache_key(
     *, tenant: str, task_type: str, system_prompt: str | None, messages: list[dict[str, Any]],
     params: dict[str, Any], tier_floor: str | None,
@@ -51,5 +44,5 @@ def cache_key(
         "tenant": tenant, "task": task_type, "system": system_prompt, "context": context, "floor": tier_floor,
         "params": {k: params[k] for k in ANSWER_PARAMS if k in params},
     })
-    text = _text(messages[last_user].get("content")) if messages else ""
+    text = content_text(messages[last_user].get("content")) if messages else ""
     return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant)
