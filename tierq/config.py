@@ -5,13 +5,16 @@ Prices are parsed as `Decimal` straight from the TOML text, so a price is never 
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tierq.errors import ConfigError
@@ -148,6 +151,70 @@ class CacheConfig(_Strict):
     prefix: str = "tq:c"
 
 
+# Key of a batch's params holding tierq's own batch options (--compress, --json-schema); never sent,
+# since only tierq.params.PASSED_PARAMS reach a model.
+RESERVED_PARAMS = "_tierq"
+REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "a": re.ASCII}
+
+
+class ValidatorConfig(_Strict):
+    """A check the answers of one task type must pass after the usual ones; a failure escalates as `invalid`."""
+
+    kind: Literal["json", "regex", "callable"]
+    json_schema: dict[str, Any] | str | None = Field(default=None, alias="schema",
+                                                     description="a table, or a JSON file relative to the TOML")
+    pattern: str | None = None
+    flags: str = Field(default="", pattern=r"^[imsxa]*$", description="letters: i m s x a, as in (?imsxa)")
+    callable: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    tiers: tuple[str, ...] = Field(default=(), description="tiers whose answers it checks; default every tier")
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ValidatorConfig:
+        given = {"schema": self.json_schema is not None, "pattern": self.pattern is not None,
+                 "callable": self.callable is not None}
+        allowed = {"json": {"schema"}, "regex": {"pattern"}, "callable": {"callable"}}[self.kind]
+        if self.kind != "json" and not given[next(iter(allowed))]:
+            raise ValueError(f"kind = \"{self.kind}\" needs {next(iter(allowed))} = ...")
+        extra = sorted(k for k, v in given.items() if v and k not in allowed)
+        if extra:
+            raise ValueError(f"{', '.join(extra)} does not apply to kind = \"{self.kind}\"; remove it")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern, self.regex_flags)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+    @property
+    def regex_flags(self) -> int:
+        """The `re` flags the `flags` letters name."""
+        value = 0
+        for letter in self.flags:
+            value |= REGEX_FLAGS[letter]
+        return value
+
+
+class CompressionConfig(_Strict):
+    """Summarising the older turns of long conversations with the cheapest tier's first model."""
+
+    enabled: bool = Field(default=False, description="for task types not listed in task_types")
+    task_types: dict[str, bool] = Field(default_factory=dict)
+    max_turns: int = Field(default=12, ge=2, description="compress above this many non-system messages")
+    max_tokens: int = Field(default=4000, ge=1, description="or above this many estimated prompt tokens")
+    keep_last: int = Field(default=4, ge=1, description="the last turns, kept verbatim")
+    summary_max_tokens: int = Field(default=400, ge=16)
+
+    @model_validator(mode="after")
+    def _leaves_room(self) -> CompressionConfig:
+        if self.keep_last >= self.max_turns:
+            raise ValueError(f"keep_last ({self.keep_last}) must be below max_turns ({self.max_turns})")
+        return self
+
+    def enabled_for(self, task_type: str) -> bool:
+        """Whether jobs of `task_type` are compressed when a batch does not say."""
+        return self.task_types.get(task_type, self.enabled)
+
+
 class Config(_Strict):
     """The whole TOML file, validated and cross-checked."""
 
@@ -158,6 +225,8 @@ class Config(_Strict):
     answers: AnswerConfig = AnswerConfig()
     worker: WorkerConfig = WorkerConfig()
     cache: CacheConfig = CacheConfig()
+    validators: dict[str, ValidatorConfig] = Field(default_factory=dict)
+    compression: CompressionConfig = CompressionConfig()
     simulator: dict[str, Any] | None = None
     source: str = "<memory>"
 
@@ -214,6 +283,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
     _cross_check(config, source)
+    config = _resolve_validators(config, source)
     if env is not None:
         _check_keys(config, source, env)
     return config
@@ -254,8 +324,67 @@ def _cross_check(config: Config, source: str) -> None:
     provider = config.cache.embedding_provider
     if config.cache.embedder == "openai" and provider not in config.providers:
         problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider; name one of {sorted(config.providers)}")
+    for task, check in config.validators.items():
+        problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}; use one of {sorted(names)}"
+                        for name in check.tiers if name not in names)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _resolve_validators(config: Config, source: str) -> Config:
+    """Read schema files, check schemas and import callables, so a bad validator stops start-up."""
+    resolved: dict[str, ValidatorConfig] = {}
+    for task, check in config.validators.items():
+        where = f"{source}: validators.{task}"
+        schema = check.json_schema
+        if isinstance(schema, str):
+            base = Path(source).parent if Path(source).exists() else Path.cwd()
+            schema = read_json_schema(base / schema, where)
+        elif schema is not None:
+            # TOML numbers were read as Decimal; a JSON schema compares them with JSON's floats.
+            schema = json.loads(json.dumps(schema, default=float))
+            schema_problem(schema, where)
+        if check.callable is not None:
+            import_callable(check.callable, where)
+        resolved[task] = check.model_copy(update={"json_schema": schema})
+    return config.model_copy(update={"validators": resolved}) if resolved else config
+
+
+def read_json_schema(path: Path, where: str) -> dict[str, Any]:
+    """A JSON schema from a file, checked against its meta-schema; ConfigError says what to fix."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the JSON schema {path}: {exc.strerror}; check the path") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {path} is not valid JSON ({exc}); fix the schema file") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"{where}: {path} holds a JSON {type(schema).__name__}, not a schema object")
+    schema_problem(schema, where)
+    return schema
+
+
+def schema_problem(schema: dict[str, Any], where: str) -> None:
+    """Raise ConfigError when `schema` is not a valid JSON schema of the draft it declares (default 2020-12)."""
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(str(p) for p in exc.path) or "the top level"
+        raise ConfigError(f"{where}: the JSON schema is invalid at {at}: {exc.message}; fix the schema") from None
+
+
+def import_callable(target: str, where: str) -> Callable[..., Any]:
+    """The function named by "package.module:function"; ConfigError when it cannot be imported."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import {module_name!r} for callable {target!r} ({exc}); "
+                          "install it or add its folder to PYTHONPATH") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(f"{where}: {module_name!r} has no function {attr!r}; check callable = {target!r}")
+    return function  # type: ignore[no-any-return]
 
 
 def _check_keys(config: Config, source: str, env: Mapping[str, str]) -> None:

@@ -2,7 +2,7 @@
 
 They run after `judge` found an answer usable; a failure turns the call into outcome `invalid`, which
 escalates like a refusal and never reaches the cache. A batch's `--json-schema` (kept in the batch's
-params under RESERVED, which is never sent to a model) replaces its task type's validator.
+params under RESERVED_PARAMS, which is never sent to a model) replaces its task type's validator.
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ import jsonschema
 from sqlalchemy import Engine, text
 
 from models.enums import CallOutcome
-from tierq.config import Config, ValidatorConfig, import_callable, schema_problem
+from tierq.config import RESERVED_PARAMS, Config, ValidatorConfig, import_callable, schema_problem
 from workers.llm import CallRecord
 
 if TYPE_CHECKING:
     from workers.calls import JobWork
     from workers.context import WorkerContext
 
-# Key of a batch's params that holds tierq's own batch options (never sent: not in PASSED_PARAMS).
-RESERVED = "_tierq"
 # Per-batch schemas compiled and kept per process; more distinct schemas than this start over.
 MAX_BATCH_SCHEMAS = 256
 MAX_REASON = 500
@@ -153,7 +151,7 @@ class Checks:
 
 def batch_schema(params: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON schema a batch was submitted with (`--json-schema`), if any."""
-    options = params.get(RESERVED)
+    options = params.get(RESERVED_PARAMS)
     schema = options.get("json_schema") if isinstance(options, dict) else None
     return schema if isinstance(schema, dict) else None
 
