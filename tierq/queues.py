@@ -48,7 +48,10 @@ def celery_config(config: Config, broker_url: str, visibility_timeout_s: float |
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        # kombu restores a dead worker's unacknowledged messages only in a sweep, by default about every
+        # 100 s; sweeping more often brings them back soon after the visibility timeout.
+        "broker_transport_options": {"visibility_timeout": visibility, "unacked_restore_throttle": 1,
+                                     "unacked_restore_interval": min(10.0, visibility / 5)},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": True,
