@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -41,37 +42,30 @@ def _retry(task: Task, exc: Exception) -> Exception:
     return retry
 
 
+def _run(task: Task, work: Callable[[], Any]) -> dict[str, Any]:
+    """Run a task's plain function; outages become retries, anything else fails the task as it is."""
+    try:
+        summary = work()
+    except Exception as exc:
+        if _is_transient(exc):
+            raise _retry(task, exc) from exc
+        raise
+    return asdict(summary)
+
+
 @app.task(name=CLASSIFY_TASK, bind=True, **RETRY)
 def classify(self: Task, job_ids: list[int], batch: str | None = None) -> dict[str, Any]:
     """Route a chunk of jobs to their starting tiers."""
-    try:
-        summary = classify_chunk(get_context(app), job_ids, uuid.UUID(self.request.id))
-    except Exception as exc:
-        if _is_transient(exc):
-            raise _retry(self, exc) from exc
-        raise
-    return asdict(summary)
+    return _run(self, lambda: classify_chunk(get_context(app), job_ids, uuid.UUID(self.request.id)))
 
 
 @app.task(name=TIER_TASK, bind=True, **RETRY)
 def run_tier(self: Task, tier: str, job_ids: list[int], batch: str | None = None) -> dict[str, Any]:
     """Answer a chunk of jobs at one tier; failures escalate to the next tier's queue."""
-    try:
-        summary = process_chunk(get_context(app), tier, job_ids, uuid.UUID(self.request.id))
-    except Exception as exc:
-        if _is_transient(exc):
-            raise _retry(self, exc) from exc
-        raise
-    return asdict(summary)
+    return _run(self, lambda: process_chunk(get_context(app), tier, job_ids, uuid.UUID(self.request.id)))
 
 
 @app.task(name=FOLLOW_TASK, bind=True, **RETRY)
 def follow(self: Task, job_ids: list[int], checks: int = 0, batch: str | None = None) -> dict[str, Any]:
     """Check on jobs waiting for another job's answer to the same question."""
-    try:
-        summary = check_followers(get_context(app), job_ids, checks)
-    except Exception as exc:
-        if _is_transient(exc):
-            raise _retry(self, exc) from exc
-        raise
-    return asdict(summary)
+    return _run(self, lambda: check_followers(get_context(app), job_ids, checks))
