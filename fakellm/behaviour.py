@@ -112,6 +112,29 @@ def _check_field(key: str, value: Any, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class ReplaySource:
+    """A file of recorded answers and which simulated model replays which recorded one (fakellm.replay)."""
+
+    file: str
+    models: Mapping[str, str]
+
+    @classmethod
+    def from_mapping(cls, data: Any, base: Path | None = None) -> ReplaySource:
+        """Validate a `[simulator.replay]` table; a relative `file` is taken from `base`."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("file"), str):
+            raise ValueError("simulator.replay needs file = \"recorded.csv\" and models = {simulated = \"recorded\"}")
+        models = data.get("models")
+        if not isinstance(models, Mapping) or not models or not all(isinstance(v, str) for v in models.values()):
+            raise ValueError("simulator.replay.models must map simulated model names to recorded model names")
+        unknown = sorted(set(data) - {"file", "models"})
+        if unknown:
+            raise ValueError(f"unknown simulator.replay keys {unknown}; use file and models")
+        file = Path(data["file"])
+        return cls(str(base / file if base is not None and not file.is_absolute() else file),
+                   {str(k): v for k, v in models.items()})
+
+
+@dataclass(frozen=True)
 class SimConfig:
     """The whole simulator behaviour: a seed, defaults, and per-model overrides."""
 
@@ -120,6 +143,8 @@ class SimConfig:
     models: Mapping[str, ModelBehaviour] = field(default_factory=dict)
     # Names of the project's `[models]` table: listed by /v1/models, default behaviour.
     extra_model_names: tuple[str, ...] = ()
+    # Answer from recorded texts instead of inventing them; read once, when the server starts.
+    replay: ReplaySource | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
@@ -130,6 +155,8 @@ class SimConfig:
         seed = top.pop("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
+        raw_replay = top.pop("replay", None)
+        replay = None if raw_replay is None else ReplaySource.from_mapping(raw_replay)
         raw_models = top.pop("models", {})
         if not isinstance(raw_models, Mapping):
             raise ValueError("simulator.models must be a table/object of model names")
@@ -139,7 +166,7 @@ class SimConfig:
             if not isinstance(overrides, Mapping):
                 raise ValueError(f"simulator.models.{name!r} must be a table/object")
             models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
-        return cls(seed=seed, defaults=defaults, models=models)
+        return cls(seed=seed, defaults=defaults, models=models, replay=replay)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:
@@ -149,7 +176,11 @@ class SimConfig:
         """
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
-        config = cls.from_mapping(document.get("simulator", {}))
+        simulator = document.get("simulator", {})
+        config = cls.from_mapping(simulator)
+        if isinstance(simulator, Mapping) and simulator.get("replay") is not None:
+            base = Path(path).resolve().parent
+            config = dataclasses.replace(config, replay=ReplaySource.from_mapping(simulator["replay"], base))
         project_models = document.get("models", {})
         names = tuple(str(n) for n in project_models) if isinstance(project_models, dict) else ()
         return dataclasses.replace(config, extra_model_names=names)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 import sys
 
 from aiohttp import web
 
-from fakellm.behaviour import SimConfig
+from fakellm.behaviour import ReplaySource, SimConfig
+from fakellm.replay import ReplayBook, parse_map
 from fakellm.server import build_app
 
 # Hung requests would otherwise hold shutdown for aiohttp's default 60 s.
@@ -17,10 +19,10 @@ SHUTDOWN_TIMEOUT_S = 1.0
 LISTEN_BACKLOG = 2048
 
 
-async def _run(host: str, port: int, config: SimConfig) -> None:
+async def _run(host: str, port: int, config: SimConfig, replay: ReplayBook | None = None) -> None:
     """Serve until a termination signal arrives, then shut down cleanly."""
     runner = web.AppRunner(
-        build_app(config),
+        build_app(config, replay),
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
@@ -40,9 +42,9 @@ async def _run(host: str, port: int, config: SimConfig) -> None:
         await runner.cleanup()
 
 
-def serve(host: str, port: int, config: SimConfig) -> None:
+def serve(host: str, port: int, config: SimConfig, replay: ReplayBook | None = None) -> None:
     """Run the simulator on host:port until SIGTERM or SIGINT."""
-    asyncio.run(_run(host, port, config))
+    asyncio.run(_run(host, port, config, replay))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", default=None, help="TOML file whose [simulator] table sets the behaviour"
     )
+    parser.add_argument("--replay", default=None, help="CSV of recorded answers to replay (fakellm.replay)")
+    parser.add_argument(
+        "--replay-map", default=None, help="which simulated model replays which recorded one: SIM=RECORDED,..."
+    )
     return parser
 
 
@@ -66,5 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # TOMLDecodeError is a ValueError
         print(f"fakellm: cannot load config {args.config}: {error}", file=sys.stderr)
         return 2
-    serve(args.host, args.port, config)
+    replay = None
+    try:
+        if args.replay or args.replay_map:
+            if not (args.replay and args.replay_map):
+                raise ValueError("--replay FILE and --replay-map SIM=RECORDED,... go together")
+            config = dataclasses.replace(config, replay=ReplaySource(args.replay, parse_map(args.replay_map)))
+        replay = ReplayBook.load(config.replay) if config.replay is not None else None
+    except (OSError, ValueError) as error:
+        print(f"fakellm: cannot load the replay file: {error}", file=sys.stderr)
+        return 2
+    serve(args.host, args.port, config, replay)
     return 0

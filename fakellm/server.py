@@ -30,6 +30,7 @@ from fakellm.parsing import (
     parse_embeddings,
     parse_json_object,
 )
+from fakellm.replay import ReplayBook, scripted, scripted_answer
 from fakellm.stats import Stats
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -48,6 +49,8 @@ class SimState:
     served: set[bytes] = field(default_factory=set)
     # Arrival times of the requests each rate-limited model accepted in the last 60 s.
     windows: dict[str, collections.deque[float]] = field(default_factory=dict)
+    # Recorded answers to replay (fakellm.replay); set at start-up, kept by resets and /_sim/config.
+    replay: ReplayBook | None = None
 
     def over_limit(self, model: str, rpm: float) -> float | None:
         """Seconds until `model` accepts another request, or None (and the request counts) if it does now."""
@@ -107,6 +110,7 @@ async def _chat_completions(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         chat = parse_chat(parse_json_object(await request.read()))
+        text = scripted(chat.texts, chat.model, state.replay)
     except BadRequest as error:
         return _bad_request(state, error)
     key = request_key(chat.model, chat.canonical_messages)
@@ -141,7 +145,7 @@ async def _chat_completions(request: web.Request) -> web.Response:
     if decision.outcome is Outcome.ERROR_500:
         state.stats.model(chat.model).count_status(500)
         return error_response(500, SERVER_ERROR_MESSAGE, "server_error")
-    return web.json_response(_billed_completion(state, chat, key, decision, behaviour))
+    return web.json_response(_billed_completion(state, chat, key, decision, behaviour, text))
 
 
 def _billed_completion(
@@ -150,9 +154,13 @@ def _billed_completion(
     key: bytes,
     decision: Decision,
     behaviour: ModelBehaviour,
+    text: str | None = None,
 ) -> dict[str, Any]:
-    """Build, bill and record an HTTP 200 chat completion body."""
-    answer = make_answer(decision, behaviour, chat.max_tokens)
+    """Build, bill and record an HTTP 200 chat completion body (from `text` when a marker or replay sets it)."""
+    if text is not None:
+        answer = scripted_answer(text, decision, behaviour, chat.max_tokens)
+    else:
+        answer = make_answer(decision, behaviour, chat.max_tokens)
     prompt = prompt_tokens(chat.texts)
     cached = math.floor(prompt * behaviour.cached_fraction) if key in state.served else 0
     state.served.add(key)
@@ -247,10 +255,12 @@ async def not_found(request: web.Request) -> web.Response:
     return error_response(404, message, "invalid_request_error")
 
 
-def build_app(config: SimConfig) -> web.Application:
-    """Create the aiohttp application serving the simulator."""
+def build_app(config: SimConfig, replay: ReplayBook | None = None) -> web.Application:
+    """Create the aiohttp application serving the simulator (loading the config's replay file if not given)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[STATE] = SimState(config=config)
+    if replay is None and config.replay is not None:
+        replay = ReplayBook.load(config.replay)
+    app[STATE] = SimState(config=config, replay=replay)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

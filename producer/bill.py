@@ -7,6 +7,10 @@ Definitions (docs/producer.md explains them for users):
   prompt, cached and completion tokens at that model's current prices. A kept call with no tokens (a
   cache hit that does not record them) is counted in `baseline_unpriced_jobs` instead.
 - Escalations per tier pair follow each job's path from its start tier to the tier it is at now.
+- Compression (workers/compress.py): each billed call of a compressed job read fewer prompt tokens,
+  estimated as the job's tokens before minus after; `gross_saved_usd` prices them at that call's model's
+  input price, `net_saved_usd` subtracts what the summary calls cost. A compressed job's baseline is
+  priced from its original conversation (the kept call's prompt plus the removed tokens).
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from producer.bill_queries import BASELINE, JOBS, LATENCY, PATHS, SPEND, Scope
+from producer.bill_queries import (
+    BASELINE,
+    COMPRESSION_JOBS,
+    COMPRESSION_SAVED,
+    COMPRESSION_SUMMARIES,
+    JOBS,
+    LATENCY,
+    PATHS,
+    SPEND,
+    Scope,
+)
 from producer.report import TierLine, tier_summary
 from tierq.config import Config
 from tierq.money import ZERO, Usage, usd
@@ -66,6 +80,32 @@ class Spend:
 
 
 @dataclass(slots=True)
+class CompressionSavings:
+    """What compressing long conversations saved, net of the summary calls."""
+
+    jobs: int = 0
+    summary_calls: int = 0
+    summaries_reused: int = 0
+    summary_cost_usd: Decimal = ZERO
+    tokens_removed: int = 0
+    billed_calls: int = 0
+    prompt_tokens_saved: int = 0
+    gross_saved_usd: Decimal = ZERO
+
+    @property
+    def net_saved_usd(self) -> Decimal:
+        """Input cost not paid, minus the summaries' cost (negative when summaries cost more)."""
+        return self.gross_saved_usd - self.summary_cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, money as decimal strings; token counts are estimates (characters / 4)."""
+        return {"jobs": self.jobs, "summary_calls": self.summary_calls, "summaries_reused": self.summaries_reused,
+                "summary_cost_usd": usd(self.summary_cost_usd), "tokens_removed": self.tokens_removed,
+                "billed_calls": self.billed_calls, "prompt_tokens_saved": self.prompt_tokens_saved,
+                "gross_saved_usd": usd(self.gross_saved_usd), "net_saved_usd": usd(self.net_saved_usd)}
+
+
+@dataclass(slots=True)
 class Bill:
     """Everything `tierq report` shows."""
 
@@ -84,6 +124,7 @@ class Bill:
     by_tier_model: dict[tuple[str, str], Spend] = field(default_factory=dict)
     latency_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     escalations: dict[tuple[str, str], int] = field(default_factory=dict)
+    compression: CompressionSavings = field(default_factory=CompressionSavings)
 
     @property
     def savings_usd(self) -> Decimal:
@@ -118,6 +159,7 @@ class Bill:
             "by_tenant": [{"tenant": name, **spend.as_dict()} for name, spend in self.by_tenant.items()],
             "escalations": [{"from": a, "to": b, "jobs": n} for (a, b), n in self.escalations.items()],
             "cache": {"hits": self.totals.cache_hits, "saved_usd": usd(self.totals.saved_usd)},
+            "compression": self.compression.as_dict(),
         }
 
 
@@ -139,6 +181,7 @@ def build_bill(engine: Engine, config: Config, batch_id: uuid.UUID | None = None
         bill.baseline_cost_usd, bill.baseline_unpriced_jobs = _baseline(conn, scope, params, config, bill.baseline_model)
         for start, tier, count in conn.execute(text(PATHS.format(j=scope.jobs())), params):
             _add_path(config, bill.escalations, start, tier, count)
+        bill.compression = _compression(conn, scope, params, config)
     bill.by_tier = tier_summary(engine, config, batch_id, since)
     return bill
 
@@ -163,9 +206,24 @@ def _read_spend(conn: Connection, scope: Scope, params: dict[str, Any], bill: Bi
 
 
 def _baseline(conn: Connection, scope: Scope, params: dict[str, Any], config: Config, model: str) -> tuple[Decimal, int]:
-    uncached, cached, completion, unpriced = conn.execute(text(BASELINE.format(c=scope.calls())), params).one()
+    uncached, cached, completion, unpriced, removed = conn.execute(text(BASELINE.format(c=scope.calls())), params).one()
     # Price.cost is linear in the tokens, so pricing the sums equals summing each job's price exactly.
-    return config.price(model).cost(Usage(int(uncached) + int(cached), int(completion), int(cached))), unpriced
+    prompt = int(uncached) + int(cached) + int(removed)
+    return config.price(model).cost(Usage(prompt, int(completion), int(cached))), unpriced
+
+
+def _compression(conn: Connection, scope: Scope, params: dict[str, Any], config: Config) -> CompressionSavings:
+    saved = CompressionSavings()
+    saved.summary_calls, saved.summary_cost_usd = conn.execute(
+        text(COMPRESSION_SUMMARIES.format(c=scope.calls())), params).one()
+    jobs, removed, reused = conn.execute(text(COMPRESSION_JOBS.format(j=scope.jobs())), params).one()
+    saved.jobs, saved.tokens_removed, saved.summaries_reused = int(jobs), int(removed), int(reused)
+    for model, calls, tokens in conn.execute(text(COMPRESSION_SAVED.format(c=scope.calls())), params):
+        saved.billed_calls += calls
+        saved.prompt_tokens_saved += int(tokens)
+        if model in config.models:  # a model since removed from the TOML has no price to apply
+            saved.gross_saved_usd += config.price(model).cost(Usage(int(tokens), 0))
+    return saved
 
 
 def _add_path(config: Config, pairs: dict[tuple[str, str], int], start: str, tier: str, count: int) -> None:

@@ -41,6 +41,10 @@ class Scope:
                 "since": self.since.isoformat() if self.since else None}
 
 
+# Estimated prompt tokens compression removed from a job's conversation (0 for other jobs).
+REMOVED = ("COALESCE((j.params -> '_tierq_compression' ->> 'tokens_before')::bigint "
+           "- (j.params -> '_tierq_compression' ->> 'tokens_after')::bigint, 0)")
+
 JOBS = "SELECT j.task_type, j.tenant, j.status, count(*) FROM jobs j WHERE {j} GROUP BY 1, 2, 3"
 
 # Cache hits are rows too (zero cost, with the cost they saved), but neither calls nor tokens spent.
@@ -67,17 +71,41 @@ FROM calls c WHERE {c} AND c.outcome <> 'cache_hit' GROUP BY c.model
 # Each job's kept call: its answer, else its last call that reported tokens. Cached prompt tokens are
 # summed apart because the baseline model prices them at its cached-input rate. A kept call without
 # tokens (a cache hit that does not record the tokens of the call it replaced) cannot be priced: counted.
+# A compressed job's baseline is priced from its original conversation: the kept call's prompt tokens
+# plus the tokens compression removed. Summary calls (tier 'compression') are never a kept call.
 BASELINE = """
 SELECT COALESCE(sum(k.prompt_tokens - least(k.cached_tokens, k.prompt_tokens)), 0),
        COALESCE(sum(least(k.cached_tokens, k.prompt_tokens)), 0),
        COALESCE(sum(k.completion_tokens), 0),
-       count(*) FILTER (WHERE k.prompt_tokens = 0 AND k.completion_tokens = 0) AS unpriced
+       count(*) FILTER (WHERE k.prompt_tokens = 0 AND k.completion_tokens = 0) AS unpriced,
+       COALESCE(sum(k.removed) FILTER (WHERE k.prompt_tokens > 0 OR k.completion_tokens > 0), 0) AS removed
 FROM (
-    SELECT DISTINCT ON (c.job_id) c.prompt_tokens, c.cached_tokens, c.completion_tokens
-    FROM calls c
-    WHERE {c} AND (c.outcome IN ('ok', 'cache_hit') OR c.prompt_tokens > 0 OR c.completion_tokens > 0)
+    SELECT DISTINCT ON (c.job_id) c.prompt_tokens, c.cached_tokens, c.completion_tokens, """ + REMOVED + """ AS removed
+    FROM calls c JOIN jobs j ON j.id = c.job_id
+    WHERE {c} AND c.tier <> 'compression'
+      AND (c.outcome IN ('ok', 'cache_hit') OR c.prompt_tokens > 0 OR c.completion_tokens > 0)
     ORDER BY c.job_id, c.outcome IN ('ok', 'cache_hit') DESC, c.attempt DESC, c.created_at DESC
 ) k
+"""
+
+# Compression (workers/compress.py): summary calls, and the prompt tokens each billed call of a
+# compressed job did not read, by the model that would have read them.
+COMPRESSION_SUMMARIES = """
+SELECT count(*), COALESCE(sum(c.cost_usd), 0) FROM calls c WHERE {c} AND c.tier = 'compression'
+"""
+
+COMPRESSION_JOBS = """
+SELECT count(*), COALESCE(sum(""" + REMOVED + """), 0),
+       count(*) FILTER (WHERE j.params -> '_tierq_compression' ->> 'summary' = 'cache')
+FROM jobs j WHERE {j} AND j.params -> '_tierq_compression' IS NOT NULL
+"""
+
+COMPRESSION_SAVED = """
+SELECT c.model, count(*), COALESCE(sum(""" + REMOVED + """), 0)
+FROM calls c JOIN jobs j ON j.id = c.job_id
+WHERE {c} AND j.params -> '_tierq_compression' IS NOT NULL AND c.tier <> 'compression'
+  AND c.outcome <> 'cache_hit' AND c.prompt_tokens > 0
+GROUP BY c.model
 """
 
 PATHS = """

@@ -72,21 +72,28 @@ def _usd(value: str | None) -> Decimal | None:
 @click.option("--no-cache", is_flag=True, help="Neither answer from nor fill the shared cache for this batch.")
 @click.option("--no-store-text", is_flag=True,
               help="Keep only digests of prompts and answers in Postgres; answers are returned once by `results`.")
+@click.option("--compress/--no-compress", default=None,
+              help="Summarise older turns of long conversations [default: as the TOML's [compression] says].")
+@click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Answers must be JSON matching this JSON schema FILE; others escalate as 'invalid'.")
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @_friendly
 def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, rejects: Path | None,
            system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
            min_tier: str | None, max_tier: str | None, budget_usd: Decimal | None, no_cache: bool, no_store_text: bool,
-           wait: bool, as_json: bool) -> None:
+           compress: bool | None, json_schema: Path | None, wait: bool, as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
     from producer.inputs import ReadOptions
     from producer.submit import BatchOptions
+    from tierq.config import read_json_schema
 
+    schema = read_json_schema(json_schema, "--json-schema") if json_schema is not None else None
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
                            min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file,
-                           use_cache=not no_cache, budget_usd=budget_usd, store_text=not no_store_text)
+                           use_cache=not no_cache, budget_usd=budget_usd, store_text=not no_store_text,
+                           compress=compress, json_schema=schema)
     sys.exit(run_submit(file, options, ReadOptions(fmt, prompt_field, template), rejects, wait, as_json))
 
 
@@ -211,11 +218,15 @@ def db_current() -> None:
 @click.option("--port", default=8765, show_default=True)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="TOML file whose [simulator] table sets latency and failure rates per model.")
-def fake_llm(host: str, port: int, config_path: str | None) -> None:
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of recorded answers (prompt, <model>_response columns) to answer with instead of inventing.")
+@click.option("--replay-map", help='Which simulated model replays which recorded one: "sim-nano=REC-A,sim-flagship=REC-B".')
+def fake_llm(host: str, port: int, config_path: str | None, replay: str | None, replay_map: str | None) -> None:
     """Run the simulated OpenAI-compatible provider (chat completions, embeddings, models)."""
     from fakellm import main as serve
 
     args = ["--host", host, "--port", str(port)] + (["--config", config_path] if config_path else [])
+    args += (["--replay", replay] if replay else []) + (["--replay-map", replay_map] if replay_map else [])
     sys.exit(serve(args))
 
 
@@ -295,3 +306,24 @@ def cache_clear_command(tenant: str | None, as_json: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.argument("batch", required=False)
+@click.option("--older-than", default="10m", show_default=True,
+              help="Only jobs unchanged for this long (30m, 2h, 1d), so messages still queued are not doubled.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_friendly
+def recover(batch: str | None, older_than: str, as_json: bool) -> None:
+    """Publish again the messages of waiting jobs whose message was lost (safe to repeat)."""
+    from producer.api import Tierq
+    from producer.commands import parse_since
+    from producer.recover import recover as resend
+    from producer.status import parse_batch_id
+
+    with Tierq() as tq:
+        done = resend(tq.engine, tq.sender, parse_batch_id(batch) if batch else None, parse_since(older_than))
+    if as_json:
+        click.echo(json.dumps({"messages": done.messages, "jobs": done.jobs}))
+    else:
+        click.echo(f"published {done.messages} messages again for {done.jobs} waiting jobs")

@@ -10,13 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Engine, insert, text
 
 from models import Batch, JobStatus
 from producer.inputs import LineSource
 from producer.records import Record, Rejection, RejectKind
-from tierq.config import Config
-from tierq.errors import InputError
+from tierq.config import RESERVED_PARAMS, Config, schema_problem
+from tierq.errors import ConfigError, InputError, TierqError
 from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK
 from tierq.vault import TextVault, redacted
 
@@ -46,6 +47,8 @@ class BatchOptions:
     use_cache: bool = True
     budget_usd: Decimal | None = None
     store_text: bool = True  # False: Postgres keeps digests only, texts live in Redis until used
+    compress: bool | None = None  # None: as the TOML's [compression] says for each task type
+    json_schema: dict[str, Any] | None = None  # answers must match it (replaces the task type's validator)
 
     def check(self, config: Config) -> None:
         """Reject tier options that name no configured tier, or a minimum above the maximum."""
@@ -54,6 +57,16 @@ class BatchOptions:
                 raise InputError(f"{label} {tier!r} is not a configured tier; use one of {config.tier_names}")
         if self.min_tier and self.max_tier and config.tier_index(self.min_tier) > config.tier_index(self.max_tier):
             raise InputError(f"--min-tier {self.min_tier!r} is above --max-tier {self.max_tier!r}")
+        if self.json_schema is not None:
+            try:
+                schema_problem(self.json_schema, "--json-schema")
+            except ConfigError as exc:
+                raise InputError(str(exc)) from None
+
+    def stored_params(self) -> dict[str, Any]:
+        """The batch's params, with tierq's own options under RESERVED_PARAMS (never sent to a model)."""
+        own = {k: v for k, v in (("compress", self.compress), ("json_schema", self.json_schema)) if v is not None}
+        return {**self.params, RESERVED_PARAMS: own} if own else self.params
 
 
 @dataclass(slots=True)
@@ -110,7 +123,7 @@ class Submitter:
                 insert(Batch).values(
                     id=self.result.batch_id, source=o.source, tenant=o.tenant, task_type=o.task_type,
                     system_prompt=o.system_prompt, force_tier=o.force_tier, min_tier=o.min_tier,
-                    max_tier=o.max_tier, params=o.params, total=0, rejected=0, cancelled=False, use_cache=o.use_cache and o.store_text, store_text=o.store_text,
+                    max_tier=o.max_tier, params=o.stored_params(), total=0, rejected=0, cancelled=False, use_cache=o.use_cache and o.store_text, store_text=o.store_text,
                     budget_usd=o.budget_usd,
                 )
             )
@@ -174,13 +187,21 @@ class Submitter:
                 for job_id, (n, (record, chars)) in zip(ids, enumerate(records), strict=True):
                     copy.write_row(self._row(job_id, record, chars, messages[n // self.chunk]))
         # Sent only after the commit, so a worker never receives ids it cannot see yet.
-        with self.app.producer_or_acquire() as producer:
-            for start, message_id in zip(range(0, len(ids), self.chunk), messages, strict=True):
-                self.app.send_task(
-                    CLASSIFY_TASK, args=[list(ids[start : start + self.chunk])],
-                    kwargs={"batch": str(self.result.batch_id)}, task_id=str(message_id), queue=CLASSIFY_QUEUE,
-                    producer=producer,
-                )
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for start, message_id in zip(range(0, len(ids), self.chunk), messages, strict=True):
+                    self.app.send_task(
+                        CLASSIFY_TASK, args=[list(ids[start : start + self.chunk])],
+                        kwargs={"batch": str(self.result.batch_id)}, task_id=str(message_id), queue=CLASSIFY_QUEUE,
+                        producer=producer,
+                    )
+        except (BrokerError, OSError) as exc:
+            batch = self.result.batch_id
+            raise TierqError(
+                f"the broker did not take the messages of batch {batch} ({type(exc).__name__}: {exc}); its "
+                f"{self.result.accepted + len(records)} jobs so far are saved: once the broker is back, run "
+                f"`tierq recover {batch} --older-than 0m` to queue them, and submit the rest of the file again"
+            ) from None
         self.result.accepted += len(records)
 
     def _row(self, job_id: int, record: Record, chars: int, message_id: uuid.UUID) -> tuple[Any, ...]:

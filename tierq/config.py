@@ -143,8 +143,10 @@ class CacheConfig(_Strict):
     embedding_model: str = "text-embedding-3-small"
     dim: int = Field(default=384, ge=16, le=4096)
     threshold: float | None = Field(default=None, gt=0, le=1, description="default: the embedder's own")
-    bands: int = Field(default=20, ge=1, le=64)
-    rows: int = Field(default=12, ge=1, le=62)
+    # 48 x 16: the only shape measured with recall >= 0.98 at cosine 0.86 at both 100k and 1M entries, with
+    # a third of 20 x 12's candidates (so of its lookup time) for 1.7 KB more per entry (docs/cache.md).
+    bands: int = Field(default=48, ge=1, le=64)
+    rows: int = Field(default=16, ge=1, le=62)
     ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     max_entries: int = Field(default=1_000_000, gt=0)
     lease_s: float = Field(default=30.0, gt=0, description="a leader silent this long is presumed dead")

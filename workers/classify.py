@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from workers.compress import compress_pending
 from workers.context import WorkerContext
 from workers.dedup import Dedup, deduplicate
 from workers.private import EXPIRED, reveal_pending
@@ -48,6 +49,7 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     expired: list[int] = []
     if any(job.private for job in jobs):
         jobs, expired = reveal_pending(ctx.vault, jobs)
+    jobs = compress_pending(ctx, jobs, message_id)
     routes, unroutable = _routes(ctx, jobs)
     unroutable += [(job_id, EXPIRED, 0) for job_id in expired]
     dedup = Dedup()

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from models.enums import CallOutcome
 from tierq.config import RESERVED_PARAMS, Config, ValidatorConfig, import_callable, schema_problem
+from tierq.errors import ConfigError
 from workers.llm import CallRecord
 
 if TYPE_CHECKING:
@@ -142,11 +143,20 @@ class Checks:
         with self._lock:
             check = self._batch.get(key)
             if check is None:
-                schema_problem(schema, "the batch's --json-schema")
                 if len(self._batch) >= MAX_BATCH_SCHEMAS:
                     self._batch.clear()
-                check = self._batch[key] = AnswerCheck("--json-schema", json_test(schema))
+                check = self._batch[key] = _batch_check(schema)
         return check
+
+
+def _batch_check(schema: dict[str, Any]) -> AnswerCheck:
+    try:
+        schema_problem(schema, "the batch's --json-schema")
+    except ConfigError as exc:
+        # `tierq submit` checks the schema; one that got past it (params set by hand) fails its jobs, clearly.
+        problem = str(exc)
+        return AnswerCheck("--json-schema", lambda answer, messages: problem)
+    return AnswerCheck("--json-schema", json_test(schema))
 
 
 def batch_schema(params: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierq.cache.identifiers import fingerprint
+from tierq.config import RESERVED_PARAMS
 from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
 
@@ -43,6 +44,8 @@ def cache_key(
     namespace = _digest({
         "tenant": tenant, "task": task_type, "system": system_prompt, "context": context, "floor": tier_floor,
         "params": {k: params[k] for k in ANSWER_PARAMS if k in params},
+        # tierq's own batch options (a JSON schema the answer must match...) change which answers are kept.
+        "tierq": params.get(RESERVED_PARAMS),
     })
     text = content_text(messages[last_user].get("content")) if messages else ""
     return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant)

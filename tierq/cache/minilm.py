@@ -152,20 +152,22 @@ class MiniLMEmbedder:
     def _embed_sorted(self, ids: list[list[int]], order: npt.NDArray[np.intp], out: F32) -> None:
         start = 0
         while start < len(order):
-            # Up to `batch` texts and `max_tokens` padded tokens: short texts go in big batches, long ones in small.
-            end = start + 1
-            while end < len(order) and end - start < self.batch and \
-                    (end - start + 1) * len(ids[order[end]]) <= self.max_tokens:
-                end += 1
+            end = self._batch_end(ids, order, start)
             chunk = order[start:end]
-            width = len(ids[chunk[-1]])
-            tokens = np.zeros((len(chunk), width), dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.float32)
+            tokens = np.zeros((len(chunk), len(ids[chunk[-1]])), dtype=np.int64)
+            mask = np.zeros(tokens.shape, dtype=np.float32)
             for row, i in enumerate(chunk):
                 tokens[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1.0
             out[chunk] = self.forward(tokens, mask)
             start = end
+
+    def _batch_end(self, ids: list[list[int]], order: npt.NDArray[np.intp], start: int) -> int:
+        """Up to `batch` texts and `max_tokens` padded tokens: short texts go in big batches, long ones alone."""
+        end = start + 1
+        while end < len(order) and end - start < self.batch and (end - start + 1) * len(ids[order[end]]) <= self.max_tokens:
+            end += 1
+        return end
 
     def forward(self, tokens: npt.NDArray[np.int64], mask: F32) -> F32:
         """Mean-pooled last hidden states of a padded batch (not yet normalised)."""
