@@ -72,9 +72,10 @@ def bulk_load(store: CacheStore, vectors: Vectors, via_api: int = 200) -> None:
             key, entry_id = entry_key(i), i + 1
             pipe.set(f"{p}:x:{key.exact}", entry_id, ex=ttl)
             pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": key.exact, "ts": int(time.time()),
-                                                    "v": vectors[i].astype(np.float16).tobytes(), "b": row.tobytes()})
+                                                    "b": row.tobytes()})
             pipe.expire(f"{p}:e:{entry_id}", ttl)
-            for band_key in store._band_keys(key.namespace, row):
+            pipe.set(f"{p}:v:{entry_id}", vectors[i].astype(np.float16).tobytes(), ex=ttl)
+            for band_key in store._band_keys(key.namespace, key.ids, row):
                 members.setdefault(band_key, []).append(entry_id)
         pipe.zadd(f"{p}:z", {str(i + 1): time.time() for i in chunk})
         for band_key, ids in members.items():
@@ -123,7 +124,7 @@ def measure(store: CacheStore, stored: Vectors, queries: Vectors) -> tuple[list[
         started = time.perf_counter()
         hit = store.lookup([query_key(i)], query.reshape(1, -1))[0]
         latencies.append(1e3 * (time.perf_counter() - started))
-        candidates.append(len(store.r.sunion(store._band_keys(NAMESPACE, buckets[i]))))
+        candidates.append(len(store.r.sunion(store._band_keys(NAMESPACE, "", buckets[i]))))
         if hit is None:
             continue
         true_cos = float(sims[i, hit.id - 1])

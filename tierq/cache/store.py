@@ -2,9 +2,12 @@
 
 Keys under the prefix P:
     P:x:<exact>            entry id of an exact request (string, TTL)
-    P:e:<id>               the entry (hash): state p(ending)/r(eady), leader job, vector (float16),
-                           identifier fingerprint, namespace, band buckets, answer, model, tier, cost
-    P:b:<ns>:<band>:<n>    ids of entries whose vector falls in bucket n of a band (set)
+    P:e:<id>               the entry (hash): state p(ending)/r(eady), leader job, identifier
+                           fingerprint, namespace, band buckets, answer, model, tier, cost
+    P:v:<id>               its vector, float16 (a string of its own: one MGET fetches every candidate,
+                           and the hash stays small enough for Redis's compact encoding)
+    P:b:<ns>:<ids>:<band>:<n>  ids of entries of one namespace and identifier fingerprint whose
+                           vector falls in bucket n of a band (set)
     P:z                    every entry id scored by creation time (eviction: oldest first, expired)
     P:l:<job>              lease of a leader job being answered (TTL, renewed by the tier worker)
     P:stat                 counters
@@ -21,6 +24,7 @@ from decimal import Decimal
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import redis
 from redis.typing import EncodableT, FieldT
 
@@ -29,7 +33,7 @@ from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
 
-_FIELDS = ("s", "j", "a", "m", "t", "c", "v", "f", "n", "u")
+_FIELDS = ("s", "j", "a", "m", "t", "c", "f", "n", "u")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +66,13 @@ class CacheStore:
         self.threshold = threshold
         self.planes = Hyperplanes(config.dim, config.bands, config.rows)
 
-    def _band_keys(self, namespace: str, buckets: Sequence[int]) -> list[str]:
-        return [f"{self.p}:b:{namespace}:{band}:{int(bucket)}" for band, bucket in enumerate(buckets)]
+    def _band_keys(self, namespace: str, ids: str, buckets: Sequence[int]) -> list[str]:
+        # The identifier fingerprint is part of the key: entries with other identifiers are never candidates.
+        return [f"{self.p}:b:{namespace}:{ids}:{band}:{int(bucket)}" for band, bucket in enumerate(buckets)]
 
     def _entry(self, entry_id: int, raw: Sequence[bytes | None], kind: str, similarity: float = 1.0) -> CacheEntry:
         state, job, answer, model, tier, cost = raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]
-        usage = tuple(int(x) for x in (_s(raw[9]) or "0,0,0").split(","))
+        usage = tuple(int(x) for x in (_s(raw[8]) or "0,0,0").split(","))
         return CacheEntry(entry_id, state == b"r", int(job or 0), _s(answer), _s(model), _s(tier),
                           Decimal(_s(cost) or "0"), kind, similarity, (usage[0], usage[1], usage[2]))
 
@@ -95,28 +100,33 @@ class CacheStore:
         buckets = self.planes.buckets(vectors)
         pipe = self.r.pipeline(transaction=False)
         for key, row in zip(keys, buckets, strict=True):
-            pipe.sunion(self._band_keys(key.namespace, row))
-        candidates = [sorted(int(m) for m in members) for members in pipe.execute()]
+            pipe.sunion(self._band_keys(key.namespace, key.ids, row))
+        candidates = [[int(m) for m in members] for members in pipe.execute()]
         unique = sorted({c for cands in candidates for c in cands})
-        pipe = self.r.pipeline(transaction=False)
-        for entry_id in unique:
-            pipe.hmget(f"{self.p}:e:{entry_id}", _FIELDS)
-        raw_by_id = dict(zip(unique, pipe.execute(), strict=True))
+        if not unique:
+            return [None] * len(keys)
+        width = self.cfg.dim * 2
+        raw = cast(list[bytes | None], self.r.mget([f"{self.p}:v:{i}" for i in unique]))
+        present = [n for n, blob in enumerate(raw) if blob is not None and len(blob) == width]
+        row_of = {unique[n]: r for r, n in enumerate(present)}
+        matrix = np.frombuffer(b"".join(raw[n] or b"" for n in present), dtype=np.float16)
+        matrix = matrix.reshape(len(present), self.cfg.dim).astype(np.float32)
         results: list[CacheEntry | None] = []
         for key, vector, cands in zip(keys, vectors, candidates, strict=True):
-            best: tuple[float, int] | None = None
-            for entry_id in cands:
-                raw = raw_by_id[entry_id]
-                if raw[0] is None or _s(raw[8]) != key.namespace or (_s(raw[7]) or "") != key.ids:
-                    continue
-                stored = np.frombuffer(raw[6] or b"", dtype=np.float16).astype(np.float32)
-                if stored.shape != vector.shape:
-                    continue
-                similarity = float(stored @ vector)
-                if similarity >= self.threshold and (best is None or similarity > best[0]):
-                    best = (similarity, entry_id)
-            results.append(None if best is None else self._entry(best[1], raw_by_id[best[1]], "semantic", best[0]))
+            rows = [row_of[c] for c in cands if c in row_of]
+            results.append(self._best(key, [c for c in cands if c in row_of], matrix[rows] @ vector) if rows else None)
         return results
+
+    def _best(self, key: CacheKey, ids: list[int], similarities: npt.NDArray[np.float32]) -> CacheEntry | None:
+        """The most similar candidate at or above the threshold whose entry is still there."""
+        for index in np.argsort(-similarities):
+            similarity = float(similarities[index])
+            if similarity < self.threshold:
+                return None
+            raw = cast(list[bytes | None], self.r.hmget(f"{self.p}:e:{ids[index]}", _FIELDS))
+            if raw[0] is not None and _s(raw[7]) == key.namespace and (_s(raw[6]) or "") == key.ids:
+                return self._entry(ids[index], raw, "semantic", similarity)
+        return None
 
     def register(self, key: CacheKey, vector: Sequence[float] | None, job_id: int) -> tuple[int, CacheEntry | None]:
         """Make `job_id` the leader of `key` (its new entry id, None); if a job got there first, its entry."""
@@ -132,9 +142,9 @@ class CacheStore:
         if vector is not None and self.cfg.semantic:
             vec = np.asarray(vector, dtype=np.float32)
             buckets = self.planes.buckets(vec.reshape(1, -1))[0]
-            fields["v"] = vec.astype(np.float16).tobytes()
             fields["b"] = buckets.astype(np.int64).tobytes()
-            for band_key in self._band_keys(key.namespace, buckets):
+            pipe.set(f"{self.p}:v:{entry_id}", vec.astype(np.float16).tobytes(), ex=self.cfg.ttl_s)
+            for band_key in self._band_keys(key.namespace, key.ids, buckets):
                 pipe.sadd(band_key, entry_id)
                 pipe.expire(band_key, self.cfg.ttl_s)
         pipe.hset(f"{self.p}:e:{entry_id}", mapping=fields)
@@ -155,6 +165,7 @@ class CacheStore:
         pipe.hset(name, mapping={"s": "r", "a": answer, "m": model, "t": tier, "c": str(cost),
                                  "u": ",".join(str(t) for t in tokens)})
         pipe.expire(name, self.cfg.ttl_s)
+        pipe.expire(f"{self.p}:v:{entry_id}", self.cfg.ttl_s)
         pipe.hincrby(f"{self.p}:stat", "fills", 1)
         pipe.execute()
         self.evict()
@@ -163,18 +174,20 @@ class CacheStore:
     def drop(self, entry_id: int, leader_job: int | None = None) -> bool:
         """Remove an entry (only if `leader_job` still leads it, when given) with its index entries."""
         name = f"{self.p}:e:{entry_id}"
-        job, exact, namespace, buckets = cast(list[bytes | None], self.r.hmget(name, ["j", "x", "n", "b"]))
+        job, exact, namespace, buckets, ids = cast(list[bytes | None], self.r.hmget(name, ["j", "x", "n", "b", "f"]))
         if job is None:
             # Expired already; its band-set members are swept when those sets expire.
             self.r.zrem(f"{self.p}:z", str(entry_id))
+            self.r.delete(f"{self.p}:v:{entry_id}")
             return False
         if leader_job is not None and job != str(leader_job).encode():
             return False
         pipe = self.r.pipeline(transaction=False)
         if buckets:
-            for band_key in self._band_keys(_s(namespace) or "", np.frombuffer(buckets, dtype=np.int64).tolist()):
+            band_keys = self._band_keys(_s(namespace) or "", _s(ids) or "", np.frombuffer(buckets, dtype=np.int64).tolist())
+            for band_key in band_keys:
                 pipe.srem(band_key, entry_id)
-        pipe.delete(name)
+        pipe.delete(name, f"{self.p}:v:{entry_id}")
         pipe.zrem(f"{self.p}:z", str(entry_id))
         pipe.execute()
         if exact is not None and self.r.get(f"{self.p}:x:{_s(exact)}") == str(entry_id).encode():
