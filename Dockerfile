@@ -2,10 +2,15 @@
 # the simulated provider differ only in their command (see docker-compose.yml).
 FROM python:3.12-slim
 
+# One BLAS thread per process: a worker embeds small batches, and on a small machine several worker
+# processes each spawning a thread per core would fight over it.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1
 
 WORKDIR /src
 # Dependencies first, in their own layer, so that a code change does not reinstall them.
