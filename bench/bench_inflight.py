@@ -1,0 +1,124 @@
+"""In-flight concurrency: calls/s of tier worker processes at 1 s latency, against a raw asyncio client.
+
+    .venv/bin/python bench/bench_inflight.py [--calls 3200] [--jitter]
+
+The simulator answers every call after exactly 1 s. Anchor: bench/anchor_client.py, one process with
+`openai.AsyncOpenAI` over aiohttp and a semaphore of 400 (8 threads x `tier_chunk` 50, the calls one
+worker process keeps open), making N calls. Ours: the same N jobs submitted forced to the hot tier and
+classified first by a classify worker that is then stopped; the hot worker processes, already started
+on an idle queue, are told to consume "hot" together (Celery's `add_consumer`), so that none starts
+ahead. Both rates come from the simulator's finish times, counted after the first wave of 400
+(measure.steady_rate); two worker processes get 2N jobs and are compared with one.
+`--jitter` adds a row at 0.5-1.5 s latency (mean 1 s), where a chunk waits for its slowest call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import BenchError, Stack, open_stack, wait_for
+from measure import FINAL, count_jobs, finish_anchor, start_anchor, steady_rate
+from rows import Row, Target, table
+from simconfigs import write_config
+
+from producer.api import Tierq
+from producer.submit import BatchOptions
+from tierq.config import load_config
+
+THREADS = 8  # tierq's worker_concurrency, passed explicitly to the workers here
+FIXED = {"latency_ms": 1000}
+JITTERED = {"latency_ms": 500, "latency_jitter_ms": 1000}
+IDLE_QUEUE = "bench-idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured run: steady calls/s and the simulator's peak of open calls."""
+
+    rate: float
+    max_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class InflightResult:
+    """The rows, and the highest call rate the simulator had to serve."""
+
+    rows: list[Row]
+    peak_calls_per_s: float
+
+
+def anchor(stack: Stack, calls: int, concurrency: int, behaviour: dict[str, Any]) -> Run:
+    """The raw asyncio client's steady rate."""
+    stack.reset(behaviour)
+    finish_anchor(start_anchor(stack.sim.base_url, calls, concurrency), timeout_s=calls / 50 + 60)
+    stats = stack.sim_stats(calls=True)
+    return Run(steady_rate(stats["calls"], concurrency), stats["max_in_flight"])
+
+
+def workers(stack: Stack, config: Path, processes: int, jobs: int, behaviour: dict[str, Any]) -> Run:
+    """`processes` hot workers answering `jobs` pre-classified jobs together."""
+    stack.reset(behaviour)
+    hot = [stack.start_worker(IDLE_QUEUE, config, f"hot{n}", extra=["-c", str(THREADS)]) for n in range(processes)]
+    router = stack.start_worker("classify", config, "classify")
+    with Tierq(stack.settings(config), load_config(config)) as tq:
+        items = [{"id": f"f-{i}", "prompt": f"Ticket {i}: where is parcel {i * 7919 % 100003}?"} for i in range(jobs)]
+        batch = tq.submit(items, BatchOptions(force_tier="hot", use_cache=False)).batch_id
+        wait_for(lambda: count_jobs(tq.engine, batch, ["queued"]) >= jobs, 120, f"{jobs} jobs to be classified")
+        stack.stop_worker(router)
+        replies = stack.control.control.add_consumer("hot", destination=[w.nodename for w in hot], reply=True,
+                                                     timeout=5)
+        if len(replies) != processes:
+            raise BenchError(f"only {len(replies)} of {processes} workers took the hot queue: {replies}")
+        wait_for(lambda: count_jobs(tq.engine, batch, FINAL) >= jobs, jobs / 20 + 60, f"{jobs} jobs to finish",
+                 poll_s=0.2)
+        succeeded = count_jobs(tq.engine, batch, ["succeeded"])
+    for worker in hot:
+        stack.stop_worker(worker)
+    if succeeded != jobs:
+        raise BenchError(f"only {succeeded} of {jobs} jobs succeeded with a well-behaved simulator")
+    stats = stack.sim_stats(calls=True)
+    return Run(steady_rate(stats["calls"], processes * THREADS * load_config(config).worker.tier_chunk),
+               stats["max_in_flight"])
+
+
+def run(stack: Stack, quick: bool = False, calls: int | None = None, jitter: bool | None = None) -> InflightResult:
+    """One worker against the anchor, and two workers against one."""
+    config = write_config(stack.workdir / "inflight.toml", tables={"cache": {"enabled": False}})
+    concurrency = THREADS * load_config(config).worker.tier_chunk
+    n = calls or (concurrency * 4 if quick else concurrency * 8)
+    raw = anchor(stack, n, concurrency, FIXED)
+    one = workers(stack, config, 1, n, FIXED)
+    two = workers(stack, config, 2, 2 * n, FIXED)
+    rows = [
+        Row("in-flight, 1 worker process (1 s)", "calls/s", one.rate, raw.rate, Target("ratio", 0.8),
+            note=f"{n:,} calls; peak open calls: worker {one.max_in_flight}, anchor {raw.max_in_flight} "
+                 f"(semaphore {concurrency})"),
+        Row("in-flight, 2 worker processes vs 1", "calls/s", two.rate, one.rate, Target("ratio", 1.6),
+            note=f"{2 * n:,} calls; peak open calls {two.max_in_flight}"),
+    ]
+    if jitter if jitter is not None else not quick:
+        raw_j = anchor(stack, n, concurrency, JITTERED)
+        one_j = workers(stack, config, 1, n, JITTERED)
+        rows.append(Row("in-flight, 1 worker (0.5-1.5 s)", "calls/s", one_j.rate, raw_j.rate, Target("ratio", 0.8),
+                        note="latency uniform in 0.5-1.5 s (mean 1 s): a chunk's thread waits for its slowest call"))
+    return InflightResult(rows, max(raw.rate, one.rate, two.rate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this benchmark alone."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=None, help="calls per worker process (default 3200)")
+    parser.add_argument("--jitter", action="store_true", help="add the 0.5-1.5 s latency row")
+    args = parser.parse_args(argv)
+    with open_stack() as stack:
+        result = run(stack, calls=args.calls, jitter=args.jitter)
+    print(table(result.rows))
+    return 0 if all(r.passed for r in result.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
