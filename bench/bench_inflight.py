@@ -3,11 +3,11 @@
     .venv/bin/python bench/bench_inflight.py [--calls 3200] [--jitter]
 
 The simulator answers every call after exactly 1 s. Anchor: bench/anchor_client.py, one process with
-`openai.AsyncOpenAI` over aiohttp and a semaphore of 400 (8 threads x `tier_chunk` 50, the calls one
+`openai.AsyncOpenAI` over aiohttp and a semaphore of THREADS x `tier_chunk` (800: the calls one
 worker process keeps open), making N calls. Ours: the same N jobs submitted forced to the hot tier and
 classified first by a classify worker that is then stopped; the hot worker processes, already started
 on an idle queue, are told to consume "hot" together (Celery's `add_consumer`), so that none starts
-ahead. Both rates come from the simulator's finish times, counted after the first wave of 400
+ahead. Both rates come from the simulator's finish times, counted after the first wave
 (measure.steady_rate); two worker processes get 2N jobs and are compared with one.
 `--jitter` adds a row at 0.5-1.5 s latency (mean 1 s), where a chunk waits for its slowest call.
 """
@@ -29,7 +29,7 @@ from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
 
-THREADS = 8  # tierq's worker_concurrency, passed explicitly to the workers here
+THREADS = 16  # tierq's worker_concurrency (workers/celery_app.py), passed explicitly to the workers here
 FIXED = {"latency_ms": 1000}
 JITTERED = {"latency_ms": 500, "latency_jitter_ms": 1000}
 IDLE_QUEUE = "bench-idle"

@@ -25,7 +25,7 @@ from tierq.settings import get_settings
 QUEUE = "bench-noop"
 TASK = "bench.noop"
 COUNTER = "bench:noop:done"
-THREADS = 8  # tierq's worker_concurrency (workers/celery_app.py)
+THREADS = 16  # tierq's worker_concurrency (workers/celery_app.py)
 
 
 def make_app(broker_url: str, config: Config, counter_url: str | None = None, *, tierq_settings: bool = False) -> Celery:

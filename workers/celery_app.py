@@ -18,9 +18,10 @@ def create_app() -> Celery:
     app.conf.update(celery_config(config, settings.broker, settings.visibility_timeout_s))
     app.conf.update(
         # Model calls run on one asyncio loop per process; pool threads only wait on it and write to
-        # Postgres, so a handful of threads keeps hundreds of calls in flight.
+        # Postgres, so a few threads keep hundreds of calls in flight. 16 rather than 8: a thread waits
+        # for the slowest call of its chunk, so with uneven latencies 8 left slots idle (docs/benchmarks.md).
         worker_pool="threads",
-        worker_concurrency=8,
+        worker_concurrency=16,
     )
     return app
 

@@ -37,7 +37,7 @@ class WorkerContext:
     @cached_property
     def engine(self) -> Engine:
         """The process's connection pool (threads of the pool share it)."""
-        return make_engine(self.settings.database_url, pool_size=10)
+        return make_engine(self.settings.database_url, pool_size=20)
 
     @cached_property
     def client(self) -> ModelClient:

@@ -10,12 +10,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from models import Call
 from workers.llm import CallRecord
 
 
@@ -148,11 +147,28 @@ def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict
     return messages
 
 
+_CALL_COLUMNS = {
+    "id": "uuid", "job_id": "bigint", "batch_id": "uuid", "attempt": "int", "tier": "text", "model": "text",
+    "provider": "text", "prompt_tokens": "int", "completion_tokens": "int", "cached_tokens": "int",
+    "usage_estimated": "bool", "cost_usd": "numeric", "saved_usd": "numeric", "latency_ms": "int",
+    "outcome": "text", "error": "text",
+}
+_CALL_DEFAULTS: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
+                                  "usage_estimated": False, "saved_usd": Decimal(0), "latency_ms": 0, "error": None}
+# One statement per chunk, its columns as arrays: an executemany would send one INSERT per row.
+_INSERT_CALLS = text(
+    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _CALL_COLUMNS.items())
+    + ") ON CONFLICT (id) DO NOTHING"
+)
+
+
 def record_calls(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """Insert cost rows; a row whose id is already there (a replayed write) is skipped."""
     values = list(rows)
     if values:
-        conn.execute(pg_insert(Call).on_conflict_do_nothing(index_elements=["id"]), values)
+        conn.execute(_INSERT_CALLS, {name: [row.get(name, _CALL_DEFAULTS.get(name)) for row in values]
+                                     for name in _CALL_COLUMNS})
 
 
 def call_row(record: CallRecord, *, job_id: int, batch_id: uuid.UUID, attempt: int, tier: str) -> dict[str, Any]:
