@@ -41,6 +41,15 @@ def test_identifiers_tell_apart_orders_amounts_dates_emails_urls() -> None:
     assert fingerprint("Where is my parcel?") == fingerprint("where is my parcel") == ""
 
 
+def test_weekday_and_month_names_are_dates() -> None:
+    assert fingerprint("Is the branch open on Friday?") != fingerprint("Is the branch open on Monday?")
+    assert fingerprint("Card arrived in Sept") == fingerprint("card arrived in september")
+    assert fingerprint("Shares close higher on Tuesday") == fingerprint("shares close higher on TUESDAY") != ""
+    # "May" and "March" are verbs far more often than months.
+    assert fingerprint("May I change my PIN?") == fingerprint("Can I change my PIN?") == ""
+    assert fingerprint("We march on") == ""
+
+
 def test_hashing_embedder_is_near_for_near_identical_text() -> None:
     a, b, c = EMBED.embed(["Where is my parcel? It has not arrived.", "where is my parcel?? it has not arrived",
                            "How do I change my password?"])

@@ -1,5 +1,8 @@
 """Identifiers that make two similar texts different questions: numbers, amounts, dates, e-mails, URLs.
 
+Dates count in words too: weekday and month names ("closed on Friday" is not "closed on Monday").
+"May" and "March" are left out, since as words they are mostly a modal verb and a verb.
+
 Two tickets that differ only in an order number ask about different orders, however close their
 embeddings are, so a semantic hit needs the same identifiers on both sides.
 """
@@ -13,6 +16,12 @@ _URL = re.compile(r"\bhttps?://[^\s<>\"')\]]+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # Digit runs, with their separators, so "1,250.00", "2024-05-01", "#48213" and "v2" all count.
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+_DAY_OR_MONTH = re.compile(
+    r"\b(?:mon|tues?|wednes|thurs?|fri|satur|sun)day\b"
+    r"|\b(?:jan(?:uary)?|feb(?:ruary)?|apr(?:il)?|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?"
+    r"|nov(?:ember)?|dec(?:ember)?)\b",
+    re.IGNORECASE,
+)
 
 
 def identifiers(text: str) -> frozenset[str]:
@@ -23,7 +32,13 @@ def identifiers(text: str) -> frozenset[str]:
         found.update(m.group(0).lower().rstrip(".,;:") for m in pattern.finditer(rest))
         rest = pattern.sub(" ", rest)
     found.update(m.group(0).rstrip(".,:/-") for m in _NUMBER.finditer(rest))
+    found.update(_day_or_month(m.group(0)) for m in _DAY_OR_MONTH.finditer(rest))
     return frozenset(found)
+
+
+def _day_or_month(word: str) -> str:
+    """A weekday or month by its first three letters: "Sept" is "September", "Thurday" is "Thursday"."""
+    return word[:3].lower()
 
 
 def fingerprint(text: str) -> str:
