@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -9,12 +10,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 import redis
-
 from conftest import RedisDbs
+
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
 from tierq.cache.identifiers import fingerprint, identifiers
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
+
 
 @pytest.fixture()
 def store(redis_dbs: RedisDbs) -> Iterator[CacheStore]:
@@ -103,7 +105,7 @@ def test_semantic_hits_are_never_below_the_threshold(store: CacheStore) -> None:
         store.fill(entry_id, i, text, "m", "hot", Decimal(0))
     queries = [key(t.upper() + "!") for t in texts[:100]] + [key(f"parcel {i} question") for i in range(100)]
     qv = EMBED.embed([q.text for q in queries])
-    for q, v, found in zip(queries, qv, store.lookup(queries, qv), strict=True):
+    for v, found in zip(qv, store.lookup(queries, qv), strict=True):
         if found is not None:
             assert found.similarity >= 0.9
             assert found.similarity == pytest.approx(float(v @ EMBED.embed([found.answer or ""])[0]), abs=2e-3)
@@ -121,7 +123,7 @@ def test_eviction_and_expiry_are_not_served(redis_dbs: RedisDbs) -> None:
     assert [f is not None for f in found] == [False, False, True, True, True]
     time.sleep(1.2)
     assert small.lookup(keys, EMBED.embed([k.text for k in keys])) == [None] * 5
-    assert small.evict() == 3 and client.zcard("t:z") == 0
+    assert small.evict() == 3 and small.entries() == 0
     client.flushdb()
     client.close()
 
@@ -139,3 +141,108 @@ def test_stats_and_clear_by_tenant(store: CacheStore) -> None:
     assert cache_stats(store)["entries"] == 1
     assert store.lookup([key("question 2 about parcels", tenant="globex")], None)[0] is not None
     assert clear_cache(store) == 1 and list(store.r.scan_iter(match="t:*")) == []
+
+
+def _page_bytes(client: redis.Redis, prefix: str) -> int:
+    return sum(int(client.strlen(name)) for name in client.scan_iter(match=f"{prefix}:p:*", count=1000))
+
+
+def _tickets(n: int, start: int = 0) -> list[str]:
+    words = ["parcel", "refund", "invoice", "password", "delivery", "voucher", "account", "address"]
+    return [f"my {words[i % 8]} question {chr(97 + i % 26)}{chr(97 + (i // 26) % 26)} about the {words[(i // 8) % 8]}"
+            for i in range(start, start + n)]
+
+
+def test_a_namespace_is_centred_after_enough_entries_and_keeps_its_hits(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    cfg = CacheConfig(prefix="t", max_entries=1000, ttl_s=3600, centre_after=20)
+    store = CacheStore(client, cfg, threshold=0.9)
+    stale = CacheStore(client, cfg, threshold=0.9)  # another worker, which saw the namespace before its centre
+    texts = _tickets(30)
+    keys = [key(t) for t in texts]
+    assert stale.generation(keys[0].namespace)[0] == 0
+    for n, (k, v) in enumerate(zip(keys[:25], EMBED.embed(texts[:25]), strict=True)):
+        entry_id, _ = store.register(k, v.tolist(), job_id=n + 1)
+        assert store.fill(entry_id, n + 1, f"answer {n}", "m", "hot", Decimal(0))
+    namespace = keys[0].namespace
+    centre = np.frombuffer(client.get(f"t:c:{namespace}") or b"", dtype=np.float32)
+    assert centre.shape == (384,) and float(np.linalg.norm(centre)) > 0.1
+    assert client.scard(f"t:k:{namespace}") == 0
+    assert {client.hget(f"t:e:{i}", "g") for i in range(1, 26)} == {b"1"}
+    assert _page_bytes(client, "t") == 24 * cfg.bands * 25
+    # The stale worker still believes generation 0: its writes and searches are refused, it reloads, retries.
+    for n, (k, v) in enumerate(zip(keys[25:], EMBED.embed(texts[25:]), strict=True), start=25):
+        entry_id, _ = stale.register(k, v.tolist(), job_id=n + 1)
+        stale.fill(entry_id, n + 1, f"answer {n}", "m", "hot", Decimal(0))
+    assert stale.generation(namespace)[0] == 1 and client.hget("t:e:30", "g") == b"1"
+    queries = [key(t.upper() + "!") for t in texts]
+    for reader in (store, CacheStore(client, cfg, threshold=0.9)):
+        found = reader.lookup(queries, EMBED.embed([q.text for q in queries]))
+        assert [f.answer if f else None for f in found] == [f"answer {n}" for n in range(30)]
+    # Dropping an entry, migrated or not, cuts exactly its records.
+    assert store.drop(3) and stale.drop(28)
+    assert _page_bytes(client, "t") == 24 * cfg.bands * 28
+    client.flushdb()
+    client.close()
+
+
+def test_centring_is_safe_to_repeat_and_to_race(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    cfg = CacheConfig(prefix="t", max_entries=1000, ttl_s=3600, centre_after=10_000)
+    store = CacheStore(client, cfg, threshold=0.9)
+    texts = _tickets(40)
+    for n, (text, v) in enumerate(zip(texts, EMBED.embed(texts), strict=True)):
+        entry_id, _ = store.register(key(text), v.tolist(), job_id=n + 1)
+        store.fill(entry_id, n + 1, text, "m", "hot", Decimal(0))
+    namespace = key(texts[0]).namespace
+    client.delete("t:v:7", "t:e:7")  # an entry Redis expired: centring forgets it
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for moved in pool.map(lambda _: CacheStore(client, cfg, 0.9).centre(namespace), range(4)):
+            results.append(moved)
+    assert sum(results) == 39 and client.scard(f"t:k:{namespace}") == 0
+    assert store.centre(namespace) == 0
+    # Entry 7's records (in generation 0, which nobody searches now) are garbage until a vacuum.
+    assert _page_bytes(client, "t") == 24 * cfg.bands * 40
+    assert store.vacuum() == cfg.bands and _page_bytes(client, "t") == 24 * cfg.bands * 39
+    # A search cuts garbage it meets: entry 9's vector expires, then its near-duplicate is looked up.
+    client.delete("t:v:9")
+    found = store.lookup([key(texts[8] + "!")], EMBED.embed([texts[8] + "!"]))
+    assert found[0] is None or found[0].id != 9
+    assert 24 * cfg.bands * 38 <= _page_bytes(client, "t") < 24 * cfg.bands * 39
+    client.flushdb()
+    client.close()
+
+
+def test_the_sweep_keeps_the_newest_entries_and_steps_over_dropped_ones(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    small = CacheStore(client, CacheConfig(prefix="t", max_entries=5, ttl_s=3600), threshold=0.9)
+    keys = [key(f"question {n} about refunds") for n in range(12)]
+    for n, k in enumerate(keys):
+        entry_id, _ = small.register(k, EMBED.embed([k.text])[0].tolist(), job_id=n)
+        if n in (3, 8):
+            assert small.drop(entry_id, n)  # a leader that failed
+        else:
+            small.fill(entry_id, n, f"answer {n}", "m", "hot", Decimal(0))
+        assert small.entries() <= 5
+    served = [f is not None for f in small.lookup(keys, None)]
+    assert served == [False] * 7 + [True, False, True, True, True]
+    assert small.entries() == 4 and int(client.get("t:lo") or 0) == 8
+    assert _page_bytes(client, "t") == 24 * small.cfg.bands * 4
+    client.flushdb()
+    client.close()
+
+
+def test_one_leader_when_many_register_the_same_question_at_once(store: CacheStore) -> None:
+    k = key("Where is my parcel? It has not arrived.")
+    vector = EMBED.embed([k.text])[0].tolist()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda job: store.register(k, vector, job_id=job), range(1, 9)))
+    leaders = [entry_id for entry_id, existing in results if existing is None]
+    assert len(leaders) == 1 and {entry_id for entry_id, _ in results} == set(leaders)
+    assert {existing.leader_job for _, existing in results if existing is not None} <= {1, 2, 3, 4, 5, 6, 7, 8}
+    assert len({existing.leader_job for _, existing in results if existing is not None}) == 1
+    assert store.entries() == 1

@@ -11,11 +11,14 @@ from tierq.cache.store import CacheStore
 def cache_stats(store: CacheStore, sample: int = 200) -> dict[str, Any]:
     """Entries, hit and miss counters, and the memory of an average entry (sampled)."""
     r, p = store.r, store.p
-    entries = int(r.zcard(f"{p}:z"))
+    entries = store.entries()
     counters = {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], r.hgetall(f"{p}:stat")).items()}
-    ids = [int(m) for m in cast(list[bytes], r.zrange(f"{p}:z", 0, -1))[:10_000]]
-    picked = random.sample(ids, min(sample, len(ids)))
-    sizes = [r.memory_usage(f"{p}:e:{i}") or 0 for i in picked]
+    low, high = (int(v or 0) for v in cast(list[bytes | None], r.mget(f"{p}:lo", f"{p}:n")))
+    window = range(max(low, 1), high + 1)
+    picked = random.sample(window, min(sample, len(window)))
+    # An entry is its hash and its vector-and-answer string; index pages add 8 bytes per band.
+    sizes = [(r.memory_usage(f"{p}:e:{i}") or 0) + (r.memory_usage(f"{p}:v:{i}") or 0) for i in picked
+             if r.exists(f"{p}:e:{i}")]
     per_entry = sum(sizes) / len(sizes) if sizes else 0.0
     lookups = counters.get("hits", 0) + counters.get("coalesced", 0) + counters.get("misses", 0)
     return {
@@ -37,7 +40,7 @@ def clear_cache(store: CacheStore, tenant: str | None = None) -> int:
     """Remove every entry (or only `tenant`'s) with its index keys; returns the entries removed."""
     r, p = store.r, store.p
     if tenant is None:
-        removed = int(r.zcard(f"{p}:z"))
+        removed = store.entries()
         batch: list[bytes] = []
         for name in r.scan_iter(match=f"{p}:*", count=1000):
             batch.append(name)

@@ -1,22 +1,30 @@
-"""The cache in Redis: entries, the exact index, LSH band sets, leases, eviction.
+"""The cache in Redis: entries, the exact index, the semantic index, leases, eviction.
 
 Keys under the prefix P:
-    P:x:<exact>            entry id of an exact request (string, TTL)
-    P:e:<id>               the entry (hash): state p(ending)/r(eady), leader job, identifier
-                           fingerprint, namespace, band buckets, answer, model, tier, cost
-    P:v:<id>               its vector, float16 (a string of its own: one MGET fetches every candidate,
-                           and the hash stays small enough for Redis's compact encoding)
-    P:b:<ns>:<ids>:<band>:<n>  ids of entries of one namespace and identifier fingerprint whose
-                           vector falls in bucket n of a band (set)
-    P:z                    every entry id scored by creation time (eviction: oldest first, expired)
-    P:l:<job>              lease of a leader job being answered (TTL, renewed by the tier worker)
-    P:stat                 counters
+    P:x:<exact>        entry id of an exact request (string, TTL: ttl_s)
+    P:e:<id>           the entry (hash, small enough for Redis's compact listpack encoding): state
+                       p(ending)/r(eady), leader job, identifier fingerprint, namespace, tenant, time
+                       cached, vector width, and once answered the model, tier, cost and tokens
+    P:v:<id>           its float16 vector followed, once answered, by the answer (string)
+    P:p:<band>:<page>  semantic index pages shared by every namespace (tierq.cache.index)
+    P:c:<namespace>    the namespace's centre, once it has had `centre_after` entries (float32)
+    P:k:<namespace>    its entries still hashed from the origin (set; emptied when the centre is set)
+    P:n, P:lo          the last entry id given, and the oldest not yet swept: ids are given in time
+                       order, so the eviction sweep walks up from P:lo, dropping expired entries and, while
+                       more than `max_entries` ids are in the window, the oldest ones
+    P:live             how many entries there are
+    P:l:<job>          lease of a leader job being answered (TTL, renewed by the tier worker)
+    P:stat             counters
 A pending entry is a question being answered right now; lookups that find one coalesce onto its
-leader instead of calling a model.
+leader instead of calling a model. An entry is served for ttl_s after it was cached: lookups check
+its time, Redis expires the exact key then, and the entry and vector a margin later, so the eviction
+sweep can still read the vector it needs to unindex them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +37,55 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from tierq.cache.embedders import Vectors
+from tierq.cache.index import PageIndex, Slots, id_bytes
 from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
 
-_FIELDS = ("s", "j", "a", "m", "t", "c", "f", "n", "u")
+_FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w")
+
+# KEYS: entry, vector+answer, stats; ARGV: leader job, answer, model, tier, cost, tokens, now, ttl of
+# the entry and vector. The vector stays; the answer goes after it.
+_FILL = """
+if redis.call('HGET', KEYS[1], 'j') ~= ARGV[1] then return 0 end
+local width = tonumber(redis.call('HGET', KEYS[1], 'w') or '0')
+local head = ''
+if width > 0 then
+  head = redis.call('GETRANGE', KEYS[2], 0, width - 1)
+  if #head ~= width then return 0 end
+end
+redis.call('SET', KEYS[2], head .. ARGV[2], 'EX', ARGV[8])
+redis.call('HSET', KEYS[1], 's', 'r', 'm', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'u', ARGV[6], 'ts', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('HINCRBY', KEYS[3], 'fills', 1)
+return 1
+"""
+
+# KEYS: exact key, id counter, live entry counter. ARGV: entry key prefix, now, ttl, keep seconds, then the entry's fields
+# and values. If the exact key names an entry cached less than ttl ago, returns {its id, 0}; otherwise
+# gives the next id, points the exact key at it and writes the entry, all at once (so an id without
+# an entry is one that is gone for good, and the sweep can step over it): {id, 1}.
+_REGISTER = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local cached = redis.call('HGET', ARGV[1] .. old, 'ts')
+  if cached and tonumber(cached) >= tonumber(ARGV[2]) - tonumber(ARGV[3]) then return {tonumber(old), 0} end
+end
+local id = redis.call('INCR', KEYS[2])
+redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], id, 'EX', ARGV[3])
+redis.call('HSET', ARGV[1] .. id, 'ts', ARGV[2], unpack(ARGV, 5))
+redis.call('EXPIRE', ARGV[1] .. id, ARGV[4])
+return {id, 1}
+"""
+
+# KEYS: entry, vector+answer, live entry counter. Deletes both; 1 if the entry was there.
+_DROP = """
+local gone = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+if gone == 1 then redis.call('DECR', KEYS[3]) end
+return gone
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +117,53 @@ class CacheStore:
         self.p = config.prefix
         self.threshold = threshold
         self.planes = Hyperplanes(config.dim, config.bands, config.rows)
+        self.width = 2 * config.dim  # bytes of a float16 vector
+        # The planes' shape salts every bucket hash: entries indexed under another shape are never
+        # candidates (they are still found exactly, and age out).
+        salt = hashlib.blake2b(f"{config.dim}:{config.bands}:{config.rows}".encode(), digest_size=16).digest()
+        self.index = PageIndex(client, self.p, config.pages, config.bands, salt)
+        self._fill = client.register_script(_FILL)
+        self._register = client.register_script(_REGISTER)
+        self._drop = client.register_script(_DROP)
+        # Candidates further than this from the query by sketch are skipped: 0.5% of pairs exactly at the
+        # threshold are (far fewer above it); the rest are well below it and would lose the re-rank anyway.
+        self.far = self.planes.sketch_distance(threshold, 0.995)
+        # namespace -> (generation, offset of its centre); the scripts check it, so a stale one is reloaded.
+        self._generations: dict[str, tuple[int, npt.NDArray[np.float32] | None]] = {}
 
-    def _band_keys(self, namespace: str, ids: str, buckets: Sequence[int]) -> list[str]:
-        # The identifier fingerprint is part of the key: entries with other identifiers are never candidates.
-        return [f"{self.p}:b:{namespace}:{ids}:{band}:{int(bucket)}" for band, bucket in enumerate(buckets)]
+    @property
+    def _keep_s(self) -> int:
+        """How long Redis keeps an entry and its vector: ttl_s and a margin for the eviction sweep."""
+        return self.cfg.ttl_s + max(60, self.cfg.ttl_s // 10)
 
-    def _entry(self, entry_id: int, raw: Sequence[bytes | None], kind: str, similarity: float = 1.0) -> CacheEntry:
-        state, job, answer, model, tier, cost = raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]
-        usage = tuple(int(x) for x in (_s(raw[8]) or "0,0,0").split(","))
-        return CacheEntry(entry_id, state == b"r", int(job or 0), _s(answer), _s(model), _s(tier),
-                          Decimal(_s(cost) or "0"), kind, similarity, (usage[0], usage[1], usage[2]))
+    def _entry(self, entry_id: int, raw: Sequence[bytes | None], answer: bytes | None, kind: str,
+               similarity: float = 1.0) -> CacheEntry | None:
+        """The entry of one HMGET of _FIELDS, or None when it is gone or older than ttl_s."""
+        state, job, model, tier, cost, _, _, tokens, cached_at, _ = raw
+        if state is None or time.time() - float(cached_at or 0) > self.cfg.ttl_s:
+            return None
+        usage = tuple(int(x) for x in (_s(tokens) or "0,0,0").split(","))
+        ready = state == b"r"
+        return CacheEntry(entry_id, ready, int(job or 0), answer.decode() if ready and answer is not None else None,
+                          _s(model), _s(tier), Decimal(_s(cost) or "0"), kind, similarity,
+                          (usage[0], usage[1], usage[2]))
+
+    def _read(self, entry_ids: Sequence[int]) -> list[tuple[list[bytes | None], bytes | None]]:
+        """Fields and answer of several entries, in one round trip (two when a vector width is unusual)."""
+        guess = self.width if self.cfg.semantic else 0
+        pipe = self.r.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.hmget(f"{self.p}:e:{entry_id}", _FIELDS)
+            pipe.getrange(f"{self.p}:v:{entry_id}", guess, -1)
+        replies = pipe.execute()
+        out: list[tuple[list[bytes | None], bytes | None]] = []
+        for n, entry_id in enumerate(entry_ids):
+            raw, answer = cast(list[bytes | None], replies[2 * n]), cast(bytes, replies[2 * n + 1])
+            width = int(raw[-1] or 0)
+            if raw[0] is not None and width != guess:
+                answer = cast(bytes, self.r.getrange(f"{self.p}:v:{entry_id}", width, -1))
+            out.append((raw, answer))
+        return out
 
     def lookup(self, keys: Sequence[CacheKey], vectors: Vectors | None) -> list[CacheEntry | None]:
         """Exact matches first, then (for the rest, when vectors are given) the nearest semantic match."""
@@ -83,129 +172,262 @@ class CacheStore:
             pipe.get(f"{self.p}:x:{key.exact}")
         ids = [int(v) if v else None for v in pipe.execute()]
         found: list[CacheEntry | None] = [None] * len(keys)
-        pipe = self.r.pipeline(transaction=False)
-        for entry_id in ids:
-            if entry_id is not None:
-                pipe.hmget(f"{self.p}:e:{entry_id}", _FIELDS)
-        for index, raw in zip([i for i, e in enumerate(ids) if e is not None], pipe.execute(), strict=True):
-            if raw[0] is not None:
-                found[index] = self._entry(ids[index] or 0, raw, "exact")
+        exact = [i for i, e in enumerate(ids) if e is not None]
+        for index, (raw, answer) in zip(exact, self._read([ids[i] or 0 for i in exact]), strict=True):
+            found[index] = self._entry(ids[index] or 0, raw, answer, "exact")
         misses = [i for i, f in enumerate(found) if f is None]
         if vectors is not None and self.cfg.semantic and misses:
             for index, entry in zip(misses, self._nearest([keys[i] for i in misses], vectors[misses]), strict=True):
                 found[index] = entry
         return found
 
+    def generation(self, namespace: str) -> tuple[int, npt.NDArray[np.float32] | None]:
+        """0 while the namespace is hashed from the origin; 1 and its centre's offset once it has a centre."""
+        known = self._generations.get(namespace)
+        if known is None:
+            raw = cast(bytes | None, self.r.get(self.index.centre_key(namespace)))
+            centre = None if raw is None else np.frombuffer(raw, dtype=np.float32)
+            known = (0, None) if centre is None else (1, self.planes.offset(centre))
+            if len(self._generations) >= 100_000:
+                self._generations.clear()
+            self._generations[namespace] = known
+        return known
+
+    def candidates(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[tuple[list[int], npt.NDArray[np.float32]]]:
+        """For each query, the ids and float32 vectors of the entries its probes found."""
+        out: list[tuple[list[int], npt.NDArray[np.float32]]] = [([], np.empty((0, self.cfg.dim), np.float32))] * len(keys)
+        todo = list(range(len(keys)))
+        sketches = self.planes.sketch(vectors)
+        for _ in range(3):  # a namespace that just got its centre is reloaded and searched again
+            pipe = self.r.pipeline(transaction=False)
+            for i in todo:
+                namespace = keys[i].namespace
+                generation, offset = self.generation(namespace)
+                bands, buckets = self.planes.probes(vectors[i], self.cfg.probes, offset)
+                probes = self.index.slots(self.index.seed(namespace, keys[i].ids, generation), bands, buckets)
+                self.index.search(pipe, namespace, generation, probes, sketches[i].tobytes(), self.far, f"{self.p}:v:",
+                                  self.width, self.cfg.max_candidates)
+            stale = []
+            for i, reply in zip(todo, pipe.execute(), strict=True):
+                if reply == -1:
+                    self._generations.pop(keys[i].namespace, None)
+                    stale.append(i)
+                    continue
+                ids, blob = self.index.parse(reply, self.width)
+                out[i] = (ids, np.frombuffer(blob, dtype=np.float16).reshape(len(ids), self.cfg.dim).astype(np.float32))
+            todo = stale
+            if not todo:
+                break
+        return out
+
     def _nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
-        buckets = self.planes.buckets(vectors)
-        pipe = self.r.pipeline(transaction=False)
-        for key, row in zip(keys, buckets, strict=True):
-            pipe.sunion(self._band_keys(key.namespace, key.ids, row))
-        candidates = [[int(m) for m in members] for members in pipe.execute()]
-        unique = sorted({c for cands in candidates for c in cands})
-        if not unique:
-            return [None] * len(keys)
-        width = self.cfg.dim * 2
-        raw = cast(list[bytes | None], self.r.mget([f"{self.p}:v:{i}" for i in unique]))
-        present = [n for n, blob in enumerate(raw) if blob is not None and len(blob) == width]
-        row_of = {unique[n]: r for r, n in enumerate(present)}
-        matrix = np.frombuffer(b"".join(raw[n] or b"" for n in present), dtype=np.float16)
-        matrix = matrix.reshape(len(present), self.cfg.dim).astype(np.float32)
         results: list[CacheEntry | None] = []
-        for key, vector, cands in zip(keys, vectors, candidates, strict=True):
-            rows = [row_of[c] for c in cands if c in row_of]
-            results.append(self._best(key, [c for c in cands if c in row_of], matrix[rows] @ vector) if rows else None)
+        for key, vector, (ids, matrix) in zip(keys, vectors, self.candidates(keys, vectors), strict=True):
+            results.append(self._best(key, ids, matrix @ vector) if ids else None)
         return results
 
     def _best(self, key: CacheKey, ids: list[int], similarities: npt.NDArray[np.float32]) -> CacheEntry | None:
-        """The most similar candidate at or above the threshold whose entry is still there."""
+        """The most similar candidate at or above the threshold whose entry is there, fresh and its own."""
         for index in np.argsort(-similarities):
             similarity = float(similarities[index])
             if similarity < self.threshold:
                 return None
-            raw = cast(list[bytes | None], self.r.hmget(f"{self.p}:e:{ids[index]}", _FIELDS))
-            if raw[0] is not None and _s(raw[7]) == key.namespace and (_s(raw[6]) or "") == key.ids:
-                return self._entry(ids[index], raw, "semantic", similarity)
+            (raw, answer), = self._read([ids[index]])
+            if _s(raw[6]) == key.namespace and (_s(raw[5]) or "") == key.ids:
+                entry = self._entry(ids[index], raw, answer, "semantic", similarity)
+                if entry is not None:
+                    return entry
         return None
 
     def register(self, key: CacheKey, vector: Sequence[float] | None, job_id: int) -> tuple[int, CacheEntry | None]:
         """Make `job_id` the leader of `key` (its new entry id, None); if a job got there first, its entry."""
-        entry_id = int(self.r.incr(f"{self.p}:n"))
-        if not self.r.set(f"{self.p}:x:{key.exact}", entry_id, nx=True, ex=self.cfg.ttl_s):
-            existing = self.lookup([key], None)[0]
+        semantic = vector is not None and self.cfg.semantic
+        fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace, "x": key.exact,
+                                            "tn": key.tenant, "w": self.width if semantic else 0}
+        args: list[EncodableT] = [f"{self.p}:e:", f"{time.time():.3f}", self.cfg.ttl_s, self._keep_s]
+        for name, value in fields.items():
+            args += [name, value]
+        entry_id, created = (int(x) for x in self._register([f"{self.p}:x:{key.exact}", f"{self.p}:n", f"{self.p}:live"], args))
+        if not created:
+            (raw, answer), = self._read([entry_id])
+            existing = self._entry(entry_id, raw, answer, "exact")
             if existing is not None:
-                return existing.id, existing
-            self.r.set(f"{self.p}:x:{key.exact}", entry_id, ex=self.cfg.ttl_s)
-        fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace,
-                                                "x": key.exact, "tn": key.tenant, "ts": int(time.time())}
-        pipe = self.r.pipeline(transaction=False)
-        if vector is not None and self.cfg.semantic:
+                return entry_id, existing
+            return self.register(key, vector, job_id)  # it went between the two reads
+        if semantic:
             vec = np.asarray(vector, dtype=np.float32)
-            buckets = self.planes.buckets(vec.reshape(1, -1))[0]
-            fields["b"] = buckets.astype(np.int64).tobytes()
-            pipe.set(f"{self.p}:v:{entry_id}", vec.astype(np.float16).tobytes(), ex=self.cfg.ttl_s)
-            for band_key in self._band_keys(key.namespace, key.ids, buckets):
-                pipe.sadd(band_key, entry_id)
-                pipe.expire(band_key, self.cfg.ttl_s)
-        pipe.hset(f"{self.p}:e:{entry_id}", mapping=fields)
-        pipe.expire(f"{self.p}:e:{entry_id}", self.cfg.ttl_s)
-        pipe.zadd(f"{self.p}:z", {str(entry_id): time.time()})
-        pipe.execute()
+            self.r.set(f"{self.p}:v:{entry_id}", vec.astype(np.float16).tobytes(), ex=self._keep_s)
+        if semantic:
+            self._index_entry(key.namespace, key.ids, vec, entry_id)
         return entry_id, None
+
+    def _slots(self, namespace: str, ids: str, generation: int, offset: npt.NDArray[np.float32] | None,
+               vectors: Vectors) -> list[Slots]:
+        """The slots of the buckets that hold each vector (one per band), in one generation."""
+        seed = self.index.seed(namespace, ids, generation)
+        bands = np.arange(self.cfg.bands, dtype=np.int64)
+        return [self.index.slots(seed, bands, row) for row in self.planes.buckets(vectors, offset)]
+
+    def _index_entry(self, namespace: str, ids: str, vector: npt.NDArray[np.float32], entry_id: int) -> None:
+        """Add an entry's records in its namespace's generation; give the namespace a centre when due."""
+        sketch = self.planes.sketch(vector.reshape(1, -1))[0].tobytes()
+        for _ in range(3):
+            generation, offset = self.generation(namespace)
+            slots = self._slots(namespace, ids, generation, offset, vector.reshape(1, -1))[0]
+            young = self.index.add(self.r, namespace, generation, slots, entry_id, sketch, f"{self.p}:e:{entry_id}",
+                                   self._keep_s)
+            if young == -1:
+                self._generations.pop(namespace, None)
+                continue
+            if young == -2:
+                return  # dropped while it was being registered: nothing to index
+            if young >= self.cfg.centre_after or (generation == 1 and young > 0):
+                self.centre(namespace)
+            return
+        raise RuntimeError(f"cache entry {entry_id}: namespace {namespace} changed generation three times while indexing")
+
+    def centre(self, namespace: str) -> int:
+        """Give a namespace its centre (the mean of its generation-0 vectors) and move them to generation 1.
+
+        Safe to run from several processes at once: the first centre stored wins, and entries that
+        arrive in generation 0 meanwhile are moved by the next round. Returns the entries moved.
+        """
+        moved = 0
+        young = self.index.young_key(namespace)
+        for _ in range(5):
+            members = [int(m) for m in cast(set[bytes], self.r.smembers(young))]
+            if not members:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            for entry_id in members:
+                pipe.hmget(f"{self.p}:e:{entry_id}", ["f", "g"])
+                pipe.getrange(f"{self.p}:v:{entry_id}", 0, self.width - 1)
+            pipe.get(self.index.centre_key(namespace))
+            replies = pipe.execute()
+            live = [(entry_id, _s(replies[2 * n][0]) or "", replies[2 * n + 1]) for n, entry_id in enumerate(members)
+                    if replies[2 * n][1] == b"0" and len(replies[2 * n + 1]) == self.width]
+            gone = [m for m in members if m not in {e for e, _, _ in live}]
+            if gone:
+                self.r.srem(young, *gone)
+            if not live:
+                continue
+            halves = np.frombuffer(b"".join(v for _, _, v in live), dtype=np.float16).reshape(len(live), -1)
+            vectors: Vectors = halves.astype(np.float32)
+            raw = replies[-1]
+            centre = np.frombuffer(raw, dtype=np.float32) if raw else vectors.mean(axis=0).astype(np.float32)
+            offset = self.planes.offset(centre)
+            items = []
+            sketches = self.planes.sketch(vectors)
+            for (entry_id, ids, _), vector, sketch in zip(live, vectors, sketches, strict=True):
+                old = self._slots(namespace, ids, 0, None, vector.reshape(1, -1))[0].packed()
+                new = self._slots(namespace, ids, 1, offset, vector.reshape(1, -1))[0].packed()
+                pairs = np.hstack([np.frombuffer(old, np.uint8).reshape(-1, 7), np.frombuffer(new, np.uint8).reshape(-1, 7)])
+                items.append(id_bytes(entry_id) + sketch.tobytes() + pairs.tobytes())
+            result = self.index.migrate(namespace, centre, self._keep_s, f"{self.p}:e:", b"".join(items), self.cfg.bands)
+            self._generations.pop(namespace, None)
+            if result is not None:
+                moved += result[0]
+                if result[1] == 0:
+                    break
+        return moved
 
     def fill(
         self, entry_id: int, leader_job: int, answer: str, model: str, tier: str, cost: Decimal,
         tokens: tuple[int, int, int] = (0, 0, 0),
     ) -> bool:
         """Store a validated answer in the leader's pending entry; False if the entry is gone or not its own."""
-        name = f"{self.p}:e:{entry_id}"
-        if self.r.hget(name, "j") != str(leader_job).encode():
+        keys = [f"{self.p}:e:{entry_id}", f"{self.p}:v:{entry_id}", f"{self.p}:stat"]
+        args: list[EncodableT] = [leader_job, answer, model, tier, str(cost), ",".join(str(t) for t in tokens),
+                                  f"{time.time():.3f}", self._keep_s]
+        if not self._fill(keys, args):
             return False
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(name, mapping={"s": "r", "a": answer, "m": model, "t": tier, "c": str(cost),
-                                 "u": ",".join(str(t) for t in tokens)})
-        pipe.expire(name, self.cfg.ttl_s)
-        pipe.expire(f"{self.p}:v:{entry_id}", self.cfg.ttl_s)
-        pipe.hincrby(f"{self.p}:stat", "fills", 1)
-        pipe.execute()
         self.evict()
         return True
 
     def drop(self, entry_id: int, leader_job: int | None = None) -> bool:
-        """Remove an entry (only if `leader_job` still leads it, when given) with its index entries."""
-        name = f"{self.p}:e:{entry_id}"
-        job, exact, namespace, buckets, ids = cast(list[bytes | None], self.r.hmget(name, ["j", "x", "n", "b", "f"]))
+        """Remove an entry (only if `leader_job` still leads it, when given) with its index records."""
+        name, vkey = f"{self.p}:e:{entry_id}", f"{self.p}:v:{entry_id}"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(name, ["j", "x", "n", "f", "w", "g"])
+        pipe.getrange(vkey, 0, self.width - 1)
+        (job, exact, namespace, ids, width, generation), head = pipe.execute()
         if job is None:
-            # Expired already; its band-set members are swept when those sets expire.
-            self.r.zrem(f"{self.p}:z", str(entry_id))
-            self.r.delete(f"{self.p}:v:{entry_id}")
+            # Gone already (Redis expired it); records left in index pages are cut by the next search
+            # that meets them, or by a vacuum, since its vector is gone too.
+            self.r.delete(vkey)
             return False
         if leader_job is not None and job != str(leader_job).encode():
             return False
-        pipe = self.r.pipeline(transaction=False)
-        if buckets:
-            band_keys = self._band_keys(_s(namespace) or "", _s(ids) or "", np.frombuffer(buckets, dtype=np.int64).tolist())
-            for band_key in band_keys:
-                pipe.srem(band_key, entry_id)
-        pipe.delete(name, f"{self.p}:v:{entry_id}")
-        pipe.zrem(f"{self.p}:z", str(entry_id))
-        pipe.execute()
+        if int(width or 0) == self.width and len(head) == self.width and generation is not None:
+            self._unindex(_s(namespace) or "", _s(ids) or "", int(generation), head, entry_id)
+        self._drop([name, vkey, f"{self.p}:live"], [])
         if exact is not None and self.r.get(f"{self.p}:x:{_s(exact)}") == str(entry_id).encode():
             self.r.delete(f"{self.p}:x:{_s(exact)}")
         return True
 
-    def evict(self) -> int:
-        """Drop expired entries and, above `max_entries`, the oldest ones; returns how many went."""
-        zset = f"{self.p}:z"
-        expired = [int(m) for m in cast(list[bytes], self.r.zrangebyscore(zset, "-inf", time.time() - self.cfg.ttl_s))]
-        excess = int(self.r.zcard(zset)) - len(expired) - self.cfg.max_entries
-        popped = cast(list[tuple[bytes, float]], self.r.zpopmin(zset, excess)) if excess > 0 else []
-        oldest = [int(m) for m, _ in popped]
-        for entry_id in expired + oldest:
-            self.drop(entry_id)
-        if expired or oldest:
-            self.r.hincrby(f"{self.p}:stat", "evicted", len(expired) + len(oldest))
-        return len(expired) + len(oldest)
+    def _unindex(self, namespace: str, ids: str, generation: int, head: bytes, entry_id: int) -> None:
+        """Cut an entry's records from the index pages."""
+        vector = np.frombuffer(head, dtype=np.float16).astype(np.float32).reshape(1, -1)
+        for _ in range(3):
+            current, offset = self.generation(namespace)
+            if generation == 1 and current == 0:
+                return  # the centre has expired: the records are cut by searches once the vector is gone
+            slots = self._slots(namespace, ids, generation, offset if generation == 1 else None, vector)[0]
+            if self.index.remove(namespace, generation, slots, entry_id, f"{self.p}:e:{entry_id}") != -1:
+                return
+            self._generations.pop(namespace, None)
+            generation = 1  # it was moved to generation 1 meanwhile
+
+    def evict(self, batch: int = 100) -> int:
+        """Drop expired entries and, while more than `max_entries` ids are live, the oldest; returns how many.
+
+        One process sweeps at a time (a short lock); the others skip. An id without an entry was
+        dropped already (or never won its exact key) and is stepped over.
+        """
+        lock = f"{self.p}:sweep"
+        if not self.r.set(lock, 1, nx=True, px=30_000):
+            return 0
+        dropped = 0
+        try:
+            low, high = (int(v or 0) for v in cast(list[bytes | None], self.r.mget(f"{self.p}:lo", f"{self.p}:n")))
+            low = max(low, 1)
+            cutoff = time.time() - self.cfg.ttl_s
+            while low <= high:
+                window = range(low, min(high, low + batch - 1) + 1)
+                pipe = self.r.pipeline(transaction=False)
+                for entry_id in window:
+                    pipe.hget(f"{self.p}:e:{entry_id}", "ts")
+                stamps = cast(list[bytes | None], pipe.execute())
+                for entry_id, stamp in zip(window, stamps, strict=True):
+                    if stamp is not None and high - entry_id < self.cfg.max_entries and float(stamp) >= cutoff:
+                        break
+                    if stamp is not None and self.drop(entry_id):
+                        dropped += 1
+                    low = entry_id + 1
+                else:
+                    continue
+                break
+            self.r.set(f"{self.p}:lo", low)
+        finally:
+            self.r.delete(lock)
+        if dropped:
+            self.r.hincrby(f"{self.p}:stat", "evicted", dropped)
+        self.vacuum(2)
+        return dropped
+
+    def entries(self) -> int:
+        """Live entries: registered and not dropped. (One that Redis expired on its own, because no fill
+        ran the sweep for its whole margin, still counts until `tierq cache clear`.)"""
+        return int(cast(bytes | None, self.r.get(f"{self.p}:live")) or 0)
+
+    def vacuum(self, pages: int | None = None) -> int:
+        """Cut index records of entries Redis expired before the sweep reached them, from `pages` random
+        pages (each fill vacuums two, so every page is visited now and then) or from all of them."""
+        if pages is None:
+            names = [n.decode() for n in cast(list[bytes], self.r.scan_iter(match=f"{self.index.page_prefix}*", count=1000))]
+            return sum(self.index.vacuum(self.r, names[i : i + 500], f"{self.p}:v:") for i in range(0, len(names), 500))
+        picks = zip(random.choices(range(self.cfg.bands), k=pages), random.choices(range(self.cfg.pages), k=pages), strict=True)
+        return self.index.vacuum(self.r, [f"{self.index.page_prefix}{band}:{page}" for band, page in picks], f"{self.p}:v:")
 
     def count(self, field: str, amount: int = 1) -> None:
         """Add to one of the counters `tierq cache stats` shows."""
