@@ -73,12 +73,15 @@ def bulk_load(store: CacheStore, vectors: Vectors) -> None:
     for start in range(via_api, len(vectors), 2000):
         chunk = range(start, min(len(vectors), start + 2000))
         pipe = store.r.pipeline(transaction=False)
-        slots = store._slots(NAMESPACE, "", generation, offset, vectors[chunk.start : chunk.stop])
-        sketches = store.planes.sketch(vectors[chunk.start : chunk.stop])
+        # As the store does: index the float16 vector that is stored.
+        halves = vectors[chunk.start : chunk.stop].astype(np.float16).astype(np.float32)
+        slots = store._slots(NAMESPACE, "", generation, offset, halves)
+        sketches = store.planes.sketch(halves)
         for i, where, sketch in zip(chunk, slots, sketches, strict=True):
             key, entry_id = entry_key(i), i + 1
             pipe.set(f"{p}:x:{key.exact}", entry_id, ex=store.cfg.ttl_s)
-            pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": key.exact, "ts": f"{time.time():.3f}"})
+            now = f"{time.time():.3f}"
+            pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": key.exact, "ts": now, "rt": now})
             pipe.expire(f"{p}:e:{entry_id}", keep)
             pipe.set(f"{p}:v:{entry_id}", vectors[i].astype(np.float16).tobytes() + answer, ex=keep)
             store.index.queue_add(pipe, NAMESPACE, generation, where, entry_id, sketch.tobytes(), f"{p}:e:{entry_id}", keep)

@@ -144,7 +144,7 @@ class CacheConfig(_Strict):
     dim: int = Field(default=384, ge=16, le=4096)
     threshold: float | None = Field(default=None, gt=0, le=1, description="default: the embedder's own")
     # Index shape, probes and pages chosen by bench/bench_cache.py at 100k and 1M entries in one namespace:
-    # p99 4 and 8 ms, recall 0.987 and 0.985, 2.4 and 2.1 KB per entry (docs/cache.md, "The index").
+    # p99 3.7 and 7.4 ms, recall 0.987 and 0.985, 2.4 and 2.1 KB per entry (docs/cache.md, "The index").
     bands: int = Field(default=24, ge=1, le=64)
     rows: int = Field(default=20, ge=1, le=62)
     probes: int = Field(default=400, ge=1, le=20_000, description="buckets searched per lookup, over all bands")

@@ -140,7 +140,7 @@ def test_stats_and_clear_by_tenant(store: CacheStore) -> None:
     assert clear_cache(store, tenant="acme") == 2
     assert cache_stats(store)["entries"] == 1
     assert store.lookup([key("question 2 about parcels", tenant="globex")], None)[0] is not None
-    assert clear_cache(store) == 1 and list(store.r.scan_iter(match="t:*")) == []
+    assert clear_cache(store) == 1 and list(store.r.scan_iter(match="t:*")) == [b"t:format"]  # no centre was made
 
 
 def _page_bytes(client: redis.Redis, prefix: str) -> int:
@@ -166,16 +166,17 @@ def test_a_namespace_is_centred_after_enough_entries_and_keeps_its_hits(redis_db
         entry_id, _ = store.register(k, v.tolist(), job_id=n + 1)
         assert store.fill(entry_id, n + 1, f"answer {n}", "m", "hot", Decimal(0))
     namespace = keys[0].namespace
-    centre = np.frombuffer(client.get(f"t:c:{namespace}") or b"", dtype=np.float32)
+    centre = np.frombuffer(client.hget(f"t:c:{namespace}", "v") or b"", dtype=np.float32)
     assert centre.shape == (384,) and float(np.linalg.norm(centre)) > 0.1
     assert client.scard(f"t:k:{namespace}") == 0
-    assert {client.hget(f"t:e:{i}", "g") for i in range(1, 26)} == {b"1"}
+    epoch = client.hget(f"t:c:{namespace}", "e")
+    assert epoch is not None and {client.hget(f"t:e:{i}", "g") for i in range(1, 26)} == {epoch}
     assert _page_bytes(client, "t") == 24 * cfg.bands * 25
     # The stale worker still believes generation 0: its writes and searches are refused, it reloads, retries.
     for n, (k, v) in enumerate(zip(keys[25:], EMBED.embed(texts[25:]), strict=True), start=25):
         entry_id, _ = stale.register(k, v.tolist(), job_id=n + 1)
         stale.fill(entry_id, n + 1, f"answer {n}", "m", "hot", Decimal(0))
-    assert stale.generation(namespace)[0] == 1 and client.hget("t:e:30", "g") == b"1"
+    assert stale.generation(namespace)[0] == int(epoch) and client.hget("t:e:30", "g") == epoch
     queries = [key(t.upper() + "!") for t in texts]
     for reader in (store, CacheStore(client, cfg, threshold=0.9)):
         found = reader.lookup(queries, EMBED.embed([q.text for q in queries]))
@@ -246,3 +247,77 @@ def test_one_leader_when_many_register_the_same_question_at_once(store: CacheSto
     assert {existing.leader_job for _, existing in results if existing is not None} <= {1, 2, 3, 4, 5, 6, 7, 8}
     assert len({existing.leader_job for _, existing in results if existing is not None}) == 1
     assert store.entries() == 1
+
+
+def test_a_worker_with_an_old_view_of_the_centre_still_unindexes_and_finds(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    cfg = CacheConfig(prefix="t", max_entries=1000, ttl_s=3600, centre_after=10)
+    classify, tier = CacheStore(client, cfg, 0.9), CacheStore(client, cfg, 0.9)
+    texts = _tickets(30)
+    namespace = key(texts[0]).namespace
+    assert tier.generation(namespace) == (0, None)  # the tier worker looked before the namespace was centred
+    for n, text in enumerate(texts):
+        entry_id, _ = classify.register(key(text), EMBED.embed([text])[0].tolist(), job_id=n + 1)
+        classify.fill(entry_id, n + 1, text, "m", "hot", Decimal(0))
+    assert tier.drop(25, 25) and tier.drop(5, 5)
+    assert _page_bytes(client, "t") == 24 * cfg.bands * 28
+    # The namespace is cleared and centred again (a new epoch) while a worker remembers the old one.
+    remembered = classify.generation(namespace)
+    tier.clear_all()
+    for n, text in enumerate(texts[:20]):
+        entry_id, _ = tier.register(key(text), EMBED.embed([text])[0].tolist(), job_id=100 + n)
+        tier.fill(entry_id, 100 + n, f"again {n}", "m", "hot", Decimal(0))
+    assert classify.generation(namespace) == remembered  # still the old epoch, until a script says otherwise
+    found = classify.lookup([key(t + "!") for t in texts[:20]], EMBED.embed([t + "!" for t in texts[:20]]))
+    assert [f.answer if f else None for f in found] == [f"again {n}" for n in range(20)]
+    assert classify.generation(namespace)[0] > remembered[0]
+    client.flushdb()
+    client.close()
+
+
+def test_an_entry_whose_answer_string_is_gone_is_not_served_and_is_replaced(store: CacheStore) -> None:
+    k = key("Where is my parcel? It has not arrived.")
+    entry_id, _ = store.register(k, EMBED.embed([k.text])[0].tolist(), job_id=1)
+    store.fill(entry_id, 1, "It ships today.", "m", "hot", Decimal(0))
+    store.r.delete(f"t:v:{entry_id}")  # e.g. evicted alone by a maxmemory policy
+    assert store.lookup([k], EMBED.embed([k.text])) == [None]
+    new_id, existing = store.register(k, EMBED.embed([k.text])[0].tolist(), job_id=2)
+    assert existing is None and new_id != entry_id and store.entries() == 1
+
+
+def test_the_sweep_goes_by_registration_time_and_a_late_fill_does_not_block_it(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    short = CacheStore(client, CacheConfig(prefix="t", max_entries=100, ttl_s=1), threshold=0.9)
+    late, early = key("a question answered late"), key("a question answered early")
+    late_id, _ = short.register(late, EMBED.embed([late.text])[0].tolist(), job_id=1)
+    early_id, _ = short.register(early, EMBED.embed([early.text])[0].tolist(), job_id=2)
+    short.fill(early_id, 2, "early", "m", "hot", Decimal(0))
+    time.sleep(1.2)
+    assert short.fill(late_id, 1, "late", "m", "hot", Decimal(0))  # its fill sweeps both: registered > ttl ago
+    assert short.entries() == 0 and _page_bytes(client, "t") == 0
+    client.flushdb()
+    client.close()
+
+
+def test_dropping_every_entry_leaves_no_record(store: CacheStore) -> None:
+    rng = np.random.default_rng(3)
+    dense = rng.standard_normal((200, 384)).astype(np.float32) * 0.2 + rng.standard_normal(384).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    ids = [store.register(key(f"ticket {i}"), dense[i].tolist(), job_id=i + 1)[0] for i in range(200)]
+    assert _page_bytes(store.r, "t") == 24 * store.cfg.bands * 200
+    assert all(store.drop(entry_id) for entry_id in ids)
+    assert _page_bytes(store.r, "t") == 0 and store.entries() == 0
+
+
+def test_a_cache_left_by_an_older_tierq_is_cleared_at_start(redis_dbs: RedisDbs) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    client.set("t:n", 7)
+    client.zadd("t:z", {"7": 1.0})
+    client.hset("t:e:7", mapping={"s": "r", "j": 1, "a": "an answer in the old layout", "ts": int(time.time())})
+    store = CacheStore(client, CacheConfig(prefix="t"), threshold=0.9)
+    assert sorted(client.scan_iter(match="t:*")) == [b"t:format"] and store.entries() == 0
+    client.flushdb()
+    client.close()

@@ -40,16 +40,7 @@ def clear_cache(store: CacheStore, tenant: str | None = None) -> int:
     """Remove every entry (or only `tenant`'s) with its index keys; returns the entries removed."""
     r, p = store.r, store.p
     if tenant is None:
-        removed = store.entries()
-        batch: list[bytes] = []
-        for name in r.scan_iter(match=f"{p}:*", count=1000):
-            batch.append(name)
-            if len(batch) >= 1000:
-                r.delete(*batch)
-                batch.clear()
-        if batch:
-            r.delete(*batch)
-        return removed
+        return store.clear_all()
     removed = 0
     for name in r.scan_iter(match=f"{p}:e:*", count=1000):
         if r.hget(name, "tn") == tenant.encode() and store.drop(int(name.rsplit(b":", 1)[1])):

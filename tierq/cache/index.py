@@ -12,9 +12,11 @@ candidate: the re-rank and the entry's own namespace and fingerprint decide a hi
 
 Generations: a namespace's first entries are hashed from the origin (generation 0). Once it holds
 `centre_after` of them, the store computes their mean, and `migrate` stores it as the namespace's centre
-and moves their records to generation 1, hashed from the centre. Every script that reads or writes a
-namespace's records first checks which generation it is in, so a process with a stale view retries
-instead of writing records nobody searches.
+under a new epoch (a number from one counter, never reused) and moves their records to that
+generation, hashed from the centre. An entry records its generation. Every script that reads or writes
+a namespace's records first checks the namespace's current generation, so a process with a stale view
+(the centre set, expired or remade since it looked) retries instead of reading or writing records
+under the wrong hashes.
 
 Probes and slots travel packed, 7 bytes each (band, page in 3 bytes, tag in 3 bytes), and the scripts
 build the page keys themselves: packing hundreds of arguments costs the client more than a search
@@ -57,13 +59,13 @@ local function cut(page, head)
   end
 end
 local function generation(centre_key)
-  return tostring(redis.call('EXISTS', centre_key))
+  return redis.call('HGET', centre_key, 'e') or '0'
 end
 """
 
 # KEYS: centre, generation-0 set, entry. ARGV: generation, entry id, keep seconds, page prefix, slots,
-# id (5 bytes) and sketch (16). Returns -1 if the namespace is in the other generation, -2 if the
-# entry is gone (dropped while it was being registered), else the generation-0 count.
+# id (5 bytes) and sketch (16). Returns -1 if the namespace is in another generation, -2 if the entry
+# is gone (dropped while it was being registered), else the generation-0 count.
 _ADD = _LUA_HELPERS + """
 local gen = generation(KEYS[1])
 if gen ~= ARGV[1] then return -1 end
@@ -75,7 +77,7 @@ for at = 1, #slots, 7 do
   redis.call('SET', key, page .. string.sub(slots, at + 4, at + 6) .. tail)
 end
 redis.call('HSET', KEYS[3], 'g', gen)
-if gen == '1' then
+if gen ~= '0' then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 else
   redis.call('SADD', KEYS[2], ARGV[2])
@@ -84,11 +86,13 @@ end
 return redis.call('SCARD', KEYS[2])
 """
 
-# KEYS: generation-0 set, entry. ARGV: the entry's generation when its slots were computed, entry id,
-# page prefix, slots, id (5 bytes). Returns -1 if the entry changed generation since, else the records cut.
+# KEYS: generation-0 set, entry, centre. ARGV: the generation the slots were computed in, entry id,
+# page prefix, slots, id (5 bytes). Returns -1 if the entry is in another generation, or its
+# generation is not the namespace's any more (so the slots may be wrong), else the records cut.
 _REMOVE = _LUA_HELPERS + """
 local gen = redis.call('HGET', KEYS[2], 'g')
 if gen and gen ~= ARGV[1] then return -1 end
+if ARGV[1] ~= '0' and generation(KEYS[3]) ~= ARGV[1] then return -1 end
 local slots, raw, removed = ARGV[4], ARGV[5], 0
 for at = 1, #slots, 7 do
   local key = page_key(ARGV[3], slots, at)
@@ -171,13 +175,18 @@ return {table.concat(ids), table.concat(vectors)}
 """
 
 # KEYS: centre, generation-0 set. ARGV: centre bytes, keep seconds, page prefix, entry prefix, bands,
-# items: per entry its id (5 bytes) and sketch (16), then per band its generation-0 and generation-1 slot.
-# Sets the centre unless there is one; moves the records of the entries still in generation 0.
-# Returns -1 if another centre was set first, else {entries moved, entries left in generation 0}.
+# items (per entry its id (5 bytes) and sketch (16), then per band its slot in generation 0 and its slot
+# in the centre's), the centre's epoch. Sets the centre unless there is one; moves the records of the
+# entries still in generation 0. Returns -1 if another centre was set first, else {entries moved,
+# entries left in generation 0}.
 _MIGRATE = _LUA_HELPERS + """
-local centre = redis.call('GET', KEYS[1])
-if centre and centre ~= ARGV[1] then return -1 end
-if not centre then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if epoch and epoch ~= ARGV[7] then return -1 end
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('HSET', KEYS[1], 'e', epoch, 'v', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
 local prefix, entry_prefix, bands, items = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local size = 21 + 14 * bands
 local pages, dirty, moved = {}, {}, 0
@@ -199,7 +208,7 @@ for i = 1, #items, size do
       pages[new] = page(new) .. string.sub(items, at + 11, at + 13) .. raw .. sketch
       dirty[old], dirty[new] = true, true
     end
-    if redis.call('EXISTS', entry_prefix .. id) == 1 then redis.call('HSET', entry_prefix .. id, 'g', '1') end
+    if redis.call('EXISTS', entry_prefix .. id) == 1 then redis.call('HSET', entry_prefix .. id, 'g', epoch) end
   end
 end
 for key in pairs(dirty) do
@@ -285,8 +294,10 @@ class PageIndex:
         self._search = client.register_script(_SEARCH)
         self._migrate = client.register_script(_MIGRATE)
         self._vacuum = client.register_script(_VACUUM)
+        self._epochs = client
 
     def centre_key(self, namespace: str) -> str:
+        """A namespace's centre (hash: e, its epoch; v, its float32 bytes)."""
         return f"{self.prefix}:c:{namespace}"
 
     def young_key(self, namespace: str) -> str:
@@ -324,8 +335,8 @@ class PageIndex:
         self._add(keys, args, client=pipe)
 
     def remove(self, namespace: str, generation: int, slots: Slots, entry_id: int, entry_key: str) -> int:
-        """Cut one entry's records: -1 if it changed generation since its slots were computed."""
-        keys: list[KeyT] = [self.young_key(namespace), entry_key]
+        """Cut one entry's records: -1 if it or its namespace changed generation since the slots were computed."""
+        keys: list[KeyT] = [self.young_key(namespace), entry_key, self.centre_key(namespace)]
         args: list[EncodableT] = [generation, entry_id, self.page_prefix, slots.packed(), id_bytes(entry_id)]
         return int(self._remove(keys, args))
 
@@ -336,12 +347,17 @@ class PageIndex:
         args: list[EncodableT] = [generation, self.page_prefix, vector_prefix, width, limit, probes.packed(), sketch, far]
         self._search([self.centre_key(namespace)], args, client=pipe)
 
-    def migrate(self, namespace: str, centre: npt.NDArray[np.float32], keep_s: int, entry_prefix: str,
+    def new_epoch(self) -> int:
+        """A centre epoch never given before."""
+        return int(self._epochs.incr(f"{self.prefix}:epoch"))
+
+    def migrate(self, namespace: str, epoch: int, centre: npt.NDArray[np.float32], keep_s: int, entry_prefix: str,
                 items: bytes, bands: int) -> tuple[int, int] | None:
-        """Set the namespace's centre (if unset) and move entries to generation 1: (moved, left), or
-        None if another centre was set first."""
+        """Set the namespace's centre under `epoch` (if it has none) and move entries into that generation:
+        (moved, left in generation 0), or None if another centre was set first."""
         keys: list[KeyT] = [self.centre_key(namespace), self.young_key(namespace)]
-        args: list[EncodableT] = [centre.astype(np.float32).tobytes(), keep_s, self.page_prefix, entry_prefix, bands, items]
+        args: list[EncodableT] = [centre.astype(np.float32).tobytes(), keep_s, self.page_prefix, entry_prefix, bands,
+                                  items, epoch]
         reply = self._migrate(keys, args)
         return None if reply == -1 else (int(reply[0]), int(reply[1]))
 

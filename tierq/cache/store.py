@@ -7,8 +7,10 @@ Keys under the prefix P:
                        cached, vector width, and once answered the model, tier, cost and tokens
     P:v:<id>           its float16 vector followed, once answered, by the answer (string)
     P:p:<band>:<page>  semantic index pages shared by every namespace (tierq.cache.index)
-    P:c:<namespace>    the namespace's centre, once it has had `centre_after` entries (float32)
+    P:c:<namespace>    the namespace's centre, once it has had `centre_after` entries (hash: epoch, float32)
     P:k:<namespace>    its entries still hashed from the origin (set; emptied when the centre is set)
+    P:epoch            the last centre epoch given
+    P:format           the layout version of everything under P (an older one is cleared at start)
     P:n, P:lo          the last entry id given, and the oldest not yet swept: ids are given in time
                        order, so the eviction sweep walks up from P:lo, dropping expired entries and, while
                        more than `max_entries` ids are in the window, the oldest ones
@@ -24,8 +26,10 @@ sweep can still read the vector it needs to unindex them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,7 +46,10 @@ from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
 
-_FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w")
+log = logging.getLogger(__name__)
+
+_FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al")
+FORMAT = "2"  # the layout of the keys below; an older layout under the same prefix is cleared at start
 
 # KEYS: entry, vector+answer, stats; ARGV: leader job, answer, model, tier, cost, tokens, now, ttl of
 # the entry and vector. The vector stays; the answer goes after it.
@@ -55,7 +62,8 @@ if width > 0 then
   if #head ~= width then return 0 end
 end
 redis.call('SET', KEYS[2], head .. ARGV[2], 'EX', ARGV[8])
-redis.call('HSET', KEYS[1], 's', 'r', 'm', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'u', ARGV[6], 'ts', ARGV[7])
+redis.call('HSET', KEYS[1], 's', 'r', 'm', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'u', ARGV[6], 'ts', ARGV[7],
+           'al', #ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('HINCRBY', KEYS[3], 'fills', 1)
 return 1
@@ -68,15 +76,23 @@ return 1
 _REGISTER = """
 local old = redis.call('GET', KEYS[1])
 if old then
-  local cached = redis.call('HGET', ARGV[1] .. old, 'ts')
-  if cached and tonumber(cached) >= tonumber(ARGV[2]) - tonumber(ARGV[3]) then return {tonumber(old), 0} end
+  local cached = redis.call('HMGET', ARGV[1] .. old, 'ts', 'w')
+  if cached[1] and cached[2] and tonumber(cached[1]) >= tonumber(ARGV[2]) - tonumber(ARGV[3]) then
+    return {tonumber(old), 0}
+  end
 end
 local id = redis.call('INCR', KEYS[2])
 redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], id, 'EX', ARGV[3])
-redis.call('HSET', ARGV[1] .. id, 'ts', ARGV[2], unpack(ARGV, 5))
+redis.call('HSET', ARGV[1] .. id, 'ts', ARGV[2], 'rt', ARGV[2], unpack(ARGV, 5))
 redis.call('EXPIRE', ARGV[1] .. id, ARGV[4])
 return {id, 1}
+"""
+
+# KEYS: a lock. ARGV: the token it was taken with. Deletes it only if it still holds that token.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: entry, vector+answer, live entry counter. Deletes both; 1 if the entry was there.
@@ -125,45 +141,75 @@ class CacheStore:
         self._fill = client.register_script(_FILL)
         self._register = client.register_script(_REGISTER)
         self._drop = client.register_script(_DROP)
+        self._unlock = client.register_script(_UNLOCK)
         # Candidates further than this from the query by sketch are skipped: 0.5% of pairs exactly at the
         # threshold are (far fewer above it); the rest are well below it and would lose the re-rank anyway.
         self.far = self.planes.sketch_distance(threshold, 0.995)
         # namespace -> (generation, offset of its centre); the scripts check it, so a stale one is reloaded.
         self._generations: dict[str, tuple[int, npt.NDArray[np.float32] | None]] = {}
+        self._check_format()
+
+    def _check_format(self) -> None:
+        """Clear what an older tierq left under this prefix (a cache: its entries are only re-asked)."""
+        found = cast(bytes | None, self.r.get(f"{self.p}:format"))
+        if found == FORMAT.encode():
+            return
+        if found is not None or self.r.exists(f"{self.p}:n", f"{self.p}:z"):
+            log.warning("cache: clearing the entries under %s:*, written in an older layout", self.p)
+            self.clear_all()
+        self.r.set(f"{self.p}:format", FORMAT)
+
+    def clear_all(self) -> int:
+        """Delete every key under the prefix but the epoch counter (an epoch is never given twice, so a
+        process that remembers a cleared namespace's centre is told so); returns how many entries there were."""
+        entries = self.entries()
+        batch: list[bytes] = []
+        keep = f"{self.p}:epoch".encode()
+        for name in cast(list[bytes], self.r.scan_iter(match=f"{self.p}:*", count=1000)):
+            if name == keep:
+                continue
+            batch.append(name)
+            if len(batch) >= 1000:
+                self.r.delete(*batch)
+                batch.clear()
+        if batch:
+            self.r.delete(*batch)
+        self.r.set(f"{self.p}:format", FORMAT)
+        self._generations.clear()
+        return entries
 
     @property
     def _keep_s(self) -> int:
         """How long Redis keeps an entry and its vector: ttl_s and a margin for the eviction sweep."""
         return self.cfg.ttl_s + max(60, self.cfg.ttl_s // 10)
 
-    def _entry(self, entry_id: int, raw: Sequence[bytes | None], answer: bytes | None, kind: str,
+    def _entry(self, entry_id: int, raw: Sequence[bytes | None], blob: bytes | None, kind: str,
                similarity: float = 1.0) -> CacheEntry | None:
-        """The entry of one HMGET of _FIELDS, or None when it is gone or older than ttl_s."""
-        state, job, model, tier, cost, _, _, tokens, cached_at, _ = raw
-        if state is None or time.time() - float(cached_at or 0) > self.cfg.ttl_s:
+        """The entry of one HMGET of _FIELDS and its vector-and-answer string, or None when it is gone,
+        older than ttl_s, or not whole (its string evicted or replaced)."""
+        state, job, model, tier, cost, _, _, tokens, cached_at, width, length = raw
+        if state is None or width is None or time.time() - float(cached_at or 0) > self.cfg.ttl_s:
             return None
-        usage = tuple(int(x) for x in (_s(tokens) or "0,0,0").split(","))
         ready = state == b"r"
-        return CacheEntry(entry_id, ready, int(job or 0), answer.decode() if ready and answer is not None else None,
-                          _s(model), _s(tier), Decimal(_s(cost) or "0"), kind, similarity,
-                          (usage[0], usage[1], usage[2]))
+        answer = None
+        if ready:
+            body = (blob or b"")[int(width) :]
+            if len(blob or b"") < int(width) or len(body) != int(length or -1):
+                return None
+            answer = body.decode()
+        usage = tuple(int(x) for x in (_s(tokens) or "0,0,0").split(","))
+        return CacheEntry(entry_id, ready, int(job or 0), answer, _s(model), _s(tier), Decimal(_s(cost) or "0"), kind,
+                          similarity, (usage[0], usage[1], usage[2]))
 
     def _read(self, entry_ids: Sequence[int]) -> list[tuple[list[bytes | None], bytes | None]]:
-        """Fields and answer of several entries, in one round trip (two when a vector width is unusual)."""
-        guess = self.width if self.cfg.semantic else 0
-        pipe = self.r.pipeline(transaction=False)
+        """Fields and vector-and-answer string of several entries, read together (MULTI), in one round trip."""
+        pipe = self.r.pipeline(transaction=True)
         for entry_id in entry_ids:
             pipe.hmget(f"{self.p}:e:{entry_id}", _FIELDS)
-            pipe.getrange(f"{self.p}:v:{entry_id}", guess, -1)
+            pipe.get(f"{self.p}:v:{entry_id}")
         replies = pipe.execute()
-        out: list[tuple[list[bytes | None], bytes | None]] = []
-        for n, entry_id in enumerate(entry_ids):
-            raw, answer = cast(list[bytes | None], replies[2 * n]), cast(bytes, replies[2 * n + 1])
-            width = int(raw[-1] or 0)
-            if raw[0] is not None and width != guess:
-                answer = cast(bytes, self.r.getrange(f"{self.p}:v:{entry_id}", width, -1))
-            out.append((raw, answer))
-        return out
+        return [(cast(list[bytes | None], replies[2 * n]), cast(bytes | None, replies[2 * n + 1]))
+                for n in range(len(entry_ids))]
 
     def lookup(self, keys: Sequence[CacheKey], vectors: Vectors | None) -> list[CacheEntry | None]:
         """Exact matches first, then (for the rest, when vectors are given) the nearest semantic match."""
@@ -173,8 +219,8 @@ class CacheStore:
         ids = [int(v) if v else None for v in pipe.execute()]
         found: list[CacheEntry | None] = [None] * len(keys)
         exact = [i for i, e in enumerate(ids) if e is not None]
-        for index, (raw, answer) in zip(exact, self._read([ids[i] or 0 for i in exact]), strict=True):
-            found[index] = self._entry(ids[index] or 0, raw, answer, "exact")
+        for index, (raw, blob) in zip(exact, self._read([ids[i] or 0 for i in exact]), strict=True):
+            found[index] = self._entry(ids[index] or 0, raw, blob, "exact")
         misses = [i for i, f in enumerate(found) if f is None]
         if vectors is not None and self.cfg.semantic and misses:
             for index, entry in zip(misses, self._nearest([keys[i] for i in misses], vectors[misses]), strict=True):
@@ -182,12 +228,14 @@ class CacheStore:
         return found
 
     def generation(self, namespace: str) -> tuple[int, npt.NDArray[np.float32] | None]:
-        """0 while the namespace is hashed from the origin; 1 and its centre's offset once it has a centre."""
+        """0 while the namespace is hashed from the origin; its centre's epoch and offset once it has one."""
         known = self._generations.get(namespace)
         if known is None:
-            raw = cast(bytes | None, self.r.get(self.index.centre_key(namespace)))
-            centre = None if raw is None else np.frombuffer(raw, dtype=np.float32)
-            known = (0, None) if centre is None else (1, self.planes.offset(centre))
+            epoch, raw = cast(list[bytes | None], self.r.hmget(self.index.centre_key(namespace), ["e", "v"]))
+            if epoch is None or raw is None:
+                known = (0, None)
+            else:
+                known = (int(epoch), self.planes.offset(np.frombuffer(raw, dtype=np.float32)))
             if len(self._generations) >= 100_000:
                 self._generations.clear()
             self._generations[namespace] = known
@@ -232,9 +280,9 @@ class CacheStore:
             similarity = float(similarities[index])
             if similarity < self.threshold:
                 return None
-            (raw, answer), = self._read([ids[index]])
+            (raw, blob), = self._read([ids[index]])
             if _s(raw[6]) == key.namespace and (_s(raw[5]) or "") == key.ids:
-                entry = self._entry(ids[index], raw, answer, "semantic", similarity)
+                entry = self._entry(ids[index], raw, blob, "semantic", similarity)
                 if entry is not None:
                     return entry
         return None
@@ -247,16 +295,24 @@ class CacheStore:
         args: list[EncodableT] = [f"{self.p}:e:", f"{time.time():.3f}", self.cfg.ttl_s, self._keep_s]
         for name, value in fields.items():
             args += [name, value]
-        entry_id, created = (int(x) for x in self._register([f"{self.p}:x:{key.exact}", f"{self.p}:n", f"{self.p}:live"], args))
-        if not created:
-            (raw, answer), = self._read([entry_id])
-            existing = self._entry(entry_id, raw, answer, "exact")
+        for _ in range(3):
+            entry_id, created = (int(x) for x in self._register(
+                [f"{self.p}:x:{key.exact}", f"{self.p}:n", f"{self.p}:live"], args))
+            if created:
+                break
+            (raw, blob), = self._read([entry_id])
+            existing = self._entry(entry_id, raw, blob, "exact")
             if existing is not None:
                 return entry_id, existing
-            return self.register(key, vector, job_id)  # it went between the two reads
+            self.drop(entry_id)  # gone between the two reads, or not whole (its string evicted): replace it
+        else:
+            raise RuntimeError(f"cache key {key.exact}: its entry vanished three times while registering")
         if semantic:
-            vec = np.asarray(vector, dtype=np.float32)
-            self.r.set(f"{self.p}:v:{entry_id}", vec.astype(np.float16).tobytes(), ex=self._keep_s)
+            # Index the float16 vector that is stored, so that dropping or centring (which read it back)
+            # computes the same buckets.
+            half = np.asarray(vector, dtype=np.float32).astype(np.float16)
+            vec = half.astype(np.float32)
+            self.r.set(f"{self.p}:v:{entry_id}", half.tobytes(), ex=self._keep_s)
         if semantic:
             self._index_entry(key.namespace, key.ids, vec, entry_id)
         return entry_id, None
@@ -281,16 +337,17 @@ class CacheStore:
                 continue
             if young == -2:
                 return  # dropped while it was being registered: nothing to index
-            if young >= self.cfg.centre_after or (generation == 1 and young > 0):
+            if young >= self.cfg.centre_after or (generation != 0 and young > 0):
                 self.centre(namespace)
             return
         raise RuntimeError(f"cache entry {entry_id}: namespace {namespace} changed generation three times while indexing")
 
     def centre(self, namespace: str) -> int:
-        """Give a namespace its centre (the mean of its generation-0 vectors) and move them to generation 1.
+        """Give a namespace its centre (the mean of its generation-0 vectors) and move them into its generation.
 
-        Safe to run from several processes at once: the first centre stored wins, and entries that
-        arrive in generation 0 meanwhile are moved by the next round. Returns the entries moved.
+        Safe to run from several processes at once: the first centre stored wins (the others move
+        entries under it), and entries that arrive in generation 0 meanwhile are moved by the next
+        round. Returns the entries moved.
         """
         moved = 0
         young = self.index.young_key(namespace)
@@ -302,7 +359,7 @@ class CacheStore:
             for entry_id in members:
                 pipe.hmget(f"{self.p}:e:{entry_id}", ["f", "g"])
                 pipe.getrange(f"{self.p}:v:{entry_id}", 0, self.width - 1)
-            pipe.get(self.index.centre_key(namespace))
+            pipe.hmget(self.index.centre_key(namespace), ["e", "v"])
             replies = pipe.execute()
             live = [(entry_id, _s(replies[2 * n][0]) or "", replies[2 * n + 1]) for n, entry_id in enumerate(members)
                     if replies[2 * n][1] == b"0" and len(replies[2 * n + 1]) == self.width]
@@ -313,17 +370,20 @@ class CacheStore:
                 continue
             halves = np.frombuffer(b"".join(v for _, _, v in live), dtype=np.float16).reshape(len(live), -1)
             vectors: Vectors = halves.astype(np.float32)
-            raw = replies[-1]
-            centre = np.frombuffer(raw, dtype=np.float32) if raw else vectors.mean(axis=0).astype(np.float32)
+            epoch_raw, centre_raw = replies[-1]
+            if epoch_raw is not None and centre_raw is not None:
+                epoch, centre = int(epoch_raw), np.frombuffer(centre_raw, dtype=np.float32)
+            else:
+                epoch, centre = self.index.new_epoch(), vectors.mean(axis=0).astype(np.float32)
             offset = self.planes.offset(centre)
             items = []
-            sketches = self.planes.sketch(vectors)
-            for (entry_id, ids, _), vector, sketch in zip(live, vectors, sketches, strict=True):
+            for (entry_id, ids, _), vector, sketch in zip(live, vectors, self.planes.sketch(vectors), strict=True):
                 old = self._slots(namespace, ids, 0, None, vector.reshape(1, -1))[0].packed()
-                new = self._slots(namespace, ids, 1, offset, vector.reshape(1, -1))[0].packed()
+                new = self._slots(namespace, ids, epoch, offset, vector.reshape(1, -1))[0].packed()
                 pairs = np.hstack([np.frombuffer(old, np.uint8).reshape(-1, 7), np.frombuffer(new, np.uint8).reshape(-1, 7)])
                 items.append(id_bytes(entry_id) + sketch.tobytes() + pairs.tobytes())
-            result = self.index.migrate(namespace, centre, self._keep_s, f"{self.p}:e:", b"".join(items), self.cfg.bands)
+            result = self.index.migrate(namespace, epoch, centre, self._keep_s, f"{self.p}:e:", b"".join(items),
+                                        self.cfg.bands)
             self._generations.pop(namespace, None)
             if result is not None:
                 moved += result[0]
@@ -366,50 +426,57 @@ class CacheStore:
         return True
 
     def _unindex(self, namespace: str, ids: str, generation: int, head: bytes, entry_id: int) -> None:
-        """Cut an entry's records from the index pages."""
+        """Cut an entry's records from the index pages (those of its generation, which it names)."""
         vector = np.frombuffer(head, dtype=np.float16).astype(np.float32).reshape(1, -1)
-        for _ in range(3):
+        for attempt in range(3):
             current, offset = self.generation(namespace)
-            if generation == 1 and current == 0:
-                return  # the centre has expired: the records are cut by searches once the vector is gone
-            slots = self._slots(namespace, ids, generation, offset if generation == 1 else None, vector)[0]
+            if generation != 0 and current != generation:
+                if attempt == 0:
+                    self._generations.pop(namespace, None)  # perhaps only this process's view is old
+                    continue
+                return  # its centre is gone: the records are cut by the searches and vacuums that meet them
+            slots = self._slots(namespace, ids, generation, offset if generation != 0 else None, vector)[0]
             if self.index.remove(namespace, generation, slots, entry_id, f"{self.p}:e:{entry_id}") != -1:
                 return
             self._generations.pop(namespace, None)
-            generation = 1  # it was moved to generation 1 meanwhile
+            moved = cast(bytes | None, self.r.hget(f"{self.p}:e:{entry_id}", "g"))
+            generation = int(moved or 0)  # it was moved into its namespace's centred generation meanwhile
 
-    def evict(self, batch: int = 100) -> int:
+    def evict(self, batch: int = 100, most: int = 2_000) -> int:
         """Drop expired entries and, while more than `max_entries` ids are live, the oldest; returns how many.
 
-        One process sweeps at a time (a short lock); the others skip. An id without an entry was
-        dropped already (or never won its exact key) and is stepped over.
+        Ids are given in registration order, so the sweep walks up from the oldest (P:lo), at most
+        `most` ids per call, saving its place after each batch. One process sweeps at a time (a lock
+        it releases only if it still holds it). An id without an entry was dropped already (or never
+        won its exact key) and is stepped over.
         """
-        lock = f"{self.p}:sweep"
-        if not self.r.set(lock, 1, nx=True, px=30_000):
+        lock, token = f"{self.p}:sweep", uuid.uuid4().hex
+        if not self.r.set(lock, token, nx=True, px=30_000):
             return 0
         dropped = 0
         try:
             low, high = (int(v or 0) for v in cast(list[bytes | None], self.r.mget(f"{self.p}:lo", f"{self.p}:n")))
-            low = max(low, 1)
+            low, stop = max(low, 1), max(low, 1) + most
             cutoff = time.time() - self.cfg.ttl_s
-            while low <= high:
+            while low <= min(high, stop):
                 window = range(low, min(high, low + batch - 1) + 1)
                 pipe = self.r.pipeline(transaction=False)
                 for entry_id in window:
-                    pipe.hget(f"{self.p}:e:{entry_id}", "ts")
+                    pipe.hget(f"{self.p}:e:{entry_id}", "rt")
                 stamps = cast(list[bytes | None], pipe.execute())
+                done = False
                 for entry_id, stamp in zip(window, stamps, strict=True):
                     if stamp is not None and high - entry_id < self.cfg.max_entries and float(stamp) >= cutoff:
+                        done = True
                         break
                     if stamp is not None and self.drop(entry_id):
                         dropped += 1
                     low = entry_id + 1
-                else:
-                    continue
-                break
-            self.r.set(f"{self.p}:lo", low)
+                self.r.set(f"{self.p}:lo", low)
+                if done:
+                    break
         finally:
-            self.r.delete(lock)
+            self._unlock([lock], [token])
         if dropped:
             self.r.hincrby(f"{self.p}:stat", "evicted", dropped)
         self.vacuum(2)
