@@ -319,5 +319,9 @@ def test_a_cache_left_by_an_older_tierq_is_cleared_at_start(redis_dbs: RedisDbs)
     client.hset("t:e:7", mapping={"s": "r", "j": 1, "a": "an answer in the old layout", "ts": int(time.time())})
     store = CacheStore(client, CacheConfig(prefix="t"), threshold=0.9)
     assert sorted(client.scan_iter(match="t:*")) == [b"t:format"] and store.entries() == 0
+    # A cache of this layout whose format key was flushed away is kept.
+    entry_id, _ = store.register(key("a question"), EMBED.embed(["a question"])[0].tolist(), job_id=1)
+    client.delete("t:format")
+    assert CacheStore(client, CacheConfig(prefix="t"), threshold=0.9).entries() == 1
     client.flushdb()
     client.close()

@@ -10,7 +10,8 @@ Keys under the prefix P:
     P:c:<namespace>    the namespace's centre, once it has had `centre_after` entries (hash: epoch, float32)
     P:k:<namespace>    its entries still hashed from the origin (set; emptied when the centre is set)
     P:epoch            the last centre epoch given
-    P:format           the layout version of everything under P (an older one is cleared at start)
+    P:format           the layout version of everything under P (the older layout, recognised by its
+                       sorted set P:z, is cleared at start)
     P:n, P:lo          the last entry id given, and the oldest not yet swept: ids are given in time
                        order, so the eviction sweep walks up from P:lo, dropping expired entries and, while
                        more than `max_entries` ids are in the window, the oldest ones
@@ -49,7 +50,7 @@ from tierq.config import CacheConfig
 log = logging.getLogger(__name__)
 
 _FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al")
-FORMAT = "2"  # the layout of the keys below; an older layout under the same prefix is cleared at start
+FORMAT = "2"  # the layout of the keys below, recorded in P:format for whoever changes it next
 
 # KEYS: entry, vector+answer, stats; ARGV: leader job, answer, model, tier, cost, tokens, now, ttl of
 # the entry and vector. The vector stays; the answer goes after it.
@@ -150,11 +151,12 @@ class CacheStore:
         self._check_format()
 
     def _check_format(self) -> None:
-        """Clear what an older tierq left under this prefix (a cache: its entries are only re-asked)."""
-        found = cast(bytes | None, self.r.get(f"{self.p}:format"))
-        if found == FORMAT.encode():
-            return
-        if found is not None or self.r.exists(f"{self.p}:n", f"{self.p}:z"):
+        """Clear what an older tierq left under this prefix (a cache: its entries are only re-asked).
+
+        The older layout is recognised by its eviction sorted set, P:z, which this one never writes;
+        a missing P:format alone proves nothing (a FLUSHDB while workers run removes it too).
+        """
+        if self.r.exists(f"{self.p}:z"):
             log.warning("cache: clearing the entries under %s:*, written in an older layout", self.p)
             self.clear_all()
         self.r.set(f"{self.p}:format", FORMAT)
