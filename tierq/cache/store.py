@@ -271,23 +271,24 @@ class CacheStore:
         return out
 
     def _nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
-        results: list[CacheEntry | None] = []
-        for key, vector, (ids, matrix) in zip(keys, vectors, self.candidates(keys, vectors), strict=True):
-            results.append(self._best(key, ids, matrix @ vector) if ids else None)
+        """For each query, the most similar candidate at or above the threshold whose entry is there, fresh
+        and its own. The best candidates of all queries are read in one round trip; a query whose best is
+        not valid tries its next one in the next round."""
+        queue: list[list[tuple[int, float]]] = []  # per query: (id, similarity) at or above the threshold, best first
+        for vector, (ids, matrix) in zip(vectors, self.candidates(keys, vectors), strict=True):
+            similarities = matrix @ vector
+            order = [int(i) for i in np.argsort(-similarities) if similarities[i] >= self.threshold]
+            queue.append([(ids[i], float(similarities[i])) for i in order])
+        results: list[CacheEntry | None] = [None] * len(keys)
+        waiting = [q for q in range(len(keys)) if queue[q]]
+        while waiting:
+            heads = [queue[q].pop(0) for q in waiting]
+            for q, (entry_id, similarity), (raw, blob) in zip(waiting, heads, self._read([h[0] for h in heads]),
+                                                                strict=True):
+                if _s(raw[6]) == keys[q].namespace and (_s(raw[5]) or "") == keys[q].ids:
+                    results[q] = self._entry(entry_id, raw, blob, "semantic", similarity)
+            waiting = [q for q in waiting if results[q] is None and queue[q]]
         return results
-
-    def _best(self, key: CacheKey, ids: list[int], similarities: npt.NDArray[np.float32]) -> CacheEntry | None:
-        """The most similar candidate at or above the threshold whose entry is there, fresh and its own."""
-        for index in np.argsort(-similarities):
-            similarity = float(similarities[index])
-            if similarity < self.threshold:
-                return None
-            (raw, blob), = self._read([ids[index]])
-            if _s(raw[6]) == key.namespace and (_s(raw[5]) or "") == key.ids:
-                entry = self._entry(ids[index], raw, blob, "semantic", similarity)
-                if entry is not None:
-                    return entry
-        return None
 
     def register(self, key: CacheKey, vector: Sequence[float] | None, job_id: int) -> tuple[int, CacheEntry | None]:
         """Make `job_id` the leader of `key` (its new entry id, None); if a job got there first, its entry."""
