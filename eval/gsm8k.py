@@ -29,7 +29,7 @@ from policies import Result, cascade, cheapest_threshold, random_share, route
 
 from tierq.config import Config, load_config
 from workers.routing import Router
-from workers.validators import checks_for
+from workers.validators import Checks
 
 CONFIG = Path(__file__).with_name("gsm8k.toml")
 TARGET = 0.95  # of the strong model's accuracy
@@ -39,7 +39,7 @@ FOLDS = 5
 
 def passes(config: Config, questions: Sequence[Question]) -> dict[int, bool]:
     """Whether each cheap answer passes the task type's validator, as the cheap tier's workers decide."""
-    check = checks_for(config).by_task["gsm8k"]
+    check = Checks(config).by_task["gsm8k"]
     return {q.index: check.reason(q.cheap_answer, [{"role": "user", "content": q.prompt}]) is None
             for q in questions}
 

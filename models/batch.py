@@ -39,3 +39,6 @@ class Batch(Base):
     reserved_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     # False: Postgres keeps digests only; texts live in Redis until used (tierq.vault).
     store_text: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Set when the submission read its whole input; a submission that stopped half-way says why.
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submit_error: Mapped[str | None]

@@ -30,7 +30,8 @@ class CallOutcome(StrEnum):
     EMPTY = "empty"
     TRUNCATED = "truncated"
     INVALID = "invalid"
-    ERROR = "error"  # HTTP 5xx, network error or unusable response
+    ERROR = "error"  # HTTP 4xx/5xx or an unusable response
+    CONNECTION = "connection"  # the provider could not be reached (refused, reset, DNS)
     RATE_LIMITED = "rate_limited"  # HTTP 429
     TIMEOUT = "timeout"
     CACHE_HIT = "cache_hit"

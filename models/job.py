@@ -28,6 +28,9 @@ class Job(Base):
         UniqueConstraint("batch_id", "custom_id"),
         Index("ix_jobs_batch_id_status", "batch_id", "status"),
         Index("ix_jobs_follows", "follows", postgresql_where=text("follows IS NOT NULL")),
+        # The reconciler and `status` look only at jobs that are not final.
+        Index("ix_jobs_active_updated_at", "updated_at",
+              postgresql_where=text("status IN ('pending', 'queued', 'running', 'waiting')")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, JOB_ID_SEQ, primary_key=True, server_default=JOB_ID_SEQ.next_value())
@@ -51,6 +54,13 @@ class Job(Base):
     handoff_from: Mapped[uuid.UUID | None]
     cache_entry: Mapped[int | None] = mapped_column(BigInteger)
     follows: Mapped[int | None] = mapped_column(BigInteger)
+    # A claim is a lease: the task delivery that runs the job, and until when (renewed while it works).
+    lease_owner: Mapped[uuid.UUID | None]
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Given back to its queue while a rate limit, a budget or a provider outage holds it: since when, how often.
+    held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    holds: Mapped[int] = mapped_column(default=0, server_default="0")
+    recoveries: Mapped[int] = mapped_column(default=0, server_default="0")  # messages re-published by the reconciler
     attempts: Mapped[int] = mapped_column(default=0)
     escalations: Mapped[int] = mapped_column(default=0)
     content: Mapped[str | None]

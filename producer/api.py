@@ -25,7 +25,7 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine
 
-from models import make_engine
+from models import lifecycle, make_engine
 from producer.bill import Bill, build_bill
 from producer.broker import make_sender
 from producer.control import CancelResult, cancel_batch, retry_failed
@@ -37,6 +37,8 @@ from producer.status import BatchStatus, batch_status, parse_batch_id
 from producer.submit import BatchOptions, SubmitResult, submit_records
 from tierq.config import Config
 from tierq.errors import InputError
+from tierq.live import LiveMessages
+from tierq.publish import Publisher
 from tierq.settings import Settings, get_settings
 from tierq.vault import TextVault
 
@@ -61,6 +63,11 @@ class Tierq:
         return make_sender(self.config, self.settings.broker, self.settings.visibility_timeout_s)
 
     @cached_property
+    def publisher(self) -> Publisher:
+        """Sends task messages (after their jobs are committed) and records them as live."""
+        return Publisher(self.sender, LiveMessages(self.vault.r))
+
+    @cached_property
     def vault(self) -> TextVault:
         """Where private batches keep their texts (the Redis at TIERQ_REDIS_URL)."""
         return TextVault(redis.Redis.from_url(self.settings.redis_url))
@@ -82,7 +89,7 @@ class Tierq:
             batch = replace(batch, source="<stdin>" if str(source) == "-" else str(source))
 
         def run(records: Iterable[Record | Rejection], line_source: LineSource | None = None) -> SubmitResult:
-            return submit_records(self.engine, self.sender, self.config, batch, records, progress,
+            return submit_records(self.engine, self.publisher, self.config, batch, records, progress,
                                   on_reject=on_reject, source=line_source, every=every,
                                   vault=None if batch.store_text else self.vault)
 
@@ -113,7 +120,18 @@ class Tierq:
 
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
-        return batch_status(self.engine, _uuid(batch_id))
+        status = batch_status(self.engine, _uuid(batch_id))
+        if not status.done:
+            status.stuck = self.stuck(status.batch_id)
+        return status
+
+    def stuck(self, batch_id: uuid.UUID | str | None = None) -> int:
+        """Jobs (of one batch, or of all) that no message will move: unchanged for `stuck_after_s` with no
+        live message. The workers' reconciler publishes their messages again; `recover` does it now."""
+        with self.engine.connect() as conn:
+            groups = lifecycle.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s,
+                                    _uuid(batch_id) if batch_id else None)
+        return sum(len(group.ids) for group in groups)
 
     def wait(
         self, batch_id: uuid.UUID | str, *, timeout: float | None = None, poll_s: float = 0.5,
@@ -139,15 +157,17 @@ class Tierq:
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""
-        return cancel_batch(self.engine, _uuid(batch_id))
+        return cancel_batch(self.engine, _uuid(batch_id), self.vault)
 
     def retry_failed(self, batch_id: uuid.UUID | str) -> int:
         """Route the batch's failed jobs again from the start; returns how many."""
-        return retry_failed(self.engine, self.sender, self.config, _uuid(batch_id))
+        return retry_failed(self.engine, self.publisher, self.config, _uuid(batch_id))
 
     def report(self, batch_id: uuid.UUID | str | None = None, since: datetime | None = None) -> Bill:
         """The bill of one batch or of all, optionally from `since` on."""
-        return build_bill(self.engine, self.config, _uuid(batch_id) if batch_id else None, since)
+        bill = build_bill(self.engine, self.config, _uuid(batch_id) if batch_id else None, since)
+        bill.stuck = self.stuck(batch_id)
+        return bill
 
     def close(self) -> None:
         """Release database connections and the broker pool."""

@@ -125,6 +125,7 @@ class Bill:
     latency_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     escalations: dict[tuple[str, str], int] = field(default_factory=dict)
     compression: CompressionSavings = field(default_factory=CompressionSavings)
+    stuck: int = 0  # jobs that no message will move (the workers' reconciler publishes them again)
 
     @property
     def savings_usd(self) -> Decimal:
@@ -145,7 +146,7 @@ class Bill:
                   "escalations": sum(self.escalations.values()),
                   "baseline_cost_usd": usd(self.baseline_cost_usd), "baseline_unpriced_jobs": self.baseline_unpriced_jobs,
                   "savings_usd": usd(self.savings_usd),
-                  "savings_pct": None if pct is None else float(pct)}
+                  "savings_pct": None if pct is None else float(pct), "stuck_jobs": self.stuck}
         return {
             "scope": self.scope.as_dict(),
             "baseline": {"tier": self.baseline_tier, "model": self.baseline_model},

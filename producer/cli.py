@@ -30,6 +30,16 @@ def _friendly(func: F) -> F:
         except (NotFound, TierqError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # Imported here: `tierq --help` must not pay for SQLAlchemy, redis and kombu.
+            from producer.outages import describe
+            from tierq.settings import get_settings
+
+            line = describe(exc, get_settings())
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
 
@@ -304,10 +314,6 @@ def cache_clear_command(tenant: str | None, as_json: bool) -> None:
         click.echo(f"removed {removed} entries" + (f" of tenant {tenant}" if tenant else ""))
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.argument("batch", required=False)
 @click.option("--older-than", default="10m", show_default=True,
@@ -316,14 +322,21 @@ if __name__ == "__main__":
 @_friendly
 def recover(batch: str | None, older_than: str, as_json: bool) -> None:
     """Publish again the messages of waiting jobs whose message was lost (safe to repeat)."""
+    from datetime import datetime
+
     from producer.api import Tierq
     from producer.commands import parse_since
     from producer.recover import recover as resend
     from producer.status import parse_batch_id
 
+    age_s = max(0.0, (datetime.now().astimezone() - parse_since(older_than)).total_seconds())
     with Tierq() as tq:
-        done = resend(tq.engine, tq.sender, parse_batch_id(batch) if batch else None, parse_since(older_than))
+        done = resend(tq.engine, tq.publisher, parse_batch_id(batch) if batch else None, age_s)
     if as_json:
         click.echo(json.dumps({"messages": done.messages, "jobs": done.jobs}))
     else:
         click.echo(f"published {done.messages} messages again for {done.jobs} waiting jobs")
+
+
+if __name__ == "__main__":
+    main()

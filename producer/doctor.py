@@ -24,10 +24,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import alembic_config, current_revision, head_revision
+from models import lifecycle
 from producer.broker import make_sender
 from producer.metrics import REDIS_SCHEMES, queue_lengths
 from tierq.config import Config, ProviderConfig
 from tierq.errors import ConfigError
+from tierq.live import LiveMessages
 from tierq.queues import CLASSIFY_QUEUE
 from tierq.settings import Settings, get_settings
 
@@ -169,6 +171,7 @@ def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check
     app = make_sender(config, broker_url)
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        infos = app.control.broadcast("tierq_info", reply=True, timeout=timeout) or []
         waiting = queue_lengths(broker_url, queues, timeout)
     except (KombuError, OSError, redis.RedisError) as exc:
         return [Check("workers", State.PROBLEM, f"could not ask the workers: {_first_line(exc)}",
@@ -188,8 +191,50 @@ def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check
             checks.append(Check(f"queue {queue}", State.OK, f"{len(names)} worker(s): {shown}; {backlog}"))
         else:
             checks.append(Check(f"queue {queue}", State.PROBLEM, f"no worker consumes it; {backlog}",
-                                f"start one: celery -A workers worker -Q {queue}"))
-    return checks
+                                f"start one: celery -A workers worker -Q {queue} -n {queue}@%h"))
+    return [*checks, check_worker_configs(config, infos)]
+
+
+def check_worker_configs(config: Config, infos: list[dict[str, Any]]) -> Check:
+    """Every worker runs the configuration this command reads (a worker with another TOML would take
+    messages it runs differently, or not at all)."""
+    name = "worker config"
+    answers = {worker: info for reply in infos for worker, info in reply.items() if isinstance(info, dict)}
+    if not answers:
+        return Check(name, State.SKIPPED, "no worker answered")
+    others = sorted(f"{worker} ({info.get('config')}, digest {info.get('digest')})"
+                    for worker, info in answers.items() if info.get("digest") != config.digest)
+    if others:
+        shown = "; ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return Check(name, State.PROBLEM, f"{len(others)} worker(s) run another configuration than {config.source} "
+                     f"(digest {config.digest}): {shown}",
+                     "start every worker and every tierq command with the same TOML (TIERQ_CONFIG)")
+    return Check(name, State.OK, f"{len(answers)} worker(s) run this configuration (digest {config.digest})")
+
+
+def check_stuck(settings: Settings, config: Config, timeout: float) -> Check:
+    """Jobs that are not final, have not changed for `stuck_after_s` and whose message is not live."""
+    engine = create_engine(settings.database_url, poolclass=pool.NullPool,
+                           connect_args={"connect_timeout": max(1, round(timeout))})
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    age = config.worker.stuck_after_s
+    try:
+        with engine.connect() as conn:
+            groups = lifecycle.lost(conn, LiveMessages(client), age)
+    except (SQLAlchemyError, redis.RedisError) as exc:
+        return Check("stuck jobs", State.PROBLEM, f"could not look: {_first_line(exc)}", "see the checks above")
+    finally:
+        engine.dispose()
+        client.close()
+    jobs = sum(len(g.ids) for g in groups)
+    if not jobs:
+        return Check("stuck jobs", State.OK, f"none (no job unchanged for {age:.0f} s without a live message)")
+    batches = sorted({str(g.batch_id) for g in groups})
+    return Check("stuck jobs", State.PROBLEM,
+                 f"{jobs} job(s) unchanged for over {age:.0f} s with no live message, in batch(es) "
+                 f"{', '.join(batches[:3])}" + (" ..." if len(batches) > 3 else ""),
+                 f"the workers' reconciler publishes them again every {config.worker.reconcile_every_s:.0f} s; "
+                 "`tierq recover --older-than 0m` does it now")
 
 
 def _load(settings: Settings) -> tuple[Check, Config | None]:
@@ -221,9 +266,13 @@ def run_checks(timeout: float = 3.0) -> list[Check]:
         return [*checks, Check("providers", State.SKIPPED, "needs a valid config"),
                 Check("workers", State.SKIPPED, "needs a valid config")]
     checks += [check_provider(settings, name, provider, timeout) for name, provider in config.providers.items()]
+    if checks[1].state is State.OK and all(c.state is State.OK for c in checks if c.name in ("postgres", "migrations")):
+        stuck = check_stuck(settings, config, timeout)
+    else:
+        stuck = Check("stuck jobs", State.SKIPPED, "needs Redis and a migrated Postgres")
     if broker.state is not State.OK:
-        return [*checks, Check("workers", State.SKIPPED, "needs the broker")]
-    return checks + check_workers(config, settings.broker, timeout)
+        return [*checks, stuck, Check("workers", State.SKIPPED, "needs the broker")]
+    return [*checks, stuck, *check_workers(config, settings.broker, timeout)]
 
 
 def render(checks: list[Check]) -> list[str]:

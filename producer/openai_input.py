@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from producer.records import Record, Rejection, RejectKind, check_id, check_messages, decode_json_line, reject
-from tierq.params import PASSED_PARAMS
+from tierq.params import PASSED_PARAMS, param_problem
 
 CHAT_URLS = frozenset({"/v1/chat/completions", "/chat/completions"})
 # Sent to the model with every call of the job.
@@ -72,6 +72,9 @@ def _params(body: dict[str, Any]) -> dict[str, Any] | str:
         if key == "messages" or key in IGNORED:
             continue
         if key in PASSED:
+            problem = param_problem(key, value)
+            if problem is not None:
+                return f"body.{key} {problem}"
             params[key] = value
         elif key in DEFAULTS:
             if value is not None and value != DEFAULTS[key]:

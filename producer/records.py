@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -12,6 +13,9 @@ from tierq.messages import content_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_ID_CHARS = 512
+MAX_NAME_CHARS = 200  # task types and tenants (their columns)
+MAX_DEPTH = 64  # nesting of metadata, messages and parameters
+MAX_DIGITS = 100
 
 
 class RejectKind(StrEnum):
@@ -46,24 +50,70 @@ class Record:
         """Characters of text in the messages (the basis of token estimates)."""
         return sum(len(content_text(m.get("content"))) for m in self.messages)
 
-    def nul_field(self) -> str | None:
-        """The first field holding a NUL character, which Postgres text and JSON cannot store."""
+    def storage_problem(self) -> tuple[str, str, RejectKind] | None:
+        """The first field Postgres could not store as it is (field, problem, kind), or None."""
         fields = {"id": self.custom_id, "prompt": self.messages, "task_type": self.task_type,
                   "metadata": self.metadata, "params": self.params}
         for name, value in fields.items():
-            if _has_nul(value):
-                return name
+            problem = value_problem(value)
+            if problem is not None:
+                kind = RejectKind.NUL_CHARACTER if "NUL" in problem else RejectKind.INVALID
+                return name, problem, kind
+        if self.task_type is not None and len(self.task_type) > MAX_NAME_CHARS:
+            return "task_type", f"is longer than {MAX_NAME_CHARS} characters", RejectKind.INVALID
         return None
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def value_problem(value: Any) -> str | None:
+    """Why a decoded value cannot be stored as JSON text in Postgres, or None. Iterative, so no nesting
+    depth can exhaust the interpreter's stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, str):
+            problem = _text_problem(item)
+        elif isinstance(item, dict):
+            problem = _keys_problem(item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            problem = None
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            problem = _scalar_problem(item)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _keys_problem(mapping: dict[Any, Any]) -> str | None:
+    for key in mapping:
+        problem = _text_problem(key) if isinstance(key, str) else "has a key that is not a string"
+        if problem is not None:
+            return problem
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored; remove it"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains a lone surrogate (\\u{ord(text[exc.start]):04x}), which is not text; "
+                "fix the encoding of the file")
+    return None
+
+
+def _scalar_problem(item: Any) -> str | None:
+    if item is None or isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return None if abs(item) < 10**MAX_DIGITS else f"holds a number with more than {MAX_DIGITS} digits"
+    if isinstance(item, float):
+        return None if math.isfinite(item) else "holds NaN or Infinity, which JSON cannot store"
+    return f"holds a {type(item).__name__}, which is not a JSON value"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +142,21 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     except UnicodeDecodeError as exc:
         return reject(line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return reject(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", RejectKind.MALFORMED_JSON)
     except RecursionError:
         return reject(line_no, "JSON nested too deeply", RejectKind.MALFORMED_JSON)
+    except ValueError as exc:  # NaN or Infinity, or an integer too long to convert
+        problem = "a number has more than 4300 digits" if "digits" in str(exc) else str(exc)
+        return reject(line_no, f"malformed JSON ({problem})", RejectKind.MALFORMED_JSON)
     if not isinstance(obj, dict):
         return reject(line_no, f"the record is a JSON {type(obj).__name__}, not an object", RejectKind.NOT_OBJECT)
     return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; write a number or null")
 
 
 def parse_jsonl_line(line_no: int, raw: bytes, spec: PromptSpec | None = None) -> Record | Rejection:
@@ -133,6 +190,8 @@ def record_from_object(line_no: int, obj: dict[str, Any], spec: PromptSpec | Non
     task_type = obj.get("task_type")
     if task_type is not None and (not isinstance(task_type, str) or not task_type.strip()):
         return reject(line_no, 'field "task_type" must be a non-empty string', custom_id=custom_id)
+    if task_type is not None and len(task_type) > MAX_NAME_CHARS:
+        return reject(line_no, f'field "task_type" is longer than {MAX_NAME_CHARS} characters', custom_id=custom_id)
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return reject(line_no, 'field "metadata" must be an object', custom_id=custom_id)
@@ -184,4 +243,38 @@ def _message_problem(message: Any) -> str | None:
     content = message.get("content")
     if content is not None and not isinstance(content, (str, list)):
         return "content must be a string or a list of parts"
+    if isinstance(content, list):
+        for index, part in enumerate(content):
+            problem = _part_problem(part)
+            if problem is not None:
+                return f"content[{index}] {problem}"
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        return f"name must be a string, not {type(name).__name__}"
+    return None
+
+
+# What each kind of content part must carry (the OpenAI chat format).
+PART_FIELDS = {"text": "text", "image_url": "image_url", "input_audio": "input_audio", "file": "file",
+               "refusal": "refusal"}
+
+
+def _part_problem(part: Any) -> str | None:
+    if not isinstance(part, dict):
+        return f'must be an object with a "type", not {type(part).__name__}'
+    kind = part.get("type")
+    if not isinstance(kind, str) or not kind:
+        return 'has no "type" (e.g. "text" or "image_url")'
+    field = PART_FIELDS.get(kind)
+    if field is None:
+        return f'has type {kind!r}; use one of {", ".join(sorted(PART_FIELDS))}'
+    value = part.get(field)
+    if kind in ("text", "refusal"):
+        return None if isinstance(value, str) else f'of type "{kind}" needs "{field}" as a string'
+    if kind == "image_url" and isinstance(value, str):
+        return None
+    if not isinstance(value, dict):
+        return f'of type "{kind}" needs "{field}" as an object'
+    if kind == "image_url" and not isinstance(value.get("url"), str):
+        return 'of type "image_url" needs "image_url.url" as a string'
     return None

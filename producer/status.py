@@ -36,6 +36,7 @@ class BatchStatus:
     elapsed_s: float = 0.0
     rate_per_s: float | None = None
     eta_s: float | None = None
+    stuck: int = 0  # jobs no message will move (see models.lifecycle.lost); the reconciler handles them
 
     def count(self, status: JobStatus) -> int:
         """Jobs in `status`."""
@@ -77,6 +78,7 @@ class BatchStatus:
             "elapsed_s": round(self.elapsed_s, 1),
             "rate_per_s": None if self.rate_per_s is None else round(self.rate_per_s, 2),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "stuck": self.stuck,
         }
 
 

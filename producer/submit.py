@@ -9,16 +9,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, insert, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from models import Batch, JobStatus
 from producer.inputs import LineSource
-from producer.records import Record, Rejection, RejectKind
+from producer.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from tierq.config import RESERVED_PARAMS, Config, schema_problem
 from tierq.errors import ConfigError, InputError, TierqError
-from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK
+from tierq.params import params_problem
+from tierq.publish import Publisher
+from tierq.queues import classify_message
 from tierq.vault import TextVault, redacted
 
 JOB_COLUMNS = (
@@ -51,7 +54,14 @@ class BatchOptions:
     json_schema: dict[str, Any] | None = None  # answers must match it (replaces the task type's validator)
 
     def check(self, config: Config) -> None:
-        """Reject tier options that name no configured tier, or a minimum above the maximum."""
+        """Reject tier options that name no configured tier, a minimum above the maximum, names too long
+        to store and invalid request parameters."""
+        for label, name in (("--tenant", self.tenant), ("--task-type", self.task_type)):
+            if not name or len(name) > MAX_NAME_CHARS:
+                raise InputError(f"{label} must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}")
+        problem = params_problem(self.params)
+        if problem is not None:
+            raise InputError(f"batch {problem}")
         for label, tier in (("--tier", self.force_tier), ("--min-tier", self.min_tier), ("--max-tier", self.max_tier)):
             if tier is not None and tier not in config.tier_names:
                 raise InputError(f"{label} {tier!r} is not a configured tier; use one of {config.tier_names}")
@@ -100,20 +110,21 @@ class Submitter:
     """Streams records into one batch: one COPY per CHUNKS_PER_INSERT chunks, one classify message per chunk."""
 
     def __init__(
-        self, engine: Engine, app: Celery, config: Config, options: BatchOptions,
+        self, engine: Engine, publisher: Publisher, config: Config, options: BatchOptions,
         on_reject: Callable[[Rejection], None] | None = None, vault: TextVault | None = None,
     ) -> None:
         options.check(config)
         if not options.store_text and vault is None:
             raise InputError("a batch that keeps no text in Postgres needs the Redis text vault; pass vault=")
         self.vault = vault
-        self.engine, self.app, self.config, self.options = engine, app, config, options
+        self.engine, self.publisher, self.config, self.options = engine, publisher, config, options
         self.on_reject = on_reject
         self.chunk = config.worker.classify_chunk
         self.max_chars = config.max_context * 4
         self.result = SubmitResult(uuid.uuid4())
         self._seen: dict[str, int] = {}
         self._pending: list[tuple[Record, int]] = []
+        self.through_line = 0  # the last line whose record is committed
         self._create_batch()
 
     def _create_batch(self) -> None:
@@ -154,10 +165,13 @@ class Submitter:
             return Rejection(
                 record.line, f"line {record.line}: id {record.custom_id!r} is a duplicate within the batch "
                 f"(first used on line {first}); give every record its own id", record.custom_id, RejectKind.DUPLICATE_ID)
-        nul = record.nul_field()
-        if nul is not None:
-            return Rejection(record.line, f'line {record.line}: field "{nul}" contains a NUL character (\\u0000), '
-                             "which cannot be stored; remove it", record.custom_id, RejectKind.NUL_CHARACTER)
+        stored = record.storage_problem()
+        if stored is not None:
+            name, problem, kind = stored
+            return Rejection(record.line, f'line {record.line}: field "{name}" {problem}', record.custom_id, kind)
+        params = params_problem(record.params)
+        if params is not None:
+            return Rejection(record.line, f"line {record.line}: {params}", record.custom_id, RejectKind.INVALID)
         chars = record.chars
         if chars > self.max_chars:
             return Rejection(
@@ -186,23 +200,14 @@ class Submitter:
             with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
                 for job_id, (n, (record, chars)) in zip(ids, enumerate(records), strict=True):
                     copy.write_row(self._row(job_id, record, chars, messages[n // self.chunk]))
-        # Sent only after the commit, so a worker never receives ids it cannot see yet.
-        try:
-            with self.app.producer_or_acquire() as producer:
-                for start, message_id in zip(range(0, len(ids), self.chunk), messages, strict=True):
-                    self.app.send_task(
-                        CLASSIFY_TASK, args=[list(ids[start : start + self.chunk])],
-                        kwargs={"batch": str(self.result.batch_id)}, task_id=str(message_id), queue=CLASSIFY_QUEUE,
-                        producer=producer,
-                    )
-        except (BrokerError, OSError) as exc:
-            batch = self.result.batch_id
-            raise TierqError(
-                f"the broker did not take the messages of batch {batch} ({type(exc).__name__}: {exc}); its "
-                f"{self.result.accepted + len(records)} jobs so far are saved: once the broker is back, run "
-                f"`tierq recover {batch} --older-than 0m` to queue them, and submit the rest of the file again"
-            ) from None
+            conn.execute(text("UPDATE batches SET total = total + :n, rejected = :rejected WHERE id = :id"),
+                         {"n": len(records), "rejected": self.result.rejected, "id": self.result.batch_id})
         self.result.accepted += len(records)
+        self.through_line = records[-1][0].line
+        # Sent only after the commit, so a worker never receives ids it cannot see yet. Were the broker
+        # down, the jobs stay pending and the workers' reconciler queues them once it is back.
+        self.publisher.publish([classify_message(ids[start : start + self.chunk], self.result.batch_id, message_id)
+                                for start, message_id in zip(range(0, len(ids), self.chunk), messages, strict=True)])
 
     def _row(self, job_id: int, record: Record, chars: int, message_id: uuid.UUID) -> tuple[Any, ...]:
         o = self.options
@@ -215,24 +220,51 @@ class Submitter:
         )
 
     def close(self) -> SubmitResult:
-        """Flush the last chunks and store the batch's totals."""
+        """Flush the last chunks and mark the batch as wholly submitted."""
         self.flush()
         with self.engine.begin() as conn:
             conn.execute(
-                text("UPDATE batches SET total = :total, rejected = :rejected WHERE id = :id"),
-                {"total": self.result.accepted, "rejected": self.result.rejected, "id": self.result.batch_id},
+                text("UPDATE batches SET rejected = :rejected, submitted_at = now() WHERE id = :id"),
+                {"rejected": self.result.rejected, "id": self.result.batch_id},
             )
         return self.result
 
+    def stopped(self, exc: Exception) -> PartialSubmission:
+        """Record that the submission stopped half-way; the error that says what the batch holds."""
+        why = _one_line(exc)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("UPDATE batches SET rejected = :rejected, submit_error = :why WHERE id = :id"),
+                             {"rejected": self.result.rejected, "why": why[:1000], "id": self.result.batch_id})
+        except SQLAlchemyError as again:
+            why += f" (and the batch could not be marked partial: {_one_line(again)})"
+        r = self.result
+        after = f"after line {self.through_line}" if self.through_line else "from its first line"
+        return PartialSubmission(
+            f"batch {r.batch_id} is partial: {r.accepted} jobs accepted (they run), {r.rejected} rejected; the "
+            f"submission stopped: {why}. Submit the rest of the file ({after}) as a new batch")
+
+
+class PartialSubmission(TierqError):
+    """A submission stopped half-way; the jobs it accepted are saved and run."""
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, TierqError):
+        return str(exc)
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
 
 def submit_records(
-    engine: Engine, app: Celery, config: Config, options: BatchOptions, items: Iterable[Record | Rejection],
+    engine: Engine, publisher: Publisher, config: Config, options: BatchOptions, items: Iterable[Record | Rejection],
     progress: Callable[[SubmitResult], None] | None = None, *,
     on_reject: Callable[[Rejection], None] | None = None, source: LineSource | None = None, every: int = 10_000,
     vault: TextVault | None = None,
 ) -> SubmitResult:
     """Submit every item as one batch; rejections are counted and reported, never fatal."""
-    submitter = Submitter(engine, app, config, options, on_reject, vault)
+    submitter = Submitter(engine, publisher, config, options, on_reject, vault)
     result = submitter.result
     result.size = source.size if source is not None else None
     try:
@@ -241,10 +273,14 @@ def submit_records(
             if progress is not None and n % every == 0:
                 result.bytes_read = source.bytes if source is not None else 0
                 progress(result)
+        submitter.close()
     except KeyboardInterrupt:
         # Chunks already sent will run; record them (and the rest read so far) so the batch adds up.
         submitter.close()
         raise SubmitInterrupted(result) from None
-    submitter.close()
+    except (BrokerError, OSError, SQLAlchemyError, RedisError, TierqError) as exc:
+        if not result.accepted:
+            raise
+        raise submitter.stopped(exc) from None
     result.bytes_read = source.bytes if source is not None else 0
     return result

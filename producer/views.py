@@ -42,6 +42,9 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         lines.append(f"  {tier + ':':<6} {sum(counts.values()):>7,}  ({_counts(counts)})")
     lines.append(f"  escalations {status.escalations:,}, calls {status.calls:,}, cache hits {status.cache_hits:,}, "
                  f"cost {money(status.cost_usd)}")
+    if status.stuck:
+        lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
+                     f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")
     return lines
 
 
@@ -68,8 +71,9 @@ def bill_lines(bill: Bill) -> list[str]:
     saving = f"{money(bill.savings_usd)} ({pct}%)" if pct is not None else "n/a (no answered calls)"
     unpriced = (f"; {bill.baseline_unpriced_jobs:,} cached jobs without tokens are not in the baseline"
                 if bill.baseline_unpriced_jobs else "")
+    stuck = f"; {bill.stuck:,} stuck (no live message)" if bill.stuck else ""
     lines = [f"tierq bill, {scope}",
-             f"jobs {t.jobs:,} ({_counts(bill.jobs_by_status)}), calls {t.calls:,}, tokens {t.tokens:,}",
+             f"jobs {t.jobs:,} ({_counts(bill.jobs_by_status)}{stuck}), calls {t.calls:,}, tokens {t.tokens:,}",
              f"cost {money(t.cost_usd)}; baseline {money(bill.baseline_cost_usd)} (every job on "
              f"{bill.baseline_model}, tier {bill.baseline_tier}); savings {saving}{unpriced}", ""]
     lines += table(["tier", "started", "answered", "escalated", "failed", "calls", "tokens", "cost"],

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from producer.api import Tierq
 from producer.status import BatchStatus
 from tierq.config import Config, load_config
 from tierq.settings import Settings
+from workers.context import WorkerContext
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
@@ -159,13 +160,14 @@ class Stack:
 
 
 def start_worker(
-    env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w", loglevel: str = "INFO"
+    env: dict[str, str], log_path: Path, queues: str = QUEUES, name: str = "w", loglevel: str = "INFO",
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start `celery -A workers worker` for `queues` and wait until it says it is ready."""
+    """Start `celery -A workers worker` for `queues` (and `args`) and wait until it says it is ready."""
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", loglevel,
-             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle", *args],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         )
     deadline = time.monotonic() + 60
@@ -228,9 +230,11 @@ def clean(stack: Stack) -> Stack:
 
 
 def insert_job(
-    stack: Stack, prompt: str, *, status: str, tier: str | None, handoff: uuid.UUID, age_s: int = 0
+    stack: Stack, prompt: str, *, status: str, tier: str | None, handoff: uuid.UUID, age_s: int = 0,
+    params: dict[str, Any] | None = None,
 ) -> int:
-    """A job written straight into Postgres, with no message published for it (as if it was lost)."""
+    """A job written straight into Postgres, with no message published for it (as if it was lost), and
+    with whatever `params` a test likes (submit would have checked them)."""
     batch = uuid.uuid4()
     with stack.engine.begin() as conn:
         conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
@@ -238,8 +242,45 @@ def insert_job(
         return int(conn.execute(
             text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
                  "status, tier, start_tier, handoff, attempts, escalations, updated_at) VALUES (:b, 1, 'j', 't', "
-                 "'default', CAST(:m AS jsonb), '{}', 10, :status, :tier, :tier, :h, 0, 0, "
+                 "'default', CAST(:m AS jsonb), CAST(:p AS jsonb), 10, :status, :tier, :tier, :h, 0, 0, "
                  "now() - make_interval(secs => :age)) RETURNING id"),
             {"b": batch, "m": json.dumps([{"role": "user", "content": prompt}]), "status": status, "tier": tier,
-             "h": handoff, "age": age_s},
+             "h": handoff, "age": age_s, "p": json.dumps(params or {})},
         ).scalar_one())
+
+
+@pytest.fixture()
+def worker_ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., WorkerContext]]:
+    """Make worker contexts whose tasks' plain functions run in this process, against the real database,
+    Redis and simulator; their messages go to a spare Redis database no worker reads, so a test can look
+    at what was published. `make(worker={...})` overrides [worker] settings."""
+    from celery import Celery
+
+    from tierq.queues import celery_config
+    from workers.context import WorkerContext
+
+    monkeypatch.setenv("TIERQ_SIM_URL", clean.sim.base_url)
+    broker = clean.dbs.url(1)
+    redis.Redis.from_url(broker).flushdb()
+    made: list[tuple[WorkerContext, Celery]] = []
+
+    def make(**worker: Any) -> WorkerContext:
+        config = clean.config.model_copy(update={"worker": clean.config.worker.model_copy(update=worker)})
+        app = Celery("in-process-worker")
+        app.conf.update(celery_config(config, broker))
+        context = WorkerContext(clean.settings, config, app)
+        made.append((context, app))
+        return context
+
+    yield make
+    for context, app in made:
+        context.loop.run(context.gates.close())
+        context.loop.run(context.client.close())
+        context.engine.dispose()
+        app.close()
+
+
+def published(ctx: WorkerContext, queue: str) -> list[dict[str, Any]]:
+    """The messages waiting on `queue` of an in-process context's broker."""
+    client = redis.Redis.from_url(ctx.app.conf.broker_url)
+    return [json.loads(m) for m in client.lrange(queue, 0, -1)]

@@ -5,11 +5,12 @@ Prices are parsed as `Decimal` straight from the TOML text, so a price is never 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -127,10 +128,27 @@ class AnswerConfig(_Strict):
 
 
 class WorkerConfig(_Strict):
-    """Batching of tasks: jobs per classify and per tier task, and in-flight calls per task."""
+    """Batching of tasks, leases, holds and the reconciler (docs/reliability.md says how they fit)."""
 
     classify_chunk: int = Field(default=500, ge=1, le=10_000)
     tier_chunk: int = Field(default=50, ge=1, le=1_000)
+    lease_s: float = Field(default=30.0, ge=1, description="a claim's lease, renewed every third of it; a dead "
+                           "worker's jobs are taken over this long after it died")
+    max_wait_s: float = Field(default=5.0, ge=0, description="longest in-task wait for a rate-limit slot or "
+                              "budget; longer waits give the job back to its queue")
+    outage_limit_s: float = Field(default=1800.0, gt=0, description="jobs held this long for a provider that "
+                                  "cannot be reached fail")
+    budget_wait_s: float = Field(default=600.0, gt=0, description="jobs held this long for budget that calls "
+                                 "in flight hold fail")
+    breaker_failures: int = Field(default=5, ge=1, description="connection failures within breaker_window_s "
+                                  "that open a provider's breaker")
+    breaker_window_s: float = Field(default=10.0, gt=0)
+    breaker_open_s: float = Field(default=2.0, gt=0, description="first pause of an open breaker; doubles")
+    breaker_max_open_s: float = Field(default=60.0, gt=0)
+    stuck_after_s: float = Field(default=120.0, gt=0, description="a job unchanged this long whose message is "
+                                 "not live is published again")
+    reconcile_every_s: float = Field(default=30.0, gt=0)
+    max_recoveries: int = Field(default=3, ge=0, description="publications by the reconciler before a job fails")
 
 
 class CacheConfig(_Strict):
@@ -263,6 +281,13 @@ class Config(_Strict):
         """The tier a failed job escalates to, or None after the last."""
         index = self.tier_index(name)
         return self.tiers[index + 1].name if index + 1 < len(self.tiers) else None
+
+    @property
+    def digest(self) -> str:
+        """A short fingerprint of what this configuration does (not where it was read from): workers and
+        producers of one deployment must agree on it."""
+        raw = self.model_dump_json(exclude={"source"})
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
     def price(self, model: str) -> Price:
         """Prices of a configured model."""
@@ -401,11 +426,29 @@ def import_callable(target: str, where: str) -> Callable[..., Any]:
 
 
 def _check_keys(config: Config, source: str, env: Mapping[str, str]) -> None:
-    used = {config.models[m].provider for tier in config.tiers for m in tier.models}
-    for name in sorted(used):
+    check_keys(config, env.get, {config.models[m].provider for tier in config.tiers for m in tier.models})
+
+
+def check_keys(config: Config, lookup: Callable[[str], str | None], providers: set[str]) -> None:
+    """Raise ConfigError naming the first of `providers` whose API key variable `lookup` finds unset."""
+    for name in sorted(providers):
         var = config.providers[name].api_key_env
-        if var and not env.get(var):
+        if var and not lookup(var):
             raise ConfigError(
-                f"{source}: provider {name!r} reads its API key from ${var}, which is not set; "
+                f"{config.source}: provider {name!r} reads its API key from ${var}, which is not set; "
                 f"export {var}=<your key> before starting"
             )
+
+
+def providers_for(config: Config, queues: Iterable[str]) -> set[str]:
+    """The providers a worker consuming `queues` calls: each tier's models, and for the classify queue
+    the summary model (compression) and the embedding provider."""
+    used: set[str] = set()
+    for queue in queues:
+        if queue == "classify":
+            used.add(config.models[config.tiers[0].models[0]].provider)
+            if config.cache.embedder == "openai" and config.cache.embedding_provider:
+                used.add(config.cache.embedding_provider)
+        elif queue in config.tier_names:
+            used.update(config.models[m].provider for m in config.tier(queue).models)
+    return used

@@ -3,7 +3,8 @@
     TierqError             a problem tierq explains in one line (the CLI prints it and exits non-zero)
     ├── ConfigError        the settings or the TOML file are wrong; fix them and start again
     ├── InputError         a submitted record or option is unusable; it is rejected, the rest go on
-    └── NotFound           a batch or job id that does not exist
+    ├── NotFound           a batch or job id that does not exist
+    └── Unavailable        Postgres, Redis or the broker cannot be reached; start it or fix its URL
 
 Model calls do not raise: each attempt becomes a cost row whose outcome says whether to retry the same
 model, try the next one or escalate (workers/llm.py, workers/calls.py).
@@ -26,3 +27,7 @@ class InputError(TierqError):
 
 class NotFound(TierqError):
     """A batch or job that does not exist."""
+
+
+class Unavailable(TierqError):
+    """A service tierq needs cannot be reached; the message names it (URL without password) and the fix."""

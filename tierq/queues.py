@@ -6,6 +6,9 @@ still sends messages the workers read.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.entity import Exchange, Queue
@@ -16,6 +19,39 @@ CLASSIFY_QUEUE = "classify"
 CLASSIFY_TASK = "tierq.classify"
 TIER_TASK = "tierq.tier"
 FOLLOW_TASK = "tierq.follow"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One task message: its task, queue and arguments, its id (the handoff its jobs name) and a delay."""
+
+    task: str
+    queue: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    countdown: float | None = None
+
+
+def _batch(batch_id: uuid.UUID | str | None) -> str | None:
+    return str(batch_id) if batch_id else None
+
+
+def classify_message(job_ids: Sequence[int], batch_id: uuid.UUID | str | None, message_id: uuid.UUID,
+                     countdown: float | None = None) -> Message:
+    """Route the jobs that were set pending under `message_id`."""
+    return Message(CLASSIFY_TASK, CLASSIFY_QUEUE, (list(job_ids),), {"batch": _batch(batch_id)}, message_id, countdown)
+
+
+def tier_message(tier: str, job_ids: Sequence[int], batch_id: uuid.UUID | str | None, message_id: uuid.UUID,
+                 countdown: float | None = None) -> Message:
+    """Answer the jobs queued at `tier` under `message_id`."""
+    return Message(TIER_TASK, tier, (tier, list(job_ids)), {"batch": _batch(batch_id)}, message_id, countdown)
+
+
+def follow_message(job_ids: Sequence[int], checks: int, countdown: float) -> Message:
+    """Check on jobs that wait for another job's answer, after `countdown` seconds."""
+    return Message(FOLLOW_TASK, CLASSIFY_QUEUE, (list(job_ids),), {"checks": checks}, uuid.uuid4(), countdown)
 
 
 def task_budget_s(config: Config) -> float:
@@ -40,11 +76,22 @@ def queues(config: Config) -> list[Queue]:
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
 
 
+def visibility_s(config: Config, visibility_timeout_s: float | None = None) -> float:
+    """The Redis broker's redelivery delay: TIERQ_VISIBILITY_TIMEOUT_S, else twice the longest task."""
+    return visibility_timeout_s or max(600.0, 2 * task_budget_s(config))
+
+
+def longest_countdown_s(config: Config, visibility_timeout_s: float | None = None) -> float:
+    """The longest delay a message may carry. A Redis broker worker holds a delayed message unacknowledged
+    until it is due, and hands it out again once the visibility timeout passes, so stay well below it."""
+    return max(1.0, min(300.0, visibility_s(config, visibility_timeout_s) / 2))
+
+
 def celery_config(config: Config, broker_url: str, visibility_timeout_s: float | None = None) -> dict[str, Any]:
     """Celery settings shared by every tierq process."""
-    # A message is redelivered only after the visibility timeout (Redis broker), so it must be longer
-    # than the longest task with its retries, or a slow task would run twice.
-    visibility = visibility_timeout_s or max(600.0, 2 * task_budget_s(config))
+    # A message is redelivered only after the visibility timeout (Redis broker). A task that outlives
+    # it runs twice; the lease on its jobs (models/lifecycle.py) makes the second run call nothing.
+    visibility = visibility_s(config, visibility_timeout_s)
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,

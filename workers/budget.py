@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -68,20 +69,25 @@ def settle(engine: Engine, batch_id: uuid.UUID, reserved: Decimal, actual: Decim
 
 
 class BudgetGate:
-    """`reserve` and `settle` for coroutines: the database work runs in the loop's thread pool."""
+    """`reserve` and `settle` for coroutines, on a few threads of their own (each holds one connection)."""
+
+    THREADS = 4
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="tierq-budget")
 
-    async def reserve(self, batch_id: uuid.UUID, amount: Decimal) -> bool:
-        """Hold `amount`, waiting while calls in flight hold the rest; False when it can never be covered."""
+    async def reserve(self, batch_id: uuid.UUID, amount: Decimal, wait_s: float) -> bool | None:
+        """Hold `amount`: True when held, False when it can never be covered, None when calls in flight
+        still hold the rest after `wait_s` (the job is held on its queue and tries again later)."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
         while True:
-            held = await loop.run_in_executor(None, reserve, self.engine, batch_id, amount)
-            if held is not None:
+            held = await loop.run_in_executor(self._threads, reserve, self.engine, batch_id, amount)
+            if held is not None or loop.time() >= deadline:
                 return held
             await asyncio.sleep(random.uniform(0.05, 0.25))
 
     async def settle(self, batch_id: uuid.UUID, reserved: Decimal, actual: Decimal) -> None:
         """See `settle`."""
-        await asyncio.get_running_loop().run_in_executor(None, settle, self.engine, batch_id, reserved, actual)
+        await asyncio.get_running_loop().run_in_executor(self._threads, settle, self.engine, batch_id, reserved, actual)

@@ -1,4 +1,10 @@
-"""Answering one job at one tier: the tier's models in order, each with bounded retries."""
+"""Answering one job at one tier: the tier's models in order, each with bounded retries.
+
+Before each call the gates (workers/gates.py) may hold the job: a rate limit with no free slot soon,
+budget held by calls in flight, or a provider whose breaker is open. A held job makes no call now and
+goes back to its queue. A provider that cannot be reached is treated like a provider error (the
+tier's next model is tried); only when no model of the tier can be reached is the job held.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,13 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
 from tierq.messages import estimated_prompt_tokens
-from tierq.money import usd
-from workers.budget import BudgetGate, output_cap, worst_case
+from workers.gates import Gates, Hold, HoldKind, Stop
 from workers.llm import CallRecord, ModelClient
 from workers.validators import AnswerCheck, validate
 
@@ -27,7 +32,7 @@ class JobWork:
     params: dict[str, Any]
     batch_id: uuid.UUID | None = None
     budgeted: bool = False
-    check: AnswerCheck | None = None  # the job's validator (workers.validators.attach_checks)
+    check: AnswerCheck | None = None  # the job's validator (WorkerContext.checks)
 
 
 @dataclass(slots=True)
@@ -39,6 +44,12 @@ class TierResult:
     answer: CallRecord | None = None
     reason: str | None = None
     final: bool = False  # the job must not escalate (its batch's budget is spent)
+    hold: Hold | None = None  # the job goes back to this tier's queue, to be tried again later
+
+
+class _Next(Enum):
+    MODEL = "next model"
+    DONE = "done"
 
 
 def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
@@ -48,46 +59,50 @@ def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
     return random.uniform(0, min(tier.retry_max_s, tier.retry_base_s * 2**retry))
 
 
-async def answer_at_tier(
-    client: ModelClient, config: Config, tier: TierConfig, work: JobWork, budget: BudgetGate | None = None
-) -> TierResult:
+async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates) -> TierResult:
     """Try the tier's models in order; the next model only after a provider error outlived its retries."""
     result = TierResult(work.job_id)
-    gate = budget if work.budgeted else None
     needed = estimated_prompt_tokens(work.messages)
     for name in tier.models:
         model = config.models[name]
         if model.context_window < needed:
             result.reason = f"context: about {needed} prompt tokens exceed {name}'s window of {model.context_window}"
             continue
-        timeout = tier.timeout_s or config.providers[model.provider].timeout_s
-        params = _params_for(work.params, tier, model.max_output_tokens)
-        for retry in range(tier.max_retries + 1):
-            held = Decimal(0)
-            if gate is not None and work.batch_id is not None:
-                params.setdefault("max_tokens", output_cap(params, tier, model))
-                held = worst_case(work.messages, int(params["max_tokens"]), model)
-                if not await gate.reserve(work.batch_id, held):
-                    result.final = True
-                    result.reason = (f"budget: what is left of the batch's budget cannot cover a call to {name} "
-                                     f"(worst case ${usd(held)})")
-                    return result
-            record = await client.call(name, work.messages, params, timeout, config.answers)
-            validate(record, work.check, tier.name, work.messages)
-            if gate is not None and work.batch_id is not None:
-                await gate.settle(work.batch_id, held, record.cost_usd)
-            result.records.append(record)
-            if record.outcome is CallOutcome.OK:
-                result.answer = record
-                return result
-            result.reason = f"{name}: {record.error}"
-            if not record.retryable:
-                if record.outcome.escalates:
-                    return result
-                break
-            if retry < tier.max_retries:
-                await asyncio.sleep(backoff_s(tier, retry, record.retry_after))
+        if await _try_model(client, config, tier, work, gates, name, result) is _Next.DONE:
+            return result
     return result
+
+
+async def _try_model(
+    client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates, name: str, result: TierResult
+) -> _Next:
+    model = config.models[name]
+    timeout = tier.timeout_s or config.providers[model.provider].timeout_s
+    params = _params_for(work.params, tier, model.max_output_tokens)
+    for retry in range(tier.max_retries + 1):
+        gate = await gates.before(tier, name, work.messages, params, work.batch_id, work.budgeted)
+        if isinstance(gate, Stop):
+            result.final, result.reason, result.hold = True, gate.reason, None
+            return _Next.DONE
+        if isinstance(gate, Hold):
+            result.hold = gate
+            return _Next.MODEL if gate.kind is HoldKind.OUTAGE else _Next.DONE
+        record = await client.call(name, work.messages, params, timeout, config.answers)
+        validate(record, work.check, tier.name, work.messages)
+        unreachable = await gates.after(gate, record)
+        result.records.append(record)
+        result.hold = unreachable
+        if record.outcome is CallOutcome.OK:
+            result.answer = record
+            return _Next.DONE
+        result.reason = f"{name}: {record.error}"
+        if unreachable is not None:
+            return _Next.MODEL
+        if not record.retryable:
+            return _Next.DONE if record.outcome.escalates else _Next.MODEL
+        if retry < tier.max_retries:
+            await asyncio.sleep(backoff_s(tier, retry, record.retry_after))
+    return _Next.MODEL
 
 
 def _params_for(params: dict[str, Any], tier: TierConfig, model_cap: int | None) -> dict[str, Any]:

@@ -1,13 +1,24 @@
-"""The Celery app: `celery -A workers worker -Q classify,hot,warm,cold` and `celery -A workers flower`."""
+"""The Celery app: `celery -A workers worker -Q classify,hot,warm,cold` and `celery -A workers flower`.
+
+A worker refuses to start, with one line that says why, when it could not serve its queues: a queue
+its TOML does not define (it would take messages it cannot run), a provider key its queues need that
+is not set, or a database it cannot reach. Once started it marks each message it finishes as no
+longer live, and answers `tierq doctor`'s question about which configuration it runs.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery, signals
+from celery.worker.control import inspect_command
 
+from tierq.errors import TierqError
 from tierq.queues import celery_config
 from tierq.settings import get_settings
+
+EX_CONFIG = 78  # sysexits.h: configuration error
 
 
 def create_app() -> Celery:
@@ -22,6 +33,7 @@ def create_app() -> Celery:
         # for the slowest call of its chunk, so with uneven latencies 8 left slots idle (docs/benchmarks.md).
         worker_pool="threads",
         worker_concurrency=16,
+        worker_consumer="workers.consumer:TierqConsumer",
     )
     return app
 
@@ -29,12 +41,36 @@ def create_app() -> Celery:
 app = create_app()
 
 
-@signals.worker_init.connect
-def _check_keys(**_: Any) -> None:
-    # Fail at start-up, not at the first task, when a provider's API key variable is missing.
+@signals.celeryd_after_setup.connect
+def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
+    # After -Q is applied and before anything is consumed. SystemExit is the one way out of a signal
+    # handler that Celery does not swallow; the worker then stops with this exit code.
+    from workers.startup import prepare
+
+    queues = sorted(instance.app.amqp.queues.consume_from)
+    try:
+        prepare(app, queues, int(instance.concurrency or 1))
+    except TierqError as exc:
+        print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
+
+
+@signals.task_postrun.connect
+def _finished(task_id: str, state: str, retval: Any = None, **_: Any) -> None:
+    # A message that finished (not one retried, requeued or given back) is no longer live.
+    if state in ("SUCCESS", "FAILURE") and not (isinstance(retval, dict) and retval.get("requeued")):
+        from workers.context import get_context
+
+        get_context(app).live.finish([task_id])
+
+
+@inspect_command()
+def tierq_info(state: Any) -> dict[str, Any]:
+    """Which configuration this worker runs (`tierq doctor` compares it with its own)."""
     from workers.context import get_context
 
-    get_context(app)
+    ctx = get_context(app)
+    return {"config": str(ctx.settings.config), "digest": ctx.config.digest, "tiers": ctx.config.tier_names}
 
 
 import workers.tasks  # noqa: E402, F401  (registers the tasks on `app`)

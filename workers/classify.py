@@ -1,4 +1,8 @@
-"""The classify step: answer from the cache, coalesce duplicates, pick each job's starting tier."""
+"""The classify step: answer from the cache, coalesce duplicates, pick each job's starting tier.
+
+One bad job fails alone with its reason; the rest of its chunk goes on. Every hand-off is committed
+before its message is published.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,51 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from models import lifecycle
+from models.lifecycle import Outbox
+from tierq.queues import follow_message
 from workers.compress import compress_pending
 from workers.context import WorkerContext
+from workers.dbretry import is_transient
 from workers.dedup import Dedup, deduplicate
 from workers.private import EXPIRED, reveal_pending
 from workers.routing import Bounds
-from workers.sharing import answer_from_cache, follow, lead
-from workers.store import PendingJob, hand_off, note_attempts, pending_jobs, unsent_handoffs
+from workers.sharing import answer_from_cache
+from workers.store import PendingJob, pending_jobs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class ClassifySummary:
-    """How many jobs went to each tier, came from the cache, follow another job, or fit no tier."""
+    """How many jobs went to each tier, came from the cache, follow another job, fit no tier or wait."""
 
     routed: dict[str, int]
     cached: int
     following: int
     failed: int
+    held: int = 0
+
+
+def job_error(exc: Exception) -> str:
+    """A job's failure reason for an error that is not an outage (an outage is re-raised)."""
+    if is_transient(exc):
+        raise exc
+    log.exception("job failed with an unexpected error", exc_info=exc)
+    return f"error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _routes(ctx: WorkerContext, jobs: list[PendingJob]) -> tuple[dict[int, str], list[tuple[int, str, int]]]:
     routes: dict[int, str] = {}
     unroutable: list[tuple[int, str, int]] = []
     for job in jobs:
-        reserve = int(job.params.get("max_tokens") or job.params.get("max_completion_tokens") or 0)
-        route = ctx.router.route(job.messages, job.task_type, Bounds(job.force_tier, job.min_tier, job.max_tier), reserve)
+        try:
+            reserve = int(job.params.get("max_tokens") or job.params.get("max_completion_tokens") or 0)
+            route = ctx.router.route(job.messages, job.task_type, Bounds(job.force_tier, job.min_tier, job.max_tier),
+                                     reserve)
+        except Exception as exc:
+            unroutable.append((job.id, job_error(exc), 0))
+            continue
         if route.tier is None:
             unroutable.append((job.id, route.reason, 0))
         else:
@@ -43,33 +65,52 @@ def _routes(ctx: WorkerContext, jobs: list[PendingJob]) -> tuple[dict[int, str],
 
 def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.UUID) -> ClassifySummary:
     """Route the jobs this message owns; safe to run again for the same message."""
-    with ctx.engine.connect() as conn:
-        resend = unsent_handoffs(conn, job_ids, message_id)
+    outbox = Outbox()
+    with ctx.engine.begin() as conn:
+        if lifecycle.resend(conn, outbox, job_ids, message_id):
+            log.warning("re-sending the hand-offs of redelivered classify message %s", message_id)
         jobs = pending_jobs(conn, job_ids, message_id)
+    ctx.publish(outbox)
     expired: list[int] = []
     if any(job.private for job in jobs):
         jobs, expired = reveal_pending(ctx.vault, jobs)
-    jobs = compress_pending(ctx, jobs, message_id)
-    routes, unroutable = _routes(ctx, jobs)
-    unroutable += [(job_id, EXPIRED, 0) for job_id in expired]
-    dedup = Dedup()
-    if ctx.config.cache.enabled:
-        dedup = deduplicate(ctx, [job for job in jobs if job.use_cache and job.id in routes])
+    jobs, waiting = compress_pending(ctx, jobs, message_id)
+    routes, failed = _routes(ctx, jobs)
+    failed += [(job_id, EXPIRED, 0) for job_id in expired]
+    dedup = _dedup(ctx, [job for job in jobs if job.use_cache and job.id in routes])
     batch = jobs[0].batch_id if jobs else None
+    outbox = Outbox()
     with ctx.engine.begin() as conn:
         cached = answer_from_cache(conn, dedup.hits, message_id)
-        parked = follow(conn, dedup.followers, message_id)
-        lead(conn, dedup.leaders, message_id)
+        parked = lifecycle.park(conn, message_id, dedup.followers)
+        lifecycle.mark_leaders(conn, message_id, dedup.leaders)
         to_queue = {j: t for j, t in routes.items() if j not in dedup.hits and j not in dedup.followers}
-        handoffs = hand_off(conn, to_queue, message_id, ctx.config.worker.tier_chunk,
-                            batch_id=batch, from_status="pending", escalation=False)
-        note_attempts(conn, unroutable, message_id, final=True)
-    if resend:
-        log.warning("re-sending %d hand-offs of redelivered classify message %s", len(resend), message_id)
-    ctx.send([*resend, *handoffs])
-    if parked:
-        ctx.send_follow(parked, batch)
+        lifecycle.route(conn, outbox, to_queue, message_id, ctx.config.worker.tier_chunk, batch)
+        lifecycle.fail(conn, message_id, failed, final=True)
+        if waiting:
+            countdown = min(ctx.longest_countdown_s, max(0.5, max(waiting.values())))
+            lifecycle.hold_pending(conn, outbox, list(waiting), message_id, batch, countdown)
+        if parked:
+            outbox.add(follow_message(parked, 0, ctx.config.cache.lease_s))
+    ctx.publish(outbox)
+    private = {job.id for job in jobs if job.private} | set(expired)
+    if any(job_id in private for job_id, _, _ in failed):
+        ctx.vault.forget_prompts(job_id for job_id, _, _ in failed if job_id in private)
     routed: dict[str, int] = {}
-    for handoff in handoffs:
-        routed[handoff.tier] = routed.get(handoff.tier, 0) + len(handoff.job_ids)
-    return ClassifySummary(routed, cached, len(parked), len(unroutable))
+    for message in outbox.messages:
+        if message.queue in routes.values():
+            routed[message.queue] = routed.get(message.queue, 0) + len(message.args[-1])
+    return ClassifySummary(routed, cached, len(parked), len(failed), len(waiting))
+
+
+def _dedup(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
+    """The cache's decisions; the cache only saves money, so a chunk it cannot handle goes on without it."""
+    if not ctx.config.cache.enabled or not jobs:
+        return Dedup()
+    try:
+        return deduplicate(ctx, jobs)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.exception("the cache could not handle a chunk of %d jobs; they go on without it", len(jobs))
+        return Dedup()

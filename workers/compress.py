@@ -22,18 +22,18 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
+from models import lifecycle
 from models.enums import CallOutcome
 from tierq.config import RESERVED_PARAMS, Config
 from tierq.messages import content_text
 from tierq.money import estimate_tokens
 from tierq.vault import redacted
-from workers.budget import worst_case
 from workers.calls import backoff_s
+from workers.gates import Hold, Stop
 from workers.llm import CallRecord
 from workers.store import PendingJob, call_row, record_calls
 
@@ -71,6 +71,7 @@ class Summary:
     records: list[CallRecord] = field(default_factory=list)
     text: str | None = None
     from_cache: bool = False
+    hold: Hold | None = None
 
 
 def estimated_tokens(messages: Sequence[dict[str, Any]]) -> int:
@@ -124,29 +125,30 @@ def compressed(plan: Plan, summary: str) -> list[dict[str, Any]]:
 
 
 async def summarise(ctx: WorkerContext, plan: Plan, budgeted: bool) -> Summary:
-    """Call the cheapest tier's first model with bounded retries; a failed call leaves the job as it was."""
+    """Call the cheapest tier's first model with bounded retries; a failed call leaves the job as it was,
+    a held one (rate limit, outage) keeps it pending for a while."""
     config = ctx.config
     tier, name = config.tiers[0], config.tiers[0].models[0]
     model = config.models[name]
     rules = config.compression
     messages = summary_request(plan, rules.summary_max_tokens)
-    params = {"max_tokens": rules.summary_max_tokens, "temperature": 0}
+    params: dict[str, Any] = {"max_tokens": rules.summary_max_tokens, "temperature": 0}
     timeout = tier.timeout_s or config.providers[model.provider].timeout_s
     result = Summary()
     for retry in range(tier.max_retries + 1):
-        held = Decimal(0)
-        if budgeted:
-            held = worst_case(messages, rules.summary_max_tokens, model)
-            if not await ctx.budget.reserve(plan.job.batch_id, held):
-                return result
+        gate = await ctx.gates.before(tier, name, messages, params, plan.job.batch_id, budgeted)
+        if isinstance(gate, Stop):
+            return result
+        if isinstance(gate, Hold):
+            result.hold = gate
+            return result
         record = await ctx.client.call(name, messages, params, timeout, config.answers)
-        if budgeted:
-            await ctx.budget.settle(plan.job.batch_id, held, record.cost_usd)
+        result.hold = await ctx.gates.after(gate, record)
         result.records.append(record)
         if record.outcome is CallOutcome.OK:
             result.text = record.content
             return result
-        if not record.retryable or retry == tier.max_retries:
+        if result.hold is not None or not record.retryable or retry == tier.max_retries:
             return result
         await asyncio.sleep(backoff_s(tier, retry, record.retry_after))
     return result
@@ -175,11 +177,14 @@ async def _summarise_all(ctx: WorkerContext, plans: list[Plan], budgeted: set[uu
     return list(await asyncio.gather(*(summarise(ctx, p, p.job.batch_id in budgeted) for p in plans)))
 
 
-def compress_pending(ctx: WorkerContext, jobs: list[PendingJob], message_id: uuid.UUID) -> list[PendingJob]:
-    """Compress the jobs that need it (their rows too); the jobs as routing must now see them."""
+def compress_pending(
+    ctx: WorkerContext, jobs: list[PendingJob], message_id: uuid.UUID
+) -> tuple[list[PendingJob], dict[int, float]]:
+    """Compress the jobs that need it (their rows too): the jobs as routing must now see them, and the
+    jobs whose summary must wait (job -> seconds), which stay pending for later."""
     plans = [p for job in jobs if wanted(ctx.config, job) and (p := plan(ctx.config, job)) is not None]
     if not plans:
-        return jobs
+        return jobs, {}
     summaries = {key: Summary(text=value, from_cache=True) for key, value in _from_cache(ctx, plans).items()}
     # Jobs of this chunk with the same older turns share one call: the first pays, the others reuse it.
     fresh = list({p.key: p for p in reversed(plans) if p.key not in summaries}.values())[::-1]
@@ -188,7 +193,8 @@ def compress_pending(ctx: WorkerContext, jobs: list[PendingJob], message_id: uui
     _fill_cache(ctx, [p for p in fresh if p.job.use_cache], summaries)
     payer = {p.key: p.job.id for p in fresh}
     changed = _store(ctx, plans, summaries, payer, message_id)
-    return [changed.get(job.id, job) for job in jobs]
+    waiting = {p.job.id: hold.after_s for p in plans if (hold := summaries[p.key].hold) is not None}
+    return [changed.get(job.id, job) for job in jobs if job.id not in waiting], waiting
 
 
 def _fill_cache(ctx: WorkerContext, plans: list[Plan], summaries: dict[str, Summary]) -> None:
@@ -230,22 +236,6 @@ def _store(
         ctx.vault.put_prompts(private)
     with ctx.engine.begin() as conn:
         record_calls(conn, rows)
-        stored = _rewrite(conn, updates, message_id)
+        stored = lifecycle.rewrite_messages(
+            conn, message_id, [(u[0], json.dumps(u[1], ensure_ascii=False), json.dumps(u[2])) for u in updates])
     return {job_id: job for job_id, job in changed.items() if job_id in stored}
-
-
-def _rewrite(
-    conn: Connection, updates: list[tuple[int, list[dict[str, Any]], dict[str, Any]]], message_id: uuid.UUID
-) -> set[int]:
-    """Replace the messages of jobs this classify message still owns; the ids it changed."""
-    if not updates:
-        return set()
-    result = conn.execute(
-        text("UPDATE jobs AS j SET messages = CAST(v.messages AS jsonb), params = j.params || CAST(v.note AS jsonb), "
-             "updated_at = now() FROM unnest(CAST(:ids AS bigint[]), CAST(:messages AS text[]), "
-             "CAST(:notes AS text[])) AS v(id, messages, note) "
-             "WHERE j.id = v.id AND j.status = 'pending' AND j.handoff = :me RETURNING j.id"),
-        {"ids": [u[0] for u in updates], "messages": [json.dumps(u[1], ensure_ascii=False) for u in updates],
-         "notes": [json.dumps(u[2]) for u in updates], "me": message_id},
-    )
-    return set(result.scalars())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,17 +13,22 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from models import make_engine
+from models.lifecycle import Outbox
 from tierq.cache import CacheStore, Embedder
 from tierq.cache.factory import make_cache, make_embedder
 from tierq.config import Config
-from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
+from tierq.live import LiveMessages
+from tierq.publish import Publisher
+from tierq.queues import Message, longest_countdown_s, visibility_s
 from tierq.settings import Settings, get_settings
 from tierq.vault import TextVault
 from workers.budget import BudgetGate
+from workers.gates import Gates
+from workers.leases import LeaseKeeper
 from workers.llm import ModelClient
 from workers.loop import LoopThread
 from workers.routing import Router
-from workers.store import Handoff
+from workers.validators import Checks
 
 
 @dataclass
@@ -33,11 +38,14 @@ class WorkerContext:
     settings: Settings
     config: Config
     app: Celery
+    concurrency: int = 16
 
     @cached_property
     def engine(self) -> Engine:
-        """The process's connection pool (threads of the pool share it)."""
-        return make_engine(self.settings.database_url, pool_size=20)
+        """The process's connection pool: one connection per thread that may hold one at a time (the
+        pool's threads, the budget threads, the lease keeper and the reconciler), and a small overflow."""
+        return make_engine(self.settings.database_url, pool_size=pool_size(self.concurrency), max_overflow=OVERFLOW,
+                           name=f"tierq worker {os.getpid()}")
 
     @cached_property
     def client(self) -> ModelClient:
@@ -70,44 +78,69 @@ class WorkerContext:
         return BudgetGate(self.engine)
 
     @cached_property
+    def checks(self) -> Checks:
+        """The answer validators, compiled once per process."""
+        return Checks(self.config)
+
+    @cached_property
     def router(self) -> Router:
         """The routing rules."""
         return Router(self.config)
 
-    def send(self, handoffs: Sequence[Handoff]) -> None:
-        """Publish one tier task per hand-off, under the message id the jobs were assigned."""
-        for handoff in handoffs:
-            if handoff.job_ids:
-                self.app.send_task(
-                    TIER_TASK,
-                    args=[handoff.tier, handoff.job_ids],
-                    kwargs={"batch": str(handoff.batch_id) if handoff.batch_id else None},
-                    task_id=str(handoff.message_id),
-                    queue=handoff.tier,
-                )
+    @cached_property
+    def live(self) -> LiveMessages:
+        """The registry of live task messages (the Redis at TIERQ_REDIS_URL)."""
+        return LiveMessages(self.vault.r)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """Sends task messages; call it only after the transaction that assigned their jobs committed."""
+        return Publisher(self.app, self.live)
+
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        """Renews the leases of the jobs this process is answering."""
+        return LeaseKeeper(self.engine, self.config.worker.lease_s)
+
+    @cached_property
+    def gates(self) -> Gates:
+        """Breakers, rate limits and budgets, which a call passes or is held by."""
+        return Gates(self.settings.redis_url, self.config, self.budget, self.horizon_s)
+
+    @property
+    def horizon_s(self) -> float:
+        """The longest a task waits in-process for a rate-limit slot or budget: a small share of the
+        visibility timeout, so a message is never held until the broker hands it out again."""
+        return min(self.config.worker.max_wait_s, visibility_s(self.config, self.settings.visibility_timeout_s) / 4)
+
+    @property
+    def longest_countdown_s(self) -> float:
+        """The longest delay a message may carry (see tierq.queues.longest_countdown_s)."""
+        return longest_countdown_s(self.config, self.settings.visibility_timeout_s)
+
+    def publish(self, outbox: Outbox | Sequence[Message]) -> None:
+        """Send the messages of a committed transaction."""
+        self.publisher.publish(outbox.messages if isinstance(outbox, Outbox) else outbox)
 
 
-    def send_classify(self, job_ids: Sequence[int], batch_id: uuid.UUID | None, message_id: uuid.UUID) -> None:
-        """Publish a classify message for jobs that were set pending under `message_id`."""
-        self.app.send_task(CLASSIFY_TASK, args=[list(job_ids)], kwargs={"batch": str(batch_id) if batch_id else None},
-                           task_id=str(message_id), queue=CLASSIFY_QUEUE)
+OVERFLOW = 2
 
-    def send_follow(self, job_ids: Sequence[int], batch_id: uuid.UUID | None, checks: int = 0) -> None:
-        """Check on waiting jobs after one lease period."""
-        self.app.send_task(FOLLOW_TASK, args=[list(job_ids)], kwargs={"checks": checks,
-                           "batch": str(batch_id) if batch_id else None},
-                           countdown=self.config.cache.lease_s, queue=CLASSIFY_QUEUE)
+
+def pool_size(concurrency: int) -> int:
+    """Postgres connections one worker process may open: its task threads, its budget threads, the lease
+    keeper and the reconciler (docs/deployment.md sizes max_connections from it)."""
+    return concurrency + BudgetGate.THREADS + 2
 
 
 _lock = threading.Lock()
 _context: WorkerContext | None = None
 
 
-def get_context(app: Celery) -> WorkerContext:
-    """The process's context; the configuration is checked (API keys included) on first use."""
+def get_context(app: Celery, concurrency: int | None = None) -> WorkerContext:
+    """The process's context, made on first use (the worker's start-up check makes it with its concurrency)."""
     global _context
     with _lock:
         if _context is None:
             settings = get_settings()
-            _context = WorkerContext(settings, settings.load_config(require_keys=True), app)
+            _context = WorkerContext(settings, settings.load_config(), app, concurrency or 16)
         return _context

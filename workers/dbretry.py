@@ -1,4 +1,5 @@
-"""Riding out a short database outage inside a task, so answers already paid for are not thrown away."""
+"""Outages: which errors are worth waiting for, and riding out a short database outage inside a task, so
+answers already paid for are not thrown away."""
 
 from __future__ import annotations
 
@@ -8,15 +9,26 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# Outages worth waiting for: the database, the broker or Redis is away (or the connection pool is full).
+TRANSIENT = (OperationalError, PoolTimeout, BrokerError, ConnectionError, RedisConnectionError, RedisTimeoutError)
 
 
 def is_disconnect(exc: BaseException) -> bool:
     """True for errors that mean the database went away, not that the statement was wrong."""
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry a little later can get past (an outage), not mistakes in the work itself."""
+    return isinstance(exc, TRANSIENT) or is_disconnect(exc)
 
 
 def with_db_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "database write") -> T:

@@ -7,15 +7,17 @@ to routing, where one of them becomes the new leader. No follower waits forever.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
+from models import JobStatus, lifecycle
+from models.lifecycle import Outbox
+from tierq.queues import follow_message
 from workers.context import WorkerContext
-from workers.sharing import answer_followers, leader_state, release_followers, shared_answer
+from workers.sharing import answer_followers, leader_state, shared_answer
 
 MAX_CHECKS = 120  # then a follower stops waiting even for a leader that looks alive
 
@@ -33,9 +35,10 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
     """Resolve, keep or release the waiting jobs among `job_ids`."""
     answered = released = 0
     still: list[int] = []
+    outbox = Outbox()
     with ctx.engine.begin() as conn:
         rows = conn.execute(
-            text("SELECT id, follows, cache_entry FROM jobs WHERE id = ANY(:ids) AND status = 'waiting'"),
+            text(f"SELECT id, follows, cache_entry FROM jobs WHERE id = ANY(:ids) AND status = '{JobStatus.WAITING}'"),
             {"ids": list(job_ids)},
         ).all()
         by_leader: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
@@ -44,28 +47,26 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
         states = leader_state(conn, list(by_leader))
         for leader, followers in by_leader.items():
             status, content, model, tier = states.get(leader, ("missing", None, None, None))
-            if status == "succeeded" and content is not None:
+            if status == JobStatus.SUCCEEDED and content is not None:
                 answered += answer_followers(conn, leader, shared_answer(conn, leader, content, model or "", tier or ""))
             elif _gone(ctx, status, leader) or checks >= MAX_CHECKS:
-                released += _take_over(ctx, conn, leader, followers)
+                _drop_entries(ctx, leader, followers)
+                released += lifecycle.release_followers(conn, outbox, leader)
             else:
                 still.extend(job_id for job_id, _ in followers)
-    if still:
-        ctx.send_follow(still, None, checks + 1)
+        lifecycle.touch_waiting(conn, still)
+        if still:
+            outbox.add(follow_message(still, checks + 1, ctx.config.cache.lease_s))
+    ctx.publish(outbox)
     return FollowSummary(answered, released, len(still))
 
 
 def _gone(ctx: WorkerContext, status: str, leader: int) -> bool:
-    if status in ("failed", "cancelled", "missing", "succeeded"):
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED, "missing"):
         return True
-    return status == "running" and not ctx.cache.alive(leader)
+    return status == JobStatus.RUNNING and not ctx.cache.alive(leader)
 
 
-def _take_over(ctx: WorkerContext, conn: Connection, leader: int, followers: list[tuple[int, int | None]]) -> int:
+def _drop_entries(ctx: WorkerContext, leader: int, followers: list[tuple[int, int | None]]) -> None:
     for entry in {e for _, e in followers if e is not None}:
         ctx.cache.drop(entry, leader)
-    message_id = uuid.uuid4()
-    jobs = release_followers(conn, leader, message_id)
-    if jobs:
-        ctx.send_classify([job_id for job_id, _ in jobs], jobs[0][1], message_id)
-    return len(jobs)

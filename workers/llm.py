@@ -7,6 +7,7 @@ is `retryable` (the same model again after a pause) or not (this model will not 
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from tierq.money import ZERO, Usage, estimate_tokens
 from tierq.params import PASSED_PARAMS
 from tierq.settings import Settings
 from workers.answers import judge
-from workers.ratelimit import RateLimiter
 
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key)[-_][A-Za-z0-9_\-*]{6,}")
 
@@ -59,7 +59,6 @@ class ModelClient:
         self._settings = settings
         self._config = config
         self._clients: dict[str, openai.AsyncOpenAI] = {}
-        self._limiter: RateLimiter | None = None
         self._secrets: list[str] = []
         for provider in config.providers.values():
             key = settings.api_key(provider.api_key_env) if provider.api_key_env else None
@@ -86,9 +85,6 @@ class ModelClient:
     ) -> CallRecord:
         """Make one call to model `name`; the record's outcome says whether the answer is usable."""
         model = self._config.models[name]
-        limiter = self._rate_limiter()
-        estimate = estimated_prompt_tokens(messages) + int(params.get("max_tokens") or 0)
-        await limiter.acquire(name, estimate)
         started = time.perf_counter()
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
         try:
@@ -98,20 +94,9 @@ class ModelClient:
             )
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
-            record = self._failure(exc, record)
-            if record.outcome is CallOutcome.RATE_LIMITED and limiter.limited(name):
-                await limiter.pause(name, record.retry_after or 1.0)
-            return record
+            return self._failure(exc, record)
         record.latency_ms = int((time.perf_counter() - started) * 1000)
-        record = self._answered(response, record, model, messages, rules)
-        await limiter.settle(name, estimate, record.usage.prompt_tokens + record.usage.completion_tokens)
-        return record
-
-    def _rate_limiter(self) -> RateLimiter:
-        # Created on first use, on the event loop whose connections it will hold.
-        if self._limiter is None:
-            self._limiter = RateLimiter(self._settings.redis_url, self._config)
-        return self._limiter
+        return self._answered(response, record, model, messages, rules)
 
     def _answered(
         self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]], rules: AnswerConfig
@@ -129,10 +114,13 @@ class ModelClient:
         return record
 
     def _failure(self, exc: openai.APIError, record: CallRecord) -> CallRecord:
-        if isinstance(exc, openai.APITimeoutError):
+        unreachable = _unreachable(exc) if isinstance(exc, openai.APIConnectionError) else None
+        if unreachable is not None:
+            outcome, message = CallOutcome.CONNECTION, f"connection: {unreachable}"
+        elif isinstance(exc, openai.APITimeoutError):
             outcome, message = CallOutcome.TIMEOUT, "timeout: no answer within the tier's timeout"
         elif isinstance(exc, openai.APIConnectionError):
-            outcome, message = CallOutcome.ERROR, f"connection error: {type(exc.__cause__ or exc).__name__}"
+            outcome, message = CallOutcome.CONNECTION, f"connection: {type(exc.__cause__ or exc).__name__}"
         elif isinstance(exc, openai.APIStatusError):
             outcome = CallOutcome.RATE_LIMITED if exc.status_code == 429 else CallOutcome.ERROR
             message = f"HTTP {exc.status_code}: {scrub(_error_text(exc), self._secrets)}"
@@ -149,9 +137,6 @@ class ModelClient:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
-        if self._limiter is not None:
-            await self._limiter.close()
-            self._limiter = None
 
 
 def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
@@ -161,6 +146,25 @@ def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
     details = getattr(usage, "prompt_tokens_details", None)
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
     return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached)
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the provider could not be reached, when that is what went wrong (the SDK's aiohttp transport
+    reports a refused connection as a timeout); never its address, which may carry credentials."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "the provider refused the connection (is it running?)"
+        if isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            return "the provider dropped the connection"
+        if isinstance(cause, socket.gaierror):
+            return "the provider's host name does not resolve; check its base_url"
+        if type(cause).__name__ == "ServerDisconnectedError":
+            return "the provider closed the connection before answering"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

@@ -1,34 +1,32 @@
-"""The tier step: answer a chunk of jobs concurrently, record every call, then finish or escalate each."""
+"""The tier step: answer a chunk of jobs concurrently, record every call, then finish, escalate or hold each.
+
+A delivery claims its message's jobs under a lease (models/lifecycle.py) that a process-wide thread
+renews while the calls run. A second delivery of the same message while that lease is alive makes no
+call: it puts a copy of the message back, due when the lease would run out, and ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
+from models import lifecycle
+from models.lifecycle import Lease, Outbox
 from tierq.config import TierConfig
+from tierq.queues import tier_message
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
-from workers.dbretry import with_db_retry
+from workers.dbretry import is_transient, with_db_retry
+from workers.gates import Hold, HoldKind
 from workers.private import EXPIRED, reveal_claimed, seal_answers
-from workers.sharing import SharedAnswer, answer_followers, release_followers
-from workers.store import (
-    ClaimedJob,
-    call_row,
-    cancel_leftovers,
-    claim,
-    hand_off,
-    note_attempts,
-    record_calls,
-    succeed,
-    unsent_handoffs,
-)
-from workers.validators import attach_checks
+from workers.sharing import SharedAnswer, answer_followers
+from workers.store import ClaimedJob, call_row, claimed_jobs, record_calls
 
 log = logging.getLogger(__name__)
 
@@ -43,111 +41,172 @@ class TierSummary:
     failed: int
     calls: int
     shared: int = 0
+    held: int = 0
+    requeued: bool = False  # another delivery holds the jobs; a copy of this message comes back later
 
 
 @dataclass(slots=True)
 class _Outcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[int, str | None, str, int]] = field(default_factory=list)
-    misses: list[tuple[int, str, int]] = field(default_factory=list)
-    stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good (budget)
+    misses: list[tuple[int, str, int]] = field(default_factory=list)  # no usable answer here: escalate or fail
+    stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good
+    held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
+    hold_after_s: float = 0.0
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
 
 def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
     """Answer the jobs this message owns at `tier_name`; safe to run again for the same message."""
     tier = ctx.config.tier(tier_name)
+    lease = Lease(message_id)
+    outbox = Outbox()
+    busy: float | None = None
     with ctx.engine.begin() as conn:
-        resend = unsent_handoffs(conn, job_ids, message_id)
-        jobs = claim(conn, job_ids, tier.name, message_id)
-    if resend:
-        log.warning("re-sending %d hand-offs of redelivered %s message %s", len(resend), tier.name, message_id)
-        ctx.send(resend)
-    if any(job.private for job in jobs):
-        jobs, expired = reveal_claimed(ctx.vault, jobs)
-        if expired:
-            with ctx.engine.begin() as conn:
-                note_attempts(conn, [(job_id, EXPIRED, 0) for job_id in expired], message_id, final=True)
+        if lifecycle.resend(conn, outbox, job_ids, message_id):
+            log.warning("re-sending the hand-offs of redelivered %s message %s", tier.name, message_id)
+        rows = lifecycle.claim(conn, job_ids, tier.name, lease, ctx.config.worker.lease_s)
+        if len(rows) < len(job_ids):
+            busy = lifecycle.leased_elsewhere(conn, job_ids, lease)
+    ctx.publish(outbox)
+    if busy is not None:
+        # Another delivery of this message is answering these jobs; come back when its lease would end.
+        ctx.publish([tier_message(tier.name, list(job_ids), None, message_id, min(busy + 1, ctx.longest_countdown_s))])
+    jobs = claimed_jobs(rows)
     if not jobs:
-        return TierSummary(0, 0, 0, 0, 0)
+        return TierSummary(0, 0, 0, 0, 0, requeued=busy is not None)
+    with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
+        if any(job.private for job in jobs):
+            jobs = _reveal(ctx, jobs, lease)
+        results = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else []
+        summary = _finish(ctx, tier, jobs, results, lease)
+    return summary if busy is None else TierSummary(**{**_fields(summary), "requeued": True})
+
+
+def _fields(summary: TierSummary) -> dict[str, Any]:
+    return {name: getattr(summary, name) for name in TierSummary.__dataclass_fields__}
+
+
+def _reveal(ctx: WorkerContext, jobs: list[ClaimedJob], lease: Lease) -> list[ClaimedJob]:
+    jobs, expired = reveal_claimed(ctx.vault, jobs)
+    if expired:
+        with ctx.engine.begin() as conn:
+            lifecycle.fail(conn, lease.message, [(job_id, EXPIRED, 0) for job_id in expired], final=True,
+                           owner=lease.owner)
+    return jobs
+
+
+async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> list[TierResult]:
+    work = [JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
+                    ctx.checks.for_job(job.task_type, job.params)) for job in jobs]
     leaders = [job.id for job in jobs if job.cache_entry is not None]
-    if leaders:
-        ctx.cache.renew_leases(leaders)
-    results = ctx.loop.run(_answer_all(ctx, tier, jobs, leaders))
-    return _finish(ctx, tier, jobs, results, message_id)
-
-
-async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], leaders: list[int]) -> list[TierResult]:
-    work = [JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted) for job in jobs]
-    await attach_checks(ctx, work)
-    heartbeat = asyncio.create_task(_keep_leases(ctx, leaders)) if leaders else None
+    heartbeat = asyncio.create_task(_keep_cache_leases(ctx, leaders)) if leaders else None
     try:
-        return list(await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.budget) for w in work)))
+        answered = await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.gates) for w in work),
+                                        return_exceptions=True)
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
+    return [_isolate(w.job_id, r) for w, r in zip(work, answered, strict=True)]
 
 
-async def _keep_leases(ctx: WorkerContext, leaders: list[int]) -> None:
-    """Renew the leaders' leases so their followers keep waiting while the calls run."""
+def _isolate(job_id: int, result: TierResult | BaseException) -> TierResult:
+    """One job's failure stays its own: an outage holds it for a while, anything else fails it alone."""
+    if isinstance(result, TierResult):
+        return result
+    if not isinstance(result, Exception):
+        raise result
+    if is_transient(result):
+        return TierResult(job_id, hold=Hold(HoldKind.OUTAGE, 5.0, f"outage: {type(result).__name__}"))
+    log.exception("job %s failed with an unexpected error", job_id, exc_info=result)
+    return TierResult(job_id, reason=f"error: {type(result).__name__}: {str(result)[:200]}", final=True)
+
+
+async def _keep_cache_leases(ctx: WorkerContext, leaders: list[int]) -> None:
+    """Renew the leaders' cache leases so their followers keep waiting while the calls run."""
+    ctx.cache.renew_leases(leaders)
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(ctx.config.cache.lease_s / 3)
         await loop.run_in_executor(None, ctx.cache.renew_leases, leaders)
 
 
-def _sort(tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult]) -> _Outcome:
+def _sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult]) -> _Outcome:
     out = _Outcome()
+    now = datetime.now(UTC)
     for job, result in zip(jobs, results, strict=True):
-        out.rows.extend(
-            call_row(r, job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
-            for n, r in enumerate(result.records, start=1)
-        )
+        calls = len(result.records)
+        out.rows.extend(call_row(r, job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
+                        for n, r in enumerate(result.records, start=1))
         answer = result.answer
         if answer is not None:
-            out.answers.append((job.id, answer.content or "", answer.model, len(result.records)))
+            out.answers.append((job.id, answer.content or "", answer.model, calls))
             if job.cache_entry is not None:
                 usage = answer.usage
                 out.fills.append((job, SharedAnswer(answer.content or "", answer.model, tier.name, answer.cost_usd,
                                                     usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)))
+        elif result.hold is not None:
+            waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
+            limit = _hold_limit(ctx, result.hold.kind)
+            if limit is not None and waited > limit:
+                out.stopped.append((job.id, f"{result.hold.reason}; held {waited:.0f} s, longer than {limit:.0f} s",
+                                    calls))
+            else:
+                out.held.append((job.id, result.hold.reason, calls))
+                out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
         elif result.final:
-            out.stopped.append((job.id, result.reason or "stopped", len(result.records)))
+            out.stopped.append((job.id, result.reason or "stopped", calls))
         else:
-            out.misses.append((job.id, f"{tier.name}: {result.reason or 'no usable answer'}", len(result.records)))
+            out.misses.append((job.id, f"{tier.name}: {result.reason or 'no usable answer'}", calls))
     return out
 
 
-def _finish(
-    ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult], message_id: uuid.UUID
-) -> TierSummary:
+def _hold_limit(ctx: WorkerContext, kind: HoldKind) -> float | None:
+    rules = ctx.config.worker
+    return {HoldKind.OUTAGE: rules.outage_limit_s, HoldKind.BUDGET: rules.budget_wait_s}.get(kind)
+
+
+def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult],
+            lease: Lease) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
-    out = _sort(tier, jobs, results)
+    out = _sort(ctx, tier, jobs, results)
     answers, digests = seal_answers(ctx.vault, jobs, out.answers) if any(j.private for j in jobs) else (out.answers, {})
     final_ids = {m[0] for m in out.stopped} | ({m[0] for m in out.misses} if next_tier is None else set())
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
+    outbox = Outbox()
+    batch = jobs[0].batch_id if jobs else None
+    chunk = ctx.config.worker.tier_chunk
+    countdown = min(ctx.longest_countdown_s, max(0.5, out.hold_after_s) * random.uniform(1.0, 1.5))
 
-    def record() -> tuple[int, int, dict[uuid.UUID, tuple[list[int], uuid.UUID]]]:
+    def record() -> tuple[int, int, list[int]]:
+        outbox.clear()
         with ctx.engine.begin() as conn:
             record_calls(conn, out.rows)
-            done = succeed(conn, answers, message_id, digests)
+            done = lifecycle.succeed(conn, lease, answers, digests)
             shared = sum(answer_followers(conn, job.id, share) for job, share in out.fills)
-            note_attempts(conn, out.misses, message_id, final=next_tier is None)
-            note_attempts(conn, out.stopped, message_id, final=True)
-            if next_tier is not None and out.misses:
-                hand_off(conn, {job_id: next_tier for job_id, _, _ in out.misses}, message_id,
-                         ctx.config.worker.tier_chunk, batch_id=jobs[0].batch_id, from_status="running",
-                         escalation=True)
-            cancel_leftovers(conn, [job.id for job in jobs], message_id)
-            return done, shared, _release(ctx, conn, failed_leaders)
+            lifecycle.fail(conn, lease.message, out.misses, final=next_tier is None, owner=lease.owner)
+            lifecycle.fail(conn, lease.message, out.stopped, final=True, owner=lease.owner)
+            lifecycle.fail(conn, lease.message, out.held, final=False, owner=lease.owner)
+            if next_tier is not None:
+                lifecycle.escalate(conn, outbox, lease, [m[0] for m in out.misses], next_tier, chunk, batch)
+            lifecycle.hold(conn, outbox, lease, [m[0] for m in out.held], tier.name, chunk, batch, countdown)
+            cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
+            for job in failed_leaders:
+                lifecycle.release_followers(conn, outbox, job.id)
+            return done, shared, cancelled
 
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
-    done, shared, released = with_db_retry(record, what=f"recording {len(out.rows)} calls")
-    handoffs = []
-    if next_tier is not None and out.misses:
-        # Read back what this message handed off, so a commit whose acknowledgement was lost still sends.
-        with ctx.engine.connect() as conn:
-            handoffs = unsent_handoffs(conn, [job.id for job in jobs], message_id)
-    ctx.send(handoffs)
+    done, shared, cancelled = with_db_retry(record, what=f"recording {len(out.rows)} calls")
+    ctx.publish(outbox)
+    _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled))
+    escalated = sum(len(m.args[1]) for m in outbox.messages if m.queue == next_tier)
+    failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
+    return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
+
+
+def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: _Outcome, failed_leaders: list[ClaimedJob],
+                  ended: set[int]) -> None:
+    """Fill the cache with the answers, drop the entries of leaders that failed, forget private prompts."""
     for job, share in out.fills:
         assert job.cache_entry is not None
         ctx.cache.fill(job.cache_entry, job.id, share.content, share.model, share.tier, share.saved_usd,
@@ -155,23 +214,7 @@ def _finish(
     for job in failed_leaders:
         assert job.cache_entry is not None
         ctx.cache.drop(job.cache_entry, job.id)
-    for message, (ids, batch) in released.items():
-        ctx.send_classify(ids, batch, message)
-    ended = final_ids | {a[0] for a in out.answers}
+    ended |= {a[0] for a in out.answers}
     private_ended = [job.id for job in jobs if job.private and job.id in ended]
     if private_ended:
         ctx.vault.forget_prompts(private_ended)
-    escalated = sum(len(h.job_ids) for h in handoffs)
-    failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
-    return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared)
-
-
-def _release(ctx: WorkerContext, conn: Connection, leaders: list[ClaimedJob]) -> dict[uuid.UUID, tuple[list[int], uuid.UUID]]:
-    """Followers of leaders that failed for good go back to routing, one message per leader."""
-    released: dict[uuid.UUID, tuple[list[int], uuid.UUID]] = {}
-    for job in leaders:
-        message_id = uuid.uuid4()
-        jobs = release_followers(conn, job.id, message_id)
-        if jobs:
-            released[message_id] = ([j for j, _ in jobs], job.batch_id)
-    return released

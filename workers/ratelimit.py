@@ -1,91 +1,109 @@
-"""Per-model rate limits shared by every worker on every machine: token buckets in Redis.
+"""Per-model rate limits shared by every worker on every machine: call slots scheduled in Redis.
 
-Each model with `rpm` or `tpm` in the TOML has two buckets (requests, tokens) refilled continuously
-at 98% of the limit, holding at most one second's worth, so no 60 s window can exceed the limit. A
-429 with Retry-After pauses the model for every worker until then. Within a process one coroutine
-per model waits on Redis at a time; the others queue behind it, so waiting costs no Redis traffic.
+Each model with `rpm` or `tpm` in the TOML has two schedules (requests, tokens), kept as the time the
+next slot falls due (the generic cell rate algorithm). The rate is 98% of the limit and a schedule may
+run at most one second's worth ahead, so no 60 s window exceeds the limit. A caller is given a slot
+at a definite time, at most `horizon_s` from now, and waits for it; when the queue of slots already
+given reaches past the horizon it is told to come back later instead, so a task never holds a worker
+thread and its message for a long wait. A 429 with Retry-After pauses the model for every worker.
+One round trip per call; the time is the Redis server's, so the machines' clocks do not matter.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from tierq.config import Config
 
-# Bucket state lives in Redis; time comes from the Redis server, so machines' clocks do not matter.
-_ACQUIRE = """
+# KEYS: requests schedule, tokens schedule, pause. ARGV: per limit (ms per unit, burst units), then the
+# call's tokens and the horizon in ms. Returns {1, delay ms} for a slot, {0, ms until one may be had}.
+_ADMIT = """
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = t[1] * 1000 + t[2] / 1000
+local horizon = tonumber(ARGV[6])
+local at = now
 local pause = redis.call('PTTL', KEYS[3])
-if pause > 0 then return pause end
-local wait = 0
-local state = {}
+if pause > 0 then at = now + pause end
+local due = {}
 for i = 1, 2 do
-  local rate, burst, cost = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3])
-  if rate > 0 then
-    local b = redis.call('HMGET', KEYS[i], 'v', 't')
-    local v = math.min(burst, (tonumber(b[1]) or burst) + (now - (tonumber(b[2]) or now)) * rate)
-    local need = math.min(cost, burst)
-    if v < need then wait = math.max(wait, math.ceil((need - v) / rate)) end
-    state[i] = v
+  local per = tonumber(ARGV[i * 2 - 1])
+  if per > 0 then
+    local cost = 1
+    if i == 2 then cost = tonumber(ARGV[5]) end
+    local burst = tonumber(ARGV[i * 2])
+    local tat = math.max(tonumber(redis.call('GET', KEYS[i])) or now, now)
+    local earliest = tat - math.max(0, burst - cost) * per
+    if earliest > at then at = earliest end
+    due[i] = {tat, cost * per}
   end
 end
-if wait > 0 then return wait end
+local delay = at - now
+if delay > horizon then return {0, math.ceil(delay - horizon)} end
 for i = 1, 2 do
-  if state[i] then
-    redis.call('HSET', KEYS[i], 'v', state[i] - tonumber(ARGV[i * 3]), 't', now)
-    redis.call('PEXPIRE', KEYS[i], 120000)
+  if due[i] then
+    local tat = math.max(due[i][1], at) + due[i][2]
+    redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 60000)
   end
 end
-return 0
+return {1, math.floor(delay)}
 """
 MARGIN = 0.98
 
 
-class RateLimiter:
-    """Waits until a model may be called; create it on the event loop that will use it."""
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A slot `delay_s` from now, or (`granted` False) none within the horizon: ask again in `delay_s`."""
 
-    def __init__(self, redis_url: str, config: Config, prefix: str = "tq:rl") -> None:
+    granted: bool
+    delay_s: float
+
+
+NOW = Admission(True, 0.0)
+
+
+class RateLimiter:
+    """Gives out call slots; create it on the event loop that will use it."""
+
+    def __init__(self, redis_url: str, config: Config, horizon_s: float, prefix: str = "tq:rl") -> None:
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, retry_on_timeout=True)
-        self._script = self._redis.register_script(_ACQUIRE)
+        self._script = self._redis.register_script(_ADMIT)
         self._config = config
+        self._horizon_ms = max(0.0, horizon_s * 1000)
         self._prefix = prefix
-        self._locks: dict[str, asyncio.Lock] = {}
 
     def limited(self, model: str) -> bool:
         """True when the TOML gives this model a requests or tokens limit."""
         cfg = self._config.models[model]
         return bool(cfg.rpm or cfg.tpm)
 
-    async def acquire(self, model: str, tokens: int) -> None:
-        """Wait for one request and about `tokens` tokens of `model`'s budget."""
+    def _keys(self, model: str) -> list[str]:
+        return [f"{self._prefix}:{model}:r", f"{self._prefix}:{model}:t", f"{self._prefix}:{model}:pause"]
+
+    async def admit(self, model: str, tokens: int) -> Admission:
+        """A slot for one call of about `tokens` tokens, or how long to come back after."""
         if not self.limited(model):
-            return
+            return NOW
         cfg = self._config.models[model]
         args: list[float] = []
-        for limit, cost in ((cfg.rpm, 1), (cfg.tpm, tokens)):
-            per_ms = (limit or 0) * MARGIN / 60_000
-            args += [per_ms, max(1.0, (limit or 0) / 60), cost]
-        keys = [f"{self._prefix}:{model}:r", f"{self._prefix}:{model}:t", f"{self._prefix}:{model}:pause"]
-        async with self._locks.setdefault(model, asyncio.Lock()):
-            while True:
-                wait_ms = int(await self._script(keys=keys, args=args))
-                if wait_ms <= 0:
-                    return
-                await asyncio.sleep(wait_ms / 1000 * random.uniform(1.0, 1.1))
+        for limit in (cfg.rpm, cfg.tpm):
+            per_ms = 60_000 / (limit * MARGIN) if limit else 0.0
+            args += [per_ms, max(1.0, (limit or 0) / 60)]
+        args += [max(1, tokens), self._horizon_ms]
+        granted, ms = await self._script(keys=self._keys(model), args=args)
+        return Admission(bool(granted), int(ms) / 1000)
 
     async def settle(self, model: str, estimated: int, actual: int) -> None:
-        """Correct the tokens bucket by what the call really used."""
-        if self._config.models[model].tpm and actual != estimated:
-            await self._redis.hincrbyfloat(f"{self._prefix}:{model}:t", "v", estimated - actual)
+        """Correct the tokens schedule by what the call really used."""
+        tpm = self._config.models[model].tpm
+        if tpm and actual != estimated:
+            await self._redis.incrbyfloat(self._keys(model)[1], (actual - estimated) * 60_000 / (tpm * MARGIN))
 
     async def pause(self, model: str, seconds: float) -> None:
         """A 429 said to wait: hold every worker's calls to this model for `seconds`."""
-        if seconds > 0:
-            await self._redis.set(f"{self._prefix}:{model}:pause", 1, px=max(1, int(seconds * 1000)))
+        if seconds > 0 and self.limited(model):
+            await self._redis.set(self._keys(model)[2], 1, px=max(1, int(seconds * 1000)))
 
     async def close(self) -> None:
         """Close the Redis connections."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from models import lifecycle
 from models.enums import CallOutcome
 from workers.store import record_calls
 
@@ -37,73 +38,28 @@ def hit_row(job_id: int, batch_id: uuid.UUID, answer: SharedAnswer) -> dict[str,
     return {
         "id": uuid.uuid4(), "job_id": job_id, "batch_id": batch_id, "attempt": 1, "tier": answer.tier,
         "model": answer.model, "provider": "cache", "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens, "cached_tokens": answer.cached_tokens, "usage_estimated": False, "cost_usd": Decimal(0), "saved_usd": answer.saved_usd,
+        "completion_tokens": answer.completion_tokens, "cached_tokens": answer.cached_tokens, "usage_estimated": False,
+        "cost_usd": Decimal(0), "saved_usd": answer.saved_usd,
         "latency_ms": 0, "outcome": CallOutcome.CACHE_HIT.value, "error": None,
     }
 
 
 def answer_from_cache(conn: Connection, hits: dict[int, SharedAnswer], message_id: uuid.UUID) -> int:
     """Finish pending jobs this classify message owns with cached answers, each with its cost row."""
-    answered = 0
+    rows = []
     for job_id, answer in hits.items():
-        row = conn.execute(
-            text("UPDATE jobs SET status = 'succeeded', content = :c, model = :m, tier = :t, "
-                 "start_tier = COALESCE(start_tier, :t), attempts = attempts + 1, finished_at = now(), "
-                 "updated_at = now() WHERE id = :id AND status = 'pending' AND handoff = :me RETURNING batch_id"),
-            {"c": answer.content, "m": answer.model, "t": answer.tier, "id": job_id, "me": message_id},
-        ).first()
-        if row is not None:
-            record_calls(conn, [hit_row(job_id, row[0], answer)])
-            answered += 1
-    return answered
-
-
-def follow(conn: Connection, followers: dict[int, tuple[int, int]], message_id: uuid.UUID) -> list[int]:
-    """Park jobs (job -> (leader job, entry)) until their leader answers; returns those parked."""
-    if not followers:
-        return []
-    items = sorted(followers.items())
-    return list(conn.execute(
-        text("UPDATE jobs AS j SET status = 'waiting', follows = v.leader, cache_entry = v.entry, updated_at = now() "
-             "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaders AS bigint[]), CAST(:entries AS bigint[])) "
-             "AS v(id, leader, entry) WHERE j.id = v.id AND j.status = 'pending' AND j.handoff = :me RETURNING j.id"),
-        {"ids": [i for i, _ in items], "leaders": [f[0] for _, f in items], "entries": [f[1] for _, f in items],
-         "me": message_id},
-    ).scalars())
-
-
-def lead(conn: Connection, leaders: dict[int, int], message_id: uuid.UUID) -> None:
-    """Remember the cache entry each leader must fill when it is answered."""
-    if leaders:
-        items = sorted(leaders.items())
-        conn.execute(
-            text("UPDATE jobs AS j SET cache_entry = v.entry FROM unnest(CAST(:ids AS bigint[]), "
-                 "CAST(:entries AS bigint[])) AS v(id, entry) WHERE j.id = v.id AND j.handoff = :me"),
-            {"ids": [i for i, _ in items], "entries": [e for _, e in items], "me": message_id},
-        )
+        batch = lifecycle.answer_from_cache(conn, message_id, job_id, answer.content, answer.model, answer.tier)
+        if batch is not None:
+            rows.append(hit_row(job_id, batch, answer))
+    record_calls(conn, rows)
+    return len(rows)
 
 
 def answer_followers(conn: Connection, leader: int, answer: SharedAnswer) -> int:
     """Give a succeeded leader's answer to every job waiting on it, each with a cache-hit cost row."""
-    rows = conn.execute(
-        text("UPDATE jobs SET status = 'succeeded', content = :c, model = :m, tier = :t, follows = NULL, "
-             "start_tier = COALESCE(start_tier, :t), attempts = attempts + 1, finished_at = now(), updated_at = now() "
-             "WHERE follows = :leader AND status = 'waiting' RETURNING id, batch_id"),
-        {"c": answer.content, "m": answer.model, "t": answer.tier, "leader": leader},
-    ).all()
+    rows = lifecycle.answer_followers(conn, leader, answer.content, answer.model, answer.tier)
     record_calls(conn, [hit_row(job_id, batch_id, answer) for job_id, batch_id in rows])
     return len(rows)
-
-
-def release_followers(conn: Connection, leader: int, message_id: uuid.UUID) -> list[tuple[int, uuid.UUID]]:
-    """Send a failed (or vanished) leader's followers back to routing under `message_id`; one will lead."""
-    rows = conn.execute(
-        text("UPDATE jobs SET status = 'pending', follows = NULL, cache_entry = NULL, handoff = :me, "
-             "handoff_from = NULL, updated_at = now() WHERE follows = :leader AND status = 'waiting' "
-             "RETURNING id, batch_id"),
-        {"leader": leader, "me": message_id},
-    ).all()
-    return [(job_id, batch_id) for job_id, batch_id in rows]
 
 
 def leader_state(conn: Connection, leaders: Sequence[int]) -> dict[int, tuple[str, str | None, str | None, str | None]]:

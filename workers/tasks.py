@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -9,33 +10,28 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
+from tierq.errors import ConfigError
 from tierq.queues import CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from workers.celery_app import app
 from workers.classify import classify_chunk
 from workers.context import get_context
+from workers.dbretry import is_transient
 from workers.follow import check_followers
 from workers.process import process_chunk
 
-# Outages worth waiting for: the task is retried under the same id, so the jobs it owns stay its own.
-TRANSIENT = (OperationalError, BrokerError, ConnectionError, RedisConnectionError, RedisTimeoutError)
+log = logging.getLogger(__name__)
 RETRY = {"max_retries": 30, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True}
+CONFIG_RETRY_S = 30  # a worker whose configuration cannot run a message gives it back for this long
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
-def _retry(task: Task, exc: Exception) -> Exception:
+def _retry(task: Task, exc: Exception, countdown: float | None = None) -> Exception:
     """Retry `task` under its id (Celery raises the Retry); when the broker cannot take the retry either,
     put the message back instead. Celery would drop it (Reject without requeue), and the jobs it owns, or
     has committed as handed off but not yet sent, would then wait forever; run again, it re-sends them."""
     try:
-        retry: Exception = task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
+        wait = countdown if countdown is not None else min(60, 2 ** task.request.retries)
+        retry: Exception = task.retry(exc=exc, countdown=wait, max_retries=None if countdown else task.max_retries)
     except Reject as rejected:
         requeue: Exception = Reject(rejected.reason, requeue=True)
         return requeue
@@ -43,11 +39,17 @@ def _retry(task: Task, exc: Exception) -> Exception:
 
 
 def _run(task: Task, work: Callable[[], Any]) -> dict[str, Any]:
-    """Run a task's plain function; outages become retries, anything else fails the task as it is."""
+    """Run a task's plain function; outages become retries, a configuration this worker cannot run the
+    message with gives it back (for a worker that can), anything else fails the task as it is (the
+    reconciler then publishes its jobs' message again, a bounded number of times)."""
     try:
         summary = work()
+    except ConfigError as exc:
+        log.error("cannot run %s %s here: %s; giving it back for %d s", task.name, task.request.id, exc,
+                  CONFIG_RETRY_S)
+        raise _retry(task, exc, CONFIG_RETRY_S) from exc
     except Exception as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise _retry(task, exc) from exc
         raise
     return asdict(summary)

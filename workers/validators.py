@@ -7,27 +7,21 @@ params under RESERVED_PARAMS, which is never sent to a model) replaces its task 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
-from sqlalchemy import Engine, text
 
 from models.enums import CallOutcome
 from tierq.config import RESERVED_PARAMS, Config, ValidatorConfig, import_callable, schema_problem
 from tierq.errors import ConfigError
 from workers.llm import CallRecord
-
-if TYPE_CHECKING:
-    from workers.calls import JobWork
-    from workers.context import WorkerContext
 
 # Per-batch schemas compiled and kept per process; more distinct schemas than this start over.
 MAX_BATCH_SCHEMAS = 256
@@ -166,19 +160,6 @@ def batch_schema(params: dict[str, Any]) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
-_compiled: dict[int, tuple[Config, Checks]] = {}
-_compiled_lock = threading.Lock()
-
-
-def checks_for(config: Config) -> Checks:
-    """The compiled validators of `config`, built once per process (imports and regexes are not free)."""
-    with _compiled_lock:
-        held = _compiled.get(id(config))
-        if held is None or held[0] is not config:
-            held = _compiled[id(config)] = (config, Checks(config))
-        return held[1]
-
-
 def validate(record: CallRecord, check: AnswerCheck | None, tier: str, messages: list[dict[str, Any]]) -> None:
     """Turn a usable answer that fails its check into an `invalid` call (which escalates)."""
     if check is None or record.outcome is not CallOutcome.OK or not check.applies(tier):
@@ -186,23 +167,3 @@ def validate(record: CallRecord, check: AnswerCheck | None, tier: str, messages:
     reason = check.reason(record.content or "", messages)
     if reason is not None:
         record.outcome, record.error = CallOutcome.INVALID, reason
-
-
-def task_types(engine: Engine, job_ids: Sequence[int]) -> dict[int, str]:
-    """The task type of each job (tier workers do not read it when they claim jobs)."""
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, task_type FROM jobs WHERE id = ANY(:ids)"), {"ids": list(job_ids)})
-        return {job_id: task for job_id, task in rows}
-
-
-async def attach_checks(ctx: WorkerContext, work: list[JobWork]) -> None:
-    """Give each job of a tier chunk its validator; costs a query only when the TOML has validators."""
-    checks = checks_for(ctx.config)
-    if not work or not (checks.by_task or any(batch_schema(w.params) for w in work)):
-        return
-    types: dict[int, str] = {}
-    if checks.by_task:
-        loop = asyncio.get_running_loop()
-        types = await loop.run_in_executor(None, task_types, ctx.engine, [w.job_id for w in work])
-    for w in work:
-        w.check = checks.for_job(types.get(w.job_id), w.params)

@@ -12,13 +12,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import Stack
+from conftest import SIM_CONFIG, Stack
 from deploy_support import closed_port, sim_variant, tierq
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
+
 CANARY = "sk-canary-doctor-0c8b1f5e9a"
-EVERY_CHECK = ["config", "redis", "postgres", "migrations", "provider sim",
-               "queue classify", "queue hot", "queue warm", "queue cold"]
+EVERY_CHECK = ["config", "redis", "postgres", "migrations", "provider sim", "stuck jobs",
+               "queue classify", "queue hot", "queue warm", "queue cold", "worker config"]
+OTHER_TOML = "worker config"  # the session's workers run sim.toml, not the variant a case gives doctor
 
 
 def doctor(env: dict[str, str], cwd: Path) -> tuple[int, dict[str, dict[str, Any]], str]:
@@ -119,10 +122,10 @@ def queue_without_worker(stack: Stack, tmp: Path) -> dict[str, str]:
     ("case", "problem", "fix", "skipped"),
     [
         (bad_setting, "settings", "fix the variables named above", set()),
-        (redis_down, "redis", "TIERQ_REDIS_URL", {"workers"}),
+        (redis_down, "redis", "TIERQ_REDIS_URL", {"workers", "stuck jobs"}),
         (broker_down, "broker", "TIERQ_BROKER_URL", {"workers"}),
-        (postgres_down, "postgres", "start PostgreSQL", {"migrations"}),
-        (database_missing, "postgres", "tierq db upgrade", {"migrations"}),
+        (postgres_down, "postgres", "start PostgreSQL", {"migrations", "stuck jobs"}),
+        (database_missing, "postgres", "tierq db upgrade", {"migrations", "stuck jobs"}),
         (provider_down, "provider sim", "TIERQ_SIM_URL", set()),
         (key_missing, "provider sim", "export TIERQ_DOCTOR_KEY=", set()),
         (queue_without_worker, "queue frozen", "celery -A workers worker -Q frozen", set()),
@@ -134,7 +137,8 @@ def test_each_dependency_down_is_named_with_its_fix(
 ) -> None:
     code, checks, output = doctor({**stack.env, **case(stack, tmp_path)}, tmp_path)
     assert code == 1, output
-    assert by_state(checks, "problem") == {problem}, output
+    other_toml = {OTHER_TOML} if case in (key_missing, queue_without_worker) else set()
+    assert by_state(checks, "problem") == {problem} | other_toml, output
     assert fix in checks[problem]["fix"], checks[problem]
     assert by_state(checks, "skipped") == skipped, output
 
@@ -152,7 +156,7 @@ def test_a_rejected_key_is_reported_without_printing_it(stack: Stack, tmp_path: 
     env = {**stack.env, "TIERQ_CONFIG": str(config), "TIERQ_SIM_URL": rejecting_provider, "TIERQ_DOCTOR_KEY": CANARY}
     code, checks, output = doctor(env, tmp_path)
     assert code == 1, output
-    assert by_state(checks, "problem") == {"provider sim"}, output
+    assert by_state(checks, "problem") == {"provider sim", OTHER_TOML}, output
     assert "rejected the key in $TIERQ_DOCTOR_KEY (HTTP 401)" in checks["provider sim"]["detail"]
     text = tierq(["doctor", "--timeout", "1"], env, tmp_path)
     assert text.returncode == 1 and "fix: put a valid key in $TIERQ_DOCTOR_KEY" in text.stdout
@@ -168,3 +172,30 @@ def test_a_database_migrated_by_a_newer_tierq_is_named(stack: Stack, tmp_path: P
     assert code == 1, output
     assert "newer than this tierq knows" in checks["migrations"]["detail"]
     assert "install the tierq version" in checks["migrations"]["fix"]
+
+
+def test_workers_that_run_another_toml_are_named(stack: Stack, tmp_path: Path) -> None:
+    config = sim_variant(tmp_path / "pricier.toml", append="")
+    config.write_text(config.read_text().replace("input_usd_per_mtok = 0.10", "input_usd_per_mtok = 0.11", 1))
+    code, checks, output = doctor({**stack.env, "TIERQ_CONFIG": str(config)}, tmp_path)
+    assert code == 1 and by_state(checks, "problem") == {OTHER_TOML}, output
+    detail = checks[OTHER_TOML]["detail"]
+    assert detail.startswith(f"1 worker(s) run another configuration than {config}") and str(SIM_CONFIG) in detail
+    assert "same TOML (TIERQ_CONFIG)" in checks[OTHER_TOML]["fix"]
+
+
+def test_stuck_jobs_are_named_with_their_batch(stack: Stack, tmp_path: Path, empty_database: str) -> None:
+    upgrade(empty_database)  # a database of its own: the session's reconciler must not fix the job first
+    batch = uuid.uuid4()
+    libpq = make_url(empty_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
+                     "VALUES (%s, 't', 'default', '{}', 1, 0, false)", (batch,))
+        conn.execute("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
+                     "status, handoff, attempts, escalations, updated_at) VALUES (%s, 1, 'j', 't', 'default', "
+                     "'[]', '{}', 1, 'pending', %s, 0, 0, now() - interval '1 hour')", (batch, uuid.uuid4()))
+    code, checks, output = doctor({**stack.env, "TIERQ_DATABASE_URL": empty_database}, tmp_path)
+    assert code == 1 and by_state(checks, "problem") == {"stuck jobs"}, output
+    assert checks["stuck jobs"]["detail"] == (
+        f"1 job(s) unchanged for over 120 s with no live message, in batch(es) {batch}")
+    assert "tierq recover --older-than 0m" in checks["stuck jobs"]["fix"]

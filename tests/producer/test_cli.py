@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from conftest import Stack
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 TIERQ = Path(sys.executable).parent / "tierq"
 
@@ -89,3 +92,21 @@ def test_an_empty_or_wholly_bad_file_exits_non_zero_with_a_clear_message(clean: 
     assert template.returncode == 2 and "--template field {a.b} is not a plain field name" in template.stderr
     unknown = tierq(clean, tmp_path, "status", "not-a-batch")
     assert unknown.returncode == 1 and "is not a batch id" in unknown.stderr
+
+
+def test_status_says_in_one_line_when_postgres_refuses_connections(clean: Stack, tmp_path: Path) -> None:
+    role = f"tierq_full_{uuid.uuid4().hex[:6]}"  # a role Postgres lets no one in as: as good as a full server
+    with clean.engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+    try:
+        url = make_url(clean.settings.database_url).set(username=role, password="pw").render_as_string(hide_password=False)
+        done = subprocess.run([str(TIERQ), "status", str(uuid.uuid4())], env={**clean.env, "TIERQ_DATABASE_URL": url},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        with clean.engine.begin() as conn:
+            conn.execute(text(f'DROP ROLE "{role}"'))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    shown = make_url(url).render_as_string(hide_password=True)
+    assert done.stderr.startswith(f"error: Postgres at {shown} refuses new connections (too many connections for role")
+    assert "raise max_connections" in done.stderr and ":pw@" not in done.stderr

@@ -74,3 +74,26 @@ def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> Non
             tq.retry_failed(batch.batch_id)
         with pytest.raises(NotFound, match="no batch"):
             tq.cancel(uuid.uuid4())
+
+
+@pytest.mark.slow
+def test_cancelling_a_batch_hands_its_questions_to_the_batch_that_waited_on_it(clean: Stack) -> None:
+    # Batch Y asks what batch X asks; Y's jobs wait on X's leaders. Cancelling X must not strand them:
+    # the followers of X's cancelled leaders go back to routing (committed before their message is sent).
+    clean.simulate({"latency_ms": 2000})
+    records = distinct(1200)
+    with clean.client() as tq:
+        x = tq.submit(records, BatchOptions(force_tier="hot"))
+        deadline = time.monotonic() + 30
+        while tq.status(x.batch_id).count(JobStatus.RUNNING) < 500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        y = tq.submit(records, BatchOptions(force_tier="hot"))
+        while tq.status(y.batch_id).count(JobStatus.WAITING) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = tq.cancel(x.batch_id)
+        status = clean.wait(tq, y.batch_id, timeout=120)
+    assert cancelled.cancelled > 0
+    assert status.by_status == {"succeeded": 1200}
+    with clean.engine.connect() as conn:
+        paid = conn.execute(text("SELECT count(*) FROM calls WHERE outcome = 'ok'")).scalar_one()
+    assert paid <= 1200  # each question was paid for once, by X's leader or by one of Y's jobs

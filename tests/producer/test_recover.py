@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
 
 from conftest import Stack, insert_job
 from sqlalchemy import text
@@ -19,8 +18,8 @@ def lost_job(stack: Stack, status: str, tier: str | None) -> int:
 def test_recover_requeues_lost_messages_once_they_are_old_enough(clean: Stack) -> None:
     pending, queued = lost_job(clean, "pending", None), lost_job(clean, "queued", "warm")
     with clean.client() as tq:
-        assert recover(tq.engine, tq.sender, None, datetime.now().astimezone() - timedelta(hours=2)).jobs == 0
-        done = recover(tq.engine, tq.sender, None, datetime.now().astimezone())
+        assert recover(tq.engine, tq.publisher, None, 2 * 3600).jobs == 0
+        done = recover(tq.engine, tq.publisher, None, 0)
         assert (done.messages, done.jobs) == (2, 2)
         for _ in range(100):
             with clean.engine.connect() as conn:

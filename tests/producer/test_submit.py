@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
 from conftest import Stack
 from sqlalchemy import text
 
+from producer.api import Tierq
 from producer.inputs import ReadOptions
 from producer.records import Rejection
-from producer.submit import BatchOptions
+from producer.submit import BatchOptions, PartialSubmission
 
 
 def write(path: Path, lines: Sequence[bytes | str]) -> Path:
@@ -88,3 +90,79 @@ def test_submitting_python_objects_and_a_stream(clean: Stack, tmp_path: Path) ->
     assert (from_objects.accepted, from_objects.rejected) == (2, 1)
     assert from_objects.rejections[0].reason == "record 3: a int, not a dict or a string"
     assert (from_stream.accepted, from_stream.format) == (1, "jsonl")
+
+
+def test_values_postgres_cannot_store_are_rejected_lines_not_a_crash(clean: Stack, tmp_path: Path) -> None:
+    deep = '{"a": ' * 450 + "1" + "}" * 450
+    path = write(tmp_path / "odd.jsonl", [
+        json.dumps({"id": "g1", "prompt": "Where is my parcel?"}),
+        '{"id": "nan", "prompt": "hi", "metadata": {"score": NaN}}',
+        '{"id": "inf", "prompt": "hi", "metadata": {"score": -Infinity}}',
+        '{"id": "surrogate", "prompt": "bad \\ud800 text"}',
+        '{"id": "bigint", "prompt": "hi", "metadata": {"n": ' + "9" * 5000 + "}}",
+        '{"id": "deep", "prompt": "hi", "metadata": ' + deep + "}",
+        json.dumps({"id": "type", "prompt": "hi", "task_type": "t" * 201}),
+        json.dumps({"id": "g2", "prompt": "Refund please"}),
+    ])
+    with clean.client() as tq:
+        result = tq.submit(path)
+        status = clean.wait(tq, result.batch_id)
+    reasons = [r.reason for r in result.rejections]
+    assert reasons == [
+        "line 2: malformed JSON (NaN is not valid JSON; write a number or null)",
+        "line 3: malformed JSON (-Infinity is not valid JSON; write a number or null)",
+        'line 4: field "prompt" contains a lone surrogate (\\ud800), which is not text; fix the encoding of the file',
+        "line 5: malformed JSON (a number has more than 4300 digits)",
+        'line 6: field "metadata" is nested deeper than 64 levels',
+        'line 7: field "task_type" is longer than 200 characters',
+    ]
+    assert (result.accepted, status.total, status.rejected, status.by_status) == (2, 2, 6, {"succeeded": 2})
+
+
+def test_request_parameters_are_checked_at_submit(clean: Stack, tmp_path: Path) -> None:
+    def request(custom_id: str, **body: object) -> str:
+        return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                           "body": {"messages": [{"role": "user", "content": "Where is my parcel?"}], **body}})
+
+    path = write(tmp_path / "batch.jsonl", [
+        request("ok", max_tokens=50, temperature=0.2),
+        request("words", max_tokens="lots"),
+        request("list", max_tokens=[1]),
+        request("negative", max_completion_tokens=-5),
+        request("hot", temperature=7),
+        request("format", response_format={"type": "yaml"}),
+        json.dumps({"custom_id": "parts", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"messages": [{"role": "user", "content": [1, "two"]}]}}),
+    ])
+    with clean.client() as tq:
+        result = tq.submit(path)
+    assert result.accepted == 1
+    assert [r.reason for r in result.rejections] == [
+        "line 2: body.max_tokens must be a positive integer, not 'lots'",
+        "line 3: body.max_tokens must be a positive integer, not [1]",
+        "line 4: body.max_completion_tokens must be a positive integer, not -5",
+        "line 5: body.temperature must be a number from 0 to 2, not 7",
+        'line 6: body.response_format must be an object with "type" one of text, json_object, json_schema',
+        'line 7: field "body.messages[0]" content[0] must be an object with a "type", not int',
+    ]
+
+
+def test_a_submission_that_stops_half_way_names_its_batch_and_what_it_holds(clean: Stack) -> None:
+    def records() -> Iterator[dict[str, str]]:
+        for n in range(85):
+            yield {"id": f"t{n}", "prompt": f"ticket {n}: where is my parcel?"}
+        raise OSError("the network drive went away")
+
+    small = clean.config.model_copy(update={"worker": clean.config.worker.model_copy(update={"classify_chunk": 10})})
+    with Tierq(clean.settings, small) as tq:
+        with pytest.raises(PartialSubmission) as stopped:
+            tq.submit(records())
+        batch = str(stopped.value).split()[1]
+        status = clean.wait(tq, batch)
+    assert str(stopped.value) == (
+        f"batch {batch} is partial: 80 jobs accepted (they run), 0 rejected; the submission stopped: OSError: the "
+        "network drive went away. Submit the rest of the file (after line 80) as a new batch")
+    assert (status.total, status.by_status) == (80, {"succeeded": 80})
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT submit_error, submitted_at FROM batches")).one() == (
+            "OSError: the network drive went away", None)

@@ -30,14 +30,17 @@ from tierq.config import Config, load_config
 from tierq.money import Usage
 
 # Outcomes of calls the provider did not answer, so did not bill.
-UNBILLED = ("error", "rate_limited", "timeout", "cache_hit")
+UNBILLED = ("error", "connection", "rate_limited", "timeout", "cache_hit")
 
 
 def fault_config(path: Path, *, worker: Mapping[str, Any] | None = None,
-                 tiers: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """A copy of sim.toml at `path` with [worker] settings and per-tier settings replaced."""
+                 tiers: Mapping[str, Mapping[str, Any]] | None = None,
+                 models: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """A copy of sim.toml at `path` with [worker] settings, per-tier and per-model settings replaced."""
     raw = tomllib.loads(SIM_CONFIG.read_text(), parse_float=Decimal)
     raw["worker"] = {**raw.get("worker", {}), **(worker or {})}
+    for name, settings in (models or {}).items():
+        raw["models"][name].update(settings)
     for tier in raw["tiers"]:
         tier.update((tiers or {}).get(tier["name"], {}))
     path.write_text(_toml(raw))
@@ -80,9 +83,9 @@ class Deployment:
     logs: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, queues: str, name: str) -> subprocess.Popen[bytes]:
-        """Start a worker for `queues`; its log is `<logs>/<name>.log`."""
-        proc = start_worker(self.env, self.log(name), queues=queues, name=name)
+    def start(self, queues: str, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start a worker for `queues` (with more `celery worker` arguments); its log is `<logs>/<name>.log`."""
+        proc = start_worker(self.env, self.log(name), queues=queues, name=name, args=args)
         self.workers.append(proc)
         return proc
 
@@ -102,6 +105,7 @@ class Deployment:
             "config": Path(self.env["TIERQ_CONFIG"]),
             "visibility_timeout_s": float(self.env["TIERQ_VISIBILITY_TIMEOUT_S"])
             if "TIERQ_VISIBILITY_TIMEOUT_S" in self.env else None,
+            "database_url": self.env["TIERQ_DATABASE_URL"],
         }
         return Tierq(self.stack.settings.model_copy(update=update), self.config)
 

@@ -1,5 +1,6 @@
-"""Redis (broker and cache) restarted in the middle of a batch: workers and the producer reconnect, the
-batch completes, no job is lost, and the cache keeps its answers.
+"""Redis (broker and cache) restarted twice for 5 s in the middle of a batch: workers and the producer
+reconnect, the batch completes, no job is lost, the cache keeps its answers, and both workers (started as
+users start them) are still running at the end.
 
 The Redis is a throwaway server with an append-only file fsynced on every write, as a production broker's
 Redis must be: without persistence a restart empties the queues and every queued job is lost.
@@ -27,7 +28,7 @@ from fault_support import (
 from sqlalchemy import text
 
 JOBS = 300
-DOWN_S = 3
+DOWN_S = 5
 
 
 def records(n: int) -> list[dict[str, str]]:
@@ -46,13 +47,17 @@ def test_a_redis_restart_mid_batch_loses_no_job(clean: Stack, tmp_path: Path) ->
     try:
         with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=server.url, TIERQ_REDIS_URL=server.url,
                         TIERQ_VISIBILITY_TIMEOUT_S="10") as run, run.client() as tq:
-            run.start("classify", "router")
-            run.start("hot,warm,cold", "tiers")
+            workers = [run.start("classify", "router"), run.start("hot,warm,cold", "tiers")]
             first = tq.submit(records(JOBS)).batch_id
             wait_until(lambda: len(_answered(clean, first)) >= JOBS // 5, 60, lambda: job_states(clean, first))
             server.stop()
             answered = _answered(clean, first)
             assert final(job_states(clean, first)) < JOBS
+            time.sleep(DOWN_S)
+            server.start()
+            # Once more, while the workers are busy reconnecting and redelivering.
+            wait_until(lambda: len(_answered(clean, first)) > len(answered) + 10, 60, lambda: job_states(clean, first))
+            server.stop()
             time.sleep(DOWN_S)
             server.start()
             again = [r for r in records(JOBS) if r["id"] in answered]
@@ -61,8 +66,11 @@ def test_a_redis_restart_mid_batch_loses_no_job(clean: Stack, tmp_path: Path) ->
             wait_final(clean, second, len(again), 30)
             assert_one_result_per_job(clean, tq, first, [r["id"] for r in records(JOBS)])
             repeated = assert_one_result_per_job(clean, tq, second, [r["id"] for r in again])
+            assert [proc.poll() for proc in workers] == [None, None]  # both rode out the restarts
+            logs = run.log("router").read_text(errors="replace") + run.log("tiers").read_text(errors="replace")
     finally:
         server.stop()
+    assert "Unrecoverable error" not in logs and "Error on restarting" not in logs
     assert all(r["status"] == "succeeded" and r["cached"] for r in repeated), [r for r in repeated if not r["cached"]][:3]
     bill = ledger(clean, run.config)
     # Nothing was killed, so every request made has its cost row and every answered one is one billed call.

@@ -37,6 +37,7 @@ from producer.submit import BatchOptions
 TIER_CHUNK = 10  # small chunks, so a batch is many tasks and the kill lands between and inside them
 JOBS = 300
 VISIBILITY_S = 10
+LEASE_S = 4  # a dead worker's jobs are taken over this long after the kill
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -61,7 +62,7 @@ def records(n: int) -> list[dict[str, str]]:
 def test_a_killed_worker_loses_no_job_and_at_most_its_in_flight_cost_rows(clean: Stack, broker: str, tmp_path: Path) -> None:
     cache = clean.dbs.url(2)
     redis.Redis.from_url(cache).flushdb()
-    config = fault_config(tmp_path / "kill.toml", worker={"tier_chunk": TIER_CHUNK})
+    config = fault_config(tmp_path / "kill.toml", worker={"tier_chunk": TIER_CHUNK, "lease_s": LEASE_S})
     # Latencies spread over 0.1-2.5 s: a task writes its chunk's cost rows once the slowest call is back,
     # so for most of its life it holds answered calls not yet recorded, and the kill lands among them.
     clean.simulate({"latency_ms": 100, "latency_jitter_ms": 2400})

@@ -32,7 +32,7 @@ def hostile_lines() -> list[tuple[bytes, str]]:
             {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}"} for n in range(10_000)
         ]}).encode(), "ok"),
         (json.dumps({"id": "bad-part", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
-         "field \"messages\" has no user message with text"),
+         'field "messages[0]" content[0] of type "image_url" needs "image_url" as an object'),
     ]
 
 

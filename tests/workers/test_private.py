@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from conftest import Stack
+from models import JobStatus
 from producer.submit import BatchOptions
 
 SECRET_PROMPT = "My account number is 44-1290-77 and my name is Ada Lovelace; where is my refund?"
@@ -36,3 +38,18 @@ def test_private_batches_keep_no_text_in_postgres(clean: Stack, tmp_path: Path) 
     assert digests["a"] == hashlib.sha256(first["a"]["content"].encode()).hexdigest()
     vault = redis.Redis.from_url(clean.settings.redis_url)
     assert list(vault.scan_iter(match="tq:v:*")) == []  # prompts forgotten once final, answers once read
+
+
+def test_a_cancelled_private_batch_leaves_no_prompt_in_redis(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 1500})
+    records = [{"id": f"t{n}", "prompt": f"{SECRET_PROMPT} ticket {n}"} for n in range(900)]
+    vault = redis.Redis.from_url(clean.settings.redis_url)
+    with clean.client() as tq:
+        batch = tq.submit(records, BatchOptions(store_text=False, force_tier="hot"))
+        deadline = time.monotonic() + 30
+        while tq.status(batch.batch_id).count(JobStatus.RUNNING) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = tq.cancel(batch.batch_id)
+        status = clean.wait(tq, batch.batch_id, timeout=60)
+    assert cancelled.cancelled > 0 and status.count(JobStatus.CANCELLED) >= cancelled.cancelled
+    assert list(vault.scan_iter(match="tq:v:q:*")) == []  # no prompt of a final job stays, cancelled or not

@@ -14,7 +14,7 @@ from conftest import SIM_CONFIG, RedisDbs, Stack, start_worker, stop_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
-from workers.ratelimit import RateLimiter
+from workers.ratelimit import Admission, RateLimiter
 
 
 def limited_config(tmp_path: Path, rpm: int) -> Path:
@@ -29,23 +29,23 @@ def test_a_429_pauses_the_model_for_every_caller(redis_dbs: RedisDbs, tmp_path: 
     url = redis_dbs.url(4)
     redis.Redis.from_url(url).flushdb()
 
-    async def scenario() -> tuple[float, float]:
-        first, second = RateLimiter(url, config), RateLimiter(url, config)  # two workers
+    async def scenario() -> tuple[Admission, Admission, Admission]:
+        first, second = RateLimiter(url, config, 5.0), RateLimiter(url, config, 0.5)  # two workers
         try:
-            await first.acquire("sim-nano", 10)
+            assert (await first.admit("sim-nano", 10)).granted
             await first.pause("sim-nano", 0.8)
-            started = time.monotonic()
-            await second.acquire("sim-nano", 10)
-            paused = time.monotonic() - started
-            started = time.monotonic()
-            await second.acquire("sim-mini", 10)  # another model is not held back
-            return paused, time.monotonic() - started
+            within = await first.admit("sim-nano", 10)  # a slot after the pause, within its 5 s horizon
+            beyond = await second.admit("sim-nano", 10)  # beyond its 0.5 s horizon: come back later
+            other = await second.admit("sim-mini", 10)  # another model is not held back
+            return within, beyond, other
         finally:
             await first.close()
             await second.close()
 
-    paused, other = asyncio.run(scenario())
-    assert paused >= 0.7 and other < 0.5
+    within, beyond, other = asyncio.run(scenario())
+    assert within.granted and 0.7 <= within.delay_s <= 0.81
+    assert not beyond.granted and beyond.delay_s >= 0.2
+    assert other.granted and other.delay_s == 0
 
 
 @pytest.mark.slow

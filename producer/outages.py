@@ -1,0 +1,47 @@
+"""One line for a service a command cannot reach (Postgres, Redis, the broker): what failed, where
+(the URL without its password) and what to do, instead of a traceback."""
+
+from __future__ import annotations
+
+from kombu.exceptions import OperationalError as BrokerError
+from kombu.utils.url import maybe_sanitize_url
+from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from tierq.settings import Settings
+
+CONNECTIONS = "docs/deployment.md#postgres-connections"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("(Background", "[SQL")):
+            # libpq: 'connection failed: connection to server at "h", port p failed: FATAL:  <reason>'
+            return line.rsplit("FATAL:", 1)[-1].strip()
+    return type(exc).__name__
+
+
+def describe(exc: BaseException, settings: Settings) -> str | None:
+    """The line to print for an outage of a service, or None when `exc` is not one."""
+    if isinstance(exc, (OperationalError, PoolTimeout)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        problem = _first_line(exc)
+        if "too many" in problem.lower() or isinstance(exc, PoolTimeout):
+            return (f"Postgres at {shown} refuses new connections ({problem}); workers hold concurrency + 8 each: "
+                    f"lower their -c, run fewer, or raise max_connections ({CONNECTIONS})")
+        if "does not exist" in problem and "database" in problem:
+            return f"Postgres at {shown}: {problem}; create it with: tierq db upgrade"
+        if "password" in problem or "authentication" in problem or "role" in problem:
+            return f"Postgres at {shown} refused the login ({problem}); fix the user or password in TIERQ_DATABASE_URL"
+        return f"cannot reach Postgres at {shown} ({problem}); start it or fix TIERQ_DATABASE_URL"
+    if isinstance(exc, RedisError):
+        return (f"cannot use Redis at {maybe_sanitize_url(settings.redis_url)} ({_first_line(exc)}); "
+                "start it or fix TIERQ_REDIS_URL")
+    if isinstance(exc, BrokerError):
+        return (f"cannot reach the broker at {maybe_sanitize_url(settings.broker)} ({_first_line(exc)}); "
+                "start it or fix TIERQ_BROKER_URL")
+    return None

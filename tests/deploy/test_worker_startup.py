@@ -1,0 +1,122 @@
+"""A worker that could not serve its queues refuses to start, with one line that says why and how to fix
+it, and takes no message: a missing API key, a queue its TOML does not define, an unreachable database.
+Before, such a worker started, consumed its messages and failed them one by one, leaving their jobs behind.
+A worker that starts holds only the Postgres connections its threads can use at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import ROOT, SIM_CONFIG, Stack, start_worker, stop_worker
+from sqlalchemy import text
+
+from producer.api import Tierq
+from producer.submit import BatchOptions
+from tierq.publish import Publisher
+from tierq.queues import tier_message
+from workers.context import OVERFLOW, pool_size
+
+EX_CONFIG = 78
+
+
+def start(env: dict[str, str], queues: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-n", f"refused-{uuid.uuid4().hex[:6]}@%h",
+         "--without-mingle"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )
+
+
+def our_lines(output: str) -> list[str]:
+    """What tierq printed (Celery's own warning about running as root aside)."""
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture()
+def broker(clean: Stack) -> str:
+    url = clean.dbs.url(3)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def waiting_message(stack: Stack, broker: str, queue: str) -> None:
+    """A message already waiting on `queue`, which a worker that refuses to start must leave there."""
+    from celery import Celery
+
+    from tierq.queues import celery_config
+
+    app = Celery("producer")
+    app.conf.update(celery_config(stack.config, broker))
+    Publisher(app).publish([tier_message(queue, [1], None, uuid.uuid4())])
+    app.close()
+
+
+def test_a_missing_api_key_stops_start_up(clean: Stack, broker: str, tmp_path: Path) -> None:
+    config = tmp_path / "keyed.toml"
+    config.write_text(SIM_CONFIG.read_text().replace(
+        'base_url_env = "TIERQ_SIM_URL"', 'base_url_env = "TIERQ_SIM_URL"\napi_key_env = "TIERQ_TEST_UNSET_KEY"'))
+    waiting_message(clean, broker, "hot")
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}
+    env.pop("TIERQ_TEST_UNSET_KEY", None)
+    done = start(env, "hot")
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    [line] = our_lines(done.stderr)
+    assert line.endswith(f"{config}: provider 'sim' reads its API key from $TIERQ_TEST_UNSET_KEY, which is not set; "
+                         "export TIERQ_TEST_UNSET_KEY=<your key> before starting")
+    assert redis.Redis.from_url(broker).llen("hot") == 1  # the message is still there for a worker that can
+    # With the key set, the same worker starts (start_worker fails the test if it does not).
+    stop_worker(start_worker({**env, "TIERQ_TEST_UNSET_KEY": "sk-test"}, tmp_path / "keyed.log", queues="hot"))
+
+
+def test_a_queue_the_toml_does_not_define_stops_start_up(clean: Stack, broker: str, tmp_path: Path) -> None:
+    config = tmp_path / "other.toml"
+    config.write_text(SIM_CONFIG.read_text().replace('"hot"', '"fast"'))
+    waiting_message(clean, broker, "hot")
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}
+    done = start(env, "classify,hot")
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    [line] = our_lines(done.stderr)
+    assert line.endswith(f"{config} defines no queue 'hot' (its queues: classify, fast, warm, cold); start the "
+                         "worker with the deployment's TOML (TIERQ_CONFIG) or -Q with queues it defines")
+    assert redis.Redis.from_url(broker).llen("hot") == 1
+
+
+def test_an_unreachable_database_stops_start_up(clean: Stack, broker: str) -> None:
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker,
+           "TIERQ_DATABASE_URL": "postgresql+psycopg://tierq:secret@127.0.0.1:9/tierq"}
+    done = start(env, "hot")
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    [line] = our_lines(done.stderr)
+    assert "cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:9/tierq" in line
+    assert line.endswith("start it or fix TIERQ_DATABASE_URL") and "secret" not in done.stderr
+
+
+def test_a_worker_holds_no_more_connections_than_its_threads_need(clean: Stack, tmp_path: Path) -> None:
+    threads = 3
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+    worker = start_worker(env, tmp_path / "pool.log", queues="classify,hot,warm,cold", args=("-c", str(threads)))
+    seen = 0
+    try:
+        settings = clean.settings.model_copy(update={"broker_url": broker, "redis_url": broker})
+        with Tierq(settings, clean.config) as tq:
+            batch = tq.submit([{"prompt": f"ticket {n}: where is my parcel?"} for n in range(400)],
+                              BatchOptions(use_cache=False, budget_usd=Decimal(10)))
+            while not tq.status(batch.batch_id).done:
+                with clean.engine.connect() as conn:
+                    seen = max(seen, conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                                       "= :n"), {"n": f"tierq worker {worker.pid}"}).scalar_one())
+                time.sleep(0.02)
+    finally:
+        stop_worker(worker)
+    assert 0 < seen <= pool_size(threads) + OVERFLOW

@@ -1,0 +1,143 @@
+"""What a call must pass before it is made: its provider's breaker, its model's rate limit, its batch's
+budget. Each gate either lets the call go (after a short wait at most `horizon_s`), holds the job
+(it goes back to its queue and comes back later, so no task sits on a worker thread for a long
+wait), or, for a budget that can never cover the call, stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from models.enums import CallOutcome
+from tierq.config import Config, TierConfig
+from tierq.messages import estimated_prompt_tokens
+from tierq.money import usd
+from workers.breaker import CircuitBreaker
+from workers.budget import BudgetGate, output_cap, worst_case
+from workers.llm import CallRecord
+from workers.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+class HoldKind(StrEnum):
+    """What a held job waits for."""
+
+    RATE_LIMIT = "rate_limit"
+    BUDGET = "budget"
+    OUTAGE = "outage"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The job goes back to its queue and is tried again after `after_s`."""
+
+    kind: HoldKind
+    after_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The call must not be made, now or later (the batch's budget cannot cover it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A call that may go: the tokens its rate limit was charged, and the budget it holds."""
+
+    model: str
+    tokens: int
+    batch_id: uuid.UUID | None = None
+    held: Decimal = Decimal(0)
+
+
+class Gates:
+    """The gates of one worker process; their Redis clients are made on the event loop on first use."""
+
+    def __init__(self, redis_url: str, config: Config, budget: BudgetGate, horizon_s: float) -> None:
+        self.config, self.budget, self.horizon_s = config, budget, horizon_s
+        self._redis_url = redis_url
+        self._limiter: RateLimiter | None = None
+        self._breaker: CircuitBreaker | None = None
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The shared rate limits."""
+        if self._limiter is None:
+            self._limiter = RateLimiter(self._redis_url, self.config, self.horizon_s)
+        return self._limiter
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The shared per-provider breakers; a probe holds its turn for the longest call timeout."""
+        if self._breaker is None:
+            probe_s = max(p.timeout_s for p in self.config.providers.values()) + 5
+            self._breaker = CircuitBreaker(self._redis_url, self.config.worker, probe_s)
+        return self._breaker
+
+    async def before(
+        self, tier: TierConfig, name: str, messages: list[dict[str, Any]], params: dict[str, Any],
+        batch_id: uuid.UUID | None, budgeted: bool,
+    ) -> Ticket | Hold | Stop:
+        """Pass the call through the breaker, the rate limit and the budget, in that order."""
+        model = self.config.models[name]
+        opened = await self.breaker.admit(model.provider)
+        if not opened.granted:
+            return Hold(HoldKind.OUTAGE, opened.delay_s, f"connection: provider {model.provider!r} cannot be reached")
+        tokens = estimated_prompt_tokens(messages) + int(params.get("max_tokens") or 0)
+        slot = await self.limiter.admit(name, tokens)
+        if not slot.granted:
+            return Hold(HoldKind.RATE_LIMIT, slot.delay_s, f"rate limit: {name} has no free slot yet")
+        held = Decimal(0)
+        if budgeted and batch_id is not None:
+            params.setdefault("max_tokens", output_cap(params, tier, model))
+            held = worst_case(messages, int(params["max_tokens"]), model)
+            covered = await self.budget.reserve(batch_id, held, self.horizon_s)
+            if covered is False:
+                return Stop(f"budget: what is left of the batch's budget cannot cover a call to {name} "
+                            f"(worst case ${usd(held)})")
+            if covered is None:
+                return Hold(HoldKind.BUDGET, 1.0, "budget: calls in flight hold the rest of the batch's budget")
+        if slot.delay_s > 0:
+            await asyncio.sleep(slot.delay_s)
+        return Ticket(name, tokens, batch_id if budgeted else None, held)
+
+    async def after(self, ticket: Ticket, record: CallRecord) -> Hold | None:
+        """Settle the call's budget and tokens, pause the model on a 429, feed the breaker; a Hold when the
+        provider's breaker is open after this call."""
+        if ticket.batch_id is not None:
+            await self.budget.settle(ticket.batch_id, ticket.held, record.cost_usd)
+        provider = self.config.models[ticket.model].provider
+        if record.outcome is CallOutcome.CONNECTION:
+            opened = await self.breaker.failed(provider)
+            if opened:
+                log.warning("provider %r cannot be reached; its breaker is open for %.1f s (jobs wait on their "
+                            "queues)", provider, opened)
+            if opened or await self.breaker.is_open(provider):
+                return Hold(HoldKind.OUTAGE, self.config.worker.breaker_open_s, record.error or "connection")
+            return None
+        await self.breaker.reached(provider)
+        if record.outcome is CallOutcome.RATE_LIMITED:
+            await self.limiter.pause(ticket.model, record.retry_after or 1.0)
+        elif record.usage.prompt_tokens or record.usage.completion_tokens:
+            await self.limiter.settle(ticket.model, ticket.tokens,
+                                      record.usage.prompt_tokens + record.usage.completion_tokens)
+        return None
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        if self._limiter is not None:
+            await self._limiter.close()
+            self._limiter = None
+        if self._breaker is not None:
+            await self._breaker.close()
+            self._breaker = None

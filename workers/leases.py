@@ -1,0 +1,66 @@
+"""Keeping the leases of the jobs a worker process is answering alive while their calls are in flight.
+
+One thread per process renews every lease it holds in one UPDATE every third of the lease, so a
+long call (or a slow database write) never lets another delivery of the same message take the jobs.
+A process that dies stops renewing; its leases run out and the jobs can be claimed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from models.lifecycle import renew
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """The leases one process holds (owner -> job ids) and the thread that renews them."""
+
+    def __init__(self, engine: Engine, lease_s: float) -> None:
+        self.engine, self.lease_s = engine, lease_s
+        self._held: dict[uuid.UUID, list[int]] = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    @contextmanager
+    def holding(self, owner: uuid.UUID, ids: Sequence[int]) -> Iterator[None]:
+        """Renew `owner`'s lease on `ids` until the block ends."""
+        with self._lock:
+            self._held[owner] = list(ids)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="tierq-leases", daemon=True).start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(owner, None)
+
+    def renew_now(self) -> int:
+        """Renew every lease held; returns how many jobs were renewed."""
+        with self._lock:
+            held = {owner: list(ids) for owner, ids in self._held.items()}
+        if not held:
+            return 0
+        with self.engine.begin() as conn:
+            return renew(conn, held, self.lease_s)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.lease_s / 3)
+            try:
+                self.renew_now()
+            except DBAPIError as exc:
+                # The database is away; the next round tries again, before the leases run out if it is back.
+                log.warning("could not renew leases (%s); retrying in %.0f s", type(exc.orig).__name__,
+                            self.lease_s / 3)

@@ -1,0 +1,78 @@
+"""A worker's start-up check: can it serve the queues it was asked to consume? If not, it must not start.
+
+A worker that consumed messages it cannot run would fail them one by one and leave their jobs behind,
+so everything a task needs is checked before the first message is taken: the queues exist in its TOML,
+the API keys of the providers those queues call are set, Postgres answers and is migrated, Redis
+answers. Then the process's context is made (its connection pool sized from the concurrency) and the
+reconciler starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from migrations import head_revision
+from tierq.config import check_keys, providers_for
+from tierq.errors import ConfigError, TierqError, Unavailable
+from tierq.queues import CLASSIFY_QUEUE
+from tierq.settings import get_settings
+from workers.context import WorkerContext, get_context
+from workers.reconcile import Reconciler
+
+
+class StartupError(TierqError):
+    """The worker cannot serve its queues; the message says why and how to fix it."""
+
+
+def check_queues(queues: Sequence[str], known: Sequence[str], config_path: str) -> None:
+    """Refuse queues the TOML does not define: their messages would fail here, one by one."""
+    unknown = [q for q in queues if q not in known]
+    if unknown:
+        raise ConfigError(
+            f"{config_path} defines no queue {', '.join(repr(q) for q in unknown)} (its queues: {', '.join(known)}); "
+            "start the worker with the deployment's TOML (TIERQ_CONFIG) or -Q with queues it defines")
+
+
+def check_database(ctx: WorkerContext) -> None:
+    """Postgres answers and is at the migration this code needs."""
+    shown = make_url(ctx.settings.database_url).render_as_string(hide_password=True)
+    try:
+        with ctx.engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if "alembic_version" in first:
+            raise StartupError(f"{shown} has no tierq tables; run: tierq db upgrade") from None
+        raise Unavailable(f"cannot reach Postgres at {shown} ({first}); start it or fix TIERQ_DATABASE_URL") from None
+    head = head_revision()
+    if current != head:
+        raise StartupError(f"{shown} is at migration {current}, this worker needs {head}; run: tierq db upgrade")
+
+
+def check_redis(ctx: WorkerContext) -> None:
+    """The Redis of the cache, the rate limits and the live-message registry answers."""
+    try:
+        ctx.vault.r.ping()
+    except redis.RedisError as exc:
+        shown = maybe_sanitize_url(ctx.settings.redis_url)
+        raise Unavailable(f"cannot reach Redis at {shown} ({exc}); start it or fix TIERQ_REDIS_URL") from None
+
+
+def prepare(app: Celery, queues: Sequence[str], concurrency: int) -> WorkerContext:
+    """Check that this worker can serve `queues`, then make its context and start its reconciler."""
+    settings = get_settings()
+    config = settings.load_config()
+    check_queues(queues, [CLASSIFY_QUEUE, *config.tier_names], str(settings.config))
+    check_keys(config, settings.env, providers_for(config, queues))
+    ctx = get_context(app, concurrency)
+    check_database(ctx)
+    check_redis(ctx)
+    Reconciler(ctx).start()
+    return ctx
