@@ -208,10 +208,10 @@ def prompt_messages(line_no: int, obj: dict[str, Any], spec: PromptSpec) -> list
         return [{"role": "user", "content": built.text}]
     if spec.field is None and "messages" in obj:
         return check_messages(line_no, obj["messages"])
-    name = spec.field or "prompt"
+    name = spec.field or ("text" if "prompt" not in obj and "text" in obj else "prompt")
     prompt = obj.get(name)
     if prompt is None:
-        hint = "" if spec.field else ' (give "prompt" or "messages")'
+        hint = "" if spec.field else ' (give "prompt", "text" or "messages")'
         return reject(line_no, f'field "{name}" is missing{hint}', RejectKind.MISSING_PROMPT)
     if not isinstance(prompt, str):
         return reject(line_no, f'field "{name}" must be a string, not {type(prompt).__name__}')

@@ -10,6 +10,7 @@ healthy provider costs one Redis read per process per second.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis.asyncio as aioredis
@@ -46,8 +47,8 @@ CLOSED_CACHE_S = 1.0
 class CircuitBreaker:
     """Per-provider breakers; create it on the event loop that will use it."""
 
-    def __init__(self, redis_url: str, rules: WorkerConfig, probe_s: float, prefix: str = "tq:cb") -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, retry_on_timeout=True)
+    def __init__(self, client: aioredis.Redis, rules: WorkerConfig, probe_s: float, prefix: str = "tq:cb") -> None:
+        self._redis = client
         self._admit = self._redis.register_script(_ADMIT)
         self._failed = self._redis.register_script(_FAILED)
         self._rules = rules
@@ -55,6 +56,7 @@ class CircuitBreaker:
         self._prefix = prefix
         self._closed_until: dict[str, float] = {}
         self._suspect: set[str] = set()
+        self._asking: dict[str, asyncio.Lock] = {}
 
     def _keys(self, provider: str, *names: str) -> list[str]:
         return [f"{self._prefix}:{provider}:{name}" for name in names]
@@ -63,6 +65,13 @@ class CircuitBreaker:
         """Whether a call to `provider` may go now, or how long until it may be tried."""
         if self._closed_until.get(provider, 0.0) > time.monotonic():
             return NOW
+        # While the provider looks healthy one coroutine asks Redis for all: the others wait for its answer.
+        async with self._asking.setdefault(provider, asyncio.Lock()):
+            if self._closed_until.get(provider, 0.0) > time.monotonic():
+                return NOW
+            return await self._ask(provider)
+
+    async def _ask(self, provider: str) -> Admission:
         allowed, value = await self._admit(keys=self._keys(provider, "open", "trips", "probe"), args=[self._probe_ms])
         if not allowed:
             self._suspect.add(provider)
@@ -92,7 +101,3 @@ class CircuitBreaker:
     async def is_open(self, provider: str) -> bool:
         """True while the provider's breaker is open (no call may go)."""
         return bool(await self._redis.exists(self._keys(provider, "open")[0]))
-
-    async def close(self) -> None:
-        """Close the Redis connections."""
-        await self._redis.aclose()

@@ -45,6 +45,7 @@ class TierResult:
     reason: str | None = None
     final: bool = False  # the job must not escalate (its batch's budget is spent)
     hold: Hold | None = None  # the job goes back to this tier's queue, to be tried again later
+    failure: Exception | None = None  # an error that stopped the work; the calls made before it are kept
 
 
 class _Next(Enum):
@@ -60,8 +61,18 @@ def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
 
 
 async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates) -> TierResult:
-    """Try the tier's models in order; the next model only after a provider error outlived its retries."""
+    """Try the tier's models in order; the next model only after a provider error outlived its retries.
+    Never raises: an error is kept in `failure`, beside the calls already made (they are paid for)."""
     result = TierResult(work.job_id)
+    try:
+        await _answer(client, config, tier, work, gates, result)
+    except Exception as exc:
+        result.failure = exc
+    return result
+
+
+async def _answer(client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates,
+                  result: TierResult) -> None:
     needed = estimated_prompt_tokens(work.messages)
     for name in tier.models:
         model = config.models[name]
@@ -69,8 +80,7 @@ async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, 
             result.reason = f"context: about {needed} prompt tokens exceed {name}'s window of {model.context_window}"
             continue
         if await _try_model(client, config, tier, work, gates, name, result) is _Next.DONE:
-            return result
-    return result
+            return
 
 
 async def _try_model(
@@ -88,13 +98,14 @@ async def _try_model(
             result.hold = gate
             return _Next.MODEL if gate.kind is HoldKind.OUTAGE else _Next.DONE
         record = await client.call(name, work.messages, params, timeout, config.answers)
+        result.records.append(record)  # first: whatever fails next, this call is recorded (and its answer kept)
         validate(record, work.check, tier.name, work.messages)
-        unreachable = await gates.after(gate, record)
-        result.records.append(record)
-        result.hold = unreachable
         if record.outcome is CallOutcome.OK:
-            result.answer = record
+            result.answer, result.hold = record, None
+        unreachable = await gates.after(gate, record)
+        if result.answer is not None:
             return _Next.DONE
+        result.hold = unreachable
         result.reason = f"{name}: {record.error}"
         if unreachable is not None:
             return _Next.MODEL

@@ -14,6 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
 from tierq.messages import estimated_prompt_tokens
@@ -22,6 +24,8 @@ from workers.breaker import CircuitBreaker
 from workers.budget import BudgetGate, output_cap, worst_case
 from workers.llm import CallRecord
 from workers.ratelimit import RateLimiter
+
+REDIS_CONNECTIONS = 32
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +70,25 @@ class Gates:
     def __init__(self, redis_url: str, config: Config, budget: BudgetGate, horizon_s: float) -> None:
         self.config, self.budget, self.horizon_s = config, budget, horizon_s
         self._redis_url = redis_url
+        self._redis: aioredis.Redis | None = None
         self._limiter: RateLimiter | None = None
         self._breaker: CircuitBreaker | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """One client for both gates. Hundreds of calls may ask at once: they wait for one of
+        REDIS_CONNECTIONS connections rather than fail (redis-py's own pool raises past 100)."""
+        if self._redis is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, socket_timeout=10)
+            self._redis = aioredis.Redis(connection_pool=pool)
+        return self._redis
 
     @property
     def limiter(self) -> RateLimiter:
         """The shared rate limits."""
         if self._limiter is None:
-            self._limiter = RateLimiter(self._redis_url, self.config, self.horizon_s)
+            self._limiter = RateLimiter(self.redis, self.config, self.horizon_s)
         return self._limiter
 
     @property
@@ -81,7 +96,7 @@ class Gates:
         """The shared per-provider breakers; a probe holds its turn for the longest call timeout."""
         if self._breaker is None:
             probe_s = max(p.timeout_s for p in self.config.providers.values()) + 5
-            self._breaker = CircuitBreaker(self._redis_url, self.config.worker, probe_s)
+            self._breaker = CircuitBreaker(self.redis, self.config.worker, probe_s)
         return self._breaker
 
     async def before(
@@ -135,9 +150,7 @@ class Gates:
 
     async def close(self) -> None:
         """Close the Redis connections."""
-        if self._limiter is not None:
-            await self._limiter.close()
-            self._limiter = None
-        if self._breaker is not None:
-            await self._breaker.close()
-            self._breaker = None
+        self._limiter = self._breaker = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

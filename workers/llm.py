@@ -149,20 +149,21 @@ def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
 
 
 def _unreachable(exc: BaseException) -> str | None:
-    """Why the provider could not be reached, when that is what went wrong (the SDK's aiohttp transport
-    reports a refused connection as a timeout); never its address, which may carry credentials."""
+    """Why no connection to the provider could be made, when that is what went wrong (the SDK's aiohttp
+    transport reports a refused connection as a timeout); never its address, which may carry credentials.
+    A connection dropped after it was made is not this: the provider was there (it may be restarting)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, ConnectionRefusedError):
             return "the provider refused the connection (is it running?)"
-        if isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
-            return "the provider dropped the connection"
         if isinstance(cause, socket.gaierror):
             return "the provider's host name does not resolve; check its base_url"
-        if type(cause).__name__ == "ServerDisconnectedError":
-            return "the provider closed the connection before answering"
+        if type(cause).__name__ == "ClientConnectorError":  # aiohttp: the connection could not be made
+            inner = getattr(cause, "os_error", None)
+            if not isinstance(inner, (TimeoutError, ConnectionRefusedError, socket.gaierror)):
+                return f"no connection to the provider ({type(inner).__name__ if inner else 'connect failed'})"
         cause = cause.__cause__ or cause.__context__
     return None
 

@@ -102,24 +102,30 @@ async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJo
     leaders = [job.id for job in jobs if job.cache_entry is not None]
     heartbeat = asyncio.create_task(_keep_cache_leases(ctx, leaders)) if leaders else None
     try:
-        answered = await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.gates) for w in work),
-                                        return_exceptions=True)
+        answered = await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.gates) for w in work))
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
-    return [_isolate(w.job_id, r) for w, r in zip(work, answered, strict=True)]
+    return [_isolate(result) for result in answered]
 
 
-def _isolate(job_id: int, result: TierResult | BaseException) -> TierResult:
-    """One job's failure stays its own: an outage holds it for a while, anything else fails it alone."""
-    if isinstance(result, TierResult):
+def _isolate(result: TierResult) -> TierResult:
+    """One job's failure stays its own: an outage holds it for a while, anything else fails it alone; the
+    calls it made are recorded either way."""
+    failure = result.failure
+    if failure is None:
         return result
-    if not isinstance(result, Exception):
-        raise result
-    if is_transient(result):
-        return TierResult(job_id, hold=Hold(HoldKind.OUTAGE, 5.0, f"outage: {type(result).__name__}"))
-    log.exception("job %s failed with an unexpected error", job_id, exc_info=result)
-    return TierResult(job_id, reason=f"error: {type(result).__name__}: {str(result)[:200]}", final=True)
+    if result.answer is not None:  # the answer came before the error: it is paid for, keep it
+        log.warning("job %s: %s after its answer: %s", result.job_id, type(failure).__name__, failure)
+        return result
+    if is_transient(failure):
+        log.warning("job %s held for a while: %s: %s", result.job_id, type(failure).__name__, failure)
+        result.hold = Hold(HoldKind.OUTAGE, 5.0, f"outage: {type(failure).__name__}")
+        return result
+    log.error("job %s failed with an unexpected error", result.job_id, exc_info=failure)
+    result.answer, result.hold, result.final = None, None, True
+    result.reason = f"error: {type(failure).__name__}: {str(failure)[:200]}"
+    return result
 
 
 async def _keep_cache_leases(ctx: WorkerContext, leaders: list[int]) -> None:
@@ -198,6 +204,8 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
     done, shared, cancelled = with_db_retry(record, what=f"recording {len(out.rows)} calls")
     ctx.publish(outbox)
+    if out.held:
+        log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])
     _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled))
     escalated = sum(len(m.args[1]) for m in outbox.messages if m.queue == next_tier)
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)

@@ -66,8 +66,8 @@ NOW = Admission(True, 0.0)
 class RateLimiter:
     """Gives out call slots; create it on the event loop that will use it."""
 
-    def __init__(self, redis_url: str, config: Config, horizon_s: float, prefix: str = "tq:rl") -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, retry_on_timeout=True)
+    def __init__(self, client: aioredis.Redis, config: Config, horizon_s: float, prefix: str = "tq:rl") -> None:
+        self._redis = client
         self._script = self._redis.register_script(_ADMIT)
         self._config = config
         self._horizon_ms = max(0.0, horizon_s * 1000)
@@ -104,7 +104,3 @@ class RateLimiter:
         """A 429 said to wait: hold every worker's calls to this model for `seconds`."""
         if seconds > 0 and self.limited(model):
             await self._redis.set(self._keys(model)[2], 1, px=max(1, int(seconds * 1000)))
-
-    async def close(self) -> None:
-        """Close the Redis connections."""
-        await self._redis.aclose()

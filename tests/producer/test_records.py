@@ -41,10 +41,16 @@ def test_bad_records_are_rejected_with_reasons() -> None:
         "line 2: malformed JSON (Expecting property name enclosed in double quotes at column 2)",
         "line 3: the record is a JSON list, not an object",
         'line 4: field "prompt" is empty',
-        'line 5: field "prompt" is missing (give "prompt" or "messages")',
+        'line 5: field "prompt" is missing (give "prompt", "text" or "messages")',
         "line 6: invalid UTF-8 at byte 12; re-encode the file as UTF-8",
         'line 7: field "messages" must be a non-empty list',
         "line 8: field \"messages[0]\" has role 'robot'; use one of ['assistant', 'developer', 'system', 'tool', 'user']",
         'line 9: field "prompt" must be a string, not int',
     ]
     assert isinstance(items[0], Record)
+
+
+def test_jsonl_takes_the_prompt_from_text_when_there_is_no_prompt_field() -> None:
+    first, second = parse(b'{"id": "a6", "text": "Where is my parcel?"}\n{"id": "a7", "prompt": "p", "text": "t"}\n')
+    assert isinstance(first, Record) and first.messages == [{"role": "user", "content": "Where is my parcel?"}]
+    assert isinstance(second, Record) and second.messages == [{"role": "user", "content": "p"}]

@@ -45,7 +45,7 @@ def test_every_kind_of_bad_record_is_reported_and_every_good_one_runs(clean: Sta
     assert [(r.line, r.kind.value, r.reason) for r in seen] == [
         (2, "malformed_json", "line 2: malformed JSON (Expecting property name enclosed in double quotes at column 2)"),
         (4, "not_object", "line 4: the record is a JSON list, not an object"),
-        (5, "missing_prompt", 'line 5: field "prompt" is missing (give "prompt" or "messages")'),
+        (5, "missing_prompt", 'line 5: field "prompt" is missing (give "prompt", "text" or "messages")'),
         (6, "empty_prompt", 'line 6: field "prompt" is empty'),
         (7, "invalid_utf8", "line 7: invalid UTF-8 at byte 31; re-encode the file as UTF-8"),
         (8, "too_long", f"line 8: the prompt has {len(too_long)} characters (about {len(too_long) // 4} tokens), more "

@@ -98,16 +98,16 @@ class Deployment:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def client(self) -> Tierq:
-        """A producer whose settings match the workers'."""
+    def client(self, **settings: Any) -> Tierq:
+        """A producer whose settings match the workers' (but for the database, which the producer reaches
+        directly unless `database_url=` says otherwise: the Postgres outage test cuts only the workers')."""
         update: dict[str, Any] = {
             "broker_url": self.env["TIERQ_BROKER_URL"], "redis_url": self.env["TIERQ_REDIS_URL"],
             "config": Path(self.env["TIERQ_CONFIG"]),
             "visibility_timeout_s": float(self.env["TIERQ_VISIBILITY_TIMEOUT_S"])
             if "TIERQ_VISIBILITY_TIMEOUT_S" in self.env else None,
-            "database_url": self.env["TIERQ_DATABASE_URL"],
         }
-        return Tierq(self.stack.settings.model_copy(update=update), self.config)
+        return Tierq(self.stack.settings.model_copy(update={**update, **settings}), self.config)
 
     def close(self) -> None:
         """Stop the workers still running."""

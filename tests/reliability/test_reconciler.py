@@ -114,7 +114,7 @@ def test_a_job_whose_message_is_lost_too_often_fails_with_its_reason(clean: Stac
 
 @pytest.mark.slow
 def test_status_and_report_show_stuck_jobs_until_they_move(clean: Stack, tmp_path: Path, own_db: str) -> None:
-    with run(clean, tmp_path, own_db) as (dep, engine), dep.client() as tq:
+    with run(clean, tmp_path, own_db) as (dep, engine), dep.client(database_url=own_db) as tq:
         job = stuck_job(engine, "pending")
         with engine.connect() as conn:
             batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-
+import redis.asyncio as aioredis
 from conftest import SIM_CONFIG, RedisDbs, Stack, start_worker, stop_worker
+
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
@@ -30,7 +30,8 @@ def test_a_429_pauses_the_model_for_every_caller(redis_dbs: RedisDbs, tmp_path: 
     redis.Redis.from_url(url).flushdb()
 
     async def scenario() -> tuple[Admission, Admission, Admission]:
-        first, second = RateLimiter(url, config, 5.0), RateLimiter(url, config, 0.5)  # two workers
+        clients = [aioredis.Redis.from_url(url) for _ in range(2)]
+        first, second = RateLimiter(clients[0], config, 5.0), RateLimiter(clients[1], config, 0.5)  # two workers
         try:
             assert (await first.admit("sim-nano", 10)).granted
             await first.pause("sim-nano", 0.8)
@@ -39,8 +40,8 @@ def test_a_429_pauses_the_model_for_every_caller(redis_dbs: RedisDbs, tmp_path: 
             other = await second.admit("sim-mini", 10)  # another model is not held back
             return within, beyond, other
         finally:
-            await first.close()
-            await second.close()
+            for client in clients:
+                await client.aclose()
 
     within, beyond, other = asyncio.run(scenario())
     assert within.granted and 0.7 <= within.delay_s <= 0.81
