@@ -41,7 +41,7 @@ from producer.broker import make_sender  # noqa: E402
 from producer.inputs import LineSource, read_records  # noqa: E402
 from producer.submit import JOB_COLUMNS  # noqa: E402
 from tierq.config import load_config  # noqa: E402
-from tierq.queues import CLASSIFY_QUEUE, CLASSIFY_TASK  # noqa: E402
+from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK  # noqa: E402
 from tierq.settings import Settings  # noqa: E402
 
 BANKING77 = ROOT.parent / "shared" / "datasets" / "banking77" / "train.csv"

@@ -29,10 +29,11 @@ import bench_inflight
 import bench_memory
 import bench_pipeline
 import bench_simulator
+import bench_startup
 from harness import POSTGRES_URL, REDIS_URL, BenchError, Stack, open_stack
 from rows import Row, markdown, table
 
-BENCHMARKS = ("pipeline", "inflight", "costrows", "memory")
+BENCHMARKS = ("pipeline", "inflight", "costrows", "memory", "startup")
 
 
 class TimeLimit(Exception):
@@ -79,6 +80,9 @@ def run_one(name: str, stack: Stack, quick: bool, rows: list[Row], details: list
         costrows = bench_costrows.run(stack, quick)
         rows += costrows.rows
         details += costrows.details
+        return 0.0
+    if name == "startup":
+        rows += bench_startup.run(stack, 5 if quick else 15)
         return 0.0
     rows += bench_memory.run(stack, quick)
     return 0.0

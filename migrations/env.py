@@ -5,7 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from models import Base
+import models.batch  # noqa: F401  (each model module registers its table on Base.metadata)
+import models.call  # noqa: F401
+import models.job  # noqa: F401
+from models.base import Base
 from tierq.settings import get_settings
 
 config = context.config

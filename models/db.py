@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int | None = None, name: str | None = None) -> Engine:
@@ -16,4 +20,6 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int | None = None
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded values after commit, since tasks read them after writing."""
+    from sqlalchemy.orm import sessionmaker  # the ORM only for callers that use it
+
     return sessionmaker(engine, expire_on_commit=False)

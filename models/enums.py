@@ -30,8 +30,10 @@ class CallOutcome(StrEnum):
     EMPTY = "empty"
     TRUNCATED = "truncated"
     INVALID = "invalid"
-    ERROR = "error"  # HTTP 4xx/5xx or an unusable response
-    CONNECTION = "connection"  # the provider could not be reached (refused, reset, DNS)
+    ERROR = "error"  # an unusable response, or a connection dropped mid-call
+    HTTP_4XX = "http_4xx"  # the provider rejected the request (400, 401, 404, 422, ...; 429 is rate_limited)
+    HTTP_5XX = "http_5xx"  # the provider failed (500, 502, 503, ...)
+    CONNECTION = "connection"  # no connection to the provider could be made (refused, host unknown)
     RATE_LIMITED = "rate_limited"  # HTTP 429
     TIMEOUT = "timeout"
     CACHE_HIT = "cache_hit"

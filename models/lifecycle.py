@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from models.enums import JobStatus
+from tierq.contract import Message, classify_message, tier_message
 from tierq.live import LiveMessages
-from tierq.queues import Message, classify_message, tier_message
 
 PENDING, QUEUED, RUNNING, WAITING = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING
 SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED

@@ -19,28 +19,28 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import redis
-from celery import Celery
 from sqlalchemy import Engine
 
 from models import lifecycle, make_engine
-from producer.bill import Bill, build_bill
-from producer.broker import make_sender
-from producer.control import CancelResult, cancel_batch, retry_failed
-from producer.inputs import LineSource, ReadOptions, from_objects, read_records
-from producer.openai_output import as_openai
-from producer.records import Record, Rejection
-from producer.results import RESULT_FORMATS, as_result, iter_rows
 from producer.status import BatchStatus, batch_status, parse_batch_id
-from producer.submit import BatchOptions, SubmitResult, submit_records
 from tierq.config import Config
 from tierq.errors import InputError
 from tierq.live import LiveMessages
-from tierq.publish import Publisher
+from tierq.presence import Presence
 from tierq.settings import Settings, get_settings
 from tierq.vault import TextVault
+
+if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
+    from celery import Celery
+
+    from producer.bill import Bill
+    from producer.control import CancelResult
+    from producer.inputs import LineSource, ReadOptions
+    from producer.records import Record, Rejection
+    from producer.submit import BatchOptions, SubmitResult
+    from tierq.publish import Publisher
 
 Source = str | Path | IO[bytes] | Iterable[Any]
 
@@ -60,16 +60,22 @@ class Tierq:
     @cached_property
     def sender(self) -> Celery:
         """Publisher of classify messages."""
+        from producer.broker import make_sender
+
         return make_sender(self.config, self.settings.broker, self.settings.visibility_timeout_s)
 
     @cached_property
     def publisher(self) -> Publisher:
         """Sends task messages (after their jobs are committed) and records them as live."""
+        from tierq.publish import Publisher
+
         return Publisher(self.sender, LiveMessages(self.vault.r))
 
     @cached_property
     def vault(self) -> TextVault:
         """Where private batches keep their texts (the Redis at TIERQ_REDIS_URL)."""
+        import redis  # here: reading a finished batch needs no Redis (and redis-py takes 0.1 s to import)
+
         return TextVault(redis.Redis.from_url(self.settings.redis_url))
 
     def submit(
@@ -82,11 +88,16 @@ class Tierq:
         Records are dicts with `prompt` or `messages` (optional `id`, `task_type`, `metadata`) or strings;
         files are JSONL, CSV or OpenAI batch request files (`read` picks the format and the prompt's field).
         """
+        from producer.inputs import ReadOptions, from_objects
+        from producer.submit import BatchOptions, submit_records
+
         read = read or ReadOptions()
         spec = read.spec
         batch = options or BatchOptions()
         if isinstance(source, (str, Path)) and not batch.source:
             batch = replace(batch, source="<stdin>" if str(source) == "-" else str(source))
+
+        self._reachable()
 
         def run(records: Iterable[Record | Rejection], line_source: LineSource | None = None) -> SubmitResult:
             return submit_records(self.engine, self.publisher, self.config, batch, records, progress,
@@ -108,21 +119,32 @@ class Tierq:
             return self._submit_stream(source, read, run)
         return run(from_objects(source, spec))
 
-    @staticmethod
     def _submit_stream(
-        stream: Any, read: ReadOptions, run: Callable[[Iterable[Record | Rejection], LineSource], SubmitResult]
+        self, stream: Any, read: ReadOptions, run: Callable[[Iterable[Record | Rejection], LineSource], SubmitResult]
     ) -> SubmitResult:
-        line_source = LineSource(stream)
+        from producer.inputs import LineSource, max_line_bytes, read_records
+
+        line_source = LineSource(stream, max_line_bytes(self.config.max_context))
         fmt, records = read_records(line_source, read.format, read.spec)
         result = run(records, line_source)
         result.format = fmt
         return result
+
+    def _reachable(self) -> None:
+        """Redis and the broker answer, before anything is stored: a batch half in Postgres and half not
+        queued helps no one. Raises their own errors (the CLI turns them into one line)."""
+        self.vault.r.ping()
+        if self.settings.broker != self.settings.redis_url:
+            with self.sender.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=5)
 
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
         status = batch_status(self.engine, _uuid(batch_id))
         if not status.done:
             status.stuck = self.stuck(status.batch_id)
+            consumers = Presence(self.vault.r).consumers()
+            status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}
         return status
 
     def stuck(self, batch_id: uuid.UUID | str | None = None) -> int:
@@ -149,6 +171,9 @@ class Tierq:
 
     def results(self, batch_id: uuid.UUID | str, format: str = "jsonl") -> Iterator[dict[str, Any]]:
         """Finished jobs' results in input order, as tierq's JSONL lines or OpenAI batch output lines."""
+        from producer.openai_output import as_openai
+        from producer.results import RESULT_FORMATS, as_result, iter_rows
+
         if format not in RESULT_FORMATS:
             raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
         convert = as_openai if format == "openai" else as_result
@@ -157,14 +182,20 @@ class Tierq:
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""
+        from producer.control import cancel_batch
+
         return cancel_batch(self.engine, _uuid(batch_id), self.vault)
 
     def retry_failed(self, batch_id: uuid.UUID | str) -> int:
         """Route the batch's failed jobs again from the start; returns how many."""
+        from producer.control import retry_failed
+
         return retry_failed(self.engine, self.publisher, self.config, _uuid(batch_id))
 
     def report(self, batch_id: uuid.UUID | str | None = None, since: datetime | None = None) -> Bill:
         """The bill of one batch or of all, optionally from `since` on."""
+        from producer.bill import build_bill
+
         bill = build_bill(self.engine, self.config, _uuid(batch_id) if batch_id else None, since)
         bill.stuck = self.stuck(batch_id)
         return bill

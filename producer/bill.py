@@ -25,11 +25,14 @@ from sqlalchemy import Connection, Engine, text
 
 from producer.bill_queries import (
     BASELINE,
+    BUDGET_FAILED,
     COMPRESSION_JOBS,
     COMPRESSION_SAVED,
     COMPRESSION_SUMMARIES,
     JOBS,
     LATENCY,
+    MODEL_JOBS,
+    OUTCOMES,
     PATHS,
     SPEND,
     Scope,
@@ -126,6 +129,16 @@ class Bill:
     escalations: dict[tuple[str, str], int] = field(default_factory=dict)
     compression: CompressionSavings = field(default_factory=CompressionSavings)
     stuck: int = 0  # jobs that no message will move (the workers' reconciler publishes them again)
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> outcome -> calls
+    budget_failed: int = 0
+
+    def outcome_totals(self) -> dict[str, int]:
+        """Calls by outcome over every model."""
+        totals: dict[str, int] = {}
+        for by_outcome in self.outcomes.values():
+            for outcome, count in by_outcome.items():
+                totals[outcome] = totals.get(outcome, 0) + count
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
     @property
     def savings_usd(self) -> Decimal:
@@ -146,13 +159,15 @@ class Bill:
                   "escalations": sum(self.escalations.values()),
                   "baseline_cost_usd": usd(self.baseline_cost_usd), "baseline_unpriced_jobs": self.baseline_unpriced_jobs,
                   "savings_usd": usd(self.savings_usd),
-                  "savings_pct": None if pct is None else float(pct), "stuck_jobs": self.stuck}
+                  "savings_pct": None if pct is None else float(pct), "stuck_jobs": self.stuck,
+                  "outcomes": self.outcome_totals(), "budget_failed_jobs": self.budget_failed}
         return {
             "scope": self.scope.as_dict(),
             "baseline": {"tier": self.baseline_tier, "model": self.baseline_model},
             "totals": totals,
             "by_model": [{"model": name, **spend.as_dict(), "latency_ms_p50": self.latency_ms.get(name, (None, None))[0],
-                          "latency_ms_p95": self.latency_ms.get(name, (None, None))[1]}
+                          "latency_ms_p95": self.latency_ms.get(name, (None, None))[1],
+                          "outcomes": self.outcomes.get(name, {})}
                          for name, spend in self.by_model.items()],
             "by_tier": [{**line.as_dict(), **_spend_fields(self.tier_spend.get(line.tier, Spend()))}
                         for line in self.by_tier],
@@ -183,6 +198,7 @@ def build_bill(engine: Engine, config: Config, batch_id: uuid.UUID | None = None
         for start, tier, count in conn.execute(text(PATHS.format(j=scope.jobs())), params):
             _add_path(config, bill.escalations, start, tier, count)
         bill.compression = _compression(conn, scope, params, config)
+        _read_outcomes(conn, scope, params, bill)
     bill.by_tier = tier_summary(engine, config, batch_id, since)
     return bill
 
@@ -204,6 +220,16 @@ def _read_spend(conn: Connection, scope: Scope, params: dict[str, Any], bill: Bi
         bill.by_task.setdefault(row.task_type, Spend()).add(row)
         bill.by_tenant.setdefault(row.tenant, Spend()).add(row)
     bill.by_model = dict(sorted(bill.by_model.items(), key=lambda kv: kv[1].cost_usd, reverse=True))
+
+
+def _read_outcomes(conn: Connection, scope: Scope, params: dict[str, Any], bill: Bill) -> None:
+    for model, outcome, count in conn.execute(text(OUTCOMES.format(c=scope.calls())), params):
+        bill.outcomes.setdefault(model, {})[outcome] = count
+    bill.outcomes = {m: dict(sorted(o.items(), key=lambda kv: -kv[1])) for m, o in bill.outcomes.items()}
+    for model, jobs in conn.execute(text(MODEL_JOBS.format(c=scope.calls())), params):
+        if model in bill.by_model:
+            bill.by_model[model].jobs = jobs
+    bill.budget_failed = conn.execute(text(BUDGET_FAILED.format(j=scope.jobs())), params).scalar_one()
 
 
 def _baseline(conn: Connection, scope: Scope, params: dict[str, Any], config: Config, model: str) -> tuple[Decimal, int]:

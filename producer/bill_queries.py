@@ -62,6 +62,12 @@ WHERE {c}
 GROUP BY 1, 2, 3, 4
 """
 
+# Calls by what they came to, per model (cache hits too), and the jobs each model worked on.
+OUTCOMES = "SELECT c.model, c.outcome, count(*) FROM calls c WHERE {c} GROUP BY 1, 2"
+MODEL_JOBS = "SELECT c.model, count(DISTINCT c.job_id) FROM calls c WHERE {c} GROUP BY 1"
+# Jobs that ended without a call because their batch's budget could not cover one.
+BUDGET_FAILED = "SELECT count(*) FROM jobs j WHERE {j} AND j.status = 'failed' AND j.error LIKE 'budget:%'"
+
 LATENCY = """
 SELECT c.model, percentile_disc(0.5) WITHIN GROUP (ORDER BY c.latency_ms),
        percentile_disc(0.95) WITHIN GROUP (ORDER BY c.latency_ms)

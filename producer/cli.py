@@ -23,6 +23,9 @@ def _friendly(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            from tierq.settings import apply_log_level, get_settings
+
+            apply_log_level(get_settings().log_level)
             return func(*args, **kwargs)
         except (ConfigError, InputError) as exc:
             click.echo(f"error: {exc}", err=True)

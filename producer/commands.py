@@ -10,18 +10,20 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, TextIO
 
 import click
 
 from producer.api import Tierq
-from producer.inputs import ReadOptions
 from producer.progress import Live, SubmitProgress
-from producer.records import Rejection
 from producer.status import BatchStatus
-from producer.submit import BatchOptions, SubmitInterrupted, SubmitResult
-from producer.views import bill_lines, status_lines
+from producer.views import bill_lines, status_line, status_lines
 from tierq.errors import InputError
+
+if TYPE_CHECKING:  # submitting loads Celery and the input readers; reading a batch does not need them
+    from producer.inputs import ReadOptions
+    from producer.records import Rejection
+    from producer.submit import BatchOptions, SubmitResult
 
 SHOWN_REJECTIONS = 20
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
@@ -46,6 +48,8 @@ def _rejects_file(path: Path | None) -> Iterator[Callable[[Rejection], None] | N
 def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path | None, wait: bool,
                as_json: bool) -> int:
     """Submit, report what was rejected and why, optionally watch the batch to its end; the exit code."""
+    from producer.submit import SubmitInterrupted
+
     live = Live(sys.stderr)
     progress = SubmitProgress(live)
     with Tierq() as tq, _rejects_file(rejects) as on_reject:
@@ -56,8 +60,8 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
             click.echo(f"\ninterrupted: batch {batch} keeps the {stop.result.accepted:,} jobs accepted so far, "
                        f"and they will run; stop them with `tierq cancel {batch}`", err=True)
             return 130
-        if live.tty and result.accepted + result.rejected >= 2000:
-            live.finish([progress.line(result)])
+        if result.accepted + result.rejected >= 2000:
+            live.finish([progress.line(result)])  # the last line shows the whole file, on a terminal or not
         _show_rejections(result, rejects)
         if result.accepted == 0:
             return _nothing_accepted(source, result, as_json)
@@ -92,24 +96,51 @@ def _nothing_accepted(source: str, result: SubmitResult, as_json: bool) -> int:
 def _watch(tq: Tierq, result: SubmitResult, as_json: bool) -> BatchStatus:
     click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected; waiting",
                err=as_json)
-    live = Live(sys.stderr if as_json else sys.stdout, every_s=10.0)
-    tiers = tq.config.tier_names
-    status = tq.wait(result.batch_id, poll_s=1.0, on_progress=lambda s: live.update(status_lines(s, tiers)))
-    live.finish(status_lines(status, tiers))
+    show = _Shown(sys.stderr if as_json else sys.stdout, tq.config.tier_names)
+    status = tq.wait(result.batch_id, poll_s=1.0, on_progress=show)
+    show.final(status)
     return status
 
 
+class _Shown:
+    """A batch's status as it changes: redrawn in place on a terminal, else a line whenever it changes."""
+
+    def __init__(self, stream: TextIO, tiers: list[str]) -> None:
+        self.live = Live(stream, every_s=0.0)
+        self.tiers, self.last = tiers, ""
+
+    def __call__(self, status: BatchStatus) -> None:
+        if self.live.tty:
+            self.live.update(status_lines(status, self.tiers))
+            return
+        line = status_line(status, self.tiers)
+        if line != self.last:
+            self.live.stream.write(line + "\n")
+            self.live.stream.flush()
+            self.last = line
+
+    def final(self, status: BatchStatus) -> None:
+        """The full block, once, at the end."""
+        if self.live.tty:
+            self.live.finish(status_lines(status, self.tiers))
+        else:
+            self.live.stream.write("\n".join(status_lines(status, self.tiers)) + "\n")
+
+
 def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int:
-    """Print the batch's status once, or refresh it until the batch is done (JSON: one line per refresh)."""
-    live = Live(sys.stdout, every_s=0.0)
+    """Print the batch's status once, or refresh it until the batch is done (JSON: one line per refresh;
+    a pipe gets a line whenever the status changes, then the whole block at the end)."""
     with Tierq() as tq:
+        show = _Shown(sys.stdout, tq.config.tier_names)
         try:
             while True:
                 status = tq.status(batch)
                 if as_json:
                     click.echo(json.dumps(status.as_dict()))
+                elif not watch or status.done:
+                    show.final(status)
                 else:
-                    live.update(status_lines(status, tq.config.tier_names), force=True)
+                    show(status)
                 if not watch or status.done:
                     return 0
                 time.sleep(interval)

@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from producer.prompts import PromptSpec
-from producer.records import Record, Rejection, RejectKind, check_id, reject
+from producer.records import Overlong, Record, Rejection, RejectKind, check_id, reject
 from tierq.errors import InputError
 
 DELIMITERS = (",", "\t", ";", "|")
+OVERLONG = "the line has "  # how an Overlong line's reason starts
 # Python's csv module refuses fields over 128 KiB by default; documents in a cell are often larger.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -78,7 +79,7 @@ def read_csv(lines: Iterable[bytes], spec: PromptSpec, delimiter: str | None = N
     if delimiter is None:
         first, lines = _first_line(iter(lines))
         delimiter = sniff_delimiter(first)
-    bad: dict[int, int] = {}
+    bad: dict[int, str] = {}
     reader = csv.reader(_decoded(lines, bad), delimiter=delimiter)
     for header in reader:
         if header:
@@ -86,30 +87,46 @@ def read_csv(lines: Iterable[bytes], spec: PromptSpec, delimiter: str | None = N
     return iter(())
 
 
-def _rows(reader: Any, layout: _Layout, bad: dict[int, int]) -> Iterator[Record | Rejection]:
+def _rows(reader: Any, layout: _Layout, bad: dict[int, str]) -> Iterator[Record | Rejection]:
     while True:
         start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
+            yield from _skipped(bad, reader.line_num + 1)
             return
         except csv.Error as exc:
             yield reject(start, f"unreadable CSV row ({exc})")
             continue
+        yield from _skipped(bad, start)
         if row:
             problem = _row_problem(row, layout.header, start, reader.line_num, bad)
             yield problem if problem is not None else layout.record(start, row)
 
 
-def _row_problem(row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, int]) -> Rejection | None:
+def _skipped(bad: dict[int, str], before: int) -> Iterator[Rejection]:
+    """Lines before `before` that were too long to read: they made no row, but are rejected all the same."""
+    for line_no in sorted(n for n, why in bad.items() if n < before and why.startswith(OVERLONG)):
+        yield reject(line_no, bad.pop(line_no), RejectKind.TOO_LONG)
+
+
+def _row_problem(row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, str]) -> Rejection | None:
     if bad:
         for line_no in range(start, end + 1):
             if line_no in bad:
-                where = f"byte {bad.pop(line_no)}" + (f" of line {line_no}" if line_no != start else "")
-                return reject(start, f"invalid UTF-8 at {where}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8)
-    if len(row) != len(header):
-        return reject(start, f"row has {len(row)} fields, the header has {len(header)}", RejectKind.RAGGED_ROW)
-    return None
+                why = bad.pop(line_no)
+                if line_no != start:
+                    why = why.replace("; re-encode", f" of line {line_no}; re-encode")
+                kind = RejectKind.TOO_LONG if why.startswith(OVERLONG) else RejectKind.INVALID_UTF8
+                return reject(start, why, kind)
+    if len(row) == len(header):
+        return None
+    if end > start and "\n" in row[-1]:
+        # A quote that never closes swallows every later line into one field.
+        return reject(start, f"a quoted field that starts on this line is not closed until line {end}; the lines "
+                      'between were read into it. Close the quote, or write a quote inside a field as two ("")',
+                      RejectKind.RAGGED_ROW)
+    return reject(start, f"row has {len(row)} fields, the header has {len(header)}", RejectKind.RAGGED_ROW)
 
 
 def _first_line(lines: Iterator[bytes]) -> tuple[bytes | None, Iterator[bytes]]:
@@ -127,11 +144,16 @@ def _chain(held: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _decoded(lines: Iterable[bytes], bad: dict[int, int]) -> Iterator[str]:
-    """Text lines; a line that is not UTF-8 is noted in `bad` (line -> byte) and decoded losslessly."""
+def _decoded(lines: Iterable[bytes], bad: dict[int, str]) -> Iterator[str]:
+    """Text lines; a line that is not UTF-8 is noted in `bad` (line -> reason) and decoded losslessly; a
+    line too long to read is noted and read as an empty line."""
     for line_no, raw in enumerate(lines, start=1):
+        if isinstance(raw, Overlong):
+            bad[line_no] = raw.reason
+            yield "\n"
+            continue
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad[line_no] = exc.start
+            bad[line_no] = f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8"
             yield raw.decode("utf-8", "surrogateescape")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,18 @@ from tierq.settings import Settings
 
 SIM_CONFIG = Path(str(resources.files("tierq") / "configs" / "sim.toml"))
 QUEUES = "classify,hot,warm,cold"
+DEMO_DB = 15  # the demo's queues, cache and rate limits, apart from a user's own batches
+
+
+def demo_redis(url: str) -> str:
+    """The same Redis server, database DEMO_DB: `tierq cache stats` on a user's database never counts the
+    demo's entries, and the demo never answers from the user's cache."""
+    base, _, last = url.rstrip("/").rpartition("/")
+    return f"{base}/{DEMO_DB}" if last.isdigit() and "//" in base else f"{url.rstrip('/')}/{DEMO_DB}"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def _free_port() -> int:
@@ -69,7 +82,9 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
     """Run the whole pipeline once on this machine and print the bill per tier."""
     base = Settings()
     config_file = config_path or SIM_CONFIG
-    with ensure_redis(base.redis_url, log=out) as redis_url, ensure_postgres(base.database_url, log=out) as db_url:
+    with ensure_redis(demo_redis(base.redis_url), log=out) as redis_url, \
+            ensure_postgres(base.database_url, log=out) as db_url:
+        out(f"redis: {_redact(redis_url)} (database {DEMO_DB}: the demo's queues and cache, apart from yours)")
         out(f"database: migrating {db_url.split('@')[-1]}")
         upgrade(db_url)
         port = _free_port()

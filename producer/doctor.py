@@ -28,9 +28,9 @@ from models import lifecycle
 from producer.broker import make_sender
 from producer.metrics import REDIS_SCHEMES, queue_lengths
 from tierq.config import Config, ProviderConfig
+from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
 from tierq.live import LiveMessages
-from tierq.queues import CLASSIFY_QUEUE
 from tierq.settings import Settings, get_settings
 
 

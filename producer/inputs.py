@@ -17,11 +17,44 @@ from typing import IO, Any
 from producer.csv_input import read_csv, sniff_delimiter
 from producer.openai_input import read_openai_batch
 from producer.prompts import PromptSpec
-from producer.records import Record, Rejection, parse_jsonl_line, record_from_object
+from producer.records import (
+    Overlong,
+    Record,
+    Rejection,
+    RejectKind,
+    parse_jsonl_line,
+    record_from_object,
+    reject,
+)
 from tierq.errors import InputError
 
 FORMATS = ("auto", "jsonl", "csv", "openai")
 BOM = b"\xef\xbb\xbf"
+DEFAULT_MAX_LINE_BYTES = 32 * 2**20
+SNIFF_BYTES = 4096
+READ_BLOCK = 2**20
+# Files people mistake for input, by their first bytes.
+MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF",
+         b"PK\x03\x04": "a ZIP archive (an .xlsx or .docx is one: export it as CSV)", b"\x1f\x8b": "gzip data",
+         b"PAR1": "a Parquet file", b"SQLite format 3": "an SQLite database", b"\xd0\xcf\x11\xe0": "an old Office file"}
+
+
+def max_line_bytes(max_context_tokens: int) -> int:
+    """The longest line worth reading: 8 bytes (UTF-8 and JSON escapes) per character of the largest
+    context window (4 characters a token), and never less than the default."""
+    return max(DEFAULT_MAX_LINE_BYTES, 8 * 4 * max_context_tokens)
+
+
+def looks_binary(first: bytes) -> str | None:
+    """What a file whose first line is `first` is, when it is not text (None when it looks like text)."""
+    for magic, what in MAGIC.items():
+        if first.startswith(magic):
+            return what
+    head = first[:SNIFF_BYTES]
+    if b"\x00" in head:
+        return "binary data"
+    controls = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 13, 12))
+    return "binary data" if head and controls > len(head) // 10 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +72,41 @@ class ReadOptions:
 
 
 class LineSource:
-    """The binary lines of a stream, counted for progress; the first non-blank line can be peeked at."""
+    """The binary lines of a stream, counted for progress; the first non-blank line can be peeked at.
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    A line longer than `max_line_bytes` is never held in memory: it comes out as an `Overlong`."""
+
+    def __init__(self, stream: IO[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self._stream = stream
         self._held: list[bytes] = []
+        self.max_line_bytes = max_line_bytes
         self.lines = 0
         self.bytes = 0
         self.size = _size(stream)
+
+    def _read(self) -> Iterator[bytes]:
+        limit = self.max_line_bytes
+        while True:
+            raw = self._stream.readline(limit + 1)
+            if not raw:
+                return
+            if len(raw) <= limit or raw.endswith(b"\n"):
+                yield raw
+                continue
+            head, size = raw[:SNIFF_BYTES], len(raw)
+            while not raw.endswith(b"\n"):  # the rest of the line, a block at a time, not kept
+                raw = self._stream.readline(READ_BLOCK)
+                if not raw:
+                    break
+                size += len(raw)
+            yield Overlong(head, size, limit)
 
     def peek(self) -> bytes | None:
         """The first non-blank line (without a byte-order mark), left in place for iteration."""
         for raw in self._held:
             if raw.strip(BOM + b" \t\r\n"):
                 return raw.removeprefix(BOM)
-        for raw in self._stream:
+        for raw in self._read():
             self._held.append(raw)
             if raw.strip(BOM + b" \t\r\n"):
                 return raw.removeprefix(BOM)
@@ -61,11 +114,11 @@ class LineSource:
 
     def __iter__(self) -> Iterator[bytes]:
         held, self._held = self._held, []
-        for raw in itertools.chain(held, self._stream):
+        for raw in itertools.chain(held, self._read()):
             self.lines += 1
-            self.bytes += len(raw)
+            self.bytes += raw.size if isinstance(raw, Overlong) else len(raw)
             # Spreadsheet exports often start with a UTF-8 byte-order mark, which is not part of the data.
-            yield raw[3:] if self.lines == 1 and raw.startswith(BOM) else raw
+            yield raw[3:] if self.lines == 1 and raw.startswith(BOM) and not isinstance(raw, Overlong) else raw
 
 
 def _size(stream: IO[bytes]) -> int | None:
@@ -94,7 +147,11 @@ def read_records(
     """The format used and the records of `source`; `fmt` is one of FORMATS."""
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}")
-    chosen = detect_format(source.peek()) if fmt == "auto" else fmt
+    first = source.peek()
+    binary = looks_binary(first) if first is not None else None
+    if binary is not None:
+        raise InputError(f"the input is not a JSONL, CSV or OpenAI batch file: it looks like {binary}")
+    chosen = detect_format(first) if fmt == "auto" else fmt
     spec = spec or PromptSpec()
     if chosen == "openai":
         if spec.field or spec.template:
@@ -110,7 +167,9 @@ def read_jsonl(stream: IO[bytes] | LineSource, spec: PromptSpec | None = None) -
     """Records of a JSONL stream; blank lines are skipped, every other line is a record or a rejection."""
     source = stream if isinstance(stream, LineSource) else LineSource(stream)
     for line_no, raw in enumerate(source, start=1):
-        if raw.strip():
+        if isinstance(raw, Overlong):
+            yield reject(line_no, raw.reason, RejectKind.TOO_LONG)
+        elif raw.strip():
             yield parse_jsonl_line(line_no, raw.rstrip(b"\r\n"), spec)
 
 

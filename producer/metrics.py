@@ -23,8 +23,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import make_engine
+from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import TierqError
-from tierq.queues import CLASSIFY_QUEUE
 from tierq.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from producer.records import Record, Rejection, RejectKind, check_id, check_messages, decode_json_line, reject
+from producer.records import (
+    Overlong,
+    Record,
+    Rejection,
+    RejectKind,
+    check_id,
+    check_messages,
+    decode_json_line,
+    reject,
+)
 from tierq.params import PASSED_PARAMS, param_problem
 
 CHAT_URLS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -26,7 +35,9 @@ DEFAULTS: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
 def read_openai_batch(lines: Iterable[bytes]) -> Iterator[Record | Rejection]:
     """Records of an OpenAI Batch API request file; blank lines are skipped."""
     for line_no, raw in enumerate(lines, start=1):
-        if raw.strip():
+        if isinstance(raw, Overlong):
+            yield reject(line_no, raw.reason, RejectKind.TOO_LONG)
+        elif raw.strip():
             obj = decode_json_line(line_no, raw.rstrip(b"\r\n"))
             yield obj if isinstance(obj, Rejection) else batch_request(line_no, obj)
 

@@ -18,6 +18,9 @@ ERROR_CODES = {
     "truncated": "max_tokens_reached",
     "invalid": "invalid_answer",
     "error": "server_error",
+    "http_5xx": "server_error",
+    "http_4xx": "invalid_request",
+    "connection": "provider_unreachable",
     "rate_limited": "rate_limit_exceeded",
     "timeout": "timeout",
 }

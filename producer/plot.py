@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,44 @@ def _label(value: Decimal) -> str:
     return f"${value:,.{places}f}"
 
 
-def _axis_dollars(value: float, _: Any) -> str:
-    return _label(Decimal(str(float(value)))) if value else "$0"
+def _axis_formatter(top: float) -> Any:
+    """One money format for every tick of an axis that reaches `top`: as many decimals as its size needs."""
+    decimals = max(2, 1 - math.floor(math.log10(top))) if top > 0 else 2
+
+    def tick(value: float, _: Any) -> str:
+        return f"${value:,.{decimals}f}" if value else "$0"
+
+    return tick
 
 
 def render_bill(bill: Bill, path: Path | str, tier_order: list[str]) -> Path:
     """Write the bill's picture as a PNG at `path`; returns the path."""
+    plt = _pyplot()
+    target = Path(path)
+    fig = draw_bill(bill, tier_order)
+    try:
+        fig.savefig(target, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return target
+
+
+def draw_bill(bill: Bill, tier_order: list[str]) -> Any:
+    """The bill's picture as a matplotlib Figure (the caller closes it)."""
+    plt = _pyplot()
+    # Dollar signs are money here, not the delimiters of matplotlib's math text.
+    with plt.rc_context({"text.parse_math": False}):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1, 1.4]})
+        _paid_vs_baseline(left, bill, tier_order)
+        _by_model(right, bill, tier_order)
+        fig.suptitle(f"tierq bill, {_scope(bill)}: {_label(bill.totals.cost_usd)} paid, {_verdict(bill)}",
+                     fontsize=13, fontweight="bold")
+        fig.text(0.5, 0.905, _footnote(bill), ha="center", fontsize=9.5, color="#444444")
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return fig
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -42,20 +75,7 @@ def render_bill(bill: Bill, path: Path | str, tier_order: list[str]) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise TierqError("--plot needs matplotlib; install it with: pip install matplotlib") from None
-    target = Path(path)
-    # Dollar signs are money here, not the delimiters of matplotlib's math text.
-    with plt.rc_context({"text.parse_math": False}):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1, 1.4]})
-        try:
-            _paid_vs_baseline(left, bill, tier_order)
-            _by_model(right, bill, tier_order)
-            fig.suptitle(f"tierq bill, {_scope(bill)}: {_label(bill.totals.cost_usd)} paid, {_verdict(bill)}",
-                         fontsize=13, fontweight="bold")
-            fig.tight_layout(rect=(0, 0, 1, 0.94))
-            fig.savefig(target, format="png", dpi=110)
-        finally:
-            plt.close(fig)
-    return target
+    return plt
 
 
 def _verdict(bill: Bill) -> str:
@@ -64,6 +84,14 @@ def _verdict(bill: Bill) -> str:
         return "no baseline yet"
     where = f"{_label(bill.baseline_cost_usd)} with {bill.baseline_model} alone"
     return f"{pct}% less than {where}" if pct >= 0 else f"{-pct}% more than {where}"
+
+
+def _footnote(bill: Bill) -> str:
+    """Cache savings and escalations, which the bars do not show."""
+    hits = bill.totals.cache_hits
+    cache = f"cache: {hits:,} job{'s' if hits != 1 else ''} answered at no cost, {_label(bill.totals.saved_usd)} saved"
+    paths = ", ".join(f"{a} \u2192 {b} {n:,}" for (a, b), n in bill.escalations.items()) or "none"
+    return f"{cache}   \u00b7   escalations: {paths}"
 
 
 def _scope(bill: Bill) -> str:
@@ -77,33 +105,45 @@ def _colour(tier: str, tier_order: list[str]) -> str:
 
 
 def _paid_vs_baseline(ax: Any, bill: Bill, tier_order: list[str]) -> None:
-    """Two bars: what was paid, stacked by tier and model, and the baseline."""
+    """Two bars: what was paid, stacked by tier, and the baseline; a legend names the tiers."""
+    top = max(_dollars(bill.totals.cost_usd), _dollars(bill.baseline_cost_usd)) or 1.0
     bottom = 0.0
-    ordered = sorted(bill.by_tier_model.items(), key=lambda kv: (_rank(kv[0][0], tier_order), kv[0][1]))
-    for (tier, model), spend in ordered:
-        height = _dollars(spend.cost_usd)
-        ax.bar(0, height, bottom=bottom, color=_colour(tier, tier_order), edgecolor="white", width=0.6)
-        if bill.totals.cost_usd and spend.cost_usd / bill.totals.cost_usd > Decimal("0.06"):
-            ax.text(0, bottom + height / 2, f"{tier} / {model}", ha="center", va="center", color="white", fontsize=8)
+    for tier, cost in _by_tier(bill, tier_order):
+        height = _dollars(cost)
+        ax.bar(0, height, bottom=bottom, color=_colour(tier, tier_order), edgecolor="white", width=0.6,
+               label=f"{tier}  {_label(cost)}")
+        if height >= 0.07 * top:  # a label only where it fits inside its segment
+            ax.text(0, bottom + height / 2, tier, ha="center", va="center", color="white", fontsize=9)
         bottom += height
     ax.bar(1, _dollars(bill.baseline_cost_usd), color=BASELINE_COLOUR, width=0.6)
     for x, value in ((0, bill.totals.cost_usd), (1, bill.baseline_cost_usd)):
         ax.text(x, _dollars(value), _label(value), ha="center", va="bottom", fontsize=10, fontweight="bold")
     saved = bill.savings_usd
     if bill.baseline_cost_usd and saved > 0:
-        top = _dollars(bill.baseline_cost_usd)
-        ax.plot([-0.3, 1.3], [top, top], linestyle="--", color="#888888", linewidth=1)
-        middle = (top + _dollars(bill.totals.cost_usd)) / 2
-        # The arrow stops short of the paid bar, whose own label sits on top of it.
-        ax.annotate("", xy=(0, _dollars(bill.totals.cost_usd) + 0.08 * top), xytext=(0, top),
-                    arrowprops={"arrowstyle": "->", "color": "#3a8f5c", "linewidth": 2})
-        ax.text(0.05, middle, f"saved {_label(saved)}\n({bill.savings_pct}%)", color="#3a8f5c",
-                fontsize=11, fontweight="bold", va="center")
+        base = _dollars(bill.baseline_cost_usd)
+        paid = _dollars(bill.totals.cost_usd)
+        ax.plot([-0.3, 1.3], [base, base], linestyle="--", color="#888888", linewidth=1)
+        if base - paid > 0.2 * top:  # room for an arrow from the baseline down to the paid bar's label
+            ax.annotate("", xy=(0, paid + 0.08 * top), xytext=(0, base),
+                        arrowprops={"arrowstyle": "->", "color": "#3a8f5c", "linewidth": 2})
+        ax.text(0.05 if base - paid > 0.2 * top else -0.3, (base + paid) / 2 if base - paid > 0.2 * top else base * 1.06,
+                f"saved {_label(saved)} ({bill.savings_pct}%)", color="#3a8f5c", fontsize=11, fontweight="bold",
+                va="center")
     ax.set_xticks([0, 1], ["tierq", f"baseline\n(all on {bill.baseline_model})"])
-    ax.yaxis.set_major_formatter(_axis_dollars)
+    ax.yaxis.set_major_formatter(_axis_formatter(top))
+    ax.set_ylim(0, top * 1.18)
     ax.set_title("Paid vs. the top tier for every job")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.margins(y=0.12)
+    if bill.by_tier_model:
+        ax.legend(title="paid, by tier", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8.5,
+                  title_fontsize=8.5, frameon=False)
+
+
+def _by_tier(bill: Bill, tier_order: list[str]) -> list[tuple[str, Decimal]]:
+    totals: dict[str, Decimal] = {}
+    for (tier, _), spend in bill.by_tier_model.items():
+        totals[tier] = totals.get(tier, Decimal(0)) + spend.cost_usd
+    return sorted(totals.items(), key=lambda kv: _rank(kv[0], tier_order))
 
 
 def _by_model(ax: Any, bill: Bill, tier_order: list[str]) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from producer.submit import SubmitResult
+if TYPE_CHECKING:
+    from producer.submit import SubmitResult
 
 BAR_WIDTH = 24
 
@@ -54,8 +55,9 @@ class SubmitProgress:
     def line(self, result: SubmitResult) -> str:
         """One line: bar and percentage (when the size is known), records, rate, accepted and rejected."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        done = result.accepted + result.rejected
-        text = f"{done:,} records, {done / elapsed:,.0f}/s, {result.accepted:,} accepted, {result.rejected:,} rejected"
+        done = max(result.records_read, result.accepted + result.rejected)
+        text = (f"{done:,} records, {done / elapsed:,.0f}/s, {done - result.rejected:,} accepted, "
+                f"{result.rejected:,} rejected")
         if result.size:
             share = min(result.bytes_read / result.size, 1.0)
             filled = int(share * BAR_WIDTH)

@@ -116,6 +116,25 @@ def _scalar_problem(item: Any) -> str | None:
     return f"holds a {type(item).__name__}, which is not a JSON value"
 
 
+class Overlong(bytes):
+    """A line longer than the reader's limit, read past without keeping it: its first bytes (to sniff a
+    file's format), its length and the limit."""
+
+    size: int
+    limit: int
+
+    def __new__(cls, head: bytes, size: int, limit: int) -> Overlong:
+        line = super().__new__(cls, head)
+        line.size, line.limit = size, limit
+        return line
+
+    @property
+    def reason(self) -> str:
+        """Why the line is rejected (without its line number)."""
+        return (f"the line has {self.size:,} bytes, more than the limit of {self.limit:,} (8 bytes per character "
+                "of the largest context window); split the record")
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A record that was not accepted, with a reason a person can act on."""

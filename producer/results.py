@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
 
 from tierq.money import ZERO, usd
-from tierq.vault import TextVault
 
 RESULT_FORMATS = ("jsonl", "openai")
 ANSWERS = ("ok", "cache_hit")
@@ -34,6 +33,10 @@ _QUERY = text(
     ORDER BY j.seq
     """
 )
+
+
+if TYPE_CHECKING:
+    from tierq.vault import TextVault
 
 
 @dataclass(frozen=True, slots=True)

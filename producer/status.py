@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,6 +38,8 @@ class BatchStatus:
     rate_per_s: float | None = None
     eta_s: float | None = None
     stuck: int = 0  # jobs no message will move (see models.lifecycle.lost); the reconciler handles them
+    unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
+    warnings: list[str] = field(default_factory=list)  # models whose calls fail often
 
     def count(self, status: JobStatus) -> int:
         """Jobs in `status`."""
@@ -79,7 +82,16 @@ class BatchStatus:
             "rate_per_s": None if self.rate_per_s is None else round(self.rate_per_s, 2),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "stuck": self.stuck,
+            "unserved_queues": self.unserved,
+            "warnings": self.warnings,
         }
+
+    def waiting_by_queue(self) -> dict[str, int]:
+        """Jobs that wait for a worker of each queue: routing (pending, following) and each tier's."""
+        waiting = {"classify": self.count(JobStatus.PENDING) + self.count(JobStatus.WAITING)}
+        for tier, counts in self.by_tier_status.items():
+            waiting[tier] = counts.get(JobStatus.QUEUED.value, 0) + counts.get(JobStatus.RUNNING.value, 0)
+        return {queue: n for queue, n in waiting.items() if n}
 
 
 def parse_batch_id(value: str) -> uuid.UUID:
@@ -113,7 +125,30 @@ def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
                  "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"), {"id": batch_id}
         ).one()
         _pace(status, conn.execute(_PACE, {"id": batch_id, "window": RATE_WINDOW_S}).one())
+        status.warnings = model_warnings(conn.execute(_OUTCOMES, {"id": batch_id}).all())
     return status
+
+
+_OUTCOMES = text("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AND outcome <> 'cache_hit' "
+                 "GROUP BY 1, 2")
+FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
+WARN_MIN_CALLS = 20
+WARN_SHARE = 0.1
+
+
+def model_warnings(rows: Sequence[Any]) -> list[str]:
+    """A line for each model with at least WARN_MIN_CALLS calls of which WARN_SHARE or more failed."""
+    by_model: dict[str, dict[str, int]] = {}
+    for model, outcome, count in rows:
+        by_model.setdefault(model, {})[outcome] = count
+    lines = []
+    for model, outcomes in sorted(by_model.items()):
+        calls = sum(outcomes.values())
+        failed = {o: n for o, n in outcomes.items() if o in FAILED_OUTCOMES}
+        if calls >= WARN_MIN_CALLS and sum(failed.values()) >= WARN_SHARE * calls:
+            kinds = ", ".join(f"{o} {n:,}" for o, n in sorted(failed.items(), key=lambda kv: -kv[1]))
+            lines.append(f"{model}: {sum(failed.values()):,} of {calls:,} calls failed ({kinds})")
+    return lines
 
 
 # Jobs answered or failed (cancelled ones are not work done), overall and within the recent window.

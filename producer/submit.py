@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from models import Batch, JobStatus
 from producer.inputs import LineSource
 from producer.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from tierq.config import RESERVED_PARAMS, Config, schema_problem
+from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
 from tierq.params import params_problem
 from tierq.publish import Publisher
-from tierq.queues import classify_message
 from tierq.vault import TextVault, redacted
 
+log = logging.getLogger(__name__)
 JOB_COLUMNS = (
     "id", "batch_id", "seq", "custom_id", "tenant", "task_type", "messages", "params", "metadata",
     "prompt_chars", "status", "handoff", "attempts", "escalations",
@@ -91,6 +93,7 @@ class SubmitResult:
     format: str | None = None
     bytes_read: int = 0
     size: int | None = None
+    records_read: int = 0  # accepted, rejected, and read but not yet inserted
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` form."""
@@ -204,6 +207,8 @@ class Submitter:
                          {"n": len(records), "rejected": self.result.rejected, "id": self.result.batch_id})
         self.result.accepted += len(records)
         self.through_line = records[-1][0].line
+        log.debug("batch %s: %d jobs inserted through line %d, %d classify messages", self.result.batch_id,
+                  len(records), self.through_line, len(messages))
         # Sent only after the commit, so a worker never receives ids it cannot see yet. Were the broker
         # down, the jobs stay pending and the workers' reconciler queues them once it is back.
         self.publisher.publish([classify_message(ids[start : start + self.chunk], self.result.batch_id, message_id)
@@ -270,6 +275,7 @@ def submit_records(
     try:
         for n, item in enumerate(items, start=1):
             submitter.add(item)
+            result.records_read = n
             if progress is not None and n % every == 0:
                 result.bytes_read = source.bytes if source is not None else 0
                 progress(result)

@@ -42,14 +42,33 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         lines.append(f"  {tier + ':':<6} {sum(counts.values()):>7,}  ({_counts(counts)})")
     lines.append(f"  escalations {status.escalations:,}, calls {status.calls:,}, cache hits {status.cache_hits:,}, "
                  f"cost {money(status.cost_usd)}")
+    for queue, waiting in status.unserved.items():
+        lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
+                     f"celery -A workers worker -Q {queue} -n {queue}@%h")
+    for warning in status.warnings:
+        lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
     if status.stuck:
         lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
                      f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")
     return lines
 
 
+def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
+    """The batch's state on one line (for logs and pipes): progress, each tier's counts, any problem."""
+    done = status.total - status.pending
+    state = "cancelled" if status.cancelled else "done" if status.done else "running"
+    rank = {name: n for n, name in enumerate(tiers)}
+    parts = [f"batch {status.batch_id}: {done:,}/{status.total:,} done, {state}, {money(status.cost_usd)} spent"]
+    parts += [f"{tier}: {_counts(counts)}" for tier, counts in
+              sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))]
+    parts += [f"PROBLEM: no worker consumes queue {q}" for q in status.unserved]
+    parts += [f"stuck {status.stuck:,}"] if status.stuck else []
+    return "; ".join(parts)
+
+
 def _counts(counts: dict[str, int]) -> str:
-    ordered = sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]) if kv[0] in STATE_ORDER else 99)
+    """`name n` pairs: states in STATE_ORDER, anything else (call outcomes) by count."""
+    ordered = sorted(counts.items(), key=lambda kv: (STATE_ORDER.index(kv[0]) if kv[0] in STATE_ORDER else 99, -kv[1]))
     return ", ".join(f"{name} {n:,}" for name, n in ordered) or "none"
 
 
@@ -87,6 +106,9 @@ def bill_lines(bill: Bill) -> list[str]:
         lines.append("")
         lines += table([title, "jobs", "calls", "tokens", "cost"],
                        [[r[title], r["jobs"], r["calls"], r["tokens"], money(Decimal(r["cost_usd"]))] for r in d[key]])
+    lines += ["", "calls by outcome:"] + [f"  {model}: {_counts(outcomes)}" for model, outcomes in bill.outcomes.items()]
+    if bill.budget_failed:
+        lines.append(f"  {bill.budget_failed:,} jobs failed without a call: the batch budget could not cover one")
     pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"
     lines += ["", f"escalations: {pairs}", f"cache: {t.cache_hits:,} hits, {money(t.saved_usd)} saved"]
     return lines

@@ -5,6 +5,7 @@ Prices are parsed as `Decimal` straight from the TOML text, so a price is never 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -15,7 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tierq.errors import ConfigError
@@ -327,13 +327,37 @@ def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     return config
 
 
+def did_you_mean(name: str, known: Iterable[str], otherwise: str = "") -> str:
+    """`; did you mean 'x'?` for the closest of `known` to a misspelt `name`, else `otherwise`."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else otherwise
+
+
 def _describe(source: str, err: Any) -> str:
     where = ".".join(str(part) for part in err["loc"])
     if err["type"] == "missing":
         return f"{source}: [{where.rsplit('.', 1)[0]}] is missing {err['loc'][-1]!r}; add it"
     if err["type"] == "extra_forbidden":
-        return f"{source}: {where}: unknown setting; remove it or check its spelling"
+        owner = _model_at(err["loc"][:-1])
+        fix = "; remove it or check its spelling"
+        return f"{source}: {where}: unknown setting" + (
+            did_you_mean(str(err["loc"][-1]), owner.model_fields, fix) if owner is not None else fix)
     return f"{source}: {where}: {err['msg']}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings table a location in the TOML points into (for spelling hints), when known."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            continue  # a key of a dict of tables (a model's or provider's name), or an index into a list
+        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type)]
+        nested = next((a for a in inner if issubclass(a, BaseModel)), None)
+        if nested is None:
+            return None
+        model = nested
+    return model
 
 
 def _cross_check(config: Config, source: str) -> None:
@@ -349,22 +373,28 @@ def _cross_check(config: Config, source: str) -> None:
             problems.append(f"{source}: tier {tier.name!r} has no models; list at least one in models = [...]")
         for model in tier.models:
             if model not in config.models:
-                problems.append(f"{source}: tier {tier.name!r} uses unknown model {model!r}; add [models.\"{model}\"]")
+                problems.append(f"{source}: tier {tier.name!r} uses unknown model {model!r}"
+                                + did_you_mean(model, config.models, f"; add [models.\"{model}\"]"))
     for name, model_cfg in config.models.items():
         if model_cfg.provider not in config.providers:
-            problems.append(f"{source}: model {name!r} uses unknown provider {model_cfg.provider!r}; add [providers.{model_cfg.provider}]")
+            problems.append(f"{source}: model {name!r} uses unknown provider {model_cfg.provider!r}"
+                            + did_you_mean(model_cfg.provider, config.providers,
+                                           f"; add [providers.{model_cfg.provider}]"))
     names = set(config.tier_names)
     if config.routing.default_tier is not None and config.routing.default_tier not in names:
-        problems.append(f"{source}: routing.default_tier {config.routing.default_tier!r} is not a tier; use one of {sorted(names)}")
+        problems.append(f"{source}: routing.default_tier {config.routing.default_tier!r} is not a tier"
+                        f"{did_you_mean(config.routing.default_tier, names)}; use one of {sorted(names)}")
     for rule in config.routing.rules:
         if rule.tier not in names:
-            problems.append(f"{source}: routing rule {rule.name!r} names unknown tier {rule.tier!r}; use one of {sorted(names)}")
+            problems.append(f"{source}: routing rule {rule.name!r} names unknown tier {rule.tier!r}"
+                            f"{did_you_mean(rule.tier, names)}; use one of {sorted(names)}")
     provider = config.cache.embedding_provider
     if config.cache.embedder == "openai" and provider not in config.providers:
-        problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider; name one of {sorted(config.providers)}")
+        problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider"
+                        f"{did_you_mean(provider or '', config.providers)}; name one of {sorted(config.providers)}")
     for task, check in config.validators.items():
-        problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}; use one of {sorted(names)}"
-                        for name in check.tiers if name not in names)
+        problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}{did_you_mean(name, names)}; "
+                        f"use one of {sorted(names)}" for name in check.tiers if name not in names)
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -404,6 +434,8 @@ def read_json_schema(path: Path, where: str) -> dict[str, Any]:
 
 def schema_problem(schema: dict[str, Any], where: str) -> None:
     """Raise ConfigError when `schema` is not a valid JSON schema of the draft it declares (default 2020-12)."""
+    import jsonschema  # here: only a TOML with validators needs it, and it costs 0.1 s to import
+
     try:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
     except jsonschema.SchemaError as exc:

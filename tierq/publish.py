@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
+from tierq.contract import Message
 from tierq.live import LiveMessages
-from tierq.queues import Message
 
 
 class Publisher:

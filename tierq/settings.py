@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tierq.config import Config, ProviderConfig, load_config
 from tierq.errors import ConfigError
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PACKAGES = ("tierq", "models", "workers", "producer", "fakellm")
+
+
+def apply_log_level(level: str) -> None:
+    """Log tierq's own messages at `level` and above (TIERQ_LOG_LEVEL), to standard error unless the
+    process (a Celery worker) already has a handler."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(level)
 
 
 class Settings(BaseSettings):
@@ -26,6 +39,14 @@ class Settings(BaseSettings):
     visibility_timeout_s: float | None = Field(
         default=None, gt=0, description="Redis broker redelivery delay; default: twice the longest task"
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LEVELS:
+            raise ValueError(f"{value!r} is not a log level; use one of {', '.join(LEVELS)}")
+        return level
 
     @field_validator("redis_url")
     @classmethod

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 

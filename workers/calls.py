@@ -46,6 +46,10 @@ class TierResult:
     final: bool = False  # the job must not escalate (its batch's budget is spent)
     hold: Hold | None = None  # the job goes back to this tier's queue, to be tried again later
     failure: Exception | None = None  # an error that stopped the work; the calls made before it are kept
+    rejected_by: str | None = None  # a provider that called the request itself invalid (HTTP 400, 422)
+
+
+BAD_REQUEST = (400, 422)  # the provider says the request itself is wrong: no retry, no other model of it
 
 
 class _Next(Enum):
@@ -76,6 +80,8 @@ async def _answer(client: ModelClient, config: Config, tier: TierConfig, work: J
     needed = estimated_prompt_tokens(work.messages)
     for name in tier.models:
         model = config.models[name]
+        if model.provider == result.rejected_by:
+            continue  # the same request to the same provider gets the same answer
         if model.context_window < needed:
             result.reason = f"context: about {needed} prompt tokens exceed {name}'s window of {model.context_window}"
             continue
@@ -108,6 +114,9 @@ async def _try_model(
         result.hold = unreachable
         result.reason = f"{name}: {record.error}"
         if unreachable is not None:
+            return _Next.MODEL
+        if record.status in BAD_REQUEST:
+            result.rejected_by = config.models[name].provider
             return _Next.MODEL
         if not record.retryable:
             return _Next.DONE if record.outcome.escalates else _Next.MODEL

@@ -49,7 +49,7 @@ def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
 
     queues = sorted(instance.app.amqp.queues.consume_from)
     try:
-        prepare(app, queues, int(instance.concurrency or 1))
+        prepare(app, queues, int(instance.concurrency or 1), sender)
     except TierqError as exc:
         print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None

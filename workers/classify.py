@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from models import lifecycle
 from models.lifecycle import Outbox
-from tierq.queues import follow_message
+from tierq.contract import follow_message
 from workers.compress import compress_pending
 from workers.context import WorkerContext
 from workers.dbretry import is_transient

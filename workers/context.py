@@ -17,9 +17,10 @@ from models.lifecycle import Outbox
 from tierq.cache import CacheStore, Embedder
 from tierq.cache.factory import make_cache, make_embedder
 from tierq.config import Config
+from tierq.contract import Message
 from tierq.live import LiveMessages
 from tierq.publish import Publisher
-from tierq.queues import Message, longest_countdown_s, visibility_s
+from tierq.queues import longest_countdown_s, visibility_s
 from tierq.settings import Settings, get_settings
 from tierq.vault import TextVault
 from workers.budget import BudgetGate

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from models import JobStatus, lifecycle
 from models.lifecycle import Outbox
-from tierq.queues import follow_message
+from tierq.contract import follow_message
 from workers.context import WorkerContext
 from workers.sharing import answer_followers, leader_state, shared_answer
 

@@ -42,6 +42,7 @@ class CallRecord:
     content: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    status: int | None = None  # the HTTP status of a failed call
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -122,12 +123,15 @@ class ModelClient:
         elif isinstance(exc, openai.APIConnectionError):
             outcome, message = CallOutcome.CONNECTION, f"connection: {type(exc.__cause__ or exc).__name__}"
         elif isinstance(exc, openai.APIStatusError):
-            outcome = CallOutcome.RATE_LIMITED if exc.status_code == 429 else CallOutcome.ERROR
+            code = exc.status_code
+            outcome = (CallOutcome.RATE_LIMITED if code == 429 else CallOutcome.HTTP_5XX if code >= 500
+                       else CallOutcome.HTTP_4XX)
             message = f"HTTP {exc.status_code}: {scrub(_error_text(exc), self._secrets)}"
         else:
             outcome, message = CallOutcome.ERROR, f"invalid response: {scrub(str(exc), self._secrets)}"
         record.outcome, record.error = outcome, message
         status = getattr(exc, "status_code", None)
+        record.status = status
         record.retryable = status is None or status in (408, 409, 429) or status >= 500
         record.retry_after = _retry_after(exc)
         return record

@@ -19,7 +19,7 @@ from typing import Any
 from models import lifecycle
 from models.lifecycle import Lease, Outbox
 from tierq.config import TierConfig
-from tierq.queues import tier_message
+from tierq.contract import tier_message
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
 from workers.dbretry import is_transient, with_db_retry
@@ -160,11 +160,21 @@ def _sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results:
             else:
                 out.held.append((job.id, result.hold.reason, calls))
                 out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
-        elif result.final:
+        elif result.final or _pointless(ctx, tier, result):
             out.stopped.append((job.id, result.reason or "stopped", calls))
         else:
             out.misses.append((job.id, f"{tier.name}: {result.reason or 'no usable answer'}", calls))
     return out
+
+
+def _pointless(ctx: WorkerContext, tier: TierConfig, result: TierResult) -> bool:
+    """A request its provider called invalid goes to the next tier only when a model there is elsewhere."""
+    if result.rejected_by is None:
+        return False
+    following = ctx.config.next_tier(tier.name)
+    if following is None:
+        return False
+    return all(ctx.config.models[m].provider == result.rejected_by for m in ctx.config.tier(following).models)
 
 
 def _hold_limit(ctx: WorkerContext, kind: HoldKind) -> float | None:
@@ -184,7 +194,11 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     chunk = ctx.config.worker.tier_chunk
     countdown = min(ctx.longest_countdown_s, max(0.5, out.hold_after_s) * random.uniform(1.0, 1.5))
 
+    tries = 0
+
     def record() -> tuple[int, int, list[int]]:
+        nonlocal tries
+        tries += 1
         outbox.clear()
         with ctx.engine.begin() as conn:
             record_calls(conn, out.rows)
@@ -203,6 +217,11 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
 
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
     done, shared, cancelled = with_db_retry(record, what=f"recording {len(out.rows)} calls")
+    if tries > 1:
+        # An earlier try may have committed without hearing so: its hand-offs are what the database says.
+        outbox.clear()
+        with ctx.engine.connect() as conn:
+            lifecycle.resend(conn, outbox, [job.id for job in jobs], lease.message)
     ctx.publish(outbox)
     if out.held:
         log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])

@@ -20,9 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import head_revision
 from tierq.config import check_keys, providers_for
+from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
-from tierq.queues import CLASSIFY_QUEUE
-from tierq.settings import get_settings
+from tierq.presence import Presence
+from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
 
@@ -65,9 +66,11 @@ def check_redis(ctx: WorkerContext) -> None:
         raise Unavailable(f"cannot reach Redis at {shown} ({exc}); start it or fix TIERQ_REDIS_URL") from None
 
 
-def prepare(app: Celery, queues: Sequence[str], concurrency: int) -> WorkerContext:
-    """Check that this worker can serve `queues`, then make its context and start its reconciler."""
+def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "worker") -> WorkerContext:
+    """Check that this worker can serve `queues`, then make its context, start its reconciler and
+    announce it (`name`, its queues and its configuration) to the producers."""
     settings = get_settings()
+    apply_log_level(settings.log_level)
     config = settings.load_config()
     check_queues(queues, [CLASSIFY_QUEUE, *config.tier_names], str(settings.config))
     check_keys(config, settings.env, providers_for(config, queues))
@@ -75,4 +78,5 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int) -> WorkerConte
     check_database(ctx)
     check_redis(ctx)
     Reconciler(ctx).start()
+    Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
     return ctx

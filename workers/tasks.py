@@ -11,8 +11,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
+from tierq.contract import CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from tierq.errors import ConfigError
-from tierq.queues import CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from workers.celery_app import app
 from workers.classify import classify_chunk
 from workers.context import get_context

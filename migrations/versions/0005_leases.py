@@ -1,4 +1,5 @@
-"""leases and holds: a claim has an owner and an expiry; held, recovered and submitted jobs are counted
+"""leases and holds: a claim has an owner and an expiry; held, recovered and submitted jobs are counted;
+call outcomes name connection failures and HTTP errors
 
 Revision ID: 0005
 Revises: 0004
@@ -18,7 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 OUTCOMES = ("ok", "refusal", "empty", "truncated", "invalid", "error", "rate_limited", "timeout", "cache_hit")
-NEW_OUTCOMES = (*OUTCOMES, "connection")
+NEW_OUTCOMES = (*OUTCOMES, "connection", "http_4xx", "http_5xx")
 ACTIVE = "status IN ('pending', 'queued', 'running', 'waiting')"
 
 
@@ -42,7 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("UPDATE calls SET outcome = 'error' WHERE outcome = 'connection'")
+    op.execute("UPDATE calls SET outcome = 'error' WHERE outcome IN ('connection', 'http_4xx', 'http_5xx')")
     _outcome_check(OUTCOMES)
     op.drop_column("batches", "submit_error")
     op.drop_column("batches", "submitted_at")

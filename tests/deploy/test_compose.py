@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tierq.config import load_config
-from tierq.queues import CLASSIFY_QUEUE
+from tierq.contract import CLASSIFY_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

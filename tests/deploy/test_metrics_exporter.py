@@ -23,7 +23,7 @@ from models import make_engine
 from producer.broker import make_sender
 from producer.metrics import TierqCollector, queue_lengths
 from tierq.config import load_config
-from tierq.queues import TIER_TASK
+from tierq.contract import TIER_TASK
 
 AMQP_URL = os.environ.get("TIERQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 FROZEN = '[[tiers]]\nname = "frozen"\nmodels = ["sim-flagship"]\n'

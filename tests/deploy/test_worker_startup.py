@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
+from tierq.contract import tier_message
 from tierq.publish import Publisher
-from tierq.queues import tier_message
 from workers.context import OVERFLOW, pool_size
 
 EX_CONFIG = 78
@@ -120,3 +120,11 @@ def test_a_worker_holds_no_more_connections_than_its_threads_need(clean: Stack, 
     finally:
         stop_worker(worker)
     assert 0 < seen <= pool_size(threads) + OVERFLOW
+
+
+def test_a_typo_in_the_toml_is_one_line_with_a_suggestion(clean: Stack, broker: str, tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(SIM_CONFIG.read_text().replace('models = ["sim-nano", "sim-mini"]', 'models = ["sim-nanoo", "sim-mini"]'))
+    done = start({**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}, "hot")
+    assert done.returncode == EX_CONFIG and "Traceback" not in done.stderr + done.stdout
+    assert our_lines(done.stderr) == [f"error: {config}: tier 'hot' uses unknown model 'sim-nanoo'; did you mean 'sim-nano'?"]

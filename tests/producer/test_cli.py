@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from conftest import Stack
+import pytest
+import redis
+from conftest import Stack, start_worker, stop_worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -20,6 +24,12 @@ def tierq(stack: Stack, cwd: Path, *args: str, stdin: bytes | None = None, timeo
     """Run `tierq ARGS` with the deployment's environment, from a directory without a .env file."""
     return subprocess.run([str(TIERQ), *args], env=stack.env, cwd=cwd, input=stdin.decode() if stdin else None,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -110,3 +120,111 @@ def test_status_says_in_one_line_when_postgres_refuses_connections(clean: Stack,
     shown = make_url(url).render_as_string(hide_password=True)
     assert done.stderr.startswith(f"error: Postgres at {shown} refuses new connections (too many connections for role")
     assert "raise max_connections" in done.stderr and ":pw@" not in done.stderr
+
+
+def test_status_names_a_queue_no_worker_consumes_and_how_to_start_one(clean: Stack, tmp_path: Path) -> None:
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+    router = start_worker(env, tmp_path / "router.log", queues="classify", name="router")  # and no tier worker
+    try:
+        (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n{"prompt": "Refund please"}\n')
+        submitted = subprocess.run([str(TIERQ), "submit", "t.jsonl", "--tier", "hot", "--json"], env=env, cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=60, check=True)
+        batch = json.loads(submitted.stdout)["batch_id"]
+        deadline = time.monotonic() + 30
+        while True:
+            status = json.loads(subprocess.run([str(TIERQ), "status", batch, "--json"], env=env, cwd=tmp_path,
+                                               capture_output=True, text=True, timeout=60, check=True).stdout)
+            if status["unserved_queues"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        text_view = subprocess.run([str(TIERQ), "status", batch], env=env, cwd=tmp_path, capture_output=True,
+                                   text=True, timeout=60, check=True).stdout
+    finally:
+        stop_worker(router)
+    assert status["unserved_queues"] == {"hot": 2}
+    assert ("  PROBLEM: no worker consumes queue hot (2 jobs wait there); start one: "
+            "celery -A workers worker -Q hot -n hot@%h") in text_view.splitlines()
+
+
+def test_in_a_pipe_progress_counts_what_was_read_and_watch_prints_a_line_per_change(clean: Stack, tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text("".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(2500)))
+    done = tierq(clean, tmp_path, "submit", "t.jsonl", "--tier", "hot", "--no-cache", "--wait")
+    assert done.returncode == 0, done.stderr
+    progress = [line for line in done.stderr.splitlines() if " records, " in line]
+    assert progress and progress[-1].startswith("[########################] 100%  2,500 records, ")
+    assert progress[-1].endswith(", 2,500 accepted, 0 rejected")
+    changes = [line for line in done.stdout.splitlines() if line.startswith("batch ") and "; hot: " in line]
+    assert changes and len(set(changes)) == len(changes)  # a line per change, none repeated
+    assert "  hot:     2,500  (succeeded 2,500)" in done.stdout.splitlines()  # the whole block at the end
+
+
+def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    env = {**clean.env, "TIERQ_LOG_LEVEL": "debug"}
+    loud = subprocess.run([str(TIERQ), "submit", "t.jsonl"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=True)
+    quiet = tierq(clean, tmp_path, "submit", "t.jsonl")
+    assert "DEBUG producer.submit: batch " in loud.stderr and "DEBUG" not in quiet.stderr
+    wrong = subprocess.run([str(TIERQ), "status", str(uuid.uuid4())], env={**clean.env, "TIERQ_LOG_LEVEL": "loud"},
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: invalid settings: TIERQ_LOG_LEVEL: ")
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["submit", "t.jsonl"], ["status", "0b6f1c8e-0000-0000-0000-000000000000"],
+                                  ["results", "0b6f1c8e-0000-0000-0000-000000000000"], ["report"]])
+def test_every_command_says_in_one_line_that_postgres_does_not_answer(clean: Stack, tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    url = f"postgresql+psycopg://tierq:s3cret@127.0.0.1:{closed_port()}/tierq"
+    done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_DATABASE_URL": url}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "s3cret" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:")
+    assert done.stderr.rstrip().endswith("start it or fix TIERQ_DATABASE_URL")
+
+
+@pytest.mark.parametrize("variable", ["TIERQ_REDIS_URL", "TIERQ_BROKER_URL"])
+def test_submit_says_in_one_line_that_redis_or_the_broker_does_not_answer(clean: Stack, tmp_path: Path,
+                                                                           variable: str) -> None:
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0" if variable == "TIERQ_REDIS_URL" else \
+        f"amqp://guest:s3cret@127.0.0.1:{closed_port()}//"
+    done = subprocess.run([str(TIERQ), "submit", "t.jsonl"], env={**clean.env, variable: url}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "s3cret" not in done.stderr, done.stderr
+    assert done.stderr.rstrip().endswith(f"start it or fix {variable}")
+    with clean.engine.connect() as conn:  # nothing was stored half-way
+        assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == 0
+
+
+def test_report_and_status_show_calls_by_outcome_and_warn_about_a_failing_model(clean: Stack, tmp_path: Path) -> None:
+    clean.simulate({"latency_ms": 0, "models": {"sim-nano": {"error_500_rate": 0.5}}})
+    (tmp_path / "t.jsonl").write_text("".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(60)))
+    submitted = tierq(clean, tmp_path, "submit", "t.jsonl", "--tier", "hot", "--no-cache", "--wait", "--json")
+    batch = json.loads(submitted.stdout)["batch_id"]
+    report = json.loads(tierq(clean, tmp_path, "report", batch, "--json").stdout)
+    nano = next(m for m in report["by_model"] if m["model"] == "sim-nano")
+    assert nano["jobs"] == 60 and nano["outcomes"]["http_5xx"] > 10 and nano["outcomes"]["ok"] > 0
+    assert report["totals"]["outcomes"]["http_5xx"] == nano["outcomes"]["http_5xx"]
+    text_report = tierq(clean, tmp_path, "report", batch).stdout
+    assert f"  sim-nano: ok {nano['outcomes']['ok']:,}, http_5xx {nano['outcomes']['http_5xx']:,}" in text_report
+    status = json.loads(tierq(clean, tmp_path, "status", batch, "--json").stdout)
+    assert status["warnings"] and status["warnings"][0].startswith("sim-nano: ")
+    assert "calls failed (http_5xx " in status["warnings"][0]
+    assert any(line.startswith("  warning: sim-nano: ") for line in tierq(clean, tmp_path, "status", batch).stdout.splitlines())
+
+
+@pytest.mark.slow
+def test_the_demo_keeps_its_queues_and_cache_apart_from_a_users(clean: Stack, tmp_path: Path) -> None:
+    user_db = redis.Redis.from_url(clean.settings.redis_url)
+    demo_url = clean.settings.redis_url.rsplit("/", 1)[0] + "/15"
+    demo_db = redis.Redis.from_url(demo_url)
+    demo_db.flushdb()
+    done = tierq(clean, tmp_path, "demo", "--jobs", "20", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(database 15: the demo's queues and cache, apart from yours)" in done.stdout
+    prefix = clean.config.cache.prefix
+    assert list(demo_db.scan_iter(match=f"{prefix}:e:*")), "the demo filled its own cache"
+    assert not list(user_db.scan_iter(match=f"{prefix}:e:*")), "and none of the user's"
+    demo_db.flushdb()

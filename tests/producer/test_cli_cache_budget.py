@@ -8,9 +8,8 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import text
-
 from conftest import Stack
+from sqlalchemy import text
 
 
 def tierq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -80,14 +80,15 @@ def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> Non
 def test_cancelling_a_batch_hands_its_questions_to_the_batch_that_waited_on_it(clean: Stack) -> None:
     # Batch Y asks what batch X asks; Y's jobs wait on X's leaders. Cancelling X must not strand them:
     # the followers of X's cancelled leaders go back to routing (committed before their message is sent).
-    clean.simulate({"latency_ms": 2000})
+    # 5 s calls at warm (timeout 10 s): the worker holds 800 calls open, so 400 of X's jobs stay queued.
+    clean.simulate({"latency_ms": 5000})
     records = distinct(1200)
     with clean.client() as tq:
-        x = tq.submit(records, BatchOptions(force_tier="hot"))
+        x = tq.submit(records, BatchOptions(force_tier="warm"))
         deadline = time.monotonic() + 30
         while tq.status(x.batch_id).count(JobStatus.RUNNING) < 500 and time.monotonic() < deadline:
             time.sleep(0.05)
-        y = tq.submit(records, BatchOptions(force_tier="hot"))
+        y = tq.submit(records, BatchOptions(force_tier="warm"))
         while tq.status(y.batch_id).count(JobStatus.WAITING) < 1000 and time.monotonic() < deadline:
             time.sleep(0.05)
         cancelled = tq.cancel(x.batch_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -198,3 +199,38 @@ def test_every_rejection_kind_has_a_code() -> None:
         "malformed_json", "not_object", "missing_prompt", "empty_prompt", "invalid_utf8", "too_long",
         "duplicate_id", "ragged_row", "unsupported_url",
     }
+
+
+def test_a_binary_file_is_named_as_such() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    with pytest.raises(InputError, match="not a JSONL, CSV or OpenAI batch file: it looks like a PNG image"):
+        read_records(LineSource(io.BytesIO(png)))
+    with pytest.raises(InputError, match="it looks like binary data"):
+        read_records(LineSource(io.BytesIO(b"\x00\x01\x02\x03" * 100)))
+
+
+def test_an_unclosed_csv_quote_names_the_line_where_it_opened() -> None:
+    _, items = read(b'id,text,x\n1,"hello,2\n2,world,3\n3,ok,4\n', "auto")
+    [problem] = items
+    assert isinstance(problem, Rejection) and problem.reason.startswith(
+        "line 2: a quoted field that starts on this line is not closed until line 4; the lines between were read")
+
+
+def test_an_overlong_line_is_rejected_while_read_in_constant_memory() -> None:
+    big = b'{"prompt": "' + b"x" * 5_000_000 + b'"}\n'
+    ok = b'{"prompt": "fine"}\n'
+    source = LineSource(io.BytesIO(ok + big + ok), max_line_bytes=1_000_000)
+    tracemalloc.start()
+    _, items = read_records(source)
+    found = list(items)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [type(i).__name__ for i in found] == ["Record", "Rejection", "Record"]
+    assert isinstance(found[1], Rejection) and found[1].reason == (
+        "line 2: the line has 5,000,015 bytes, more than the limit of 1,000,000 (8 bytes per character of the "
+        "largest context window); split the record")
+    assert peak < 4_000_000  # the 5 MB line was never held whole
+    csv_source = LineSource(io.BytesIO(b"id,text\n1,ok\n2," + b"y" * 3_000_000 + b"\n3,fine\n"), max_line_bytes=1_000_000)
+    rows = list(read_records(csv_source)[1])
+    assert [getattr(r, "line", None) for r in rows] == [2, 3, 4] and isinstance(rows[1], Rejection)
+    assert rows[1].reason.startswith("line 3: the line has 3,000,003 bytes")

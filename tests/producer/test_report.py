@@ -13,13 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pytest
 from conftest import Stack
 from PIL import Image
 from sqlalchemy import text
 
-from producer.bill import Bill
-from producer.plot import render_bill
+from producer.bill import Bill, Spend
+from producer.bill_queries import Scope
+from producer.plot import draw_bill, render_bill
 from producer.submit import BatchOptions
 from producer.views import bill_lines
 from tierq.money import usd
@@ -159,3 +161,48 @@ def test_a_plot_of_an_empty_scope_is_still_a_picture(clean: Stack, tmp_path: Pat
         bill = tq.report()
     path = render_bill(bill, tmp_path / "empty.png", clean.config.tier_names)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def synthetic_bill(parts: list[tuple[str, str, str]], baseline: str) -> Bill:
+    """A bill as the report would read it: (tier, model, cost) per model, and the baseline."""
+    bill = Bill(Scope(uuid.uuid4()), "sim-flagship", "cold")
+    for tier, model, cost in parts:
+        bill.by_tier_model[(tier, model)] = Spend(calls=10, cost_usd=Decimal(cost))
+        bill.totals.cost_usd += Decimal(cost)
+    bill.baseline_cost_usd = Decimal(baseline)
+    bill.escalations = {("hot", "warm"): 23}
+    return bill
+
+
+@pytest.mark.parametrize("savings", ["91%", "10%"])
+def test_the_plot_labels_fit_and_its_axis_has_one_money_format(savings: str) -> None:
+    bill = (synthetic_bill([("hot", "sim-nano", "0.0041"), ("hot", "sim-mini", "0.0003"), ("warm", "sim-mid", "0.0062"),
+                            ("cold", "sim-flagship", "0.0021")], "0.1520") if savings == "91%" else
+            synthetic_bill([("hot", "sim-nano", "0.031"), ("warm", "sim-mid", "0.21"), ("cold", "sim-flagship", "0.66")],
+                           "1.00"))
+    fig = draw_bill(bill, ["hot", "warm", "cold"])
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        left = fig.axes[0]
+        ticks = [t.get_text() for t in left.get_yticklabels() if t.get_text() not in ("", "$0")]
+        assert len({len(t.split(".")[-1]) for t in ticks}) == 1, ticks  # every tick has as many decimals
+        for bar, label in _segment_labels(left):
+            inside = bar.get_window_extent(renderer)
+            box = label.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        assert "escalations: hot \u2192 warm 23" in "".join(t.get_text() for t in fig.texts)
+    finally:
+        plt.close(fig)
+
+
+def _segment_labels(ax: Any) -> list[tuple[Any, Any]]:
+    """Each tier segment of the paid bar with the label drawn inside it (by the label's y position)."""
+    bars = [p for p in ax.patches if abs(p.get_x() + p.get_width() / 2) < 1e-9]
+    pairs = []
+    for text_item in ax.texts:
+        x, y = text_item.get_position()
+        owner = [b for b in bars if b.get_y() <= y <= b.get_y() + b.get_height()]
+        if x == 0 and owner and text_item.get_text() in ("hot", "warm", "cold"):
+            pairs.append((owner[0], text_item))
+    return pairs

@@ -30,14 +30,18 @@ from tierq.config import Config, load_config
 from tierq.money import Usage
 
 # Outcomes of calls the provider did not answer, so did not bill.
-UNBILLED = ("error", "connection", "rate_limited", "timeout", "cache_hit")
+UNBILLED = ("error", "connection", "http_4xx", "http_5xx", "rate_limited", "timeout", "cache_hit")
 
 
 def fault_config(path: Path, *, worker: Mapping[str, Any] | None = None,
                  tiers: Mapping[str, Mapping[str, Any]] | None = None,
-                 models: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """A copy of sim.toml at `path` with [worker] settings, per-tier and per-model settings replaced."""
+                 models: Mapping[str, Mapping[str, Any]] | None = None,
+                 simulator: Mapping[str, Any] | None = None) -> Path:
+    """A copy of sim.toml at `path` with [worker] settings, per-tier and per-model settings replaced, and
+    with `simulator` as the whole [simulator] table (for a simulator the test starts with this file)."""
     raw = tomllib.loads(SIM_CONFIG.read_text(), parse_float=Decimal)
+    if simulator is not None:
+        raw["simulator"] = dict(simulator)
     raw["worker"] = {**raw.get("worker", {}), **(worker or {})}
     for name, settings in (models or {}).items():
         raw["models"][name].update(settings)

@@ -76,6 +76,11 @@ def test_prices_are_exact_decimals(tmp_path: Path) -> None:
         (lambda s: s.replace("context_window = 32768", "context_window = 32768\ncolour = 1"),
          "models.qwen3-8b.colour: unknown setting"),
         (lambda s: s.replace('name = "cold"', 'name = "hot"'), "tier name 'hot' is used twice"),
+        (lambda s: s.replace('models = ["big"]', 'models = ["bgi"]'),
+         "tier 'cold' uses unknown model 'bgi'; did you mean 'big'?"),
+        (lambda s: s.replace("context_window = 32768", "context_window = 32768\ncontext_windw = 1"),
+         "models.qwen3-8b.context_windw: unknown setting; did you mean 'context_window'?"),
+        (lambda s: s + '\n[worker]\nlease = 5\n', "worker.lease: unknown setting; did you mean 'lease_s'?"),
     ],
 )
 def test_config_errors_name_file_entry_and_fix(tmp_path: Path, change: object, expected: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+from conftest import Stack, start_worker, stop_worker
 from sqlalchemy import text
 
-from conftest import Stack, start_worker, stop_worker
 from producer.submit import BatchOptions
 
 BUDGET = Decimal("0.004")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import Stack, start_worker, stop_worker
 from sqlalchemy import text
 
-from conftest import Stack, start_worker, stop_worker
 from producer.submit import BatchOptions
 
 PARCEL = "Where is my parcel? I ordered it on Monday and it has not arrived yet."

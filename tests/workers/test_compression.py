@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
 from sqlalchemy import text
 
-from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config

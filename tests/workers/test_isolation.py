@@ -10,7 +10,7 @@ import uuid
 from conftest import Stack, insert_job
 from sqlalchemy import text
 
-from tierq.queues import Message, classify_message, tier_message
+from tierq.contract import Message, classify_message, tier_message
 
 
 def run(stack: Stack, message: Message, ids: list[int], timeout: float = 30) -> dict[int, tuple[str, str | None]]:
@@ -50,3 +50,17 @@ def test_a_bad_job_fails_alone_at_its_tier(clean: Stack) -> None:
     status, error = states[bad]
     assert status == "failed" and error.startswith("error: TypeError")
     assert clean.sim_stats()["requests"] == 5
+
+
+def test_a_request_the_provider_calls_invalid_fails_after_one_call_with_its_message(clean: Stack) -> None:
+    # Every tier's models are on the same provider, so the same request would be refused six times over.
+    message = uuid.uuid4()
+    bad = insert_job(clean, "where is my refund?", status="queued", tier="hot", handoff=message,
+                     params={"max_tokens": -5})
+    states = run(clean, tier_message("hot", [bad], None, message), [bad])
+    status, error = states[bad]
+    assert status == "failed" and error.startswith("sim-nano: HTTP 400: ") and "max_tokens" in error
+    with clean.engine.connect() as conn:
+        outcomes = conn.execute(text("SELECT outcome FROM calls")).scalars().all()
+    stats = clean.sim_stats()
+    assert outcomes == ["http_4xx"] and (stats["bad_requests"], stats["requests"]) == (1, 0)

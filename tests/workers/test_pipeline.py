@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from conftest import Stack
 from sqlalchemy import text
 
-from conftest import Stack
 from producer.submit import BatchOptions
 
 
@@ -97,10 +97,10 @@ def test_provider_errors_retry_then_use_the_next_model_then_escalate(clean: Stac
     retries = clean.config.tier("hot").max_retries + 1
     first = results["one-model-down"]
     assert first["tier"] == "hot" and first["model"] == "sim-mini"
-    assert [a["outcome"] for a in first["attempts"]] == ["error"] * retries + ["ok"]
+    assert [a["outcome"] for a in first["attempts"]] == ["http_5xx"] * retries + ["ok"]
     second = results["tier-down"]
     assert second["tier"] == "warm"
-    assert [a["outcome"] for a in second["attempts"]] == ["error"] * retries + ["rate_limited"] * retries + ["ok"]
+    assert [a["outcome"] for a in second["attempts"]] == ["http_5xx"] * retries + ["rate_limited"] * retries + ["ok"]
     assert all(a["cost_usd"] == "0" for a in second["attempts"][:-1])
 
 
@@ -138,7 +138,7 @@ def test_thousand_jobs_with_refusals_and_errors_end_once_and_cost_exactly_what_w
     stats = clean.sim_stats()
     assert sum(m["requests"] for m in stats["models"].values()) == len(rows)
     billed = stats["calls"]
-    assert len(billed) == sum(1 for r in rows if r.outcome not in ("error", "rate_limited", "timeout"))
+    assert len(billed) == sum(1 for r in rows if r.outcome not in ("error", "http_4xx", "http_5xx", "rate_limited", "timeout"))
     expected = sum(
         (clean.config.price(c["model"]).cost(_usage(c)) for c in billed), Decimal(0)
     )

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import redis
+from conftest import Stack
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from conftest import Stack
 from models import JobStatus
 from producer.submit import BatchOptions
 

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import redis
+from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
 from sqlalchemy.engine import make_url
 
-from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import redis
-
 from conftest import ROOT, SIM_CONFIG, Stack, start_worker, stop_worker
+
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
