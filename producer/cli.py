@@ -184,14 +184,16 @@ def report(batch: str | None, since: str | None, as_json: bool, plot: Path | Non
 @click.option("--jobs", default=300, show_default=True, help="How many sample tickets to submit.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file (default: the simulated provider's config shipped with tierq).")
+@click.option("--redis-db", default=15, show_default=True, type=click.IntRange(0, 15),
+              help="Redis database of the demo's queues and cache, apart from your own (same server).")
 @_friendly
-def demo(jobs: int, config_path: Path | None) -> None:
+def demo(jobs: int, config_path: Path | None, redis_db: int) -> None:
     """Start what is needed on this machine, run a sample batch end to end, print the bill, stop."""
     from producer.demo import run_demo
     from producer.services import ServiceUnavailable
 
     try:
-        code = run_demo(jobs, config_path, out=click.echo)
+        code = run_demo(jobs, config_path, out=click.echo, redis_db=redis_db)
     except ServiceUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         code = 2

@@ -31,11 +31,11 @@ QUEUES = "classify,hot,warm,cold"
 DEMO_DB = 15  # the demo's queues, cache and rate limits, apart from a user's own batches
 
 
-def demo_redis(url: str) -> str:
-    """The same Redis server, database DEMO_DB: `tierq cache stats` on a user's database never counts the
-    demo's entries, and the demo never answers from the user's cache."""
+def demo_redis(url: str, db: int = DEMO_DB) -> str:
+    """The same Redis server, database `db`: the demo's queues never meet a user's workers, `tierq cache
+    stats` on the user's database never counts the demo's entries, nor does the demo answer from them."""
     base, _, last = url.rstrip("/").rpartition("/")
-    return f"{base}/{DEMO_DB}" if last.isdigit() and "//" in base else f"{url.rstrip('/')}/{DEMO_DB}"
+    return f"{base}/{db}" if last.isdigit() and "//" in base else f"{url.rstrip('/')}/{db}"
 
 
 def _redact(url: str) -> str:
@@ -78,13 +78,13 @@ def _answers(port: int) -> Callable[[], bool]:
     return check
 
 
-def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print) -> int:
+def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB) -> int:
     """Run the whole pipeline once on this machine and print the bill per tier."""
     base = Settings()
     config_file = config_path or SIM_CONFIG
-    with ensure_redis(demo_redis(base.redis_url), log=out) as redis_url, \
+    with ensure_redis(demo_redis(base.redis_url, redis_db), log=out) as redis_url, \
             ensure_postgres(base.database_url, log=out) as db_url:
-        out(f"redis: {_redact(redis_url)} (database {DEMO_DB}: the demo's queues and cache, apart from yours)")
+        out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
         out(f"database: migrating {db_url.split('@')[-1]}")
         upgrade(db_url)
         port = _free_port()

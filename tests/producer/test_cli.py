@@ -218,12 +218,13 @@ def test_report_and_status_show_calls_by_outcome_and_warn_about_a_failing_model(
 @pytest.mark.slow
 def test_the_demo_keeps_its_queues_and_cache_apart_from_a_users(clean: Stack, tmp_path: Path) -> None:
     user_db = redis.Redis.from_url(clean.settings.redis_url)
-    demo_url = clean.settings.redis_url.rsplit("/", 1)[0] + "/15"
+    demo_url = clean.dbs.url(3)  # a spare database of this session stands in for the default, 15
     demo_db = redis.Redis.from_url(demo_url)
     demo_db.flushdb()
-    done = tierq(clean, tmp_path, "demo", "--jobs", "20", timeout=300)
+    number = demo_url.rsplit("/", 1)[1]
+    done = tierq(clean, tmp_path, "demo", "--jobs", "20", "--redis-db", number, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "(database 15: the demo's queues and cache, apart from yours)" in done.stdout
+    assert f"(database {number}: the demo's queues and cache, apart from yours)" in done.stdout
     prefix = clean.config.cache.prefix
     assert list(demo_db.scan_iter(match=f"{prefix}:e:*")), "the demo filled its own cache"
     assert not list(user_db.scan_iter(match=f"{prefix}:e:*")), "and none of the user's"
