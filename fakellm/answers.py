@@ -131,7 +131,7 @@ def make_answer(decision: Decision, behaviour: ModelBehaviour, max_tokens: int |
         return _refusal((decision.prompt_hash + decision.occurrence) % 3)
     if outcome is Outcome.EMPTY:
         return Answer(content="", refusal=None, finish_reason="stop", completion_tokens=0)
-    text = answer_text(decision.prompt_hash, behaviour.answer_words)
+    text = answer_text(decision.answer_hash or decision.prompt_hash, behaviour.answer_words)
     finish = "stop"
     if outcome is Outcome.TRUNCATE:
         text, finish = truncated(text, decision.prompt_hash), "length"

@@ -73,6 +73,9 @@ class ModelBehaviour:
     cached_fraction: float = 0.0
     answer_words: tuple[int, int] = (8, 40)
     rpm: float = 0  # requests per minute this model accepts (sliding 60 s window); 0 means no limit
+    # Share of questions this model answers wrongly: a well-formed answer that differs from the one every
+    # model gives otherwise (the same questions every time), so audits have something to find.
+    wrong_rate: float = 0.0
 
     def overridden(self, overrides: Mapping[str, Any], where: str) -> ModelBehaviour:
         """Return a validated copy with the given fields replaced."""
@@ -103,7 +106,7 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         return (int(value[0]), int(value[1]))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} for {where} must be a number, got {value!r}")
-    if key in _RATE_FIELDS or key == "cached_fraction":
+    if key in _RATE_FIELDS or key in ("cached_fraction", "wrong_rate"):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{key} for {where} must be in [0, 1], got {value!r}")
     elif key in _NON_NEGATIVE_FIELDS and value < 0:
@@ -202,6 +205,7 @@ class Decision:
     prompt_hash: int
     occurrence: int
     latency_s: float
+    answer_hash: int = 0  # what the answer's text is built from: the question's, or this model's wrong one
 
 
 def request_key(model: str, canonical_messages: str) -> bytes:
@@ -227,12 +231,17 @@ def forced_outcome(texts: Iterable[str], model: str) -> Outcome | None:
 
 
 def decide(
-    config: SimConfig, model: str, key: bytes, occurrence: int, forced: Outcome | None
+    config: SimConfig, model: str, key: bytes, occurrence: int, forced: Outcome | None, question: bytes = b""
 ) -> Decision:
-    """Decide outcome, latency and hashes for the n-th occurrence of a request."""
+    """Decide outcome, latency and hashes for the n-th occurrence of a request; `question` identifies the
+    messages whatever the model, so models that answer rightly answer alike."""
     behaviour = config.behaviour(model)
     seed = str(config.seed).encode() + b"\x00"
     prompt_digest = hashlib.blake2b(seed + key, digest_size=8).digest()
+    answer_hash = int.from_bytes(hashlib.blake2b(seed + (question or key), digest_size=8).digest(), "little")
+    wrong = int.from_bytes(hashlib.blake2b(seed + key + b"\x00wrong", digest_size=8).digest(), "little")
+    if wrong / _TWO_64 < behaviour.wrong_rate:
+        answer_hash ^= wrong | 1  # another text, the same one each time this model is asked
     request_digest = hashlib.blake2b(
         seed + key + occurrence.to_bytes(8, "little"), digest_size=16
     ).digest()
@@ -245,6 +254,7 @@ def decide(
         prompt_hash=int.from_bytes(prompt_digest, "little"),
         occurrence=occurrence,
         latency_s=latency_ms / 1000.0,
+        answer_hash=answer_hash,
     )
 
 

@@ -118,7 +118,8 @@ async def _chat_completions(request: web.Request) -> web.Response:
     state.occurrences[key] = occurrence + 1
     config = state.config
     behaviour = config.behaviour(chat.model)
-    decision = decide(config, chat.model, key, occurrence, forced_outcome(chat.texts, chat.model))
+    decision = decide(config, chat.model, key, occurrence, forced_outcome(chat.texts, chat.model),
+                      question=chat.canonical_messages.encode())
     state.stats.model(chat.model).requests += 1
     wait = state.over_limit(chat.model, behaviour.rpm)
     if wait is not None:
