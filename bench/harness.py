@@ -104,7 +104,7 @@ class Stack:
         if any(w.proc.poll() is None for w in self.workers):
             raise BenchError("reset while workers still run; stop them first")
         with self.engine.begin() as conn:
-            conn.execute(text("TRUNCATE calls, jobs, batches"))
+            conn.execute(text("TRUNCATE labels, calls, jobs, batches"))
         with redis.Redis.from_url(self.redis_url) as client:
             client.flushdb()
         self.simulate(behaviour or {"latency_ms": 0})

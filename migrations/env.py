@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 import models.batch  # noqa: F401  (each model module registers its table on Base.metadata)
 import models.call  # noqa: F401
 import models.job  # noqa: F401
+import models.label  # noqa: F401
 from models.base import Base
 from tierq.settings import get_settings
 

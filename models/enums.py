@@ -37,6 +37,8 @@ class CallOutcome(StrEnum):
     RATE_LIMITED = "rate_limited"  # HTTP 429
     TIMEOUT = "timeout"
     CACHE_HIT = "cache_hit"
+    AUDIT = "audit"  # the reference tier's answer to a job under audit
+    JUDGE = "judge"  # the reference model asked whether a candidate answer is acceptable
 
     @property
     def escalates(self) -> bool:

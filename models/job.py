@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Sequence, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Sequence,
+    String,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -63,6 +75,15 @@ class Job(Base):
     recoveries: Mapped[int] = mapped_column(default=0, server_default="0")  # messages re-published by the reconciler
     attempts: Mapped[int] = mapped_column(default=0)
     escalations: Mapped[int] = mapped_column(default=0)
+    # An answer under audit (given below the reference tier, or served from the cache) waits here while
+    # the reference tier answers the same job; `replaced` when the reference disagreed and won.
+    candidate: Mapped[str | None]
+    candidate_model: Mapped[str | None] = mapped_column(String(200))
+    candidate_tier: Mapped[str | None] = mapped_column(String(100))
+    candidate_source: Mapped[str | None] = mapped_column(String(16))
+    candidate_namespace: Mapped[str | None] = mapped_column(String(64))
+    audited: Mapped[bool] = mapped_column(default=False, server_default=false())
+    replaced: Mapped[bool] = mapped_column(default=False, server_default=false())
     content: Mapped[str | None]
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(200))

@@ -33,7 +33,6 @@ from sqlalchemy import Connection, text
 
 from models.enums import JobStatus
 from tierq.contract import Message, classify_message, tier_message
-from tierq.live import LiveMessages
 
 PENDING, QUEUED, RUNNING, WAITING = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING
 SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -120,6 +119,75 @@ def hold(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tie
 _OWNED = f"j.status = '{RUNNING}' AND j.handoff = :me AND j.lease_owner = :owner"
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An answer under audit: the job, its text (None for a private batch: it is in the vault), who gave it,
+    and the calls the job made for it."""
+
+    job_id: int
+    content: str | None
+    model: str
+    tier: str
+    calls: int = 0
+    namespace: str | None = None  # the cache namespace a cache hit under audit was served from
+
+
+def _keep_candidates(conn: Connection, picks: Sequence[Candidate], source: str, guard: str,
+                     params: dict[str, Any]) -> None:
+    conn.execute(
+        text("UPDATE jobs AS j SET candidate = v.content, candidate_model = v.model, candidate_tier = v.tier, "
+             "candidate_source = :source, candidate_namespace = v.namespace, audited = true, "
+             "attempts = j.attempts + v.calls FROM unnest(CAST(:ids AS bigint[]), CAST(:contents AS text[]), "
+             "CAST(:models AS text[]), CAST(:tiers AS text[]), CAST(:calls AS int[]), CAST(:namespaces AS text[])) "
+             "AS v(id, content, model, tier, calls, namespace) "
+             f"WHERE j.id = v.id AND {guard}"),
+        {"ids": [p.job_id for p in picks], "contents": [p.content for p in picks], "models": [p.model for p in picks],
+         "tiers": [p.tier for p in picks], "calls": [p.calls for p in picks],
+         "namespaces": [p.namespace for p in picks], "source": source, **params},
+    )
+
+
+def audit(conn: Connection, outbox: Outbox, lease: Lease, picks: Sequence[Candidate], reference: str, chunk: int,
+          batch_id: uuid.UUID | None) -> int:
+    """running -> queued at the reference tier, the answer kept as the candidate: an audit."""
+    if not picks:
+        return 0
+    params = {"me": lease.message, "owner": lease.owner}
+    _keep_candidates(conn, picks, "answer", _OWNED, params)
+    return _queue(conn, outbox, {p.job_id: reference for p in picks}, chunk, _OWNED, params, batch_id=batch_id)
+
+
+def audit_cached(conn: Connection, outbox: Outbox, message: uuid.UUID, picks: Sequence[Candidate], reference: str,
+                 chunk: int, batch_id: uuid.UUID | None) -> int:
+    """pending -> queued at the reference tier, a semantic cache hit kept as the candidate: an audit."""
+    if not picks:
+        return 0
+    guard = f"j.status = '{PENDING}' AND j.handoff = :me"
+    _keep_candidates(conn, picks, "cache", guard, {"me": message})
+    return _queue(conn, outbox, {p.job_id: reference for p in picks}, chunk, guard, {"me": message},
+                  batch_id=batch_id)
+
+
+def settle_audits(conn: Connection, lease: Lease, settled: Sequence[tuple[Candidate, bool]],
+                  digests: Mapping[int, str] | None = None) -> int:
+    """running -> succeeded for audited jobs: (the answer kept, whether it replaced the candidate)."""
+    if not settled:
+        return 0
+    return conn.execute(
+        text(f"UPDATE jobs AS j SET status = '{SUCCEEDED}', content = v.content, model = v.model, tier = v.tier, "
+             "replaced = v.replaced, candidate = NULL, error = NULL, content_sha256 = v.digest, "
+             "attempts = j.attempts + v.calls, lease_owner = NULL, lease_until = NULL, finished_at = now(), "
+             "updated_at = now() FROM unnest(CAST(:ids AS bigint[]), CAST(:contents AS text[]), "
+             "CAST(:models AS text[]), CAST(:tiers AS text[]), CAST(:replaced AS bool[]), CAST(:calls AS int[]), "
+             "CAST(:digests AS text[])) AS v(id, content, model, tier, replaced, calls, digest) "
+             f"WHERE j.id = v.id AND {_OWNED}"),
+        {"ids": [c.job_id for c, _ in settled], "contents": [c.content for c, _ in settled],
+         "models": [c.model for c, _ in settled], "tiers": [c.tier for c, _ in settled],
+         "replaced": [r for _, r in settled], "calls": [c.calls for c, _ in settled],
+         "digests": [(digests or {}).get(c.job_id) for c, _ in settled], "me": lease.message, "owner": lease.owner},
+    ).rowcount
+
+
 def hold_pending(conn: Connection, outbox: Outbox, ids: Sequence[int], message: uuid.UUID,
                  batch_id: uuid.UUID | None, countdown: float) -> int:
     """pending -> pending under a new classify message due after `countdown` s (a summary call must wait)."""
@@ -151,14 +219,16 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
     """queued -> running under `lease` (or a running job whose lease ran out: its worker died).
 
     Returns the claimed rows: id, batch_id, messages, job params, batch params, system prompt, attempts,
-    cache entry, budgeted, private, task type, held since."""
+    cache entry, budgeted, private, task type, held since, tenant, and an audited answer's candidate,
+    its model, tier, source and cache namespace."""
     return list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
              "WHERE b.id = j.batch_id AND NOT b.cancelled AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
              f"AND (j.status = '{QUEUED}' OR (j.status = '{RUNNING}' AND j.lease_until < now())) "
              "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
-             "b.budget_usd IS NOT NULL, NOT b.store_text, j.task_type, j.held_since"),
+             "b.budget_usd IS NOT NULL, NOT b.store_text, j.task_type, j.held_since, j.tenant, j.candidate, "
+             "j.candidate_model, j.candidate_tier, j.candidate_source, j.candidate_namespace"),
         {"ids": list(ids), "tier": tier, "me": lease.message, "owner": lease.owner, "lease": lease_s},
     ).all())
 
@@ -282,18 +352,30 @@ def answer_followers(conn: Connection, leader: int, content: str, model: str, ti
     return [(r[0], r[1]) for r in rows]
 
 
-def release_followers(conn: Connection, outbox: Outbox, leader: int) -> int:
-    """waiting -> pending: a failed or vanished leader's followers are routed again; one of them will lead."""
-    message = uuid.uuid4()
+def release_followers(conn: Connection, outbox: Outbox, leaders: Sequence[int], chunk: int) -> int:
+    """waiting -> pending: the followers of failed or vanished leaders are routed again, `chunk` to a
+    classify message; one of each question's followers will lead."""
+    if not leaders:
+        return 0
     rows = conn.execute(
-        text(f"UPDATE jobs SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = :me, "
-             f"handoff_from = NULL, updated_at = now() WHERE follows = :leader AND status = '{WAITING}' "
-             "RETURNING id, batch_id"),
-        {"leader": leader, "me": message},
+        text(f"SELECT id, batch_id FROM jobs WHERE follows = ANY(:leaders) AND status = '{WAITING}' ORDER BY id "
+             "FOR UPDATE"), {"leaders": list(leaders)},
     ).all()
-    if rows:
-        outbox.add(classify_message(sorted(r[0] for r in rows), rows[0][1], message))
-    return len(rows)
+    planned = [(uuid.uuid4(), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    flat = [(r[0], message) for message, part in planned for r in part]
+    if not flat:
+        return 0
+    moved = set(conn.execute(
+        text(f"UPDATE jobs AS j SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = v.handoff, "
+             "handoff_from = NULL, updated_at = now() FROM unnest(CAST(:ids AS bigint[]), CAST(:handoffs AS uuid[])) "
+             f"AS v(id, handoff) WHERE j.id = v.id AND j.status = '{WAITING}' RETURNING j.id"),
+        {"ids": [f[0] for f in flat], "handoffs": [f[1] for f in flat]},
+    ).scalars())
+    for message, part in planned:
+        kept = [r[0] for r in part if r[0] in moved]
+        if kept:
+            outbox.add(classify_message(kept, part[0][1], message))
+    return len(moved)
 
 
 def touch_waiting(conn: Connection, ids: Sequence[int]) -> None:
@@ -343,79 +425,3 @@ def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after:
     if ids:
         outbox.add(classify_message(ids, batch_id, message))
     return ids
-
-
-@dataclass(frozen=True, slots=True)
-class Stale:
-    """Jobs of one message that have not changed for a while: pending or queued, or running with no lease."""
-
-    status: JobStatus
-    tier: str | None
-    message: uuid.UUID
-    batch_id: uuid.UUID
-    ids: list[int]
-    recoveries: int
-
-    def to_message(self) -> Message:
-        """The message that should be carrying these jobs."""
-        if self.status is PENDING:
-            return classify_message(self.ids, self.batch_id, self.message)
-        return tier_message(self.tier or "", self.ids, self.batch_id, self.message)
-
-
-def stale(conn: Connection, age_s: float, batch_id: uuid.UUID | None = None, limit: int = 10_000) -> list[Stale]:
-    """Jobs unchanged for `age_s` that only a message can move: pending or queued ones, and running ones
-    whose lease ran out `age_s` ago (their worker died), grouped by the message that owns them."""
-    rows = conn.execute(
-        text("SELECT status, tier, handoff, min(batch_id::text), array_agg(id ORDER BY id), max(recoveries) "
-             "FROM (SELECT * FROM jobs WHERE handoff IS NOT NULL "
-             "AND updated_at < now() - make_interval(secs => :age) "
-             "AND (CAST(:batch AS uuid) IS NULL OR batch_id = CAST(:batch AS uuid)) "
-             f"AND (status IN ('{PENDING}', '{QUEUED}') OR (status = '{RUNNING}' "
-             "AND lease_until < now() - make_interval(secs => :age))) "
-             f"AND status IN ('{PENDING}', '{QUEUED}', '{RUNNING}') ORDER BY updated_at LIMIT :limit) AS s "
-             "GROUP BY status, tier, handoff"),
-        {"age": age_s, "batch": batch_id, "limit": limit},
-    ).all()
-    return [Stale(JobStatus(r[0]), r[1], r[2], uuid.UUID(r[3]), list(r[4]), int(r[5])) for r in rows]
-
-
-def recovered(conn: Connection, outbox: Outbox, group: Stale, age_s: float) -> int:
-    """Publish a stale group's message again (same id: a copy still on its way changes nothing twice),
-    counting the recovery; jobs that moved since they were read are left alone."""
-    ids = list(conn.execute(
-        text("UPDATE jobs SET recoveries = recoveries + 1, updated_at = now() WHERE id = ANY(:ids) "
-             "AND handoff = :me AND status = :status AND updated_at < now() - make_interval(secs => :age) "
-             "RETURNING id"),
-        {"ids": group.ids, "me": group.message, "status": group.status.value, "age": age_s},
-    ).scalars())
-    if ids:
-        outbox.add(Stale(group.status, group.tier, group.message, group.batch_id, sorted(ids), 0).to_message())
-    return len(ids)
-
-
-def give_up(conn: Connection, group: Stale, reason: str) -> list[int]:
-    """pending, queued, running (lease expired) -> failed: the message was lost too often."""
-    return list(conn.execute(
-        text(f"UPDATE jobs SET status = '{FAILED}', error = :reason, lease_owner = NULL, lease_until = NULL, "
-             "finished_at = now(), updated_at = now() WHERE id = ANY(:ids) AND handoff = :me AND status = :status "
-             f"AND (status <> '{RUNNING}' OR lease_until < now()) RETURNING id"),
-        {"ids": group.ids, "me": group.message, "status": group.status.value, "reason": reason},
-    ).scalars())
-
-
-def stale_followers(conn: Connection, age_s: float) -> list[int]:
-    """Leaders whose waiting followers no follow check has looked at for `age_s` (the check was lost)."""
-    return list(conn.execute(
-        text(f"SELECT DISTINCT follows FROM jobs WHERE status = '{WAITING}' "
-             "AND updated_at < now() - make_interval(secs => :age) LIMIT 10000"),
-        {"age": age_s},
-    ).scalars())
-
-
-def lost(conn: Connection, live: LiveMessages, age_s: float, batch_id: uuid.UUID | None = None) -> list[Stale]:
-    """Stale jobs that no message will move: pending or queued ones whose message is not live, and running
-    ones whose lease ran out (their worker died; publishing again is harmless if the broker also does)."""
-    groups = stale(conn, age_s, batch_id)
-    alive = live.live([g.message for g in groups if g.status is not RUNNING])
-    return [g for g in groups if g.status is RUNNING or g.message not in alive]

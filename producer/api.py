@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from models import lifecycle, make_engine
+from models import make_engine, stale
 from producer.status import BatchStatus, batch_status, parse_batch_id
 from tierq.config import Config
 from tierq.errors import InputError
@@ -141,6 +141,12 @@ class Tierq:
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
         status = batch_status(self.engine, _uuid(batch_id))
+        if status.done and status.total:
+            from producer.bill_queries import Scope
+            from producer.quality import read_quality
+
+            with self.engine.connect() as conn:
+                status.quality = read_quality(conn, Scope(status.batch_id), self.config)
         if not status.done:
             status.stuck = self.stuck(status.batch_id)
             consumers = Presence(self.vault.r).consumers()
@@ -151,7 +157,7 @@ class Tierq:
         """Jobs (of one batch, or of all) that no message will move: unchanged for `stuck_after_s` with no
         live message. The workers' reconciler publishes their messages again; `recover` does it now."""
         with self.engine.connect() as conn:
-            groups = lifecycle.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s,
+            groups = stale.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s,
                                     _uuid(batch_id) if batch_id else None)
         return sum(len(group.ids) for group in groups)
 

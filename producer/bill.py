@@ -37,6 +37,7 @@ from producer.bill_queries import (
     SPEND,
     Scope,
 )
+from producer.quality import Quality, read_quality
 from producer.report import TierLine, tier_summary
 from tierq.config import Config
 from tierq.money import ZERO, Usage, usd
@@ -131,6 +132,7 @@ class Bill:
     stuck: int = 0  # jobs that no message will move (the workers' reconciler publishes them again)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> outcome -> calls
     budget_failed: int = 0
+    quality: Quality | None = None
 
     def outcome_totals(self) -> dict[str, int]:
         """Calls by outcome over every model."""
@@ -176,6 +178,7 @@ class Bill:
             "escalations": [{"from": a, "to": b, "jobs": n} for (a, b), n in self.escalations.items()],
             "cache": {"hits": self.totals.cache_hits, "saved_usd": usd(self.totals.saved_usd)},
             "compression": self.compression.as_dict(),
+            "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
 
@@ -199,6 +202,7 @@ def build_bill(engine: Engine, config: Config, batch_id: uuid.UUID | None = None
             _add_path(config, bill.escalations, start, tier, count)
         bill.compression = _compression(conn, scope, params, config)
         _read_outcomes(conn, scope, params, bill)
+        bill.quality = read_quality(conn, scope, config)
     bill.by_tier = tier_summary(engine, config, batch_id, since)
     return bill
 

@@ -343,5 +343,42 @@ def recover(batch: str | None, older_than: str, as_json: bool) -> None:
         click.echo(f"published {done.messages} messages again for {done.jobs} waiting jobs")
 
 
+@main.command()
+@click.option("--task-type", help="Only this task type.")
+@click.option("--since", help="Only audits from DATE on (2026-11-01, 7d, 12h).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_friendly
+def quality(task_type: str | None, since: str | None, as_json: bool) -> None:
+    """Measured quality across batches: how often audited answers agreed with the reference tier."""
+    from producer.api import Tierq
+    from producer.commands import parse_since
+    from producer.quality import across_batches, cache_precision
+
+    with Tierq() as tq, tq.engine.connect() as conn:
+        start = parse_since(since) if since else None
+        strata = across_batches(conn, task_type, start)
+        namespaces = cache_precision(conn, task_type, start)
+        reference = tq.config.reference_tier
+    if as_json:
+        click.echo(json.dumps({"reference_tier": reference, "strata": [s.as_dict() for s in strata],
+                               "cache_namespaces": [n.as_dict() for n in namespaces]}))
+        return
+    if not strata:
+        click.echo("no audited answers yet; [quality] audit_rate in the TOML sets how many are audited")
+        return
+    click.echo(f"agreement with the {reference} tier, 95% intervals:")
+    for stratum in strata:
+        low, high = stratum.as_dict()["interval"]
+        where = "the cache" if stratum.source == "cache" else stratum.tier
+        click.echo(f"  {stratum.task_type} at {where}: {stratum.agree:,} of {stratum.audited:,} agree "
+                   f"({stratum.agree / stratum.audited:.1%}, {low:.1%}-{high:.1%})")
+    if namespaces:
+        click.echo("semantic cache hits that agreed with a fresh reference answer, per cache namespace:")
+    for space in namespaces[:20]:
+        low, high = space.as_dict()["interval"]
+        click.echo(f"  {space.namespace[:12]} (tenant {space.tenant}, {space.task_type}): {space.agree:,} of "
+                   f"{space.audited:,} ({space.agree / space.audited:.1%}, {low:.1%}-{high:.1%})")
+
+
 if __name__ == "__main__":
     main()

@@ -131,5 +131,7 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, ${summary['cost_usd']} paid; "
             f"all on {bill.baseline_model} would cost ${usd(bill.baseline_cost_usd)} "
             f"(savings {bill.savings_pct}%)")
+        if bill.quality is not None:
+            out(bill.quality.line())
         out(f"results: tierq results {batch.batch_id}; the bill: tierq report {batch.batch_id}")
     return 0

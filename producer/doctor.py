@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import alembic_config, current_revision, head_revision
-from models import lifecycle
+from models import stale
 from producer.broker import make_sender
 from producer.metrics import REDIS_SCHEMES, queue_lengths
 from tierq.config import Config, ProviderConfig
@@ -220,7 +220,7 @@ def check_stuck(settings: Settings, config: Config, timeout: float) -> Check:
     age = config.worker.stuck_after_s
     try:
         with engine.connect() as conn:
-            groups = lifecycle.lost(conn, LiveMessages(client), age)
+            groups = stale.lost(conn, LiveMessages(client), age)
     except (SQLAlchemyError, redis.RedisError) as exc:
         return Check("stuck jobs", State.PROBLEM, f"could not look: {_first_line(exc)}", "see the checks above")
     finally:

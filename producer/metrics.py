@@ -110,12 +110,18 @@ class TierqCollector:
         calls = CounterMetricFamily("tierq_calls", "Model calls (cost rows) by model and outcome", labels=["model", "outcome"])
         spend = CounterMetricFamily("tierq_spend_usd", "USD spent on model calls, per model", labels=["model"])
         saved = CounterMetricFamily("tierq_saved_usd", "USD not spent thanks to cache hits, per model", labels=["model"])
+        agreement = GaugeMetricFamily(
+            "tierq_quality_agreement", "Share of audited answers that agreed with the reference tier, last 7 days",
+            labels=["task_type", "tier", "source"])
+        audited = GaugeMetricFamily("tierq_quality_audited", "Answers audited in the last 7 days",
+                                    labels=["task_type", "tier", "source"])
         try:
             with self.engine.connect() as conn:
                 # A scrape must not pile up behind a slow count on a huge table.
                 conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(self.timeout * 1000))})
                 job_rows = conn.execute(text(JOBS_SQL)).all()
                 call_rows = conn.execute(text(CALLS_SQL)).all()
+                label_rows = conn.execute(text(LABELS_SQL)).all()
         except SQLAlchemyError as exc:
             log.warning("database did not answer the scrape: %s", str(exc).splitlines()[0])
             up.add_metric(["postgres"], 0)
@@ -132,8 +138,15 @@ class TierqCollector:
         for model in sorted(spent):
             spend.add_metric([model], spent[model])
             saved.add_metric([model], kept[model])
+        for task, tier, source, count, agreed in label_rows:
+            audited.add_metric([task, tier, source], count)
+            agreement.add_metric([task, tier, source], agreed / count)
         up.add_metric(["postgres"], 1)
-        yield from (jobs, calls, spend, saved)
+        yield from (jobs, calls, spend, saved, audited, agreement)
+
+
+LABELS_SQL = ("SELECT task_type, candidate_tier, source, count(*), count(*) FILTER (WHERE agree) FROM labels "
+              "WHERE created_at >= now() - interval '7 days' GROUP BY 1, 2, 3")
 
 
 def build_registry(settings: Settings, timeout: float = 3.0) -> CollectorRegistry:

@@ -62,8 +62,8 @@ def draw_bill(bill: Bill, tier_order: list[str]) -> Any:
         _by_model(right, bill, tier_order)
         fig.suptitle(f"tierq bill, {_scope(bill)}: {_label(bill.totals.cost_usd)} paid, {_verdict(bill)}",
                      fontsize=13, fontweight="bold")
-        fig.text(0.5, 0.905, _footnote(bill), ha="center", fontsize=9.5, color="#444444")
-        fig.tight_layout(rect=(0, 0, 1, 0.9))
+        fig.text(0.5, 0.905, _footnote(bill), ha="center", va="top", fontsize=9.5, color="#444444")
+        fig.tight_layout(rect=(0, 0, 1, 0.86))
     return fig
 
 
@@ -91,7 +91,13 @@ def _footnote(bill: Bill) -> str:
     hits = bill.totals.cache_hits
     cache = f"cache: {hits:,} job{'s' if hits != 1 else ''} answered at no cost, {_label(bill.totals.saved_usd)} saved"
     paths = ", ".join(f"{a} \u2192 {b} {n:,}" for (a, b), n in bill.escalations.items()) or "none"
-    return f"{cache}   \u00b7   escalations: {paths}"
+    line = f"{cache}   \u00b7   escalations: {paths}"
+    quality = bill.quality
+    if quality is not None and quality.share is not None:
+        low, high = quality.interval
+        line += (f"\nquality: {quality.share:.1%} of answers agree with the {quality.reference_tier} tier "
+                 f"(95% interval {low:.1%}-{high:.1%}), audits {_label(quality.audit_cost_usd)}")
+    return line
 
 
 def _scope(bill: Bill) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from models import lifecycle
+from models import stale
 from models.lifecycle import Outbox
 from tierq.publish import Publisher
 
@@ -32,7 +32,7 @@ def recover(engine: Engine, publisher: Publisher, batch_id: uuid.UUID | None, ol
     outbox = Outbox()
     jobs = 0
     with engine.begin() as conn:
-        for group in lifecycle.stale(conn, older_than_s, batch_id):
-            jobs += lifecycle.recovered(conn, outbox, group, older_than_s)
+        for group in stale.stale(conn, older_than_s, batch_id):
+            jobs += stale.recovered(conn, outbox, group, older_than_s)
     publisher.publish(outbox.messages)
     return Recovered(len(outbox.messages), jobs)

@@ -13,12 +13,12 @@ from sqlalchemy import Engine, text
 from tierq.money import ZERO, usd
 
 RESULT_FORMATS = ("jsonl", "openai")
-ANSWERS = ("ok", "cache_hit")
+ANSWERS = ("ok", "cache_hit", "audit")
 
 _QUERY = text(
     """
     SELECT j.id, j.custom_id, j.status, j.content, j.tier, j.model, j.error,
-           EXTRACT(EPOCH FROM j.finished_at)::bigint AS finished, a.calls
+           EXTRACT(EPOCH FROM j.finished_at)::bigint AS finished, a.calls, j.audited, j.replaced
     FROM jobs j
     LEFT JOIN LATERAL (
         SELECT json_agg(json_build_object(
@@ -52,13 +52,16 @@ class ResultRow:
     error: str | None
     finished: int | None
     calls: list[dict[str, Any]]
+    audited: bool = False
+    replaced: bool = False
 
     @property
     def answer(self) -> dict[str, Any] | None:
-        """The call whose answer the job kept (the last good one), if it succeeded."""
+        """The call whose answer the job kept (the last good one of the model that gave it), if it succeeded."""
         if self.status != "succeeded":
             return None
-        return next((c for c in reversed(self.calls) if c["outcome"] in ANSWERS), None)
+        good = [c for c in self.calls if c["outcome"] in ANSWERS]
+        return next((c for c in reversed(good) if c["model"] == self.model), good[-1] if good else None)
 
     @property
     def cost(self) -> Decimal:
@@ -74,10 +77,11 @@ def iter_rows(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = Non
     with engine.connect() as conn:
         private = conn.execute(text("SELECT NOT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar()
         rows = conn.execution_options(stream_results=True, yield_per=1000).execute(_QUERY, {"id": batch_id})
-        for job_id, custom_id, status, content, tier, model, error, finished, calls in rows:
+        for job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced in rows:
             if private and vault is not None and status == "succeeded":
                 content = vault.take_answer(job_id)
-            yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [])
+            yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [], audited,
+                            replaced)
 
 
 def as_result(row: ResultRow) -> dict[str, Any]:
@@ -94,6 +98,8 @@ def as_result(row: ResultRow) -> dict[str, Any]:
         "model": row.model,
         "cached": any(c["outcome"] == "cache_hit" for c in row.calls),
         "cost_usd": usd(row.cost),
+        "audited": row.audited,
+        "replaced_by_reference": row.replaced,
         "attempts": attempts,
         "error": row.error if row.status != "succeeded" else None,
     }

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from models import JobStatus
+from producer.quality import Quality
 from tierq.errors import NotFound
 from tierq.money import ZERO, usd
 
@@ -37,9 +38,10 @@ class BatchStatus:
     elapsed_s: float = 0.0
     rate_per_s: float | None = None
     eta_s: float | None = None
-    stuck: int = 0  # jobs no message will move (see models.lifecycle.lost); the reconciler handles them
+    stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
+    quality: Quality | None = None  # measured from the batch's audits, once it is done
 
     def count(self, status: JobStatus) -> int:
         """Jobs in `status`."""
@@ -84,6 +86,7 @@ class BatchStatus:
             "stuck": self.stuck,
             "unserved_queues": self.unserved,
             "warnings": self.warnings,
+            "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
     def waiting_by_queue(self) -> dict[str, int]:

@@ -47,6 +47,8 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
     for warning in status.warnings:
         lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
+    if status.quality is not None:
+        lines.append(f"  {status.quality.line()}")
     if status.stuck:
         lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
                      f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")
@@ -111,6 +113,13 @@ def bill_lines(bill: Bill) -> list[str]:
         lines.append(f"  {bill.budget_failed:,} jobs failed without a call: the batch budget could not cover one")
     pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"
     lines += ["", f"escalations: {pairs}", f"cache: {t.cache_hits:,} hits, {money(t.saved_usd)} saved"]
+    if bill.quality is not None:
+        lines.append(bill.quality.line())
+        for stratum in bill.quality.strata:
+            low, high = stratum.as_dict()["interval"]
+            where = "the cache" if stratum.source == "cache" else stratum.tier
+            lines.append(f"  {stratum.task_type} at {where}: {stratum.agree:,} of {stratum.audited:,} audited answers "
+                         f"agree ({low:.1%}-{high:.1%})")
     return lines
 
 

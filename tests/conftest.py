@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +37,18 @@ from tierq.settings import Settings
 from workers.context import WorkerContext
 
 ROOT = Path(__file__).resolve().parent.parent
-SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
+SHIPPED_SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
+
+
+def _test_config() -> Path:
+    """The shipped sim.toml with audits off: most tests count calls exactly, and an audit is one more call.
+    The audit tests (tests/workers/test_audits.py) turn them on in configs of their own."""
+    path = Path(tempfile.gettempdir()) / f"tierq-test-sim-{os.getpid()}.toml"
+    path.write_text(SHIPPED_SIM_CONFIG.read_text() + "\n[quality]\naudit_rate = 0\n")
+    return path
+
+
+SIM_CONFIG = _test_config()
 POSTGRES_URL = os.environ.get("TIERQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_SERVER = os.environ.get("TIERQ_TEST_REDIS", "redis://127.0.0.1:6379")
 DBS_PER_SESSION = 5  # the broker and cache database, and four spare ones for tests that need their own
@@ -219,7 +231,7 @@ def stack(
 def clean(stack: Stack) -> Stack:
     """Empty tables and a well-behaved simulator (no latency, no failures) for one test."""
     with stack.engine.begin() as conn:
-        conn.execute(text("TRUNCATE calls, jobs, batches"))
+        conn.execute(text("TRUNCATE labels, calls, jobs, batches"))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     stale = list(cache.scan_iter(match=f"{stack.config.cache.prefix}:*", count=1000))
     if stale:

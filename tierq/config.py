@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tierq.errors import ConfigError
 from tierq.money import PRICE_PLACES, Price
+from tierq.quality import QualityConfig
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
 QUEUE_NAME = r"^[a-z][a-z0-9_-]*$"
@@ -258,6 +259,7 @@ class Config(_Strict):
     cache: CacheConfig = CacheConfig()
     validators: dict[str, ValidatorConfig] = Field(default_factory=dict)
     compression: CompressionConfig = CompressionConfig()
+    quality: QualityConfig = QualityConfig()
     simulator: dict[str, Any] | None = None
     source: str = "<memory>"
 
@@ -292,6 +294,11 @@ class Config(_Strict):
     def price(self, model: str) -> Price:
         """Prices of a configured model."""
         return self.models[model].price
+
+    @property
+    def reference_tier(self) -> str:
+        """The tier audits ask: `[quality] reference_tier`, else the top tier."""
+        return self.quality.reference_tier or self.tiers[-1].name
 
     @property
     def max_context(self) -> int:
@@ -395,6 +402,10 @@ def _cross_check(config: Config, source: str) -> None:
     for task, check in config.validators.items():
         problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}{did_you_mean(name, names)}; "
                         f"use one of {sorted(names)}" for name in check.tiers if name not in names)
+    reference = config.quality.reference_tier
+    if reference is not None and reference not in names:
+        problems.append(f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
+                        f"use one of {sorted(names)}")
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -63,6 +63,11 @@ class TextVault:
             pipe.set(f"{self.p}:a:{job_id}", content, ex=self.ttl)
         pipe.execute()
 
+    def answer(self, job_id: int) -> str | None:
+        """The answer held for a job, left in place (an audit reads the candidate it may replace)."""
+        value = cast(bytes | None, self.r.get(f"{self.p}:a:{job_id}"))
+        return value.decode("utf-8") if value is not None else None
+
     def take_answer(self, job_id: int) -> str | None:
         """The answer, removed as it is read: a second read gets None."""
         value = cast(bytes | None, self.r.getdel(f"{self.p}:a:{job_id}"))

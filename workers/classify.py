@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from models import lifecycle
 from models.lifecycle import Outbox
 from tierq.contract import follow_message
+from workers.audits import draw
 from workers.compress import compress_pending
 from workers.context import WorkerContext
 from workers.dbretry import is_transient
 from workers.dedup import Dedup, deduplicate
 from workers.private import EXPIRED, reveal_pending
 from workers.routing import Bounds
-from workers.sharing import answer_from_cache
+from workers.sharing import answer_from_cache, audit_hits
 from workers.store import PendingJob, pending_jobs
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     dedup = _dedup(ctx, [job for job in jobs if job.use_cache and job.id in routes])
     batch = jobs[0].batch_id if jobs else None
     outbox = Outbox()
+    tasks = {job.id: job.task_type for job in jobs}
+    audited = {j: a for j, a in dedup.hits.items()
+               if j in dedup.semantic and draw(j) < ctx.config.quality.rate_for(tasks[j])}
     with ctx.engine.begin() as conn:
-        cached = answer_from_cache(conn, dedup.hits, message_id)
+        cached = answer_from_cache(conn, {j: a for j, a in dedup.hits.items() if j not in audited}, message_id)
+        audit_hits(conn, outbox, audited, dedup.semantic, message_id, ctx.config.reference_tier,
+                   ctx.config.worker.tier_chunk, batch)
         parked = lifecycle.park(conn, message_id, dedup.followers)
         lifecycle.mark_leaders(conn, message_id, dedup.leaders)
         to_queue = {j: t for j, t in routes.items() if j not in dedup.hits and j not in dedup.followers}

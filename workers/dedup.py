@@ -19,6 +19,7 @@ class Dedup:
     """What the cache decided for a chunk's jobs."""
 
     hits: dict[int, SharedAnswer] = field(default_factory=dict)
+    semantic: dict[int, str] = field(default_factory=dict)  # hits by meaning, not by the same words: job -> namespace
     followers: dict[int, tuple[int, int]] = field(default_factory=dict)  # job -> (leader job, entry)
     leaders: dict[int, int] = field(default_factory=dict)  # job -> entry it must fill
 
@@ -50,6 +51,8 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
         if entry.ready and entry.answer is not None:
             result.hits[job.id] = SharedAnswer(entry.answer, entry.model or "", entry.tier or "", entry.cost_usd,
                                                *entry.tokens)
+            if entry.kind == "semantic":
+                result.semantic[job.id] = key.namespace
         elif entry.leader_job == job.id:
             result.leaders[job.id] = entry.id
         else:

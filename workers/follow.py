@@ -33,7 +33,7 @@ class FollowSummary:
 
 def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> FollowSummary:
     """Resolve, keep or release the waiting jobs among `job_ids`."""
-    answered = released = 0
+    answered = 0
     still: list[int] = []
     outbox = Outbox()
     with ctx.engine.begin() as conn:
@@ -45,15 +45,17 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
         for job_id, leader, entry in rows:
             by_leader[leader].append((job_id, entry))
         states = leader_state(conn, list(by_leader))
+        gone: list[int] = []
         for leader, followers in by_leader.items():
             status, content, model, tier = states.get(leader, ("missing", None, None, None))
             if status == JobStatus.SUCCEEDED and content is not None:
                 answered += answer_followers(conn, leader, shared_answer(conn, leader, content, model or "", tier or ""))
             elif _gone(ctx, status, leader) or checks >= MAX_CHECKS:
                 _drop_entries(ctx, leader, followers)
-                released += lifecycle.release_followers(conn, outbox, leader)
+                gone.append(leader)
             else:
                 still.extend(job_id for job_id, _ in followers)
+        released = lifecycle.release_followers(conn, outbox, gone, ctx.config.worker.classify_chunk)
         lifecycle.touch_waiting(conn, still)
         if still:
             outbox.add(follow_message(still, checks + 1, ctx.config.cache.lease_s))

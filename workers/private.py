@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from models.lifecycle import Candidate
 from tierq.vault import TextVault, digest
 from workers.store import ClaimedJob, PendingJob, with_system
 
@@ -36,3 +37,22 @@ def seal_answers(
     vault.put_answers({a[0]: a[1] or "" for a in answers if a[0] in private})
     digests = {a[0]: digest(a[1] or "") for a in answers if a[0] in private}
     return [(a[0], None, a[2], a[3]) if a[0] in private else a for a in answers], digests
+
+
+def seal_audits(
+    vault: TextVault, jobs: list[ClaimedJob], audits: list[Candidate], settled: list[tuple[Candidate, bool]]
+) -> tuple[list[Candidate], list[tuple[Candidate, bool]], dict[int, str]]:
+    """Private jobs' answers under audit, and those kept after one, go to the vault (Postgres gets None
+    and, for a kept answer, its digest)."""
+    private = {job.id for job in jobs if job.private}
+    if not private:
+        return audits, settled, {}
+    vault.put_answers({c.job_id: c.content or "" for c in audits if c.job_id in private})
+    vault.put_answers({c.job_id: c.content or "" for c, replaced in settled if c.job_id in private and replaced})
+    digests = {}
+    for kept, _ in settled:
+        if kept.job_id in private:
+            text = kept.content if kept.content is not None else vault.answer(kept.job_id)
+            digests[kept.job_id] = digest(text or "")
+    return ([replace(c, content=None) if c.job_id in private else c for c in audits],
+            [(replace(c, content=None), r) if c.job_id in private else (c, r) for c, r in settled], digests)

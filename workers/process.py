@@ -12,21 +12,22 @@ import logging
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from models import lifecycle
 from models.lifecycle import Lease, Outbox
 from tierq.config import TierConfig
 from tierq.contract import tier_message
+from workers.audits import Finding, examine, pick, write_labels
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
 from workers.dbretry import is_transient, with_db_retry
 from workers.gates import Hold, HoldKind
-from workers.private import EXPIRED, reveal_claimed, seal_answers
-from workers.sharing import SharedAnswer, answer_followers
-from workers.store import ClaimedJob, call_row, claimed_jobs, record_calls
+from workers.outcome import Outcome, sort
+from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
+from workers.sharing import answer_followers
+from workers.store import ClaimedJob, claimed_jobs, record_calls
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,6 @@ class TierSummary:
     shared: int = 0
     held: int = 0
     requeued: bool = False  # another delivery holds the jobs; a copy of this message comes back later
-
-
-@dataclass(slots=True)
-class _Outcome:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[tuple[int, str | None, str, int]] = field(default_factory=list)
-    misses: list[tuple[int, str, int]] = field(default_factory=list)  # no usable answer here: escalate or fail
-    stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good
-    held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
-    hold_after_s: float = 0.0
-    fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
 
 def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
@@ -78,8 +68,8 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         if any(job.private for job in jobs):
             jobs = _reveal(ctx, jobs, lease)
-        results = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else []
-        summary = _finish(ctx, tier, jobs, results, lease)
+        results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else ([], {})
+        summary = _finish(ctx, tier, jobs, results, findings, lease)
     return summary if busy is None else TierSummary(**{**_fields(summary), "requeued": True})
 
 
@@ -96,17 +86,34 @@ def _reveal(ctx: WorkerContext, jobs: list[ClaimedJob], lease: Lease) -> list[Cl
     return jobs
 
 
-async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> list[TierResult]:
-    work = [JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
-                    ctx.checks.for_job(job.task_type, job.params)) for job in jobs]
+async def _answer_all(ctx: WorkerContext, tier: TierConfig,
+                      jobs: list[ClaimedJob]) -> tuple[list[TierResult], dict[int, Finding]]:
     leaders = [job.id for job in jobs if job.cache_entry is not None]
     heartbeat = asyncio.create_task(_keep_cache_leases(ctx, leaders)) if leaders else None
+    findings: dict[int, Finding] = {}
     try:
-        answered = await asyncio.gather(*(answer_at_tier(ctx.client, ctx.config, tier, w, ctx.gates) for w in work))
+        answered = await asyncio.gather(*(_answer(ctx, tier, job, findings) for job in jobs))
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
-    return [_isolate(result) for result in answered]
+    return [_isolate(result) for result in answered], findings
+
+
+async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, findings: dict[int, Finding]) -> TierResult:
+    """One job's calls at this tier; for a job under audit, the comparison with its candidate too."""
+    work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
+                   None if job.audit else ctx.checks.for_job(job.task_type, job.params))
+    result = await answer_at_tier(ctx.client, ctx.config, tier, work, ctx.gates)
+    if job.audit and result.answer is not None and result.failure is None:
+        try:
+            finding = await examine(ctx, tier, job, result)
+        except Exception as exc:
+            result.failure = exc  # the reference's answer is kept (it is paid for); the audit has no label
+            return result
+        if finding is not None:
+            findings[job.id] = finding
+            result.records.extend(finding.judge_calls)
+    return result
 
 
 def _isolate(result: TierResult) -> TierResult:
@@ -137,56 +144,15 @@ async def _keep_cache_leases(ctx: WorkerContext, leaders: list[int]) -> None:
         await loop.run_in_executor(None, ctx.cache.renew_leases, leaders)
 
 
-def _sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult]) -> _Outcome:
-    out = _Outcome()
-    now = datetime.now(UTC)
-    for job, result in zip(jobs, results, strict=True):
-        calls = len(result.records)
-        out.rows.extend(call_row(r, job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
-                        for n, r in enumerate(result.records, start=1))
-        answer = result.answer
-        if answer is not None:
-            out.answers.append((job.id, answer.content or "", answer.model, calls))
-            if job.cache_entry is not None:
-                usage = answer.usage
-                out.fills.append((job, SharedAnswer(answer.content or "", answer.model, tier.name, answer.cost_usd,
-                                                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)))
-        elif result.hold is not None:
-            waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
-            limit = _hold_limit(ctx, result.hold.kind)
-            if limit is not None and waited > limit:
-                out.stopped.append((job.id, f"{result.hold.reason}; held {waited:.0f} s, longer than {limit:.0f} s",
-                                    calls))
-            else:
-                out.held.append((job.id, result.hold.reason, calls))
-                out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
-        elif result.final or _pointless(ctx, tier, result):
-            out.stopped.append((job.id, result.reason or "stopped", calls))
-        else:
-            out.misses.append((job.id, f"{tier.name}: {result.reason or 'no usable answer'}", calls))
-    return out
-
-
-def _pointless(ctx: WorkerContext, tier: TierConfig, result: TierResult) -> bool:
-    """A request its provider called invalid goes to the next tier only when a model there is elsewhere."""
-    if result.rejected_by is None:
-        return False
-    following = ctx.config.next_tier(tier.name)
-    if following is None:
-        return False
-    return all(ctx.config.models[m].provider == result.rejected_by for m in ctx.config.tier(following).models)
-
-
-def _hold_limit(ctx: WorkerContext, kind: HoldKind) -> float | None:
-    rules = ctx.config.worker
-    return {HoldKind.OUTAGE: rules.outage_limit_s, HoldKind.BUDGET: rules.budget_wait_s}.get(kind)
-
-
 def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult],
-            lease: Lease) -> TierSummary:
+            findings: dict[int, Finding], lease: Lease) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
-    out = _sort(ctx, tier, jobs, results)
+    picks = pick(ctx, tier.name, [job for job, r in zip(jobs, results, strict=True) if r.answer is not None
+                                  and not job.audit])
+    out = sort(ctx, tier, jobs, results, findings, picks)
     answers, digests = seal_answers(ctx.vault, jobs, out.answers) if any(j.private for j in jobs) else (out.answers, {})
+    audits, settled, settled_digests = seal_audits(ctx.vault, jobs, out.audits, out.settled)
+    reference = ctx.config.reference_tier
     final_ids = {m[0] for m in out.stopped} | ({m[0] for m in out.misses} if next_tier is None else set())
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
     outbox = Outbox()
@@ -203,6 +169,9 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
         with ctx.engine.begin() as conn:
             record_calls(conn, out.rows)
             done = lifecycle.succeed(conn, lease, answers, digests)
+            lifecycle.audit(conn, outbox, lease, audits, reference, chunk, batch)
+            done += lifecycle.settle_audits(conn, lease, settled, settled_digests)
+            write_labels(conn, tier.name, [(a.job, a.candidate, a.reference, a.finding) for a in out.audited])
             shared = sum(answer_followers(conn, job.id, share) for job, share in out.fills)
             lifecycle.fail(conn, lease.message, out.misses, final=next_tier is None, owner=lease.owner)
             lifecycle.fail(conn, lease.message, out.stopped, final=True, owner=lease.owner)
@@ -211,8 +180,8 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in out.misses], next_tier, chunk, batch)
             lifecycle.hold(conn, outbox, lease, [m[0] for m in out.held], tier.name, chunk, batch, countdown)
             cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
-            for job in failed_leaders:
-                lifecycle.release_followers(conn, outbox, job.id)
+            lifecycle.release_followers(conn, outbox, [job.id for job in failed_leaders],
+                                        ctx.config.worker.classify_chunk)
             return done, shared, cancelled
 
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
@@ -225,13 +194,13 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     ctx.publish(outbox)
     if out.held:
         log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])
-    _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled))
-    escalated = sum(len(m.args[1]) for m in outbox.messages if m.queue == next_tier)
+    _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled) | {c.job_id for c, _ in out.settled})
+    escalated = len(out.misses) if next_tier is not None else 0
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
 
 
-def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: _Outcome, failed_leaders: list[ClaimedJob],
+def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, failed_leaders: list[ClaimedJob],
                   ended: set[int]) -> None:
     """Fill the cache with the answers, drop the entries of leaders that failed, forget private prompts."""
     for job, share in out.fills:

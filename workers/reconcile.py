@@ -16,9 +16,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from models import lifecycle
+from models import lifecycle, stale
 from models.enums import JobStatus
-from models.lifecycle import Outbox, Stale
+from models.lifecycle import Outbox
+from models.stale import Stale
 from workers.context import WorkerContext
 from workers.dbretry import is_transient
 
@@ -52,15 +53,15 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
     republished = failed = released = 0
     ended: list[int] = []
     with ctx.engine.begin() as conn:
-        for group in lifecycle.lost(conn, ctx.live, age):
+        for group in stale.lost(conn, ctx.live, age):
             if group.recoveries >= rules.max_recoveries:
-                gone = lifecycle.give_up(conn, group, give_up_reason(group, group.recoveries))
+                gone = stale.give_up(conn, group, give_up_reason(group, group.recoveries))
                 ended += gone
                 failed += len(gone)
             else:
-                republished += lifecycle.recovered(conn, outbox, group, age)
-        for leader in lifecycle.stale_followers(conn, age + 3 * ctx.config.cache.lease_s):
-            released += lifecycle.release_followers(conn, outbox, leader)
+                republished += stale.recovered(conn, outbox, group, age)
+        released = lifecycle.release_followers(conn, outbox, stale.stale_followers(
+            conn, age + 3 * ctx.config.cache.lease_s), ctx.config.worker.classify_chunk)
     ctx.publish(outbox)
     ctx.live.prune()  # entries of deliveries whose worker died and that were never delivered again
     if ended:

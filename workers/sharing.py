@@ -7,7 +7,7 @@ get its answer when it succeeds, or are routed again when it fails, so one of th
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy import Connection, text
 
 from models import lifecycle
 from models.enums import CallOutcome
+from models.lifecycle import Candidate, Outbox
 from workers.store import record_calls
 
 
@@ -53,6 +54,20 @@ def answer_from_cache(conn: Connection, hits: dict[int, SharedAnswer], message_i
             rows.append(hit_row(job_id, batch, answer))
     record_calls(conn, rows)
     return len(rows)
+
+
+def audit_hits(conn: Connection, outbox: Outbox, hits: dict[int, SharedAnswer], namespaces: Mapping[int, str],
+               message_id: uuid.UUID, reference: str, chunk: int, batch_id: uuid.UUID | None) -> int:
+    """Semantic cache hits picked for an audit: each keeps its cost row, and goes to the reference tier with
+    the cached answer as its candidate (and the cache namespace it was served from, for the label)."""
+    if not hits:
+        return 0
+    rows = conn.execute(text("SELECT id, batch_id FROM jobs WHERE id = ANY(:ids) AND status = 'pending' "
+                             "AND handoff = :me"), {"ids": list(hits), "me": message_id}).all()
+    record_calls(conn, [hit_row(job_id, batch, hits[job_id]) for job_id, batch in rows])
+    picks = [Candidate(job_id, hits[job_id].content, hits[job_id].model, hits[job_id].tier, 1, namespaces.get(job_id))
+             for job_id, _ in rows]
+    return lifecycle.audit_cached(conn, outbox, message_id, picks, reference, chunk, batch_id)
 
 
 def answer_followers(conn: Connection, leader: int, answer: SharedAnswer) -> int:

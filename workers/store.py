@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from models.lifecycle import Candidate
 from workers.llm import CallRecord
 
 
@@ -52,6 +53,14 @@ class ClaimedJob:
     system_prompt: str | None = None
     task_type: str = "default"
     held_since: datetime | None = None
+    tenant: str = "default"
+    candidate: Candidate | None = None  # the answer under audit, when the job came to be audited
+    candidate_source: str | None = None  # "answer" or "cache"
+
+    @property
+    def audit(self) -> bool:
+        """True when the job is here to be audited: answered below, asked again at the reference tier."""
+        return self.candidate_source is not None
 
 
 def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) -> list[PendingJob]:
@@ -72,7 +81,9 @@ def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) ->
 def claimed_jobs(rows: list[Any]) -> list[ClaimedJob]:
     """Jobs from the rows `models.lifecycle.claim` returned."""
     return [ClaimedJob(r[0], r[1], r[2] if r[9] else with_system(r[2], r[5]), {**r[4], **r[3]}, r[6], r[7], r[8], r[9],
-                       r[5], r[10], r[11]) for r in rows]
+                       r[5], r[10], r[11], r[12],
+                       Candidate(r[0], r[13], r[14], r[15], namespace=r[17]) if r[16] is not None else None,
+                       r[16]) for r in rows]
 
 
 def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:

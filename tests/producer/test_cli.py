@@ -67,7 +67,8 @@ def test_submit_a_csv_with_a_template_watch_it_and_fetch_results(clean: Stack, t
     assert out.returncode == 0, out.stderr
     results = json_lines((tmp_path / "results.jsonl").read_text())
     assert [r["id"] for r in results] == ["T1", "T4"]
-    assert set(results[0]) == {"id", "status", "content", "tier", "model", "cached", "cost_usd", "attempts", "error"}
+    assert set(results[0]) == {"id", "status", "content", "tier", "model", "cached", "cost_usd", "audited",
+                               "replaced_by_reference", "attempts", "error"}
 
     text = tierq(clean, tmp_path, "status", batch)
     assert text.stdout.startswith(f"batch {batch}: 2/2 done, done"), text.stdout
