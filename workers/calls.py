@@ -3,7 +3,8 @@
 Before each call the gates (workers/gates.py) may hold the job: a rate limit with no free slot soon,
 budget held by calls in flight, or a provider whose breaker is open. A held job makes no call now and
 goes back to its queue. A provider that cannot be reached is treated like a provider error (the
-tier's next model is tried); only when no model of the tier can be reached is the job held.
+tier's next model is tried); when no model of the tier can be reached the job is held, whether or not
+the breaker has opened yet: a failed connection is never a reason to escalate.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ async def _try_model(
             return _Next.DONE if record.outcome.escalates else _Next.MODEL
         if retry < tier.max_retries:
             await asyncio.sleep(backoff_s(tier, retry, record.retry_after))
+    if result.records and result.records[-1].outcome is CallOutcome.CONNECTION:
+        # Not reached, even if not (yet) often enough to open the breaker: this says nothing about the
+        # model's answer, so the job waits for the provider (unless the tier's next model answers).
+        result.hold = Hold(HoldKind.OUTAGE, config.worker.breaker_open_s, result.reason or "connection")
     return _Next.MODEL
 
 

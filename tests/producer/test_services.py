@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,17 @@ from producer.services import ServiceUnavailable, ensure_postgres, ensure_redis
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(autouse=True)
+def own_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Throwaway servers' folders in a temporary folder of this test's own, so the folder a test finds is
+    the one it made, even while another test session makes its own (short: a socket path must fit)."""
+    folder = tempfile.mkdtemp(prefix="tq-")
+    os.chmod(folder, 0o755)  # initdb may run as another user (postgres, when the tests run as root)
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    yield
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _redis_up(url: str) -> bool:

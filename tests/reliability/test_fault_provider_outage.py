@@ -48,7 +48,7 @@ def test_jobs_wait_out_a_provider_outage_and_all_succeed(clean: Stack, tmp_path:
         log = run.log("all").read_text(errors="replace")
     assert during["failed"] == 0 and during["succeeded"] < JOBS, during
     assert Counter(r["status"] for r in results) == {"succeeded": JOBS}
-    assert {r["tier"] for r in results} == {"hot"}
+    assert {r["tier"] for r in results} == {"hot"}, [r["attempts"] for r in results if r["tier"] != "hot"][:3]
     with clean.engine.connect() as conn:
         outcomes = dict(conn.execute(text("SELECT outcome, count(*) FROM calls GROUP BY outcome")).all())
         escalations = conn.execute(text("SELECT sum(escalations) FROM jobs")).scalar_one()

@@ -1,5 +1,6 @@
 """How a model call's failure is named: a provider that refuses connections is `connection` (the SDK's
-aiohttp transport reports it as a timeout), retryable, and counts toward the provider's breaker."""
+aiohttp transport reports it as a timeout), retryable, and counts toward the provider's breaker; and a
+tier none of whose models can be reached holds its job, never escalates it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import asyncio
 import socket
 
 import pytest
+import redis
 from conftest import Stack
 
+from workers.budget import BudgetGate
+from workers.calls import JobWork, TierResult, answer_at_tier
+from workers.gates import Gates, HoldKind
 from workers.llm import CallRecord, ModelClient
 
 
@@ -31,3 +36,32 @@ def test_a_refused_connection_is_named_as_such(stack: Stack, monkeypatch: pytest
     record = asyncio.run(call())
     assert (record.outcome.value, record.error, record.retryable) == (
         "connection", "connection: the provider refused the connection (is it running?)", True)
+
+
+def test_a_tier_that_cannot_reach_its_provider_holds_the_job_before_its_breaker_opens(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: with the breaker still closed (other workers had not failed often enough yet), each model's
+    # retries ran out on refused connections and the job escalated, as if the model had failed it.
+    monkeypatch.setenv("TIERQ_SIM_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    config = stack.config.model_copy(update={"worker": stack.config.worker.model_copy(
+        update={"breaker_failures": 1000})})
+    hot = config.tier("hot").model_copy(update={"max_retries": 1, "retry_base_s": 0.01})
+    gates_redis = stack.dbs.url(3)  # breaker counts of its own, apart from the session's workers
+    redis.Redis.from_url(gates_redis).flushdb()
+
+    async def answer() -> TierResult:
+        client = ModelClient(stack.settings, config)
+        gates = Gates(gates_redis, config, BudgetGate(stack.engine), horizon_s=5)
+        try:
+            return await answer_at_tier(client, config, hot, JobWork(1, [{"role": "user", "content": "hi"}], {}), gates)
+        finally:
+            await client.close()
+            await gates.close()
+
+    try:
+        result = asyncio.run(answer())
+    finally:
+        redis.Redis.from_url(gates_redis).flushdb()
+    assert [r.outcome.value for r in result.records] == ["connection"] * 2 * len(hot.models)
+    assert result.answer is None and result.hold is not None and result.hold.kind is HoldKind.OUTAGE
+    assert "refused the connection" in result.hold.reason
