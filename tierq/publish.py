@@ -37,5 +37,8 @@ class Publisher:
                     sent += 1
         except (BrokerError, OSError):
             if self.live is not None:
+                self.live.sent(m.id for m in messages[:sent])
                 self.live.finish(m.id for m in messages[sent:])
             raise
+        if self.live is not None:
+            self.live.sent(m.id for m in messages)
