@@ -206,6 +206,7 @@ class Decision:
     occurrence: int
     latency_s: float
     answer_hash: int = 0  # what the answer's text is built from: the question's, or this model's wrong one
+    wrong: bool = False  # this model answers this question wrongly (wrong_rate)
 
 
 def request_key(model: str, canonical_messages: str) -> bytes:
@@ -240,7 +241,8 @@ def decide(
     prompt_digest = hashlib.blake2b(seed + key, digest_size=8).digest()
     answer_hash = int.from_bytes(hashlib.blake2b(seed + (question or key), digest_size=8).digest(), "little")
     wrong = int.from_bytes(hashlib.blake2b(seed + key + b"\x00wrong", digest_size=8).digest(), "little")
-    if wrong / _TWO_64 < behaviour.wrong_rate:
+    is_wrong = wrong / _TWO_64 < behaviour.wrong_rate
+    if is_wrong:
         answer_hash ^= wrong | 1  # another text, the same one each time this model is asked
     request_digest = hashlib.blake2b(
         seed + key + occurrence.to_bytes(8, "little"), digest_size=16
@@ -255,6 +257,7 @@ def decide(
         occurrence=occurrence,
         latency_s=latency_ms / 1000.0,
         answer_hash=answer_hash,
+        wrong=is_wrong,
     )
 
 

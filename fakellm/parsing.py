@@ -27,6 +27,7 @@ class ChatRequest:
     texts: tuple[str, ...]
     canonical_messages: str
     max_tokens: int | None
+    logprobs: bool = False  # the request asked for token log-probabilities
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if max_tokens is None:
         max_tokens = _positive_int(body, "max_tokens")
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return ChatRequest(model, tuple(texts), canonical, max_tokens)
+    logprobs = body.get("logprobs", False)
+    if not isinstance(logprobs, bool):
+        raise BadRequest("Invalid 'logprobs': expected a boolean.", "logprobs")
+    return ChatRequest(model, tuple(texts), canonical, max_tokens, logprobs)
 
 
 def parse_embeddings(body: dict[str, Any]) -> EmbeddingRequest:

@@ -9,6 +9,7 @@ import models.batch  # noqa: F401  (each model module registers its table on Bas
 import models.call  # noqa: F401
 import models.job  # noqa: F401
 import models.label  # noqa: F401
+import models.router  # noqa: F401
 from models.base import Base
 from tierq.settings import get_settings
 

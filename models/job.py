@@ -82,6 +82,8 @@ class Job(Base):
     candidate_tier: Mapped[str | None] = mapped_column(String(100))
     candidate_source: Mapped[str | None] = mapped_column(String(16))
     candidate_namespace: Mapped[str | None] = mapped_column(String(64))
+    candidate_logprob_mean: Mapped[float | None]
+    candidate_logprob_min: Mapped[float | None]
     audited: Mapped[bool] = mapped_column(default=False, server_default=false())
     replaced: Mapped[bool] = mapped_column(default=False, server_default=false())
     content: Mapped[str | None]

@@ -1,6 +1,6 @@
 """A label: what an audit found, whether an answer given below the reference tier (or served from the
 cache) agreed with the reference tier's answer to the same job. Quality estimates and the router learn
-from them; they hold lengths, never texts."""
+from them; they hold lengths and digests, and the candidate's text only for a batch that stores texts."""
 
 from __future__ import annotations
 
@@ -40,4 +40,9 @@ class Label(Base):
     prompt_sha256: Mapped[str] = mapped_column(String(64))
     candidate_sha256: Mapped[str] = mapped_column(String(64))
     reference_sha256: Mapped[str] = mapped_column(String(64))
+    # What the router learns from (docs/routing.md): the candidate's text (NULL for a private batch) and
+    # the mean and least of its token log-probabilities, when its provider returned them.
+    candidate: Mapped[str | None]
+    candidate_logprob_mean: Mapped[float | None]
+    candidate_logprob_min: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

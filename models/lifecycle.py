@@ -130,6 +130,7 @@ class Candidate:
     tier: str
     calls: int = 0
     namespace: str | None = None  # the cache namespace a cache hit under audit was served from
+    logprobs: tuple[float, float] | None = None  # mean and least token log-probability, when the provider gave them
 
 
 def _keep_candidates(conn: Connection, picks: Sequence[Candidate], source: str, guard: str,
@@ -137,13 +138,17 @@ def _keep_candidates(conn: Connection, picks: Sequence[Candidate], source: str, 
     conn.execute(
         text("UPDATE jobs AS j SET candidate = v.content, candidate_model = v.model, candidate_tier = v.tier, "
              "candidate_source = :source, candidate_namespace = v.namespace, audited = true, "
+             "candidate_logprob_mean = v.lp_mean, candidate_logprob_min = v.lp_min, "
              "attempts = j.attempts + v.calls FROM unnest(CAST(:ids AS bigint[]), CAST(:contents AS text[]), "
-             "CAST(:models AS text[]), CAST(:tiers AS text[]), CAST(:calls AS int[]), CAST(:namespaces AS text[])) "
-             "AS v(id, content, model, tier, calls, namespace) "
+             "CAST(:models AS text[]), CAST(:tiers AS text[]), CAST(:calls AS int[]), CAST(:namespaces AS text[]), "
+             "CAST(:lp_mean AS float8[]), CAST(:lp_min AS float8[])) "
+             "AS v(id, content, model, tier, calls, namespace, lp_mean, lp_min) "
              f"WHERE j.id = v.id AND {guard}"),
         {"ids": [p.job_id for p in picks], "contents": [p.content for p in picks], "models": [p.model for p in picks],
          "tiers": [p.tier for p in picks], "calls": [p.calls for p in picks],
-         "namespaces": [p.namespace for p in picks], "source": source, **params},
+         "namespaces": [p.namespace for p in picks], "source": source,
+         "lp_mean": [p.logprobs[0] if p.logprobs else None for p in picks],
+         "lp_min": [p.logprobs[1] if p.logprobs else None for p in picks], **params},
     )
 
 
@@ -220,7 +225,7 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
 
     Returns the claimed rows: id, batch_id, messages, job params, batch params, system prompt, attempts,
     cache entry, budgeted, private, task type, held since, tenant, and an audited answer's candidate,
-    its model, tier, source and cache namespace."""
+    its model, tier, source, cache namespace and log-probability summary (mean, least)."""
     return list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
@@ -228,7 +233,8 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
              f"AND (j.status = '{QUEUED}' OR (j.status = '{RUNNING}' AND j.lease_until < now())) "
              "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
              "b.budget_usd IS NOT NULL, NOT b.store_text, j.task_type, j.held_since, j.tenant, j.candidate, "
-             "j.candidate_model, j.candidate_tier, j.candidate_source, j.candidate_namespace"),
+             "j.candidate_model, j.candidate_tier, j.candidate_source, j.candidate_namespace, "
+             "j.candidate_logprob_mean, j.candidate_logprob_min"),
         {"ids": list(ids), "tier": tier, "me": lease.message, "owner": lease.owner, "lease": lease_s},
     ).all())
 

@@ -1,50 +1,17 @@
-"""The `tierq` command: submit, status, results, cancel, retry, report, demo, db, fake-llm, doctor, metrics."""
+"""The `tierq` command: submit, status, results, cancel, retry, report, demo, db, fake-llm, doctor, metrics,
+quality, route."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from tierq.errors import ConfigError, InputError, NotFound, TierqError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(func: F) -> F:
-    """Turn tierq's own errors into one clear line on stderr and a non-zero exit."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            from tierq.settings import apply_log_level, get_settings
-
-            apply_log_level(get_settings().log_level)
-            return func(*args, **kwargs)
-        except (ConfigError, InputError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except (NotFound, TierqError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except Exception as exc:
-            # Imported here: `tierq --help` must not pay for SQLAlchemy, redis and kombu.
-            from producer.outages import describe
-            from tierq.settings import get_settings
-
-            line = describe(exc, get_settings())
-            if line is None:
-                raise
-            click.echo(f"error: {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+from producer.friendly import friendly as _friendly
 
 
 @click.group()
@@ -379,6 +346,14 @@ def quality(task_type: str | None, since: str | None, as_json: bool) -> None:
         click.echo(f"  {space.namespace[:12]} (tenant {space.tenant}, {space.task_type}): {space.agree:,} of "
                    f"{space.audited:,} ({space.agree / space.audited:.1%}, {low:.1%}-{high:.1%})")
 
+
+def _register() -> None:
+    from producer.route_cli import route
+
+    main.add_command(route)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

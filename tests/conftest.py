@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ def stack(
 def clean(stack: Stack) -> Stack:
     """Empty tables and a well-behaved simulator (no latency, no failures) for one test."""
     with stack.engine.begin() as conn:
-        conn.execute(text("TRUNCATE labels, calls, jobs, batches"))
+        conn.execute(text("TRUNCATE routers, labels, calls, jobs, batches"))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     stale = list(cache.scan_iter(match=f"{stack.config.cache.prefix}:*", count=1000))
     if stale:
@@ -296,3 +297,31 @@ def published(ctx: WorkerContext, queue: str) -> list[dict[str, Any]]:
     """The messages waiting on `queue` of an in-process context's broker."""
     client = redis.Redis.from_url(ctx.app.conf.broker_url)
     return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+
+
+@contextmanager
+def own_worker(stack: Stack, tmp_path: Path, extra_toml: str, name: str,
+               edit: Callable[[str], str] = lambda body: body) -> Iterator[tuple[Tierq, dict[str, str]]]:
+    """A worker and a client whose TOML is the shipped simulator's (`edit`ed) plus `extra_toml`, on a broker and
+    Redis of their own (spare database 3): (client, environment for `tierq` commands)."""
+    config = tmp_path / f"{name}.toml"
+    config.write_text(edit(SHIPPED_SIM_CONFIG.read_text()) + "\n" + extra_toml)
+    url = stack.dbs.url(3)
+    redis.Redis.from_url(url).flushdb()
+    env = {**stack.env, "TIERQ_CONFIG": str(config), "TIERQ_BROKER_URL": url, "TIERQ_REDIS_URL": url}
+    worker = start_worker(env, tmp_path / f"{name}-worker.log", name=name)
+    try:
+        settings = stack.settings.model_copy(update={"config": config, "broker_url": url, "redis_url": url})
+        with Tierq(settings, load_config(config)) as tq:
+            yield tq, env
+    finally:
+        stop_worker(worker)
+
+
+def run_batch(stack: Stack, tq: Tierq, records: list[Any], **options: Any) -> dict[str, dict[str, Any]]:
+    """Submit `records` (no cache unless asked), wait for the batch, and return its results by record id."""
+    from producer.submit import BatchOptions
+
+    batch = tq.submit(records, BatchOptions(**{"use_cache": False, **options}))
+    stack.wait(tq, batch.batch_id, timeout=120)
+    return {r["id"]: r for r in tq.results(batch.batch_id)}

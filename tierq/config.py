@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tierq.errors import ConfigError
 from tierq.money import PRICE_PLACES, Price
 from tierq.quality import QualityConfig
+from tierq.router.config import RouterConfig
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
 QUEUE_NAME = r"^[a-z][a-z0-9_-]*$"
@@ -52,6 +53,7 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(default=None, gt=0)
     rpm: int | None = Field(default=None, gt=0, description="requests per minute, shared by all workers")
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, shared by all workers")
+    logprobs: bool = Field(default=False, description="ask for token log-probabilities (the router reads them)")
 
     @field_validator("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok")
     @classmethod
@@ -260,6 +262,7 @@ class Config(_Strict):
     validators: dict[str, ValidatorConfig] = Field(default_factory=dict)
     compression: CompressionConfig = CompressionConfig()
     quality: QualityConfig = QualityConfig()
+    router: RouterConfig = RouterConfig()
     simulator: dict[str, Any] | None = None
     source: str = "<memory>"
 
@@ -294,6 +297,11 @@ class Config(_Strict):
     def price(self, model: str) -> Price:
         """Prices of a configured model."""
         return self.models[model].price
+
+    @property
+    def router_tiers(self) -> tuple[str, str]:
+        """(cheap, strong): the tier whose answers a learned router judges, and where it sends the rest."""
+        return (self.router.cheap_tier or self.tiers[0].name, self.router.strong_tier or self.reference_tier)
 
     @property
     def reference_tier(self) -> str:
@@ -406,6 +414,11 @@ def _cross_check(config: Config, source: str) -> None:
     if reference is not None and reference not in names:
         problems.append(f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
                         f"use one of {sorted(names)}")
+    for key in ("cheap_tier", "strong_tier"):
+        tier = getattr(config.router, key)
+        if tier is not None and tier not in names:
+            problems.append(f"{source}: router.{key} {tier!r} is not a tier{did_you_mean(tier, names)}; "
+                            f"use one of {sorted(names)}")
     if problems:
         raise ConfigError("\n".join(problems))
 

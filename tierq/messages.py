@@ -16,6 +16,12 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the user's turns: what routing rules and the learned router look at (never the system
+    prompt)."""
+    return "\n".join(content_text(m.get("content")) for m in messages if m.get("role") == "user")
+
+
 def estimated_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """Prompt tokens estimated from characters (4 per token), for routing and limits before a call."""
     return sum(estimate_tokens(content_text(m.get("content"))) for m in messages)

@@ -63,6 +63,7 @@ class QualityConfig(_Strict):
 
     audit_rate: float = Field(default=0.02, ge=0, le=1)
     reference_tier: str | None = None
+    target: float = Field(default=0.95, gt=0, le=1, description="share of the reference tier's quality to keep")
     min_per_stratum: int = Field(default=5, ge=0)
     comparator: ComparatorConfig = ComparatorConfig()
     task_types: dict[str, QualityOverride] = Field(default_factory=dict)

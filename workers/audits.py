@@ -77,7 +77,7 @@ def pick(ctx: WorkerContext, tier: str, answered: Sequence[ClaimedJob]) -> set[i
 @dataclass(slots=True)
 class Finding:
     """What an audit found: the comparison (None: it could not tell), the judge's calls if any, and the
-    lengths and SHA-256 digests of the two answers (labels keep those, never texts)."""
+    lengths and SHA-256 digests of the two answers."""
 
     agree: Verdict
     comparator: str
@@ -141,12 +141,14 @@ def write_labels(conn: Connection, reference: str,
     conn.execute(
         text("INSERT INTO labels (job_id, batch_id, tenant, task_type, source, candidate_tier, candidate_model, "
              "reference_tier, reference_model, comparator, agree, prompt_chars, candidate_chars, reference_chars, "
-             "namespace, prompt_sha256, candidate_sha256, reference_sha256) "
+             "namespace, prompt_sha256, candidate_sha256, reference_sha256, candidate, candidate_logprob_mean, "
+             "candidate_logprob_min) "
              "SELECT * FROM unnest(CAST(:job AS bigint[]), CAST(:batch AS uuid[]), CAST(:tenant AS text[]), "
              "CAST(:task AS text[]), CAST(:source AS text[]), CAST(:ctier AS text[]), CAST(:cmodel AS text[]), "
              "CAST(:rtier AS text[]), CAST(:rmodel AS text[]), CAST(:comparator AS text[]), CAST(:agree AS bool[]), "
              "CAST(:pchars AS int[]), CAST(:cchars AS int[]), CAST(:rchars AS int[]), CAST(:namespace AS text[]), "
-             "CAST(:psha AS text[]), CAST(:csha AS text[]), CAST(:rsha AS text[])) "
+             "CAST(:psha AS text[]), CAST(:csha AS text[]), CAST(:rsha AS text[]), CAST(:ctext AS text[]), "
+             "CAST(:lp_mean AS float8[]), CAST(:lp_min AS float8[])) "
              "ON CONFLICT (job_id) DO NOTHING"),
         {"job": [j.id for j, _, _, _ in labelled], "batch": [j.batch_id for j, _, _, _ in labelled],
          "tenant": [j.tenant for j, _, _, _ in labelled], "task": [j.task_type for j, _, _, _ in labelled],
@@ -158,5 +160,9 @@ def write_labels(conn: Connection, reference: str,
          "cchars": [f.candidate_chars for _, _, _, f in labelled], "rchars": [f.reference_chars for _, _, _, f in labelled],
          "namespace": [c.namespace for _, c, _, _ in labelled],
          "psha": [digest(json.dumps(j.messages, ensure_ascii=False, sort_keys=True)) for j, _, _, _ in labelled],
-         "csha": [f.candidate_sha256 for _, _, _, f in labelled], "rsha": [f.reference_sha256 for _, _, _, f in labelled]},
+         "csha": [f.candidate_sha256 for _, _, _, f in labelled], "rsha": [f.reference_sha256 for _, _, _, f in labelled],
+         # A private batch's candidate is None here (it lives in the vault): its label keeps no text.
+         "ctext": [c.content for _, c, _, _ in labelled],
+         "lp_mean": [c.logprobs[0] if c.logprobs else None for _, c, _, _ in labelled],
+         "lp_min": [c.logprobs[1] if c.logprobs else None for _, c, _, _ in labelled]},
     )

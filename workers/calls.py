@@ -20,6 +20,7 @@ from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
 from tierq.messages import estimated_prompt_tokens
 from workers.gates import Gates, Hold, HoldKind, Stop
+from workers.learned import SecondLook
 from workers.llm import CallRecord, ModelClient
 from workers.validators import AnswerCheck, validate
 
@@ -34,6 +35,7 @@ class JobWork:
     batch_id: uuid.UUID | None = None
     budgeted: bool = False
     check: AnswerCheck | None = None  # the job's validator (WorkerContext.checks)
+    second_look: SecondLook | None = None  # the learned router's verdict on a valid answer (workers/learned.py)
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class TierResult:
     hold: Hold | None = None  # the job goes back to this tier's queue, to be tried again later
     failure: Exception | None = None  # an error that stopped the work; the calls made before it are kept
     rejected_by: str | None = None  # a provider that called the request itself invalid (HTTP 400, 422)
+    jump_to: str | None = None  # a learned router sends the job on to this tier, not to the next one
 
 
 BAD_REQUEST = (400, 422)  # the provider says the request itself is wrong: no retry, no other model of it
@@ -107,6 +110,11 @@ async def _try_model(
         record = await client.call(name, work.messages, params, timeout, config.answers)
         result.records.append(record)  # first: whatever fails next, this call is recorded (and its answer kept)
         validate(record, work.check, tier.name, work.messages)
+        if record.outcome is CallOutcome.OK and work.second_look is not None:
+            doubt = work.second_look(record.content or "", record.logprobs)
+            if doubt is not None:
+                record.outcome, record.error = CallOutcome.INVALID, doubt.reason
+                result.jump_to = doubt.tier
         if record.outcome is CallOutcome.OK:
             result.answer, result.hold = record, None
         unreachable = await gates.after(gate, record)

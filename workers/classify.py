@@ -59,8 +59,18 @@ def _routes(ctx: WorkerContext, jobs: list[PendingJob]) -> tuple[dict[int, str],
             continue
         if route.tier is None:
             unroutable.append((job.id, route.reason, 0))
-        else:
-            routes[job.id] = route.tier
+            continue
+        routes[job.id] = route.tier
+        try:
+            learned = ctx.learned.start_tier(job.task_type, job.messages, route.tier, job.force_tier is not None,
+                                             job.max_tier)
+        except Exception as exc:  # a router that cannot score a prompt leaves its rule-chosen tier
+            if is_transient(exc):
+                raise
+            log.exception("the learned router could not score job %d; it keeps tier %s", job.id, route.tier)
+            continue
+        if learned is not None:
+            routes[job.id] = learned[0]
     return routes, unroutable
 
 

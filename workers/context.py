@@ -25,6 +25,7 @@ from tierq.settings import Settings, get_settings
 from tierq.vault import TextVault
 from workers.budget import BudgetGate
 from workers.gates import Gates
+from workers.learned import LearnedRoutes
 from workers.leases import LeaseKeeper
 from workers.llm import ModelClient
 from workers.loop import LoopThread
@@ -87,6 +88,11 @@ class WorkerContext:
     def router(self) -> Router:
         """The routing rules."""
         return Router(self.config)
+
+    @cached_property
+    def learned(self) -> LearnedRoutes:
+        """The active learned routers, refreshed every `[router] poll_s`."""
+        return LearnedRoutes(self.engine, self.config)
 
     @cached_property
     def live(self) -> LiveMessages:

@@ -43,6 +43,7 @@ class CallRecord:
     retryable: bool = False
     retry_after: float | None = None
     status: int | None = None  # the HTTP status of a failed call
+    logprobs: tuple[float, float] | None = None  # mean and least token log-probability, when asked for and given
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -88,10 +89,12 @@ class ModelClient:
         model = self._config.models[name]
         started = time.perf_counter()
         record = CallRecord(uuid.uuid4(), name, model.provider, Usage(0, 0), ZERO, 0, CallOutcome.OK)
+        passed = {k: v for k, v in params.items() if k in PASSED_PARAMS}
+        if model.logprobs:
+            passed.setdefault("logprobs", True)
         try:
             response = await self._client(model.provider).chat.completions.create(
-                model=model.model or name, messages=cast(Any, messages), timeout=timeout,
-                **{k: v for k, v in params.items() if k in PASSED_PARAMS},
+                model=model.model or name, messages=cast(Any, messages), timeout=timeout, **passed,
             )
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
@@ -112,6 +115,7 @@ class ModelClient:
         record.outcome = verdict.outcome
         record.content = content
         record.error = verdict.reason
+        record.logprobs = _logprob_summary(getattr(choice, "logprobs", None) if choice else None)
         return record
 
     def _failure(self, exc: openai.APIError, record: CallRecord) -> CallRecord:
@@ -141,6 +145,15 @@ class ModelClient:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def _logprob_summary(logprobs: Any) -> tuple[float, float] | None:
+    """(mean, least) of the answer's token log-probabilities; None when the provider gave none."""
+    tokens = getattr(logprobs, "content", None) if logprobs is not None else None
+    values = [float(t.logprob) for t in tokens or () if isinstance(getattr(t, "logprob", None), (int, float))]
+    if not values:
+        return None
+    return sum(values) / len(values), min(values)
 
 
 def _usage(usage: Any, messages: list[dict[str, Any]], answer: str) -> Usage:

@@ -39,6 +39,7 @@ class Outcome:
     settled: list[tuple[Candidate, bool]] = field(default_factory=list)  # audited: the answer kept, replaced?
     audited: list[Audited] = field(default_factory=list)
     misses: list[tuple[int, str, int]] = field(default_factory=list)  # no usable answer here: escalate or fail
+    jumps: dict[str, list[tuple[int, str, int]]] = field(default_factory=dict)  # a router sends them to that tier
     stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good
     held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
     hold_after_s: float = 0.0
@@ -59,7 +60,8 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
         elif result.answer is not None:
             answer = result.answer
             if job.id in picks:
-                out.audits.append(Candidate(job.id, answer.content or "", answer.model, tier.name, calls))
+                out.audits.append(Candidate(job.id, answer.content or "", answer.model, tier.name, calls,
+                                            logprobs=answer.logprobs))
             else:
                 out.answers.append((job.id, answer.content or "", answer.model, calls))
                 _fill(out, job, answer, tier.name)
@@ -67,6 +69,8 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
             _sort_held(ctx, out, job, result, calls, now)
         elif result.final or _pointless(ctx, tier, result):
             out.stopped.append((job.id, result.reason or "stopped", calls))
+        elif result.jump_to is not None:
+            out.jumps.setdefault(result.jump_to, []).append((job.id, f"{tier.name}: {result.reason}", calls))
         else:
             out.misses.append((job.id, f"{tier.name}: {result.reason or 'no usable answer'}", calls))
     return out

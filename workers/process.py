@@ -102,7 +102,8 @@ async def _answer_all(ctx: WorkerContext, tier: TierConfig,
 async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, findings: dict[int, Finding]) -> TierResult:
     """One job's calls at this tier; for a job under audit, the comparison with its candidate too."""
     work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
-                   None if job.audit else ctx.checks.for_job(job.task_type, job.params))
+                   None if job.audit else ctx.checks.for_job(job.task_type, job.params),
+                   None if job.audit else ctx.learned.second_look(job.task_type, tier.name, job.messages))
     result = await answer_at_tier(ctx.client, ctx.config, tier, work, ctx.gates)
     if job.audit and result.answer is not None and result.failure is None:
         try:
@@ -178,6 +179,9 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
             lifecycle.fail(conn, lease.message, out.held, final=False, owner=lease.owner)
             if next_tier is not None:
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in out.misses], next_tier, chunk, batch)
+            for target, jumps in out.jumps.items():
+                lifecycle.fail(conn, lease.message, jumps, final=False, owner=lease.owner)
+                lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
             lifecycle.hold(conn, outbox, lease, [m[0] for m in out.held], tier.name, chunk, batch, countdown)
             cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
             lifecycle.release_followers(conn, outbox, [job.id for job in failed_leaders],
@@ -195,7 +199,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     if out.held:
         log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])
     _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled) | {c.job_id for c, _ in out.settled})
-    escalated = len(out.misses) if next_tier is not None else 0
+    escalated = (len(out.misses) if next_tier is not None else 0) + sum(map(len, out.jumps.values()))
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from tierq.config import Config, RuleConfig
-from tierq.messages import content_text, estimated_prompt_tokens
+from tierq.messages import estimated_prompt_tokens, user_text
 
 _STEP = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|step\s*\d{1,2}\s*[:.)-]?)\s+\S", re.IGNORECASE | re.MULTILINE)
 
@@ -28,11 +28,6 @@ class Route:
 
     tier: str | None
     reason: str
-
-
-def user_text(messages: list[dict[str, Any]]) -> str:
-    """The text of the user's turns, which is what the rules look at (never the system prompt)."""
-    return "\n".join(content_text(m.get("content")) for m in messages if m.get("role") == "user")
 
 
 class Router:

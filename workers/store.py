@@ -82,7 +82,8 @@ def claimed_jobs(rows: list[Any]) -> list[ClaimedJob]:
     """Jobs from the rows `models.lifecycle.claim` returned."""
     return [ClaimedJob(r[0], r[1], r[2] if r[9] else with_system(r[2], r[5]), {**r[4], **r[3]}, r[6], r[7], r[8], r[9],
                        r[5], r[10], r[11], r[12],
-                       Candidate(r[0], r[13], r[14], r[15], namespace=r[17]) if r[16] is not None else None,
+                       Candidate(r[0], r[13], r[14], r[15], namespace=r[17],
+                                 logprobs=(r[18], r[19]) if r[18] is not None else None) if r[16] is not None else None,
                        r[16]) for r in rows]
 
 

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from conftest import SHIPPED_SIM_CONFIG, Stack, start_worker, stop_worker
+from conftest import Stack, own_worker, run_batch
 from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
-from tierq.config import load_config
 from tierq.quality import ComparatorConfig
 from workers.audits import draw
 from workers.comparators import choice, comparator, final_number, json_value, label_of
@@ -32,24 +30,11 @@ CAPITAL = "What is the capital of France? [[sim:say@sim-nano=Paris]] [[sim:say@s
 @contextmanager
 def audited(stack: Stack, tmp_path: Path, quality: str) -> Iterator[Tierq]:
     """A worker and a client whose TOML has this [quality] table, on a broker and Redis of their own."""
-    config = tmp_path / "quality.toml"
-    config.write_text(SHIPPED_SIM_CONFIG.read_text() + "\n[quality]\n" + quality)
-    url = stack.dbs.url(3)
-    redis.Redis.from_url(url).flushdb()
-    env = {**stack.env, "TIERQ_CONFIG": str(config), "TIERQ_BROKER_URL": url, "TIERQ_REDIS_URL": url}
-    worker = start_worker(env, tmp_path / "worker.log", name="audits")
-    try:
-        settings = stack.settings.model_copy(update={"config": config, "broker_url": url, "redis_url": url})
-        with Tierq(settings, load_config(config)) as tq:
-            yield tq
-    finally:
-        stop_worker(worker)
+    with own_worker(stack, tmp_path, "[quality]\n" + quality, "quality") as (tq, _):
+        yield tq
 
 
-def run(stack: Stack, tq: Tierq, records: list[Any], **options: Any) -> dict[str, dict[str, Any]]:
-    batch = tq.submit(records, BatchOptions(**{"use_cache": False, **options}))
-    stack.wait(tq, batch.batch_id, timeout=120)
-    return {r["id"]: r for r in tq.results(batch.batch_id)}
+run = run_batch
 
 
 def labels(stack: Stack) -> list[tuple[Any, ...]]:

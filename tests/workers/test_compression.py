@@ -146,7 +146,7 @@ def test_the_toml_turns_compression_on_per_task_type_and_a_batch_can_turn_it_off
     assert notes["billing"] is None and notes["support"]["turns"] == 7
     assert len(stored(clean)["support"][0]) == 1 + 1 + 2
     with clean.engine.begin() as conn:
-        conn.execute(text("TRUNCATE labels, calls, jobs, batches"))
+        conn.execute(text("TRUNCATE routers, labels, calls, jobs, batches"))
     run(clean, records[:1], BatchOptions(compress=False), broker=toml_worker)
     assert NOTE_KEY not in stored(clean)["support"][1]
 

@@ -9,7 +9,8 @@ import pytest
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, load_config
 from workers.answers import judge
-from workers.routing import Bounds, Router, user_text
+from tierq.messages import user_text
+from workers.routing import Bounds, Router
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "tierq" / "configs" / "sim.toml")
 

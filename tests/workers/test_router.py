@@ -1,0 +1,232 @@
+"""The learned router: features, fits and thresholds from labels, `tierq route eval/fit/show`, and both of its
+decisions taken by real workers (a prompt that starts at the strong tier; a cheap answer sent on to it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Stack, own_worker, run_batch
+from sqlalchemy import text
+
+from producer.api import Tierq
+from producer.route import Sources, _store, fit_version, show
+from tierq.router import logreg
+from tierq.router.features import FeatureSpec, answer_shape, prompt_matrix
+from tierq.router.fit import Examples, check, fit, holdout
+from tierq.router.policy import Rows, choose, random_cost_share
+
+TIERQ = Path(sys.executable).with_name("tierq")
+EASY = ["parcel", "delivery", "tracking", "address", "courier", "shipping", "label", "box"]
+HARD = ["contract", "liability", "indemnity", "arbitration", "clause", "statute", "jurisdiction", "tort"]
+
+
+def ticket(rng: random.Random, hard: bool, n: int) -> str:
+    words = rng.sample(HARD if hard else EASY, 3)
+    return f"Ticket {n}: question about the {words[0]} and the {words[1]}, see {words[2]} (ref {rng.randint(1, 10**6)})"
+
+
+def labelled_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Tickets the cheap model gets right unless they are legal ones (then mostly wrong, the strong one right)."""
+    rng = random.Random(seed)
+    rows = []
+    for n in range(count):
+        hard = rng.random() < 0.3
+        cheap_right = rng.random() < (0.15 if hard else 0.97)
+        rows.append({"prompt": ticket(rng, hard, n), "cheap": str(cheap_right), "strong": str(rng.random() < 0.97)})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_features_are_deterministic_and_scaled() -> None:
+    spec = FeatureSpec(word_bits=8, char_bits=8)
+    x = prompt_matrix(["Where is my parcel?", "Where is my parcel?", ""], spec)
+    assert x.shape == (3, spec.prompt_width) and np.array_equal(x[0], x[1])
+    assert abs(float(np.linalg.norm(x[0, :256])) - 1) < 1e-5 and not x[2, : spec.hashed].any()
+    right = answer_shape("Add 12 and 30.", "12 + 30 = 42. The answer is 42.")
+    wrong = answer_shape("Add 12 and 30.", "12 + 30 = 52. The answer is 52.")
+    from tierq.router.features import ANSWER_SHAPE
+    steps_wrong = ANSWER_SHAPE.index("steps_wrong")
+    assert right[steps_wrong] == 0 and wrong[steps_wrong] > 0
+    assert answer_shape("q", "a", logprobs=(-0.5, -2.0))[ANSWER_SHAPE.index("logprob_min")] == -2.0
+
+
+def test_logistic_regression_separates_and_auc_counts_ties() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (x[:, 0] - x[:, 1] > 0).astype(np.float64)
+    model = logreg.fit(x, y, l2=0.1)
+    assert logreg.auc(model.predict(x), y) > 0.99
+    assert logreg.auc(np.array([0.5, 0.5]), np.array([0.0, 1.0])) == 0.5
+    oof = logreg.out_of_fold(x, y, 5, 0, 0.1)
+    assert 0.95 < logreg.auc(oof, y) <= 1.0
+
+
+def test_the_policy_is_the_cheapest_that_keeps_the_target_with_a_margin() -> None:
+    n = 1000
+    rng = np.random.default_rng(1)
+    strong_ok = np.ones(n)
+    cheap_ok = (rng.random(n) < 0.7).astype(np.float64)
+    rows = Rows(cheap_ok, strong_ok, np.full(n, 1.0), np.full(n, 10.0))
+    perfect = cheap_ok + rng.random(n) * 0.1  # every wrong cheap answer scores below every right one
+    policy = choose(rows, perfect, None, target=0.95, confidence=0.8)
+    direct, _ = policy.decide(perfect, None)
+    share = float(np.where(direct, strong_ok, cheap_ok).sum()) / n
+    assert 0.95 <= share < 0.99 and policy.share_lower >= 0.95 and policy.share >= policy.share_lower
+    # A more careful margin sends more to the strong tier; an unreachable target sends everything there.
+    careful = choose(rows, perfect, None, target=0.95, confidence=0.99)
+    assert careful.decide(perfect, None)[0].sum() >= direct.sum()
+    scores = rng.random(n)
+    sent, _ = choose(rows, scores, None, target=1.0, confidence=0.8).decide(scores, None)
+    assert np.where(sent, strong_ok, cheap_ok).all() and sent.sum() > 0.9 * n
+    sent_at_random = (0.8 - cheap_ok.mean()) / (1 - cheap_ok.mean())  # to reach 80% of the strong tier's quality
+    assert random_cost_share(rows, 1.0) == 1.0
+    assert random_cost_share(rows, 0.8) == pytest.approx((1 - sent_at_random) * 0.1 + sent_at_random)
+
+
+def test_a_router_beats_random_routing_on_labels_it_never_saw() -> None:
+    rows = labelled_rows(600)
+    cheap_ok = np.array([r["cheap"] == "True" for r in rows], dtype=np.float64)
+    strong_ok = np.array([r["strong"] == "True" for r in rows], dtype=np.float64)
+    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
+                        Rows(cheap_ok, strong_ok, np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    train, held = holdout(examples.prompts, 0.5)
+    router = fit(examples.take(train), 0.95, 0.8).router
+    result = check(router, examples.take(held), 0.95)
+    assert result.passed and result.cost_share < random_cost_share(examples.take(held).rows, result.share)
+
+
+def run_tierq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(TIERQ), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_route_eval_reports_cost_and_quality_against_random_and_oracle(tmp_path: Path, stack_env: dict[str, str]) -> None:
+    data = write_csv(tmp_path / "labels.csv", labelled_rows(800))
+    done = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seed", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["train"] + report["test"] == 800 and report["policy"] == "route"
+    assert report["quality_share_pct"] >= 93 and report["auc"] > 0.8
+    assert report["random_cost_reduction_pct"] < report["cost_reduction_pct"] <= report["oracle_cost_reduction_pct"]
+    # The same seed splits the same way; another seed another way.
+    again = json.loads(run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                                 "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seed", "3",
+                                 "--json").stdout)
+    assert again == report
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cheap", "nope", "--strong", "strong", "--cheap-price", "1/1", "--strong-price", "2/2"], "no column 'nope'"),
+    (["--cheap", "cheap", "--strong", "strong", "--cheap-price", "1-1", "--strong-price", "2/2"], "--cheap-price '1-1'"),
+])
+def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: dict[str, str], args: list[str],
+                                                   message: str) -> None:
+    data = write_csv(tmp_path / "labels.csv", labelled_rows(30))
+    done = run_tierq(stack_env, "route", "eval", str(data), *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    bad = write_csv(tmp_path / "bad.csv", [{"prompt": "p", "cheap": "maybe", "strong": "True"}])
+    done = run_tierq(stack_env, "route", "eval", str(bad), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "1/1", "--strong-price", "2/2")
+    assert done.returncode == 2 and "bad.csv:2: column 'cheap' must be true or false" in done.stderr
+
+
+def routed(stack: Stack, tmp_path: Path, extra: str = "") -> AbstractContextManager[tuple[Tierq, dict[str, str]]]:
+    """A worker whose TOML lets routers decide quickly (a new version is seen within 0.3 s); sim-nano returns
+    log-probabilities."""
+    return own_worker(stack, tmp_path, "[router]\nmin_labels = 20\npoll_s = 0.3\n" + extra, "router",
+                      lambda body: body.replace('[models."sim-nano"]\n', '[models."sim-nano"]\nlogprobs = true\n'))
+
+
+run = run_batch
+
+
+def test_a_fitted_router_sends_prompts_it_doubts_straight_to_the_strong_tier(clean: Stack, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "labels.csv", labelled_rows(400))
+    with routed(clean, tmp_path) as (tq, env):
+        done = run_tierq(env, "route", "fit", str(data), "--task-type", "legal-or-not", "--cheap", "cheap",
+                         "--strong", "strong", "--json")
+        assert done.returncode == 0, done.stderr
+        fitted = json.loads(done.stdout)
+        assert fitted["active"] is True and fitted["sources"] == {"audits": 0, "escalations": 0, "files": 400}
+        rng = random.Random(7)
+        records = [{"id": f"{kind}{n}", "prompt": ticket(rng, kind == "hard", 1000 + n), "task_type": "legal-or-not"}
+                   for kind in ("easy", "hard") for n in range(10)]
+        results = run(clean, tq, records)
+        other = run(clean, tq, [{**r, "task_type": "default"} for r in records])  # no router for this task type
+        shown = json.loads(run_tierq(env, "route", "show", "--json").stdout)
+    started = {i: r["attempts"][0]["tier"] for i, r in results.items()}
+    # The cheapest policy at the target: most legal tickets skip the cheap tier, nearly no other one does.
+    assert sum(started[f"hard{n}"] == "cold" for n in range(10)) >= 7
+    assert sum(started[f"easy{n}"] == "hot" for n in range(10)) >= 9
+    assert set(started.values()) == {"hot", "cold"}
+    assert {r["attempts"][0]["tier"] for r in other.values()} == {"hot"}
+    assert [(r["task_type"], r["version"], r["active"]) for r in shown["routers"]] == [("legal-or-not", 1, True)]
+
+
+def test_a_refit_that_misses_the_target_on_held_out_labels_leaves_the_previous_version(clean: Stack) -> None:
+    rows = labelled_rows(300)
+    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
+                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
+                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    router = fit(examples, 0.95, 0.8).router
+    good = check(router, examples, 0.95)
+    first = _store(clean.engine, clean.config, "refits", router, good, Sources(files=300), 300)
+    everyone_cheap = type(router)(router.spec, router.prompt, None, type(router.policy)(None, None, 1, 1, 0))
+    bad = check(everyone_cheap, examples, 0.95)
+    assert first.active and not bad.passed
+    second = _store(clean.engine, clean.config, "refits", everyone_cheap, bad, Sources(files=300), 300)
+    assert (second.version, second.active) == (2, False) and "version 1 stays active" in second.reason
+    assert [(v.version, v.active) for v in show(clean.engine, "refits", every=True)] == [(2, False), (1, True)]
+
+
+def test_too_few_labels_leave_the_router_off_and_say_so(clean: Stack) -> None:
+    with pytest.raises(Exception, match=r"has 0 labels .* at least 200 \(\[router\] min_labels\)"):
+        fit_version(clean.engine, clean.config, "nothing-yet")
+    assert show(clean.engine) == []
+
+
+def test_audits_teach_the_router_which_cheap_answers_to_send_on(clean: Stack, tmp_path: Path) -> None:
+    """Batch 1 is audited; the router is fitted from its labels (answer texts, log-probabilities); batch 2 of the
+    same questions, not audited, has the answers the router doubts escalated to the strong tier."""
+    clean.simulate({"latency_ms": 0, "models": {"sim-nano": {"wrong_rate": 0.35}}})
+    questions = [{"id": f"q{n}", "prompt": f"Question {n}: what does order {n * 7919 % 10007} contain?",
+                  "task_type": "orders"} for n in range(160)]
+    with routed(clean, tmp_path, '[quality]\naudit_rate = 1\ncomparator = "exact"\n') as (tq, env):
+        first = run(clean, tq, questions, force_tier="hot")
+        with clean.engine.connect() as conn:
+            labels = conn.execute(text("SELECT j.custom_id, l.agree, l.candidate IS NOT NULL, "
+                                       "l.candidate_logprob_mean IS NOT NULL FROM labels l JOIN jobs j ON j.id = l.job_id")).all()
+        assert len(labels) == 160 and all(has_text and has_logprobs for _, _, has_text, has_logprobs in labels)
+        wrong = {custom_id for custom_id, agree, _, _ in labels if not agree}
+        assert 30 < len(wrong) < 90 and all(first[q]["replaced_by_reference"] == (q in wrong) for q in first)
+        done = run_tierq(env, "route", "fit", "--task-type", "orders", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["active"] is True
+    with routed(clean, tmp_path, '[quality]\naudit_rate = 0\n') as (tq, _):
+        second = run(clean, tq, questions)
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE NOT audited LIMIT 1")).scalar()
+        escalated = set(conn.execute(text(
+            "SELECT j.custom_id FROM calls c JOIN jobs j ON j.id = c.job_id WHERE c.batch_id = :b "
+            "AND c.tier = 'hot' AND c.outcome = 'invalid' AND c.error LIKE 'router:%'"), {"b": batch}).scalars())
+    # A doubted answer goes straight to the strong tier (cold), not to the next one (warm).
+    assert escalated and all([a["tier"] for a in second[q]["attempts"]] == ["hot", "cold"] for q in escalated)
+    caught = len(escalated & wrong) / len(wrong)
+    bothered = len(escalated - wrong) / (len(second) - len(wrong))
+    # The simulator's wrong answers are less sure of themselves, with overlap (fakellm/server.py token_logprobs).
+    assert caught > 0.8 and bothered < 0.45 and caught > 2 * bothered

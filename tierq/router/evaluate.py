@@ -1,0 +1,157 @@
+"""`tierq route eval`: fit a router on half of a labelled file and report what it does on the other half.
+
+The file is RouteLLM's evaluation format: a `prompt` column, one boolean column per model (was its
+answer right), and optionally `<model>_response` with the answer's text. Rows are split into halves by
+a hash of the prompt and the seed (the same prompt always lands in the same half). A call is priced as
+the simulator counts tokens: 4 characters a token, 4 tokens of framing for the one user message, and
+the recorded response's tokens, or one token for a model without response texts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierq.errors import InputError
+from tierq.money import Price, Usage
+from tierq.money import estimate_tokens as tokens
+from tierq.router import logreg
+from tierq.router.fit import Examples, decide, fit
+from tierq.router.policy import Rows, oracle_cost_share, outcome, random_cost_share
+
+TRUE = {"true", "1", "yes", "t", "y"}
+FALSE = {"false", "0", "no", "f", "n", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """Rows of a labelled file: prompts, both models' answers (None without texts), correctness, costs."""
+
+    prompts: list[str]
+    cheap_answers: list[str | None]
+    cheap_ok: list[bool]
+    strong_ok: list[bool]
+    cheap_cost: list[Decimal]
+    strong_cost: list[Decimal]
+
+    def rows(self, index: Sequence[int]) -> Rows:
+        """The policy view of rows `index` (costs as floats: they only rank policies)."""
+        pick = list(index)
+        return Rows(np.array([self.cheap_ok[i] for i in pick], dtype=np.float64),
+                    np.array([self.strong_ok[i] for i in pick], dtype=np.float64),
+                    np.array([float(self.cheap_cost[i]) for i in pick]),
+                    np.array([float(self.strong_cost[i]) for i in pick]))
+
+    def examples(self, index: Sequence[int]) -> Examples:
+        """Rows `index` as training examples."""
+        return Examples([self.prompts[i] for i in index], [self.cheap_answers[i] for i in index], self.rows(index))
+
+
+def _flag(value: str, path: Path, line: int, column: str) -> bool:
+    folded = value.strip().casefold()
+    if folded in TRUE:
+        return True
+    if folded in FALSE:
+        return False
+    raise InputError(f"{path}:{line}: column {column!r} must be true or false, got {value[:40]!r}")
+
+
+def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, strong_price: Price) -> Labelled:
+    """Read labelled files; InputError naming the file, line and column on bad input."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    data = Labelled([], [], [], [], [], [])
+    for path in paths:
+        try:
+            handle = path.open(newline="", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
+        with handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            for needed in ("prompt", cheap, strong):
+                if needed not in columns:
+                    raise InputError(f"{path}: no column {needed!r} (columns: {', '.join(columns[:12])}); "
+                                     "name the models' columns with --cheap and --strong")
+            for line, row in enumerate(reader, start=2):
+                prompt = row["prompt"] or ""
+                cheap_text = row.get(f"{cheap}_response")
+                strong_text = row.get(f"{strong}_response")
+                prompt_tokens = 4 + tokens(prompt)
+                data.prompts.append(prompt)
+                data.cheap_answers.append(cheap_text)
+                data.cheap_ok.append(_flag(row[cheap] or "", path, line, cheap))
+                data.strong_ok.append(_flag(row[strong] or "", path, line, strong))
+                data.cheap_cost.append(cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1)))
+                data.strong_cost.append(strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1)))
+    if not data.prompts:
+        raise InputError(f"{', '.join(map(str, paths))}: no rows")
+    return data
+
+
+def split(prompts: Sequence[str], seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) indexes: a prompt's half is a hash of it and the seed."""
+    train: list[int] = []
+    test: list[int] = []
+    for index, prompt in enumerate(prompts):
+        digest = hashlib.blake2b(f"{seed}\x00{prompt}".encode(), digest_size=8).digest()
+        (train if digest[0] & 1 == 0 else test).append(index)
+    return train, test
+
+
+def _pct(value: float) -> float:
+    return round(100.0 * value, 2)
+
+
+def evaluate(data: Labelled, seed: int, target: float, confidence: float) -> dict[str, Any]:
+    """Fit on one half, report on the other: the figures `tierq route eval --json` prints."""
+    train, test = split(data.prompts, seed)
+    fitted = fit(data.examples(train), target, confidence, seed)
+    router = fitted.router
+    held = data.examples(test)
+    direct, escalated = decide(router, held)
+    prompt_scores = router.prompt_scores(held.prompts)
+    answer_scores = None
+    if router.answer is not None and len(held.with_answers()) == len(test):
+        answer_scores = router.answer_scores(held.prompts, [a or "" for a in held.answers])
+    rows = held.rows
+    quality, _ = outcome(rows, direct, escalated)
+    # Exact cost of the policy's calls.
+    cost = Decimal(0)
+    for position, index in enumerate(test):
+        if direct[position]:
+            cost += data.strong_cost[index]
+        else:
+            cost += data.cheap_cost[index] + (data.strong_cost[index] if escalated[position] else Decimal(0))
+    all_strong = sum((data.strong_cost[i] for i in test), Decimal(0))
+    strong_right = float(rows.strong_ok.sum())
+    share = quality / strong_right if strong_right else 1.0
+    labels = (rows.cheap_ok >= rows.strong_ok).astype(np.float64)
+    policy = router.policy
+    report: dict[str, Any] = {
+        "seed": seed, "train": len(train), "test": len(test), "target": target, "confidence": confidence,
+        "policy": "cascade" if policy.escalate_below is not None else "route",
+        "cost_reduction_pct": _pct(float(1 - cost / all_strong)) if all_strong else 0.0,
+        "quality_share_pct": _pct(share),
+        "strong_share_pct": _pct(float((direct | escalated).mean())),
+        "started_strong_pct": _pct(float(direct.mean())),
+        "escalated_pct": _pct(float(escalated.mean())),
+        "accuracy_pct": _pct(quality / len(test)),
+        "cheap_accuracy_pct": _pct(float(rows.cheap_ok.mean())),
+        "strong_accuracy_pct": _pct(float(rows.strong_ok.mean())),
+        "random_cost_reduction_pct": _pct(1 - random_cost_share(rows, share)),
+        "oracle_cost_reduction_pct": _pct(1 - oracle_cost_share(rows)),
+        "auc": round(logreg.auc(prompt_scores, labels), 4),
+        "answer_auc": round(logreg.auc(answer_scores, labels), 4) if answer_scores is not None else None,
+        "train_share_pct": _pct(policy.share), "train_share_lower_pct": _pct(policy.share_lower),
+        "train_cost_share_pct": _pct(policy.cost_share),
+        "all_strong_cost_usd": str(all_strong), "cost_usd": str(cost),
+    }
+    return report

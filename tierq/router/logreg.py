@@ -1,0 +1,137 @@
+"""L2-regularised logistic regression in NumPy (truncated Newton), out-of-fold scores, and ROC AUC.
+
+Feature matrices are dense float32; a fit on 7,000 rows of 4,000 columns takes about a second. The
+Newton step is solved by conjugate gradients with Hessian-vector products, so the cost grows with
+rows x columns, never with columns squared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+Matrix = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """Fitted weights and intercept: the probability of the positive class is sigmoid(x . w + b)."""
+
+    weights: npt.NDArray[np.float32]
+    intercept: float
+
+    def predict(self, x: Matrix) -> Array:
+        """The probability of the positive class for each row of `x`."""
+        z = x @ self.weights + np.float32(self.intercept)
+        return np.asarray(_sigmoid(z.astype(np.float64)), dtype=np.float64)
+
+
+def _sigmoid(z: Array) -> Array:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
+
+
+def _loss(x: Matrix, y: Array, w: Array, b: float, l2: float) -> float:
+    z = (x @ w.astype(np.float32)).astype(np.float64) + b
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * float(w @ w))
+
+
+def fit(x: Matrix, y: Array, l2: float = 1.0, newton_steps: int = 30, cg_steps: int = 60, tol: float = 1e-5) -> Linear:
+    """Minimise the log-loss plus l2/2 |w|^2 (the intercept is not penalised)."""
+    n, d = x.shape
+    w = np.zeros(d)
+    mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if n else 0.5
+    b = float(np.log(mean / (1 - mean)))
+    loss = _loss(x, y, w, b, l2)
+    for _ in range(newton_steps):
+        p = _sigmoid((x @ w.astype(np.float32)).astype(np.float64) + b)
+        residual = p - y
+        grad_w = (x.T @ residual.astype(np.float32)).astype(np.float64) + l2 * w
+        grad_b = float(residual.sum())
+        if max(float(np.abs(grad_w).max(initial=0.0)), abs(grad_b)) < tol * max(1.0, n):
+            break
+        curvature = p * (1 - p) + 1e-12
+        step_w, step_b = _conjugate_gradient(x, curvature, l2, grad_w, grad_b, cg_steps)
+        scale, trial = 1.0, float("inf")
+        while scale > 1e-4:  # backtracking: a Newton step may overshoot far from the optimum
+            trial = _loss(x, y, w - scale * step_w, b - scale * step_b, l2)
+            if trial <= loss:
+                break
+            scale *= 0.5
+        if trial > loss:
+            break  # no step lowers the loss: this is the optimum, as far as float32 can tell
+        w, b, previous, loss = w - scale * step_w, b - scale * step_b, loss, trial
+        if previous - loss < tol * max(1.0, abs(previous)) * 1e-2:
+            break
+    return Linear(w.astype(np.float32), b)
+
+
+def _conjugate_gradient(x: Matrix, curvature: Array, l2: float, grad_w: Array, grad_b: float,
+                        steps: int) -> tuple[Array, float]:
+    """Solve H s = g for the Newton step s, H the Hessian of the loss in (w, b)."""
+
+    def hessian_times(v_w: Array, v_b: float) -> tuple[Array, float]:
+        u = curvature * ((x @ v_w.astype(np.float32)).astype(np.float64) + v_b)
+        return (x.T @ u.astype(np.float32)).astype(np.float64) + l2 * v_w, float(u.sum())
+
+    s_w, s_b = np.zeros_like(grad_w), 0.0
+    r_w, r_b = grad_w.copy(), grad_b
+    p_w, p_b = r_w.copy(), r_b
+    rr = float(r_w @ r_w) + r_b * r_b
+    stop = 1e-8 * rr
+    for _ in range(steps):
+        h_w, h_b = hessian_times(p_w, p_b)
+        curvature_along = float(p_w @ h_w) + p_b * h_b
+        if curvature_along <= 0:
+            break
+        alpha = rr / curvature_along
+        s_w += alpha * p_w
+        s_b += alpha * p_b
+        r_w -= alpha * h_w
+        r_b -= alpha * h_b
+        new_rr = float(r_w @ r_w) + r_b * r_b
+        if new_rr < stop:
+            break
+        p_w = r_w + (new_rr / rr) * p_w
+        p_b = r_b + (new_rr / rr) * p_b
+        rr = new_rr
+    return s_w, s_b
+
+
+def folds(n: int, k: int, seed: int) -> list[npt.NDArray[np.int64]]:
+    """`k` disjoint random index sets covering range(n)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, k)]
+
+
+def out_of_fold(x: Matrix, y: Array, k: int, seed: int, l2: float) -> Array:
+    """Each row's score from a model fitted without its fold: honest scores to choose a threshold on."""
+    scores = np.zeros(len(y))
+    for part in folds(len(y), k, seed):
+        train = np.setdiff1d(np.arange(len(y)), part)
+        scores[part] = fit(x[train], y[train], l2).predict(x[part])
+    return scores
+
+
+def log_loss(scores: Array, y: Array) -> float:
+    """Mean negative log-likelihood of `y` under `scores`."""
+    p = np.clip(scores, 1e-9, 1 - 1e-9)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def auc(scores: Array, labels: Array) -> float:
+    """Area under the ROC curve (ties count half); NaN with only one class."""
+    positive = labels == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

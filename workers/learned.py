@@ -1,0 +1,130 @@
+"""The learned routers a worker uses: the active version per task type, looked up again every `poll_s`.
+
+Decision (a), in classify: a prompt the router scores below its start threshold starts at the strong
+tier instead of the cheap one. Decision (b), in the cheap tier's worker: an answer that passed its
+validator but scores below the escalation threshold is marked `invalid` ("router: ...") and escalates.
+A router never overrides a batch's forced tier or its maximum, and never judges audits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tierq.config import Config
+from tierq.messages import user_text
+from tierq.router.features import LogprobSummary
+from tierq.router.fit import Router
+
+log = logging.getLogger(__name__)
+ROUTER_REASON = "router:"  # how a router's escalation reads in a cost row's error (never a label for it)
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """One task type's active router version."""
+
+    version: int
+    cheap_tier: str
+    strong_tier: str
+    router: Router
+
+
+@dataclass(frozen=True, slots=True)
+class Doubt:
+    """A router's verdict against a valid cheap answer: why, and the tier the job goes on to."""
+
+    reason: str
+    tier: str
+
+
+SecondLook = Callable[[str, LogprobSummary | None], Doubt | None]
+
+
+class LearnedRoutes:
+    """Active router versions of one process, refreshed at most every `[router] poll_s`."""
+
+    def __init__(self, engine: Engine, config: Config) -> None:
+        self.engine = engine
+        self.config = config
+        self._active: dict[str, Active] = {}
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> dict[str, Active]:
+        now = time.monotonic()
+        if now - self._checked < self.config.router.poll_s:
+            return self._active
+        with self._lock:
+            if now - self._checked < self.config.router.poll_s:
+                return self._active
+            try:
+                self._active = self._load()
+            except Exception as exc:  # the router only saves money: routing goes on with what was loaded
+                log.warning("could not look up learned routers (%s: %s); using the versions loaded before",
+                            type(exc).__name__, str(exc)[:200])
+            self._checked = now
+        return self._active
+
+    def _load(self) -> dict[str, Active]:
+        with self.engine.connect() as conn:
+            versions = {t: (v, c, s) for t, v, c, s in conn.execute(text(
+                "SELECT task_type, version, cheap_tier, strong_tier FROM routers WHERE active")).all()}
+            loaded: dict[str, Active] = {}
+            names = set(self.config.tier_names)
+            for task, (version, cheap, strong) in versions.items():
+                known = self._active.get(task)
+                if known is not None and known.version == version:
+                    loaded[task] = known
+                    continue
+                if cheap not in names or strong not in names:
+                    log.warning("router %s v%d routes between tiers %s and %s, which this configuration does not have; "
+                                "it is not used", task, version, cheap, strong)
+                    continue
+                spec, policy, prompt, answer = conn.execute(text(
+                    "SELECT spec, policy, prompt_scorer, answer_scorer FROM routers WHERE task_type = :task "
+                    "AND version = :version"), {"task": task, "version": version}).one()
+                loaded[task] = Active(version, cheap, strong, Router.from_blobs(spec, policy, bytes(prompt),
+                                                                                 bytes(answer) if answer else None))
+                log.info("using learned router %s v%d", task, version)
+        return loaded
+
+    def get(self, task_type: str) -> Active | None:
+        """The active router of `task_type`, if the configuration lets routers decide."""
+        if not self.config.router.enabled:
+            return None
+        return self._refresh().get(task_type)
+
+    def start_tier(self, task_type: str, messages: list[dict[str, Any]], tier: str, forced: bool,
+                   maximum: str | None) -> tuple[str, str] | None:
+        """Decision (a): (strong tier, reason) when the router sends this prompt past the cheap tier."""
+        active = self.get(task_type)
+        if active is None or forced or tier != active.cheap_tier:
+            return None
+        if maximum is not None and self.config.tier_index(active.strong_tier) > self.config.tier_index(maximum):
+            return None
+        if not active.router.start_strong(user_text(messages)):
+            return None
+        return active.strong_tier, f"learned router v{active.version}"
+
+    def second_look(self, task_type: str, tier: str, messages: list[dict[str, Any]]) -> SecondLook | None:
+        """Decision (b) for answers given at `tier`: a function of (answer, log-probabilities) that says
+        why the answer goes on to the strong tier, or None; None when no router judges this tier's answers."""
+        active = self.get(task_type)
+        if active is None or tier != active.cheap_tier or active.router.policy.escalate_below is None:
+            return None
+        prompt = user_text(messages)
+
+        def judge(answer: str, logprobs: LogprobSummary | None) -> Doubt | None:
+            if active.router.escalate(prompt, answer, True, logprobs):
+                return Doubt(f"{ROUTER_REASON} learned router v{active.version} scored the answer below its "
+                             f"threshold; sent on to {active.strong_tier}", active.strong_tier)
+            return None
+
+        return judge
