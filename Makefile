@@ -33,6 +33,7 @@ bench: install
 
 eval: install
 	$(PY) eval/gsm8k.py
+	$(PY) eval/routing.py --seeds 10
 	$(PY) bench/eval_cache.py
 
 clean:

@@ -96,18 +96,23 @@ def show(task_type: str | None, every: bool, as_json: bool) -> None:
 @click.option("--confidence", default=None, type=click.FloatRange(0.5, 1, max_open=True),
               help="Bootstrap confidence that the target is kept (default [router] confidence, 0.8).")
 @click.option("--seed", default=0, show_default=True, help="Which halves: rows split by a hash of prompt and seed.")
+@click.option("--prompt-only", is_flag=True, help="Ignore response texts: decide from prompts alone.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, cheap_price: str,
-             strong_price: str, target: float, confidence: float | None, seed: int, as_json: bool) -> None:
+             strong_price: str, target: float, confidence: float | None, seed: int, prompt_only: bool,
+             as_json: bool) -> None:
     """Fit on half of labelled FILES, report cost and quality on the other half (no database needed)."""
     from producer.route import price_pair
+    from tierq.router.config import RouterConfig
     from tierq.router.evaluate import evaluate as run
     from tierq.router.evaluate import read
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
                 price_pair(strong_price, "--strong-price"))
-    report = run(data, seed, target, confidence if confidence is not None else 0.8)
+    if prompt_only:
+        data.cheap_answers[:] = [None] * len(data.cheap_answers)
+    report = run(data, seed, target, confidence if confidence is not None else RouterConfig().confidence)
     if as_json:
         click.echo(json.dumps(report))
         return

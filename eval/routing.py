@@ -1,0 +1,156 @@
+"""The learned router on GSM8K: `route eval` over seeds, and a run through real workers that learns from its audits.
+
+    .venv/bin/python eval/routing.py --seeds 10 [--prompt-only] [--data CSV] [--json FILE]   # route eval, seeds 0..9
+    .venv/bin/python eval/routing.py --pipeline [--seed 0] [--json FILE]        # batch 1 audited, fit, batch 2
+
+`--seeds N` runs exactly what `tierq route eval` runs (tierq.router.evaluate) for seeds 0..N-1 and prints
+each seed's figures and their spread. `--pipeline` splits the questions into two halves by a hash of the
+prompt and the seed; batch 1 (one half) runs through real workers and the replaying simulator with every
+cheap answer audited against the strong tier (comparator `number`), `tierq route fit` learns from its
+labels, and batch 2 (the other half) runs with the router deciding and no audits. For both batches it
+reports accuracy from the dataset's labels (the final answer's model was right or not) and cost against
+sending every question of the batch to the strong model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from gsm8k_data import CHEAP, DEFAULT_DATA, STRONG, Question, load
+from pipeline import ROOT, private_redis, throwaway_database, worker
+
+from fakellm.testing import running_server
+from producer.api import Tierq
+from producer.submit import BatchOptions
+from tierq.config import load_config
+from tierq.router.evaluate import evaluate, read, split
+from tierq.settings import Settings
+
+CONFIG = Path(__file__).with_name("gsm8k.toml")
+FIGURES = ("cost_reduction_pct", "quality_share_pct", "random_cost_reduction_pct", "oracle_cost_reduction_pct",
+           "strong_share_pct", "auc", "answer_auc")
+
+
+def seeds(data: Path, count: int, target: float, confidence: float, prompt_only: bool) -> dict[str, Any]:
+    """`tierq route eval` for seeds 0..count-1; each seed's report and the spread of each figure."""
+    config = load_config(CONFIG)
+    labelled = read([data], CHEAP, STRONG, config.price(CHEAP), config.price(STRONG))
+    if prompt_only:  # as `route eval --prompt-only`: decision (a) alone, as on data without answer texts
+        labelled.cheap_answers[:] = [None] * len(labelled.cheap_answers)
+    reports = []
+    for seed in range(count):
+        report = evaluate(labelled, seed, target, confidence)
+        reports.append(report)
+        print(f"seed {seed}: {report['policy']}, cut {report['cost_reduction_pct']:.1f}% at "
+              f"{report['quality_share_pct']:.1f}% of the strong quality (random {report['random_cost_reduction_pct']:.1f}%, "
+              f"oracle {report['oracle_cost_reduction_pct']:.1f}%), strong answered {report['strong_share_pct']:.1f}%, "
+              f"AUC prompt {report['auc']} answer {report['answer_auc']}", flush=True)
+    spread = {}
+    for name in FIGURES:
+        values = [r[name] for r in reports if r[name] is not None]
+        if values:
+            spread[name] = {"mean": round(statistics.mean(values), 2), "sd": round(statistics.stdev(values), 2)
+                            if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
+    for name, s in spread.items():
+        print(f"{name}: mean {s['mean']}, sd {s['sd']}, min {s['min']}, max {s['max']}")
+    return {"target": target, "confidence": confidence, "seeds": reports, "spread": spread}
+
+
+def _scored(questions: dict[str, Question], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch's accuracy from the dataset's labels, and its cost against all-on-the-strong-model."""
+    right = cost = 0
+    total_cost, all_strong = Decimal(0), Decimal(0)
+    by_model = {CHEAP: 0, STRONG: 0}
+    for result in results:
+        q = questions[result["id"]]
+        all_strong += q.strong_cost
+        total_cost += Decimal(result["cost_usd"])
+        if result["status"] != "succeeded":
+            continue
+        by_model[result["model"]] = by_model.get(result["model"], 0) + 1
+        right += q.cheap_correct if result["model"] == CHEAP else q.strong_correct
+    strong_right = sum(questions[r["id"]].strong_correct for r in results)
+    cost = float(1 - total_cost / all_strong) * 100 if all_strong else 0.0
+    return {"jobs": len(results), "accuracy_pct": round(100 * right / len(results), 2),
+            "strong_accuracy_pct": round(100 * strong_right / len(results), 2),
+            "quality_share_pct": round(100 * right / strong_right, 2) if strong_right else None,
+            "cost_usd": str(total_cost), "all_strong_cost_usd": str(all_strong),
+            "cost_reduction_pct": round(cost, 2), "answered_by": by_model}
+
+
+def pipeline(data: Path, seed: int) -> dict[str, Any]:
+    """Batch 1 audited, `tierq route fit`, batch 2 routed; both scored."""
+    config = load_config(CONFIG)
+    questions = load(data, config)
+    first, second = split([q.prompt for q in questions], seed)
+    by_id = {str(q.index): q for q in questions}
+    env_base = {**{k: v for k, v in os.environ.items() if not k.startswith("TIERQ_")}, "PYTHONPATH": str(ROOT)}
+    report: dict[str, Any] = {"seed": seed}
+    with tempfile.TemporaryDirectory(prefix="tierq-routing-") as tmp:
+        folder = Path(tmp)
+        replay = (f'\n[simulator.replay]\nfile = {json.dumps(str(data.resolve()))}\n'
+                  f"models = {{ {json.dumps(CHEAP)} = {json.dumps(CHEAP)}, {json.dumps(STRONG)} = {json.dumps(STRONG)} }}\n")
+        with private_redis() as redis_url, throwaway_database() as database_url:
+            for name, rate, ids in (("batch1", 1.0, first), ("batch2", 0.0, second)):
+                toml = folder / f"{name}.toml"
+                toml.write_text(CONFIG.read_text() + f'\n[quality]\naudit_rate = {rate}\ncomparator = "number"\n'
+                                "\n[router]\npoll_s = 1\n" + replay)
+                with running_server(toml, stderr_path=folder / "sim.log") as sim:
+                    env = {**env_base, "TIERQ_DATABASE_URL": database_url, "TIERQ_REDIS_URL": redis_url,
+                           "TIERQ_CONFIG": str(toml), "TIERQ_SIM_URL": sim.base_url}
+                    settings = Settings(database_url=database_url, redis_url=redis_url, broker_url=redis_url,
+                                        config=toml)
+                    with worker(env, folder / f"{name}-worker.log"), Tierq(settings, load_config(toml)) as tq:
+                        batch = tq.submit([{"id": str(questions[i].index), "prompt": questions[i].prompt,
+                                            "task_type": "gsm8k"} for i in ids],
+                                          BatchOptions(use_cache=False, source="eval/routing.py"))
+                        tq.wait(batch.batch_id, timeout=1800, poll_s=0.5)
+                        report[name] = _scored(by_id, list(tq.results(batch.batch_id)))
+                    print(f"{name}: {json.dumps(report[name])}", flush=True)
+                    if name == "batch1":
+                        fitted = subprocess.run([sys.executable, "-m", "producer.cli", "route", "fit", "--task-type",
+                                                 "gsm8k", "--json"], env=env, capture_output=True, text=True, check=False)
+                        if fitted.returncode != 0:
+                            raise SystemExit(f"route fit failed: {fitted.stderr.strip()}")
+                        report["fit"] = json.loads(fitted.stdout)
+                        print(f"fit: {fitted.stdout.strip()}", flush=True)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, default=0, help="route eval over seeds 0..N-1")
+    parser.add_argument("--prompt-only", action="store_true", help="route eval from prompts alone")
+    parser.add_argument("--pipeline", action="store_true", help="batch 1 audited, fit, batch 2 routed")
+    parser.add_argument("--seed", type=int, default=0, help="the pipeline's split")
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--confidence", type=float, default=0.8)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not args.data.exists():
+        raise SystemExit(f"{args.data} not found: the GSM8K recorded answers live in ../shared/datasets/gsm8k-responses; "
+                         "pass --data FILE")
+    out: dict[str, Any] = {}
+    if args.seeds:
+        out["route_eval"] = seeds(args.data, args.seeds, args.target, args.confidence, args.prompt_only)
+    if args.pipeline:
+        out["pipeline"] = pipeline(args.data, args.seed)
+    if not out:
+        parser.error("give --seeds N and/or --pipeline")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
