@@ -83,7 +83,8 @@ def database_examples(conn: Connection, config: Config, task_type: str, into: _C
         "SELECT j.messages, l.candidate, l.agree, l.candidate_chars, l.reference_chars, "
         "l.candidate_logprob_mean, l.candidate_logprob_min FROM labels l JOIN jobs j ON j.id = l.job_id "
         "JOIN batches b ON b.id = l.batch_id WHERE l.task_type = :task AND l.source = 'answer' "
-        "AND l.candidate_tier = :cheap AND b.store_text ORDER BY l.id"), {"task": task_type, "cheap": cheap}).all()
+        "AND l.candidate_tier = :cheap AND b.store_text AND l.candidate IS NOT NULL ORDER BY l.id"),
+        {"task": task_type, "cheap": cheap}).all()
     for messages, candidate, agree, candidate_chars, reference_chars, mean, least in audits:
         prompt = user_text(messages)
         into.prompts.append(prompt)
@@ -153,6 +154,10 @@ class FitResult:
 def fit_version(engine: Engine, config: Config, task_type: str, paths: Sequence[Path] = (), cheap_column: str | None = None,
                 strong_column: str | None = None, use_database: bool = True, seed: int = 0) -> FitResult:
     """Fit a router for `task_type`, store it as a new version, activate it if it passes its held-out check."""
+    cheap, strong = config.router_tiers
+    if config.tier_index(strong) <= config.tier_index(cheap):
+        raise InputError(f"a router sends work from the cheap tier up to a stronger one, but {strong!r} does not come "
+                         f"after {cheap!r} in {config.tier_names}; set [router] cheap_tier and strong_tier")
     collected = _Collected()
     audits = escalations = files = 0
     if use_database:
@@ -248,6 +253,7 @@ def show(engine: Engine, task_type: str | None = None, every: bool = False) -> l
 def activate(engine: Engine, task_type: str, version: int) -> None:
     """Make a stored version the active one (a rollback), whatever its held-out figures."""
     with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tierq-router:' || :task))"), {"task": task_type})
         found = conn.execute(text("SELECT 1 FROM routers WHERE task_type = :task AND version = :version"),
                              {"task": task_type, "version": version}).scalar()
         if found is None:
@@ -260,6 +266,7 @@ def activate(engine: Engine, task_type: str, version: int) -> None:
 def deactivate(engine: Engine, task_type: str) -> int:
     """Turn the router of `task_type` off (its versions stay stored); how many were active."""
     with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tierq-router:' || :task))"), {"task": task_type})
         return conn.execute(text("UPDATE routers SET active = false WHERE task_type = :task AND active"),
                             {"task": task_type}).rowcount
 

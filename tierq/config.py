@@ -419,6 +419,12 @@ def _cross_check(config: Config, source: str) -> None:
         if tier is not None and tier not in names:
             problems.append(f"{source}: router.{key} {tier!r} is not a tier{did_you_mean(tier, names)}; "
                             f"use one of {sorted(names)}")
+    if not problems and (config.router.cheap_tier or config.router.strong_tier):
+        cheap, strong = config.router_tiers
+        order = config.tier_names
+        if order.index(strong) <= order.index(cheap):
+            problems.append(f"{source}: router.strong_tier {strong!r} must come after router.cheap_tier {cheap!r} "
+                            f"in the tier order {order}")
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -10,6 +10,7 @@ the breaker has opened yet: a failed connection is never a reason to escalate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class TierResult:
     jump_to: str | None = None  # a learned router sends the job on to this tier, not to the next one
 
 
+log = logging.getLogger(__name__)
 BAD_REQUEST = (400, 422)  # the provider says the request itself is wrong: no retry, no other model of it
 
 
@@ -111,10 +113,7 @@ async def _try_model(
         result.records.append(record)  # first: whatever fails next, this call is recorded (and its answer kept)
         validate(record, work.check, tier.name, work.messages)
         if record.outcome is CallOutcome.OK and work.second_look is not None:
-            doubt = work.second_look(record.content or "", record.logprobs)
-            if doubt is not None:
-                record.outcome, record.error = CallOutcome.INVALID, doubt.reason
-                result.jump_to = doubt.tier
+            _second_look(work.second_look, record, result, work.job_id)
         if record.outcome is CallOutcome.OK:
             result.answer, result.hold = record, None
         unreachable = await gates.after(gate, record)
@@ -136,6 +135,18 @@ async def _try_model(
         # model's answer, so the job waits for the provider (unless the tier's next model answers).
         result.hold = Hold(HoldKind.OUTAGE, config.worker.breaker_open_s, result.reason or "connection")
     return _Next.MODEL
+
+
+def _second_look(look: SecondLook, record: CallRecord, result: TierResult, job_id: int) -> None:
+    """The learned router's verdict on a valid answer; a router that fails keeps the answer (it is paid for)."""
+    try:
+        doubt = look(record.content or "", record.logprobs)
+    except Exception:  # the router only saves money: its failure must not cost an answer
+        log.exception("the learned router could not judge job %d's answer; it is kept", job_id)
+        return
+    if doubt is not None:
+        record.outcome, record.error = CallOutcome.INVALID, doubt.reason
+        result.jump_to = doubt.tier
 
 
 def _params_for(params: dict[str, Any], tier: TierConfig, model_cap: int | None) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class LearnedRoutes:
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
+    def refresh(self) -> None:
+        """Look for newly activated versions, if `poll_s` has passed since the last look."""
+        self._refresh()
+
     def _refresh(self) -> dict[str, Active]:
         now = time.monotonic()
         if now - self._checked < self.config.router.poll_s:
@@ -83,9 +87,10 @@ class LearnedRoutes:
                 if known is not None and known.version == version:
                     loaded[task] = known
                     continue
-                if cheap not in names or strong not in names:
-                    log.warning("router %s v%d routes between tiers %s and %s, which this configuration does not have; "
-                                "it is not used", task, version, cheap, strong)
+                order = self.config.tier_names
+                if cheap not in names or strong not in names or order.index(strong) <= order.index(cheap):
+                    log.warning("router %s v%d routes from tier %s up to %s, which this configuration does not have "
+                                "in that order; it is not used", task, version, cheap, strong)
                     continue
                 spec, policy, prompt, answer = conn.execute(text(
                     "SELECT spec, policy, prompt_scorer, answer_scorer FROM routers WHERE task_type = :task "
@@ -95,11 +100,12 @@ class LearnedRoutes:
                 log.info("using learned router %s v%d", task, version)
         return loaded
 
-    def get(self, task_type: str) -> Active | None:
-        """The active router of `task_type`, if the configuration lets routers decide."""
+    def get(self, task_type: str, look: bool = True) -> Active | None:
+        """The active router of `task_type`, if the configuration lets routers decide (`look`: first look
+        for a new version if `poll_s` has passed; never on an event loop)."""
         if not self.config.router.enabled:
             return None
-        return self._refresh().get(task_type)
+        return (self._refresh() if look else self._active).get(task_type)
 
     def start_tier(self, task_type: str, messages: list[dict[str, Any]], tier: str, forced: bool,
                    maximum: str | None) -> tuple[str, str] | None:
@@ -116,7 +122,7 @@ class LearnedRoutes:
     def second_look(self, task_type: str, tier: str, messages: list[dict[str, Any]]) -> SecondLook | None:
         """Decision (b) for answers given at `tier`: a function of (answer, log-probabilities) that says
         why the answer goes on to the strong tier, or None; None when no router judges this tier's answers."""
-        active = self.get(task_type)
+        active = self.get(task_type, look=False)  # called on the event loop: the task refreshed before it
         if active is None or tier != active.cheap_tier or active.router.policy.escalate_below is None:
             return None
         prompt = user_text(messages)

@@ -68,6 +68,8 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         if any(job.private for job in jobs):
             jobs = _reveal(ctx, jobs, lease)
+        if jobs:
+            ctx.learned.refresh()  # here, in the task's thread: the event loop never waits on Postgres for it
         results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else ([], {})
         summary = _finish(ctx, tier, jobs, results, findings, lease)
     return summary if busy is None else TierSummary(**{**_fields(summary), "requeued": True})

@@ -103,3 +103,10 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[providers"))
+
+
+def test_a_router_must_route_up_the_tier_order(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text((ROOT / "tierq" / "configs" / "sim.toml").read_text() + '\n[router]\ncheap_tier = "cold"\nstrong_tier = "hot"\n')
+    with pytest.raises(ConfigError, match=r"router.strong_tier 'hot' must come after router.cheap_tier 'cold'"):
+        load_config(path)

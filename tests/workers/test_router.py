@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from producer.api import Tierq
 from producer.route import Sources, _store, fit_version, show
 from tierq.router import logreg
 from tierq.router.features import FeatureSpec, answer_shape, prompt_matrix
-from tierq.router.fit import Examples, check, fit, holdout
-from tierq.router.policy import Rows, choose, random_cost_share
+from tierq.router.fit import Examples, Router, check, fit, holdout
+from tierq.router.policy import Policy, Rows, choose, random_cost_share
 
 TIERQ = Path(sys.executable).with_name("tierq")
 EASY = ["parcel", "delivery", "tracking", "address", "courier", "shipping", "label", "box"]
@@ -65,6 +66,15 @@ def test_features_are_deterministic_and_scaled() -> None:
     assert answer_shape("q", "a", logprobs=(-0.5, -2.0))[ANSWER_SHAPE.index("logprob_min")] == -2.0
 
 
+def test_answer_features_stay_fast_and_finite_on_hostile_answers() -> None:
+    hostile = ["\n".join(f"- {n}" for n in range(4000)), "1 - " * 5000, "[" + ",".join(map(str, range(400))) + "]",
+               "1e999 = 1e999", "", "ünïcode ÷ 3 = \udc89", "9" * 5000 + " / 0 = 1"]
+    started = time.perf_counter()
+    rows = [answer_shape("Add 2 and 2.", text) for text in hostile]
+    assert time.perf_counter() - started < 2.0  # linear in the answer's length: no regular-expression blow-up
+    assert all(np.isfinite(row).all() for row in rows)
+
+
 def test_logistic_regression_separates_and_auc_counts_ties() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5)).astype(np.float32)
@@ -96,6 +106,35 @@ def test_the_policy_is_the_cheapest_that_keeps_the_target_with_a_margin() -> Non
     sent_at_random = (0.8 - cheap_ok.mean()) / (1 - cheap_ok.mean())  # to reach 80% of the strong tier's quality
     assert random_cost_share(rows, 1.0) == 1.0
     assert random_cost_share(rows, 0.8) == pytest.approx((1 - sent_at_random) * 0.1 + sent_at_random)
+
+
+def test_answers_a_validator_failed_escalate_whatever_the_thresholds() -> None:
+    n = 400
+    rng = np.random.default_rng(3)
+    cheap_ok = (rng.random(n) < 0.8).astype(np.float64)
+    cheap_ok[:40] = 0  # the validator failed these: no text, score -inf
+    rows = Rows(cheap_ok, np.ones(n), np.full(n, 1.0), np.full(n, 10.0))
+    answer = np.where(np.arange(n) < 40, -np.inf, cheap_ok + rng.random(n) * 0.1)
+    policy = choose(rows, rng.random(n), answer, target=0.9, confidence=0.8)
+    assert policy.escalate_below is None or np.isfinite(policy.escalate_below)
+    _, escalated = policy.decide(np.full(n, 0.5), answer)
+    assert escalated[:40].all()
+
+
+def test_a_stored_router_scores_as_the_fitted_one_and_keeps_infinite_thresholds() -> None:
+    rows = labelled_rows(200)
+    examples = Examples([r["prompt"] for r in rows], [f"answer {n}" for n in range(200)],
+                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(200),
+                             np.full(200, 0.1), np.full(200, 10.0)))
+    router = fit(examples, 0.95, 0.8).router
+    assert router.answer is not None
+    edge = Router(router.spec, router.prompt, router.answer, Policy(float("-inf"), float("inf"), 1, 1, 1))
+    for original in (router, edge):
+        spec, policy, prompt, answer = original.blobs()
+        json.dumps(policy)  # JSON, whatever the thresholds
+        again = Router.from_blobs(spec, policy, prompt, answer)
+        assert again.policy == original.policy
+        assert np.allclose(again.prompt_scores(examples.prompts[:5]), original.prompt_scores(examples.prompts[:5]))
 
 
 def test_a_router_beats_random_routing_on_labels_it_never_saw() -> None:

@@ -25,8 +25,12 @@ _SPACES = re.compile(r"\s+")
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)]|\(?[a-hA-H][.)])\s+", re.MULTILINE)
 _CODE = re.compile(r"```|^\s{4}\S|[{};]\s*$", re.MULTILINE)
-_AMOUNT = r"[$€£]?\s?-?\d[\d,]*(?:\.\d+)?%?"
-_STEP = re.compile(rf"({_AMOUNT}(?:\s*[-+*/x×÷]\s*{_AMOUNT})+)\s*=\s*[$€£]?\s?(-?\d[\d,]*(?:\.\d+)?)")
+# No two adjacent parts may match the same white space: overlapping `\s*`s backtrack exponentially.
+# A step stays on one line and has at most 12 operators, so a failed match costs a bounded amount of work:
+# a long list of numbers without "=" is linear, not quadratic.
+_AMOUNT = r"(?:[$€£][ \t]*)?-?\d[\d,]{0,30}(?:\.\d{1,30})?%?"
+_STEP = re.compile(rf"({_AMOUNT}(?:[ \t]*[-+*/x×÷][ \t]*{_AMOUNT}){{1,12}})[ \t]*=[ \t]*(?:[$€£][ \t]*)?(-?\d[\d,]*(?:\.\d+)?)")
+MAX_CHECKED_CHARS = 20_000  # arithmetic is checked in the first this many characters of an answer
 _FINAL_MARK = re.compile(r"^\s*(?:#{2,}|\**(?:final answer|answer|the answer is|therefore|thus|so the answer)\b)",
                          re.IGNORECASE | re.MULTILINE)
 _HEDGES = ("i think", "probably", "perhaps", "maybe", "might", "approximately", "roughly", "assume", "assuming",
@@ -105,9 +109,11 @@ def numbers(text: str) -> list[float]:
     found = []
     for match in _NUMBER.finditer(text):
         try:
-            found.append(float(match.group(0).replace(",", "")))
+            value = float(match.group(0).replace(",", ""))
         except ValueError:
             continue
+        if math.isfinite(value):  # "1,2,3,...": digits and commas that no float holds
+            found.append(value)
     return found
 
 
@@ -149,7 +155,7 @@ def _steps(answer: str) -> tuple[int, int, list[float]]:
     """Arithmetic the answer states (`a op b = c`): how many steps, how many wrong, their results."""
     checked = wrong = 0
     results: list[float] = []
-    for match in _STEP.finditer(answer):
+    for match in _STEP.finditer(answer[:MAX_CHECKED_CHARS]):
         expression = re.sub(r"[$€£\s]", "", match.group(1)).replace(",", "").replace("x", "*").replace("×", "*")
         expression = re.sub(r"(\d+(?:\.\d+)?)%", lambda m: str(float(m.group(1)) / 100), expression.replace("÷", "/"))
         value = _evaluate(expression)

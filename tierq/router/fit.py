@@ -50,6 +50,18 @@ class Examples:
         """Indexes of the examples that have a cheap answer text."""
         return np.flatnonzero([a is not None for a in self.answers])
 
+    def failed(self) -> npt.NDArray[np.bool_]:
+        """Examples whose cheap answer a validator failed: they escalate whatever a router says."""
+        if self.valid is None:
+            return np.zeros(len(self.prompts), dtype=bool)
+        return ~np.asarray(self.valid, dtype=bool)
+
+    def answer_scorable(self) -> bool:
+        """Whether an answer scorer can be fitted: every example that passed its validator has its text."""
+        failed = self.failed()
+        have = self.with_answers()
+        return len(have) >= MIN_ANSWERS and all(failed[i] or self.answers[i] is not None for i in range(len(failed)))
+
 
 @dataclass(frozen=True, slots=True)
 class Router:
@@ -103,8 +115,10 @@ class Router:
 
 
 def _finite(value: float | None) -> float | str | None:
-    """JSON has no infinity: "inf" stands for it (every score is below it)."""
-    return "inf" if value is not None and np.isinf(value) else value
+    """JSON has no infinity: "inf" and "-inf" stand for them."""
+    if value is not None and np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def _infinite(value: float | str | None) -> float | None:
@@ -138,16 +152,15 @@ def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spe
     prompt, prompt_oof = fit_scorer(x, y, spec, False, hashed_columns(spec, False), seed)
     answer: Scorer | None = None
     answer_oof: Array | None = None
-    have = examples.with_answers()
-    if len(have) >= MIN_ANSWERS:
-        # Rows without an answer text are answers a validator failed: they escalate whatever the score.
+    if examples.answer_scorable():
+        have = examples.with_answers()
         prompts = [examples.prompts[i] for i in have]
         texts = [examples.answers[i] or "" for i in have]
         valid = [examples.valid[i] for i in have] if examples.valid is not None else None
         logprobs = [examples.logprobs[i] for i in have] if examples.logprobs is not None else None
         xa = answer_matrix(prompts, texts, spec, valid, logprobs)
         answer, oof = fit_scorer(xa, y[have], spec, True, hashed_columns(spec, True), seed)
-        answer_oof = np.full(len(y), -np.inf)
+        answer_oof = np.full(len(y), -np.inf)  # -inf: a validator failed it (policy.py)
         answer_oof[have] = oof
     policy = choose(examples.rows, prompt_oof, answer_oof, target, confidence, seed)
     return Fitted(Router(spec, prompt, answer, policy), prompt_oof, answer_oof)
@@ -158,7 +171,8 @@ def decide(router: Router, examples: Examples) -> tuple[npt.NDArray[np.bool_], n
     prompt_scores = router.prompt_scores(examples.prompts)
     answer_scores: Array | None = None
     if router.answer is not None:
-        answer_scores = np.full(len(examples.prompts), -np.inf)  # no answer text: its validator failed it
+        # A validator failed it: -inf (it escalates). No text to judge: +inf (the router cannot doubt it).
+        answer_scores = np.where(examples.failed(), -np.inf, np.inf)
         have = examples.with_answers()
         if len(have):
             scored = router.answer_scores([examples.prompts[i] for i in have], [examples.answers[i] or "" for i in have],

@@ -57,8 +57,10 @@ class Policy:
         direct = (prompt_scores < self.start_strong_below if self.start_strong_below is not None
                   else np.zeros(len(prompt_scores), dtype=bool))
         escalated = np.zeros(len(prompt_scores), dtype=bool)
-        if self.escalate_below is not None and answer_scores is not None:
-            escalated = ~direct & (answer_scores < self.escalate_below)
+        if answer_scores is not None:
+            # -inf: an answer its validator failed, which escalates whatever the router says.
+            doubted = answer_scores < self.escalate_below if self.escalate_below is not None else escalated
+            escalated = ~direct & (np.isneginf(answer_scores) | doubted)
         return direct, escalated
 
 
@@ -71,12 +73,18 @@ def outcome(rows: Rows, direct: npt.NDArray[np.bool_], escalated: npt.NDArray[np
 
 
 def _cut(sorted_scores: Array, k: int) -> float | None:
-    """The threshold below which exactly the first `k` of `sorted_scores` fall."""
+    """The threshold below which exactly the first `k` of `sorted_scores` fall (k must not split ties)."""
     if k == 0:
         return None
     if k >= len(sorted_scores):
         return float("inf")
     return float((sorted_scores[k - 1] + sorted_scores[k]) / 2)
+
+
+def _cuttable(sorted_scores: Array) -> npt.NDArray[np.bool_]:
+    """For k = 0..m: whether a threshold can send exactly the first k (no tie between k-1 and k)."""
+    inner = sorted_scores[1:] > sorted_scores[:-1]
+    return np.concatenate([[True], inner, [True]]) if len(sorted_scores) else np.array([True])
 
 
 def choose(rows: Rows, prompt_scores: Array, answer_scores: Array | None, target: float, confidence: float,
@@ -101,7 +109,7 @@ def choose(rows: Rows, prompt_scores: Array, answer_scores: Array | None, target
         shares = (base_quality[:, None] + cum) / strong_total[:, None]
         lower = np.quantile(shares, quantile, axis=0)
         cost = base_cost + np.concatenate([[0.0], np.cumsum(gain_cost[order])])
-        feasible = np.flatnonzero(lower >= target)
+        feasible = np.flatnonzero((lower >= target) & _cuttable(scores[order]))
         if not len(feasible):
             return
         k = int(feasible[np.argmin(cost[feasible])])
@@ -124,11 +132,13 @@ def choose(rows: Rows, prompt_scores: Array, answer_scores: Array | None, target
             k = int(round(share * n))
             start = _cut(sorted_prompts, k)
             direct = prompt_scores < start if start is not None else np.zeros(n, dtype=bool)
-            rest = np.flatnonzero(~direct)
+            forced = ~direct & np.isneginf(answer_scores)  # its validator failed it: it escalates anyway
+            rest = np.flatnonzero(~direct & ~forced)
             rest_order = rest[np.argsort(answer_scores[rest], kind="stable")]
-            base_quality = weights @ np.where(direct, rows.strong_ok, rows.cheap_ok)
-            point = float(np.where(direct, rows.strong_ok, rows.cheap_ok).sum())
-            base_cost = float(np.where(direct, rows.strong_cost, rows.cheap_cost).sum())
+            strong_answers = direct | forced
+            base_quality = weights @ np.where(strong_answers, rows.strong_ok, rows.cheap_ok)
+            point = float(np.where(strong_answers, rows.strong_ok, rows.cheap_ok).sum())
+            base_cost = float(np.where(direct, rows.strong_cost, rows.cheap_cost).sum() + rows.strong_cost[forced].sum())
             consider(rest_order, rows.strong_ok - rows.cheap_ok, rows.strong_cost, base_quality, point,
                      base_cost, answer_scores, "cascade", start)
     if best is None:
