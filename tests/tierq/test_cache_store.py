@@ -325,3 +325,23 @@ def test_a_cache_left_by_an_older_tierq_is_cleared_at_start(redis_dbs: RedisDbs)
     assert CacheStore(client, CacheConfig(prefix="t"), threshold=0.9).entries() == 1
     client.flushdb()
     client.close()
+
+
+def test_what_a_request_says_besides_its_text_is_part_of_its_namespace() -> None:
+    def ask(text: str, image: str | None = None, name: str | None = None, **params: object) -> str:
+        content: object = text if image is None else [{"type": "text", "text": text},
+                                                       {"type": "image_url", "image_url": {"url": image}}]
+        message: dict[str, object] = {"role": "user", "content": content}
+        if name is not None:
+            message["name"] = name
+        return cache_key(tenant="a", task_type="t", system_prompt=None, messages=[message], params=dict(params),
+                         tier_floor=None).namespace
+
+    question = "What is in this picture?"
+    assert ask(question, "data:image/png;base64,AAAA") != ask(question, "data:image/png;base64,BBBB")
+    assert ask(question, "data:image/png;base64,AAAA") == ask(question, "data:image/png;base64,AAAA")
+    assert ask(question, "https://x.io/cat.png") != ask(question)
+    assert ask("Who am I?", name="ann") != ask("Who am I?", name="bob") != ask("Who am I?")
+    assert ask(question, seed=1) != ask(question, seed=2)
+    assert ask(question, response_format={"type": "json_object"}) != ask(question)
+    assert ask("Where is my parcel?") == ask("where is my parcel??")  # the text itself is the semantic layer's

@@ -1,8 +1,11 @@
 """Cache keys: a namespace that holds everything that changes an answer, and the exact request hash.
 
 The namespace is the tenant, the task type, the system prompt, the earlier turns of the conversation,
-the request parameters that change an answer and the lowest tier the batch allows, so one tenant
-never receives another's answer and a batch that asked for a strong model never gets a cheap one.
+everything of the last user turn except its text (its image, audio and file parts by content digest,
+its `name`, any other field), the request parameters that change an answer and the lowest tier the
+batch allows, so one tenant never receives another's answer, a batch that asked for a strong model never
+gets a cheap one, and two requests whose texts are alike but whose pictures or speakers differ are never
+compared.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ def _digest(value: Any) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
+def _beyond_text(message: dict[str, Any]) -> dict[str, Any]:
+    """What a message says besides its text: its other fields and its non-text parts (digested)."""
+    content = message.get("content")
+    parts = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")] if isinstance(content, list) else []
+    return {"fields": {k: v for k, v in message.items() if k != "content"}, "parts": _digest(parts) if parts else None}
+
+
 def cache_key(
     *, tenant: str, task_type: str, system_prompt: str | None, messages: list[dict[str, Any]],
     params: dict[str, Any], tier_floor: str | None,
@@ -43,6 +53,7 @@ def cache_key(
     context = [messages[i] for i in range(len(messages)) if i != last_user]
     namespace = _digest({
         "tenant": tenant, "task": task_type, "system": system_prompt, "context": context, "floor": tier_floor,
+        "last": _beyond_text(messages[last_user]) if messages else None,
         "params": {k: params[k] for k in ANSWER_PARAMS if k in params},
         # tierq's own batch options (a JSON schema the answer must match...) change which answers are kept.
         "tierq": params.get(RESERVED_PARAMS),
