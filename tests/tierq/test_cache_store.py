@@ -345,3 +345,22 @@ def test_what_a_request_says_besides_its_text_is_part_of_its_namespace() -> None
     assert ask(question, seed=1) != ask(question, seed=2)
     assert ask(question, response_format={"type": "json_object"}) != ask(question)
     assert ask("Where is my parcel?") == ask("where is my parcel??")  # the text itself is the semantic layer's
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Why is this important?", "Why is this losing importance?"),
+    ("My card works abroad", "My card does not work abroad"),
+    ("Can I pay without a PIN?", "Can I pay with a PIN?"),
+])
+def test_negation_blocks_a_semantic_hit(a: str, b: str) -> None:
+    assert fingerprint(a) != fingerprint(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Where is my parcel?", "where is my parcel??"),
+    ("My card has not arrived yet", "My card still hasn't arrived"),
+    ("Why did my top up fail?", "Why didn't my top up work?"),
+    ("I lost my card", "My card was lost, what now?"),
+])
+def test_the_same_polarity_still_matches(a: str, b: str) -> None:
+    assert fingerprint(a) == fingerprint(b)

@@ -1,7 +1,11 @@
-"""Identifiers that make two similar texts different questions: numbers, amounts, dates, e-mails, URLs.
+"""Identifiers that make two similar texts different questions: numbers, amounts, dates, e-mails, URLs,
+and negation.
 
 Dates count in words too: weekday and month names ("closed on Friday" is not "closed on Monday").
 "May" and "March" are left out, since as words they are mostly a modal verb and a verb.
+
+Negation: whether the text says "not", "no", "never", "without", "n't", "losing" and the like an odd
+number of times ("it works" is not "it does not work", "important" is not "losing importance").
 
 Two tickets that differ only in an order number ask about different orders, however close their
 embeddings are, so a semantic hit needs the same identifiers on both sides.
@@ -33,7 +37,20 @@ def identifiers(text: str) -> frozenset[str]:
         rest = pattern.sub(" ", rest)
     found.update(m.group(0).rstrip(".,:/-") for m in _NUMBER.finditer(rest))
     found.update(_day_or_month(m.group(0)) for m in _DAY_OR_MONTH.finditer(rest))
+    if negated(rest):
+        found.add("not")
     return frozenset(found)
+
+
+_NEGATIONS = frozenset({"not", "no", "never", "without", "cannot", "none", "nobody", "nothing", "neither", "nor",
+                        "nowhere", "lose", "losing", "lost", "stop", "stopped", "fail", "failed", "unable"})
+
+
+def negated(text: str) -> bool:
+    """Whether `text` negates an odd number of times ("not", "n't", "no", "without", "losing"...)."""
+    words = re.findall(r"[a-z']+", text.lower())
+    count = sum(w in _NEGATIONS or w.endswith("n't") for w in words)
+    return count % 2 == 1
 
 
 def _day_or_month(word: str) -> str:
