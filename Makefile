@@ -25,7 +25,7 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 lint: install
-	$(PY) -m ruff check tierq models workers producer fakellm migrations
+	$(PY) -m ruff check tierq models workers producer fakellm migrations tests bench eval
 	$(PY) -m mypy
 
 bench: install

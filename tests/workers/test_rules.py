@@ -8,14 +8,17 @@ import pytest
 
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, load_config
-from workers.answers import judge
 from tierq.messages import user_text
+from workers.answers import judge
 from workers.routing import Bounds, Router
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "tierq" / "configs" / "sim.toml")
 
 
-def route(prompt: str, bounds: Bounds = Bounds(), reserve: int = 0, system: str | None = None) -> str | None:
+NO_BOUNDS = Bounds()
+
+
+def route(prompt: str, bounds: Bounds = NO_BOUNDS, reserve: int = 0, system: str | None = None) -> str | None:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     return Router(CONFIG).route(messages, "default", bounds, reserve).tier
 

@@ -48,7 +48,7 @@ _NEGATIONS = frozenset({"not", "no", "never", "without", "cannot", "none", "nobo
 
 def negated(text: str) -> bool:
     """Whether `text` negates an odd number of times ("not", "n't", "no", "without", "losing"...)."""
-    words = re.findall(r"[a-z']+", text.lower())
+    words: list[str] = re.findall(r"[a-z']+", text.lower())
     count = sum(w in _NEGATIONS or w.endswith("n't") for w in words)
     return count % 2 == 1
 
