@@ -269,3 +269,28 @@ def test_audits_teach_the_router_which_cheap_answers_to_send_on(clean: Stack, tm
     bothered = len(escalated - wrong) / (len(second) - len(wrong))
     # The simulator's wrong answers are less sure of themselves, with overlap (fakellm/server.py token_logprobs).
     assert caught > 0.8 and bothered < 0.45 and caught > 2 * bothered
+
+
+def test_a_router_that_fails_keeps_the_paid_answer(caplog: pytest.LogCaptureFixture) -> None:
+    import uuid
+    from decimal import Decimal
+
+    from models.enums import CallOutcome
+    from tierq.money import Usage
+    from workers.calls import TierResult, _second_look
+    from workers.learned import Doubt
+    from workers.llm import CallRecord
+
+    def record() -> CallRecord:
+        return CallRecord(uuid.uuid4(), "sim-nano", "sim", Usage(10, 5), Decimal("0.001"), 5, CallOutcome.OK,
+                          content="42")
+
+    def broken(answer: str, logprobs: object) -> Doubt | None:
+        raise ValueError("a scorer bug")
+
+    kept, result = record(), TierResult(7)
+    _second_look(broken, kept, result, 7)
+    assert kept.outcome is CallOutcome.OK and result.jump_to is None and "job 7's answer; it is kept" in caplog.text
+    doubted, result = record(), TierResult(8)
+    _second_look(lambda answer, logprobs: Doubt("router: low", "cold"), doubted, result, 8)
+    assert (doubted.outcome, doubted.error, result.jump_to) == (CallOutcome.INVALID, "router: low", "cold")
