@@ -110,6 +110,11 @@ def _pct(value: float) -> float:
     return round(100.0 * value, 2)
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an AUC with one class only is null."""
+    return round(value, 4) if np.isfinite(value) else None
+
+
 def evaluate(data: Labelled, seed: int, target: float, confidence: float) -> dict[str, Any]:
     """Fit on one half, report on the other: the figures `tierq route eval --json` prints."""
     train, test = split(data.prompts, seed)
@@ -148,8 +153,8 @@ def evaluate(data: Labelled, seed: int, target: float, confidence: float) -> dic
         "strong_accuracy_pct": _pct(float(rows.strong_ok.mean())),
         "random_cost_reduction_pct": _pct(1 - random_cost_share(rows, share)),
         "oracle_cost_reduction_pct": _pct(1 - oracle_cost_share(rows)),
-        "auc": round(logreg.auc(prompt_scores, labels), 4),
-        "answer_auc": round(logreg.auc(answer_scores, labels), 4) if answer_scores is not None else None,
+        "auc": _finite(logreg.auc(prompt_scores, labels)),
+        "answer_auc": _finite(logreg.auc(answer_scores, labels)) if answer_scores is not None else None,
         "train_share_pct": _pct(policy.share), "train_share_lower_pct": _pct(policy.share_lower),
         "train_cost_share_pct": _pct(policy.cost_share),
         "all_strong_cost_usd": str(all_strong), "cost_usd": str(cost),
