@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -58,33 +58,35 @@ def query_key(i: int) -> CacheKey:
     return CacheKey(NAMESPACE, f"q{i:031x}", "", "", "bench")
 
 
-def bulk_load(store: CacheStore, vectors: Vectors) -> None:
+def bulk_load(store: CacheStore, vectors: Vectors, key: Callable[[int], CacheKey] = entry_key) -> None:
     """The first `centre_after` entries (at least 200) through register and fill, so the store centres the
-    namespace as it would in production; the rest copy what those wrote, in pipelines."""
+    namespace as it would in production; the rest copy what those wrote, in pipelines. Entry i has key
+    `key(i)`; every key must have the same namespace and identifier fingerprint, and the store must be empty."""
+    namespace, ids = key(0).namespace, key(0).ids
     via_api = max(200, store.cfg.centre_after) if store.cfg.centre_after <= len(vectors) else 200
     for i in range(via_api):
-        entry_id, _ = store.register(entry_key(i), vectors[i].tolist(), job_id=i + 1)
+        entry_id, _ = store.register(key(i), vectors[i].tolist(), job_id=i + 1)
         store.fill(entry_id, i + 1, ANSWER, "model-a", "hot", Decimal("0.000123"))
     p, keep, width = store.p, store._keep_s, store.width
     # Copying what the store wrote keeps the bulk entries the same size when the store gains a field.
     template = {k.decode(): v for k, v in store.r.hgetall(f"{p}:e:{via_api}").items()}
     answer = store.r.getrange(f"{p}:v:1", width, -1)
-    generation, offset = store.generation(NAMESPACE)
+    generation, offset = store.generation(namespace)
     for start in range(via_api, len(vectors), 2000):
         chunk = range(start, min(len(vectors), start + 2000))
         pipe = store.r.pipeline(transaction=False)
         # As the store does: index the float16 vector that is stored.
         halves = vectors[chunk.start : chunk.stop].astype(np.float16).astype(np.float32)
-        slots = store._slots(NAMESPACE, "", generation, offset, halves)
+        slots = store._slots(namespace, ids, generation, offset, halves)
         sketches = store.planes.sketch(halves)
         for i, where, sketch in zip(chunk, slots, sketches, strict=True):
-            key, entry_id = entry_key(i), i + 1
-            pipe.set(f"{p}:x:{key.exact}", entry_id, ex=store.cfg.ttl_s)
+            exact, entry_id = key(i).exact, i + 1
+            pipe.set(f"{p}:x:{exact}", entry_id, ex=store.cfg.ttl_s)
             now = f"{time.time():.3f}"
-            pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": key.exact, "ts": now, "rt": now})
+            pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": exact, "ts": now, "rt": now})
             pipe.expire(f"{p}:e:{entry_id}", keep)
             pipe.set(f"{p}:v:{entry_id}", vectors[i].astype(np.float16).tobytes() + answer, ex=keep)
-            store.index.queue_add(pipe, NAMESPACE, generation, where, entry_id, sketch.tobytes(), f"{p}:e:{entry_id}", keep)
+            store.index.queue_add(pipe, namespace, generation, where, entry_id, sketch.tobytes(), f"{p}:e:{entry_id}", keep)
         if any(reply == -1 for reply in pipe.execute()):
             raise RuntimeError("the namespace changed generation during the bulk load")
     store.r.set(f"{p}:n", len(vectors))

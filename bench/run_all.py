@@ -1,6 +1,6 @@
 """Every throughput benchmark, each against its anchor in the same run, and one table of the results.
 
-    .venv/bin/python bench/run_all.py [--quick] [--only pipeline inflight costrows memory] [--markdown]
+    .venv/bin/python bench/run_all.py [--quick] [--only pipeline inflight costrows memory startup classify] [--markdown]
     make bench
 
 Needs the local Postgres (a throwaway database is created and dropped) and Redis (database 15 is
@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+import bench_classify
 import bench_costrows
 import bench_inflight
 import bench_memory
@@ -33,7 +34,7 @@ import bench_startup
 from harness import POSTGRES_URL, REDIS_URL, BenchError, Stack, open_stack
 from rows import Row, markdown, table
 
-BENCHMARKS = ("pipeline", "inflight", "costrows", "memory", "startup")
+BENCHMARKS = ("pipeline", "inflight", "costrows", "memory", "startup", "classify")
 
 
 class TimeLimit(Exception):
@@ -83,6 +84,9 @@ def run_one(name: str, stack: Stack, quick: bool, rows: list[Row], details: list
         return 0.0
     if name == "startup":
         rows += bench_startup.run(stack, 5 if quick else 15)
+        return 0.0
+    if name == "classify":
+        rows += bench_classify.run(stack, quick)
         return 0.0
     rows += bench_memory.run(stack, quick)
     return 0.0
