@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import numpy as np
-
 from tierq.cache import CacheEntry, CacheKey, cache_key
 from tierq.cache.embedders import Vectors
 from workers.context import WorkerContext
@@ -31,32 +29,43 @@ def key_of(job: PendingJob) -> CacheKey:
 
 
 def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
-    """Look the jobs up in one batch; register the misses as leaders, coalescing duplicates in the chunk."""
+    """Look the jobs up together; register the misses as leaders, coalescing duplicates in the chunk.
+
+    Exact matches are read first, so only the texts they miss are embedded, and each different text once.
+    A text repeated in the chunk is looked up once and shares its first occurrence's fate; a text near
+    one that leads a new entry in this chunk follows that leader.
+    """
     result = Dedup()
     if not jobs:
         return result
     keys = [key_of(job) for job in jobs]
-    vectors = ctx.embedder.embed([k.text for k in keys]) if ctx.config.cache.semantic else None
-    found = ctx.cache.lookup(keys, vectors)
-    fresh: list[tuple[CacheKey, int, int, int]] = []  # registered by this chunk: (key, row, entry, leader job)
-    for row, (job, key, entry) in enumerate(zip(jobs, keys, found, strict=True)):
+    found = ctx.cache.lookup(keys, None)
+    heads: dict[str, int] = {}  # exact key -> first row that missed with it
+    twin_of: dict[int, int] = {}  # a later row with the same exact key -> that first row
+    for row, entry in enumerate(found):
         if entry is None:
-            entry = _near_in_chunk(ctx, fresh, key, row, vectors)
+            twin_of[row] = heads.setdefault(keys[row].exact, row)
+    rows = list(heads.values())
+    vectors = ctx.embedder.embed([keys[row].text for row in rows]) if ctx.config.cache.semantic and rows else None
+    if vectors is not None:
+        for row, entry in zip(rows, ctx.cache.nearest([keys[row] for row in rows], vectors), strict=True):
+            found[row] = entry
+    open_rows = [n for n, row in enumerate(rows) if found[row] is None]  # positions in `rows`
+    follows = _near_in_chunk(ctx, [keys[rows[n]] for n in open_rows], None if vectors is None else vectors[open_rows])
+    lead = [n for n, leader in zip(open_rows, follows, strict=True) if leader is None]
+    fresh = _register(ctx, jobs, keys, rows, lead, vectors, found)
+    # A row that was to follow a leader whose text another process registered first registers itself.
+    orphans = [n for n, leader in zip(open_rows, follows, strict=True)
+               if leader is not None and open_rows[leader] not in fresh]
+    fresh.update(_register(ctx, jobs, keys, rows, orphans, vectors, found))
+    for n, leader in zip(open_rows, follows, strict=True):
+        if leader is not None and open_rows[leader] in fresh:
+            found[rows[n]] = fresh[open_rows[leader]]
+    for row, (job, key) in enumerate(zip(jobs, keys, strict=True)):
+        entry = found[twin_of.get(row, row)]  # a repeated text shares its first occurrence's entry
         if entry is None:
-            entry_id, entry = ctx.cache.register(key, None if vectors is None else vectors[row].tolist(), job.id)
-            if entry is None:
-                result.leaders[job.id] = entry_id
-                fresh.append((key, row, entry_id, job.id))
-                continue
-        if entry.ready and entry.answer is not None:
-            result.hits[job.id] = SharedAnswer(entry.answer, entry.model or "", entry.tier or "", entry.cost_usd,
-                                               *entry.tokens)
-            if entry.kind == "semantic":
-                result.semantic[job.id] = key.namespace
-        elif entry.leader_job == job.id:
-            result.leaders[job.id] = entry.id
-        else:
-            result.followers[job.id] = (entry.leader_job, entry.id)
+            raise RuntimeError(f"job {job.id}: the cache step left it without an entry")
+        _decide(result, job, key, entry)
     cache = ctx.cache
     cache.count("hits", len(result.hits))
     cache.count("coalesced", len(result.followers))
@@ -64,16 +73,48 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
     return result
 
 
-def _near_in_chunk(
-    ctx: WorkerContext, fresh: list[tuple[CacheKey, int, int, int]], key: CacheKey, row: int, vectors: Vectors | None
-) -> CacheEntry | None:
-    """A job registered earlier in this chunk that asks the same (or nearly the same) question."""
-    for other, other_row, entry_id, leader in fresh:
-        if other.namespace != key.namespace:
-            continue
-        same = other.exact == key.exact
-        if not same and vectors is not None and other.ids == key.ids:
-            same = float(np.dot(vectors[row], vectors[other_row])) >= ctx.cache.threshold
-        if same:
-            return CacheEntry(entry_id, False, leader, None, None, None, Decimal(0), "chunk")
-    return None
+def _register(ctx: WorkerContext, jobs: list[PendingJob], keys: list[CacheKey], rows: list[int], chosen: list[int],
+              vectors: Vectors | None, found: list[CacheEntry | None]) -> dict[int, CacheEntry]:
+    """Register rows[n] for each n in `chosen`; fills `found`, and returns the new entries by n."""
+    if not chosen:
+        return {}
+    targets = [rows[n] for n in chosen]
+    registered = ctx.cache.register_many([keys[row] for row in targets], None if vectors is None else vectors[chosen],
+                                         [jobs[row].id for row in targets])
+    fresh: dict[int, CacheEntry] = {}
+    for n, row, (entry_id, existing) in zip(chosen, targets, registered, strict=True):
+        if existing is None:
+            existing = fresh[n] = CacheEntry(entry_id, False, jobs[row].id, None, None, None, Decimal(0), "fresh")
+        found[row] = existing
+    return fresh
+
+
+def _decide(result: Dedup, job: PendingJob, key: CacheKey, entry: CacheEntry) -> None:
+    """Record what the job does with its entry: take its answer, lead it, or follow its leader."""
+    if entry.ready and entry.answer is not None:
+        result.hits[job.id] = SharedAnswer(entry.answer, entry.model or "", entry.tier or "", entry.cost_usd,
+                                           *entry.tokens)
+        if entry.kind == "semantic":
+            result.semantic[job.id] = key.namespace
+    elif entry.leader_job == job.id:
+        result.leaders[job.id] = entry.id
+    else:
+        result.followers[job.id] = (entry.leader_job, entry.id)
+
+
+def _near_in_chunk(ctx: WorkerContext, keys: list[CacheKey], vectors: Vectors | None) -> list[int | None]:
+    """For each key (all of different texts, in order), the first earlier one that leads and asks nearly
+    the same question (same namespace and identifiers, similarity at or above the threshold), else None."""
+    follows: list[int | None] = [None] * len(keys)
+    if vectors is None or not keys:
+        return follows
+    similar = (vectors @ vectors.T) >= ctx.cache.threshold
+    leaders: dict[tuple[str, str], list[int]] = {}
+    for n, key in enumerate(keys):
+        group = leaders.setdefault((key.namespace, key.ids), [])
+        near = [m for m in group if similar[n, m]]
+        if near:
+            follows[n] = near[0]
+        else:
+            group.append(n)
+    return follows

@@ -86,6 +86,37 @@ def test_register_fill_and_exact_and_semantic_hits(store: CacheStore) -> None:
     assert semantic.cost_usd == Decimal("0.0001")
 
 
+def test_register_many_leads_new_keys_and_returns_the_entries_of_known_ones(store: CacheStore) -> None:
+    known = key("How do I change my password?")
+    known_id, _ = store.register(known, EMBED.embed([known.text])[0].tolist(), job_id=1)
+    store.fill(known_id, 1, "Use the settings page.", "sim-nano", "hot", Decimal("0.0002"))
+    keys = [key("Where is my parcel? It has not arrived."), known, key("Can I pay in instalments for a desk?")]
+    registered = store.register_many(keys, EMBED.embed([k.text for k in keys]), [10, 11, 12])
+    assert [existing is None for _, existing in registered] == [True, False, True]
+    entry_id, existing = registered[1]
+    assert entry_id == known_id and existing is not None and existing.answer == "Use the settings page."
+    assert len({entry_id for entry_id, _ in registered}) == 3
+    # The new entries are indexed: a near text finds the pending entry of its leader.
+    near = key("where is my parcel?? it has not arrived")
+    found = store.lookup([near], EMBED.embed([near.text]))[0]
+    assert found is not None and found.kind == "semantic" and found.leader_job == 10 and not found.ready
+
+
+def test_probes_of_many_vectors_are_those_of_each_vector() -> None:
+    planes = Hyperplanes(384, bands=24, rows=20)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((40, 384)).astype(np.float32)
+    offset = planes.offset(vectors.mean(axis=0))
+    bands, buckets = planes.probes_many(vectors, 400, offset)
+    assert bands.shape == buckets.shape == (40, 400)
+    for row, vector in enumerate(vectors):
+        one_bands, one_buckets = planes.probes(vector, 400, offset)
+        # The same probes; the order of near-equal scores may differ in the last bit of a float sum.
+        one = set(zip(one_bands.tolist(), one_buckets.tolist(), strict=True))
+        assert one == set(zip(bands[row].tolist(), buckets[row].tolist(), strict=True))
+        assert set(bands[row, :24].tolist()) == set(range(24)), "every band's own bucket comes first"
+
+
 def test_no_hit_across_tenants_params_identifiers_or_below_threshold(store: CacheStore) -> None:
     k1 = key("Where is order 48213? It has not arrived.")
     entry_id, _ = store.register(k1, EMBED.embed([k1.text])[0].tolist(), job_id=1)

@@ -118,18 +118,13 @@ _SEARCH = _LUA_HELPERS + """
 if generation(KEYS[1]) ~= ARGV[1] then return -1 end
 local page_prefix, prefix, width, limit, probes = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local far = tonumber(ARGV[8])
--- dist[k][s]: the bits in which byte s differs from byte k of the query's sketch, so that a record's
--- sketch distance is sixteen table reads.
+-- A record's sketch distance: the bits in which its 16 bytes differ from the query's, counted with a
+-- 256-entry table. Computed only for records whose tag matches (a few per search), which costs less than
+-- a table per query byte.
 local ones = {[0] = 0}
 for i = 1, 255 do ones[i] = ones[bit.rshift(i, 1)] + bit.band(i, 1) end
-local dist = {}
-for k = 1, 16 do
-  local q, row = string.byte(ARGV[7], k), {}
-  for i = 0, 255 do row[i] = ones[bit.bxor(i, q)] end
-  dist[k] = row
-end
-local d1, d2, d3, d4, d5, d6, d7, d8 = dist[1], dist[2], dist[3], dist[4], dist[5], dist[6], dist[7], dist[8]
-local d9, d10, d11, d12, d13, d14, d15, d16 = dist[9], dist[10], dist[11], dist[12], dist[13], dist[14], dist[15], dist[16]
+local bxor = bit.bxor
+local q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, q11, q12, q13, q14, q15, q16 = string.byte(ARGV[7], 1, 16)
 local find, byte, sub = string.find, string.byte, string.sub
 local pages, dirty, seen, ids, vectors, n = {}, {}, {}, {}, {}, 0
 for p = 1, #probes, 7 do
@@ -143,8 +138,10 @@ for p = 1, #probes, 7 do
     if not at then break end
     if (at - 1) % 24 == 0 then
       local s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16 = byte(page, at + 8, at + 23)
-      if d1[s1] + d2[s2] + d3[s3] + d4[s4] + d5[s5] + d6[s6] + d7[s7] + d8[s8] + d9[s9] + d10[s10] + d11[s11]
-          + d12[s12] + d13[s13] + d14[s14] + d15[s15] + d16[s16] > far then
+      if ones[bxor(s1, q1)] + ones[bxor(s2, q2)] + ones[bxor(s3, q3)] + ones[bxor(s4, q4)] + ones[bxor(s5, q5)]
+          + ones[bxor(s6, q6)] + ones[bxor(s7, q7)] + ones[bxor(s8, q8)] + ones[bxor(s9, q9)] + ones[bxor(s10, q10)]
+          + ones[bxor(s11, q11)] + ones[bxor(s12, q12)] + ones[bxor(s13, q13)] + ones[bxor(s14, q14)]
+          + ones[bxor(s15, q15)] + ones[bxor(s16, q16)] > far then
         at = at + 24
       else
         local raw = sub(page, at + 3, at + 7)
@@ -262,11 +259,11 @@ class Slots:
     tags: npt.NDArray[np.int64]
 
     def packed(self) -> bytes:
-        """7 bytes per slot: band, page (3 bytes), tag (3 bytes), big-endian."""
-        out = np.empty((len(self.bands), SLOT), dtype=np.uint8)
-        out[:, 0] = self.bands
-        out[:, 1:4] = self.pages.astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:]
-        out[:, 4:7] = self.tags.astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:]
+        """7 bytes per slot: band, page (3 bytes), tag (3 bytes), big-endian; row after row when 2-D."""
+        out = np.empty((self.bands.size, SLOT), dtype=np.uint8)
+        out[:, 0] = self.bands.ravel()
+        out[:, 1:4] = self.pages.ravel().astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:]
+        out[:, 4:7] = self.tags.ravel().astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:]
         return out.tobytes()
 
 
@@ -310,8 +307,10 @@ class PageIndex:
                                  key=self._salt).digest()
         return np.uint64(int.from_bytes(digest, "big"))
 
-    def slots(self, seed: np.uint64, bands: npt.NDArray[np.int64], buckets: npt.NDArray[np.int64]) -> Slots:
-        """Where (band, bucket) pairs of one seed live: their pages and tags."""
+    def slots(self, seed: np.uint64 | npt.NDArray[np.uint64], bands: npt.NDArray[np.int64],
+              buckets: npt.NDArray[np.int64]) -> Slots:
+        """Where (band, bucket) pairs live: their pages and tags. For many queries at once, `bands` and
+        `buckets` are n x count and `seed` is a column of n seeds."""
         with np.errstate(over="ignore"):
             h = _mix(_mix(seed ^ bands.astype(np.uint64)) ^ buckets.astype(np.uint64))
         pages = (h >> self._shift).astype(np.int64) if self._shift is not None else np.zeros(len(h), np.int64)
@@ -340,11 +339,11 @@ class PageIndex:
         args: list[EncodableT] = [generation, entry_id, self.page_prefix, slots.packed(), id_bytes(entry_id)]
         return int(self._remove(keys, args))
 
-    def search(self, pipe: redis.client.Pipeline, namespace: str, generation: int, probes: Slots, sketch: bytes,
+    def search(self, pipe: redis.client.Pipeline, namespace: str, generation: int, probes: bytes, sketch: bytes,
                far: int, vector_prefix: str, width: int, limit: int) -> None:
-        """Queue one search of `probes`, in order, skipping records whose sketch is more than `far` bits
-        from `sketch`; its reply is -1 or [ids, vectors] (see `parse`)."""
-        args: list[EncodableT] = [generation, self.page_prefix, vector_prefix, width, limit, probes.packed(), sketch, far]
+        """Queue one search of `probes` (`Slots.packed`), in order, skipping records whose sketch is more than
+        `far` bits from `sketch`; its reply is -1 or [ids, vectors] (see `parse`)."""
+        args: list[EncodableT] = [generation, self.page_prefix, vector_prefix, width, limit, probes, sketch, far]
         self._search([self.centre_key(namespace)], args, client=pipe)
 
     def new_epoch(self) -> int:

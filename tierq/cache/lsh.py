@@ -83,22 +83,43 @@ class Hyperplanes:
 
     def probes(self, vector: Vectors, count: int, offset: npt.NDArray[np.float32] | None = None
                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """The `count` most likely (band, bucket) pairs of one vector's neighbours, most likely first.
+        """The `count` most likely (band, bucket) pairs of one vector's neighbours, most likely first."""
+        bands, buckets = self.probes_many(vector.reshape(1, -1), count, offset)
+        return bands[0], buckets[0]
 
-        Every band's own bucket comes first (when count >= bands), then buckets one, two or three
-        bit flips away, cheapest first.
+    def probes_many(self, vectors: Vectors, count: int, offset: npt.NDArray[np.float32] | None = None
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """For each of n vectors, the `count` most likely (band, bucket) pairs of its neighbours, most likely
+        first (two n x count arrays).
+
+        Every band's own bucket comes first (when count >= bands), then buckets one, two or three bit
+        flips away, cheapest first. All vectors at once: per vector, NumPy's call overhead would cost
+        more than the arithmetic.
         """
-        margins = self.margins(vector.reshape(1, -1), offset)[0]
-        base = self._codes(margins[None])[0]
+        n = len(vectors)
+        margins = self.margins(vectors, offset)  # n x bands x rows
+        base = self._codes(margins)  # n x bands
         squared = margins * margins
-        order = np.argsort(squared, axis=1)[:, : self._subsets.shape[1]]  # bands x K, least certain first
-        scores = np.take_along_axis(squared, order, axis=1) @ self._subsets.T.astype(np.float32)
-        masks = (np.int64(1) << order) @ self._subsets.T  # bands x S: the bits each perturbation flips
-        count = min(count, scores.size)
-        flat = np.argpartition(scores.ravel(), count - 1)[:count] if count < scores.size else np.arange(scores.size)
-        flat = flat[np.argsort(scores.ravel()[flat], kind="stable")]
-        bands = flat // scores.shape[1]
-        return bands.astype(np.int64), base[bands] ^ masks.ravel()[flat]
+        flips = self._subsets  # perturbations x K
+        k = flips.shape[1]
+        order = np.argsort(squared, axis=2)[:, :, :k]  # n x bands x K, least certain first
+        # One matrix product for every query and band: (n * bands) x K times K x perturbations.
+        least = np.take_along_axis(squared, order, axis=2).reshape(-1, k)
+        scores = (least @ flips.T.astype(np.float32)).reshape(n, -1)  # n x (bands * perturbations)
+        total = scores.shape[1]
+        count = min(count, total)
+        if count < total:
+            flat = np.argpartition(scores, count - 1, axis=1)[:, :count]
+        else:
+            flat = np.broadcast_to(np.arange(total), (n, total))
+        flat = np.take_along_axis(flat, np.argsort(np.take_along_axis(scores, flat, axis=1), axis=1, kind="stable"),
+                                  axis=1)
+        bands, perturbation = np.divmod(flat, len(flips))
+        # The bits a chosen perturbation flips, only for the `count` chosen ones.
+        bits = np.int64(1) << order[np.arange(n)[:, None], bands]  # n x count x K
+        masks = (bits * flips[perturbation]).sum(axis=2)
+        buckets = np.take_along_axis(base, bands, axis=1) ^ masks
+        return bands.astype(np.int64), buckets
 
     def sketch(self, vectors: Vectors) -> npt.NDArray[np.uint8]:
         """Each vector's sign bits on the sketch planes, packed (n x SKETCH_BITS/8 bytes)."""

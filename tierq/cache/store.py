@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from tierq.cache.embedders import Vectors
-from tierq.cache.index import PageIndex, Slots, id_bytes
+from tierq.cache.index import SLOT, PageIndex, Slots, id_bytes
 from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
@@ -225,7 +225,7 @@ class CacheStore:
             found[index] = self._entry(ids[index] or 0, raw, blob, "exact")
         misses = [i for i, f in enumerate(found) if f is None]
         if vectors is not None and self.cfg.semantic and misses:
-            for index, entry in zip(misses, self._nearest([keys[i] for i in misses], vectors[misses]), strict=True):
+            for index, entry in zip(misses, self.nearest([keys[i] for i in misses], vectors[misses]), strict=True):
                 found[index] = entry
         return found
 
@@ -250,15 +250,23 @@ class CacheStore:
         sketches = self.planes.sketch(vectors)
         for _ in range(3):  # a namespace that just got its centre is reloaded and searched again
             pipe = self.r.pipeline(transaction=False)
+            by_namespace: dict[str, list[int]] = {}
             for i in todo:
-                namespace = keys[i].namespace
+                by_namespace.setdefault(keys[i].namespace, []).append(i)
+            searched: list[int] = []
+            for namespace, members in by_namespace.items():
                 generation, offset = self.generation(namespace)
-                bands, buckets = self.planes.probes(vectors[i], self.cfg.probes, offset)
-                probes = self.index.slots(self.index.seed(namespace, keys[i].ids, generation), bands, buckets)
-                self.index.search(pipe, namespace, generation, probes, sketches[i].tobytes(), self.far, f"{self.p}:v:",
-                                  self.width, self.cfg.max_candidates)
+                bands, buckets = self.planes.probes_many(vectors[members], self.cfg.probes, offset)
+                seeds = np.array([self.index.seed(namespace, keys[i].ids, generation) for i in members], np.uint64)
+                packed = self.index.slots(seeds[:, None], bands, buckets).packed()
+                size = bands.shape[1] * SLOT
+                for row, i in enumerate(members):
+                    self.index.search(pipe, namespace, generation, packed[row * size : (row + 1) * size],
+                                      sketches[i].tobytes(), self.far, f"{self.p}:v:", self.width,
+                                      self.cfg.max_candidates)
+                searched += members
             stale = []
-            for i, reply in zip(todo, pipe.execute(), strict=True):
+            for i, reply in zip(searched, pipe.execute(), strict=True):
                 if reply == -1:
                     self._generations.pop(keys[i].namespace, None)
                     stale.append(i)
@@ -270,7 +278,7 @@ class CacheStore:
                 break
         return out
 
-    def _nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
+    def nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
         """For each query, the most similar candidate at or above the threshold whose entry is there, fresh
         and its own. The best candidates of all queries are read in one round trip; a query whose best is
         not valid tries its next one in the next round."""
@@ -292,33 +300,85 @@ class CacheStore:
 
     def register(self, key: CacheKey, vector: Sequence[float] | None, job_id: int) -> tuple[int, CacheEntry | None]:
         """Make `job_id` the leader of `key` (its new entry id, None); if a job got there first, its entry."""
-        semantic = vector is not None and self.cfg.semantic
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        return self.register_many([key], vectors, [job_id])[0]
+
+    def register_many(self, keys: Sequence[CacheKey], vectors: Vectors | None, job_ids: Sequence[int]
+                      ) -> list[tuple[int, CacheEntry | None]]:
+        """`register` for several keys (of different exact texts) at once: a few round trips for all of them."""
+        semantic = vectors is not None and self.cfg.semantic
+        pipe = self.r.pipeline(transaction=False)
+        for key, job_id in zip(keys, job_ids, strict=True):
+            self._register_on(pipe, key, job_id, semantic)
+        results: list[tuple[int, CacheEntry | None]] = []
+        created: list[int] = []
+        for n, (entry_id, was_created) in enumerate(pipe.execute()):
+            results.append((int(entry_id), None))
+            if int(was_created):
+                created.append(n)
+            else:
+                results[n] = self._taken(keys[n], int(entry_id), job_ids[n], semantic)
+                if results[n][1] is None:
+                    created.append(n)
+        if semantic and vectors is not None and created:
+            # Index the float16 vectors that are stored, so that dropping or centring (which read them back)
+            # computes the same buckets.
+            halves = vectors[created].astype(np.float16)
+            pipe = self.r.pipeline(transaction=False)
+            for n, half in zip(created, halves, strict=True):
+                pipe.set(f"{self.p}:v:{results[n][0]}", half.tobytes(), ex=self._keep_s)
+            pipe.execute()
+            self._index_many([keys[n] for n in created], halves.astype(np.float32), [results[n][0] for n in created])
+        return results
+
+    def _register_on(self, client: redis.Redis | redis.client.Pipeline, key: CacheKey, job_id: int, semantic: bool
+                     ) -> Any:
         fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace, "x": key.exact,
                                             "tn": key.tenant, "w": self.width if semantic else 0}
         args: list[EncodableT] = [f"{self.p}:e:", f"{time.time():.3f}", self.cfg.ttl_s, self._keep_s]
         for name, value in fields.items():
             args += [name, value]
+        return self._register([f"{self.p}:x:{key.exact}", f"{self.p}:n", f"{self.p}:live"], args, client=client)
+
+    def _taken(self, key: CacheKey, entry_id: int, job_id: int, semantic: bool) -> tuple[int, CacheEntry | None]:
+        """The key had an entry already: that entry, or (if it is gone or not whole) a new one for `job_id`."""
         for _ in range(3):
-            entry_id, created = (int(x) for x in self._register(
-                [f"{self.p}:x:{key.exact}", f"{self.p}:n", f"{self.p}:live"], args))
-            if created:
-                break
             (raw, blob), = self._read([entry_id])
             existing = self._entry(entry_id, raw, blob, "exact")
             if existing is not None:
                 return entry_id, existing
             self.drop(entry_id)  # gone between the two reads, or not whole (its string evicted): replace it
-        else:
-            raise RuntimeError(f"cache key {key.exact}: its entry vanished three times while registering")
-        if semantic:
-            # Index the float16 vector that is stored, so that dropping or centring (which read it back)
-            # computes the same buckets.
-            half = np.asarray(vector, dtype=np.float32).astype(np.float16)
-            vec = half.astype(np.float32)
-            self.r.set(f"{self.p}:v:{entry_id}", half.tobytes(), ex=self._keep_s)
-        if semantic:
-            self._index_entry(key.namespace, key.ids, vec, entry_id)
-        return entry_id, None
+            entry_id, created = (int(x) for x in self._register_on(self.r, key, job_id, semantic))
+            if created:
+                return entry_id, None
+        raise RuntimeError(f"cache key {key.exact}: its entry vanished three times while registering")
+
+    def _index_many(self, keys: Sequence[CacheKey], vectors: Vectors, entry_ids: Sequence[int]) -> None:
+        """Add entries' records, each in its namespace's generation (one round trip for all); give a
+        namespace its centre when due."""
+        sketches = self.planes.sketch(vectors)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for n, key in enumerate(keys):
+            groups.setdefault((key.namespace, key.ids), []).append(n)
+        pipe = self.r.pipeline(transaction=False)
+        queued: list[tuple[int, int]] = []  # (entry, generation) in the order of the replies
+        for (namespace, ids), members in groups.items():
+            generation, offset = self.generation(namespace)
+            slots_of = self._slots(namespace, ids, generation, offset, vectors[members])
+            for n, slots in zip(members, slots_of, strict=True):
+                self.index.queue_add(pipe, namespace, generation, slots, entry_ids[n], sketches[n].tobytes(),
+                                     f"{self.p}:e:{entry_ids[n]}", self._keep_s)
+                queued.append((n, generation))
+        due: set[str] = set()
+        for (n, generation), young in zip(queued, pipe.execute(), strict=True):
+            namespace = keys[n].namespace
+            if young == -1:  # the namespace changed generation since it was read: this one alone, again
+                self._generations.pop(namespace, None)
+                self._index_entry(namespace, keys[n].ids, vectors[n], entry_ids[n])
+            elif young >= self.cfg.centre_after or (generation != 0 and young > 0):
+                due.add(namespace)
+        for namespace in due:
+            self.centre(namespace)
 
     def _slots(self, namespace: str, ids: str, generation: int, offset: npt.NDArray[np.float32] | None,
                vectors: Vectors) -> list[Slots]:
