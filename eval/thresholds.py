@@ -138,12 +138,18 @@ def diagnose(prepared: dict[int, Seed]) -> dict[str, float]:
     gaps, shifts, auc_oof, auc_test = [], [], [], []
     for s in prepared.values():
         policy = product(0.8)(s, False)
-        gaps.append(on_test(s, policy, False)[1] - 100 * policy.share)
+        share = on_test(s, policy, False)[1]
+        gaps.append(share - 100 * policy.share)
         # How much better the cheap tier alone does on the training half than on the test half (share points).
         alone = [100 * float(r.cheap_ok.sum() / r.strong_ok.sum()) for r in (s.train, s.test)]
         shifts.append(alone[0] - alone[1])
+        if share < FLOOR:
+            print(f"seed {s.seed}: {share:.1f}% on test, chosen at {100 * policy.share:.1f}% on training; the cheap "
+                  f"model alone keeps {alone[0]:.1f}% on training, {alone[1]:.1f}% on test", flush=True)
         auc_oof.append(logreg.auc(s.answer_oof, (s.train.cheap_ok >= s.train.strong_ok).astype(np.float64)))
         auc_test.append(logreg.auc(s.answer_test, (s.test.cheap_ok >= s.test.strong_ok).astype(np.float64)))
+    if len(gaps) < 3:
+        return {}
     out = {"test_minus_train_share_mean": statistics.mean(gaps), "test_minus_train_share_sd": statistics.stdev(gaps),
            "correlation_with_halves_difference": float(np.corrcoef(gaps, shifts)[0, 1]),
            "answer_auc_oof": statistics.mean(auc_oof), "answer_auc_test": statistics.mean(auc_test)}
@@ -173,7 +179,7 @@ def main() -> int:
             if seed not in prepared:
                 prepared[seed] = prepare(data, seed)
                 print(f"fitted seed {seed}", file=sys.stderr, flush=True)
-    report: dict[str, Any] = {"diagnosis": diagnose(prepared)} if len(prepared) > 2 else {}
+    report: dict[str, Any] = {"diagnosis": diagnose(prepared)}
     table: list[dict[str, Any]] = []
     for po in (False, True):
         for name, rule in RULES.items():
