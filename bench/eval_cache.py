@@ -27,7 +27,7 @@ import numpy.typing as npt
 from docs_section import write_section
 
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
-from tierq.cache.identifiers import fingerprint
+from tierq.cache.identifiers import fingerprint, names, substituted
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -43,7 +43,7 @@ Bools = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True, slots=True)
 class Pairs:
-    """Scored sentence pairs with their cosines and whether the identifier guard lets them match."""
+    """Scored sentence pairs with their cosines and whether the guard (identifiers, names) lets them match."""
 
     scores: npt.NDArray[np.float64]
     cosines: npt.NDArray[np.float32]
@@ -80,8 +80,13 @@ def sts_pairs(embedder: Embedder, path: Path) -> Pairs:
     rows, bad = read_sts(path)
     left, _ = embed_unique(embedder, [a for _, a, _ in rows])
     right, _ = embed_unique(embedder, [b for _, _, b in rows])
-    same = np.array([fingerprint(a) == fingerprint(b) for _, a, b in rows])
+    same = np.array([guard_allows(a, b) for _, a, b in rows])
     return Pairs(np.array([s for s, _, _ in rows]), (left * right).sum(axis=1), same, bad, [(a, b) for _, a, b in rows])
+
+
+def guard_allows(a: str, b: str) -> bool:
+    """The store's guard: the same identifiers, and no place or acronym swapped for another."""
+    return fingerprint(a) == fingerprint(b) and not substituted(names(a), names(b))
 
 
 def rates(pairs: Pairs, threshold: float, guard: bool) -> tuple[float, float, int]:
@@ -137,10 +142,19 @@ def read_banking(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
-def nearest(queries: Vectors, cache: Vectors, q_ids: list[str], c_ids: list[str]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-    """Each query's best cache entry among those with the same identifiers (as the store ranks), and its cosine."""
+def nearest(queries: Vectors, cache: Vectors, q_texts: list[str], c_texts: list[str]
+            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Each query's best cache entry among those the guard allows (as the store ranks), and its cosine."""
     sims = queries @ cache.T
+    q_ids, c_ids = [fingerprint(t) for t in q_texts], [fingerprint(t) for t in c_texts]
     sims[np.array(q_ids)[:, None] != np.array(c_ids)[None, :]] = -2.0
+    # A swap needs a name on both sides: only those pairs are checked.
+    q_names, c_names = [names(t) for t in q_texts], [names(t) for t in c_texts]
+    named = [j for j, found in enumerate(c_names) if found]
+    for i in (i for i, found in enumerate(q_names) if found):
+        for j in named:
+            if substituted(q_names[i], c_names[j]):
+                sims[i, j] = -2.0
     best = sims.argmax(axis=1)
     return best, sims[np.arange(len(queries)), best]
 
@@ -151,7 +165,7 @@ def banking(embedder: Embedder, chosen: float) -> tuple[list[str], float]:
     test, test_labels = read_banking(DATASETS / "banking77" / "test.csv")
     train_vec, rate = embed_unique(embedder, train)
     test_vec, _ = embed_unique(embedder, test)
-    best, sims = nearest(test_vec, train_vec, [fingerprint(t) for t in test], [fingerprint(t) for t in train])
+    best, sims = nearest(test_vec, train_vec, test, train)
     differs = np.array([train_labels[b] != label for b, label in zip(best, test_labels, strict=True)])
     notes = {chosen: "rule's pick", embedder.default_threshold: "default in code", NEAR_IDENTICAL: "floor"}
     lines = ["| threshold | hits / queries | hit rate | hits whose intent differs |", "|---|---|---|---|"]

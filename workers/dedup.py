@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from tierq.cache import CacheEntry, CacheKey, cache_key
 from tierq.cache.embedders import Vectors
+from tierq.cache.identifiers import substituted
 from workers.context import WorkerContext
 from workers.sharing import SharedAnswer
 from workers.store import PendingJob
@@ -104,7 +105,8 @@ def _decide(result: Dedup, job: PendingJob, key: CacheKey, entry: CacheEntry) ->
 
 def _near_in_chunk(ctx: WorkerContext, keys: list[CacheKey], vectors: Vectors | None) -> list[int | None]:
     """For each key (all of different texts, in order), the first earlier one that leads and asks nearly
-    the same question (same namespace and identifiers, similarity at or above the threshold), else None."""
+    the same question (same namespace and identifiers, no name swapped for another, similarity at or above
+    the threshold), else None."""
     follows: list[int | None] = [None] * len(keys)
     if vectors is None or not keys:
         return follows
@@ -112,7 +114,7 @@ def _near_in_chunk(ctx: WorkerContext, keys: list[CacheKey], vectors: Vectors | 
     leaders: dict[tuple[str, str], list[int]] = {}
     for n, key in enumerate(keys):
         group = leaders.setdefault((key.namespace, key.ids), [])
-        near = [m for m in group if similar[n, m]]
+        near = [m for m in group if similar[n, m] and not substituted(key.names, keys[m].names)]
         if near:
             follows[n] = near[0]
         else:

@@ -13,7 +13,7 @@ import redis
 from conftest import RedisDbs
 
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
-from tierq.cache.identifiers import fingerprint, identifiers
+from tierq.cache.identifiers import fingerprint, identifiers, names, substituted
 from tierq.cache.lsh import Hyperplanes
 from tierq.config import CacheConfig
 
@@ -395,3 +395,37 @@ def test_negation_blocks_a_semantic_hit(a: str, b: str) -> None:
 ])
 def test_the_same_polarity_still_matches(a: str, b: str) -> None:
     assert fingerprint(a) == fingerprint(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("What is the capital of France?", "What is the capital of Italy?"),
+    ("U.S. income tax & charitable donations: what can I deduct?",
+     "UK income tax & charitable donations: what can I deduct?"),
+    ("How do I move my workspace to the EU region?", "How do I move my workspace to the US region?"),
+])
+def test_a_place_or_acronym_swapped_for_another_is_no_semantic_hit(redis_dbs: RedisDbs, a: str, b: str) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    # A threshold low enough that the vectors alone would hit: the names guard is what must refuse it.
+    loose = CacheStore(client, CacheConfig(prefix="t", max_entries=1000, ttl_s=3600), threshold=0.5)
+    try:
+        stored = key(a)
+        entry_id, _ = loose.register(stored, EMBED.embed([a])[0].tolist(), job_id=1)
+        assert loose.fill(entry_id, 1, "an answer about the first place", "sim-nano", "hot", Decimal(0))
+        swapped, same = key(b), key(a.replace("?", "??"))
+        found = loose.lookup([swapped, same], EMBED.embed([b, same.text]))
+        assert float(EMBED.embed([a])[0] @ EMBED.embed([b])[0]) >= 0.5
+        assert found[0] is None, f"{b!r} was answered with the entry of {a!r}"
+        assert found[1] is not None and found[1].kind == "semantic"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def test_names_are_places_and_acronyms_and_only_a_swap_blocks() -> None:
+    assert names("Can you help us?") == frozenset()  # the pronoun, not the country
+    assert names("Flights from the U.S. and the United States to Tel Aviv") == {"US", "Tel Aviv"}
+    assert names("PLEASE HELP ME, MY CARD IS LOCKED") == frozenset()  # shouting, not naming
+    assert substituted(names("the capital of France"), names("the capital of Italy"))
+    assert not substituted(names("Moffitt said the NHS would pay"), names("the NHS would pay"))  # one side adds
+    assert not substituted(names("Where is my parcel?"), names("Where is my parcel, please?"))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from tierq.cache.places import places
+
 _URL = re.compile(r"\bhttps?://[^\s<>\"')\]]+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # Digit runs, with their separators, so "1,250.00", "2024-05-01", "#48213" and "v2" all count.
@@ -51,6 +53,43 @@ def negated(text: str) -> bool:
     words: list[str] = re.findall(r"[a-z']+", text.lower())
     count = sum(w in _NEGATIONS or w.endswith("n't") for w in words)
     return count % 2 == 1
+
+
+def _place_patterns() -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str]]:
+    """A case-sensitive pattern for the places written in capitals, a case-insensitive one for the rest
+    (longest names first), and each name's place."""
+    table = places()
+    canonical = {name.lower(): place for name, place in table}
+    capitals = sorted({n for n, _ in table if n.replace(".", "").isupper()}, key=len, reverse=True)
+    words = sorted({n for n, _ in table if not n.replace(".", "").isupper()}, key=len, reverse=True)
+    def alternation(names: list[str]) -> str:
+        return r"(?<![\w.])(?:" + "|".join(re.escape(n) for n in names) + r")(?![\w])"
+    return re.compile(alternation(capitals)), re.compile(alternation(words), re.IGNORECASE), canonical
+
+
+_CAPITAL_PLACES, _PLACE_WORDS, _PLACE_OF = _place_patterns()
+# Other acronyms: two to six capitals, or capitals with dots ("NASA", "I.B.M.").
+_ACRONYM = re.compile(r"(?<![\w.])(?:[A-Z]{2,6}|(?:[A-Z]\.){2,6})(?![\w])")
+
+
+def names(text: str) -> frozenset[str]:
+    """Places (countries, regions, major cities: tierq.cache.places) and acronyms named in `text`.
+
+    A text mostly in capitals is shouting, not naming: only its places count then.
+    """
+    found = {_PLACE_OF[m.group(0).lower()] for m in _PLACE_WORDS.finditer(text)}
+    letters = [c for c in text if c.isalpha()]
+    shouting = len(letters) >= 8 and sum(c.isupper() for c in letters) > len(letters) / 2
+    if not shouting:
+        found |= {_PLACE_OF[m.group(0).lower()] for m in _CAPITAL_PLACES.finditer(text)}
+        found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(_CAPITAL_PLACES.sub(" ", text))}
+    return frozenset(found)
+
+
+def substituted(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether each side names something the other does not: "the capital of France" / "... of Italy", but
+    not "Moffitt said" / "Professor Moffitt said" (a name added is often a paraphrase; one replaced never is)."""
+    return bool(a - b) and bool(b - a)
 
 
 def _day_or_month(word: str) -> str:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tierq.cache.identifiers import fingerprint
+from tierq.cache.identifiers import fingerprint, names
 from tierq.config import RESERVED_PARAMS
 from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
@@ -30,6 +30,7 @@ class CacheKey:
     text: str
     ids: str
     tenant: str
+    names: frozenset[str] = frozenset()  # places and acronyms in the text: a hit may not swap one for another
 
 
 def _digest(value: Any) -> str:
@@ -59,4 +60,4 @@ def cache_key(
         "tierq": params.get(RESERVED_PARAMS),
     })
     text = content_text(messages[last_user].get("content")) if messages else ""
-    return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant)
+    return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant, names(text))

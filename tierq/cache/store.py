@@ -3,8 +3,9 @@
 Keys under the prefix P:
     P:x:<exact>        entry id of an exact request (string, TTL: ttl_s)
     P:e:<id>           the entry (hash, small enough for Redis's compact listpack encoding): state
-                       p(ending)/r(eady), leader job, identifier fingerprint, namespace, tenant, time
-                       cached, vector width, and once answered the model, tier, cost and tokens
+                       p(ending)/r(eady), leader job, identifier fingerprint, names (places and
+                       acronyms), namespace, tenant, time cached, vector width, and once answered the
+                       model, tier, cost and tokens
     P:v:<id>           its float16 vector followed, once answered, by the answer (string)
     P:p:<band>:<page>  semantic index pages shared by every namespace (tierq.cache.index)
     P:c:<namespace>    the namespace's centre, once it has had `centre_after` entries (hash: epoch, float32)
@@ -42,6 +43,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from tierq.cache.embedders import Vectors
+from tierq.cache.identifiers import substituted
 from tierq.cache.index import SLOT, PageIndex, Slots, id_bytes
 from tierq.cache.keys import CacheKey
 from tierq.cache.lsh import Hyperplanes
@@ -49,7 +51,7 @@ from tierq.config import CacheConfig
 
 log = logging.getLogger(__name__)
 
-_FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al")
+_FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al", "nm")
 FORMAT = "2"  # the layout of the keys below, recorded in P:format for whoever changes it next
 
 # KEYS: entry, vector+answer, stats; ARGV: leader job, answer, model, tier, cost, tokens, now, ttl of
@@ -125,6 +127,14 @@ def _s(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
 
 
+NAME_SEPARATOR = "\x1f"
+
+
+def _names(value: bytes | None) -> frozenset[str]:
+    """The names an entry's text holds (field nm; none for an entry written before names were kept)."""
+    return frozenset(value.decode().split(NAME_SEPARATOR)) if value else frozenset()
+
+
 class CacheStore:
     """One Redis database holding the cache of every tenant; safe to share across processes."""
 
@@ -189,7 +199,7 @@ class CacheStore:
                similarity: float = 1.0) -> CacheEntry | None:
         """The entry of one HMGET of _FIELDS and its vector-and-answer string, or None when it is gone,
         older than ttl_s, or not whole (its string evicted or replaced)."""
-        state, job, model, tier, cost, _, _, tokens, cached_at, width, length = raw
+        state, job, model, tier, cost, _, _, tokens, cached_at, width, length, _ = raw
         if state is None or width is None or time.time() - float(cached_at or 0) > self.cfg.ttl_s:
             return None
         ready = state == b"r"
@@ -293,7 +303,8 @@ class CacheStore:
             heads = [queue[q].pop(0) for q in waiting]
             for q, (entry_id, similarity), (raw, blob) in zip(waiting, heads, self._read([h[0] for h in heads]),
                                                                 strict=True):
-                if _s(raw[6]) == keys[q].namespace and (_s(raw[5]) or "") == keys[q].ids:
+                if (_s(raw[6]) == keys[q].namespace and (_s(raw[5]) or "") == keys[q].ids
+                        and not substituted(keys[q].names, _names(raw[11]))):
                     results[q] = self._entry(entry_id, raw, blob, "semantic", similarity)
             waiting = [q for q in waiting if results[q] is None and queue[q]]
         return results
@@ -334,7 +345,8 @@ class CacheStore:
     def _register_on(self, client: redis.Redis | redis.client.Pipeline, key: CacheKey, job_id: int, semantic: bool
                      ) -> Any:
         fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace, "x": key.exact,
-                                            "tn": key.tenant, "w": self.width if semantic else 0}
+                                            "tn": key.tenant, "w": self.width if semantic else 0,
+                                            "nm": NAME_SEPARATOR.join(sorted(key.names))}
         args: list[EncodableT] = [f"{self.p}:e:", f"{time.time():.3f}", self.cfg.ttl_s, self._keep_s]
         for name, value in fields.items():
             args += [name, value]
