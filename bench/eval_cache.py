@@ -51,6 +51,16 @@ class Pairs:
     skipped: int
     texts: list[tuple[str, str]]
 
+    @property
+    def low(self) -> int:
+        """Pairs of different meaning (scored <= 2): a hit on one is a wrong answer."""
+        return int((self.scores <= 2.0).sum())
+
+    @property
+    def high(self) -> int:
+        """Pairs of the same meaning (scored >= 4.5): a hit on one is a saving."""
+        return int((self.scores >= 4.5).sum())
+
 
 def read_sts(path: Path) -> tuple[list[tuple[float, str, str]], int]:
     """(score, sentence 1, sentence 2) rows of an STS-B file, and how many malformed rows were skipped."""
@@ -75,13 +85,73 @@ def embed_unique(embedder: Embedder, texts: Sequence[str]) -> tuple[Vectors, flo
     return vectors[[index[t] for t in texts]], rate
 
 
+@dataclass(frozen=True, slots=True)
+class PairFile:
+    """Any file of text pairs: which columns hold the two texts and the label, and how to read the label.
+
+    Columns are header names, or 0-based positions for a file without a header. A label at or below
+    `different_max` marks a pair of different meaning, at or above `same_min` one of the same meaning
+    (MSRP-style 0/1 labels: 0 and 1; STS scores: 2 and 4.5); anything between is left out.
+    """
+
+    path: Path
+    a: str
+    b: str
+    label: str
+    different_max: float = 0.0
+    same_min: float = 1.0
+    delimiter: str = ","
+
+    def read(self) -> tuple[list[tuple[float, str, str]], int]:
+        """(score on STS's 0-5 scale, text a, text b) rows, and how many rows could not be read."""
+        rows: list[tuple[float, str, str]] = []
+        bad = 0
+        positional = all(c.isdigit() for c in (self.a, self.b, self.label))
+        with self.path.open(encoding="utf-8", newline="") as f:
+            reader = csv.reader(f, delimiter=self.delimiter, quoting=csv.QUOTE_NONE if self.delimiter == "\t" else 0)
+            header = None if positional else next(reader, [])
+            where = [int(c) if positional else (header or []).index(c) for c in (self.a, self.b, self.label)]
+            for row in reader:
+                try:
+                    label = float(row[where[2]])
+                    a, b = row[where[0]], row[where[1]]
+                except (IndexError, ValueError):
+                    bad += 1
+                    continue
+                if label <= self.different_max:
+                    rows.append((0.0, a, b))
+                elif label >= self.same_min:
+                    rows.append((5.0, a, b))
+        return rows, bad
+
+
 def sts_pairs(embedder: Embedder, path: Path) -> Pairs:
     """Cosines and identifier matches of every pair in one STS-B split."""
-    rows, bad = read_sts(path)
+    return scored_pairs(embedder, *read_sts(path))
+
+
+def scored_pairs(embedder: Embedder, rows: list[tuple[float, str, str]], bad: int) -> Pairs:
+    """Cosines and guard verdicts of (score, text a, text b) rows."""
     left, _ = embed_unique(embedder, [a for _, a, _ in rows])
     right, _ = embed_unique(embedder, [b for _, _, b in rows])
     same = np.array([guard_allows(a, b) for _, a, b in rows])
     return Pairs(np.array([s for s, _, _ in rows]), (left * right).sum(axis=1), same, bad, [(a, b) for _, a, b in rows])
+
+
+def wilson(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of the rate hits / total (0 to 1 when there is nothing to count)."""
+    if total == 0:
+        return 0.0, 1.0
+    p = hits / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_cell(hits: int, total: int) -> str:
+    """"0.37% (2 of 534, 95%: 0.10-1.35%)"."""
+    low, high = wilson(hits, total)
+    return f"{100 * hits / max(total, 1):.2f}% ({hits} of {total}, 95%: {100 * low:.2f}-{100 * high:.2f}%)"
 
 
 def guard_allows(a: str, b: str) -> bool:
@@ -112,7 +182,8 @@ def sts_table(embedder: Embedder, dev: Pairs, test: Pairs, chosen: float) -> lis
     """Markdown rows around the chosen threshold and at the code's default: dev and test, with and without the guard."""
     name, default = embedder.name, embedder.default_threshold
     lines = [f"| {name} | dev wrong (guard) | dev wrong (no guard) | test wrong (guard) | test wrong (no guard) "
-             "| test hits >= 4.5 (guard) | test hits >= 4.5 (no guard) |", "|---|---|---|---|---|---|---|"]
+             "| test hits >= 4.5 (guard) | test hits >= 4.5 (no guard) | wrong, 95% upper bound (guard): dev / test |",
+             "|---|---|---|---|---|---|---|---|"]
     shown = sorted({t for t in THRESHOLDS if abs(t - chosen) <= 0.061 and round(100 * (t - chosen)) % 2 == 0}
                    | {default})
     for threshold in shown:
@@ -122,6 +193,8 @@ def sts_table(embedder: Embedder, dev: Pairs, test: Pairs, chosen: float) -> lis
                 wrong, _, count = rates(split, threshold, guard)
                 cells.append(f"{100 * wrong:.2f}% ({count})")
         cells += [f"{100 * rates(test, threshold, guard)[1]:.1f}%" for guard in (True, False)]
+        cells.append(" / ".join(f"{100 * wilson(rates(split, threshold, True)[2], split.low)[1]:.2f}%"
+                                for split in (dev, test)))
         mark = " (rule's pick)" if threshold == chosen else ""
         mark += " (default in code)" if threshold == default else ""
         lines.append(f"| {threshold:.2f}{mark} | " + " | ".join(cells) + " |")
@@ -215,11 +288,41 @@ def evaluate(embedder: Embedder) -> list[str]:
     ]
 
 
+def pair_file_report(pairs: PairFile) -> list[str]:
+    """Wrong-hit and hit rates with 95% intervals on one pair file, each embedder at thresholds around its default."""
+    rows, bad = pairs.read()
+    lines = [f"{pairs.path.name}: {sum(s == 0 for s, _, _ in rows)} pairs of different meaning, "
+             f"{sum(s == 5 for s, _, _ in rows)} of the same meaning, {bad} unreadable rows; guard on", ""]
+    for embedder in available():
+        scored = scored_pairs(embedder, rows, bad)
+        lines += [f"| {embedder.name} | wrong hits | same-meaning hits |", "|---|---|---|"]
+        default = embedder.default_threshold
+        for threshold in [round(default + step, 2) for step in (-0.04, -0.02, 0.0, 0.02, 0.04) if default + step <= 1]:
+            hit = (scored.cosines >= threshold) & scored.same_ids
+            wrong, same = int(hit[scored.scores <= 2].sum()), int(hit[scored.scores >= 4.5].sum())
+            mark = " (default in code)" if threshold == default else ""
+            lines.append(f"| {threshold:.2f}{mark} | {rate_cell(wrong, scored.low)} | {rate_cell(same, scored.high)} |")
+        lines.append("")
+    return lines
+
+
 def main() -> None:
     """Evaluate every available embedder, print the tables and write them into docs/cache.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/cache.md alone")
+    parser.add_argument("--pairs", type=Path, help="evaluate this pair file instead (CSV, or TSV by its extension)")
+    parser.add_argument("--columns", default="sentence1,sentence2,label",
+                        help="text a, text b and label: header names, or 0-based positions (default: %(default)s)")
+    parser.add_argument("--different-max", type=float, default=0.0, help="labels at or below: different meaning")
+    parser.add_argument("--same-min", type=float, default=1.0, help="labels at or above: the same meaning")
+    parser.add_argument("--tab", action="store_true", help="the pair file is tab-separated (default: by its extension)")
     args = parser.parse_args()
+    if args.pairs is not None:
+        a, b, label = args.columns.split(",")
+        delimiter = "\t" if args.tab or args.pairs.suffix in (".tsv", ".txt") else ","
+        print("\n".join(pair_file_report(PairFile(args.pairs, a, b, label, args.different_max, args.same_min,
+                                                   delimiter))))
+        return
     started = time.perf_counter()
     lines = [f"Measured {datetime.date.today()} on {platform.machine()} Linux, {os.cpu_count()} cores, "
              "with `.venv/bin/python bench/eval_cache.py`.", ""]
