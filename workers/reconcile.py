@@ -20,6 +20,7 @@ from models import lifecycle, stale
 from models.enums import JobStatus
 from models.lifecycle import Outbox
 from models.stale import Stale
+from tierq.publish import BROKER_DOWN
 from workers.context import WorkerContext
 from workers.dbretry import is_transient
 
@@ -99,6 +100,11 @@ class Reconciler:
         every = self.ctx.config.worker.reconcile_every_s
         while True:
             time.sleep(every * random.uniform(0.8, 1.2))
+            try:
+                self.ctx.publisher.resend()  # this process's messages that met a broker error, first
+            except BROKER_DOWN as exc:
+                log.warning("reconciler: %d messages wait for the broker (%s); trying again in %.0f s",
+                            self.ctx.publisher.unsent, type(exc).__name__, every)
             try:
                 self.run_once()
             except Exception as exc:
