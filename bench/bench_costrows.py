@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_costrows.py [--rows 200000]
 
 Ours: from one thread, chunks of 50 calls (a tier task's `tier_chunk`), each turned into rows by
-`workers.store.call_row` and written by `workers.store.record_calls` in a transaction of its own, as
+`CallRecord.cost_row` and written by `models.costs.record_calls` in a transaction of its own, as
 `workers.process._finish` does. Anchor: the same rows, prepared beforehand as tuples, written with
 psycopg's COPY, 100 rows per transaction. The table is emptied between runs. Commits are counted to
 show that nothing commits per row. Diagnostics (printed, not judged) split the gap: the same two
@@ -26,10 +26,10 @@ from harness import BenchError, Stack, open_stack
 from rows import Row, Target, table
 from sqlalchemy import Engine, event, text
 
+from models.costs import record_calls
 from models.enums import CallOutcome
 from tierq.money import Usage
 from workers.llm import CallRecord
-from workers.store import call_row, record_calls
 
 CHUNK = 50  # tier_chunk: one transaction per tier task
 COPY_BATCH = 100
@@ -94,19 +94,19 @@ def counting_commits(engine: Engine) -> Iterator[list[int]]:
 
 
 def accounting_path(engine: Engine, calls: Sequence[Call], chunk: int, *, sync: bool = True) -> float:
-    """Seconds for call_row + record_calls, one transaction per `chunk` calls."""
+    """Seconds for cost_row + record_calls, one transaction per `chunk` calls."""
     started = time.perf_counter()
     for start in range(0, len(calls), chunk):
         with engine.begin() as conn:
             if not sync:
                 conn.execute(text("SET LOCAL synchronous_commit = off"))
-            record_calls(conn, [call_row(c.record, job_id=c.job_id, batch_id=c.batch_id, attempt=1, tier="hot")
+            record_calls(conn, [c.record.cost_row(job_id=c.job_id, batch_id=c.batch_id, attempt=1, tier="hot")
                                 for c in calls[start : start + chunk]])
     return time.perf_counter() - started
 
 
 # A prototype of what record_calls could send instead (see docs/benchmarks.md): one statement per
-# chunk, the house's unnest pattern (workers/store.py `succeed`), keeping ON CONFLICT DO NOTHING.
+# chunk, the house's unnest pattern (models/lifecycle.py `succeed`), keeping ON CONFLICT DO NOTHING.
 _UNNEST = text(
     f"INSERT INTO calls ({', '.join(COLUMNS)}) SELECT * FROM unnest("
     "CAST(:id AS uuid[]), CAST(:job_id AS bigint[]), CAST(:batch_id AS uuid[]), CAST(:attempt AS int[]), "
@@ -118,18 +118,18 @@ _UNNEST = text(
 
 
 def unnest_path(engine: Engine, calls: Sequence[Call], chunk: int) -> float:
-    """Seconds for call_row + the one-statement prototype, one transaction per `chunk` calls."""
+    """Seconds for cost_row + the one-statement prototype, one transaction per `chunk` calls."""
     started = time.perf_counter()
     for start in range(0, len(calls), chunk):
-        rows = [call_row(c.record, job_id=c.job_id, batch_id=c.batch_id, attempt=1, tier="hot")
+        rows = [c.record.cost_row(job_id=c.job_id, batch_id=c.batch_id, attempt=1, tier="hot")
                 for c in calls[start : start + chunk]]
         with engine.begin() as conn:
-            conn.execute(_UNNEST, {col: [r.get(col, Decimal(0)) for r in rows] for col in COLUMNS})
+            conn.execute(_UNNEST, {col: [getattr(r, col) for r in rows] for col in COLUMNS})
     return time.perf_counter() - started
 
 
 def as_tuple(call: Call) -> tuple[Any, ...]:
-    """The COPY row of a call, the same values call_row gives."""
+    """The COPY row of a call, the same values cost_row gives."""
     r = call.record
     return (r.id, call.job_id, call.batch_id, 1, "hot", r.model, r.provider, r.usage.prompt_tokens,
             r.usage.completion_tokens, r.usage.cached_tokens, r.usage.estimated, r.cost_usd, Decimal(0),

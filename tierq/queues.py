@@ -1,4 +1,5 @@
-"""The message contract between the producer and the workers: task names, queues and broker settings.
+"""The broker side of the message contract: queues and Celery settings (the messages: tierq/contract.py,
+sent by tierq/publish.py).
 
 Both sides build their Celery app from `celery_config`, so a producer that never imports the workers
 still sends messages the workers read.

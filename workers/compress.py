@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import text
 
 from models import lifecycle
+from models.costs import CostRow, record_calls
 from models.enums import CallOutcome
 from tierq.config import RESERVED_PARAMS, Config
 from tierq.messages import content_text
@@ -35,7 +36,7 @@ from tierq.vault import redacted
 from workers.calls import backoff_s
 from workers.gates import Hold, Stop
 from workers.llm import CallRecord
-from workers.store import PendingJob, call_row, record_calls
+from workers.store import PendingJob
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext
@@ -213,7 +214,7 @@ def _store(
     message_id: uuid.UUID,
 ) -> dict[int, PendingJob]:
     """Write the summary calls' cost rows and the compressed conversations; the jobs that changed."""
-    rows: list[dict[str, Any]] = []
+    rows: list[CostRow] = []
     changed: dict[int, PendingJob] = {}
     private: dict[int, list[dict[str, Any]]] = {}
     updates: list[tuple[int, list[dict[str, Any]], dict[str, Any]]] = []
@@ -221,7 +222,7 @@ def _store(
         summary = summaries[p.key]
         paid = payer.get(p.key) == p.job.id
         if paid:
-            rows.extend(call_row(r, job_id=p.job.id, batch_id=p.job.batch_id, attempt=0, tier=COMPRESSION_TIER)
+            rows.extend(r.cost_row(job_id=p.job.id, batch_id=p.job.batch_id, attempt=0, tier=COMPRESSION_TIER)
                         for r in summary.records)
         if not summary.text:
             continue

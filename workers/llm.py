@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 
+from models.costs import CostRow
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, Config, ModelConfig
 from tierq.messages import estimated_prompt_tokens
@@ -50,6 +51,15 @@ class CallRecord:
     retry_after: float | None = None
     status: int | None = None  # the HTTP status of a failed call
     logprobs: tuple[float, float] | None = None  # mean and least token log-probability, when asked for and given
+
+    def cost_row(self, *, job_id: int, batch_id: uuid.UUID, attempt: int, tier: str) -> CostRow:
+        """The cost-table row of this call."""
+        usage = self.usage
+        return CostRow(id=self.id, job_id=job_id, batch_id=batch_id, attempt=attempt, tier=tier, model=self.model,
+                       provider=self.provider, prompt_tokens=usage.prompt_tokens,
+                       completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+                       usage_estimated=usage.estimated, cost_usd=self.cost_usd, latency_ms=self.latency_ms,
+                       outcome=self.outcome, error=self.error)
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
+from models.costs import CostRow
 from models.lifecycle import Candidate
 from tierq.config import TierConfig
 from tierq.money import ZERO
@@ -16,7 +16,7 @@ from workers.context import WorkerContext
 from workers.gates import HoldKind
 from workers.llm import CallRecord
 from workers.sharing import SharedAnswer
-from workers.store import ClaimedJob, call_row
+from workers.store import ClaimedJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Audited:
 class Outcome:
     """A chunk's jobs sorted by what happens to them next."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[CostRow] = field(default_factory=list)
     answers: list[tuple[int, str | None, str, int]] = field(default_factory=list)
     audits: list[Candidate] = field(default_factory=list)  # answered here, to be asked at the reference tier
     settled: list[tuple[Candidate, bool]] = field(default_factory=list)  # audited: the answer kept, replaced?
@@ -53,7 +53,7 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
     now = datetime.now(UTC)
     for job, result in zip(jobs, results, strict=True):
         calls = len(result.records)
-        out.rows.extend(call_row(r, job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
+        out.rows.extend(r.cost_row(job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
                         for n, r in enumerate(result.records, start=1))
         if job.audit:
             _sort_audited(out, tier, job, result, findings.get(job.id), calls)

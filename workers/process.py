@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import lifecycle
+from models.costs import record_calls
 from models.lifecycle import Lease, Outbox
 from tierq.config import TierConfig
 from tierq.contract import tier_message
@@ -27,7 +28,7 @@ from workers.gates import Hold, HoldKind
 from workers.outcome import Outcome, sort
 from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
 from workers.sharing import answer_followers
-from workers.store import ClaimedJob, claimed_jobs, record_calls
+from workers.store import ClaimedJob, claimed_jobs
 
 log = logging.getLogger(__name__)
 

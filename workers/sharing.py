@@ -10,14 +10,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Connection, text
 
 from models import lifecycle
+from models.costs import CostRow, record_calls
 from models.enums import CallOutcome
 from models.lifecycle import Candidate, Outbox
-from workers.store import record_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +32,12 @@ class SharedAnswer:
     completion_tokens: int = 0
     cached_tokens: int = 0
 
-
-def hit_row(job_id: int, batch_id: uuid.UUID, answer: SharedAnswer) -> dict[str, Any]:
-    """The cost row of a cache hit: zero cost, the saved cost of the call it replaced."""
-    return {
-        "id": uuid.uuid4(), "job_id": job_id, "batch_id": batch_id, "attempt": 1, "tier": answer.tier,
-        "model": answer.model, "provider": "cache", "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens, "cached_tokens": answer.cached_tokens, "usage_estimated": False,
-        "cost_usd": Decimal(0), "saved_usd": answer.saved_usd,
-        "latency_ms": 0, "outcome": CallOutcome.CACHE_HIT.value, "error": None,
-    }
+    def cost_row(self, job_id: int, batch_id: uuid.UUID) -> CostRow:
+        """The cost row of a job given this answer: a cache hit at zero cost, saving the call it replaced."""
+        return CostRow(id=uuid.uuid4(), job_id=job_id, batch_id=batch_id, attempt=1, tier=self.tier, model=self.model,
+                       provider="cache", prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                       cached_tokens=self.cached_tokens, cost_usd=Decimal(0), saved_usd=self.saved_usd,
+                       outcome=CallOutcome.CACHE_HIT)
 
 
 def answer_from_cache(conn: Connection, hits: dict[int, SharedAnswer], message_id: uuid.UUID) -> int:
@@ -51,7 +46,7 @@ def answer_from_cache(conn: Connection, hits: dict[int, SharedAnswer], message_i
     for job_id, answer in hits.items():
         batch = lifecycle.answer_from_cache(conn, message_id, job_id, answer.content, answer.model, answer.tier)
         if batch is not None:
-            rows.append(hit_row(job_id, batch, answer))
+            rows.append(answer.cost_row(job_id, batch))
     record_calls(conn, rows)
     return len(rows)
 
@@ -64,7 +59,7 @@ def audit_hits(conn: Connection, outbox: Outbox, hits: dict[int, SharedAnswer], 
         return 0
     rows = conn.execute(text("SELECT id, batch_id FROM jobs WHERE id = ANY(:ids) AND status = 'pending' "
                              "AND handoff = :me"), {"ids": list(hits), "me": message_id}).all()
-    record_calls(conn, [hit_row(job_id, batch, hits[job_id]) for job_id, batch in rows])
+    record_calls(conn, [hits[job_id].cost_row(job_id, batch) for job_id, batch in rows])
     picks = [Candidate(job_id, hits[job_id].content, hits[job_id].model, hits[job_id].tier, 1, namespaces.get(job_id))
              for job_id, _ in rows]
     return lifecycle.audit_cached(conn, outbox, message_id, picks, reference, chunk, batch_id)
@@ -73,7 +68,7 @@ def audit_hits(conn: Connection, outbox: Outbox, hits: dict[int, SharedAnswer], 
 def answer_followers(conn: Connection, leader: int, answer: SharedAnswer) -> int:
     """Give a succeeded leader's answer to every job waiting on it, each with a cache-hit cost row."""
     rows = lifecycle.answer_followers(conn, leader, answer.content, answer.model, answer.tier)
-    record_calls(conn, [hit_row(job_id, batch_id, answer) for job_id, batch_id in rows])
+    record_calls(conn, [answer.cost_row(job_id, batch_id) for job_id, batch_id in rows])
     return len(rows)
 
 

@@ -1,22 +1,16 @@
-"""What the workers read of jobs, and the cost rows they write (the state changes: models/lifecycle.py).
-
-Cost rows carry ids made before the call and are inserted with ON CONFLICT DO NOTHING, so a replayed
-write adds nothing.
-"""
+"""What the workers read of jobs (the state changes: models/lifecycle.py; the cost rows: models/costs.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from models.lifecycle import Candidate
-from workers.llm import CallRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,39 +86,3 @@ def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict
     if system and not any(m.get("role") in ("system", "developer") for m in messages):
         return [{"role": "system", "content": system}, *messages]
     return messages
-
-
-_CALL_COLUMNS = {
-    "id": "uuid", "job_id": "bigint", "batch_id": "uuid", "attempt": "int", "tier": "text", "model": "text",
-    "provider": "text", "prompt_tokens": "int", "completion_tokens": "int", "cached_tokens": "int",
-    "usage_estimated": "bool", "cost_usd": "numeric", "saved_usd": "numeric", "latency_ms": "int",
-    "outcome": "text", "error": "text",
-}
-_CALL_DEFAULTS: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
-                                  "usage_estimated": False, "saved_usd": Decimal(0), "latency_ms": 0, "error": None}
-# One statement per chunk, its columns as arrays: an executemany would send one INSERT per row.
-_INSERT_CALLS = text(
-    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _CALL_COLUMNS.items())
-    + ") ON CONFLICT (id) DO NOTHING"
-)
-
-
-def record_calls(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
-    """Insert cost rows; a row whose id is already there (a replayed write) is skipped."""
-    values = list(rows)
-    if values:
-        conn.execute(_INSERT_CALLS, {name: [row.get(name, _CALL_DEFAULTS.get(name)) for row in values]
-                                     for name in _CALL_COLUMNS})
-
-
-def call_row(record: CallRecord, *, job_id: int, batch_id: uuid.UUID, attempt: int, tier: str) -> dict[str, Any]:
-    """The cost-table row of one call."""
-    return {
-        "id": record.id, "job_id": job_id, "batch_id": batch_id, "attempt": attempt, "tier": tier,
-        "model": record.model, "provider": record.provider,
-        "prompt_tokens": record.usage.prompt_tokens, "completion_tokens": record.usage.completion_tokens,
-        "cached_tokens": record.usage.cached_tokens, "usage_estimated": record.usage.estimated,
-        "cost_usd": record.cost_usd, "latency_ms": record.latency_ms, "outcome": record.outcome.value,
-        "error": record.error,
-    }
