@@ -67,7 +67,7 @@ def bulk_load(store: CacheStore, vectors: Vectors, key: Callable[[int], CacheKey
     for i in range(via_api):
         entry_id, _ = store.register(key(i), vectors[i].tolist(), job_id=i + 1)
         store.fill(entry_id, i + 1, ANSWER, "model-a", "hot", Decimal("0.000123"))
-    p, keep, width = store.p, store._keep_s, store.width
+    p, keep, width = store.p, store.layout.keep_s, store.width
     # Copying what the store wrote keeps the bulk entries the same size when the store gains a field.
     template = {k.decode(): v for k, v in store.r.hgetall(f"{p}:e:{via_api}").items()}
     answer = store.r.getrange(f"{p}:v:1", width, -1)
@@ -77,7 +77,7 @@ def bulk_load(store: CacheStore, vectors: Vectors, key: Callable[[int], CacheKey
         pipe = store.r.pipeline(transaction=False)
         # As the store does: index the float16 vector that is stored.
         halves = vectors[chunk.start : chunk.stop].astype(np.float16).astype(np.float32)
-        slots = store._slots(namespace, ids, generation, offset, halves)
+        slots = store.generations.slots(namespace, ids, generation, offset, halves)
         sketches = store.planes.sketch(halves)
         for i, where, sketch in zip(chunk, slots, sketches, strict=True):
             exact, entry_id = key(i).exact, i + 1
@@ -86,7 +86,8 @@ def bulk_load(store: CacheStore, vectors: Vectors, key: Callable[[int], CacheKey
             pipe.hset(f"{p}:e:{entry_id}", mapping={**template, "j": entry_id, "x": exact, "ts": now, "rt": now})
             pipe.expire(f"{p}:e:{entry_id}", keep)
             pipe.set(f"{p}:v:{entry_id}", vectors[i].astype(np.float16).tobytes() + answer, ex=keep)
-            store.index.queue_add(pipe, namespace, generation, where, entry_id, sketch.tobytes(), f"{p}:e:{entry_id}", keep)
+            store.index.queue_add(pipe, namespace, generation, where, entry_id, sketch.tobytes(), f"{p}:e:{entry_id}",
+                                  keep)
         if any(reply == -1 for reply in pipe.execute()):
             raise RuntimeError("the namespace changed generation during the bulk load")
     store.r.set(f"{p}:n", len(vectors))
@@ -112,17 +113,20 @@ class Result:
         """One markdown table row."""
         p50, p99 = np.percentile(self.latencies_ms, [50, 99])
         return (f"| {self.entries:,} | {self.shape} | {self.probes} | {p50:.2f} ms | {p99:.2f} ms "
-                f"| {self.recall:.3f} ({self.judged}) | {np.mean(self.candidates):,.0f} / {np.percentile(self.candidates, 99):,.0f} "
+                f"| {self.recall:.3f} ({self.judged}) "
+                f"| {np.mean(self.candidates):,.0f} / {np.percentile(self.candidates, 99):,.0f} "
                 f"| {self.below[0]} / {self.below[1]} | {self.bytes_per_entry:,.0f} | {self.brute_ms:.1f} ms "
                 f"| {self.brute_ms / p50:.1f} |")
 
 
-HEADER = ["| entries | bands x rows | probes | lookup p50 | lookup p99 | recall (queries judged) | candidates mean / p99 "
+HEADER = ["| entries | bands x rows | probes | lookup p50 | lookup p99 | recall (queries judged) "
+          "| candidates mean / p99 "
           "| hits below threshold (store / float32) | Redis bytes per entry | brute force | brute / p50 |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
-def measure(store: CacheStore, stored: Vectors, queries: Vectors) -> tuple[list[float], float, int, list[int], tuple[int, int]]:
+def measure(store: CacheStore, stored: Vectors, queries: Vectors
+            ) -> tuple[list[float], float, int, list[int], tuple[int, int]]:
     """Single-query lookup times; recall, candidates and hits below the threshold, against brute force."""
     with threadpool_limits(2, "blas"):
         sims = np.concatenate([queries[i : i + 256] @ stored.T for i in range(0, len(queries), 256)])
@@ -193,7 +197,8 @@ def private_redis(settings: list[str]) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as workdir:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", workdir]
         for setting in settings:
             name, _, value = setting.partition("=")
             args += [f"--{name}", value]

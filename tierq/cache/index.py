@@ -37,6 +37,8 @@ from redis.typing import EncodableT, KeyT
 RECORD = 24  # bytes: 3 of tag, 5 of entry id (ids up to 2**40), 16 of sketch
 SLOT = 7  # bytes: band, page (3), tag (3)
 MAX_ID = 2**40 - 1
+OTHER_GENERATION = -1  # a script's reply: the namespace (or the entry) is not in the generation it was given
+ENTRY_GONE = -2  # `add`'s reply: the entry was dropped while it was being registered
 _TAG_MASK = np.uint64(0xFFFFFF)
 
 _LUA_HELPERS = """
@@ -358,7 +360,7 @@ class PageIndex:
         args: list[EncodableT] = [centre.astype(np.float32).tobytes(), keep_s, self.page_prefix, entry_prefix, bands,
                                   items, epoch]
         reply = self._migrate(keys, args)
-        return None if reply == -1 else (int(reply[0]), int(reply[1]))
+        return None if reply == OTHER_GENERATION else (int(reply[0]), int(reply[1]))
 
     def vacuum(self, client: redis.Redis, pages: list[str], vector_prefix: str) -> int:
         """Cut the records of entries whose vector is gone from these pages; returns how many."""

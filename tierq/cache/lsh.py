@@ -6,7 +6,7 @@ With `bands` bands of `rows` sign bits, two vectors at angle θ share a band's b
 - **A centre.** Sentence embeddings of one domain share a direction (MiniLM on support tickets: the
   mean vector has norm 0.47), so hyperplanes through the origin put most vectors on the same side and
   buckets fill unevenly. The bits can be taken of `vector - centre` instead, the centre being the
-  mean of the domain's vectors (the store learns one per namespace: tierq.cache.store). The direction
+  mean of the domain's vectors (the store learns one per namespace: tierq.cache.generations). The direction
   is the domain's, not the model's: MiniLM's mean over STS-B sentences has norm 0.13 and cosine 0.07
   with its mean over Banking77, so no centre can be shipped with an embedder.
 - **Multi-probe.** A query also searches the buckets it would fall in if its least certain bits (those
@@ -38,7 +38,8 @@ _MAX_FLIPS = 3
 
 def _subsets(k: int) -> npt.NDArray[np.int64]:
     """Every subset of range(k) of at most _MAX_FLIPS members, as rows of 0/1."""
-    rows = [np.isin(np.arange(k), combo) for n in range(_MAX_FLIPS + 1) for combo in itertools.combinations(range(k), n)]
+    rows = [np.isin(np.arange(k), combo)
+            for n in range(_MAX_FLIPS + 1) for combo in itertools.combinations(range(k), n)]
     return np.array(rows, dtype=np.int64)
 
 
