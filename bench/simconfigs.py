@@ -24,11 +24,15 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def write_config(path: Path, *, tables: Mapping[str, Mapping[str, Any]] | None = None,
                  tiers: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """Write sim.toml with `tables` merged into its top-level tables and `tiers` into the named tiers.
+    """Write sim.toml with `tables` merged into its top-level tables and `tiers` into the named tiers
+    (audits off, unless `tables` has a "quality" table that turns them on).
 
     The copy is loaded with tierq's own loader before it is used, so a bad change fails here.
     """
     data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"), parse_float=Decimal)
+    # No audits unless a benchmark asks for them: they re-ask answered jobs at the reference tier, which a
+    # benchmark's workers may not serve, and they would add calls to the ones measured.
+    data.setdefault("quality", {}).update({"audit_rate": 0, "min_per_stratum": 0})
     for name, changes in (tables or {}).items():
         data.setdefault(name, {}).update(changes)
     for tier in data["tiers"]:
