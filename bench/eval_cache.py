@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from docs_section import write_section
 
+from producer.quality import wilson
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
 from tierq.cache.identifiers import fingerprint, names, substituted
 
@@ -136,16 +137,6 @@ def scored_pairs(embedder: Embedder, rows: list[tuple[float, str, str]], bad: in
     right, _ = embed_unique(embedder, [b for _, _, b in rows])
     same = np.array([guard_allows(a, b) for _, a, b in rows])
     return Pairs(np.array([s for s, _, _ in rows]), (left * right).sum(axis=1), same, bad, [(a, b) for _, a, b in rows])
-
-
-def wilson(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of the rate hits / total (0 to 1 when there is nothing to count)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = hits / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def rate_cell(hits: int, total: int) -> str:
