@@ -327,13 +327,23 @@ def park(conn: Connection, message: uuid.UUID, followers: Mapping[int, tuple[int
     if not followers:
         return []
     items = sorted(followers.items())
-    return list(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{WAITING}', follows = v.leader, cache_entry = v.entry, updated_at = now() "
-             "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaders AS bigint[]), CAST(:entries AS bigint[])) "
-             f"AS v(id, leader, entry) WHERE j.id = v.id AND j.status = '{PENDING}' AND j.handoff = :me RETURNING j.id"),
-        {"ids": [i for i, _ in items], "leaders": [f[0] for _, f in items], "entries": [f[1] for _, f in items],
-         "me": message},
-    ).scalars())
+    return list(
+        conn.execute(
+            text(
+                f"UPDATE jobs AS j SET status = '{WAITING}', follows = v.leader, cache_entry = v.entry, "
+                "updated_at = now() "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaders AS bigint[]), CAST(:entries AS bigint[])) "
+                f"AS v(id, leader, entry) WHERE j.id = v.id AND j.status = '{PENDING}' AND j.handoff = :me "
+                "RETURNING j.id"
+            ),
+            {
+                "ids": [i for i, _ in items],
+                "leaders": [f[0] for _, f in items],
+                "entries": [f[1] for _, f in items],
+                "me": message,
+            },
+        ).scalars()
+    )
 
 
 def mark_leaders(conn: Connection, message: uuid.UUID, leaders: Mapping[int, int]) -> None:

@@ -110,7 +110,9 @@ def _skipped(bad: dict[int, str], before: int) -> Iterator[Rejection]:
         yield reject(line_no, bad.pop(line_no), RejectKind.TOO_LONG)
 
 
-def _row_problem(row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, str]) -> Rejection | None:
+def _row_problem(
+    row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, str]
+) -> Rejection | None:
     if bad:
         for line_no in range(start, end + 1):
             if line_no in bad:

@@ -66,7 +66,9 @@ class ModelConfig(_Strict):
     def price(self) -> Price:
         """The model's prices; cached input defaults to the input price."""
         cached = self.cached_input_usd_per_mtok
-        return Price(self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok)
+        return Price(
+            self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok
+        )
 
 
 class TierConfig(_Strict):
@@ -412,8 +414,10 @@ def _cross_check(config: Config, source: str) -> None:
                         f"use one of {sorted(names)}" for name in check.tiers if name not in names)
     reference = config.quality.reference_tier
     if reference is not None and reference not in names:
-        problems.append(f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
-                        f"use one of {sorted(names)}")
+        problems.append(
+            f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
+            f"use one of {sorted(names)}"
+        )
     for key in ("cheap_tier", "strong_tier"):
         tier = getattr(config.router, key)
         if tier is not None and tier not in names:

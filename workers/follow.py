@@ -49,7 +49,9 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
         for leader, followers in by_leader.items():
             status, content, model, tier = states.get(leader, ("missing", None, None, None))
             if status == JobStatus.SUCCEEDED and content is not None:
-                answered += answer_followers(conn, leader, shared_answer(conn, leader, content, model or "", tier or ""))
+                answered += answer_followers(
+                    conn, leader, shared_answer(conn, leader, content, model or "", tier or "")
+                )
             elif _gone(ctx, status, leader) or checks >= MAX_CHECKS:
                 _drop_entries(ctx, leader, followers)
                 gone.append(leader)
