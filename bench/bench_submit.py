@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from migrations import upgrade  # noqa: E402
 from producer.api import Tierq  # noqa: E402
 from producer.broker import make_sender  # noqa: E402
-from producer.inputs import LineSource, read_records  # noqa: E402
+from producer.inputs.stream import LineSource, read_records  # noqa: E402
 from producer.submit import JOB_COLUMNS  # noqa: E402
 from tierq.config import load_config  # noqa: E402
 from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK  # noqa: E402

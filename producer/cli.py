@@ -65,7 +65,7 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
            compress: bool | None, json_schema: Path | None, wait: bool, as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
-    from producer.inputs import ReadOptions
+    from producer.inputs.stream import ReadOptions
     from producer.submit import BatchOptions
     from tierq.config import read_json_schema
 
@@ -324,8 +324,8 @@ def recover(batch: str | None, older_than: str, as_json: bool) -> None:
 def quality(task_type: str | None, since: str | None, as_json: bool) -> None:
     """Measured quality across batches: how often audited answers agreed with the reference tier."""
     from producer.api import Tierq
+    from producer.bill.quality import across_batches, cache_precision
     from producer.commands import parse_since
-    from producer.quality import across_batches, cache_precision
 
     with Tierq() as tq, tq.engine.connect() as conn:
         start = parse_since(since) if since else None

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from models import JobStatus
-from producer.quality import Quality
+from producer.bill.quality import Quality
 from tierq.errors import NotFound
 from tierq.money import ZERO, usd
 

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Batch, JobStatus
-from producer.inputs import LineSource
-from producer.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
+from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
+from producer.inputs.stream import LineSource
 from tierq.config import RESERVED_PARAMS, Config, schema_problem
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError

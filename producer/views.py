@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from producer.bill import Bill
+from producer.bill.build import Bill
 from producer.status import BatchStatus
 
 STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from producer.inputs import LineSource, detect_format, read_records
-from producer.prompts import PromptSpec
-from producer.records import Record, Rejection, RejectKind
+from producer.inputs.prompts import PromptSpec
+from producer.inputs.records import Record, Rejection, RejectKind
+from producer.inputs.stream import LineSource, detect_format, read_records
 from tierq.errors import InputError
 
 

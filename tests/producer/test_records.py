@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from producer.inputs import read_jsonl
-from producer.records import Record, Rejection
+from producer.inputs.records import Record, Rejection
+from producer.inputs.stream import read_jsonl
 
 
 def parse(text: bytes) -> list[Record | Rejection]:

@@ -19,9 +19,9 @@ from conftest import Stack
 from PIL import Image
 from sqlalchemy import text
 
-from producer.bill import Bill, Spend
-from producer.bill_queries import Scope
-from producer.plot import draw_bill, render_bill
+from producer.bill.build import Bill, Spend
+from producer.bill.plot import draw_bill, render_bill
+from producer.bill.queries import Scope
 from producer.submit import BatchOptions
 from producer.views import bill_lines
 from tierq.money import usd

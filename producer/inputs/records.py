@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from producer.prompts import PromptSpec
+from producer.inputs.prompts import PromptSpec
 from tierq.messages import content_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from producer.bill_queries import Scope
+from producer.bill.queries import Scope
 from tierq.config import Config
 from tierq.money import ZERO, usd
 

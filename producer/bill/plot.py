@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from producer.bill import Bill
+from producer.bill.build import Bill
 from tierq.errors import TierqError
 
 # Cheapest tier first: calm to warm colours, so the eye finds the expensive tiers.

@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from producer.bill_queries import (
+from producer.bill.quality import Quality, read_quality
+from producer.bill.queries import (
     BASELINE,
     BUDGET_FAILED,
     COMPRESSION_JOBS,
@@ -37,8 +38,7 @@ from producer.bill_queries import (
     SPEND,
     Scope,
 )
-from producer.quality import Quality, read_quality
-from producer.report import TierLine, tier_summary
+from producer.bill.report import TierLine, tier_summary
 from tierq.config import Config
 from tierq.money import ZERO, Usage, usd
 

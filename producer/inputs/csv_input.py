@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from producer.prompts import PromptSpec
-from producer.records import Overlong, Record, Rejection, RejectKind, check_id, reject
+from producer.inputs.prompts import PromptSpec
+from producer.inputs.records import Overlong, Record, Rejection, RejectKind, check_id, reject
 from tierq.errors import InputError
 
 DELIMITERS = (",", "\t", ";", "|")
