@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 from tierq.cache.embedders import Vectors
 from tierq.cache.keys import CacheKey
 from tierq.cache.store import CacheStore
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # MiniLM's default; the lowest threshold of the built-in embedders, so the hardest for the index.

@@ -67,7 +67,7 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
     from producer.commands import run_submit
     from producer.inputs.stream import ReadOptions
     from producer.submit import BatchOptions
-    from tierq.config import read_json_schema
+    from tierq.validator_config import read_json_schema
 
     schema = read_json_schema(json_schema, "--json-schema") if json_schema is not None else None
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,

@@ -18,11 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Batch, JobStatus
 from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from producer.inputs.stream import LineSource
-from tierq.config import RESERVED_PARAMS, Config, schema_problem
+from tierq.config import RESERVED_PARAMS, Config
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
 from tierq.params import params_problem
 from tierq.publish import Publisher
+from tierq.validator_config import schema_problem
 from tierq.vault import TextVault, redacted
 
 log = logging.getLogger(__name__)
