@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from models import JobStatus, lifecycle
+from models import JobStatus, following
 from models.lifecycle import Outbox
 from tierq.contract import follow_message
 from workers.context import WorkerContext
@@ -57,8 +57,8 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
                 gone.append(leader)
             else:
                 still.extend(job_id for job_id, _ in followers)
-        released = lifecycle.release_followers(conn, outbox, gone, ctx.config.worker.classify_chunk)
-        lifecycle.touch_waiting(conn, still)
+        released = following.release_followers(conn, outbox, gone, ctx.config.worker.classify_chunk)
+        following.touch_waiting(conn, still)
         if still:
             outbox.add(follow_message(still, checks + 1, ctx.config.cache.lease_s))
     ctx.publish(outbox)
