@@ -28,17 +28,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import redis
 from cache_vectors import Domain, describe, make_vectors, near_duplicates
 from docs_section import write_section
+from redis.typing import EncodableT, FieldT
 from threadpoolctl import threadpool_limits
 
 from tierq.cache.embedders import Vectors
 from tierq.cache.keys import CacheKey
 from tierq.cache.store import CacheStore
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # MiniLM's default; the lowest threshold of the built-in embedders, so the hardest for the index.
@@ -69,7 +71,9 @@ def bulk_load(store: CacheStore, vectors: Vectors, key: Callable[[int], CacheKey
         store.fill(entry_id, i + 1, ANSWER, "model-a", "hot", Decimal("0.000123"))
     p, keep, width = store.p, store.layout.keep_s, store.width
     # Copying what the store wrote keeps the bulk entries the same size when the store gains a field.
-    template = {k.decode(): v for k, v in store.r.hgetall(f"{p}:e:{via_api}").items()}
+    # The store's client returns bytes (no decode_responses); redis's types allow str too.
+    written = cast(dict[bytes, bytes], store.r.hgetall(f"{p}:e:{via_api}"))
+    template: dict[FieldT, EncodableT] = {k.decode(): v for k, v in written.items()}
     answer = store.r.getrange(f"{p}:v:1", width, -1)
     generation, offset = store.generation(namespace)
     for start in range(via_api, len(vectors), 2000):
@@ -236,7 +240,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(private_redis(args.server_config))
         client = redis.Redis.from_url(url)
-        rows = []
+        rows: list[str] = []
         for n in args.entries:
             rng = np.random.default_rng(n)
             stored = make_vectors(n, rng, domain)

@@ -21,6 +21,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import redis
@@ -123,7 +124,7 @@ def namespaces(stack: Stack, prefix: str) -> set[str]:
     client = redis.Redis.from_url(stack.redis_url)
     found = set()
     for name in client.scan_iter(f"{prefix}:e:*", count=1000):
-        found.add((client.hget(name, "n") or b"").decode())
+        found.add(cast(bytes, client.hget(name, "n") or b"").decode())
         if len(found) > 1:
             break
     return found

@@ -70,7 +70,9 @@ def worker_peak(stack: Stack, jobs: int) -> tuple[Peak, float]:
     router = stack.start_worker("classify", config, "classify")
     idle = rss_mb(hot.pid)[0]
     with Tierq(stack.settings(config), load_config(config)) as tq:
-        items = [{"id": f"m-{i}", "prompt": f"Ticket {i}: please refund order {i * 7919 % 100003}."} for i in range(jobs)]
+        items = [
+            {"id": f"m-{i}", "prompt": f"Ticket {i}: please refund order {i * 7919 % 100003}."} for i in range(jobs)
+        ]
         batch = tq.submit(items, BatchOptions(force_tier="hot", use_cache=False)).batch_id
         peak = sample(stack, [hot.pid], lambda: count_jobs(tq.engine, batch, FINAL) >= jobs, 120)
     stack.stop_worker(router)

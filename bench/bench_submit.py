@@ -32,18 +32,16 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
+from producer.api import Tierq
+from producer.broker import make_sender
+from producer.inputs.stream import LineSource, read_records
+from producer.submit import JOB_COLUMNS
+from tierq.config import load_config
+from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK
+from tierq.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from migrations import upgrade  # noqa: E402
-from producer.api import Tierq  # noqa: E402
-from producer.broker import make_sender  # noqa: E402
-from producer.inputs import LineSource, read_records  # noqa: E402
-from producer.submit import JOB_COLUMNS  # noqa: E402
-from tierq.config import load_config  # noqa: E402
-from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK  # noqa: E402
-from tierq.settings import Settings  # noqa: E402
-
 BANKING77 = ROOT.parent / "shared" / "datasets" / "banking77" / "train.csv"
 SIM_CONFIG = Path(str(resources.files("tierq") / "configs" / "sim.toml"))
 TARGET = 5_000

@@ -28,7 +28,9 @@ COUNTER = "bench:noop:done"
 THREADS = 16  # tierq's worker_concurrency (workers/celery_app.py)
 
 
-def make_app(broker_url: str, config: Config, counter_url: str | None = None, *, tierq_settings: bool = False) -> Celery:
+def make_app(
+    broker_url: str, config: Config, counter_url: str | None = None, *, tierq_settings: bool = False
+) -> Celery:
     """The app, for the sender (no `counter_url`) or the worker (counting into `counter_url`)."""
     app = Celery("bench-noop")
     # kombu and Celery carry no type hints (pyproject.toml's mypy overrides say the same of the workers).

@@ -24,7 +24,9 @@ class Target:
         return ours <= self.value
 
     def __str__(self) -> str:
-        text = {"ratio": f">= {self.value:g}x", "min": f">= {self.value:,.0f}", "max": f"<= {self.value:,.0f}"}[self.kind]
+        text = {"ratio": f">= {self.value:g}x", "min": f">= {self.value:,.0f}", "max": f"<= {self.value:,.0f}"}[
+            self.kind
+        ]
         return text + (f" (aim {self.aim:g}x)" if self.aim is not None else "")
 
 

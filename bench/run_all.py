@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs and no diagnostics (about 2 minutes)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
-    parser.add_argument("--postgres", default=POSTGRES_URL, help="server (and admin database) for the throwaway database")
+    parser.add_argument(
+        "--postgres", default=POSTGRES_URL, help="server (and admin database) for the throwaway database"
+    )
     parser.add_argument("--redis", default=REDIS_URL, help="a Redis database the run may flush")
     parser.add_argument("--time-limit", type=int, default=None, help="seconds (default 900, 300 with --quick)")
     args = parser.parse_args(argv)
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     busiest = 0.0
     started = time.monotonic()
     try:
-        with time_limit(args.time_limit or (300 if args.quick else 900)), open_stack(args.postgres, args.redis) as stack:
+        with (
+            time_limit(args.time_limit or (300 if args.quick else 900)),
+            open_stack(args.postgres, args.redis) as stack,
+        ):
             for name in args.only:
                 print(f"running {name} ...", flush=True)
                 try:

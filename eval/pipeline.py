@@ -109,7 +109,9 @@ def worker(env: dict[str, str], log: Path) -> Iterator[None]:
             process.wait()
 
 
-def run_cascade(config_path: Path, data: Path, test: list[Question], offline: Result, report: dict[str, Any]) -> list[str]:
+def run_cascade(
+    config_path: Path, data: Path, test: list[Question], offline: Result, report: dict[str, Any]
+) -> list[str]:
     """Submit the test split, wait, score what came back, and compare it with the offline policy (d)."""
     with tempfile.TemporaryDirectory(prefix="tierq-eval-") as folder, private_redis() as redis_url, \
             throwaway_database() as database_url:

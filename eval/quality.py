@@ -32,7 +32,7 @@ from sqlalchemy import text
 
 from fakellm.testing import running_server
 from producer.api import Tierq
-from producer.quality import wilson
+from producer.bill.quality import wilson
 from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.quality import ComparatorConfig

@@ -50,10 +50,14 @@ def seeds(data: Path, count: int, target: float, confidence: float, prompt_only:
     for seed in range(count):
         report = evaluate(labelled, seed, target, confidence)
         reports.append(report)
-        print(f"seed {seed}: {report['policy']}, cut {report['cost_reduction_pct']:.1f}% at "
-              f"{report['quality_share_pct']:.1f}% of the strong quality (random {report['random_cost_reduction_pct']:.1f}%, "
-              f"oracle {report['oracle_cost_reduction_pct']:.1f}%), strong answered {report['strong_share_pct']:.1f}%, "
-              f"AUC prompt {report['auc']} answer {report['answer_auc']}", flush=True)
+        print(
+            f"seed {seed}: {report['policy']}, cut {report['cost_reduction_pct']:.1f}% at "
+            f"{report['quality_share_pct']:.1f}% of the strong quality "
+            f"(random {report['random_cost_reduction_pct']:.1f}%, "
+            f"oracle {report['oracle_cost_reduction_pct']:.1f}%), strong answered {report['strong_share_pct']:.1f}%, "
+            f"AUC prompt {report['auc']} answer {report['answer_auc']}",
+            flush=True,
+        )
     spread = {}
     for name in FIGURES:
         values = [r[name] for r in reports if r[name] is not None]
@@ -67,7 +71,7 @@ def seeds(data: Path, count: int, target: float, confidence: float, prompt_only:
 
 def _scored(questions: dict[str, Question], results: list[dict[str, Any]]) -> dict[str, Any]:
     """A batch's accuracy from the dataset's labels, and its cost against all-on-the-strong-model."""
-    right = cost = 0
+    right = 0
     total_cost, all_strong = Decimal(0), Decimal(0)
     by_model = {CHEAP: 0, STRONG: 0}
     for result in results:
@@ -97,8 +101,10 @@ def pipeline(data: Path, seed: int) -> dict[str, Any]:
     report: dict[str, Any] = {"seed": seed}
     with tempfile.TemporaryDirectory(prefix="tierq-routing-") as tmp:
         folder = Path(tmp)
-        replay = (f'\n[simulator.replay]\nfile = {json.dumps(str(data.resolve()))}\n'
-                  f"models = {{ {json.dumps(CHEAP)} = {json.dumps(CHEAP)}, {json.dumps(STRONG)} = {json.dumps(STRONG)} }}\n")
+        replay = (
+            f"\n[simulator.replay]\nfile = {json.dumps(str(data.resolve()))}\n"
+            f"models = {{ {json.dumps(CHEAP)} = {json.dumps(CHEAP)}, {json.dumps(STRONG)} = {json.dumps(STRONG)} }}\n"
+        )
         with private_redis() as redis_url, throwaway_database() as database_url:
             for name, rate, ids in (("batch1", 1.0, first), ("batch2", 0.0, second)):
                 toml = folder / f"{name}.toml"
@@ -117,8 +123,13 @@ def pipeline(data: Path, seed: int) -> dict[str, Any]:
                         report[name] = _scored(by_id, list(tq.results(batch.batch_id)))
                     print(f"{name}: {json.dumps(report[name])}", flush=True)
                     if name == "batch1":
-                        fitted = subprocess.run([sys.executable, "-m", "producer.cli", "route", "fit", "--task-type",
-                                                 "gsm8k", "--json"], env=env, capture_output=True, text=True, check=False)
+                        fitted = subprocess.run(
+                            [sys.executable, "-m", "producer.cli", "route", "fit", "--task-type", "gsm8k", "--json"],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                        )
                         if fitted.returncode != 0:
                             raise SystemExit(f"route fit failed: {fitted.stderr.strip()}")
                         report["fit"] = json.loads(fitted.stdout)
@@ -138,8 +149,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not args.data.exists():
-        raise SystemExit(f"{args.data} not found: the GSM8K recorded answers live in ../shared/datasets/gsm8k-responses; "
-                         "pass --data FILE")
+        raise SystemExit(
+            f"{args.data} not found: the GSM8K recorded answers live in ../shared/datasets/gsm8k-responses; "
+            "pass --data FILE"
+        )
     out: dict[str, Any] = {}
     if args.seeds:
         out["route_eval"] = seeds(args.data, args.seeds, args.target, args.confidence, args.prompt_only)

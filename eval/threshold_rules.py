@@ -80,7 +80,9 @@ def curves(rows: Rows, prompt: Array, answer: Array | None, weights: Array) -> I
                     answer[rest_order], start, False)
 
 
-def _shares(curve: Curve, weights: Array, strong_total: Array, strong_point: float, isotonic: bool) -> tuple[Array, Array]:
+def _shares(
+    curve: Curve, weights: Array, strong_total: Array, strong_point: float, isotonic: bool
+) -> tuple[Array, Array]:
     """(point share, share per resample) for k = 0..m."""
     picked = weights[:, curve.order]
     if isotonic:
@@ -97,7 +99,7 @@ Pick = Callable[[Array, Array, float, float], npt.NDArray[np.bool_]]
 
 
 def bound(widen: float = 1.0, last: bool = False) -> Pick:
-    """Qualifies where point + widen x (the `1 - confidence` quantile of the resample's deviation) reaches the target."""
+    """Qualifies where point + widen x (the `1 - confidence` quantile of the deviation) reaches the target."""
 
     def pick(point: Array, shares: Array, target: float, confidence: float) -> npt.NDArray[np.bool_]:
         lower = point + widen * np.quantile(shares - point[None, :], 1.0 - confidence, axis=0)

@@ -92,7 +92,10 @@ class ReplayBook:
         return cls(str(path), dict(spec.models), answers)
 
     def recorded(self, model: str, texts: Sequence[str]) -> str | None:
-        """The recorded answer for a request to `model`; None for an unmapped model, BadRequest for an unknown prompt."""
+        """The recorded answer for a request to `model`.
+
+        None for an unmapped model; BadRequest for an unknown prompt.
+        """
         source_model = self.models.get(model)
         if source_model is None:
             return None

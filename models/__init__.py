@@ -21,8 +21,19 @@ if TYPE_CHECKING:
     from models.label import Label
     from models.router import RouterVersion
 
-__all__ = ["Base", "Batch", "Call", "CallOutcome", "Job", "JobStatus", "Label", "RouterVersion", "lifecycle", "make_engine",
-           "make_session_factory"]
+__all__ = [
+    "Base",
+    "Batch",
+    "Call",
+    "CallOutcome",
+    "Job",
+    "JobStatus",
+    "Label",
+    "RouterVersion",
+    "lifecycle",
+    "make_engine",
+    "make_session_factory",
+]
 _HOMES = {"Base": "models.base", "Batch": "models.batch", "Call": "models.call", "make_engine": "models.db",
           "make_session_factory": "models.db", "CallOutcome": "models.enums", "JobStatus": "models.enums",
           "Job": "models.job", "Label": "models.label",

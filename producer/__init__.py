@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from producer.api import Tierq
-    from producer.inputs import ReadOptions
+    from producer.inputs.stream import ReadOptions
     from producer.submit import BatchOptions, SubmitResult
 
 __all__ = ["BatchOptions", "ReadOptions", "SubmitResult", "Tierq"]
-_HOMES = {"Tierq": "producer.api", "ReadOptions": "producer.inputs", "BatchOptions": "producer.submit",
+_HOMES = {"Tierq": "producer.api", "ReadOptions": "producer.inputs.stream", "BatchOptions": "producer.submit",
           "SubmitResult": "producer.submit"}
 
 

@@ -35,10 +35,10 @@ from tierq.vault import TextVault
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
     from celery import Celery
 
-    from producer.bill import Bill
+    from producer.bill.build import Bill
     from producer.control import CancelResult
-    from producer.inputs import LineSource, ReadOptions
-    from producer.records import Record, Rejection
+    from producer.inputs.records import Record, Rejection
+    from producer.inputs.stream import LineSource, ReadOptions
     from producer.submit import BatchOptions, SubmitResult
     from tierq.publish import Publisher
 
@@ -88,7 +88,7 @@ class Tierq:
         Records are dicts with `prompt` or `messages` (optional `id`, `task_type`, `metadata`) or strings;
         files are JSONL, CSV or OpenAI batch request files (`read` picks the format and the prompt's field).
         """
-        from producer.inputs import ReadOptions, from_objects
+        from producer.inputs.stream import ReadOptions, from_objects
         from producer.submit import BatchOptions, submit_records
 
         read = read or ReadOptions()
@@ -122,7 +122,7 @@ class Tierq:
     def _submit_stream(
         self, stream: Any, read: ReadOptions, run: Callable[[Iterable[Record | Rejection], LineSource], SubmitResult]
     ) -> SubmitResult:
-        from producer.inputs import LineSource, max_line_bytes, read_records
+        from producer.inputs.stream import LineSource, max_line_bytes, read_records
 
         line_source = LineSource(stream, max_line_bytes(self.config.max_context))
         fmt, records = read_records(line_source, read.format, read.spec)
@@ -142,8 +142,8 @@ class Tierq:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
         status = batch_status(self.engine, _uuid(batch_id))
         if status.done and status.total:
-            from producer.bill_queries import Scope
-            from producer.quality import read_quality
+            from producer.bill.quality import read_quality
+            from producer.bill.queries import Scope
 
             with self.engine.connect() as conn:
                 status.quality = read_quality(conn, Scope(status.batch_id), self.config)
@@ -200,7 +200,7 @@ class Tierq:
 
     def report(self, batch_id: uuid.UUID | str | None = None, since: datetime | None = None) -> Bill:
         """The bill of one batch or of all, optionally from `since` on."""
-        from producer.bill import build_bill
+        from producer.bill.build import build_bill
 
         bill = build_bill(self.engine, self.config, _uuid(batch_id) if batch_id else None, since)
         bill.stuck = self.stuck(batch_id)

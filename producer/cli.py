@@ -65,9 +65,9 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
            compress: bool | None, json_schema: Path | None, wait: bool, as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
-    from producer.inputs import ReadOptions
+    from producer.inputs.stream import ReadOptions
     from producer.submit import BatchOptions
-    from tierq.config import read_json_schema
+    from tierq.validator_config import read_json_schema
 
     schema = read_json_schema(json_schema, "--json-schema") if json_schema is not None else None
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
@@ -92,7 +92,9 @@ def status(batch: str, watch: bool, interval: float, as_json: bool) -> None:
 
 @main.command()
 @click.argument("batch")
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="Write to FILE instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="Write to FILE instead of stdout."
+)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "openai"]), default="jsonl", show_default=True,
               help="tierq's JSONL, or the OpenAI Batch API output-file format.")
 @_friendly
@@ -136,7 +138,9 @@ def retry(batch: str, failed: bool, as_json: bool) -> None:
 
 @main.command()
 @click.argument("batch", required=False)
-@click.option("--since", help="Only jobs submitted and calls made from DATE on (2026-11-01, 2026-11-01T09:00, 7d, 12h).")
+@click.option(
+    "--since", help="Only jobs submitted and calls made from DATE on (2026-11-01, 2026-11-01T09:00, 7d, 12h)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the bill as a PNG at FILE.")
 @_friendly
@@ -202,7 +206,9 @@ def db_current() -> None:
               help="TOML file whose [simulator] table sets latency and failure rates per model.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False),
               help="CSV of recorded answers (prompt, <model>_response columns) to answer with instead of inventing.")
-@click.option("--replay-map", help='Which simulated model replays which recorded one: "sim-nano=REC-A,sim-flagship=REC-B".')
+@click.option(
+    "--replay-map", help='Which simulated model replays which recorded one: "sim-nano=REC-A,sim-flagship=REC-B".'
+)
 def fake_llm(host: str, port: int, config_path: str | None, replay: str | None, replay_map: str | None) -> None:
     """Run the simulated OpenAI-compatible provider (chat completions, embeddings, models)."""
     from fakellm import main as serve
@@ -318,8 +324,8 @@ def recover(batch: str | None, older_than: str, as_json: bool) -> None:
 def quality(task_type: str | None, since: str | None, as_json: bool) -> None:
     """Measured quality across batches: how often audited answers agreed with the reference tier."""
     from producer.api import Tierq
+    from producer.bill.quality import across_batches, cache_precision
     from producer.commands import parse_since
-    from producer.quality import across_batches, cache_precision
 
     with Tierq() as tq, tq.engine.connect() as conn:
         start = parse_since(since) if since else None

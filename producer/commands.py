@@ -21,8 +21,8 @@ from producer.views import bill_lines, status_line, status_lines
 from tierq.errors import InputError
 
 if TYPE_CHECKING:  # submitting loads Celery and the input readers; reading a batch does not need them
-    from producer.inputs import ReadOptions
-    from producer.records import Rejection
+    from producer.inputs.records import Rejection
+    from producer.inputs.stream import ReadOptions
     from producer.submit import BatchOptions, SubmitResult
 
 SHOWN_REJECTIONS = 20
@@ -179,7 +179,7 @@ def print_report(batch: str | None, since: str | None, as_json: bool, plot: Path
             tq.status(batch_id)  # an unknown batch is an error, not an empty bill
         bill = tq.report(batch_id, parse_since(since) if since else None)
         if plot is not None:
-            from producer.plot import render_bill
+            from producer.bill.plot import render_bill
 
             render_bill(bill, plot, tq.config.tier_names)
             click.echo(f"plot written to {plot}", err=True)

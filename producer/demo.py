@@ -17,8 +17,8 @@ from pathlib import Path
 
 from migrations import upgrade
 from producer.api import Tierq
-from producer.bill import build_bill
-from producer.report import tier_summary
+from producer.bill.build import build_bill
+from producer.bill.report import tier_summary
 from producer.sample import sample_tickets
 from producer.services import ensure_postgres, ensure_redis
 from producer.status import BatchStatus

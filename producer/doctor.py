@@ -162,7 +162,9 @@ def check_provider(settings: Settings, name: str, provider: ProviderConfig, time
     if status == 404:
         return Check(label, State.PROBLEM, f"{url} is not found (HTTP 404)",
                      f"check {where} of [providers.{name}]; OpenAI-compatible APIs usually end in /v1")
-    return Check(label, State.PROBLEM, f"{url} answered HTTP {status}", "check the provider's status and its server log")
+    return Check(
+        label, State.PROBLEM, f"{url} answered HTTP {status}", "check the provider's status and its server log"
+    )
 
 
 def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check]:

@@ -107,9 +107,13 @@ class TierqCollector:
 
     def _database(self, up: GaugeMetricFamily) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("tierq_jobs", "Jobs in each state, by current tier", labels=["status", "tier"])
-        calls = CounterMetricFamily("tierq_calls", "Model calls (cost rows) by model and outcome", labels=["model", "outcome"])
+        calls = CounterMetricFamily(
+            "tierq_calls", "Model calls (cost rows) by model and outcome", labels=["model", "outcome"]
+        )
         spend = CounterMetricFamily("tierq_spend_usd", "USD spent on model calls, per model", labels=["model"])
-        saved = CounterMetricFamily("tierq_saved_usd", "USD not spent thanks to cache hits, per model", labels=["model"])
+        saved = CounterMetricFamily(
+            "tierq_saved_usd", "USD not spent thanks to cache hits, per model", labels=["model"]
+        )
         agreement = GaugeMetricFamily(
             "tierq_quality_agreement", "Share of audited answers that agreed with the reference tier, last 7 days",
             labels=["task_type", "tier", "source"])
@@ -118,7 +122,9 @@ class TierqCollector:
         try:
             with self.engine.connect() as conn:
                 # A scrape must not pile up behind a slow count on a huge table.
-                conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(self.timeout * 1000))})
+                conn.execute(
+                    text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(self.timeout * 1000))}
+                )
                 job_rows = conn.execute(text(JOBS_SQL)).all()
                 call_rows = conn.execute(text(CALLS_SQL)).all()
                 label_rows = conn.execute(text(LABELS_SQL)).all()

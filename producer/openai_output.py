@@ -28,7 +28,12 @@ ERROR_CODES = {
 
 def as_openai(row: ResultRow) -> dict[str, Any]:
     """One line of an OpenAI Batch API output file."""
-    line: dict[str, Any] = {"id": f"batch_req_{row.job_id}", "custom_id": row.custom_id, "response": None, "error": None}
+    line: dict[str, Any] = {
+        "id": f"batch_req_{row.job_id}",
+        "custom_id": row.custom_id,
+        "response": None,
+        "error": None,
+    }
     if row.status == "succeeded":
         # A succeeded job always has its answering cost row; the fallback keeps a damaged one readable.
         answer = row.answer or {"id": f"job-{row.job_id}", "created": row.finished or 0, "model": row.model,

@@ -95,12 +95,16 @@ def database_examples(conn: Connection, config: Config, task_type: str, into: _C
         into.strong_ok.append(1.0)  # the reference tier is the measure of right
         into.cheap_cost.append(_cost(cheap_price, prompt, candidate_chars))
         into.strong_cost.append(_cost(strong_price, prompt, reference_chars))
-    failed = conn.execute(text(
-        "SELECT j.messages, length(coalesce(j.content, '')) FROM jobs j JOIN batches b ON b.id = j.batch_id "
-        "WHERE j.task_type = :task AND b.store_text AND j.status = 'succeeded' AND j.start_tier = :cheap "
-        "AND j.tier <> :cheap AND NOT j.audited AND EXISTS (SELECT 1 FROM calls c WHERE c.job_id = j.id "
-        "AND c.tier = :cheap AND c.outcome = ANY(:failed) AND coalesce(c.error, '') NOT LIKE 'router:%') ORDER BY j.id"),
-        {"task": task_type, "cheap": cheap, "failed": list(FAILED_ANSWERS)}).all()
+    failed = conn.execute(
+        text(
+            "SELECT j.messages, length(coalesce(j.content, '')) FROM jobs j JOIN batches b ON b.id = j.batch_id "
+            "WHERE j.task_type = :task AND b.store_text AND j.status = 'succeeded' AND j.start_tier = :cheap "
+            "AND j.tier <> :cheap AND NOT j.audited AND EXISTS (SELECT 1 FROM calls c WHERE c.job_id = j.id "
+            "AND c.tier = :cheap AND c.outcome = ANY(:failed) AND coalesce(c.error, '') NOT LIKE 'router:%') "
+            "ORDER BY j.id"
+        ),
+        {"task": task_type, "cheap": cheap, "failed": list(FAILED_ANSWERS)},
+    ).all()
     for messages, answer_chars in failed:
         prompt = user_text(messages)
         into.prompts.append(prompt)
@@ -151,8 +155,16 @@ class FitResult:
                 "target": self.held_out.target}, "reason": self.reason}
 
 
-def fit_version(engine: Engine, config: Config, task_type: str, paths: Sequence[Path] = (), cheap_column: str | None = None,
-                strong_column: str | None = None, use_database: bool = True, seed: int = 0) -> FitResult:
+def fit_version(
+    engine: Engine,
+    config: Config,
+    task_type: str,
+    paths: Sequence[Path] = (),
+    cheap_column: str | None = None,
+    strong_column: str | None = None,
+    use_database: bool = True,
+    seed: int = 0,
+) -> FitResult:
     """Fit a router for `task_type`, store it as a new version, activate it if it passes its held-out check."""
     cheap, strong = config.router_tiers
     if config.tier_index(strong) <= config.tier_index(cheap):
@@ -189,15 +201,25 @@ def _store(engine: Engine, config: Config, task_type: str, router: Router, held:
            labels: int) -> FitResult:
     spec, policy, prompt_blob, answer_blob = router.blobs()
     cheap, strong = config.router_tiers
-    metrics = {"labels": labels, "sources": sources.as_dict(), "held_out_rows": held.rows,
-               "held_out_share": held.share, "held_out_share_upper": held.upper, "held_out_cost_share": held.cost_share, "target": held.target,
-               "confidence": config.router.confidence, "l2": router.prompt.l2}
+    metrics = {
+        "labels": labels,
+        "sources": sources.as_dict(),
+        "held_out_rows": held.rows,
+        "held_out_share": held.share,
+        "held_out_share_upper": held.upper,
+        "held_out_cost_share": held.cost_share,
+        "target": held.target,
+        "confidence": config.router.confidence,
+        "l2": router.prompt.l2,
+    }
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tierq-router:' || :task))"), {"task": task_type})
         version = int(conn.execute(text("SELECT coalesce(max(version), 0) + 1 FROM routers WHERE task_type = :task"),
                                    {"task": task_type}).scalar_one())
         if held.passed:
-            conn.execute(text("UPDATE routers SET active = false WHERE task_type = :task AND active"), {"task": task_type})
+            conn.execute(
+                text("UPDATE routers SET active = false WHERE task_type = :task AND active"), {"task": task_type}
+            )
             reason = f"active: kept {held.share:.1%} of the {strong} tier's quality on {held.rows} held-out labels"
         else:
             previous = conn.execute(text("SELECT version FROM routers WHERE task_type = :task AND active"),
@@ -206,13 +228,27 @@ def _store(engine: Engine, config: Config, task_type: str, router: Router, held:
             reason = (f"not activated: kept {held.share:.1%} of the {strong} tier's quality on {held.rows} held-out "
                       f"labels (at most {held.upper:.1%} within its sampling error), below the target "
                       f"{held.target:.0%}; {keeps}")
-        conn.execute(text(
-            "INSERT INTO routers (task_type, version, active, cheap_tier, strong_tier, spec, policy, metrics, "
-            "prompt_scorer, answer_scorer, note) VALUES (:task, :version, :active, :cheap, :strong, CAST(:spec AS jsonb), "
-            "CAST(:policy AS jsonb), CAST(:metrics AS jsonb), :prompt, :answer, :note)"),
-            {"task": task_type, "version": version, "active": held.passed, "cheap": cheap, "strong": strong,
-             "spec": json.dumps(spec), "policy": json.dumps(policy), "metrics": json.dumps(metrics),
-             "prompt": prompt_blob, "answer": answer_blob, "note": reason})
+        conn.execute(
+            text(
+                "INSERT INTO routers (task_type, version, active, cheap_tier, strong_tier, spec, policy, metrics, "
+                "prompt_scorer, answer_scorer, note) "
+                "VALUES (:task, :version, :active, :cheap, :strong, CAST(:spec AS jsonb), "
+                "CAST(:policy AS jsonb), CAST(:metrics AS jsonb), :prompt, :answer, :note)"
+            ),
+            {
+                "task": task_type,
+                "version": version,
+                "active": held.passed,
+                "cheap": cheap,
+                "strong": strong,
+                "spec": json.dumps(spec),
+                "policy": json.dumps(policy),
+                "metrics": json.dumps(metrics),
+                "prompt": prompt_blob,
+                "answer": answer_blob,
+                "note": reason,
+            },
+        )
     return FitResult(task_type, version, held.passed, labels, sources, held, reason)
 
 
@@ -257,7 +293,9 @@ def activate(engine: Engine, task_type: str, version: int) -> None:
         found = conn.execute(text("SELECT 1 FROM routers WHERE task_type = :task AND version = :version"),
                              {"task": task_type, "version": version}).scalar()
         if found is None:
-            raise NotFound(f"no router version {version} for task type {task_type!r}; `tierq route show --all` lists them")
+            raise NotFound(
+                f"no router version {version} for task type {task_type!r}; `tierq route show --all` lists them"
+            )
         conn.execute(text("UPDATE routers SET active = false WHERE task_type = :task AND active"), {"task": task_type})
         conn.execute(text("UPDATE routers SET active = true WHERE task_type = :task AND version = :version"),
                      {"task": task_type, "version": version})

@@ -116,14 +116,21 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(f"train {report['train']:,} rows, test {report['test']:,} rows (seed {seed}); policy: {report['policy']}")
-    click.echo(f"  cost cut {report['cost_reduction_pct']:.1f}% against all-strong at {report['quality_share_pct']:.1f}% "
-               f"of its quality (target {target:.0%})")
+    click.echo(
+        f"train {report['train']:,} rows, test {report['test']:,} rows (seed {seed}); policy: {report['policy']}"
+    )
+    click.echo(
+        f"  cost cut {report['cost_reduction_pct']:.1f}% against all-strong at {report['quality_share_pct']:.1f}% "
+        f"of its quality (target {target:.0%})"
+    )
     click.echo(f"  random routing at that quality: {report['random_cost_reduction_pct']:.1f}%; "
                f"oracle: {report['oracle_cost_reduction_pct']:.1f}%")
-    click.echo(f"  strong model answered {report['strong_share_pct']:.1f}% (started there {report['started_strong_pct']:.1f}%, "
-               f"escalated {report['escalated_pct']:.1f}%); prompt AUC {report['auc']}"
-               + (f", answer AUC {report['answer_auc']}" if report.get("answer_auc") is not None else ""))
+    click.echo(
+        f"  strong model answered {report['strong_share_pct']:.1f}% "
+        f"(started there {report['started_strong_pct']:.1f}%, "
+        f"escalated {report['escalated_pct']:.1f}%); prompt AUC {report['auc']}"
+        + (f", answer AUC {report['answer_auc']}" if report.get("answer_auc") is not None else "")
+    )
 
 
 @route.command("activate")

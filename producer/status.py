@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from models import JobStatus
-from producer.quality import Quality
+from producer.bill.quality import Quality
 from tierq.errors import NotFound
 from tierq.money import ZERO, usd
 
@@ -102,7 +102,9 @@ def parse_batch_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise NotFound(f"{value!r} is not a batch id; batch ids look like 0b6f1c8e-...; see `tierq submit` output") from None
+        raise NotFound(
+            f"{value!r} is not a batch id; batch ids look like 0b6f1c8e-...; see `tierq submit` output"
+        ) from None
 
 
 def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
@@ -115,7 +117,9 @@ def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
             raise NotFound(f"no batch {batch_id}; check the id printed by `tierq submit`")
         status = BatchStatus(batch_id, batch.total, batch.rejected, {}, {}, 0, ZERO, 0, batch.cancelled)
         for state, tier, count, esc in conn.execute(
-            text("SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"),
+            text(
+                "SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"
+            ),
             {"id": batch_id},
         ):
             status.by_status[state] = status.by_status.get(state, 0) + count
@@ -124,8 +128,11 @@ def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
                 status.by_tier_status.setdefault(tier, {})[state] = count
             status.escalations += int(esc or 0)
         status.calls, status.cache_hits, status.cost_usd = conn.execute(
-            text("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
-                 "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"), {"id": batch_id}
+            text(
+                "SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
+                "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"
+            ),
+            {"id": batch_id},
         ).one()
         _pace(status, conn.execute(_PACE, {"id": batch_id, "window": RATE_WINDOW_S}).one())
         status.warnings = model_warnings(conn.execute(_OUTCOMES, {"id": batch_id}).all())

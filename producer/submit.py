@@ -16,13 +16,14 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Batch, JobStatus
-from producer.inputs import LineSource
-from producer.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
-from tierq.config import RESERVED_PARAMS, Config, schema_problem
+from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
+from producer.inputs.stream import LineSource
+from tierq.config import RESERVED_PARAMS, Config
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
 from tierq.params import params_problem
 from tierq.publish import Publisher
+from tierq.validator_config import schema_problem
 from tierq.vault import TextVault, redacted
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,20 @@ class Submitter:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(Batch).values(
-                    id=self.result.batch_id, source=o.source, tenant=o.tenant, task_type=o.task_type,
-                    system_prompt=o.system_prompt, force_tier=o.force_tier, min_tier=o.min_tier,
-                    max_tier=o.max_tier, params=o.stored_params(), total=0, rejected=0, cancelled=False, use_cache=o.use_cache and o.store_text, store_text=o.store_text,
+                    id=self.result.batch_id,
+                    source=o.source,
+                    tenant=o.tenant,
+                    task_type=o.task_type,
+                    system_prompt=o.system_prompt,
+                    force_tier=o.force_tier,
+                    min_tier=o.min_tier,
+                    max_tier=o.max_tier,
+                    params=o.stored_params(),
+                    total=0,
+                    rejected=0,
+                    cancelled=False,
+                    use_cache=o.use_cache and o.store_text,
+                    store_text=o.store_text,
                     budget_usd=o.budget_usd,
                 )
             )
@@ -166,8 +178,12 @@ class Submitter:
         first = self._seen.get(record.custom_id)
         if first is not None:
             return Rejection(
-                record.line, f"line {record.line}: id {record.custom_id!r} is a duplicate within the batch "
-                f"(first used on line {first}); give every record its own id", record.custom_id, RejectKind.DUPLICATE_ID)
+                record.line,
+                f"line {record.line}: id {record.custom_id!r} is a duplicate within the batch "
+                f"(first used on line {first}); give every record its own id",
+                record.custom_id,
+                RejectKind.DUPLICATE_ID,
+            )
         stored = record.storage_problem()
         if stored is not None:
             name, problem, kind = stored
@@ -195,9 +211,15 @@ class Submitter:
         chunks = [records[i : i + self.chunk] for i in range(0, len(records), self.chunk)]
         messages = [uuid.uuid4() for _ in chunks]
         with self.engine.begin() as conn:
-            ids = conn.execute(text("SELECT nextval('jobs_id_seq') FROM generate_series(1, :n)"), {"n": len(records)}).scalars().all()
+            ids = (
+                conn.execute(text("SELECT nextval('jobs_id_seq') FROM generate_series(1, :n)"), {"n": len(records)})
+                .scalars()
+                .all()
+            )
             if not self.options.store_text and self.vault is not None:
-                self.vault.put_prompts({job_id: record.messages for job_id, (record, _) in zip(ids, records, strict=True)})
+                self.vault.put_prompts(
+                    {job_id: record.messages for job_id, (record, _) in zip(ids, records, strict=True)}
+                )
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:

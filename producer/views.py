@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from producer.bill import Bill
+from producer.bill.build import Bill
 from producer.status import BatchStatus
 
 STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")
@@ -36,7 +36,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     eta = "" if status.done else f", ETA {duration(status.eta_s)}"
     lines = [f"batch {d['batch_id']}: {done:,}/{status.total:,} done, {state}, {duration(status.elapsed_s)}, "
              f"{rate}{eta}, {money(status.cost_usd)} spent"]
-    lines.append("  jobs:  " + _counts(status.by_status) + (f"; {status.rejected:,} rejected at submit" if status.rejected else ""))
+    lines.append(
+        "  jobs:  "
+        + _counts(status.by_status)
+        + (f"; {status.rejected:,} rejected at submit" if status.rejected else "")
+    )
     rank = {name: n for n, name in enumerate(tiers)}
     for tier, counts in sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])):
         lines.append(f"  {tier + ':':<6} {sum(counts.values()):>7,}  ({_counts(counts)})")
@@ -108,7 +112,9 @@ def bill_lines(bill: Bill) -> list[str]:
         lines.append("")
         lines += table([title, "jobs", "calls", "tokens", "cost"],
                        [[r[title], r["jobs"], r["calls"], r["tokens"], money(Decimal(r["cost_usd"]))] for r in d[key]])
-    lines += ["", "calls by outcome:"] + [f"  {model}: {_counts(outcomes)}" for model, outcomes in bill.outcomes.items()]
+    lines += ["", "calls by outcome:"] + [
+        f"  {model}: {_counts(outcomes)}" for model, outcomes in bill.outcomes.items()
+    ]
     if bill.budget_failed:
         lines.append(f"  {bill.budget_failed:,} jobs failed without a call: the batch budget could not cover one")
     pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"

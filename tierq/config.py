@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib
-import json
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tierq.cache_config import CacheConfig
 from tierq.errors import ConfigError
 from tierq.money import PRICE_PLACES, Price
 from tierq.quality import QualityConfig
 from tierq.router.config import RouterConfig
+from tierq.validator_config import ValidatorConfig, resolve_validators
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
 QUEUE_NAME = r"^[a-z][a-z0-9_-]*$"
@@ -66,7 +66,9 @@ class ModelConfig(_Strict):
     def price(self) -> Price:
         """The model's prices; cached input defaults to the input price."""
         cached = self.cached_input_usd_per_mtok
-        return Price(self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok)
+        return Price(
+            self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok
+        )
 
 
 class TierConfig(_Strict):
@@ -154,78 +156,9 @@ class WorkerConfig(_Strict):
     max_recoveries: int = Field(default=3, ge=0, description="publications by the reconciler before a job fails")
 
 
-class CacheConfig(_Strict):
-    """The shared Redis cache: which embedder, its threshold, the LSH shape, lifetime and size."""
-
-    enabled: bool = True
-    semantic: bool = True
-    embedder: str = Field(default="hashing", pattern=r"^(hashing|openai|minilm)$")
-    embedding_provider: str | None = Field(default=None, description="provider of the openai embedder")
-    embedding_model: str = "text-embedding-3-small"
-    dim: int = Field(default=384, ge=16, le=4096)
-    threshold: float | None = Field(default=None, gt=0, le=1, description="default: the embedder's own")
-    # Index shape, probes and pages chosen by bench/bench_cache.py at 100k and 1M entries in one namespace:
-    # p99 3.7 and 7.4 ms, recall 0.987 and 0.985, 2.4 and 2.1 KB per entry (docs/cache.md, "The index").
-    bands: int = Field(default=24, ge=1, le=64)
-    rows: int = Field(default=20, ge=1, le=62)
-    probes: int = Field(default=400, ge=1, le=20_000, description="buckets searched per lookup, over all bands")
-    pages: int = Field(default=16384, ge=1, le=2**20, description="index pages per band (a power of two)")
-    max_candidates: int = Field(default=4000, ge=1, description="vectors re-ranked per lookup at most")
-    centre_after: int = Field(default=1000, ge=2, description="entries of a namespace before its index is centred")
-    ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
-    max_entries: int = Field(default=1_000_000, gt=0)
-    lease_s: float = Field(default=30.0, gt=0, description="a leader silent this long is presumed dead")
-    prefix: str = "tq:c"
-
-    @field_validator("pages")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError(f"pages must be a power of two (1, 2, 4, ... 1048576), not {value}")
-        return value
-
-
 # Key of a batch's params holding tierq's own batch options (--compress, --json-schema); never sent,
 # since only tierq.params.PASSED_PARAMS reach a model.
 RESERVED_PARAMS = "_tierq"
-REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "a": re.ASCII}
-
-
-class ValidatorConfig(_Strict):
-    """A check the answers of one task type must pass after the usual ones; a failure escalates as `invalid`."""
-
-    kind: Literal["json", "regex", "callable"]
-    json_schema: dict[str, Any] | str | None = Field(default=None, alias="schema",
-                                                     description="a table, or a JSON file relative to the TOML")
-    pattern: str | None = None
-    flags: str = Field(default="", pattern=r"^[imsxa]*$", description="letters: i m s x a, as in (?imsxa)")
-    callable: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    tiers: tuple[str, ...] = Field(default=(), description="tiers whose answers it checks; default every tier")
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> ValidatorConfig:
-        given = {"schema": self.json_schema is not None, "pattern": self.pattern is not None,
-                 "callable": self.callable is not None}
-        allowed = {"json": {"schema"}, "regex": {"pattern"}, "callable": {"callable"}}[self.kind]
-        if self.kind != "json" and not given[next(iter(allowed))]:
-            raise ValueError(f"kind = \"{self.kind}\" needs {next(iter(allowed))} = ...")
-        extra = sorted(k for k, v in given.items() if v and k not in allowed)
-        if extra:
-            raise ValueError(f"{', '.join(extra)} does not apply to kind = \"{self.kind}\"; remove it")
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern, self.regex_flags)
-            except re.error as exc:
-                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
-        return self
-
-    @property
-    def regex_flags(self) -> int:
-        """The `re` flags the `flags` letters name."""
-        value = 0
-        for letter in self.flags:
-            value |= REGEX_FLAGS[letter]
-        return value
 
 
 class CompressionConfig(_Strict):
@@ -412,8 +345,10 @@ def _cross_check(config: Config, source: str) -> None:
                         f"use one of {sorted(names)}" for name in check.tiers if name not in names)
     reference = config.quality.reference_tier
     if reference is not None and reference not in names:
-        problems.append(f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
-                        f"use one of {sorted(names)}")
+        problems.append(
+            f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
+            f"use one of {sorted(names)}"
+        )
     for key in ("cheap_tier", "strong_tier"):
         tier = getattr(config.router, key)
         if tier is not None and tier not in names:
@@ -431,60 +366,8 @@ def _cross_check(config: Config, source: str) -> None:
 
 def _resolve_validators(config: Config, source: str) -> Config:
     """Read schema files, check schemas and import callables, so a bad validator stops start-up."""
-    resolved: dict[str, ValidatorConfig] = {}
-    for task, check in config.validators.items():
-        where = f"{source}: validators.{task}"
-        schema = check.json_schema
-        if isinstance(schema, str):
-            base = Path(source).parent if Path(source).exists() else Path.cwd()
-            schema = read_json_schema(base / schema, where)
-        elif schema is not None:
-            # TOML numbers were read as Decimal; a JSON schema compares them with JSON's floats.
-            schema = json.loads(json.dumps(schema, default=float))
-            schema_problem(schema, where)
-        if check.callable is not None:
-            import_callable(check.callable, where)
-        resolved[task] = check.model_copy(update={"json_schema": schema})
+    resolved = resolve_validators(config.validators, source)
     return config.model_copy(update={"validators": resolved}) if resolved else config
-
-
-def read_json_schema(path: Path, where: str) -> dict[str, Any]:
-    """A JSON schema from a file, checked against its meta-schema; ConfigError says what to fix."""
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the JSON schema {path}: {exc.strerror}; check the path") from None
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {path} is not valid JSON ({exc}); fix the schema file") from None
-    if not isinstance(schema, dict):
-        raise ConfigError(f"{where}: {path} holds a JSON {type(schema).__name__}, not a schema object")
-    schema_problem(schema, where)
-    return schema
-
-
-def schema_problem(schema: dict[str, Any], where: str) -> None:
-    """Raise ConfigError when `schema` is not a valid JSON schema of the draft it declares (default 2020-12)."""
-    import jsonschema  # here: only a TOML with validators needs it, and it costs 0.1 s to import
-
-    try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        at = "/".join(str(p) for p in exc.path) or "the top level"
-        raise ConfigError(f"{where}: the JSON schema is invalid at {at}: {exc.message}; fix the schema") from None
-
-
-def import_callable(target: str, where: str) -> Callable[..., Any]:
-    """The function named by "package.module:function"; ConfigError when it cannot be imported."""
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{where}: cannot import {module_name!r} for callable {target!r} ({exc}); "
-                          "install it or add its folder to PYTHONPATH") from None
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ConfigError(f"{where}: {module_name!r} has no function {attr!r}; check callable = {target!r}")
-    return function  # type: ignore[no-any-return]
 
 
 def _check_keys(config: Config, source: str, env: Mapping[str, str]) -> None:

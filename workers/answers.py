@@ -26,7 +26,9 @@ def judge(content: str | None, refusal: str | None, finish_reason: str | None, r
         return Verdict(CallOutcome.TRUNCATED, "truncated: the answer hit the max_tokens limit")
     text = (content or "").strip()
     if len(text) < max(rules.min_chars, 1):
-        return Verdict(CallOutcome.EMPTY, f"empty: the answer has {len(text)} characters (minimum {max(rules.min_chars, 1)})")
+        return Verdict(
+            CallOutcome.EMPTY, f"empty: the answer has {len(text)} characters (minimum {max(rules.min_chars, 1)})"
+        )
     head = text[:200].casefold()
     for phrase in rules.refusal_phrases:
         if head.startswith(phrase.casefold()):

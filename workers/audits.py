@@ -139,30 +139,41 @@ def write_labels(conn: Connection, reference: str,
     if not labelled:
         return
     conn.execute(
-        text("INSERT INTO labels (job_id, batch_id, tenant, task_type, source, candidate_tier, candidate_model, "
-             "reference_tier, reference_model, comparator, agree, prompt_chars, candidate_chars, reference_chars, "
-             "namespace, prompt_sha256, candidate_sha256, reference_sha256, candidate, candidate_logprob_mean, "
-             "candidate_logprob_min) "
-             "SELECT * FROM unnest(CAST(:job AS bigint[]), CAST(:batch AS uuid[]), CAST(:tenant AS text[]), "
-             "CAST(:task AS text[]), CAST(:source AS text[]), CAST(:ctier AS text[]), CAST(:cmodel AS text[]), "
-             "CAST(:rtier AS text[]), CAST(:rmodel AS text[]), CAST(:comparator AS text[]), CAST(:agree AS bool[]), "
-             "CAST(:pchars AS int[]), CAST(:cchars AS int[]), CAST(:rchars AS int[]), CAST(:namespace AS text[]), "
-             "CAST(:psha AS text[]), CAST(:csha AS text[]), CAST(:rsha AS text[]), CAST(:ctext AS text[]), "
-             "CAST(:lp_mean AS float8[]), CAST(:lp_min AS float8[])) "
-             "ON CONFLICT (job_id) DO NOTHING"),
-        {"job": [j.id for j, _, _, _ in labelled], "batch": [j.batch_id for j, _, _, _ in labelled],
-         "tenant": [j.tenant for j, _, _, _ in labelled], "task": [j.task_type for j, _, _, _ in labelled],
-         "source": [j.candidate_source or "answer" for j, _, _, _ in labelled],
-         "ctier": [c.tier for _, c, _, _ in labelled], "cmodel": [c.model for _, c, _, _ in labelled],
-         "rtier": [reference] * len(labelled), "rmodel": [r.model for _, _, r, _ in labelled],
-         "comparator": [f.comparator for _, _, _, f in labelled], "agree": [bool(f.agree) for _, _, _, f in labelled],
-         "pchars": [sum(len(content_text(m.get("content"))) for m in j.messages) for j, _, _, _ in labelled],
-         "cchars": [f.candidate_chars for _, _, _, f in labelled], "rchars": [f.reference_chars for _, _, _, f in labelled],
-         "namespace": [c.namespace for _, c, _, _ in labelled],
-         "psha": [digest(json.dumps(j.messages, ensure_ascii=False, sort_keys=True)) for j, _, _, _ in labelled],
-         "csha": [f.candidate_sha256 for _, _, _, f in labelled], "rsha": [f.reference_sha256 for _, _, _, f in labelled],
-         # A private batch's candidate is None here (it lives in the vault): its label keeps no text.
-         "ctext": [c.content for _, c, _, _ in labelled],
-         "lp_mean": [c.logprobs[0] if c.logprobs else None for _, c, _, _ in labelled],
-         "lp_min": [c.logprobs[1] if c.logprobs else None for _, c, _, _ in labelled]},
+        text(
+            "INSERT INTO labels (job_id, batch_id, tenant, task_type, source, candidate_tier, candidate_model, "
+            "reference_tier, reference_model, comparator, agree, prompt_chars, candidate_chars, reference_chars, "
+            "namespace, prompt_sha256, candidate_sha256, reference_sha256, candidate, candidate_logprob_mean, "
+            "candidate_logprob_min) "
+            "SELECT * FROM unnest(CAST(:job AS bigint[]), CAST(:batch AS uuid[]), CAST(:tenant AS text[]), "
+            "CAST(:task AS text[]), CAST(:source AS text[]), CAST(:ctier AS text[]), CAST(:cmodel AS text[]), "
+            "CAST(:rtier AS text[]), CAST(:rmodel AS text[]), CAST(:comparator AS text[]), CAST(:agree AS bool[]), "
+            "CAST(:pchars AS int[]), CAST(:cchars AS int[]), CAST(:rchars AS int[]), CAST(:namespace AS text[]), "
+            "CAST(:psha AS text[]), CAST(:csha AS text[]), CAST(:rsha AS text[]), CAST(:ctext AS text[]), "
+            "CAST(:lp_mean AS float8[]), CAST(:lp_min AS float8[])) "
+            "ON CONFLICT (job_id) DO NOTHING"
+        ),
+        {
+            "job": [j.id for j, _, _, _ in labelled],
+            "batch": [j.batch_id for j, _, _, _ in labelled],
+            "tenant": [j.tenant for j, _, _, _ in labelled],
+            "task": [j.task_type for j, _, _, _ in labelled],
+            "source": [j.candidate_source or "answer" for j, _, _, _ in labelled],
+            "ctier": [c.tier for _, c, _, _ in labelled],
+            "cmodel": [c.model for _, c, _, _ in labelled],
+            "rtier": [reference] * len(labelled),
+            "rmodel": [r.model for _, _, r, _ in labelled],
+            "comparator": [f.comparator for _, _, _, f in labelled],
+            "agree": [bool(f.agree) for _, _, _, f in labelled],
+            "pchars": [sum(len(content_text(m.get("content"))) for m in j.messages) for j, _, _, _ in labelled],
+            "cchars": [f.candidate_chars for _, _, _, f in labelled],
+            "rchars": [f.reference_chars for _, _, _, f in labelled],
+            "namespace": [c.namespace for _, c, _, _ in labelled],
+            "psha": [digest(json.dumps(j.messages, ensure_ascii=False, sort_keys=True)) for j, _, _, _ in labelled],
+            "csha": [f.candidate_sha256 for _, _, _, f in labelled],
+            "rsha": [f.reference_sha256 for _, _, _, f in labelled],
+            # A private batch's candidate is None here (it lives in the vault): its label keeps no text.
+            "ctext": [c.content for _, c, _, _ in labelled],
+            "lp_mean": [c.logprobs[0] if c.logprobs else None for _, c, _, _ in labelled],
+            "lp_min": [c.logprobs[1] if c.logprobs else None for _, c, _, _ in labelled],
+        },
     )

@@ -70,7 +70,9 @@ def backoff_s(tier: TierConfig, retry: int, retry_after: float | None) -> float:
     return random.uniform(0, min(tier.retry_max_s, tier.retry_base_s * 2**retry))
 
 
-async def answer_at_tier(client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates) -> TierResult:
+async def answer_at_tier(
+    client: ModelClient, config: Config, tier: TierConfig, work: JobWork, gates: Gates
+) -> TierResult:
     """Try the tier's models in order; the next model only after a provider error outlived its retries.
     Never raises: an error is kept in `failure`, beside the calls already made (they are paid for)."""
     result = TierResult(work.job_id)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models import lifecycle
+from models import following, lifecycle
 from models.lifecycle import Outbox
 from tierq.contract import follow_message
 from workers.audits import draw
@@ -98,8 +98,8 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
         cached = answer_from_cache(conn, {j: a for j, a in dedup.hits.items() if j not in audited}, message_id)
         audit_hits(conn, outbox, audited, dedup.semantic, message_id, ctx.config.reference_tier,
                    ctx.config.worker.tier_chunk, batch)
-        parked = lifecycle.park(conn, message_id, dedup.followers)
-        lifecycle.mark_leaders(conn, message_id, dedup.leaders)
+        parked = following.park(conn, message_id, dedup.followers)
+        following.mark_leaders(conn, message_id, dedup.leaders)
         to_queue = {j: t for j, t in routes.items() if j not in dedup.hits and j not in dedup.followers}
         lifecycle.route(conn, outbox, to_queue, message_id, ctx.config.worker.tier_chunk, batch)
         lifecycle.fail(conn, message_id, failed, final=True)

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tierq.config import import_callable
 from tierq.quality import ComparatorConfig, normalised
+from tierq.validator_config import import_callable
 
 Verdict = bool | None
 Compare = Callable[[str, str, list[dict[str, Any]]], Verdict]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from models import JobStatus, lifecycle
+from models import JobStatus, following
 from models.lifecycle import Outbox
 from tierq.contract import follow_message
 from workers.context import WorkerContext
@@ -49,14 +49,16 @@ def check_followers(ctx: WorkerContext, job_ids: Sequence[int], checks: int) -> 
         for leader, followers in by_leader.items():
             status, content, model, tier = states.get(leader, ("missing", None, None, None))
             if status == JobStatus.SUCCEEDED and content is not None:
-                answered += answer_followers(conn, leader, shared_answer(conn, leader, content, model or "", tier or ""))
+                answered += answer_followers(
+                    conn, leader, shared_answer(conn, leader, content, model or "", tier or "")
+                )
             elif _gone(ctx, status, leader) or checks >= MAX_CHECKS:
                 _drop_entries(ctx, leader, followers)
                 gone.append(leader)
             else:
                 still.extend(job_id for job_id, _ in followers)
-        released = lifecycle.release_followers(conn, outbox, gone, ctx.config.worker.classify_chunk)
-        lifecycle.touch_waiting(conn, still)
+        released = following.release_followers(conn, outbox, gone, ctx.config.worker.classify_chunk)
+        following.touch_waiting(conn, still)
         if still:
             outbox.add(follow_message(still, checks + 1, ctx.config.cache.lease_s))
     ctx.publish(outbox)

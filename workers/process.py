@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models import lifecycle
+from models import following, lifecycle
 from models.costs import record_calls
 from models.lifecycle import Lease, Outbox
 from tierq.config import TierConfig
@@ -187,7 +187,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
             lifecycle.hold(conn, outbox, lease, [m[0] for m in out.held], tier.name, chunk, batch, countdown)
             cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
-            lifecycle.release_followers(conn, outbox, [job.id for job in failed_leaders],
+            following.release_followers(conn, outbox, [job.id for job in failed_leaders],
                                         ctx.config.worker.classify_chunk)
             return done, shared, cancelled
 

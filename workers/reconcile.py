@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from models import lifecycle, stale
+from models import following, stale
 from models.enums import JobStatus
 from models.lifecycle import Outbox
 from models.stale import Stale
@@ -61,7 +61,7 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
                 failed += len(gone)
             else:
                 republished += stale.recovered(conn, outbox, group, age)
-        released = lifecycle.release_followers(conn, outbox, stale.stale_followers(
+        released = following.release_followers(conn, outbox, stale.stale_followers(
             conn, age + 3 * ctx.config.cache.lease_s), ctx.config.worker.classify_chunk)
     ctx.publish(outbox)
     ctx.live.prune()  # entries of deliveries whose worker died and that were never delivered again

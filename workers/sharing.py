@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
-from models import lifecycle
+from models import following, lifecycle
 from models.costs import CostRow, record_calls
 from models.enums import CallOutcome
 from models.lifecycle import Candidate, Outbox
@@ -67,7 +67,7 @@ def audit_hits(conn: Connection, outbox: Outbox, hits: dict[int, SharedAnswer], 
 
 def answer_followers(conn: Connection, leader: int, answer: SharedAnswer) -> int:
     """Give a succeeded leader's answer to every job waiting on it, each with a cache-hit cost row."""
-    rows = lifecycle.answer_followers(conn, leader, answer.content, answer.model, answer.tier)
+    rows = following.answer_followers(conn, leader, answer.content, answer.model, answer.tier)
     record_calls(conn, [answer.cost_row(job_id, batch_id) for job_id, batch_id in rows])
     return len(rows)
 

@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 
 from models.enums import CallOutcome
-from tierq.config import RESERVED_PARAMS, Config, ValidatorConfig, import_callable, schema_problem
+from tierq.config import RESERVED_PARAMS, Config
 from tierq.errors import ConfigError
+from tierq.validator_config import ValidatorConfig, import_callable, schema_problem
 from workers.llm import CallRecord
 
 # Per-batch schemas compiled and kept per process; more distinct schemas than this start over.

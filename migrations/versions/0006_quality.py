@@ -75,5 +75,13 @@ def downgrade() -> None:
     op.drop_index("ix_labels_task_type_created_at", table_name="labels")
     op.drop_index("ix_labels_batch_id", table_name="labels")
     op.drop_table("labels")
-    for column in ("replaced", "audited", "candidate_namespace", "candidate_source", "candidate_tier", "candidate_model", "candidate"):
+    for column in (
+        "replaced",
+        "audited",
+        "candidate_namespace",
+        "candidate_source",
+        "candidate_tier",
+        "candidate_model",
+        "candidate",
+    ):
         op.drop_column("jobs", column)

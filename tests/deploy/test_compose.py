@@ -31,7 +31,9 @@ _VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
 
 def env_example() -> dict[str, str]:
     """The variables .env.example sets."""
-    pairs = (line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
     return {key.strip(): value.strip() for key, value in pairs}
 
 
@@ -128,7 +130,9 @@ def test_the_compose_file_has_the_services_the_issue_names() -> None:
     assert set(found) >= {"redis", "postgres", "migrate", "flower", "fakellm", *WORKERS}
     assert found["fakellm"]["profiles"] == ["demo"]
     assert [name for name, svc in found.items() if svc.get("profiles")] == ["fakellm"]
-    assert found["postgres"]["healthcheck"] and any("/var/lib/postgresql/data" in v for v in found["postgres"]["volumes"])
+    assert found["postgres"]["healthcheck"] and any(
+        "/var/lib/postgresql/data" in v for v in found["postgres"]["volumes"]
+    )
     assert found["redis"]["healthcheck"]
 
 
@@ -200,7 +204,9 @@ def test_docker_compose_config_accepts_the_file() -> None:
         pytest.skip(message)
     base = [*compose, "--project-directory", str(ROOT), "-f", str(COMPOSE)]
     for profile in ([], ["--profile", "demo"]):
-        done = subprocess.run([*base, "--env-file", str(ENV_EXAMPLE), *profile, "config", "-q"], capture_output=True, text=True)
+        done = subprocess.run(
+            [*base, "--env-file", str(ENV_EXAMPLE), *profile, "config", "-q"], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
     env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
     done = subprocess.run([*base, "--env-file", os.devnull, "config", "-q"], capture_output=True, text=True, env=env)

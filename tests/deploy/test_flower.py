@@ -66,7 +66,9 @@ def running_flower(env: dict[str, str], log_path: Path) -> Iterator[Flower]:
     port = closed_port()
     command = [sys.executable, "-m", "celery", "-A", "workers", "flower", f"--port={port}", "--address=127.0.0.1"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     flower = Flower(port)
     try:
         wait_for(lambda: _answers(flower), 30, lambda: f"Flower did not start:\n{log_path.read_text()[-3000:]}")
@@ -128,8 +130,13 @@ def test_flower_shows_every_tier_worker_queue_and_task(clean: Stack, tmp_path: P
             assert flower.get("/api/workers", login="ops:wrong")[0] == 401
 
             consumers = wait_for(
-                lambda: (c := tier_consumers(flower)) and all(any(w.startswith(f"{t}-") for w in c.get(t, [])) for t in TIERS) and c,
-                30, lambda: f"Flower does not see a worker per tier: {tier_consumers(flower)}",
+                lambda: (
+                    (c := tier_consumers(flower))
+                    and all(any(w.startswith(f"{t}-") for w in c.get(t, [])) for t in TIERS)
+                    and c
+                ),
+                30,
+                lambda: f"Flower does not see a worker per tier: {tier_consumers(flower)}",
             )
             assert set(consumers) >= {"classify", *TIERS}
 
@@ -137,7 +144,11 @@ def test_flower_shows_every_tier_worker_queue_and_task(clean: Stack, tmp_path: P
                 batch = tq.submit(RECORDS)
                 clean.wait(tq, batch.batch_id)
             with clean.engine.connect() as conn:
-                started = dict(conn.execute(text("SELECT id, start_tier FROM jobs WHERE batch_id = :b"), {"b": batch.batch_id}).all())
+                started = dict(
+                    conn.execute(
+                        text("SELECT id, start_tier FROM jobs WHERE batch_id = :b"), {"b": batch.batch_id}
+                    ).all()
+                )
             assert sorted(started.values()) == sorted(TIERS)
 
             by_tier = wait_for(lambda: finished_tier_tasks(flower), 20, lambda: f"tasks: {flower.json('/api/tasks')}")

@@ -17,7 +17,9 @@ def test_every_package_is_in_the_wheel_the_image_installs() -> None:
         if "__pycache__" not in init.parts
     }
     missing = sorted(found - listed)
-    assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml, or `pip install .` leaves them out"
+    assert not missing, (
+        f"add {missing} to [tool.setuptools] packages in pyproject.toml, or `pip install .` leaves them out"
+    )
 
 
 def test_the_build_context_keeps_what_the_dockerfile_copies_and_drops_secrets() -> None:

@@ -29,9 +29,24 @@ EX_CONFIG = 78
 
 def start(env: dict[str, str], queues: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-n", f"refused-{uuid.uuid4().hex[:6]}@%h",
-         "--without-mingle"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            f"refused-{uuid.uuid4().hex[:6]}@%h",
+            "--without-mingle",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
 
 
@@ -124,7 +139,13 @@ def test_a_worker_holds_no_more_connections_than_its_threads_need(clean: Stack, 
 
 def test_a_typo_in_the_toml_is_one_line_with_a_suggestion(clean: Stack, broker: str, tmp_path: Path) -> None:
     config = tmp_path / "typo.toml"
-    config.write_text(SIM_CONFIG.read_text().replace('models = ["sim-nano", "sim-mini"]', 'models = ["sim-nanoo", "sim-mini"]'))
-    done = start({**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}, "hot")
+    config.write_text(
+        SIM_CONFIG.read_text().replace('models = ["sim-nano", "sim-mini"]', 'models = ["sim-nanoo", "sim-mini"]')
+    )
+    done = start(
+        {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}, "hot"
+    )
     assert done.returncode == EX_CONFIG and "Traceback" not in done.stderr + done.stdout
-    assert our_lines(done.stderr) == [f"error: {config}: tier 'hot' uses unknown model 'sim-nanoo'; did you mean 'sim-nano'?"]
+    assert our_lines(done.stderr) == [
+        f"error: {config}: tier 'hot' uses unknown model 'sim-nanoo'; did you mean 'sim-nano'?"
+    ]

@@ -83,7 +83,10 @@ def test_max_tokens_cuts_a_replayed_answer(replaying: SimServer) -> None:
 def test_an_unknown_prompt_is_a_clear_400_and_unmapped_models_still_invent(replaying: SimServer) -> None:
     code, reply = chat(replaying, "sim-cheap", "What is the capital of France?")
     assert code == 400
-    assert "replay: sim-cheap replays rec-cheap from recorded.csv, which has no recorded answer" in reply["error"]["message"]
+    assert (
+        "replay: sim-cheap replays rec-cheap from recorded.csv, which has no recorded answer"
+        in reply["error"]["message"]
+    )
     code, reply = chat(replaying, "sim-other", "What is the capital of France?")
     assert code == 200 and reply["choices"][0]["message"]["content"]
 
@@ -112,7 +115,10 @@ def test_the_command_line_replays_with_a_map(tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.1)
-        assert chat(server, "sim-a", ROWS[0]["prompt"])[1]["choices"][0]["message"]["content"] == ROWS[0]["rec-strong_response"]
+        assert (
+            chat(server, "sim-a", ROWS[0]["prompt"])[1]["choices"][0]["message"]["content"]
+            == ROWS[0]["rec-strong_response"]
+        )
     finally:
         process.terminate()
         process.wait(timeout=15)

@@ -20,7 +20,9 @@ from sqlalchemy.engine import make_url
 TIERQ = Path(sys.executable).parent / "tierq"
 
 
-def tierq(stack: Stack, cwd: Path, *args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def tierq(
+    stack: Stack, cwd: Path, *args: str, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `tierq ARGS` with the deployment's environment, from a directory without a .env file."""
     return subprocess.run([str(TIERQ), *args], env=stack.env, cwd=cwd, input=stdin.decode() if stdin else None,
                           capture_output=True, text=True, timeout=timeout, check=False)
@@ -75,9 +77,19 @@ def test_submit_a_csv_with_a_template_watch_it_and_fetch_results(clean: Stack, t
 
 
 def test_submit_from_standard_input_in_the_openai_batch_format(clean: Stack, tmp_path: Path) -> None:
-    lines = [{"custom_id": f"req-{n}", "method": "POST", "url": "/v1/chat/completions",
-              "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Question {n}: where is my parcel?"}],
-                       "max_tokens": 200}} for n in range(3)]
+    lines = [
+        {
+            "custom_id": f"req-{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"Question {n}: where is my parcel?"}],
+                "max_tokens": 200,
+            },
+        }
+        for n in range(3)
+    ]
     lines.append({"custom_id": "emb", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}})
     stdin = "\n".join(json.dumps(line) for line in lines).encode()
     done = tierq(clean, tmp_path, "submit", "-", "--json", stdin=stdin)
@@ -110,7 +122,11 @@ def test_status_says_in_one_line_when_postgres_refuses_connections(clean: Stack,
     with clean.engine.begin() as conn:
         conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
     try:
-        url = make_url(clean.settings.database_url).set(username=role, password="pw").render_as_string(hide_password=False)
+        url = (
+            make_url(clean.settings.database_url)
+            .set(username=role, password="pw")
+            .render_as_string(hide_password=False)
+        )
         done = subprocess.run([str(TIERQ), "status", str(uuid.uuid4())], env={**clean.env, "TIERQ_DATABASE_URL": url},
                               cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     finally:
@@ -149,8 +165,12 @@ def test_status_names_a_queue_no_worker_consumes_and_how_to_start_one(clean: Sta
             "celery -A workers worker -Q hot -n hot@%h") in text_view.splitlines()
 
 
-def test_in_a_pipe_progress_counts_what_was_read_and_watch_prints_a_line_per_change(clean: Stack, tmp_path: Path) -> None:
-    (tmp_path / "t.jsonl").write_text("".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(2500)))
+def test_in_a_pipe_progress_counts_what_was_read_and_watch_prints_a_line_per_change(
+    clean: Stack, tmp_path: Path
+) -> None:
+    (tmp_path / "t.jsonl").write_text(
+        "".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(2500))
+    )
     done = tierq(clean, tmp_path, "submit", "t.jsonl", "--tier", "hot", "--no-cache", "--wait")
     assert done.returncode == 0, done.stderr
     progress = [line for line in done.stderr.splitlines() if " records, " in line]
@@ -173,9 +193,19 @@ def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) ->
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: invalid settings: TIERQ_LOG_LEVEL: ")
 
 
-@pytest.mark.parametrize("args", [["db", "upgrade"], ["submit", "t.jsonl"], ["status", "0b6f1c8e-0000-0000-0000-000000000000"],
-                                  ["results", "0b6f1c8e-0000-0000-0000-000000000000"], ["report"]])
-def test_every_command_says_in_one_line_that_postgres_does_not_answer(clean: Stack, tmp_path: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "upgrade"],
+        ["submit", "t.jsonl"],
+        ["status", "0b6f1c8e-0000-0000-0000-000000000000"],
+        ["results", "0b6f1c8e-0000-0000-0000-000000000000"],
+        ["report"],
+    ],
+)
+def test_every_command_says_in_one_line_that_postgres_does_not_answer(
+    clean: Stack, tmp_path: Path, args: list[str]
+) -> None:
     (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
     url = f"postgresql+psycopg://tierq:s3cret@127.0.0.1:{closed_port()}/tierq"
     done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_DATABASE_URL": url}, cwd=tmp_path,
@@ -213,7 +243,9 @@ def test_report_and_status_show_calls_by_outcome_and_warn_about_a_failing_model(
     status = json.loads(tierq(clean, tmp_path, "status", batch, "--json").stdout)
     assert status["warnings"] and status["warnings"][0].startswith("sim-nano: ")
     assert "calls failed (http_5xx " in status["warnings"][0]
-    assert any(line.startswith("  warning: sim-nano: ") for line in tierq(clean, tmp_path, "status", batch).stdout.splitlines())
+    assert any(
+        line.startswith("  warning: sim-nano: ") for line in tierq(clean, tmp_path, "status", batch).stdout.splitlines()
+    )
 
 
 @pytest.mark.slow

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from producer.inputs import LineSource, detect_format, read_records
-from producer.prompts import PromptSpec
-from producer.records import Record, Rejection, RejectKind
+from producer.inputs.prompts import PromptSpec
+from producer.inputs.records import Record, Rejection, RejectKind
+from producer.inputs.stream import LineSource, detect_format, read_records
 from tierq.errors import InputError
 
 
@@ -124,7 +124,9 @@ def test_templates_are_plain_fields_only(template: str) -> None:
 
 
 def test_jsonl_prompt_field_and_template() -> None:
-    data = b'{"id": "a", "body": "hello", "who": "Ann"}\n{"id": "b", "who": "Bo"}\n{"id": "c", "body": " ", "who": "Cy"}\n'
+    data = (
+        b'{"id": "a", "body": "hello", "who": "Ann"}\n{"id": "b", "who": "Bo"}\n{"id": "c", "body": " ", "who": "Cy"}\n'
+    )
     _, items = read(data, spec=PromptSpec(field="body"))
     assert prompts(items) == {"a": "hello"}
     assert reasons(items) == [("missing_prompt", 'line 2: field "body" is missing'),
@@ -167,16 +169,25 @@ def test_openai_batch_bad_lines() -> None:
     assert fmt == "openai"
     assert prompts(items) == {"ok": "question ok"}
     assert reasons(items) == [
-        ("unsupported_url", "line 2: url '/v1/embeddings' is not chat completions; tierq runs only \"/v1/chat/completions\" requests"),
-        ("unsupported_url", "line 3: url '/v1/responses' is not chat completions; tierq runs only \"/v1/chat/completions\" requests"),
+        (
+            "unsupported_url",
+            "line 2: url '/v1/embeddings' is not chat completions; tierq runs only \"/v1/chat/completions\" requests",
+        ),
+        (
+            "unsupported_url",
+            "line 3: url '/v1/responses' is not chat completions; tierq runs only \"/v1/chat/completions\" requests",
+        ),
         ("invalid", 'line 4: field "custom_id" is missing; every request of a batch file needs one'),
         ("invalid", "line 5: method 'GET' is not supported; batch requests use \"POST\""),
         ("invalid", 'line 6: field "body" must be an object with "messages"'),
         ("missing_prompt", 'line 7: field "body.messages" is missing'),
         ("invalid", "line 8: body.stream = True is not supported; remove it or set it to False"),
-        ("invalid", "line 9: body.tools is not supported by tierq; remove it (supported: frequency_penalty, logit_bias, "
-                    "max_completion_tokens, max_tokens, presence_penalty, reasoning_effort, response_format, seed, stop, "
-                    "temperature, top_p, user)"),
+        (
+            "invalid",
+            "line 9: body.tools is not supported by tierq; remove it (supported: frequency_penalty, logit_bias, "
+            "max_completion_tokens, max_tokens, presence_penalty, reasoning_effort, response_format, seed, stop, "
+            "temperature, top_p, user)",
+        ),
         ("empty_prompt", 'line 10: field "body.messages" must be a non-empty list'),
         ("not_object", "line 11: the record is a JSON list, not an object"),
     ]
@@ -230,7 +241,9 @@ def test_an_overlong_line_is_rejected_while_read_in_constant_memory() -> None:
         "line 2: the line has 5,000,015 bytes, more than the limit of 1,000,000 (8 bytes per character of the "
         "largest context window); split the record")
     assert peak < 4_000_000  # the 5 MB line was never held whole
-    csv_source = LineSource(io.BytesIO(b"id,text\n1,ok\n2," + b"y" * 3_000_000 + b"\n3,fine\n"), max_line_bytes=1_000_000)
+    csv_source = LineSource(
+        io.BytesIO(b"id,text\n1,ok\n2," + b"y" * 3_000_000 + b"\n3,fine\n"), max_line_bytes=1_000_000
+    )
     rows = list(read_records(csv_source)[1])
     assert [getattr(r, "line", None) for r in rows] == [2, 3, 4] and isinstance(rows[1], Rejection)
     assert rows[1].reason.startswith("line 3: the line has 3,000,003 bytes")

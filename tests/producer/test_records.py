@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from producer.inputs import read_jsonl
-from producer.records import Record, Rejection
+from producer.inputs.records import Record, Rejection
+from producer.inputs.stream import read_jsonl
 
 
 def parse(text: bytes) -> list[Record | Rejection]:
@@ -44,7 +44,8 @@ def test_bad_records_are_rejected_with_reasons() -> None:
         'line 5: field "prompt" is missing (give "prompt", "text" or "messages")',
         "line 6: invalid UTF-8 at byte 12; re-encode the file as UTF-8",
         'line 7: field "messages" must be a non-empty list',
-        "line 8: field \"messages[0]\" has role 'robot'; use one of ['assistant', 'developer', 'system', 'tool', 'user']",
+        "line 8: field \"messages[0]\" has role 'robot'; "
+        "use one of ['assistant', 'developer', 'system', 'tool', 'user']",
         'line 9: field "prompt" must be a string, not int',
     ]
     assert isinstance(items[0], Record)

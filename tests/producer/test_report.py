@@ -19,9 +19,9 @@ from conftest import Stack
 from PIL import Image
 from sqlalchemy import text
 
-from producer.bill import Bill, Spend
-from producer.bill_queries import Scope
-from producer.plot import draw_bill, render_bill
+from producer.bill.build import Bill, Spend
+from producer.bill.plot import draw_bill, render_bill
+from producer.bill.queries import Scope
 from producer.submit import BatchOptions
 from producer.views import bill_lines
 from tierq.money import usd
@@ -60,7 +60,9 @@ def cost_rows(stack: Stack, batch_id: uuid.UUID | None) -> list[Any]:
 def baseline_by_hand(stack: Stack, rows: list[Any]) -> Decimal:
     """Each job's kept call (its answer, else its last call with tokens) at the top tier's first model's prices."""
     model = stack.config.models[stack.config.tiers[-1].models[0]]
-    cached_price = model.cached_input_usd_per_mtok if model.cached_input_usd_per_mtok is not None else model.input_usd_per_mtok
+    cached_price = (
+        model.cached_input_usd_per_mtok if model.cached_input_usd_per_mtok is not None else model.input_usd_per_mtok
+    )
     per_job: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         per_job[row.job_id].append(row)
@@ -115,7 +117,10 @@ def test_the_bill_of_one_batch_adds_up_to_its_cost_rows(billed: tuple[Stack, uui
     report = bill.as_dict()
     assert report["baseline"] == {"tier": "cold", "model": "sim-flagship"}
     assert report["totals"]["jobs"] == 4 and report["totals"]["jobs_by_status"] == {"succeeded": 3, "failed": 1}
-    assert report["escalations"] == [{"from": "hot", "to": "warm", "jobs": 2}, {"from": "warm", "to": "cold", "jobs": 1}]
+    assert report["escalations"] == [
+        {"from": "hot", "to": "warm", "jobs": 2},
+        {"from": "warm", "to": "cold", "jobs": 1},
+    ]
     assert report["totals"]["escalations"] == 3
     assert {t["task_type"]: t["jobs"] for t in report["by_task"]} == {"support": 3, "triage": 1}
     tiers = {t["tier"]: t for t in report["by_tier"]}
@@ -143,8 +148,15 @@ def test_the_bill_of_everything_and_since_a_date(billed: tuple[Stack, uuid.UUID,
 
 def test_report_command_prints_json_and_draws_a_png(billed: tuple[Stack, uuid.UUID, uuid.UUID], tmp_path: Path) -> None:
     stack, first, _ = billed
-    done = subprocess.run([str(Path(sys.executable).parent / "tierq"), "report", str(first), "--json", "--plot", "bill.png"],
-                          env=stack.env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "tierq"), "report", str(first), "--json", "--plot", "bill.png"],
+        env=stack.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["totals"]["cost_usd"] == usd(sum((r.cost_usd for r in cost_rows(stack, first)), Decimal(0)))
@@ -176,10 +188,21 @@ def synthetic_bill(parts: list[tuple[str, str, str]], baseline: str) -> Bill:
 
 @pytest.mark.parametrize("savings", ["91%", "10%"])
 def test_the_plot_labels_fit_and_its_axis_has_one_money_format(savings: str) -> None:
-    bill = (synthetic_bill([("hot", "sim-nano", "0.0041"), ("hot", "sim-mini", "0.0003"), ("warm", "sim-mid", "0.0062"),
-                            ("cold", "sim-flagship", "0.0021")], "0.1520") if savings == "91%" else
-            synthetic_bill([("hot", "sim-nano", "0.031"), ("warm", "sim-mid", "0.21"), ("cold", "sim-flagship", "0.66")],
-                           "1.00"))
+    bill = (
+        synthetic_bill(
+            [
+                ("hot", "sim-nano", "0.0041"),
+                ("hot", "sim-mini", "0.0003"),
+                ("warm", "sim-mid", "0.0062"),
+                ("cold", "sim-flagship", "0.0021"),
+            ],
+            "0.1520",
+        )
+        if savings == "91%"
+        else synthetic_bill(
+            [("hot", "sim-nano", "0.031"), ("warm", "sim-mid", "0.21"), ("cold", "sim-flagship", "0.66")], "1.00"
+        )
+    )
     fig = draw_bill(bill, ["hot", "warm", "cold"])
     try:
         fig.canvas.draw()

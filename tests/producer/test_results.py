@@ -24,9 +24,20 @@ def test_openai_output_round_trips_through_the_sdk_with_the_answering_calls_usag
         {"custom_id": "doomed", "prompt": f"{PARCEL} [[sim:refuse]]"},
     ]
     path = tmp_path / "batch.jsonl"
-    path.write_text("\n".join(json.dumps({"custom_id": r["custom_id"], "method": "POST", "url": "/v1/chat/completions",
-                                          "body": {"model": "any", "messages": [{"role": "user", "content": r["prompt"]}]}})
-                              for r in requests) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "custom_id": r["custom_id"],
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "any", "messages": [{"role": "user", "content": r["prompt"]}]},
+                }
+            )
+            for r in requests
+        )
+        + "\n"
+    )
     with clean.client() as tq:
         batch = tq.submit(path, BatchOptions(use_cache=False))
         clean.wait(tq, batch.batch_id)
@@ -64,7 +75,9 @@ def test_cancelled_jobs_are_reported_as_such_and_unknown_formats_refused(clean: 
         batch = tq.submit([{"id": "a", "prompt": PARCEL}])
         clean.wait(tq, batch.batch_id)
         with clean.engine.begin() as conn:
-            conn.execute(text("UPDATE jobs SET status = 'cancelled', content = NULL, error = 'cancelled: tierq cancel'"))
+            conn.execute(
+                text("UPDATE jobs SET status = 'cancelled', content = NULL, error = 'cancelled: tierq cancel'")
+            )
         (line,) = tq.results(batch.batch_id, "openai")
         with pytest.raises(InputError, match="is not a results format"):
             tq.results(batch.batch_id, "csv")

@@ -11,8 +11,8 @@ from conftest import Stack
 from sqlalchemy import text
 
 from producer.api import Tierq
-from producer.inputs import ReadOptions
-from producer.records import Rejection
+from producer.inputs.records import Rejection
+from producer.inputs.stream import ReadOptions
 from producer.submit import BatchOptions, PartialSubmission
 
 

@@ -1,6 +1,7 @@
 """The provider goes away for several seconds in the middle of a batch (its server stops; connections are
 refused), then comes back: the jobs wait for it and every one of them succeeds at its tier. Calls that
-could not connect are recorded as `connection`, and no job escalates or fails because of the outage. Before, 686 of 1,500 jobs failed within 10 s, every tier exhausted, each called a `timeout`.
+could not connect are recorded as `connection`, and no job escalates or fails because of the outage.
+Before, 686 of 1,500 jobs failed within 10 s, every tier exhausted, each called a `timeout`.
 """
 
 from __future__ import annotations

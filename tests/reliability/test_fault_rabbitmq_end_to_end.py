@@ -49,7 +49,9 @@ def test_the_pipeline_runs_end_to_end_on_rabbitmq(clean: Stack, tmp_path: Path) 
         "simple": ("hot", "sim-nano"), "code": ("warm", "sim-mid"), "design": ("cold", "sim-flagship"),
         "refused": ("warm", "sim-mid"), "down": ("hot", "sim-mini"),
     }
-    assert results["doomed"]["status"] == "failed" and results["doomed"]["error"].startswith("cold: sim-flagship: refusal")
+    assert results["doomed"]["status"] == "failed" and results["doomed"]["error"].startswith(
+        "cold: sim-flagship: refusal"
+    )
     assert [results[k]["cached"] for k in ("dup1", "dup2")].count(True) == 1  # one call for the two
     assert later["cached"] and later["content"] == results["simple"]["content"]
     bill = ledger(clean, run.config)

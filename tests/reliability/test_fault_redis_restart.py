@@ -33,8 +33,13 @@ DOWN_S = 5
 
 def records(n: int) -> list[dict[str, str]]:
     """Distinct tickets (the ticket number keeps the cache from matching them); every tenth escalates."""
-    return [{"id": f"t{i}", "prompt": f"ticket {i}: where is my parcel?" + (" [[sim:refuse@sim-nano]]" if i % 10 == 0 else "")}
-            for i in range(n)]
+    return [
+        {
+            "id": f"t{i}",
+            "prompt": f"ticket {i}: where is my parcel?" + (" [[sim:refuse@sim-nano]]" if i % 10 == 0 else ""),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.slow
@@ -71,7 +76,9 @@ def test_a_redis_restart_mid_batch_loses_no_job(clean: Stack, tmp_path: Path) ->
     finally:
         server.stop()
     assert "Unrecoverable error" not in logs and "Error on restarting" not in logs
-    assert all(r["status"] == "succeeded" and r["cached"] for r in repeated), [r for r in repeated if not r["cached"]][:3]
+    assert all(r["status"] == "succeeded" and r["cached"] for r in repeated), [r for r in repeated if not r["cached"]][
+        :3
+    ]
     bill = ledger(clean, run.config)
     # Nothing was killed, so every request made has its cost row and every answered one is one billed call.
     assert (bill.requests, bill.recorded) == (bill.rows, bill.billed), bill

@@ -54,12 +54,19 @@ def broker(request: pytest.FixtureRequest, clean: Stack) -> Iterator[str]:
 
 def records(n: int) -> list[dict[str, str]]:
     """Distinct tickets; every tenth is refused by the hot tier's model, so it escalates mid-batch."""
-    return [{"id": f"t{i}", "prompt": f"ticket {i}: where is my parcel?" + (" [[sim:refuse@sim-nano]]" if i % 10 == 0 else "")}
-            for i in range(n)]
+    return [
+        {
+            "id": f"t{i}",
+            "prompt": f"ticket {i}: where is my parcel?" + (" [[sim:refuse@sim-nano]]" if i % 10 == 0 else ""),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_no_job_and_at_most_its_in_flight_cost_rows(clean: Stack, broker: str, tmp_path: Path) -> None:
+def test_a_killed_worker_loses_no_job_and_at_most_its_in_flight_cost_rows(
+    clean: Stack, broker: str, tmp_path: Path
+) -> None:
     cache = clean.dbs.url(2)
     redis.Redis.from_url(cache).flushdb()
     config = fault_config(tmp_path / "kill.toml", worker={"tier_chunk": TIER_CHUNK, "lease_s": LEASE_S})

@@ -15,7 +15,7 @@ from conftest import RedisDbs
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
 from tierq.cache.identifiers import fingerprint, identifiers, names, substituted
 from tierq.cache.lsh import Hyperplanes
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 
 @pytest.fixture()

@@ -62,25 +62,40 @@ def test_prices_are_exact_decimals(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda s: s.replace('models = ["big"]', 'models = ["gpt-9"]'),
-         "tier 'cold' uses unknown model 'gpt-9'; add [models.\"gpt-9\"]"),
-        (lambda s: s.replace("output_usd_per_mtok = 10\n", ""),
-         "[models.big] is missing 'output_usd_per_mtok'; add it"),
-        (lambda s: s.replace('models = ["big"]', "models = []"),
-         "tier 'cold' has no models; list at least one"),
-        (lambda s: s.replace('provider = "default"\ninput_usd_per_mtok = 2.5', 'provider = "nope"\ninput_usd_per_mtok = 2.5'),
-         "model 'big' uses unknown provider 'nope'; add [providers.nope]"),
-        (lambda s: s.replace("input_usd_per_mtok = 0.01", "input_usd_per_mtok = 0.0000001"),
-         "more than 6 decimal places"),
+        (
+            lambda s: s.replace('models = ["big"]', 'models = ["gpt-9"]'),
+            "tier 'cold' uses unknown model 'gpt-9'; add [models.\"gpt-9\"]",
+        ),
+        (
+            lambda s: s.replace("output_usd_per_mtok = 10\n", ""),
+            "[models.big] is missing 'output_usd_per_mtok'; add it",
+        ),
+        (lambda s: s.replace('models = ["big"]', "models = []"), "tier 'cold' has no models; list at least one"),
+        (
+            lambda s: s.replace(
+                'provider = "default"\ninput_usd_per_mtok = 2.5', 'provider = "nope"\ninput_usd_per_mtok = 2.5'
+            ),
+            "model 'big' uses unknown provider 'nope'; add [providers.nope]",
+        ),
+        (
+            lambda s: s.replace("input_usd_per_mtok = 0.01", "input_usd_per_mtok = 0.0000001"),
+            "more than 6 decimal places",
+        ),
         (lambda s: s + '\n[routing]\ndefault_tier = "lukewarm"\n', "routing.default_tier 'lukewarm' is not a tier"),
-        (lambda s: s.replace("context_window = 32768", "context_window = 32768\ncolour = 1"),
-         "models.qwen3-8b.colour: unknown setting"),
+        (
+            lambda s: s.replace("context_window = 32768", "context_window = 32768\ncolour = 1"),
+            "models.qwen3-8b.colour: unknown setting",
+        ),
         (lambda s: s.replace('name = "cold"', 'name = "hot"'), "tier name 'hot' is used twice"),
-        (lambda s: s.replace('models = ["big"]', 'models = ["bgi"]'),
-         "tier 'cold' uses unknown model 'bgi'; did you mean 'big'?"),
-        (lambda s: s.replace("context_window = 32768", "context_window = 32768\ncontext_windw = 1"),
-         "models.qwen3-8b.context_windw: unknown setting; did you mean 'context_window'?"),
-        (lambda s: s + '\n[worker]\nlease = 5\n', "worker.lease: unknown setting; did you mean 'lease_s'?"),
+        (
+            lambda s: s.replace('models = ["big"]', 'models = ["bgi"]'),
+            "tier 'cold' uses unknown model 'bgi'; did you mean 'big'?",
+        ),
+        (
+            lambda s: s.replace("context_window = 32768", "context_window = 32768\ncontext_windw = 1"),
+            "models.qwen3-8b.context_windw: unknown setting; did you mean 'context_window'?",
+        ),
+        (lambda s: s + "\n[worker]\nlease = 5\n", "worker.lease: unknown setting; did you mean 'lease_s'?"),
     ],
 )
 def test_config_errors_name_file_entry_and_fix(tmp_path: Path, change: object, expected: str) -> None:
@@ -107,6 +122,8 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 def test_a_router_must_route_up_the_tier_order(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
-    path.write_text((ROOT / "tierq" / "configs" / "sim.toml").read_text() + '\n[router]\ncheap_tier = "cold"\nstrong_tier = "hot"\n')
+    path.write_text(
+        (ROOT / "tierq" / "configs" / "sim.toml").read_text() + '\n[router]\ncheap_tier = "cold"\nstrong_tier = "hot"\n'
+    )
     with pytest.raises(ConfigError, match=r"router.strong_tier 'hot' must come after router.cheap_tier 'cold'"):
         load_config(path)

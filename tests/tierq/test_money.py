@@ -10,7 +10,10 @@ from tierq.money import Price, Usage, estimate_tokens, usd
 def test_cost_is_exact_with_cached_tokens() -> None:
     price = Price(Decimal("0.15"), Decimal("0.60"), Decimal("0.075"))
     cost = price.cost(Usage(prompt_tokens=1234, completion_tokens=567, cached_tokens=1000))
-    assert cost == (Decimal(234) * Decimal("0.15") + Decimal(1000) * Decimal("0.075") + Decimal(567) * Decimal("0.60")) / 10**6
+    assert (
+        cost
+        == (Decimal(234) * Decimal("0.15") + Decimal(1000) * Decimal("0.075") + Decimal(567) * Decimal("0.60")) / 10**6
+    )
     assert usd(cost) == "0.0004503"
 
 

@@ -162,13 +162,25 @@ def test_quality_is_measured_per_stratum_and_for_the_batch(clean: Stack, tmp_pat
         batch = tq.submit(records, BatchOptions(use_cache=False, force_tier="hot")).batch_id
         status = clean.wait(tq, batch, timeout=120)
         quality = tq.report(batch).as_dict()["quality"]
-        across = subprocess.run([str(TIERQ), "quality", "--json"], env={**clean.env, "TIERQ_CONFIG": str(tmp_path / "quality.toml")},
-                                cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        across = subprocess.run(
+            [str(TIERQ), "quality", "--json"],
+            env={**clean.env, "TIERQ_CONFIG": str(tmp_path / "quality.toml")},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
     [stratum] = quality["strata"]
     with clean.engine.connect() as conn:
         agree, audits = conn.execute(text("SELECT count(*) FILTER (WHERE agree), count(*) FROM labels")).one()
         replaced = conn.execute(text("SELECT count(*) FROM jobs WHERE replaced")).scalar_one()
-    assert (stratum["task_type"], stratum["tier"], stratum["audited"], stratum["agree"]) == ("default", "hot", audits, agree)
+    assert (stratum["task_type"], stratum["tier"], stratum["audited"], stratum["agree"]) == (
+        "default",
+        "hot",
+        audits,
+        agree,
+    )
     low, high = stratum["interval"]
     assert 0 < audits < 80 and low <= agree / audits <= high and replaced == audits - agree > 0
     # Every answer delivered: audited ones agree (or were replaced), the others at the measured rate.

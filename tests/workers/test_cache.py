@@ -53,7 +53,9 @@ def test_exact_and_near_duplicates_make_one_call_per_question(clean: Stack) -> N
 
 def test_a_later_batch_is_answered_from_the_cache(clean: Stack) -> None:
     run(clean, [{"id": "first", "prompt": PARCEL}])
-    later = run(clean, [{"id": "again", "prompt": PARCEL}, {"id": "typo", "prompt": PARCEL.replace("parcel", "parcell")}])
+    later = run(
+        clean, [{"id": "again", "prompt": PARCEL}, {"id": "typo", "prompt": PARCEL.replace("parcel", "parcell")}]
+    )
     assert calls(clean) == 1
     assert later["again"]["cached"] and later["typo"]["cached"]
 

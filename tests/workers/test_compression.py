@@ -27,7 +27,9 @@ def conversation(turns: int, last: str = "So where is parcel 4411 now?") -> list
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
     for n in range(turns - 1):
         role = "user" if n % 2 == 0 else "assistant"
-        messages.append({"role": role, "content": f"Turn {n}: my parcel 4411 was due on day {n}, " + "still waiting. " * 8})
+        messages.append(
+            {"role": role, "content": f"Turn {n}: my parcel 4411 was due on day {n}, " + "still waiting. " * 8}
+        )
     messages.append({"role": "user", "content": last})
     return messages
 
@@ -82,7 +84,9 @@ def test_a_long_conversation_is_compressed_and_the_bill_shows_the_net_saving(cle
 def test_the_same_older_turns_are_summarised_once(clean: Stack) -> None:
     first, _ = run(clean, [{"id": "a", "messages": conversation(21, "Can you resend the label?")},
                            {"id": "b", "messages": conversation(21, "And the invoice?")}], BatchOptions(compress=True))
-    _, later = run(clean, [{"id": "c", "messages": conversation(21, "Who is the courier?")}], BatchOptions(compress=True))
+    _, later = run(
+        clean, [{"id": "c", "messages": conversation(21, "Who is the courier?")}], BatchOptions(compress=True)
+    )
     models = [c["model"] for c in clean.sim_stats()["calls"]]
     assert models.count("sim-nano") == 4  # one summary, three answers
     assert [a["tier"] for a in later["c"]["attempts"]] == ["hot"]

@@ -55,7 +55,9 @@ def test_a_rate_limited_job_goes_back_to_its_queue_without_a_call(
     limited = ctx.config.models["sim-nano"].model_copy(update={"rpm": 1})
     ctx.config = ctx.config.model_copy(update={"models": {**ctx.config.models, "sim-nano": limited}})
     first, second = uuid.uuid4(), uuid.uuid4()
-    jobs = [insert_job(clean, f"ticket {n}", status="queued", tier="hot", handoff=m) for n, m in enumerate((first, second))]
+    jobs = [
+        insert_job(clean, f"ticket {n}", status="queued", tier="hot", handoff=m) for n, m in enumerate((first, second))
+    ]
     assert process_chunk(ctx, "hot", [jobs[0]], first).succeeded == 1  # the minute's one call
     started = time.monotonic()
     summary = process_chunk(ctx, "hot", [jobs[1]], second)

@@ -21,22 +21,39 @@ def hostile_lines() -> list[tuple[bytes, str]]:
         (json.dumps({"id": "too-huge", "prompt": "a" * 5_000_000}).encode(), "the prompt has 5000000 characters"),
         (b'{"id": "deep", "prompt": "hi", "metadata": ' + nested + b"}", "JSON nested too deeply"),
         (json.dumps({"id": "controls", "prompt": "bell\x07 tab\t esc\x1b[31m red \x7f end"}).encode(), "ok"),
-        (json.dumps({"id": "nul", "prompt": "before\x00after"}).encode(), "field \"prompt\" contains a NUL"),
+        (json.dumps({"id": "nul", "prompt": "before\x00after"}).encode(), 'field "prompt" contains a NUL'),
         (b'{"id": "bad-utf8", "prompt": "caf\xe9"}', "invalid UTF-8"),
-        (json.dumps({"id": "rtl", "prompt": "\u202eWhere is my parcel?\u202c \u200f\u05e9\u05dc\u05d5\u05dd"}).encode(), "ok"),
+        (
+            json.dumps(
+                {"id": "rtl", "prompt": "\u202eWhere is my parcel?\u202c \u200f\u05e9\u05dc\u05d5\u05dd"}
+            ).encode(),
+            "ok",
+        ),
         (json.dumps({"id": "injection", "prompt": INJECTION}).encode(), "ok"),
         (json.dumps({"id": "1'; DROP TABLE jobs; --", "prompt": "Where is my parcel?"}).encode(), "ok"),
         (json.dumps({"id": "$(rm -rf /) `reboot` | cat /etc/passwd", "prompt": "Refund please"}).encode(), "ok"),
-        (json.dumps({"id": "long-chat", "messages": [
-            {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}"} for n in range(10_000)
-        ]}).encode(), "ok"),
-        (json.dumps({"id": "bad-part", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
-         'field "messages[0]" content[0] of type "image_url" needs "image_url" as an object'),
+        (
+            json.dumps(
+                {
+                    "id": "long-chat",
+                    "messages": [
+                        {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}"} for n in range(10_000)
+                    ],
+                }
+            ).encode(),
+            "ok",
+        ),
+        (
+            json.dumps({"id": "bad-part", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
+            'field "messages[0]" content[0] of type "image_url" needs "image_url" as an object',
+        ),
     ]
 
 
 def test_hostile_records_are_processed_or_rejected_and_nothing_else_is_lost(clean: Stack, tmp_path: Path) -> None:
-    good = [json.dumps({"id": f"good-{n}", "prompt": f"Good ticket {n}: where is my parcel?"}).encode() for n in range(20)]
+    good = [
+        json.dumps({"id": f"good-{n}", "prompt": f"Good ticket {n}: where is my parcel?"}).encode() for n in range(20)
+    ]
     cases = hostile_lines()
     lines = [line for line, _ in cases] + good
     source = tmp_path / "hostile.jsonl"

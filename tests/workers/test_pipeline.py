@@ -122,7 +122,9 @@ def test_one_worker_process_keeps_hundreds_of_calls_in_flight(clean: Stack) -> N
 
 @pytest.mark.slow
 def test_thousand_jobs_with_refusals_and_errors_end_once_and_cost_exactly_what_was_billed(clean: Stack) -> None:
-    clean.simulate({"latency_ms": 0, "models": {"sim-nano": {"refusal_rate": 0.1}, "sim-mid": {"error_500_rate": 0.05}}})
+    clean.simulate(
+        {"latency_ms": 0, "models": {"sim-nano": {"refusal_rate": 0.1}, "sim-mid": {"error_500_rate": 0.05}}}
+    )
     records = [{"id": f"t{n}", "prompt": f"ticket {n}: {SIMPLE}"} for n in range(700)]
     records += [{"id": f"c{n}", "prompt": f"ticket {n}: the API returns an exception"} for n in range(300)]
     with clean.client() as tq:
@@ -133,12 +135,16 @@ def test_thousand_jobs_with_refusals_and_errors_end_once_and_cost_exactly_what_w
     assert sorted(r["id"] for r in results) == sorted(r["id"] for r in records)
     with clean.engine.connect() as conn:
         states = conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all()
-        rows = conn.execute(text("SELECT model, prompt_tokens, completion_tokens, cached_tokens, cost_usd, outcome FROM calls")).all()
+        rows = conn.execute(
+            text("SELECT model, prompt_tokens, completion_tokens, cached_tokens, cost_usd, outcome FROM calls")
+        ).all()
     assert sum(n for _, n in states) == 1000 and {s for s, _ in states} <= {"succeeded", "failed"}
     stats = clean.sim_stats()
     assert sum(m["requests"] for m in stats["models"].values()) == len(rows)
     billed = stats["calls"]
-    assert len(billed) == sum(1 for r in rows if r.outcome not in ("error", "http_4xx", "http_5xx", "rate_limited", "timeout"))
+    assert len(billed) == sum(
+        1 for r in rows if r.outcome not in ("error", "http_4xx", "http_5xx", "rate_limited", "timeout")
+    )
     expected = sum(
         (clean.config.price(c["model"]).cost(_usage(c)) for c in billed), Decimal(0)
     )

@@ -57,7 +57,9 @@ def test_two_workers_stay_under_a_shared_limit_and_close_to_it(clean: Stack, tmp
     config_path = limited_config(tmp_path, rpm)
     env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config_path)}
     clean.simulate({"latency_ms": 50, "models": {"sim-nano": {"rpm": rpm}}})
-    workers = [start_worker(env, tmp_path / f"w{n}.log", queues="classify,hot,warm,cold", name=f"rl{n}") for n in (1, 2)]
+    workers = [
+        start_worker(env, tmp_path / f"w{n}.log", queues="classify,hot,warm,cold", name=f"rl{n}") for n in (1, 2)
+    ]
     try:
         settings = clean.settings.model_copy(update={"broker_url": broker, "redis_url": broker, "config": config_path})
         with Tierq(settings, load_config(config_path)) as tq:

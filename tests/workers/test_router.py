@@ -153,7 +153,9 @@ def run_tierq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run([str(TIERQ), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_route_eval_reports_cost_and_quality_against_random_and_oracle(tmp_path: Path, stack_env: dict[str, str]) -> None:
+def test_route_eval_reports_cost_and_quality_against_random_and_oracle(
+    tmp_path: Path, stack_env: dict[str, str]
+) -> None:
     data = write_csv(tmp_path / "labels.csv", labelled_rows(800))
     done = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seed", "3", "--json")
@@ -169,10 +171,19 @@ def test_route_eval_reports_cost_and_quality_against_random_and_oracle(tmp_path:
     assert again == report
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--cheap", "nope", "--strong", "strong", "--cheap-price", "1/1", "--strong-price", "2/2"], "no column 'nope'"),
-    (["--cheap", "cheap", "--strong", "strong", "--cheap-price", "1-1", "--strong-price", "2/2"], "--cheap-price '1-1'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cheap", "nope", "--strong", "strong", "--cheap-price", "1/1", "--strong-price", "2/2"],
+            "no column 'nope'",
+        ),
+        (
+            ["--cheap", "cheap", "--strong", "strong", "--cheap-price", "1-1", "--strong-price", "2/2"],
+            "--cheap-price '1-1'",
+        ),
+    ],
+)
 def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: dict[str, str], args: list[str],
                                                    message: str) -> None:
     data = write_csv(tmp_path / "labels.csv", labelled_rows(30))
@@ -248,8 +259,12 @@ def test_audits_teach_the_router_which_cheap_answers_to_send_on(clean: Stack, tm
     with routed(clean, tmp_path, '[quality]\naudit_rate = 1\ncomparator = "exact"\n') as (tq, env):
         first = run(clean, tq, questions, force_tier="hot")
         with clean.engine.connect() as conn:
-            labels = conn.execute(text("SELECT j.custom_id, l.agree, l.candidate IS NOT NULL, "
-                                       "l.candidate_logprob_mean IS NOT NULL FROM labels l JOIN jobs j ON j.id = l.job_id")).all()
+            labels = conn.execute(
+                text(
+                    "SELECT j.custom_id, l.agree, l.candidate IS NOT NULL, "
+                    "l.candidate_logprob_mean IS NOT NULL FROM labels l JOIN jobs j ON j.id = l.job_id"
+                )
+            ).all()
         assert len(labels) == 160 and all(has_text and has_logprobs for _, _, has_text, has_logprobs in labels)
         wrong = {custom_id for custom_id, agree, _, _ in labels if not agree}
         assert 30 < len(wrong) < 90 and all(first[q]["replaced_by_reference"] == (q in wrong) for q in first)

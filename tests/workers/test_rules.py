@@ -42,7 +42,10 @@ def test_rules_pick_the_highest_matching_tier(prompt: str, tier: str) -> None:
 
 def test_rules_ignore_the_system_prompt() -> None:
     assert route("Where is my parcel?", system="You are an API architecture expert") == "hot"
-    assert user_text([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "a\nb"
+    assert (
+        user_text([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+        == "a\nb"
+    )
 
 
 def test_bounds_and_context() -> None:

@@ -51,9 +51,21 @@ def test_a_canary_key_appears_nowhere(clean: Stack, tmp_path: Path) -> None:
 def _pg_dump(url: str) -> str:
     parsed = make_url(url)
     out = subprocess.run(
-        ["pg_dump", "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres",
-         "--data-only", parsed.database or ""],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "pg_dump",
+            "-h",
+            parsed.host or "127.0.0.1",
+            "-p",
+            str(parsed.port or 5432),
+            "-U",
+            parsed.username or "postgres",
+            "--data-only",
+            parsed.database or "",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return out.stdout
 

@@ -127,10 +127,16 @@ def test_each_validator_kind_escalates_a_bad_answer_as_invalid(clean: Stack, che
     assert results["json-bad"]["content"] == '{"order": 17}'
     errors = _errors(clean)
     assert errors["json-bad"] == "invalid: answer is not valid JSON (Expecting value at line 1 column 1)"
-    assert errors["schema-bad"] == "invalid: answer does not match the JSON schema at order: 'seventeen' is not of type 'integer'"
+    assert (
+        errors["schema-bad"]
+        == "invalid: answer does not match the JSON schema at order: 'seventeen' is not of type 'integer'"
+    )
     assert errors["regex-bad"] == "invalid: answer does not match the pattern '^ORDER-\\\\d+'"
     assert errors["callable-bad"] == "invalid: the answer is all capitals"
-    assert errors["callable-raises"] == "invalid: tierq_test_checks:mentions_order raised ValueError: no order is mentioned"
+    assert (
+        errors["callable-raises"]
+        == "invalid: tierq_test_checks:mentions_order raised ValueError: no order is mentioned"
+    )
 
 
 def test_an_answer_invalid_at_every_tier_fails_and_a_validator_can_spare_the_top_tiers(
@@ -165,7 +171,10 @@ def test_a_batch_json_schema_overrides_the_task_type(clean: Stack, checked: tupl
     ], BatchOptions(json_schema=schema, use_cache=False))
     assert path(results["plain"]) == [("hot", "invalid"), ("warm", "ok")]
     assert path(results["ticket"]) == [("hot", "invalid"), ("warm", "ok")]
-    assert _errors(clean)["plain"] == "invalid: answer does not match the JSON schema at the top level: 'eta' is a required property"
+    assert (
+        _errors(clean)["plain"]
+        == "invalid: answer does not match the JSON schema at the top level: 'eta' is a required property"
+    )
 
 
 def test_a_bad_batch_schema_is_rejected_before_submitting(clean: Stack, checked: tuple[Path, str]) -> None:
@@ -181,13 +190,28 @@ def test_a_bad_batch_schema_is_rejected_before_submitting(clean: Stack, checked:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ('[validators.t]\nkind = "regex"\npattern = "ORDER-(\\\\d+"\n', "validators.t: Value error, pattern 'ORDER-(\\\\d+' is not a valid regular expression"),
-        ('[validators.t]\nkind = "json"\nschema = { type = "objekt" }\n', "validators.t: the JSON schema is invalid at type"),
+        (
+            '[validators.t]\nkind = "regex"\npattern = "ORDER-(\\\\d+"\n',
+            "validators.t: Value error, pattern 'ORDER-(\\\\d+' is not a valid regular expression",
+        ),
+        (
+            '[validators.t]\nkind = "json"\nschema = { type = "objekt" }\n',
+            "validators.t: the JSON schema is invalid at type",
+        ),
         ('[validators.t]\nkind = "json"\nschema = "missing.json"\n', "validators.t: cannot read the JSON schema"),
-        ('[validators.t]\nkind = "callable"\ncallable = "nowhere_at_all:check"\n', "validators.t: cannot import 'nowhere_at_all'"),
-        ('[validators.t]\nkind = "callable"\ncallable = "json:nothing_here"\n', "validators.t: 'json' has no function 'nothing_here'"),
-        ('[validators.t]\nkind = "regex"\n', "kind = \"regex\" needs pattern"),
-        ('[validators.t]\nkind = "regex"\npattern = "x"\nschema = "a.json"\n', "schema does not apply to kind = \"regex\""),
+        (
+            '[validators.t]\nkind = "callable"\ncallable = "nowhere_at_all:check"\n',
+            "validators.t: cannot import 'nowhere_at_all'",
+        ),
+        (
+            '[validators.t]\nkind = "callable"\ncallable = "json:nothing_here"\n',
+            "validators.t: 'json' has no function 'nothing_here'",
+        ),
+        ('[validators.t]\nkind = "regex"\n', 'kind = "regex" needs pattern'),
+        (
+            '[validators.t]\nkind = "regex"\npattern = "x"\nschema = "a.json"\n',
+            'schema does not apply to kind = "regex"',
+        ),
         ('[validators.t]\nkind = "json"\ntiers = ["tepid"]\n', "validators.t.tiers names unknown tier 'tepid'"),
     ],
 )

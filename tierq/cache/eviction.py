@@ -13,7 +13,7 @@ from tierq.cache.entries import decoded
 from tierq.cache.generations import Generations
 from tierq.cache.index import PageIndex
 from tierq.cache.layout import Layout
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 # KEYS: entry, vector+answer, live entry counter. Deletes both; 1 if the entry was there.
 _DROP = """

@@ -22,7 +22,7 @@ from tierq.cache.index import ENTRY_GONE, OTHER_GENERATION, SLOT, PageIndex, Slo
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
 from tierq.cache.lsh import Hyperplanes
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 Offset = npt.NDArray[np.float32] | None  # the offset of a namespace's centre; None in generation 0
 

@@ -41,7 +41,11 @@ def _digest(value: Any) -> str:
 def _beyond_text(message: dict[str, Any]) -> dict[str, Any]:
     """What a message says besides its text: its other fields and its non-text parts (digested)."""
     content = message.get("content")
-    parts = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")] if isinstance(content, list) else []
+    parts = (
+        [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+        if isinstance(content, list)
+        else []
+    )
     return {"fields": {k: v for k, v in message.items() if k != "content"}, "parts": _digest(parts) if parts else None}
 
 

@@ -28,7 +28,7 @@ sweep can still read the vector it needs to unindex them.
 
 from __future__ import annotations
 
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 FORMAT = "2"  # the layout of the keys above, recorded in P:format for whoever changes it next
 

@@ -16,7 +16,7 @@ from tierq.cache.index import OTHER_GENERATION, SLOT, PageIndex
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
 from tierq.cache.lsh import Hyperplanes
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 Candidates = tuple[list[int], npt.NDArray[np.float32]]  # entry ids, and their vectors row by row
 

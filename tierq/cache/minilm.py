@@ -165,7 +165,11 @@ class MiniLMEmbedder:
     def _batch_end(self, ids: list[list[int]], order: npt.NDArray[np.intp], start: int) -> int:
         """Up to `batch` texts and `max_tokens` padded tokens: short texts go in big batches, long ones alone."""
         end = start + 1
-        while end < len(order) and end - start < self.batch and (end - start + 1) * len(ids[order[end]]) <= self.max_tokens:
+        while (
+            end < len(order)
+            and end - start < self.batch
+            and (end - start + 1) * len(ids[order[end]]) <= self.max_tokens
+        ):
             end += 1
         return end
 

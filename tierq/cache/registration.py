@@ -17,7 +17,7 @@ from tierq.cache.eviction import Eviction
 from tierq.cache.generations import Generations
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 # KEYS: exact key, id counter, live entry counter. ARGV: entry key prefix, now, ttl, keep seconds, then the
 # entry's fields and values. If the exact key names an entry cached less than ttl ago, returns {its id, 0}; otherwise

@@ -28,7 +28,7 @@ from tierq.cache.leases import Leases
 from tierq.cache.lookups import Candidates, Lookups
 from tierq.cache.lsh import Hyperplanes
 from tierq.cache.registration import Registration
-from tierq.config import CacheConfig
+from tierq.cache_config import CacheConfig
 
 log = logging.getLogger(__name__)
 

@@ -89,8 +89,12 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
                 data.cheap_answers.append(cheap_text)
                 data.cheap_ok.append(_flag(row[cheap] or "", path, line, cheap))
                 data.strong_ok.append(_flag(row[strong] or "", path, line, strong))
-                data.cheap_cost.append(cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1)))
-                data.strong_cost.append(strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1)))
+                data.cheap_cost.append(
+                    cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1))
+                )
+                data.strong_cost.append(
+                    strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1))
+                )
     if not data.prompts:
         raise InputError(f"{', '.join(map(str, paths))}: no rows")
     return data

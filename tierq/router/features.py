@@ -29,7 +29,9 @@ _CODE = re.compile(r"```|^\s{4}\S|[{};]\s*$", re.MULTILINE)
 # A step stays on one line and has at most 12 operators, so a failed match costs a bounded amount of work:
 # a long list of numbers without "=" is linear, not quadratic.
 _AMOUNT = r"(?:[$€£][ \t]*)?-?\d[\d,]{0,30}(?:\.\d{1,30})?%?"
-_STEP = re.compile(rf"({_AMOUNT}(?:[ \t]*[-+*/x×÷][ \t]*{_AMOUNT}){{1,12}})[ \t]*=[ \t]*(?:[$€£][ \t]*)?(-?\d[\d,]*(?:\.\d+)?)")
+_STEP = re.compile(
+    rf"({_AMOUNT}(?:[ \t]*[-+*/x×÷][ \t]*{_AMOUNT}){{1,12}})[ \t]*=[ \t]*(?:[$€£][ \t]*)?(-?\d[\d,]*(?:\.\d+)?)"
+)
 MAX_CHECKED_CHARS = 20_000  # arithmetic is checked in the first this many characters of an answer
 _FINAL_MARK = re.compile(r"^\s*(?:#{2,}|\**(?:final answer|answer|the answer is|therefore|thus|so the answer)\b)",
                          re.IGNORECASE | re.MULTILINE)
@@ -43,9 +45,29 @@ _MASK = np.uint64(0xFFFFFFFF)
 
 PROMPT_SHAPE = ("log_chars", "log_words", "log_lines", "digit_share", "upper_share", "numbers", "questions",
                 "list_items", "code", "long_words", "mean_word_len")
-ANSWER_SHAPE = ("log_chars", "chars_vs_prompt", "log_lines", "numbers", "steps", "steps_wrong", "steps_wrong_share",
-                "last_number_in_working", "prompt_numbers_used", "final_marker", "final_from_working", "final_integer", "final_magnitude", "hedges", "refusals", "repeated_lines",
-                "validator_ok", "has_logprobs", "logprob_mean", "logprob_min", "ends_cleanly")
+ANSWER_SHAPE = (
+    "log_chars",
+    "chars_vs_prompt",
+    "log_lines",
+    "numbers",
+    "steps",
+    "steps_wrong",
+    "steps_wrong_share",
+    "last_number_in_working",
+    "prompt_numbers_used",
+    "final_marker",
+    "final_from_working",
+    "final_integer",
+    "final_magnitude",
+    "hedges",
+    "refusals",
+    "repeated_lines",
+    "validator_ok",
+    "has_logprobs",
+    "logprob_mean",
+    "logprob_min",
+    "ends_cleanly",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +216,9 @@ def _evaluate(expression: str) -> float | None:
 LogprobSummary = tuple[float, float]  # the mean and the least of an answer's token log-probabilities
 
 
-def answer_shape(prompt: str, answer: str, validator_ok: bool = True, logprobs: LogprobSummary | None = None) -> list[float]:
+def answer_shape(
+    prompt: str, answer: str, validator_ok: bool = True, logprobs: LogprobSummary | None = None
+) -> list[float]:
     """A cheap answer's size, shape, tone and consistency (ANSWER_SHAPE)."""
     folded = answer.casefold()
     found = numbers(answer)
@@ -229,8 +253,13 @@ def answer_shape(prompt: str, answer: str, validator_ok: bool = True, logprobs: 
     ]
 
 
-def answer_matrix(prompts: Sequence[str], answers: Sequence[str], spec: FeatureSpec,
-                  valid: Sequence[bool] | None = None, logprobs: Sequence[LogprobSummary | None] | None = None) -> Matrix:
+def answer_matrix(
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    spec: FeatureSpec,
+    valid: Sequence[bool] | None = None,
+    logprobs: Sequence[LogprobSummary | None] | None = None,
+) -> Matrix:
     """One row per (prompt, cheap answer): the prompt's features, the answer's hashed words, its shape."""
     base = prompt_matrix(prompts, spec)
     words = 1 << spec.word_bits

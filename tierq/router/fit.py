@@ -75,10 +75,18 @@ class Router:
     def blobs(self) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes | None]:
         """What a router version stores: feature layout, policy, and the two scorers' arrays."""
         policy = self.policy
-        return (self.spec.as_dict(),
-                {"start_strong_below": _finite(policy.start_strong_below), "escalate_below": _finite(policy.escalate_below),
-                 "share": policy.share, "share_lower": policy.share_lower, "cost_share": policy.cost_share},
-                self.prompt.to_bytes(), self.answer.to_bytes() if self.answer is not None else None)
+        return (
+            self.spec.as_dict(),
+            {
+                "start_strong_below": _finite(policy.start_strong_below),
+                "escalate_below": _finite(policy.escalate_below),
+                "share": policy.share,
+                "share_lower": policy.share_lower,
+                "cost_share": policy.cost_share,
+            },
+            self.prompt.to_bytes(),
+            self.answer.to_bytes() if self.answer is not None else None,
+        )
 
     @classmethod
     def from_blobs(cls, spec: dict[str, Any], policy: dict[str, Any], prompt: bytes, answer: bytes | None) -> Router:
@@ -175,9 +183,12 @@ def decide(router: Router, examples: Examples) -> tuple[npt.NDArray[np.bool_], n
         answer_scores = np.where(examples.failed(), -np.inf, np.inf)
         have = examples.with_answers()
         if len(have):
-            scored = router.answer_scores([examples.prompts[i] for i in have], [examples.answers[i] or "" for i in have],
-                                          [examples.valid[i] for i in have] if examples.valid is not None else None,
-                                          [examples.logprobs[i] for i in have] if examples.logprobs is not None else None)
+            scored = router.answer_scores(
+                [examples.prompts[i] for i in have],
+                [examples.answers[i] or "" for i in have],
+                [examples.valid[i] for i in have] if examples.valid is not None else None,
+                [examples.logprobs[i] for i in have] if examples.logprobs is not None else None,
+            )
             assert scored is not None
             answer_scores[have] = scored
     return router.policy.decide(prompt_scores, answer_scores)
@@ -220,6 +231,8 @@ def holdout(prompts: Sequence[str], share: float) -> tuple[list[int], list[int]]
     fit_rows: list[int] = []
     held: list[int] = []
     for index, prompt in enumerate(prompts):
-        value = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8, person=b"tierq-holdout").digest(), "little")
+        value = int.from_bytes(
+            hashlib.blake2b(prompt.encode(), digest_size=8, person=b"tierq-holdout").digest(), "little"
+        )
         (held if value / 2**64 < share else fit_rows).append(index)
     return fit_rows, held

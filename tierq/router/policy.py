@@ -52,7 +52,9 @@ class Policy:
     share_lower: float  # the bootstrap lower bound that met the target
     cost_share: float  # its cost as a share of all-strong
 
-    def decide(self, prompt_scores: Array, answer_scores: Array | None) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    def decide(
+        self, prompt_scores: Array, answer_scores: Array | None
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """(started at the strong tier, cheap answer escalated) per row."""
         direct = (prompt_scores < self.start_strong_below if self.start_strong_below is not None
                   else np.zeros(len(prompt_scores), dtype=bool))
@@ -113,7 +115,9 @@ def choose(rows: Rows, prompt_scores: Array, answer_scores: Array | None, target
         if not len(feasible):
             return
         k = int(feasible[np.argmin(cost[feasible])])
-        point = (base_quality_point + float(np.concatenate([[0.0], np.cumsum(gain[order])])[k])) / max(float(rows.strong_ok.sum()), 1.0)
+        point = (base_quality_point + float(np.concatenate([[0.0], np.cumsum(gain[order])])[k])) / max(
+            float(rows.strong_ok.sum()), 1.0
+        )
         threshold = _cut(scores[order], k)
         policy = (Policy(threshold, None, point, float(lower[k]), float(cost[k]) / all_strong_cost) if stage == "route"
                   else Policy(fixed_threshold, threshold, point, float(lower[k]), float(cost[k]) / all_strong_cost))
@@ -138,7 +142,9 @@ def choose(rows: Rows, prompt_scores: Array, answer_scores: Array | None, target
             strong_answers = direct | forced
             base_quality = weights @ np.where(strong_answers, rows.strong_ok, rows.cheap_ok)
             point = float(np.where(strong_answers, rows.strong_ok, rows.cheap_ok).sum())
-            base_cost = float(np.where(direct, rows.strong_cost, rows.cheap_cost).sum() + rows.strong_cost[forced].sum())
+            base_cost = float(
+                np.where(direct, rows.strong_cost, rows.cheap_cost).sum() + rows.strong_cost[forced].sum()
+            )
             consider(rest_order, rows.strong_ok - rows.cheap_ok, rows.strong_cost, base_quality, point,
                      base_cost, answer_scores, "cascade", start)
     if best is None:
@@ -164,4 +170,9 @@ def oracle_cost_share(rows: Rows) -> float:
 def summary_order(values: Sequence[float]) -> tuple[float, float, float, float]:
     """(mean, standard deviation, min, max) of per-seed figures."""
     array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0, float(array.min()), float(array.max())
+    return (
+        float(array.mean()),
+        float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        float(array.min()),
+        float(array.max()),
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from producer.prompts import PromptSpec
+from producer.inputs.prompts import PromptSpec
 from tierq.messages import content_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -149,7 +149,9 @@ class Rejection:
         return {"line": self.line, "id": self.custom_id, "kind": self.kind.value, "reason": self.reason}
 
 
-def reject(line_no: int, problem: str, kind: RejectKind = RejectKind.INVALID, custom_id: str | None = None) -> Rejection:
+def reject(
+    line_no: int, problem: str, kind: RejectKind = RejectKind.INVALID, custom_id: str | None = None
+) -> Rejection:
     """A rejection whose reason starts with the line number."""
     return Rejection(line_no, f"line {line_no}: {problem}", custom_id, kind)
 
@@ -159,7 +161,9 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return reject(line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8)
+        return reject(
+            line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8
+        )
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

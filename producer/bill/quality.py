@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from producer.bill_queries import Scope
+from producer.bill.queries import Scope
 from tierq.config import Config
 from tierq.money import ZERO, usd
 
@@ -84,9 +84,11 @@ class Quality:
         if self.share is None:
             return "quality: not measured (no audited answers; [quality] audit_rate sets how many)"
         low, high = self.interval
-        return (f"quality: {self.share:.1%} of answers agree with the {self.reference_tier} tier "
-                f"(95% interval {low:.1%}-{high:.1%}); {sum(s.audited for s in self.strata):,} audits, "
-                f"${usd(self.audit_cost_usd)}, {self.replaced:,} {'answer' if self.replaced == 1 else 'answers'} replaced")
+        return (
+            f"quality: {self.share:.1%} of answers agree with the {self.reference_tier} tier "
+            f"(95% interval {low:.1%}-{high:.1%}); {sum(s.audited for s in self.strata):,} audits, "
+            f"${usd(self.audit_cost_usd)}, {self.replaced:,} {'answer' if self.replaced == 1 else 'answers'} replaced"
+        )
 
 
 _STRATA = """

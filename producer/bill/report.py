@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from producer.bill_queries import Scope
+from producer.bill.queries import Scope
 from tierq.config import Config
 from tierq.money import ZERO, usd
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from producer.records import (
+from producer.inputs.records import (
     Overlong,
     Record,
     Rejection,

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from producer.bill import Bill
+from producer.bill.build import Bill
 from tierq.errors import TierqError
 
 # Cheapest tier first: calm to warm colours, so the eye finds the expensive tiers.
@@ -132,9 +132,15 @@ def _paid_vs_baseline(ax: Any, bill: Bill, tier_order: list[str]) -> None:
         if base - paid > 0.2 * top:  # room for an arrow from the baseline down to the paid bar's label
             ax.annotate("", xy=(0, paid + 0.08 * top), xytext=(0, base),
                         arrowprops={"arrowstyle": "->", "color": "#3a8f5c", "linewidth": 2})
-        ax.text(0.05 if base - paid > 0.2 * top else -0.3, (base + paid) / 2 if base - paid > 0.2 * top else base * 1.06,
-                f"saved {_label(saved)} ({bill.savings_pct}%)", color="#3a8f5c", fontsize=11, fontweight="bold",
-                va="center")
+        ax.text(
+            0.05 if base - paid > 0.2 * top else -0.3,
+            (base + paid) / 2 if base - paid > 0.2 * top else base * 1.06,
+            f"saved {_label(saved)} ({bill.savings_pct}%)",
+            color="#3a8f5c",
+            fontsize=11,
+            fontweight="bold",
+            va="center",
+        )
     ax.set_xticks([0, 1], ["tierq", f"baseline\n(all on {bill.baseline_model})"])
     ax.yaxis.set_major_formatter(_axis_formatter(top))
     ax.set_ylim(0, top * 1.18)

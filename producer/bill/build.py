@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from producer.bill_queries import (
+from producer.bill.quality import Quality, read_quality
+from producer.bill.queries import (
     BASELINE,
     BUDGET_FAILED,
     COMPRESSION_JOBS,
@@ -37,8 +38,7 @@ from producer.bill_queries import (
     SPEND,
     Scope,
 )
-from producer.quality import Quality, read_quality
-from producer.report import TierLine, tier_summary
+from producer.bill.report import TierLine, tier_summary
 from tierq.config import Config
 from tierq.money import ZERO, Usage, usd
 
@@ -157,22 +157,35 @@ class Bill:
     def as_dict(self) -> dict[str, Any]:
         """The `--json` form; money as decimal strings, so no cent is lost to floats."""
         pct = self.savings_pct
-        totals = {**self.totals.as_dict(), "jobs_by_status": self.jobs_by_status,
-                  "escalations": sum(self.escalations.values()),
-                  "baseline_cost_usd": usd(self.baseline_cost_usd), "baseline_unpriced_jobs": self.baseline_unpriced_jobs,
-                  "savings_usd": usd(self.savings_usd),
-                  "savings_pct": None if pct is None else float(pct), "stuck_jobs": self.stuck,
-                  "outcomes": self.outcome_totals(), "budget_failed_jobs": self.budget_failed}
+        totals = {
+            **self.totals.as_dict(),
+            "jobs_by_status": self.jobs_by_status,
+            "escalations": sum(self.escalations.values()),
+            "baseline_cost_usd": usd(self.baseline_cost_usd),
+            "baseline_unpriced_jobs": self.baseline_unpriced_jobs,
+            "savings_usd": usd(self.savings_usd),
+            "savings_pct": None if pct is None else float(pct),
+            "stuck_jobs": self.stuck,
+            "outcomes": self.outcome_totals(),
+            "budget_failed_jobs": self.budget_failed,
+        }
         return {
             "scope": self.scope.as_dict(),
             "baseline": {"tier": self.baseline_tier, "model": self.baseline_model},
             "totals": totals,
-            "by_model": [{"model": name, **spend.as_dict(), "latency_ms_p50": self.latency_ms.get(name, (None, None))[0],
-                          "latency_ms_p95": self.latency_ms.get(name, (None, None))[1],
-                          "outcomes": self.outcomes.get(name, {})}
-                         for name, spend in self.by_model.items()],
-            "by_tier": [{**line.as_dict(), **_spend_fields(self.tier_spend.get(line.tier, Spend()))}
-                        for line in self.by_tier],
+            "by_model": [
+                {
+                    "model": name,
+                    **spend.as_dict(),
+                    "latency_ms_p50": self.latency_ms.get(name, (None, None))[0],
+                    "latency_ms_p95": self.latency_ms.get(name, (None, None))[1],
+                    "outcomes": self.outcomes.get(name, {}),
+                }
+                for name, spend in self.by_model.items()
+            ],
+            "by_tier": [
+                {**line.as_dict(), **_spend_fields(self.tier_spend.get(line.tier, Spend()))} for line in self.by_tier
+            ],
             "by_task": [{"task_type": name, **spend.as_dict()} for name, spend in self.by_task.items()],
             "by_tenant": [{"tenant": name, **spend.as_dict()} for name, spend in self.by_tenant.items()],
             "escalations": [{"from": a, "to": b, "jobs": n} for (a, b), n in self.escalations.items()],
@@ -184,10 +197,14 @@ class Bill:
 
 def _spend_fields(spend: Spend) -> dict[str, Any]:
     d = spend.as_dict()
-    return {k: d[k] for k in ("cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens", "tokens", "saved_usd")}
+    return {
+        k: d[k] for k in ("cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens", "tokens", "saved_usd")
+    }
 
 
-def build_bill(engine: Engine, config: Config, batch_id: uuid.UUID | None = None, since: datetime | None = None) -> Bill:
+def build_bill(
+    engine: Engine, config: Config, batch_id: uuid.UUID | None = None, since: datetime | None = None
+) -> Bill:
     """Read the bill for one batch, or every batch, optionally only from `since` on."""
     scope = Scope(batch_id, since)
     top = config.tiers[-1]
@@ -197,7 +214,9 @@ def build_bill(engine: Engine, config: Config, batch_id: uuid.UUID | None = None
         _read_jobs(conn, scope, params, bill)
         _read_spend(conn, scope, params, bill)
         bill.latency_ms = {m: (p50, p95) for m, p50, p95 in conn.execute(text(LATENCY.format(c=scope.calls())), params)}
-        bill.baseline_cost_usd, bill.baseline_unpriced_jobs = _baseline(conn, scope, params, config, bill.baseline_model)
+        bill.baseline_cost_usd, bill.baseline_unpriced_jobs = _baseline(
+            conn, scope, params, config, bill.baseline_model
+        )
         for start, tier, count in conn.execute(text(PATHS.format(j=scope.jobs())), params):
             _add_path(config, bill.escalations, start, tier, count)
         bill.compression = _compression(conn, scope, params, config)
@@ -236,7 +255,9 @@ def _read_outcomes(conn: Connection, scope: Scope, params: dict[str, Any], bill:
     bill.budget_failed = conn.execute(text(BUDGET_FAILED.format(j=scope.jobs())), params).scalar_one()
 
 
-def _baseline(conn: Connection, scope: Scope, params: dict[str, Any], config: Config, model: str) -> tuple[Decimal, int]:
+def _baseline(
+    conn: Connection, scope: Scope, params: dict[str, Any], config: Config, model: str
+) -> tuple[Decimal, int]:
     uncached, cached, completion, unpriced, removed = conn.execute(text(BASELINE.format(c=scope.calls())), params).one()
     # Price.cost is linear in the tokens, so pricing the sums equals summing each job's price exactly.
     prompt = int(uncached) + int(cached) + int(removed)

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from producer.prompts import PromptSpec
-from producer.records import Overlong, Record, Rejection, RejectKind, check_id, reject
+from producer.inputs.prompts import PromptSpec
+from producer.inputs.records import Overlong, Record, Rejection, RejectKind, check_id, reject
 from tierq.errors import InputError
 
 DELIMITERS = (",", "\t", ";", "|")
@@ -110,7 +110,9 @@ def _skipped(bad: dict[int, str], before: int) -> Iterator[Rejection]:
         yield reject(line_no, bad.pop(line_no), RejectKind.TOO_LONG)
 
 
-def _row_problem(row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, str]) -> Rejection | None:
+def _row_problem(
+    row: Sequence[str], header: Sequence[str], start: int, end: int, bad: dict[int, str]
+) -> Rejection | None:
     if bad:
         for line_no in range(start, end + 1):
             if line_no in bad:

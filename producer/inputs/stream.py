@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from producer.csv_input import read_csv, sniff_delimiter
-from producer.openai_input import read_openai_batch
-from producer.prompts import PromptSpec
-from producer.records import (
+from producer.inputs.csv_input import read_csv, sniff_delimiter
+from producer.inputs.openai_input import read_openai_batch
+from producer.inputs.prompts import PromptSpec
+from producer.inputs.records import (
     Overlong,
     Record,
     Rejection,

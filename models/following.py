@@ -1,0 +1,96 @@
+"""Jobs that wait for a leader asking the same question (the waiting half of the state machine in
+`models.lifecycle`).
+
+A job whose prompt another job (its leader) is already answering parks as waiting instead of calling a
+model; when the leader succeeds its followers share the answer, and when it fails or vanishes they are
+routed again, one of them leading the next attempt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import Connection, text
+
+from models.lifecycle import PENDING, SUCCEEDED, WAITING, Outbox
+from tierq.contract import classify_message
+
+
+def park(conn: Connection, message: uuid.UUID, followers: Mapping[int, tuple[int, int]]) -> list[int]:
+    """pending -> waiting: jobs (job -> (leader job, cache entry)) wait for a leader's answer."""
+    if not followers:
+        return []
+    items = sorted(followers.items())
+    return list(
+        conn.execute(
+            text(
+                f"UPDATE jobs AS j SET status = '{WAITING}', follows = v.leader, cache_entry = v.entry, "
+                "updated_at = now() "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaders AS bigint[]), CAST(:entries AS bigint[])) "
+                f"AS v(id, leader, entry) WHERE j.id = v.id AND j.status = '{PENDING}' AND j.handoff = :me "
+                "RETURNING j.id"
+            ),
+            {
+                "ids": [i for i, _ in items],
+                "leaders": [f[0] for _, f in items],
+                "entries": [f[1] for _, f in items],
+                "me": message,
+            },
+        ).scalars()
+    )
+
+
+def mark_leaders(conn: Connection, message: uuid.UUID, leaders: Mapping[int, int]) -> None:
+    """Remember the cache entry each leading job must fill once answered (job -> entry)."""
+    if leaders:
+        items = sorted(leaders.items())
+        conn.execute(
+            text("UPDATE jobs AS j SET cache_entry = v.entry FROM unnest(CAST(:ids AS bigint[]), "
+                 "CAST(:entries AS bigint[])) AS v(id, entry) WHERE j.id = v.id AND j.handoff = :me"),
+            {"ids": [i for i, _ in items], "entries": [e for _, e in items], "me": message},
+        )
+
+
+def answer_followers(conn: Connection, leader: int, content: str, model: str, tier: str) -> list[tuple[int, uuid.UUID]]:
+    """waiting -> succeeded: the jobs that waited on `leader` share its answer; (job, batch) of each."""
+    rows = conn.execute(
+        text(f"UPDATE jobs SET status = '{SUCCEEDED}', content = :c, model = :m, tier = :t, follows = NULL, "
+             "start_tier = COALESCE(start_tier, :t), attempts = attempts + 1, finished_at = now(), updated_at = now() "
+             f"WHERE follows = :leader AND status = '{WAITING}' RETURNING id, batch_id"),
+        {"c": content, "m": model, "t": tier, "leader": leader},
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def release_followers(conn: Connection, outbox: Outbox, leaders: Sequence[int], chunk: int) -> int:
+    """waiting -> pending: the followers of failed or vanished leaders are routed again, `chunk` to a
+    classify message; one of each question's followers will lead."""
+    if not leaders:
+        return 0
+    rows = conn.execute(
+        text(f"SELECT id, batch_id FROM jobs WHERE follows = ANY(:leaders) AND status = '{WAITING}' ORDER BY id "
+             "FOR UPDATE"), {"leaders": list(leaders)},
+    ).all()
+    planned = [(uuid.uuid4(), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    flat = [(r[0], message) for message, part in planned for r in part]
+    if not flat:
+        return 0
+    moved = set(conn.execute(
+        text(f"UPDATE jobs AS j SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = v.handoff, "
+             "handoff_from = NULL, updated_at = now() FROM unnest(CAST(:ids AS bigint[]), CAST(:handoffs AS uuid[])) "
+             f"AS v(id, handoff) WHERE j.id = v.id AND j.status = '{WAITING}' RETURNING j.id"),
+        {"ids": [f[0] for f in flat], "handoffs": [f[1] for f in flat]},
+    ).scalars())
+    for message, part in planned:
+        kept = [r[0] for r in part if r[0] in moved]
+        if kept:
+            outbox.add(classify_message(kept, part[0][1], message))
+    return len(moved)
+
+
+def touch_waiting(conn: Connection, ids: Sequence[int]) -> None:
+    """Note that a follow check looked at these waiting jobs (the reconciler's sign that one still will)."""
+    if ids:
+        conn.execute(text(f"UPDATE jobs SET updated_at = now() WHERE id = ANY(:ids) AND status = '{WAITING}'"),
+                     {"ids": list(ids)})
