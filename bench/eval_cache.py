@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from docs_section import write_section
 
-from producer.quality import wilson
+from producer.bill.quality import wilson
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
 from tierq.cache.identifiers import fingerprint, names, substituted
 
