@@ -9,6 +9,7 @@ the owning message again (same id) is safe: ownership guards make a copy still o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
@@ -87,9 +88,13 @@ def stale_followers(conn: Connection, age_s: float) -> list[int]:
     ).scalars())
 
 
-def lost(conn: Connection, live: LiveMessages, age_s: float, batch_id: uuid.UUID | None = None) -> list[Stale]:
-    """Stale jobs that no message will move: pending or queued ones whose message is not live, and running
+def lost(conn: Connection, live: LiveMessages, age_s: float, batch_id: uuid.UUID | None = None,
+         lengths: Callable[[Sequence[str]], Mapping[str, int]] | None = None) -> list[Stale]:
+    """Stale jobs that no message will move: pending or queued ones whose message is not live, or live but
+    overdue (the broker lost it; `lengths` gives the queues' depths, see `LiveMessages.overdue`), and running
     ones whose lease ran out (their worker died; publishing again is harmless if the broker also does)."""
     groups = stale(conn, age_s, batch_id)
-    alive = live.live([g.message for g in groups if g.status is not RUNNING])
+    waiting = [g for g in groups if g.status is not RUNNING]
+    alive = live.live([g.message for g in waiting])
+    alive -= live.overdue([(g.message, g.to_message().queue) for g in waiting if g.message in alive], age_s, lengths)
     return [g for g in groups if g.status is RUNNING or g.message not in alive]

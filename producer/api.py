@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -155,11 +155,17 @@ class Tierq:
 
     def stuck(self, batch_id: uuid.UUID | str | None = None) -> int:
         """Jobs (of one batch, or of all) that no message will move: unchanged for `stuck_after_s` with no
-        live message. The workers' reconciler publishes their messages again; `recover` does it now."""
+        live message, or one the broker lost (models.stale.lost). The workers' reconciler publishes their
+        messages again; `recover` does it now."""
         with self.engine.connect() as conn:
             groups = stale.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s,
-                                    _uuid(batch_id) if batch_id else None)
+                                _uuid(batch_id) if batch_id else None, self._queue_lengths)
         return sum(len(group.ids) for group in groups)
+
+    def _queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
+        from tierq.broker import lengths_or_unknown
+
+        return lengths_or_unknown(self.settings.broker, queues)
 
     def wait(
         self, batch_id: uuid.UUID | str, *, timeout: float | None = None, poll_s: float = 0.5,

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from migrations import alembic_config, current_revision, head_revision
 from models import stale
 from producer.broker import make_sender
-from producer.metrics import REDIS_SCHEMES, queue_lengths
+from tierq.broker import REDIS_SCHEMES, lengths_or_unknown, queue_lengths
 from tierq.config import Config, ProviderConfig
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
@@ -222,7 +222,8 @@ def check_stuck(settings: Settings, config: Config, timeout: float) -> Check:
     age = config.worker.stuck_after_s
     try:
         with engine.connect() as conn:
-            groups = stale.lost(conn, LiveMessages(client), age)
+            groups = stale.lost(conn, LiveMessages(client), age,
+                                lengths=lambda queues: lengths_or_unknown(settings.broker, queues, timeout))
     except (SQLAlchemyError, redis.RedisError) as exc:
         return Check("stuck jobs", State.PROBLEM, f"could not look: {_first_line(exc)}", "see the checks above")
     finally:

@@ -11,66 +11,26 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, cast
 
 import redis
-from kombu.connection import Connection
 from kombu.exceptions import KombuError
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import make_engine
+from tierq.broker import queue_lengths
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import TierqError
 from tierq.settings import Settings
 
 log = logging.getLogger(__name__)
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 JOBS_SQL = "SELECT status, coalesce(tier, ''), count(*) FROM jobs GROUP BY 1, 2"
 CALLS_SQL = (
     "SELECT model, outcome, count(*), coalesce(sum(cost_usd), 0), coalesce(sum(saved_usd), 0) "
     "FROM calls GROUP BY 1, 2"
 )
-
-
-def _redis_keys(queue: str) -> list[str]:
-    # kombu keeps one Redis list per priority step; a message without a priority sits in the plain name.
-    return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
-
-
-def queue_lengths(broker_url: str, queues: Sequence[str], timeout: float = 3.0) -> dict[str, int]:
-    """Messages waiting in each queue (each message is a chunk of jobs); unknown queues count as empty."""
-    if broker_url.startswith(REDIS_SCHEMES):
-        client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                for queue in queues:
-                    for key in _redis_keys(queue):
-                        pipe.llen(key)
-                sizes = [int(size) for size in pipe.execute()]
-        finally:
-            client.close()
-        steps = len(PRIORITY_STEPS)
-        return {queue: sum(sizes[i * steps : (i + 1) * steps]) for i, queue in enumerate(queues)}
-    return _declared_lengths(broker_url, queues, timeout)
-
-
-def _declared_lengths(broker_url: str, queues: Sequence[str], timeout: float) -> dict[str, int]:
-    lengths: dict[str, int] = {}
-    with cast(Any, Connection)(broker_url, connect_timeout=timeout) as conn:  # kombu has no type hints
-        for queue in queues:
-            # A passive declare of a missing queue closes its channel, so each queue gets its own.
-            channel = conn.channel()
-            try:
-                lengths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except conn.channel_errors:
-                lengths[queue] = 0
-            finally:
-                channel.close()
-    return lengths
 
 
 class TierqCollector:

@@ -63,7 +63,7 @@ class Publisher:
         sent = 0
         try:
             if self.live is not None:
-                self.live.add(m.id for m in pending)
+                self.live.add((m.id, m.countdown) for m in pending)
             with self.app.producer_or_acquire() as producer:
                 for message in pending:
                     self.app.send_task(message.task, args=list(message.args), kwargs=message.kwargs,

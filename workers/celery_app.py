@@ -8,6 +8,7 @@ longer live, and answers `tierq doctor`'s question about which configuration it 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -17,6 +18,8 @@ from celery.worker.control import inspect_command
 from tierq.errors import TierqError
 from tierq.queues import celery_config
 from tierq.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
@@ -53,6 +56,21 @@ def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
     except TierqError as exc:
         print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
+
+
+@signals.task_prerun.connect
+def _started(task_id: str, task: Any, **_: Any) -> None:
+    # Messages of this queue due well before this one are not waiting in it any more (tierq/live.py).
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    if queue:
+        from redis.exceptions import RedisError
+
+        from workers.context import get_context
+
+        try:
+            get_context(app).live.started(queue, task_id)
+        except RedisError as exc:  # only a hint for the reconciler; the task meets the outage itself
+            log.debug("could not mark %s as started: %s", task_id, exc)
 
 
 @signals.task_postrun.connect

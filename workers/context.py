@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from models import make_engine
 from models.lifecycle import Outbox
+from tierq.broker import lengths_or_unknown
 from tierq.cache import CacheStore, Embedder
 from tierq.cache.factory import make_cache, make_embedder
 from tierq.config import Config
@@ -124,6 +125,10 @@ class WorkerContext:
     def longest_countdown_s(self) -> float:
         """The longest delay a message may carry (see tierq.queues.longest_countdown_s)."""
         return longest_countdown_s(self.config, self.settings.visibility_timeout_s)
+
+    def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages waiting in each of `queues` at the broker (tierq.broker.UNKNOWN while it does not answer)."""
+        return lengths_or_unknown(self.settings.broker, queues, timeout=10.0)
 
     def publish(self, outbox: Outbox | Sequence[Message]) -> None:
         """Send the messages of a committed transaction."""

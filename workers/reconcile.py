@@ -1,8 +1,8 @@
 """The safety net: jobs that no message will ever move are published again, or failed after a few tries.
 
 Whatever the cause (a task that failed, a message lost by a broker, a publish that never happened, a
-worker killed mid-call), a job that is not final, has not changed for `stuck_after_s`, and whose
-message is not live (tierq/live.py) gets its message published again, up to `max_recoveries` times;
+worker killed mid-call), a job that is not final, has not changed for `stuck_after_s`, and whose message
+is not live or is overdue (tierq/live.py) gets its message published again, up to `max_recoveries` times;
 then it fails with a reason that says so. Followers whose follow checks stopped are routed again.
 Every worker process runs it every `reconcile_every_s`; a lock in Redis lets one run at a time.
 """
@@ -54,7 +54,7 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
     republished = failed = released = 0
     ended: list[int] = []
     with ctx.engine.begin() as conn:
-        for group in stale.lost(conn, ctx.live, age):
+        for group in stale.lost(conn, ctx.live, age, lengths=ctx.queue_lengths):
             if group.recoveries >= rules.max_recoveries:
                 gone = stale.give_up(conn, group, give_up_reason(group, group.recoveries))
                 ended += gone

@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from models import make_engine
 from producer.broker import make_sender
-from producer.metrics import TierqCollector, queue_lengths
+from producer.metrics import TierqCollector
+from tierq.broker import queue_lengths
 from tierq.config import load_config
 from tierq.contract import TIER_TASK
 

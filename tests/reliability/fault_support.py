@@ -153,8 +153,21 @@ def final(states: Counter[str]) -> int:
 
 
 def wait_final(stack: Stack, batch_id: uuid.UUID, jobs: int, timeout: float) -> None:
-    """Wait until all `jobs` of the batch are final; fail with the batch's states after `timeout` seconds."""
-    wait_until(lambda: final(job_states(stack, batch_id)) == jobs, timeout, lambda: job_states(stack, batch_id))
+    """Wait until all `jobs` of the batch are final; fail with the batch's states and its unfinished jobs
+    after `timeout` seconds."""
+    wait_until(lambda: final(job_states(stack, batch_id)) == jobs, timeout,
+               lambda: (job_states(stack, batch_id), unfinished(stack, batch_id)))
+
+
+def unfinished(stack: Stack, batch_id: uuid.UUID, limit: int = 5) -> list[dict[str, Any]]:
+    """A few of the batch's jobs that are not final, with what says who should move them."""
+    with stack.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT id, status, tier, handoff, handoff_from, lease_until, recoveries, attempts, holds, "
+            "now() - updated_at AS unchanged FROM jobs WHERE batch_id = :b "
+            "AND status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY id LIMIT :n"),
+            {"b": batch_id, "n": limit}).mappings().all()
+    return [dict(row) for row in rows]
 
 
 def concurrency(log: Path) -> int:

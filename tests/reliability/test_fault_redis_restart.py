@@ -29,6 +29,9 @@ from sqlalchemy import text
 
 JOBS = 300
 DOWN_S = 5
+# A message a worker popped just before the server stopped, and had not recorded as unacknowledged yet, is
+# gone after the restart; the reconciler must find its jobs and publish it again within the test's wait.
+RECONCILE = {"stuck_after_s": 10, "reconcile_every_s": 2}
 
 
 def records(n: int) -> list[dict[str, str]]:
@@ -47,7 +50,7 @@ def test_a_redis_restart_mid_batch_loses_no_job(clean: Stack, tmp_path: Path) ->
     (tmp_path / "redis").mkdir()
     server = RedisServer(tmp_path / "redis")
     server.start()
-    config = fault_config(tmp_path / "restart.toml", worker={"tier_chunk": 10})
+    config = fault_config(tmp_path / "restart.toml", worker={"tier_chunk": 10, **RECONCILE})
     clean.simulate({"latency_ms": 100, "latency_jitter_ms": 1400})
     try:
         with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=server.url, TIERQ_REDIS_URL=server.url,

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from migrations import upgrade
 from models import make_engine
 from producer.views import status_lines
+from tierq.live import LiveMessages
 
 FAST = {"stuck_after_s": 1, "reconcile_every_s": 0.5}
 
@@ -95,8 +96,17 @@ def test_lost_messages_and_dead_workers_are_recovered(clean: Stack, tmp_path: Pa
                                 lease_until=time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(time.time() - 600)))
         leader = stuck_job(engine, "failed")
         follower = stuck_job(engine, "waiting", follows=leader)
+        # Published (so live) an hour ago, then lost by the broker: taken from its queue by a worker that died
+        # before the broker recorded it as unacknowledged.
+        taken_and_lost = stuck_job(engine, "queued", tier="warm")
+        with engine.connect() as conn:
+            handoff = conn.execute(text("SELECT handoff FROM jobs WHERE id = :j"), {"j": taken_and_lost}).scalar_one()
+        live = LiveMessages(redis.Redis.from_url(dep.env["TIERQ_REDIS_URL"]))
+        live.add([(handoff, -3600.0)])
+        live.sent([handoff])
+        assert live.live([handoff]) == {handoff}
         dep.start("classify,hot,warm,cold", "all")
-        for job in (never_sent, lost_on_its_tier, dead_worker):
+        for job in (never_sent, lost_on_its_tier, dead_worker, taken_and_lost):
             assert wait_for(engine, job, "succeeded")[2] == 1  # published again once
         assert wait_for(engine, follower, "succeeded")[0] == "succeeded"
         log = dep.log("all").read_text(errors="replace")
