@@ -40,6 +40,7 @@ class CostRow:
     latency_ms: int = 0
     outcome: CallOutcome
     error: str | None = None
+    via_batch: bool = False  # answered through a provider's batch API, at its batch prices
 
 
 # The annotations are strings (postponed evaluation), so the array type of a column follows from its text.

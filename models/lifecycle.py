@@ -63,15 +63,20 @@ class Lease:
     owner: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-def _groups(routes: Mapping[int, str], chunk: int) -> list[tuple[str, list[int]]]:
+# Jobs per message: one size for every tier, or per tier (a batch-mode tier sends bigger provider batches).
+Chunks = int | Mapping[str, int]
+
+
+def _groups(routes: Mapping[int, str], chunk: Chunks) -> list[tuple[str, list[int]]]:
     by_tier: dict[str, list[int]] = defaultdict(list)
     for job_id, tier in sorted(routes.items()):
         by_tier[tier].append(job_id)
-    return [(tier, ids[i : i + chunk]) for tier, ids in by_tier.items() for i in range(0, len(ids), chunk)]
+    sizes = {tier: chunk if isinstance(chunk, int) else chunk[tier] for tier in by_tier}
+    return [(tier, ids[i : i + sizes[tier]]) for tier, ids in by_tier.items() for i in range(0, len(ids), sizes[tier])]
 
 
 def _queue(
-    conn: Connection, outbox: Outbox, routes: Mapping[int, str], chunk: int, guard: str, params: dict[str, Any],
+    conn: Connection, outbox: Outbox, routes: Mapping[int, str], chunk: Chunks, guard: str, params: dict[str, Any],
     *, batch_id: uuid.UUID | None, sets: str = "", countdown: float | None = None,
 ) -> int:
     """Queue jobs on their tiers under new messages (`chunk` jobs each); `guard` says which jobs may move."""
@@ -95,21 +100,21 @@ def _queue(
     return len(moved)
 
 
-def route(conn: Connection, outbox: Outbox, routes: Mapping[int, str], message: uuid.UUID, chunk: int,
+def route(conn: Connection, outbox: Outbox, routes: Mapping[int, str], message: uuid.UUID, chunk: Chunks,
           batch_id: uuid.UUID | None) -> int:
     """pending -> queued: the classify step's choice of starting tier (job -> tier)."""
     return _queue(conn, outbox, routes, chunk, f"j.status = '{PENDING}' AND j.handoff = :me", {"me": message},
                   batch_id=batch_id)
 
 
-def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: int,
+def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
              batch_id: uuid.UUID | None) -> int:
     """running -> queued at the next tier: the cascade."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
                   batch_id=batch_id, sets=", escalations = j.escalations + 1, held_since = NULL")
 
 
-def hold(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: int,
+def hold(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
          batch_id: uuid.UUID | None, countdown: float) -> int:
     """running -> queued at the same tier, due after `countdown` s: a rate limit, budget or outage holds it."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
@@ -153,7 +158,7 @@ def _keep_candidates(conn: Connection, picks: Sequence[Candidate], source: str, 
     )
 
 
-def audit(conn: Connection, outbox: Outbox, lease: Lease, picks: Sequence[Candidate], reference: str, chunk: int,
+def audit(conn: Connection, outbox: Outbox, lease: Lease, picks: Sequence[Candidate], reference: str, chunk: Chunks,
           batch_id: uuid.UUID | None) -> int:
     """running -> queued at the reference tier, the answer kept as the candidate: an audit."""
     if not picks:
@@ -164,7 +169,7 @@ def audit(conn: Connection, outbox: Outbox, lease: Lease, picks: Sequence[Candid
 
 
 def audit_cached(conn: Connection, outbox: Outbox, message: uuid.UUID, picks: Sequence[Candidate], reference: str,
-                 chunk: int, batch_id: uuid.UUID | None) -> int:
+                 chunk: Chunks, batch_id: uuid.UUID | None) -> int:
     """pending -> queued at the reference tier, a semantic cache hit kept as the candidate: an audit."""
     if not picks:
         return 0
@@ -350,7 +355,7 @@ def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int]:
     ).scalars())
 
 
-def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after: int, chunk: int) -> list[int]:
+def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after: int, chunk: Chunks) -> list[int]:
     """failed -> pending, one chunk in id order after `after`, routed afresh: attempts and cost rows stay."""
     message = uuid.uuid4()
     ids = sorted(conn.execute(

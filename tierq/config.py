@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -54,8 +54,13 @@ class ModelConfig(_Strict):
     rpm: int | None = Field(default=None, gt=0, description="requests per minute, shared by all workers")
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, shared by all workers")
     logprobs: bool = Field(default=False, description="ask for token log-probabilities (the router reads them)")
+    # Provider batch prices (a tier in mode "batch"): given, or the list prices times batch_discount.
+    batch_input_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
+    batch_output_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
+    batch_discount: Decimal = Field(default=Decimal("0.5"), gt=0, le=1, description="batch price / list price")
 
-    @field_validator("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok")
+    @field_validator("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+                     "batch_input_usd_per_mtok", "batch_output_usd_per_mtok")
     @classmethod
     def _exact_price(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and value != value.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
@@ -70,6 +75,16 @@ class ModelConfig(_Strict):
             self.input_usd_per_mtok, self.output_usd_per_mtok, cached if cached is not None else self.input_usd_per_mtok
         )
 
+    @property
+    def batch_price(self) -> Price:
+        """The model's prices through a provider's batch API: the batch prices given, else the list prices
+        times `batch_discount` (Decimal arithmetic, exact)."""
+        listed, off = self.price, self.batch_discount
+        given_in, given_out = self.batch_input_usd_per_mtok, self.batch_output_usd_per_mtok
+        return Price(given_in if given_in is not None else listed.input * off,
+                     given_out if given_out is not None else listed.output * off,
+                     given_in if given_in is not None else listed.cached_input * off)
+
 
 class TierConfig(_Strict):
     """One tier: its queue has the tier's name; the first model is used, the next ones on provider errors."""
@@ -81,6 +96,15 @@ class TierConfig(_Strict):
     retry_base_s: float = Field(default=0.5, gt=0, description="first backoff; doubles per retry, with jitter")
     retry_max_s: float = Field(default=30.0, gt=0, description="cap of one backoff or Retry-After wait")
     max_tokens: int | None = Field(default=None, gt=0)
+    # "batch": the tier's jobs go to the provider's batch API (half price, answers within batch_window).
+    mode: Literal["interactive", "batch"] = "interactive"
+    batch_window: str = Field(default="24h", pattern=r"^[0-9]+h$", description="the provider's completion window")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="how often an open provider batch is looked at")
+    batch_max_requests: int = Field(default=1000, ge=1, le=50_000, description="requests per provider batch (jobs "
+                                    "per message of this tier)")
+    batch_fallback: Literal["interactive", "next"] = Field(
+        default="interactive", description="where a provider batch's unfinished requests go when it expires, "
+        "fails or is cancelled: this tier's models called directly, or the next tier")
 
 
 class RuleConfig(_Strict):
@@ -214,6 +238,11 @@ class Config(_Strict):
     def tier_index(self, name: str) -> int:
         """Position of the tier in escalation order (0 is the cheapest)."""
         return self.tier_names.index(self.tier(name).name)
+
+    @property
+    def tier_chunks(self) -> dict[str, int]:
+        """Jobs per tier message: `[worker] tier_chunk`, or `batch_max_requests` for a batch-mode tier."""
+        return {t.name: t.batch_max_requests if t.mode == "batch" else self.worker.tier_chunk for t in self.tiers}
 
     def next_tier(self, name: str) -> str | None:
         """The tier a failed job escalates to, or None after the last."""

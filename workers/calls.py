@@ -102,7 +102,7 @@ async def _try_model(
 ) -> _Next:
     model = config.models[name]
     timeout = tier.timeout_s or config.providers[model.provider].timeout_s
-    params = _params_for(work.params, tier, model.max_output_tokens)
+    params = params_for(work.params, tier, model.max_output_tokens)
     for retry in range(tier.max_retries + 1):
         gate = await gates.before(tier, name, work.messages, params, work.batch_id, work.budgeted)
         if isinstance(gate, Stop):
@@ -112,12 +112,7 @@ async def _try_model(
             result.hold = gate
             return _Next.MODEL if gate.kind is HoldKind.OUTAGE else _Next.DONE
         record = await client.call(name, work.messages, params, timeout, config.answers)
-        result.records.append(record)  # first: whatever fails next, this call is recorded (and its answer kept)
-        validate(record, work.check, tier.name, work.messages)
-        if record.outcome is CallOutcome.OK and work.second_look is not None:
-            _second_look(work.second_look, record, result, work.job_id)
-        if record.outcome is CallOutcome.OK:
-            result.answer, result.hold = record, None
+        take(record, work, tier.name, result)
         unreachable = await gates.after(gate, record)
         if result.answer is not None:
             return _Next.DONE
@@ -139,6 +134,17 @@ async def _try_model(
     return _Next.MODEL
 
 
+def take(record: CallRecord, work: JobWork, tier: str, result: TierResult) -> None:
+    """Add a call to the job's result: recorded first (whatever fails next, it is paid for), then judged by
+    the job's validator and the learned router; a good answer becomes the result's answer."""
+    result.records.append(record)
+    validate(record, work.check, tier, work.messages)
+    if record.outcome is CallOutcome.OK and work.second_look is not None:
+        _second_look(work.second_look, record, result, work.job_id)
+    if record.outcome is CallOutcome.OK:
+        result.answer, result.hold = record, None
+
+
 def _second_look(look: SecondLook, record: CallRecord, result: TierResult, job_id: int) -> None:
     """The learned router's verdict on a valid answer; a router that fails keeps the answer (it is paid for)."""
     try:
@@ -151,7 +157,8 @@ def _second_look(look: SecondLook, record: CallRecord, result: TierResult, job_i
         result.jump_to = doubt.tier
 
 
-def _params_for(params: dict[str, Any], tier: TierConfig, model_cap: int | None) -> dict[str, Any]:
+def params_for(params: dict[str, Any], tier: TierConfig, model_cap: int | None) -> dict[str, Any]:
+    """The job's parameters for a call at `tier`, with the tier's (or model's) output cap unless it set one."""
     chosen = dict(params)
     if "max_tokens" not in chosen and "max_completion_tokens" not in chosen:
         limit = tier.max_tokens or model_cap

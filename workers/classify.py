@@ -97,11 +97,11 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     with ctx.engine.begin() as conn:
         cached = answer_from_cache(conn, {j: a for j, a in dedup.hits.items() if j not in audited}, message_id)
         audit_hits(conn, outbox, audited, dedup.semantic, message_id, ctx.config.reference_tier,
-                   ctx.config.worker.tier_chunk, batch)
+                   ctx.config.tier_chunks, batch)
         parked = following.park(conn, message_id, dedup.followers)
         following.mark_leaders(conn, message_id, dedup.leaders)
         to_queue = {j: t for j, t in routes.items() if j not in dedup.hits and j not in dedup.followers}
-        lifecycle.route(conn, outbox, to_queue, message_id, ctx.config.worker.tier_chunk, batch)
+        lifecycle.route(conn, outbox, to_queue, message_id, ctx.config.tier_chunks, batch)
         lifecycle.fail(conn, message_id, failed, final=True)
         if waiting:
             countdown = min(ctx.longest_countdown_s, max(0.5, max(waiting.values())))

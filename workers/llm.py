@@ -21,7 +21,7 @@ from models.costs import CostRow
 from models.enums import CallOutcome
 from tierq.config import AnswerConfig, Config, ModelConfig
 from tierq.messages import estimated_prompt_tokens
-from tierq.money import ZERO, Usage, estimate_tokens
+from tierq.money import ZERO, Price, Usage, estimate_tokens
 from tierq.params import PASSED_PARAMS
 from tierq.settings import Settings
 from workers.answers import judge
@@ -51,6 +51,7 @@ class CallRecord:
     retry_after: float | None = None
     status: int | None = None  # the HTTP status of a failed call
     logprobs: tuple[float, float] | None = None  # mean and least token log-probability, when asked for and given
+    via_batch: bool = False  # answered through the provider's batch API
 
     def cost_row(self, *, job_id: int, batch_id: uuid.UUID, attempt: int, tier: str) -> CostRow:
         """The cost-table row of this call."""
@@ -59,7 +60,7 @@ class CallRecord:
                        provider=self.provider, prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
                        usage_estimated=usage.estimated, cost_usd=self.cost_usd, latency_ms=self.latency_ms,
-                       outcome=self.outcome, error=self.error)
+                       outcome=self.outcome, error=self.error, via_batch=self.via_batch)
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -124,11 +125,11 @@ class ModelClient:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
             return self._failure(openai.APIResponseValidationError(raw, None, message=f"not JSON ({exc})"), record)
         record.latency_ms = int((time.perf_counter() - started) * 1000)
-        return self._answered(response, record, model, messages, rules)
+        return self.answered(response, record, model, messages, rules)
 
-    def _answered(
-        self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]], rules: AnswerConfig
-    ) -> CallRecord:
+    def answered(self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]],
+                 rules: AnswerConfig, price: Price | None = None) -> CallRecord:
+        """Judge a chat completion (parsed JSON) into `record`, priced at `price` (the model's list price)."""
         if not isinstance(response, dict):
             record.outcome, record.error = CallOutcome.ERROR, "invalid response: not a chat completion"
             return record
@@ -137,7 +138,7 @@ class ModelClient:
         message = _get(choice, "message")
         content, refusal = _text(_get(message, "content")), _text(_get(message, "refusal"))
         record.usage = _usage(_get(response, "usage"), messages, content or refusal or "")
-        record.cost_usd = model.price.cost(record.usage)
+        record.cost_usd = (price or model.price).cost(record.usage)
         finish = _get(choice, "finish_reason")
         verdict = judge(content, refusal, finish if isinstance(finish, str) else None, rules)
         record.outcome = verdict.outcome
@@ -145,6 +146,21 @@ class ModelClient:
         record.error = verdict.reason
         record.logprobs = _logprob_summary(_get(choice, "logprobs"))
         return record
+
+    def failed(self, record: CallRecord, status: int | None, message: str) -> CallRecord:
+        """Record a failure the provider reported without an exception (a batch's error line)."""
+        if status is None:
+            record.outcome = CallOutcome.ERROR
+        else:
+            record.outcome = (CallOutcome.RATE_LIMITED if status == 429 else CallOutcome.HTTP_5XX if status >= 500
+                              else CallOutcome.HTTP_4XX)
+        record.status, record.error = status, f"HTTP {status}: " if status else ""
+        record.error += scrub(message, self._secrets)[:300]
+        return record
+
+    def provider_client(self, provider: str) -> openai.AsyncOpenAI:
+        """The provider's client (its files and batches endpoints)."""
+        return self._client(provider)
 
     def _failure(self, exc: openai.APIError, record: CallRecord) -> CallRecord:
         unreachable = _unreachable(exc) if isinstance(exc, openai.APIConnectionError) else None

@@ -27,6 +27,7 @@ from workers.dbretry import is_transient, with_db_retry
 from workers.gates import Hold, HoldKind
 from workers.outcome import Outcome, sort
 from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
+from workers.provider_batches import run_batch_tier
 from workers.sharing import answer_followers
 from workers.store import ClaimedJob, claimed_jobs
 
@@ -50,6 +51,8 @@ class TierSummary:
 def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
     """Answer the jobs this message owns at `tier_name`; safe to run again for the same message."""
     tier = ctx.config.tier(tier_name)
+    if tier.mode == "batch":
+        return _batch_step(ctx, tier, job_ids, message_id)
     lease = Lease(message_id)
     outbox = Outbox()
     busy: float | None = None
@@ -74,6 +77,24 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
         results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else ([], {})
         summary = _finish(ctx, tier, jobs, results, findings, lease)
     return summary if busy is None else TierSummary(**{**_fields(summary), "requeued": True})
+
+
+def _batch_step(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
+    """One step of a batch-mode tier message (workers/provider_batches.py), finished by the same code."""
+    done: list[TierSummary] = []
+
+    def interactive(jobs: list[ClaimedJob], lease: Lease) -> None:
+        ctx.learned.refresh()
+        results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs))
+        done.append(_finish(ctx, tier, jobs, results, findings, lease))
+
+    def finish(jobs: list[ClaimedJob], results: list[TierResult], lease: Lease) -> None:
+        done.append(_finish(ctx, tier, jobs, results, {}, lease))
+
+    step = run_batch_tier(ctx, tier, job_ids, message_id, interactive, finish)
+    total = {name: sum(getattr(s, name) for s in done) for name in _fields(TierSummary(0, 0, 0, 0, 0))
+             if name != "requeued"}
+    return TierSummary(**{**total, "claimed": step.claimed, "requeued": step.requeued})
 
 
 def _fields(summary: TierSummary) -> dict[str, Any]:
@@ -161,7 +182,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
     outbox = Outbox()
     batch = jobs[0].batch_id if jobs else None
-    chunk = ctx.config.worker.tier_chunk
+    chunk = ctx.config.tier_chunks
     countdown = min(ctx.longest_countdown_s, max(0.5, out.hold_after_s) * random.uniform(1.0, 1.5))
 
     tries = 0

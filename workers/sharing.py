@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from models import following, lifecycle
 from models.costs import CostRow, record_calls
 from models.enums import CallOutcome
-from models.lifecycle import Candidate, Outbox
+from models.lifecycle import Candidate, Chunks, Outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def answer_from_cache(conn: Connection, hits: dict[int, SharedAnswer], message_i
 
 
 def audit_hits(conn: Connection, outbox: Outbox, hits: dict[int, SharedAnswer], namespaces: Mapping[int, str],
-               message_id: uuid.UUID, reference: str, chunk: int, batch_id: uuid.UUID | None) -> int:
+               message_id: uuid.UUID, reference: str, chunk: Chunks, batch_id: uuid.UUID | None) -> int:
     """Semantic cache hits picked for an audit: each keeps its cost row, and goes to the reference tier with
     the cached answer as its candidate (and the cache namespace it was served from, for the label)."""
     if not hits:

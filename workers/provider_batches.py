@@ -1,0 +1,289 @@
+"""A tier in mode "batch": its jobs are answered through the provider's batch API, at its batch prices.
+
+Each delivery of a batch-mode tier message claims the message's jobs (models/lifecycle.py), does one step
+and, unless the provider batch has ended, parks them again (`queued` under the same message) and
+publishes the message again due in `batch_poll_s`; no thread waits on a provider batch.
+
+- No provider batch yet: jobs that need more than one plain call (under audit, under a budget, too long
+  for the model) are answered interactively now; the rest get a `provider_batches` row ("creating", with
+  every request's call id) in the same transaction that parks them.
+- "creating": the input file is uploaded and the batch created, each id written as soon as it is known;
+  a delivery that finds a row without a batch id first looks for a provider batch carrying the message id
+  in its metadata, so a worker killed between the provider's answer and the write never sends twice.
+- "open": the batch is looked at; once it has ended, its output and error files are read, every line
+  becomes a call (its call id, usage and batch-price cost) judged exactly like an interactive answer,
+  and the chunk is finished by the same code as an interactive one (workers/process.py: cost rows,
+  validators, escalation, cache fill, followers). Requests the batch did not answer (it expired, failed
+  or was cancelled) go to the tier's models interactively or to the next tier (`batch_fallback`).
+- The batch's jobs all cancelled (`tierq cancel`): the provider batch is cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models import lifecycle
+from models import provider_batch as pb
+from models.enums import CallOutcome
+from models.lifecycle import Lease, Outbox
+from models.provider_batch import ProviderBatch
+from tierq.config import TierConfig
+from tierq.contract import tier_message
+from tierq.messages import estimated_prompt_tokens
+from tierq.money import ZERO, Usage
+from tierq.params import PASSED_PARAMS
+from workers.calls import JobWork, TierResult, params_for, take
+from workers.context import WorkerContext
+from workers.llm import CallRecord
+from workers.store import ClaimedJob, claimed_jobs
+
+log = logging.getLogger(__name__)
+ENDED_STATUSES = {"completed", "failed", "expired", "cancelled"}
+METADATA_KEY = "tierq_message"
+LOOKUP_LIMIT = 500  # recent provider batches searched for a message id before creating another
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStep:
+    """What one delivery did: jobs it answered or finished (`finished`), whether it comes back."""
+
+    claimed: int
+    finished: int
+    requeued: bool
+
+
+def call_id(message: uuid.UUID, job_id: int) -> uuid.UUID:
+    """The id of a job's request in its message's provider batch: the same on every delivery."""
+    return uuid.uuid5(message, str(job_id))
+
+
+def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message: uuid.UUID,
+                   interactive: Any, finish: Any) -> BatchStep:
+    """One step for a batch-mode tier message. `interactive(jobs, lease)` answers jobs the way an
+    interactive tier does and finishes them; `finish(jobs, results, lease)` finishes jobs from results."""
+    lease = Lease(message)
+    outbox = Outbox()
+    with ctx.engine.begin() as conn:
+        lifecycle.resend(conn, outbox, job_ids, message)
+        rows = lifecycle.claim(conn, job_ids, tier.name, lease, ctx.config.worker.lease_s)
+        found = pb.find(conn, message)
+    ctx.publish(outbox)
+    jobs = claimed_jobs(rows)
+    if not jobs:
+        if found is not None and found.state != pb.ENDED:
+            _abandon(ctx, found)
+        return BatchStep(0, 0, False)
+    with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
+        if found is None:
+            now, later = _split(ctx, tier, jobs)
+            if now:
+                interactive(now, lease)
+            if not later:
+                return BatchStep(len(jobs), len(now), False)
+            found = _reserve(ctx, tier, later, lease)
+            jobs = later
+        if found.state == pb.CREATING:
+            found = _create(ctx, tier, found, [job for job in jobs if job.id in found.requests.values()])
+        if found.state == pb.OPEN:
+            found = _look(ctx, found)
+        if found.state != pb.ENDED:
+            _park_and_return(ctx, tier, found, jobs, lease)
+            return BatchStep(len(jobs), 0, True)
+        answered = _read_results(ctx, tier, found, jobs)
+        unanswered = [job for job in jobs if job.id not in answered]
+        if unanswered and tier.batch_fallback == "interactive":
+            log.warning("provider batch %s ended %s with %d requests unanswered; calling them directly",
+                        found.provider_batch_id, found.provider_status, len(unanswered))
+            interactive(unanswered, lease)
+            unanswered = []
+        done = [job for job in jobs if job.id in answered]
+        results = [answered[job.id] for job in done]
+        for job in unanswered:
+            results.append(TierResult(job.id, reason=f"provider batch {found.provider_status}: no answer"))
+            done.append(job)
+        if done:
+            finish(done, results, lease)
+    return BatchStep(len(jobs), len(jobs), False)
+
+
+def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+    """(answered interactively now, sent in a provider batch): audits, budgeted jobs and prompts too long
+    for the tier's first model need more than one plain call."""
+    model = ctx.config.models[tier.models[0]]
+    now: list[ClaimedJob] = []
+    later: list[ClaimedJob] = []
+    for job in jobs:
+        plain = (not job.audit and not job.budgeted
+                 and estimated_prompt_tokens(job.messages) <= model.context_window)
+        (later if plain else now).append(job)
+    return now, later
+
+
+def _reserve(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease: Lease) -> ProviderBatch:
+    """The provider batch's row, written with the jobs parked under it in one transaction."""
+    name = tier.models[0]
+    requests = {str(call_id(lease.message, job.id)): job.id for job in jobs}
+    with ctx.engine.begin() as conn:
+        pb.reserve(conn, lease.message, jobs[0].batch_id, tier.name, name, ctx.config.models[name].provider, requests)
+        found = pb.find(conn, lease.message)
+    assert found is not None
+    return found
+
+
+def _lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> bytes:
+    """The provider input file: one chat-completions request per job, `custom_id` its call id."""
+    model = ctx.config.models[found.model]
+    by_job = {job_id: custom for custom, job_id in found.requests.items()}
+    out = []
+    for job in jobs:
+        params = params_for(job.params, tier, model.max_output_tokens)
+        body = {"model": model.model or found.model, "messages": job.messages,
+                **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
+        out.append(json.dumps({"custom_id": by_job[job.id], "method": "POST", "url": "/v1/chat/completions",
+                               "body": body}, ensure_ascii=False))
+    return ("\n".join(out) + "\n").encode()
+
+
+def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> ProviderBatch:
+    """Upload the input file and create the provider batch, unless an earlier delivery already did."""
+    client = ctx.client.provider_client(found.provider)
+    existing = ctx.loop.run(_lookup(client, found.message_id))
+    if existing is not None:
+        log.warning("provider batch %s of message %s was created by an earlier delivery; not sending it again",
+                    existing, found.message_id)
+        with ctx.engine.begin() as conn:
+            pb.record(conn, found.message_id, provider_batch_id=existing, state=pb.OPEN)
+        return _again(ctx, found)
+    file_id = found.input_file_id
+    if file_id is None:
+        data = _lines(ctx, tier, found, jobs)
+        uploaded = ctx.loop.run(client.files.create(file=(f"tierq-{found.message_id}.jsonl", data), purpose="batch"))
+        file_id = uploaded.id
+        with ctx.engine.begin() as conn:
+            pb.record(conn, found.message_id, input_file_id=file_id)
+    window: Any = tier.batch_window  # the SDK's type says "24h" only; other providers take other windows
+    batch = ctx.loop.run(client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window,
+        metadata={METADATA_KEY: str(found.message_id)}))
+    with ctx.engine.begin() as conn:
+        pb.record(conn, found.message_id, provider_batch_id=batch.id, provider_status=batch.status, state=pb.OPEN)
+    log.info("provider batch %s: %d requests to %s at tier %s", batch.id, len(found.requests), found.model, tier.name)
+    return _again(ctx, found)
+
+
+async def _lookup(client: Any, message: uuid.UUID) -> str | None:
+    """The provider batch already created for `message`, found by its metadata among recent batches."""
+    seen = 0
+    async for batch in client.batches.list(limit=100):
+        if (batch.metadata or {}).get(METADATA_KEY) == str(message):
+            return str(batch.id)
+        seen += 1
+        if seen >= LOOKUP_LIMIT:
+            break
+    return None
+
+
+def _look(ctx: WorkerContext, found: ProviderBatch) -> ProviderBatch:
+    """Ask the provider how the batch is doing; record its status, counts and result files."""
+    client = ctx.client.provider_client(found.provider)
+    batch = ctx.loop.run(client.batches.retrieve(found.provider_batch_id or ""))
+    counts = batch.request_counts.model_dump() if batch.request_counts is not None else None
+    fields: dict[str, Any] = {"provider_status": batch.status, "request_counts": counts,
+                              "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id}
+    if batch.status in ENDED_STATUSES:
+        fields["state"] = pb.ENDED
+    with ctx.engine.begin() as conn:
+        pb.record(conn, found.message_id, **fields)
+    return _again(ctx, found)
+
+
+def _again(ctx: WorkerContext, found: ProviderBatch) -> ProviderBatch:
+    with ctx.engine.connect() as conn:
+        row = pb.find(conn, found.message_id)
+    assert row is not None
+    return row
+
+
+def _park_and_return(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob],
+                     lease: Lease) -> None:
+    """Give the jobs back to the provider batch and look again in `batch_poll_s`."""
+    with ctx.engine.begin() as conn:
+        parked = pb.park(conn, lease.message, lease.owner, [job.id for job in jobs])
+    if parked:
+        due = min(tier.batch_poll_s, ctx.longest_countdown_s)
+        ctx.publish([tier_message(tier.name, parked, found.batch_id, lease.message, due)])
+
+
+def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
+                  jobs: list[ClaimedJob]) -> dict[int, TierResult]:
+    """Every line of the batch's output and error files, as each job's call at this tier."""
+    client = ctx.client.provider_client(found.provider)
+    text = ""
+    for file_id in (found.output_file_id, found.error_file_id):
+        if file_id:
+            content = ctx.loop.run(client.files.content(file_id))
+            text += content.text + "\n"
+    model = ctx.config.models[found.model]
+    by_id = {job.id: job for job in jobs}
+    results: dict[int, TierResult] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            job_id = found.requests[str(line["custom_id"])]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("provider batch %s: line %d unreadable (%s: %s); skipped", found.provider_batch_id, number,
+                      type(exc).__name__, exc)
+            continue
+        job = by_id.get(job_id)
+        if job is None or job_id in results:
+            continue  # moved on (cancelled), or a line twice
+        record = CallRecord(uuid.UUID(str(line["custom_id"])), found.model, found.provider, Usage(0, 0), ZERO, 0,
+                            CallOutcome.OK, via_batch=True)
+        response = line.get("response") if isinstance(line.get("response"), dict) else None
+        if response is not None and response.get("status_code") == 200:
+            ctx.client.answered(response.get("body"), record, model, job.messages, ctx.config.answers,
+                                model.batch_price)
+        else:
+            status = response.get("status_code") if response is not None else None
+            ctx.client.failed(record, status if isinstance(status, int) else None, _line_error(line))
+        work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
+                       ctx.checks.for_job(job.task_type, job.params),
+                       ctx.learned.second_look(job.task_type, tier.name, job.messages))
+        result = TierResult(job.id)
+        take(record, work, tier.name, result)
+        if result.answer is None:
+            result.reason = f"{found.model}: {record.error}"
+        results[job_id] = result
+    return results
+
+
+def _line_error(line: dict[str, Any]) -> str:
+    """The message of an error line: its `error`, or the error body of its non-200 response."""
+    error = line.get("error")
+    if not isinstance(error, dict):
+        body = (line.get("response") or {}).get("body") if isinstance(line.get("response"), dict) else None
+        error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "error")
+    return "no answer in the provider batch"
+
+
+def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
+    """The message's jobs moved on without the batch (all cancelled): cancel the provider batch."""
+    with ctx.engine.connect() as conn:
+        if pb.waiting(conn, found.message_id):
+            return  # claimed by another delivery right now
+    status = found.provider_status
+    if found.provider_batch_id is not None and status not in ENDED_STATUSES:
+        client = ctx.client.provider_client(found.provider)
+        status = str(ctx.loop.run(client.batches.cancel(found.provider_batch_id)).status)
+        log.info("provider batch %s cancelled: its jobs were cancelled", found.provider_batch_id)
+    with ctx.engine.begin() as conn:
+        pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
