@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from fakellm import files
 from fakellm.answers import count_tokens, embed, encode_embedding
 from fakellm.behaviour import SimConfig
 from fakellm.chat import answer_chat
-from fakellm.errors import error_response
+from fakellm.errors import api_errors, error_response
 from fakellm.parsing import BadRequest, parse_embeddings, parse_json_object
 from fakellm.replay import ReplayBook
 from fakellm.state import STATE, SimState
@@ -108,13 +109,14 @@ async def not_found(request: web.Request) -> web.Response:
 
 def build_app(config: SimConfig, replay: ReplayBook | None = None) -> web.Application:
     """Create the aiohttp application serving the simulator (loading the config's replay file if not given)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_errors])
     if replay is None and config.replay is not None:
         replay = ReplayBook.load(config.replay)
     app[STATE] = SimState(config=config, replay=replay)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
+    files.add_routes(app.router)
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_post("/_sim/reset", sim_reset)
     app.router.add_post("/_sim/config", sim_config)

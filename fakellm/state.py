@@ -1,4 +1,4 @@
-"""Mutable state of one simulator: behaviour, counters and request history."""
+"""Mutable state of one simulator: behaviour, counters, request history and files."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from fakellm.behaviour import SimConfig
+from fakellm.file_store import FileStore
 from fakellm.replay import ReplayBook
 from fakellm.stats import Stats
 
@@ -27,6 +28,7 @@ class SimState:
     windows: dict[str, collections.deque[float]] = field(default_factory=dict)
     # Recorded answers to replay (fakellm.replay); set at start-up, kept by resets and /_sim/config.
     replay: ReplayBook | None = None
+    files: FileStore = field(default_factory=FileStore)
 
     def over_limit(self, model: str, rpm: float) -> float | None:
         """Seconds until `model` accepts another request, or None (and the request counts) if it does now."""
@@ -42,11 +44,12 @@ class SimState:
         return None
 
     def reset(self) -> None:
-        """Forget all counters and history, as if freshly started."""
+        """Forget all counters, history and files, as if freshly started."""
         self.stats = Stats()
         self.occurrences = {}
         self.served = set()
         self.windows = {}
+        self.files = FileStore()
 
 
 STATE = web.AppKey("fakellm_state", SimState)
