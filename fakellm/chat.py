@@ -1,4 +1,4 @@
-"""The chat completion logic, apart from HTTP, so that other routes can answer chat requests too."""
+"""The chat completion logic, shared by interactive calls and the request lines of batches."""
 
 from __future__ import annotations
 
@@ -17,8 +17,17 @@ from fakellm.errors import error_body
 from fakellm.parsing import BadRequest, ChatRequest, parse_chat
 from fakellm.replay import scripted, scripted_answer
 from fakellm.state import SimState
+from fakellm.stats import Ledger
 
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The batch line a chat request comes from."""
+
+    batch_id: str
+    custom_id: str
 
 
 @dataclass(frozen=True)
@@ -30,17 +39,28 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+def _ledger(state: SimState, origin: Origin | None) -> Ledger:
+    """Where a request is counted; looked up after every wait, since a reset replaces the counters."""
+    return state.stats.batch if origin is not None else state.stats
+
+
 def _error(status: int, message: str, kind: str, code: str | None = None, **headers: str) -> Reply:
     return Reply(status, error_body(message, kind, code=code), headers)
 
 
-async def answer_chat(state: SimState, body: dict[str, Any]) -> Reply:
-    """Answer one chat completion request body as the provider would."""
+async def answer_chat(state: SimState, body: dict[str, Any], origin: Origin | None = None) -> Reply:
+    """Answer one chat completion request body as the provider would.
+
+    Batch lines (`origin` set) are counted in the batch ledger and skip the per-model `rpm` window, which
+    limits interactive calls only, as a provider's batch queue has limits of its own.
+    """
+    if origin is not None:
+        state.stats.batch.saw(origin.batch_id, origin.custom_id)
     try:
         chat = parse_chat(body)
         text = scripted(chat.texts, chat.model, state.replay)
     except BadRequest as error:
-        state.stats.bad_requests += 1
+        _ledger(state, origin).bad_requests += 1
         return Reply(400, error_body(error.message, "invalid_request_error", error.param))
     key = request_key(chat.model, chat.canonical_messages)
     occurrence = state.occurrences.get(key, 0)
@@ -49,28 +69,27 @@ async def answer_chat(state: SimState, body: dict[str, Any]) -> Reply:
     behaviour = config.behaviour(chat.model)
     decision = decide(config, chat.model, key, occurrence, forced_outcome(chat.texts, chat.model),
                       question=chat.canonical_messages.encode())
-    state.stats.model(chat.model).requests += 1
-    wait = state.over_limit(chat.model, behaviour.rpm)
+    _ledger(state, origin).model(chat.model).requests += 1
+    wait = None if origin is not None else state.over_limit(chat.model, behaviour.rpm)
     if wait is not None:
         state.stats.model(chat.model).count_status(429)
         return _error(429, f"Rate limit reached for {chat.model} (rpm {behaviour.rpm:g})", "requests",
                       "rate_limit_exceeded", **{"Retry-After": f"{wait:.3f}"})
     if decision.outcome is Outcome.HANG:
-        state.stats.model(chat.model).outcomes["hang"] += 1
+        _ledger(state, origin).model(chat.model).outcomes["hang"] += 1
         await asyncio.sleep(behaviour.hang_s)
-        # Stats may have been reset while sleeping, so look the counters up again.
-        state.stats.model(chat.model).count_status(504)
+        _ledger(state, origin).model(chat.model).count_status(504)
         return _error(504, "The simulated provider timed out.", "timeout")
     if decision.latency_s > 0:
         await asyncio.sleep(decision.latency_s)
     if decision.outcome is Outcome.ERROR_429:
-        state.stats.model(chat.model).count_status(429)
+        _ledger(state, origin).model(chat.model).count_status(429)
         return _error(429, f"Rate limit reached for {chat.model}", "requests", "rate_limit_exceeded",
                       **{"Retry-After": str(behaviour.retry_after_s)})
     if decision.outcome is Outcome.ERROR_500:
-        state.stats.model(chat.model).count_status(500)
+        _ledger(state, origin).model(chat.model).count_status(500)
         return _error(500, SERVER_ERROR_MESSAGE, "server_error")
-    return Reply(200, _billed_completion(state, chat, key, decision, behaviour, text))
+    return Reply(200, _billed_completion(state, chat, key, decision, behaviour, text, origin))
 
 
 def token_logprobs(content: str, decision: Decision) -> dict[str, Any]:
@@ -99,6 +118,7 @@ def _billed_completion(
     decision: Decision,
     behaviour: ModelBehaviour,
     text: str | None,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Build, bill and record an HTTP 200 chat completion body (from `text` when a marker or replay sets it)."""
     if text is not None:
@@ -110,7 +130,8 @@ def _billed_completion(
     state.served.add(key)
     call_id = "chatcmpl-" + os.urandom(12).hex()
     usage = (prompt, answer.completion_tokens, cached)
-    state.stats.record_billed(call_id, chat.model, decision.outcome.value, usage)
+    tags = None if origin is None else {"batch_id": origin.batch_id, "custom_id": origin.custom_id}
+    _ledger(state, origin).record_billed(call_id, chat.model, decision.outcome.value, usage, tags)
     message = {"role": "assistant", "content": answer.content, "refusal": answer.refusal}
     choice = {
         "index": 0,

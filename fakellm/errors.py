@@ -1,4 +1,4 @@
-"""OpenAI-style error bodies, and the one exception the Files routes raise to answer with one.
+"""OpenAI-style error bodies, and the one exception the Files and Batch routes raise to answer with one.
 
     BadRequest (fakellm.parsing)   a request body the chat and embeddings routes reject with HTTP 400
     ApiError                       any other error a route answers with: status, message, param, code

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 from aiohttp import web
 
-from fakellm import files
+from fakellm import batches, files
 from fakellm.answers import count_tokens, embed, encode_embedding
 from fakellm.behaviour import SimConfig
 from fakellm.chat import answer_chat
@@ -107,16 +108,23 @@ async def not_found(request: web.Request) -> web.Response:
     return error_response(404, message, "invalid_request_error")
 
 
+async def _stop_batches(app: web.Application) -> None:
+    """Cancel the batches still running when the server shuts down, and wait for them to stop."""
+    await asyncio.gather(*app[STATE].stop_batches(), return_exceptions=True)
+
+
 def build_app(config: SimConfig, replay: ReplayBook | None = None) -> web.Application:
     """Create the aiohttp application serving the simulator (loading the config's replay file if not given)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_errors])
     if replay is None and config.replay is not None:
         replay = ReplayBook.load(config.replay)
     app[STATE] = SimState(config=config, replay=replay)
+    app.on_cleanup.append(_stop_batches)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     files.add_routes(app.router)
+    batches.add_routes(app.router)
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_post("/_sim/reset", sim_reset)
     app.router.add_post("/_sim/config", sim_config)

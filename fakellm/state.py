@@ -1,13 +1,15 @@
-"""Mutable state of one simulator: behaviour, counters, request history and files."""
+"""Mutable state of one simulator: behaviour, counters, request history, files and batches."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from fakellm.batch_job import BatchJob
 from fakellm.behaviour import SimConfig
 from fakellm.file_store import FileStore
 from fakellm.replay import ReplayBook
@@ -29,6 +31,7 @@ class SimState:
     # Recorded answers to replay (fakellm.replay); set at start-up, kept by resets and /_sim/config.
     replay: ReplayBook | None = None
     files: FileStore = field(default_factory=FileStore)
+    batches: dict[str, BatchJob] = field(default_factory=dict)
 
     def over_limit(self, model: str, rpm: float) -> float | None:
         """Seconds until `model` accepts another request, or None (and the request counts) if it does now."""
@@ -43,13 +46,22 @@ class SimState:
         window.append(now)
         return None
 
+    def stop_batches(self) -> list[asyncio.Task[None]]:
+        """Cancel every running batch and return their tasks, for the caller to await if it can."""
+        tasks = [job.task for job in self.batches.values() if job.task is not None and not job.task.done()]
+        for task in tasks:
+            task.cancel()
+        return tasks
+
     def reset(self) -> None:
-        """Forget all counters, history and files, as if freshly started."""
+        """Forget all counters, history, files and batches (running ones are stopped), as if freshly started."""
+        self.stop_batches()
         self.stats = Stats()
         self.occurrences = {}
         self.served = set()
         self.windows = {}
         self.files = FileStore()
+        self.batches = {}
 
 
 STATE = web.AppKey("fakellm_state", SimState)
