@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakellm.batch_config import BatchTiming
+
 _RATE_FIELDS = (
     "error_429_rate",
     "error_500_rate",
@@ -148,6 +150,8 @@ class SimConfig:
     extra_model_names: tuple[str, ...] = ()
     # Answer from recorded texts instead of inventing them; read once, when the server starts.
     replay: ReplaySource | None = None
+    # How long batches spend in each status (the `[simulator.batch]` table).
+    batch: BatchTiming = field(default_factory=BatchTiming)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
@@ -160,6 +164,10 @@ class SimConfig:
             raise ValueError(f"seed must be an integer, got {seed!r}")
         raw_replay = top.pop("replay", None)
         replay = None if raw_replay is None else ReplaySource.from_mapping(raw_replay)
+        raw_batch = top.pop("batch", {})
+        if not isinstance(raw_batch, Mapping):
+            raise ValueError("simulator.batch must be a table/object of batch timings")
+        batch = BatchTiming().overridden(raw_batch, "simulator.batch")
         raw_models = top.pop("models", {})
         if not isinstance(raw_models, Mapping):
             raise ValueError("simulator.models must be a table/object of model names")
@@ -169,7 +177,7 @@ class SimConfig:
             if not isinstance(overrides, Mapping):
                 raise ValueError(f"simulator.models.{name!r} must be a table/object")
             models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
-        return cls(seed=seed, defaults=defaults, models=models, replay=replay)
+        return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:

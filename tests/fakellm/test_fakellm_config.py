@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fakellm import SimConfig
+from fakellm.batch_config import BatchTiming, Progress
 from fakellm.behaviour import Outcome, decide, forced_outcome, request_key
 
 
@@ -88,3 +89,36 @@ def test_latency_includes_deterministic_jitter() -> None:
     latencies = [decide(config, "m", key, n, None).latency_s for n in range(50)]
     assert all(0.010 <= value <= 0.015 for value in latencies)
     assert len(set(latencies)) > 1
+
+
+def test_batch_timings_come_from_the_batch_table_and_metadata() -> None:
+    config = SimConfig.from_mapping({"latency_ms": 5, "batch": {"in_progress_s": 2, "progress": "at_end"}})
+    assert config.batch == BatchTiming(in_progress_s=2.0, progress=Progress.AT_END)
+    assert config.defaults.latency_ms == 5
+    timing = config.batch.for_metadata({"sim_window_s": "0.5", "sim_progress": "gradual", "owner": "ops"})
+    assert (timing.window_s, timing.progress, timing.in_progress_s) == (0.5, Progress.GRADUAL, 2.0)
+    assert SimConfig().batch == BatchTiming()
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"batch": {"colour": 1}}, ["colour", "simulator.batch", "window_s"]),
+        ({"batch": {"progress": "sometimes"}}, ["progress", "'gradual'", "'at_end'"]),
+        ({"batch": {"window_s": -1}}, ["window_s", ">= 0"]),
+        ({"batch": {"finalizing_s": "soon"}}, ["finalizing_s"]),
+        ({"batch": 3}, ["simulator.batch"]),
+    ],
+)
+def test_invalid_batch_table_is_rejected_with_a_clear_message(data: dict[str, object], words: list[str]) -> None:
+    with pytest.raises(ValueError) as caught:
+        SimConfig.from_mapping(data)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_invalid_batch_metadata_names_the_key() -> None:
+    with pytest.raises(ValueError, match="metadata.sim_window_s must be a number of seconds, got 'later'"):
+        BatchTiming().for_metadata({"sim_window_s": "later"})
+    with pytest.raises(ValueError, match="metadata.sim_speed is not a simulator setting"):
+        BatchTiming().for_metadata({"sim_speed": "1"})
