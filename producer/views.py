@@ -119,6 +119,11 @@ def bill_lines(bill: Bill) -> list[str]:
         lines.append(f"  {bill.budget_failed:,} jobs failed without a call: the batch budget could not cover one")
     pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"
     lines += ["", f"escalations: {pairs}", f"cache: {t.cache_hits:,} hits, {money(t.saved_usd)} saved"]
+    api = bill.batch_api
+    if api.calls:
+        lines.append(f"provider batch APIs: {api.calls:,} calls, {money(api.cost_usd)} at batch prices "
+                     f"({money(api.list_cost_usd)} at list prices, {money(api.saved_usd)} saved); interactive calls "
+                     f"{money(t.cost_usd - api.cost_usd)}")
     if bill.quality is not None:
         lines.append(bill.quality.line())
         for stratum in bill.quality.strata:

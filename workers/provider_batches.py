@@ -242,16 +242,16 @@ def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
                       type(exc).__name__, exc)
             continue
         job = by_id.get(job_id)
-        if job is None or job_id in results:
-            continue  # moved on (cancelled), or a line twice
+        response = line.get("response") if isinstance(line.get("response"), dict) else None
+        if job is None or job_id in results or response is None:
+            continue  # moved on (cancelled), a line twice, or a request never run (expired, cancelled: fallback)
         record = CallRecord(uuid.UUID(str(line["custom_id"])), found.model, found.provider, Usage(0, 0), ZERO, 0,
                             CallOutcome.OK, via_batch=True)
-        response = line.get("response") if isinstance(line.get("response"), dict) else None
-        if response is not None and response.get("status_code") == 200:
+        if response.get("status_code") == 200:
             ctx.client.answered(response.get("body"), record, model, job.messages, ctx.config.answers,
                                 model.batch_price)
         else:
-            status = response.get("status_code") if response is not None else None
+            status = response.get("status_code")
             ctx.client.failed(record, status if isinstance(status, int) else None, _line_error(line))
         work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
                        ctx.checks.for_job(job.task_type, job.params),
@@ -268,7 +268,7 @@ def _line_error(line: dict[str, Any]) -> str:
     """The message of an error line: its `error`, or the error body of its non-200 response."""
     error = line.get("error")
     if not isinstance(error, dict):
-        body = (line.get("response") or {}).get("body") if isinstance(line.get("response"), dict) else None
+        body = line["response"].get("body")
         error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         return str(error.get("message") or error.get("code") or "error")

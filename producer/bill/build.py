@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, text
 from producer.bill.quality import Quality, read_quality
 from producer.bill.queries import (
     BASELINE,
+    BATCH_API,
     BUDGET_FAILED,
     COMPRESSION_JOBS,
     COMPRESSION_SAVED,
@@ -110,6 +111,26 @@ class CompressionSavings:
 
 
 @dataclass(slots=True)
+class BatchApiSpend:
+    """Calls answered through providers' batch APIs, what they cost, and what they would have cost at
+    the list prices (interactive calls)."""
+
+    calls: int = 0
+    cost_usd: Decimal = ZERO
+    list_cost_usd: Decimal = ZERO
+
+    @property
+    def saved_usd(self) -> Decimal:
+        """What the batch prices saved against the list prices."""
+        return self.list_cost_usd - self.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, money as decimal strings."""
+        return {"calls": self.calls, "cost_usd": usd(self.cost_usd), "list_cost_usd": usd(self.list_cost_usd),
+                "saved_usd": usd(self.saved_usd)}
+
+
+@dataclass(slots=True)
 class Bill:
     """Everything `tierq report` shows."""
 
@@ -129,6 +150,7 @@ class Bill:
     latency_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     escalations: dict[tuple[str, str], int] = field(default_factory=dict)
     compression: CompressionSavings = field(default_factory=CompressionSavings)
+    batch_api: BatchApiSpend = field(default_factory=BatchApiSpend)
     stuck: int = 0  # jobs that no message will move (the workers' reconciler publishes them again)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> outcome -> calls
     budget_failed: int = 0
@@ -191,6 +213,8 @@ class Bill:
             "escalations": [{"from": a, "to": b, "jobs": n} for (a, b), n in self.escalations.items()],
             "cache": {"hits": self.totals.cache_hits, "saved_usd": usd(self.totals.saved_usd)},
             "compression": self.compression.as_dict(),
+            "batch_api": {**self.batch_api.as_dict(),
+                          "interactive_cost_usd": usd(self.totals.cost_usd - self.batch_api.cost_usd)},
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
@@ -220,6 +244,7 @@ def build_bill(
         for start, tier, count in conn.execute(text(PATHS.format(j=scope.jobs())), params):
             _add_path(config, bill.escalations, start, tier, count)
         bill.compression = _compression(conn, scope, params, config)
+        bill.batch_api = _batch_api(conn, scope, params, config)
         _read_outcomes(conn, scope, params, bill)
         bill.quality = read_quality(conn, scope, config)
     bill.by_tier = tier_summary(engine, config, batch_id, since)
@@ -276,6 +301,19 @@ def _compression(conn: Connection, scope: Scope, params: dict[str, Any], config:
         if model in config.models:  # a model since removed from the TOML has no price to apply
             saved.gross_saved_usd += config.price(model).cost(Usage(int(tokens), 0))
     return saved
+
+
+def _batch_api(conn: Connection, scope: Scope, params: dict[str, Any], config: Config) -> BatchApiSpend:
+    spend = BatchApiSpend()
+    for model, calls, cost, prompt, cached, completion in conn.execute(
+            text(BATCH_API.format(c=scope.calls())), params):
+        spend.calls += calls
+        spend.cost_usd += cost
+        # A model since removed from the TOML has no list price: its calls count at what they cost.
+        listed = config.price(model).cost(Usage(int(prompt), int(completion), int(cached))) \
+            if model in config.models else cost
+        spend.list_cost_usd += listed
+    return spend
 
 
 def _add_path(config: Config, pairs: dict[tuple[str, str], int], start: str, tier: str, count: int) -> None:

@@ -114,6 +114,14 @@ WHERE {c} AND j.params -> '_tierq_compression' IS NOT NULL AND c.tier <> 'compre
 GROUP BY c.model
 """
 
+# Calls answered through a provider's batch API (a tier in mode "batch"), with their tokens, so the bill can
+# price them at the list price too.
+BATCH_API = """
+SELECT c.model, count(*), COALESCE(sum(c.cost_usd), 0), COALESCE(sum(c.prompt_tokens), 0),
+       COALESCE(sum(c.cached_tokens), 0), COALESCE(sum(c.completion_tokens), 0)
+FROM calls c WHERE {c} AND c.via_batch GROUP BY c.model
+"""
+
 PATHS = """
 SELECT j.start_tier, j.tier, count(*) FROM jobs j
 WHERE {j} AND j.start_tier IS NOT NULL AND j.tier IS NOT NULL AND j.start_tier <> j.tier

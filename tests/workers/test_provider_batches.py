@@ -1,0 +1,155 @@
+"""A tier in mode "batch": its jobs go through the provider's batch API (the simulator's) at batch prices,
+and come out through the same judging, cost rows and escalation as interactive answers.
+
+Each test runs its own worker on a spare Redis database, with the shipped sim.toml whose "warm" tier is
+switched to batch mode and polled every half second.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import Stack
+from reliability.fault_support import Deployment, deployment, fault_config, job_states, wait_final, wait_until
+from sqlalchemy import text
+
+from producer.api import Tierq
+from producer.submit import BatchOptions
+from tierq.money import Usage
+
+BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40}}
+
+
+@pytest.fixture()
+def run(clean: Stack, tmp_path: Path) -> Iterator[tuple[Deployment, Tierq]]:
+    broker = clean.dbs.url(2)
+    redis.Redis.from_url(broker).flushdb()
+    config = fault_config(tmp_path / "batch.toml", tiers=BATCH_TIER)
+    with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=broker) as dep, \
+            dep.client() as tq:
+        yield dep, tq
+
+
+def records(n: int, marker: str = "") -> list[dict[str, str]]:
+    return [{"id": f"t{i}", "prompt": f"ticket {i}: where is my parcel?{marker if i % 5 == 0 else ''}"}
+            for i in range(n)]
+
+
+def calls(stack: Stack, batch: uuid.UUID) -> list[Any]:
+    with stack.engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT c.id, c.model, c.tier, c.outcome, c.prompt_tokens, c.completion_tokens, c.cached_tokens, "
+            "c.cost_usd, c.via_batch, j.custom_id FROM calls c JOIN jobs j ON j.id = c.job_id "
+            "WHERE c.batch_id = :b"), {"b": batch}).all())
+
+
+def provider_batches(stack: Stack, batch: uuid.UUID) -> list[Any]:
+    with stack.engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT state, provider_status, provider_batch_id, request_counts FROM provider_batches "
+            "WHERE batch_id = :b"), {"b": batch}).all())
+
+
+@pytest.mark.slow
+def test_a_batch_mode_tier_answers_every_job_once_at_batch_prices(clean: Stack, run: tuple[Deployment, Tierq]) -> None:
+    dep, tq = run
+    dep.start("classify,hot,warm,cold", "all")
+    jobs = 100
+    batch = tq.submit(records(jobs), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+    wait_final(clean, batch, jobs, 90)
+    results = list(tq.results(batch))
+    assert Counter(r["status"] for r in results) == {"succeeded": jobs}
+    assert {r["tier"] for r in results} == {"warm"}
+    rows = calls(clean, batch)
+    assert len(rows) == jobs and all(r.via_batch and r.outcome == "ok" and r.model == "sim-mid" for r in rows)
+    price = dep.config.models["sim-mid"].batch_price
+    assert price.input == dep.config.models["sim-mid"].price.input / 2
+    for r in rows:  # to the last digit: usage times the batch price
+        assert r.cost_usd == price.cost(Usage(r.prompt_tokens, r.completion_tokens, r.cached_tokens)), r
+    stats = clean.sim_stats()
+    assert stats["calls"] == [] or all(c["model"] != "sim-mid" for c in stats["calls"])  # no interactive call
+    seen = stats["batch"]["seen"]
+    assert sum(len(lines) for lines in seen.values()) == jobs
+    assert all(n == 1 for lines in seen.values() for n in lines.values())
+    billed = stats["batch"]["models"]["sim-mid"]
+    assert (billed["prompt_tokens"], billed["completion_tokens"]) == (sum(r.prompt_tokens for r in rows),
+                                                                      sum(r.completion_tokens for r in rows))
+    opened = provider_batches(clean, batch)
+    assert len(opened) == 3 and {(p.state, p.provider_status) for p in opened} == {("ended", "completed")}
+    assert sum(p.request_counts["completed"] for p in opened) == jobs  # 40 + 40 + 20 requests
+    report = tq.report(batch).as_dict()
+    paid = sum((r.cost_usd for r in rows), Decimal(0))
+    assert Decimal(report["totals"]["cost_usd"]) == paid
+    api = report["batch_api"]  # the list price is twice the batch price, and linear in the tokens
+    assert (api["calls"], Decimal(api["cost_usd"]), Decimal(api["list_cost_usd"])) == (jobs, paid, 2 * paid)
+    assert Decimal(api["saved_usd"]) == paid and Decimal(api["interactive_cost_usd"]) == 0
+
+
+@pytest.mark.slow
+def test_refusals_in_the_output_file_escalate_and_an_expired_batch_falls_back(
+    clean: Stack, run: tuple[Deployment, Tierq]
+) -> None:
+    dep, tq = run
+    dep.start("classify,hot,warm,cold", "all")
+    batch = tq.submit(records(20, " [[sim:refuse@sim-mid]]"), BatchOptions(force_tier="warm",
+                                                                         use_cache=False)).batch_id
+    wait_final(clean, batch, 20, 90)
+    results = {r["id"]: r for r in tq.results(batch)}
+    assert all(r["status"] == "succeeded" for r in results.values())
+    assert {i for i, r in results.items() if r["tier"] == "cold"} == {f"t{i}" for i in range(0, 20, 5)}
+    refused = [r for r in calls(clean, batch) if r.outcome == "refusal"]
+    assert len(refused) == 4 and all(r.via_batch for r in refused)
+    # A batch that expires before it answers: its requests go to the tier's models directly.
+    clean.simulate({"batch": {"in_progress_s": 30, "window_s": 1, "progress": "at_end"}})
+    late = tq.submit(records(10), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+    wait_final(clean, late, 10, 90)
+    assert {r["tier"] for r in tq.results(late)} == {"warm"}
+    rows = calls(clean, late)
+    assert all(not r.via_batch and r.outcome == "ok" for r in rows) and len(rows) == 10
+    assert [(p.state, p.provider_status) for p in provider_batches(clean, late)] == [("ended", "expired")]
+
+
+@pytest.mark.slow
+def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Deployment, Tierq]) -> None:
+    dep, tq = run
+    clean.simulate({"batch": {"in_progress_s": 60, "progress": "at_end"}})
+    dep.start("classify,hot,warm,cold", "all")
+    batch = tq.submit(records(10), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+    wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
+               lambda: provider_batches(clean, batch))
+    tq.cancel(batch)
+    wait_until(lambda: [p.state for p in provider_batches(clean, batch)] == ["ended"], 30,
+               lambda: provider_batches(clean, batch))
+    assert job_states(clean, batch) == {"cancelled": 10}
+    assert provider_batches(clean, batch)[0].provider_status in ("cancelling", "cancelled")
+    assert calls(clean, batch) == []
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_its_provider_batch_runs_loses_and_repeats_nothing(clean: Stack, tmp_path: Path) -> None:
+    broker = clean.dbs.url(2)
+    redis.Redis.from_url(broker).flushdb()
+    config = fault_config(tmp_path / "batch.toml", tiers=BATCH_TIER)
+    clean.simulate({"batch": {"in_progress_s": 4, "progress": "at_end"}})
+    # The dead worker's poll message comes back once the visibility timeout (10 s) has passed.
+    with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=broker,
+                    TIERQ_VISIBILITY_TIMEOUT_S="10") as dep, dep.client() as tq:
+        doomed = dep.start("classify,hot,warm,cold", "first")
+        batch = tq.submit(records(30), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+        wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
+                   lambda: provider_batches(clean, batch))
+        dep.kill(doomed)
+        dep.start("classify,hot,warm,cold", "second")
+        wait_final(clean, batch, 30, 90)
+        assert Counter(r["status"] for r in tq.results(batch)) == {"succeeded": 30}
+    rows = calls(clean, batch)
+    assert len(rows) == 30 and len({r.custom_id for r in rows}) == 30 and all(r.via_batch for r in rows)
+    seen = clean.sim_stats()["batch"]["seen"]
+    assert len(seen) == 1 and all(n == 1 for lines in seen.values() for n in lines.values())
