@@ -127,3 +127,17 @@ def test_a_router_must_route_up_the_tier_order(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"router.strong_tier 'hot' must come after router.cheap_tier 'cold'"):
         load_config(path)
+
+
+def test_batch_mode_tiers_and_batch_prices(tmp_path: Path) -> None:
+    body = GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "batch"\nbatch_max_requests = 500')
+    body = body.replace("context_window = 32768", "context_window = 32768\nbatch_input_usd_per_mtok = 0.004")
+    config = load_config(write(tmp_path, body))
+    assert config.tier("cold").mode == "batch" and config.tier("hot").mode == "interactive"
+    assert config.tier_chunks == {"hot": 50, "cold": 500}
+    big = config.models["big"].batch_price  # half the list prices, exactly
+    assert (big.input, big.output, big.cached_input) == (Decimal("1.25"), Decimal("5.0"), Decimal("1.25"))
+    small = config.models["qwen3-8b"].batch_price  # a given batch input price; output at the discount
+    assert (small.input, small.output, small.cached_input) == (Decimal("0.004"), Decimal("0.01"), Decimal("0.004"))
+    with pytest.raises(ConfigError, match="mode"):
+        load_config(write(tmp_path, GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "bulk"')))
