@@ -27,7 +27,7 @@ from workers.dbretry import is_transient, with_db_retry
 from workers.gates import Hold, HoldKind
 from workers.outcome import Outcome, sort
 from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
-from workers.provider_batches import run_batch_tier
+from workers.provider_batches import TierWork, run_batch_tier
 from workers.sharing import answer_followers
 from workers.store import ClaimedJob, claimed_jobs
 
@@ -91,7 +91,10 @@ def _batch_step(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], me
     def finish(jobs: list[ClaimedJob], results: list[TierResult], lease: Lease) -> None:
         done.append(_finish(ctx, tier, jobs, results, {}, lease))
 
-    step = run_batch_tier(ctx, tier, job_ids, message_id, interactive, finish)
+    def prepare(jobs: list[ClaimedJob], lease: Lease) -> list[ClaimedJob]:
+        return _reveal(ctx, jobs, lease) if any(job.private for job in jobs) else jobs
+
+    step = run_batch_tier(ctx, tier, job_ids, message_id, TierWork(prepare, interactive, finish))
     total = {name: sum(getattr(s, name) for s in done) for name in _fields(TierSummary(0, 0, 0, 0, 0))
              if name != "requeued"}
     return TierSummary(**{**total, "claimed": step.claimed, "requeued": step.requeued})

@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import openai
 
 from models import lifecycle
 from models import provider_batch as pb
@@ -63,9 +65,8 @@ def call_id(message: uuid.UUID, job_id: int) -> uuid.UUID:
 
 
 def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message: uuid.UUID,
-                   interactive: Any, finish: Any) -> BatchStep:
-    """One step for a batch-mode tier message. `interactive(jobs, lease)` answers jobs the way an
-    interactive tier does and finishes them; `finish(jobs, results, lease)` finishes jobs from results."""
+                   tier_work: TierWork) -> BatchStep:
+    """One step for a batch-mode tier message, with the interactive tier's own code for the rest."""
     lease = Lease(message)
     outbox = Outbox()
     with ctx.engine.begin() as conn:
@@ -79,36 +80,76 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             _abandon(ctx, found)
         return BatchStep(0, 0, False)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
+        jobs = tier_work.prepare(jobs, lease)
         if found is None:
             now, later = _split(ctx, tier, jobs)
             if now:
-                interactive(now, lease)
+                tier_work.interactive(now, lease)
             if not later:
                 return BatchStep(len(jobs), len(now), False)
             found = _reserve(ctx, tier, later, lease)
             jobs = later
-        if found.state == pb.CREATING:
-            found = _create(ctx, tier, found, [job for job in jobs if job.id in found.requests.values()])
-        if found.state == pb.OPEN:
-            found = _look(ctx, found)
+        try:
+            if found.state == pb.CREATING:
+                sent = set(found.requests.values())
+                found = _create(ctx, tier, found, [job for job in jobs if job.id in sent])
+            if found.state == pb.OPEN:
+                found = _look(ctx, found)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+                log.warning("provider batch of message %s: %s; trying again in %.0f s", message, _brief(exc),
+                            tier.batch_poll_s)
+                _park_and_return(ctx, tier, found, jobs, lease)
+                return BatchStep(len(jobs), 0, True)
+            # The provider refuses the file or the batch: its requests go where an expired batch's would.
+            log.error("provider batch of message %s refused: %s", message, _brief(exc))
+            with ctx.engine.begin() as conn:
+                pb.record(conn, message, provider_status=f"refused: {_brief(exc)}"[:40], state=pb.ENDED)
+            found = _again(ctx, found)
+        except openai.APIError as exc:  # not reached, a timeout: the provider may be back next time
+            log.warning("provider batch of message %s: %s; trying again in %.0f s", message, _brief(exc),
+                        tier.batch_poll_s)
+            _park_and_return(ctx, tier, found, jobs, lease)
+            return BatchStep(len(jobs), 0, True)
         if found.state != pb.ENDED:
             _park_and_return(ctx, tier, found, jobs, lease)
             return BatchStep(len(jobs), 0, True)
-        answered = _read_results(ctx, tier, found, jobs)
-        unanswered = [job for job in jobs if job.id not in answered]
-        if unanswered and tier.batch_fallback == "interactive":
-            log.warning("provider batch %s ended %s with %d requests unanswered; calling them directly",
-                        found.provider_batch_id, found.provider_status, len(unanswered))
-            interactive(unanswered, lease)
-            unanswered = []
-        done = [job for job in jobs if job.id in answered]
-        results = [answered[job.id] for job in done]
-        for job in unanswered:
-            results.append(TierResult(job.id, reason=f"provider batch {found.provider_status}: no answer"))
-            done.append(job)
-        if done:
-            finish(done, results, lease)
+        _finish_ended(ctx, tier, found, jobs, lease, tier_work)
     return BatchStep(len(jobs), len(jobs), False)
+
+
+@dataclass(frozen=True, slots=True)
+class TierWork:
+    """The interactive tier's code the batch steps use: `prepare(jobs, lease)` (private texts from the
+    vault), `interactive(jobs, lease)` (answer and finish them), `finish(jobs, results, lease)`."""
+
+    prepare: Callable[[list[ClaimedJob], Lease], list[ClaimedJob]]
+    interactive: Callable[[list[ClaimedJob], Lease], None]
+    finish: Callable[[list[ClaimedJob], list[TierResult], Lease], None]
+
+
+def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob], lease: Lease,
+                  tier_work: TierWork) -> None:
+    """Answer the jobs from the ended batch's files; what it did not answer goes to `batch_fallback`."""
+    answered = _read_results(ctx, tier, found, jobs) if found.output_file_id or found.error_file_id else {}
+    unanswered = [job for job in jobs if job.id not in answered]
+    if unanswered and tier.batch_fallback == "interactive":
+        log.warning("provider batch %s ended %s with %d requests unanswered; calling them directly",
+                    found.provider_batch_id, found.provider_status, len(unanswered))
+        tier_work.interactive(unanswered, lease)
+        unanswered = []
+    done = [job for job in jobs if job.id in answered]
+    results = [answered[job.id] for job in done]
+    for job in unanswered:
+        results.append(TierResult(job.id, reason=f"provider batch {found.provider_status}: no answer"))
+        done.append(job)
+    if done:
+        tier_work.finish(done, results, lease)
+
+
+def _brief(exc: openai.APIError) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}: {exc.message}"[:200] if status else f"{type(exc).__name__}"
 
 
 def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
@@ -229,6 +270,7 @@ def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
             content = ctx.loop.run(client.files.content(file_id))
             text += content.text + "\n"
     model = ctx.config.models[found.model]
+    ctx.learned.refresh()
     by_id = {job.id: job for job in jobs}
     results: dict[int, TierResult] = {}
     for number, raw in enumerate(text.splitlines(), 1):
