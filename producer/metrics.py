@@ -79,6 +79,9 @@ class TierqCollector:
             labels=["task_type", "tier", "source"])
         audited = GaugeMetricFamily("tierq_quality_audited", "Answers audited in the last 7 days",
                                     labels=["task_type", "tier", "source"])
+        provider = GaugeMetricFamily("tierq_provider_batches_open",
+                                     "Provider batches (batch-mode tiers) not ended, and the requests in them",
+                                     labels=["tier", "what"])
         try:
             with self.engine.connect() as conn:
                 # A scrape must not pile up behind a slow count on a huge table.
@@ -88,6 +91,7 @@ class TierqCollector:
                 job_rows = conn.execute(text(JOBS_SQL)).all()
                 call_rows = conn.execute(text(CALLS_SQL)).all()
                 label_rows = conn.execute(text(LABELS_SQL)).all()
+                provider_rows = conn.execute(text(PROVIDER_BATCHES_SQL)).all()
         except SQLAlchemyError as exc:
             log.warning("database did not answer the scrape: %s", str(exc).splitlines()[0])
             up.add_metric(["postgres"], 0)
@@ -107,10 +111,15 @@ class TierqCollector:
         for task, tier, source, count, agreed in label_rows:
             audited.add_metric([task, tier, source], count)
             agreement.add_metric([task, tier, source], agreed / count)
+        for tier, batches, requests in provider_rows:
+            provider.add_metric([tier, "batches"], batches)
+            provider.add_metric([tier, "requests"], requests)
         up.add_metric(["postgres"], 1)
-        yield from (jobs, calls, spend, saved, audited, agreement)
+        yield from (jobs, calls, spend, saved, audited, agreement, provider)
 
 
+PROVIDER_BATCHES_SQL = ("SELECT tier, count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0) "
+                        "FROM provider_batches WHERE state <> 'ended' GROUP BY tier")
 LABELS_SQL = ("SELECT task_type, candidate_tier, source, count(*), count(*) FILTER (WHERE agree) FROM labels "
               "WHERE created_at >= now() - interval '7 days' GROUP BY 1, 2, 3")
 

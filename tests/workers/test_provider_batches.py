@@ -21,6 +21,7 @@ from reliability.fault_support import Deployment, deployment, fault_config, job_
 from sqlalchemy import text
 
 from producer.api import Tierq
+from producer.metrics import TierqCollector
 from producer.submit import BatchOptions
 from tierq.money import Usage
 
@@ -124,6 +125,10 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     batch = tq.submit(records(10), BatchOptions(force_tier="warm", use_cache=False)).batch_id
     wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
                lambda: provider_batches(clean, batch))
+    collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in collector.collect() for s in m.samples}
+    assert samples[("tierq_provider_batches_open", (("tier", "warm"), ("what", "batches")))] == 1
+    assert samples[("tierq_provider_batches_open", (("tier", "warm"), ("what", "requests")))] == 10
     tq.cancel(batch)
     wait_until(lambda: [p.state for p in provider_batches(clean, batch)] == ["ended"], 30,
                lambda: provider_batches(clean, batch))
