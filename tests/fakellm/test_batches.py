@@ -66,17 +66,18 @@ def start(client: openai.OpenAI, lines: list[dict[str, Any]] | bytes, **metadata
                                  metadata=metadata or None)
 
 
-def wait_final(client: openai.OpenAI, batch_id: str, timeout_s: float = 10) -> tuple[Batch, list[Batch]]:
-    """Poll every 10 ms until the batch reaches a final status; return it and every snapshot seen."""
-    snapshots: list[Batch] = []
+def wait_final(client: openai.OpenAI, created: Batch, timeout_s: float = 10) -> tuple[Batch, list[Batch]]:
+    """Poll every 10 ms until the batch reaches a final status; return it and every snapshot seen, the
+    one `created` (as the create or cancel call returned it) first."""
+    snapshots = [created]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        batch = client.batches.retrieve(batch_id)
+        batch = client.batches.retrieve(created.id)
         snapshots.append(batch)
         if batch.status in FINAL:
             return batch, snapshots
         time.sleep(0.01)
-    raise AssertionError(f"batch {batch_id} still {snapshots[-1].status} after {timeout_s} s")
+    raise AssertionError(f"batch {created.id} still {snapshots[-1].status} after {timeout_s} s")
 
 
 def statuses(snapshots: list[Batch]) -> list[str]:
@@ -116,7 +117,7 @@ def test_a_batch_answers_every_line_once_through_the_chat_logic(client: openai.O
     assert (created.status, created.object, created.endpoint, created.completion_window) == (
         "validating", "batch", ENDPOINT, "24h")
     assert created.metadata == {"purpose": "nightly"} and created.expires_at == created.created_at + 86400
-    batch, snapshots = wait_final(client, created.id)
+    batch, snapshots = wait_final(client, created)
 
     assert statuses(snapshots) == ["validating", "in_progress", "finalizing", "completed"]
     progress = {s.request_counts.completed + s.request_counts.failed for s in snapshots
@@ -170,7 +171,7 @@ def test_a_batch_answers_every_line_once_through_the_chat_logic(client: openai.O
 
 def test_progress_at_end_answers_every_line_at_once(client: openai.OpenAI, sim: SimServer) -> None:
     lines = [request_line(f"q{i}", f"question {i}") for i in range(6)]
-    batch, snapshots = wait_final(client, start(client, lines, sim_progress="at_end").id)
+    batch, snapshots = wait_final(client, start(client, lines, sim_progress="at_end"))
     assert batch.status == "completed" and batch.request_counts and batch.request_counts.completed == 6
     in_progress = [s.request_counts.completed for s in snapshots if s.status == "in_progress" and s.request_counts]
     assert in_progress and set(in_progress) <= {0, 6}
@@ -187,7 +188,7 @@ def test_an_invalid_input_file_fails_the_batch_with_line_errors(client: openai.O
         json.dumps(request_line("c", "hello", model="another-model")),
         "",
     ]).encode()
-    batch, snapshots = wait_final(client, start(client, data).id)
+    batch, snapshots = wait_final(client, start(client, data))
     assert statuses(snapshots) == ["validating", "failed"] and batch.failed_at
     assert batch.errors is not None and batch.errors.data is not None
     found = {(e.line, e.code, e.param) for e in batch.errors.data}
@@ -204,7 +205,7 @@ def test_an_expired_batch_keeps_its_answers_and_reports_the_rest(client: openai.
     # Hanging lines never finish, so the 0.6 s window closes on them while the others are answered.
     lines = [request_line("fast-1", "one"), request_line("stuck-1", "[[sim:hang]] two"),
              request_line("fast-2", "three"), request_line("stuck-2", "[[sim:hang]] four")]
-    batch, snapshots = wait_final(client, start(client, lines, sim_window_s="0.6").id)
+    batch, snapshots = wait_final(client, start(client, lines, sim_window_s="0.6"))
     assert statuses(snapshots) == ["validating", "in_progress", "expired"]
     assert batch.expired_at and batch.expires_at == batch.created_at
     assert batch.request_counts and batch.request_counts.model_dump() == {"total": 4, "completed": 2, "failed": 2}
@@ -230,7 +231,7 @@ def test_a_cancelled_batch_keeps_what_it_answered(client: openai.OpenAI, sim: Si
         batch = client.batches.retrieve(created.id)
     cancelling = client.batches.cancel(created.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at
-    batch, _ = wait_final(client, created.id)
+    batch, _ = wait_final(client, created)
     assert batch.status == "cancelled" and batch.cancelled_at
     assert batch.request_counts and batch.request_counts.model_dump() == {"total": 4, "completed": 1, "failed": 3}
     assert set(read_lines(client, batch.output_file_id)) == {"q0"}
@@ -241,16 +242,16 @@ def test_a_cancelled_batch_keeps_what_it_answered(client: openai.OpenAI, sim: Si
     assert counted["seen"] == {created.id: {"q0": 1}}
     assert counted["unanswered"]["batch_cancelled"] == 3
     assert client.batches.cancel(created.id).status == "cancelled"  # cancelling twice changes nothing
-    done, _ = wait_final(client, start(client, lines[:1]).id)
+    done, _ = wait_final(client, start(client, lines[:1]))
     with pytest.raises(openai.ConflictError, match="'completed'"):
         client.batches.cancel(done.id)
 
 
 def test_a_batch_cancelled_while_validating_answers_nothing(client: openai.OpenAI, sim: SimServer) -> None:
     created = start(client, [request_line("only", "hello")], sim_validating_s="5")
-    assert client.batches.cancel(created.id).status == "cancelling"
-    batch, snapshots = wait_final(client, created.id)
-    assert statuses(snapshots) == ["cancelling", "cancelled"] and batch.in_progress_at is None
+    batch, snapshots = wait_final(client, client.batches.cancel(created.id))
+    assert statuses([created, *snapshots]) == ["validating", "cancelling", "cancelled"]
+    assert batch.in_progress_at is None
     assert batch.request_counts and batch.request_counts.total == 0
     assert batch.output_file_id is None and batch.error_file_id is None
     assert stats(sim)["batch"]["seen"] == {}
@@ -275,7 +276,7 @@ def test_runtime_config_sets_the_timings_of_new_batches(client: openai.OpenAI, s
     try:
         status, _, reply = sim.call("POST", "/_sim/config", {"batch": {"window_s": 0}})
         assert (status, reply) == (200, {"ok": True})
-        batch, _ = wait_final(client, start(client, [request_line("a", "hi"), request_line("b", "ho")]).id)
+        batch, _ = wait_final(client, start(client, [request_line("a", "hi"), request_line("b", "ho")]))
         assert batch.status == "expired" and batch.output_file_id is None
         assert set(read_lines(client, batch.error_file_id)) == {"a", "b"}
         assert stats(sim)["batch"]["seen"] == {}
