@@ -13,7 +13,7 @@ from kombu.entity import Exchange, Queue
 
 from tierq.config import Config
 from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK, FOLLOW_TASK
-from tierq.transport import transport_for
+from tierq.transport import install as install_transport
 
 
 def task_budget_s(config: Config) -> float:
@@ -54,9 +54,9 @@ def celery_config(config: Config, broker_url: str, visibility_timeout_s: float |
     # A message is redelivered only after the visibility timeout (Redis broker). A task that outlives
     # it runs twice; the lease on its jobs (models/lifecycle.py) makes the second run call nothing.
     visibility = visibility_s(config, visibility_timeout_s)
+    install_transport()  # kombu's Redis transport with a fix (tierq/transport.py)
     return {
         "broker_url": broker_url,
-        "broker_transport": transport_for(broker_url),  # kombu's Redis transport with a fix (tierq/transport.py)
         "broker_connection_retry_on_startup": True,
         # kombu restores a dead worker's unacknowledged messages only in a sweep, by default about every
         # 100 s; sweeping more often brings them back soon after the visibility timeout.

@@ -8,17 +8,21 @@ connection error. Celery treats that as unrecoverable and the worker exits (seen
 fault test under load: "Unrecoverable error: AttributeError: 'NoneType' object has no attribute
 'hostname'"). Raising a connection error there lets the close ignore it, as it means to: the messages
 stay recorded as unacknowledged in Redis and come back after the visibility timeout.
+
+`install` (called by `tierq.queues.celery_config`, so by every tierq process before it connects) makes
+this transport the one behind the `redis` and `rediss` schemes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 TRANSPORT = "tierq.transport:RedisTransport"
-SCHEMES = ("redis://", "rediss://")
+SCHEMES = ("redis", "rediss")
 
 
 class RedisChannel(kombu_redis.Channel):
@@ -37,6 +41,10 @@ class RedisTransport(kombu_redis.Transport):
     Channel = RedisChannel
 
 
-def transport_for(broker_url: str) -> str | None:
-    """The transport Celery should use for `broker_url`: ours for Redis, kombu's choice for anything else."""
-    return TRANSPORT if broker_url.startswith(SCHEMES) else None
+def install() -> None:
+    """Make `redis://` and `rediss://` broker URLs use `RedisTransport` in this process. Through kombu's table
+    of transport names, so URLs stay as they are (Flower reads the scheme to show the queues)."""
+    for scheme in SCHEMES:
+        if kombu_transports.TRANSPORT_ALIASES.get(scheme) != TRANSPORT:
+            kombu_transports.TRANSPORT_ALIASES[scheme] = TRANSPORT
+            kombu_transports._transport_cache.pop(scheme, None)  # resolved again on next use

@@ -15,12 +15,13 @@ import redis
 from kombu import Connection, Exchange, Queue
 from reliability.fault_services import RedisServer
 
-from tierq.transport import TRANSPORT, transport_for
+from tierq.transport import RedisTransport, install
 
 
 def _channel_holding_a_message(url: str, transport: str | None) -> tuple[Any, Any]:
     """A connection and channel that took one message from a queue and has not acknowledged it."""
     conn = cast(Any, Connection)(url, transport=transport)
+    assert (type(conn.transport) is RedisTransport) == (transport is None)
     channel = conn.channel()
     queue = Queue("held", Exchange("held", type="direct"), routing_key="held", channel=channel)
     queue.declare()
@@ -33,7 +34,8 @@ def _channel_holding_a_message(url: str, transport: str | None) -> tuple[Any, An
 def test_closing_a_channel_after_redis_went_away_raises_only_a_connection_error(tmp_path: Path, ours: bool) -> None:
     server = RedisServer(tmp_path)
     server.start()
-    conn, channel = _channel_holding_a_message(server.url, TRANSPORT if ours else None)
+    install()
+    conn, channel = _channel_holding_a_message(server.url, None if ours else "kombu.transport.redis:Transport")
     try:
         server.stop()
         conn.transport.client = None  # the state the crash left behind
@@ -49,7 +51,10 @@ def test_closing_a_channel_after_redis_went_away_raises_only_a_connection_error(
         server.stop()
 
 
-def test_only_redis_urls_get_the_patched_transport() -> None:
-    assert transport_for("redis://127.0.0.1:6379/0") == TRANSPORT
-    assert transport_for("rediss://example:6380/0") == TRANSPORT
-    assert transport_for("amqp://guest@127.0.0.1:5672//") is None
+def test_redis_urls_get_the_fixed_transport_and_keep_their_scheme() -> None:
+    install()
+    for url in ("redis://127.0.0.1:6379/0", "rediss://example:6380/0"):
+        conn = cast(Any, Connection)(url)
+        assert conn.transport_cls == url.split(":")[0] and conn.as_uri().startswith(url.split("/")[0])
+        assert type(conn.transport) is RedisTransport
+    assert "amqp" in type(cast(Any, Connection)("amqp://guest@127.0.0.1:5672//").transport).__module__
