@@ -38,5 +38,5 @@ class Call(Base):
              create_constraint=True, name="outcome"),
     )
     error: Mapped[str | None]
-    via_batch: Mapped[bool] = mapped_column(default=False, server_default="false")
+    via_batch: Mapped[bool] = mapped_column(default=False)  # the migration gives old rows false
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
