@@ -1,10 +1,12 @@
 """How long a `tierq` command takes before it does anything: `--help`, `status` and `results` of a small
-finished batch, each started afresh (median of repeated runs), against the anchor of a bare `python -c
-pass` started the same way in the same run.
+finished batch, and `status` of a running one (which also asks Redis for workers and live messages), each
+started afresh (median of repeated runs), against the anchor of a bare `python -c pass` started the same
+way in the same run.
 
     .venv/bin/python bench/bench_startup.py [--runs 15]     (or as part of bench/run_all.py)
 
-A user waits for the whole command, so the figure is wall time from fork to exit, imports included.
+A user waits for the whole command, so the figure is wall time from fork to exit, imports included. Each
+round starts every command once, in turn, so a change in the machine's load falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
 LIMIT_MS = 500.0
 
 
-def _seed(stack: Stack) -> uuid.UUID:
-    """A finished batch of 20 answered jobs, written straight into the run's database."""
+def _seed(stack: Stack, waiting: int = 0) -> uuid.UUID:
+    """A batch of 20 jobs, all answered but the last `waiting` (queued on the hot tier), written straight
+    into the run's database."""
     batch = uuid.uuid4()
     with stack.engine.begin() as conn:
         conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled) "
@@ -37,30 +40,35 @@ def _seed(stack: Stack) -> uuid.UUID:
                           "SELECT :b, n, 'j' || n, 'bench', 'default', '[{\"role\": \"user\", \"content\": \"hi\"}]', "
                           "'{}', 2, 'succeeded', 'hot', 'hot', 1, 0, 'hello', 'sim-nano', now() "
                           "FROM generate_series(1, 20) AS n"), {"b": batch})
+        conn.execute(text("UPDATE jobs SET status = 'queued', content = NULL, model = NULL, finished_at = NULL "
+                          "WHERE batch_id = :b AND seq > :answered"), {"b": batch, "answered": 20 - waiting})
     return batch
 
 
-def _median_ms(command: list[str], env: dict[str, str], runs: int) -> float:
-    times = []
+def _medians_ms(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> dict[str, float]:
+    """Each command's median wall time over `runs` rounds, every round starting each command once in turn."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(figures) for name, figures in times.items()}
 
 
 def run(stack: Stack, runs: int = 15) -> list[Row]:
-    """Rows for `tierq --help`, `tierq status` and `tierq results` against `python -c pass`."""
-    batch = _seed(stack)
-    env = {**stack.env(SIM_CONFIG)}
-    anchor = _median_ms([sys.executable, "-c", "pass"], env, runs)
-    rows = []
-    for name, args in (("tierq --help", ["--help"]), ("tierq status", ["status", str(batch)]),
-                       ("tierq results", ["results", str(batch)])):
-        ours = _median_ms([str(TIERQ), *args], env, runs)
-        rows.append(Row(f"start-up: {name}", "ms", ours, anchor, Target("max", LIMIT_MS),
-                        note=f"median of {runs} runs; anchor: python -c pass"))
-    return rows
+    """Rows for `tierq --help`, `tierq status` (of a finished and of a running batch) and `tierq results`
+    against `python -c pass`."""
+    finished, running = _seed(stack), _seed(stack, waiting=10)
+    commands = {"anchor": [sys.executable, "-c", "pass"], "tierq --help": [str(TIERQ), "--help"],
+                "tierq status": [str(TIERQ), "status", str(finished)],
+                "tierq status (running batch)": [str(TIERQ), "status", str(running)],
+                "tierq results": [str(TIERQ), "results", str(finished)]}
+    medians = _medians_ms(commands, {**stack.env(SIM_CONFIG)}, runs)
+    anchor = medians.pop("anchor")
+    return [Row(f"start-up: {name}", "ms", ours, anchor, Target("max", LIMIT_MS),
+                note=f"median of {runs} rounds; anchor: python -c pass") for name, ours in medians.items()]
 
 
 def main() -> int:

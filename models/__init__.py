@@ -1,8 +1,8 @@
 """The data layer: typed SQLAlchemy models for batches, jobs and cost rows, the job state machine
 (`models.lifecycle`) and the session factory.
 
-Names are imported on first use: a command that only reads a batch's counts needs SQLAlchemy's core,
-not its ORM.
+Names are imported on first use: a command that only reads a batch needs no SQLAlchemy at all (it reads
+through psycopg, `models.query`), and most of the workers' code needs its core, not its ORM.
 """
 
 from __future__ import annotations

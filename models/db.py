@@ -1,18 +1,21 @@
-"""Engine and session factory; callers pass the URL, so tests point them at a database of their own."""
+"""Engine and session factory, and plain psycopg connections for the commands that only read; callers pass
+the URL, so tests point them at a database of their own."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Engine, create_engine
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int | None = None, name: str | None = None) -> Engine:
     """An engine for `url` whose pool survives a database restart (stale connections are replaced);
     `name` is the connections' application_name, which pg_stat_activity shows."""
+    from sqlalchemy import create_engine  # here: `tierq status` and `results` read without SQLAlchemy (connect)
+
     overflow = pool_size if max_overflow is None else max_overflow
     args = {"application_name": name} if name else {}
     return create_engine(url, pool_size=pool_size, max_overflow=overflow, pool_pre_ping=True, connect_args=args)
@@ -23,3 +26,20 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     from sqlalchemy.orm import sessionmaker  # the ORM only for callers that use it
 
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def libpq_url(url: str) -> str:
+    """The settings' SQLAlchemy URL (`postgresql+psycopg://...`) as libpq reads it: without the driver name.
+
+    The rest is the same URI for both (percent-encoded user, password and database, options as query
+    parameters), so a connection made from either reaches the same database as the same user.
+    """
+    scheme, separator, rest = url.partition("://")
+    return scheme.split("+", 1)[0] + separator + rest
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """A new psycopg connection to the database at `url` (a SQLAlchemy URL); close it, or use it in `with`."""
+    import psycopg
+
+    return psycopg.connect(libpq_url(url))

@@ -22,6 +22,10 @@ class JobStatus(StrEnum):
         return (cls.SUCCEEDED, cls.FAILED, cls.CANCELLED)
 
 
+PENDING, QUEUED, RUNNING, WAITING = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING
+SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+
+
 class CallOutcome(StrEnum):
     """What one model call (one cost row) came to."""
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, text
 
-from models.lifecycle import PENDING, SUCCEEDED, WAITING, Outbox
+from models.enums import PENDING, SUCCEEDED, WAITING
+from models.lifecycle import Outbox
 from tierq.contract import classify_message
 
 

@@ -32,11 +32,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from models.enums import JobStatus
+from models.enums import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, WAITING
 from tierq.contract import Message, classify_message, tier_message
 
-PENDING, QUEUED, RUNNING, WAITING = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING
-SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 CANCEL_REASON = "cancelled: tierq cancel"
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, text
-
-from models.enums import JobStatus
-from models.lifecycle import FAILED, PENDING, QUEUED, RUNNING, WAITING, Outbox
+from models.enums import FAILED, PENDING, QUEUED, RUNNING, WAITING, JobStatus
+from models.query import Connection, rows
 from tierq.contract import Message, classify_message, tier_message
-from tierq.live import LiveMessages
+
+if TYPE_CHECKING:  # `tierq status` counts stale jobs without loading the state machine (nor SQLAlchemy)
+    from models.lifecycle import Outbox
+    from tierq.live import LiveMessages
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,29 +43,31 @@ class Stale:
 def stale(conn: Connection, age_s: float, batch_id: uuid.UUID | None = None, limit: int = 10_000) -> list[Stale]:
     """Jobs unchanged for `age_s` that only a message can move: pending or queued ones, and running ones
     whose lease ran out `age_s` ago (their worker died), grouped by the message that owns them."""
-    rows = conn.execute(
-        text("SELECT status, tier, handoff, min(batch_id::text), array_agg(id ORDER BY id), max(recoveries) "
-             "FROM (SELECT * FROM jobs WHERE handoff IS NOT NULL "
-             "AND updated_at < now() - make_interval(secs => :age) "
-             "AND (CAST(:batch AS uuid) IS NULL OR batch_id = CAST(:batch AS uuid)) "
-             f"AND (status IN ('{PENDING}', '{QUEUED}') OR (status = '{RUNNING}' "
-             "AND lease_until < now() - make_interval(secs => :age))) "
-             f"AND status IN ('{PENDING}', '{QUEUED}', '{RUNNING}') ORDER BY updated_at LIMIT :limit) AS s "
-             "GROUP BY status, tier, handoff"),
+    found = rows(
+        conn,
+        "SELECT status, tier, handoff, min(batch_id::text), array_agg(id ORDER BY id), max(recoveries) "
+        "FROM (SELECT * FROM jobs WHERE handoff IS NOT NULL "
+        "AND updated_at < now() - make_interval(secs => :age) "
+        "AND (CAST(:batch AS uuid) IS NULL OR batch_id = CAST(:batch AS uuid)) "
+        f"AND (status IN ('{PENDING}', '{QUEUED}') OR (status = '{RUNNING}' "
+        "AND lease_until < now() - make_interval(secs => :age))) "
+        f"AND status IN ('{PENDING}', '{QUEUED}', '{RUNNING}') ORDER BY updated_at LIMIT :limit) AS s "
+        "GROUP BY status, tier, handoff",
         {"age": age_s, "batch": batch_id, "limit": limit},
-    ).all()
-    return [Stale(JobStatus(r[0]), r[1], r[2], uuid.UUID(r[3]), list(r[4]), int(r[5])) for r in rows]
+    )
+    return [Stale(JobStatus(r[0]), r[1], r[2], uuid.UUID(r[3]), list(r[4]), int(r[5])) for r in found]
 
 
 def recovered(conn: Connection, outbox: Outbox, group: Stale, age_s: float) -> int:
     """Publish a stale group's message again (same id: a copy still on its way changes nothing twice),
     counting the recovery; jobs that moved since they were read are left alone."""
-    ids = list(conn.execute(
-        text("UPDATE jobs SET recoveries = recoveries + 1, updated_at = now() WHERE id = ANY(:ids) "
-             "AND handoff = :me AND status = :status AND updated_at < now() - make_interval(secs => :age) "
-             "RETURNING id"),
+    ids = [row[0] for row in rows(
+        conn,
+        "UPDATE jobs SET recoveries = recoveries + 1, updated_at = now() WHERE id = ANY(:ids) "
+        "AND handoff = :me AND status = :status AND updated_at < now() - make_interval(secs => :age) "
+        "RETURNING id",
         {"ids": group.ids, "me": group.message, "status": group.status.value, "age": age_s},
-    ).scalars())
+    )]
     if ids:
         outbox.add(Stale(group.status, group.tier, group.message, group.batch_id, sorted(ids), 0).to_message())
     return len(ids)
@@ -71,21 +75,23 @@ def recovered(conn: Connection, outbox: Outbox, group: Stale, age_s: float) -> i
 
 def give_up(conn: Connection, group: Stale, reason: str) -> list[int]:
     """pending, queued, running (lease expired) -> failed: the message was lost too often."""
-    return list(conn.execute(
-        text(f"UPDATE jobs SET status = '{FAILED}', error = :reason, lease_owner = NULL, lease_until = NULL, "
-             "finished_at = now(), updated_at = now() WHERE id = ANY(:ids) AND handoff = :me AND status = :status "
-             f"AND (status <> '{RUNNING}' OR lease_until < now()) RETURNING id"),
+    return [row[0] for row in rows(
+        conn,
+        f"UPDATE jobs SET status = '{FAILED}', error = :reason, lease_owner = NULL, lease_until = NULL, "
+        "finished_at = now(), updated_at = now() WHERE id = ANY(:ids) AND handoff = :me AND status = :status "
+        f"AND (status <> '{RUNNING}' OR lease_until < now()) RETURNING id",
         {"ids": group.ids, "me": group.message, "status": group.status.value, "reason": reason},
-    ).scalars())
+    )]
 
 
 def stale_followers(conn: Connection, age_s: float) -> list[int]:
     """Leaders whose waiting followers no follow check has looked at for `age_s` (the check was lost)."""
-    return list(conn.execute(
-        text(f"SELECT DISTINCT follows FROM jobs WHERE status = '{WAITING}' "
-             "AND updated_at < now() - make_interval(secs => :age) LIMIT 10000"),
+    return [row[0] for row in rows(
+        conn,
+        f"SELECT DISTINCT follows FROM jobs WHERE status = '{WAITING}' "
+        "AND updated_at < now() - make_interval(secs => :age) LIMIT 10000",
         {"age": age_s},
-    ).scalars())
+    )]
 
 
 def lost(conn: Connection, live: LiveMessages, age_s: float, batch_id: uuid.UUID | None = None,

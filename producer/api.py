@@ -21,9 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
-from models import make_engine, stale
+from models import stale
+from models.db import connect, make_engine
+from models.query import Connection
 from producer.status import BatchStatus, batch_status, parse_batch_id
 from tierq.config import Config
 from tierq.errors import InputError
@@ -34,6 +34,7 @@ from tierq.vault import TextVault
 
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
     from celery import Celery
+    from sqlalchemy import Engine
 
     from producer.bill.build import Bill
     from producer.control import CancelResult
@@ -140,15 +141,19 @@ class Tierq:
 
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
-        status = batch_status(self.engine, _uuid(batch_id))
-        if status.done and status.total:
-            from producer.bill.quality import read_quality
-            from producer.bill.queries import Scope
+        # Reading a batch goes through psycopg alone: `tierq status` would spend most of its time importing
+        # SQLAlchemy. A connection per call, like a pooled one checked out, so a database restart between
+        # two calls (of `wait`) does no harm.
+        with connect(self.settings.database_url) as conn:
+            status = batch_status(conn, _uuid(batch_id))
+            if status.done and status.total:
+                from producer.bill.quality import read_quality
+                from producer.bill.queries import Scope
 
-            with self.engine.connect() as conn:
                 status.quality = read_quality(conn, Scope(status.batch_id), self.config)
+            if not status.done:
+                status.stuck = self._stuck(conn, status.batch_id)
         if not status.done:
-            status.stuck = self.stuck(status.batch_id)
             consumers = Presence(self.vault.r).consumers()
             status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}
         return status
@@ -157,9 +162,12 @@ class Tierq:
         """Jobs (of one batch, or of all) that no message will move: unchanged for `stuck_after_s` with no
         live message, or one the broker lost (models.stale.lost). The workers' reconciler publishes their
         messages again; `recover` does it now."""
-        with self.engine.connect() as conn:
-            groups = stale.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s,
-                                _uuid(batch_id) if batch_id else None, self._queue_lengths)
+        with connect(self.settings.database_url) as conn:
+            return self._stuck(conn, _uuid(batch_id) if batch_id else None)
+
+    def _stuck(self, conn: Connection, batch_id: uuid.UUID | None) -> int:
+        groups = stale.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s, batch_id,
+                            self._queue_lengths)
         return sum(len(group.ids) for group in groups)
 
     def _queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
@@ -189,8 +197,15 @@ class Tierq:
         if format not in RESULT_FORMATS:
             raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
         convert = as_openai if format == "openai" else as_result
-        self.status(batch_id)  # an unknown batch is an error, not an empty file
-        return (convert(row) for row in iter_rows(self.engine, _uuid(batch_id), self.vault))
+        batch = _uuid(batch_id)
+        self.status(batch)  # an unknown batch is an error, not an empty file
+
+        def lines() -> Iterator[dict[str, Any]]:
+            with connect(self.settings.database_url) as conn:
+                # The vault only for a private batch: reading any other needs no Redis.
+                yield from (convert(row) for row in iter_rows(conn, batch, lambda: self.vault))
+
+        return lines()
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import RedisError
@@ -27,7 +28,10 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException, settings: Settings) -> str | None:
     """The line to print for an outage of a service, or None when `exc` is not one."""
-    if isinstance(exc, (OperationalError, PoolTimeout)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    # psycopg's own error: the commands that only read a batch connect without SQLAlchemy (models.db.connect).
+    if isinstance(exc, (OperationalError, PoolTimeout, psycopg.OperationalError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
         shown = make_url(settings.database_url).render_as_string(hide_password=True)
         problem = _first_line(exc)
         if "too many" in problem.lower() or isinstance(exc, PoolTimeout):

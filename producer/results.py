@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
-
+from models.query import rows, stream
 from tierq.money import ZERO, usd
 
 RESULT_FORMATS = ("jsonl", "openai")
 ANSWERS = ("ok", "cache_hit", "audit")
 
-_QUERY = text(
-    """
+_QUERY = """
     SELECT j.id, j.custom_id, j.status, j.content, j.tier, j.model, j.error,
            EXTRACT(EPOCH FROM j.finished_at)::bigint AS finished, a.calls, j.audited, j.replaced
     FROM jobs j
@@ -31,11 +29,12 @@ _QUERY = text(
     ) a ON true
     WHERE j.batch_id = :id AND j.status IN ('succeeded', 'failed', 'cancelled')
     ORDER BY j.seq
-    """
-)
+"""
 
 
 if TYPE_CHECKING:
+    import psycopg
+
     from tierq.vault import TextVault
 
 
@@ -69,19 +68,22 @@ class ResultRow:
         return sum((Decimal(c["cost_usd"]) for c in self.calls), ZERO)
 
 
-def iter_rows(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> Iterator[ResultRow]:
+def iter_rows(conn: psycopg.Connection[Any], batch_id: uuid.UUID,
+              vault: Callable[[], TextVault] | None = None) -> Iterator[ResultRow]:
     """Finished jobs in input order, streamed from a server-side cursor.
 
-    A private batch's answers come from the vault and are removed as they are read: returned once.
+    A private batch's answers come from the vault (`vault()`, asked for only then) and are removed as
+    they are read: returned once.
     """
-    with engine.connect() as conn:
-        private = conn.execute(text("SELECT NOT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar()
-        rows = conn.execution_options(stream_results=True, yield_per=1000).execute(_QUERY, {"id": batch_id})
-        for job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced in rows:
-            if private and vault is not None and status == "succeeded":
-                content = vault.take_answer(job_id)
-            yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [], audited,
-                            replaced)
+    private = any(row[0] for row in rows(conn, "SELECT NOT store_text FROM batches WHERE id = :id", {"id": batch_id}))
+    texts = vault() if private and vault is not None else None
+    for job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced in stream(
+        conn, _QUERY, {"id": batch_id}, "tierq_results"
+    ):
+        if texts is not None and status == "succeeded":
+            content = texts.take_answer(job_id)
+        yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [], audited,
+                        replaced)
 
 
 def as_result(row: ResultRow) -> dict[str, Any]:
@@ -103,9 +105,3 @@ def as_result(row: ResultRow) -> dict[str, Any]:
         "attempts": attempts,
         "error": row.error if row.status != "succeeded" else None,
     }
-
-
-def iter_results(engine: Engine, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
-    """Yield one result per finished job, in input order."""
-    for row in iter_rows(engine, batch_id):
-        yield as_result(row)

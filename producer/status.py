@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, text
-
-from models import JobStatus
+from models.enums import JobStatus
+from models.query import Connection, rows
 from producer.bill.quality import Quality
 from tierq.errors import NotFound
 from tierq.money import ZERO, usd
@@ -107,49 +106,41 @@ def parse_batch_id(value: str) -> uuid.UUID:
         ) from None
 
 
-def batch_status(engine: Engine, batch_id: uuid.UUID) -> BatchStatus:
-    """Read the counts of one batch (four aggregate queries, no per-job rows)."""
-    with engine.connect() as conn:
-        batch = conn.execute(
-            text("SELECT total, rejected, cancelled FROM batches WHERE id = :id"), {"id": batch_id}
-        ).first()
-        if batch is None:
-            raise NotFound(f"no batch {batch_id}; check the id printed by `tierq submit`")
-        status = BatchStatus(batch_id, batch.total, batch.rejected, {}, {}, 0, ZERO, 0, batch.cancelled)
-        for state, tier, count, esc in conn.execute(
-            text(
-                "SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"
-            ),
-            {"id": batch_id},
-        ):
-            status.by_status[state] = status.by_status.get(state, 0) + count
-            if tier is not None:
-                status.by_tier[tier] = status.by_tier.get(tier, 0) + count
-                status.by_tier_status.setdefault(tier, {})[state] = count
-            status.escalations += int(esc or 0)
-        status.calls, status.cache_hits, status.cost_usd = conn.execute(
-            text(
-                "SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
-                "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id"
-            ),
-            {"id": batch_id},
-        ).one()
-        _pace(status, conn.execute(_PACE, {"id": batch_id, "window": RATE_WINDOW_S}).one())
-        status.warnings = model_warnings(conn.execute(_OUTCOMES, {"id": batch_id}).all())
+def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
+    """Read the counts of one batch (aggregate queries, no per-job rows)."""
+    params = {"id": batch_id}
+    batch = rows(conn, "SELECT total, rejected, cancelled FROM batches WHERE id = :id", params)
+    if not batch:
+        raise NotFound(f"no batch {batch_id}; check the id printed by `tierq submit`")
+    total, rejected, cancelled = batch[0]
+    status = BatchStatus(batch_id, total, rejected, {}, {}, 0, ZERO, 0, cancelled)
+    for state, tier, count, esc in rows(conn, _BY_STATE, params):
+        status.by_status[state] = status.by_status.get(state, 0) + count
+        if tier is not None:
+            status.by_tier[tier] = status.by_tier.get(tier, 0) + count
+            status.by_tier_status.setdefault(tier, {})[state] = count
+        status.escalations += int(esc or 0)
+    status.calls, status.cache_hits, status.cost_usd = rows(conn, _CALLS, params)[0]
+    _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
+    status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
     return status
 
 
-_OUTCOMES = text("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AND outcome <> 'cache_hit' "
-                 "GROUP BY 1, 2")
+_BY_STATE = "SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"
+_CALLS = ("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
+          "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id")
+_OUTCOMES = ("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AND outcome <> 'cache_hit' "
+             "GROUP BY 1, 2")
 FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
 WARN_MIN_CALLS = 20
 WARN_SHARE = 0.1
 
 
-def model_warnings(rows: Sequence[Any]) -> list[str]:
-    """A line for each model with at least WARN_MIN_CALLS calls of which WARN_SHARE or more failed."""
+def model_warnings(counts: Sequence[Any]) -> list[str]:
+    """A line for each model with at least WARN_MIN_CALLS calls of which WARN_SHARE or more failed, from
+    (model, outcome, calls) rows."""
     by_model: dict[str, dict[str, int]] = {}
-    for model, outcome, count in rows:
+    for model, outcome, count in counts:
         by_model.setdefault(model, {})[outcome] = count
     lines = []
     for model, outcomes in sorted(by_model.items()):
@@ -162,7 +153,7 @@ def model_warnings(rows: Sequence[Any]) -> list[str]:
 
 
 # Jobs answered or failed (cancelled ones are not work done), overall and within the recent window.
-_PACE = text(
+_PACE = (
     "SELECT count(*) FILTER (WHERE j.finished_at >= now() - make_interval(secs => :window)), count(*), "
     "EXTRACT(EPOCH FROM now() - b.created_at), EXTRACT(EPOCH FROM max(j.finished_at) - b.created_at) "
     "FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id AND j.status IN ('succeeded', 'failed') "

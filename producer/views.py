@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from producer.bill.build import Bill
 from producer.status import BatchStatus
+
+if TYPE_CHECKING:  # the bill's queries (and SQLAlchemy) load only for `tierq report`
+    from producer.bill.build import Bill
 
 STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")
 

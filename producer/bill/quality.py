@@ -13,13 +13,14 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, text
-
+from models.query import Connection, rows
 from producer.bill.queries import Scope
-from tierq.config import Config
 from tierq.money import ZERO, usd
+
+if TYPE_CHECKING:
+    from tierq.config import Config
 
 Z = 1.959964  # two-sided 95%
 
@@ -111,13 +112,13 @@ def read_quality(conn: Connection, scope: Scope, config: Config) -> Quality:
     """The quality of `scope` from its labels, answered jobs and audit calls."""
     params = scope.params()
     quality = Quality(config.reference_tier)
-    quality.strata = [Stratum(*row) for row in conn.execute(text(_STRATA.format(j=scope.jobs())), params)]
-    quality.audit_calls, quality.audit_cost_usd = conn.execute(text(_AUDIT_COST.format(c=scope.calls())), params).one()
+    quality.strata = [Stratum(*row) for row in rows(conn, _STRATA.format(j=scope.jobs()), params)]
+    quality.audit_calls, quality.audit_cost_usd = rows(conn, _AUDIT_COST.format(c=scope.calls()), params)[0]
     rates = {(s.task_type, s.tier if s.source == "answer" else "cache"): s for s in quality.strata}
     reference = config.tier_index(config.reference_tier) if config.reference_tier in config.tier_names else 0
     agreeing = variance = 0.0
     measured = False
-    for task, source, tier, audited, replaced, count in conn.execute(text(_ANSWERED.format(j=scope.jobs())), params):
+    for task, source, tier, audited, replaced, count in rows(conn, _ANSWERED.format(j=scope.jobs()), params):
         quality.answered += count
         quality.replaced += count if replaced else 0
         at_reference = tier in config.tier_names and config.tier_index(tier) >= reference and source == "answer"
@@ -163,24 +164,26 @@ def cache_precision(conn: Connection, task_type: str | None = None, since: datet
                     limit: int = 100) -> list[CacheNamespace]:
     """How often audited semantic cache hits agreed with a fresh reference answer, per cache namespace
     (the most audited first)."""
-    rows = conn.execute(
-        text("SELECT namespace, min(tenant), min(task_type), count(*), count(*) FILTER (WHERE agree) FROM labels "
-             "WHERE source = 'cache' AND namespace IS NOT NULL "
-             "AND (CAST(:task AS text) IS NULL OR task_type = CAST(:task AS text)) "
-             "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz)) "
-             "GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT :limit"),
+    found = rows(
+        conn,
+        "SELECT namespace, min(tenant), min(task_type), count(*), count(*) FILTER (WHERE agree) FROM labels "
+        "WHERE source = 'cache' AND namespace IS NOT NULL "
+        "AND (CAST(:task AS text) IS NULL OR task_type = CAST(:task AS text)) "
+        "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz)) "
+        "GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT :limit",
         {"task": task_type, "since": since, "limit": limit},
     )
-    return [CacheNamespace(*row) for row in rows]
+    return [CacheNamespace(*row) for row in found]
 
 
 def across_batches(conn: Connection, task_type: str | None = None, since: datetime | None = None) -> list[Stratum]:
     """Every stratum's audits across batches (of one task type, from `since` on)."""
-    rows = conn.execute(
-        text("SELECT task_type, candidate_tier, source, count(*), count(*) FILTER (WHERE agree) FROM labels "
-             "WHERE (CAST(:task AS text) IS NULL OR task_type = CAST(:task AS text)) "
-             "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz)) "
-             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+    found = rows(
+        conn,
+        "SELECT task_type, candidate_tier, source, count(*), count(*) FILTER (WHERE agree) FROM labels "
+        "WHERE (CAST(:task AS text) IS NULL OR task_type = CAST(:task AS text)) "
+        "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz)) "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         {"task": task_type, "since": since},
     )
-    return [Stratum(*row) for row in rows]
+    return [Stratum(*row) for row in found]

@@ -1,0 +1,55 @@
+"""`tierq status` and `tierq results` start without loading what they do not use.
+
+How long they take to start is the benchmark's business (bench/bench_startup.py: it depends on the machine);
+here the real commands run with Python's import log on, and what they imported is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from conftest import Stack, insert_job, run_batch
+from sqlalchemy import text
+
+TIERQ = Path(sys.executable).parent / "tierq"
+NEVER = {"sqlalchemy", "celery", "kombu"}  # reading a batch goes through psycopg and publishes nothing
+
+
+def imported(stack: Stack, cwd: Path, *args: str) -> tuple[str, set[str]]:
+    """Run `tierq ARGS`: its output and the top-level packages it imported."""
+    done = subprocess.run([str(TIERQ), *args], env={**stack.env, "PYTHONPROFILEIMPORTTIME": "1"}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+    log = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert done.returncode == 0 and log, done.stderr[-3000:]
+    return done.stdout, {line.rsplit("|", 1)[1].strip().split(".")[0] for line in log}
+
+
+def test_status_and_results_of_a_finished_batch_load_neither_sqlalchemy_nor_redis(clean: Stack,
+                                                                                    tmp_path: Path) -> None:
+    with clean.client() as tq:
+        run_batch(clean, tq, [{"id": "a", "prompt": "Where is my parcel?"}, {"id": "b", "prompt": "Refund please"}])
+    batch, shown = str(_only_batch(clean)), {}
+    for args in (("status",), ("status", "--json"), ("results",), ("results", "--format", "openai")):
+        shown[args], packages = imported(clean, tmp_path, args[0], batch, *args[1:])
+        assert not packages & (NEVER | {"redis"}), (args, sorted(packages & (NEVER | {"redis"})))
+    assert shown[("status",)].startswith(f"batch {batch}: 2/2 done, done, ")
+    assert json.loads(shown[("status", "--json")])["succeeded"] == 2
+    assert [json.loads(line)["id"] for line in shown[("results",)].splitlines()] == ["a", "b"]
+    assert [json.loads(line)["custom_id"] for line in shown[("results", "--format", "openai")].splitlines()] == [
+        "a", "b"]
+
+
+def test_status_of_a_running_batch_asks_redis_but_loads_no_sqlalchemy(clean: Stack, tmp_path: Path) -> None:
+    insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    out, packages = imported(clean, tmp_path, "status", str(_only_batch(clean)), "--json")
+    assert not packages & NEVER, sorted(packages & NEVER)
+    assert json.loads(out)["pending"] == 1 and "redis" in packages  # it looked for workers and live messages
+
+
+def _only_batch(stack: Stack) -> uuid.UUID:
+    with stack.engine.connect() as conn:
+        return uuid.UUID(str(conn.execute(text("SELECT id FROM batches")).scalar_one()))
