@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from models import stale
 from models.db import connect, make_engine
 from models.query import Connection
-from producer.status import BatchStatus, batch_status, parse_batch_id
+from producer.status import BatchStatus, batch_status, open_provider_batches, parse_batch_id
 from tierq.config import Config
 from tierq.errors import InputError
 from tierq.live import LiveMessages
@@ -153,6 +153,7 @@ class Tierq:
                 status.quality = read_quality(conn, Scope(status.batch_id), self.config)
             if not status.done:
                 status.stuck = self._stuck(conn, status.batch_id)
+                status.provider_batches = open_provider_batches(conn, status.batch_id)
         if not status.done:
             consumers = Presence(self.vault.r).consumers()
             status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}

@@ -40,6 +40,8 @@ class BatchStatus:
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
+    # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
+    provider_batches: dict[str, int] = field(default_factory=dict)
     quality: Quality | None = None  # measured from the batch's audits, once it is done
 
     def count(self, status: JobStatus) -> int:
@@ -84,6 +86,7 @@ class BatchStatus:
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "stuck": self.stuck,
             "unserved_queues": self.unserved,
+            "provider_batches": self.provider_batches,
             "warnings": self.warnings,
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
@@ -175,3 +178,19 @@ def _pace(status: BatchStatus, row: Any) -> None:
     status.rate_per_s = recent / window if window > 0 else None
     if status.rate_per_s:
         status.eta_s = status.pending / status.rate_per_s
+
+
+# Open provider batches of a batch, with the provider's request counts as last polled (models.provider_batch).
+PROVIDER_BATCHES = """
+SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0),
+       coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0)
+FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
+"""
+
+
+def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, int]:
+    """The batch's provider batches still open, and their requests ({} when there is none)."""
+    batches, requests, completed, failed = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+    if not batches:
+        return {}
+    return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed)}

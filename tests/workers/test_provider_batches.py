@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.metrics import TierqCollector
+from producer.views import status_lines
 from producer.submit import BatchOptions
 from tierq.money import Usage
 
@@ -125,6 +126,9 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     batch = tq.submit(records(10), BatchOptions(force_tier="warm", use_cache=False)).batch_id
     wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
                lambda: provider_batches(clean, batch))
+    status = tq.status(batch)
+    assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0}
+    assert any(line.startswith("  in provider batches: 10 jobs in 1") for line in status_lines(status))
     collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in collector.collect() for s in m.samples}
     assert samples[("tierq_provider_batches_open", (("tier", "warm"), ("what", "batches")))] == 1
