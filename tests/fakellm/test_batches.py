@@ -13,9 +13,10 @@ import openai
 import pytest
 from openai.types import Batch
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from simsupport import module_server, sdk_client
 
 from fakellm.answers import REFUSAL_CONTENT
-from fakellm.testing import SimServer, running_server
+from fakellm.testing import SimServer
 
 CONFIG_TOML = """
 [simulator]
@@ -34,18 +35,13 @@ ENDPOINT = "/v1/chat/completions"
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
     """One simulator subprocess with short batch timings, shared by this module's tests."""
-    workdir = tmp_path_factory.mktemp("fakellm-batches")
-    (workdir / "tierq.toml").write_text(CONFIG_TOML)
-    with running_server(workdir / "tierq.toml", stderr_path=workdir / "stderr") as server:
-        yield server
-    assert server.returncode == 0, (workdir / "stderr").read_text()
+    yield from module_server(tmp_path_factory.mktemp("fakellm-batches"), CONFIG_TOML)
 
 
 @pytest.fixture()
 def client(sim: SimServer) -> openai.OpenAI:
     """An OpenAI SDK client pointed at the simulator, with no retries, on a simulator with no batches."""
-    assert sim.call("POST", "/_sim/reset")[0] == 200
-    return openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+    return sdk_client(sim)
 
 
 def request_line(custom_id: str, text: str, model: str = "sim-batch") -> dict[str, Any]:

@@ -16,9 +16,10 @@ import numpy as np
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from simsupport import module_server, sdk_client
 
 import fakellm
-from fakellm.testing import SimServer, running_server
+from fakellm.testing import SimServer
 
 CONFIG_TOML = """
 [models.unrelated]
@@ -38,17 +39,13 @@ SIMULATOR_TABLE: dict[str, Any] = tomllib.loads(CONFIG_TOML)["simulator"]
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
     """One simulator subprocess shared by this module's tests."""
-    workdir = tmp_path_factory.mktemp("fakellm-endpoints")
-    (workdir / "tierq.toml").write_text(CONFIG_TOML)
-    with running_server(workdir / "tierq.toml", stderr_path=workdir / "stderr") as server:
-        yield server
-    assert server.returncode == 0, (workdir / "stderr").read_text()
+    yield from module_server(tmp_path_factory.mktemp("fakellm-endpoints"), CONFIG_TOML)
 
 
 @pytest.fixture()
 def client(sim: SimServer) -> openai.OpenAI:
     """An OpenAI SDK client pointed at the simulator, with no retries."""
-    return openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+    return sdk_client(sim, reset=False)
 
 
 def user(text: str) -> list[ChatCompletionMessageParam]:

@@ -7,24 +7,21 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+from simsupport import module_server, sdk_client
 
-from fakellm.testing import SimServer, running_server
+from fakellm.testing import SimServer
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
     """One simulator subprocess, default config, shared by this module's tests."""
-    workdir = tmp_path_factory.mktemp("fakellm-files")
-    with running_server(stderr_path=workdir / "stderr") as server:
-        yield server
-    assert server.returncode == 0, (workdir / "stderr").read_text()
+    yield from module_server(tmp_path_factory.mktemp("fakellm-files"))
 
 
 @pytest.fixture()
 def client(sim: SimServer) -> openai.OpenAI:
     """An OpenAI SDK client pointed at the simulator, with no retries, on a simulator with no files."""
-    assert sim.call("POST", "/_sim/reset")[0] == 200
-    return openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+    return sdk_client(sim)
 
 
 def test_a_file_is_uploaded_listed_downloaded_and_deleted(client: openai.OpenAI) -> None:
