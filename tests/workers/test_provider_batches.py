@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.metrics import TierqCollector
-from producer.views import status_lines
 from producer.submit import BatchOptions
+from producer.views import status_lines
 from tierq.money import Usage
 
 BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40}}
