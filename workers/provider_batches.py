@@ -69,16 +69,22 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
     """One step for a batch-mode tier message, with the interactive tier's own code for the rest."""
     lease = Lease(message)
     outbox = Outbox()
+    busy: float | None = None
     with ctx.engine.begin() as conn:
         lifecycle.resend(conn, outbox, job_ids, message)
         rows = lifecycle.claim(conn, job_ids, tier.name, lease, ctx.config.worker.lease_s)
+        if len(rows) < len(job_ids):
+            busy = lifecycle.leased_elsewhere(conn, job_ids, lease)
         found = pb.find(conn, message)
     ctx.publish(outbox)
+    if busy is not None:
+        # Another delivery holds these jobs (or held them and died): come back when its lease would end.
+        ctx.publish([tier_message(tier.name, list(job_ids), None, message, min(busy + 1, ctx.longest_countdown_s))])
     jobs = claimed_jobs(rows)
     if not jobs:
-        if found is not None and found.state != pb.ENDED:
+        if busy is None and found is not None and found.state != pb.ENDED:
             _abandon(ctx, found)
-        return BatchStep(0, 0, False)
+        return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         jobs = tier_work.prepare(jobs, lease)
         if found is None:
@@ -86,7 +92,7 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             if now:
                 tier_work.interactive(now, lease)
             if not later:
-                return BatchStep(len(jobs), len(now), False)
+                return BatchStep(len(jobs), len(now), busy is not None)
             found = _reserve(ctx, tier, later, lease)
             jobs = later
         try:
@@ -115,7 +121,7 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             _park_and_return(ctx, tier, found, jobs, lease)
             return BatchStep(len(jobs), 0, True)
         _finish_ended(ctx, tier, found, jobs, lease, tier_work)
-    return BatchStep(len(jobs), len(jobs), False)
+    return BatchStep(len(jobs), len(jobs), busy is not None)
 
 
 @dataclass(frozen=True, slots=True)
