@@ -97,14 +97,3 @@ def waiting(conn: Connection, message: uuid.UUID) -> list[int]:
         text(f"SELECT id FROM jobs WHERE handoff = :m AND status = '{JobStatus.QUEUED}' ORDER BY id"),
         {"m": message},
     ).scalars())
-
-
-def open_counts(conn: Connection, batch_id: uuid.UUID | None = None) -> tuple[int, int]:
-    """Open provider batches and the requests in them (of one batch, or of all)."""
-    row = conn.execute(
-        text(f"SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0) "
-             f"FROM provider_batches WHERE state <> '{ENDED}' "
-             "AND (CAST(:b AS uuid) IS NULL OR batch_id = CAST(:b AS uuid))"),
-        {"b": batch_id},
-    ).one()
-    return int(row[0]), int(row[1])

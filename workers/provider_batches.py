@@ -6,9 +6,9 @@ publishes the message again due in `batch_poll_s`; no thread waits on a provider
 
 - No provider batch yet: jobs that need more than one plain call (under audit, under a budget, too long
   for the model) are answered interactively now; the rest get a `provider_batches` row ("creating", with
-  every request's call id) in the same transaction that parks them.
+  every request's call id), written before any provider call.
 - "creating": the input file is uploaded and the batch created, each id written as soon as it is known;
-  a delivery that finds a row without a batch id first looks for a provider batch carrying the message id
+  a later delivery that finds a row without a batch id first looks for a provider batch carrying the message id
   in its metadata, so a worker killed between the provider's answer and the write never sends twice.
 - "open": the batch is looked at; once it has ended, its output and error files are read, every line
   becomes a call (its call id, usage and batch-price cost) judged exactly like an interactive answer,
@@ -87,18 +87,19 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
         return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         jobs = tier_work.prepare(jobs, lease)
+        written = False  # set when this delivery writes the row: then no earlier one created a provider batch
         if found is None:
             now, later = _split(ctx, tier, jobs)
             if now:
                 tier_work.interactive(now, lease)
             if not later:
                 return BatchStep(len(jobs), len(now), busy is not None)
-            found = _reserve(ctx, tier, later, lease)
+            found, written = _reserve(ctx, tier, later, lease)
             jobs = later
         try:
             if found.state == pb.CREATING:
                 sent = set(found.requests.values())
-                found = _create(ctx, tier, found, [job for job in jobs if job.id in sent])
+                found = _create(ctx, tier, found, [job for job in jobs if job.id in sent], look_first=not written)
             if found.state == pb.OPEN:
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
@@ -171,15 +172,17 @@ def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tupl
     return now, later
 
 
-def _reserve(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease: Lease) -> ProviderBatch:
-    """The provider batch's row, written with the jobs parked under it in one transaction."""
+def _reserve(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob],
+             lease: Lease) -> tuple[ProviderBatch, bool]:
+    """The provider batch's row, and whether this call wrote it (False: an earlier delivery had)."""
     name = tier.models[0]
     requests = {str(call_id(lease.message, job.id)): job.id for job in jobs}
     with ctx.engine.begin() as conn:
-        pb.reserve(conn, lease.message, jobs[0].batch_id, tier.name, name, ctx.config.models[name].provider, requests)
+        written = pb.reserve(conn, lease.message, jobs[0].batch_id, tier.name, name,
+                             ctx.config.models[name].provider, requests)
         found = pb.find(conn, lease.message)
     assert found is not None
-    return found
+    return found, written
 
 
 def _lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> bytes:
@@ -196,10 +199,12 @@ def _lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: lis
     return ("\n".join(out) + "\n").encode()
 
 
-def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> ProviderBatch:
-    """Upload the input file and create the provider batch, unless an earlier delivery already did."""
+def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob],
+            look_first: bool) -> ProviderBatch:
+    """Upload the input file and create the provider batch, unless an earlier delivery already did (looked
+    up at the provider only when a row this delivery did not write says one may have)."""
     client = ctx.client.provider_client(found.provider)
-    existing = ctx.loop.run(_lookup(client, found.message_id))
+    existing = ctx.loop.run(_lookup(client, found.message_id)) if look_first else None
     if existing is not None:
         log.warning("provider batch %s of message %s was created by an earlier delivery; not sending it again",
                     existing, found.message_id)
