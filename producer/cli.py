@@ -33,6 +33,23 @@ def _usd(value: str | None) -> Decimal | None:
     return amount
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str | None) -> float | None:
+    """A duration such as 24h, 90m, 2d or 30s, in seconds."""
+    if value is None:
+        return None
+    number, unit = value.strip()[:-1], value.strip()[-1:].lower()
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a duration; use a number and a unit, e.g. 24h, 90m, 2d") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise click.BadParameter(f"{value!r} must be a positive duration, e.g. 24h")
+    return seconds
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "openai"]), default="auto",
@@ -56,13 +73,18 @@ def _usd(value: str | None) -> Decimal | None:
               help="Summarise older turns of long conversations [default: as the TOML's [compression] says].")
 @click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Answers must be JSON matching this JSON schema FILE; others escalate as 'invalid'.")
+@click.option("--deadline", callback=lambda _c, _p, v: _duration(v), metavar="DURATION",
+              help="The batch may take this long (e.g. 24h): tiers with mode = \"batch\" or \"deadline\" whose "
+                   "batch_window fits send its jobs to the provider's half-price batch API; a shorter deadline "
+                   "keeps every tier interactive.")
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @_friendly
 def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, rejects: Path | None,
            system_prompt: str | None, task_type: str, tenant: str, force_tier: str | None,
            min_tier: str | None, max_tier: str | None, budget_usd: Decimal | None, no_cache: bool, no_store_text: bool,
-           compress: bool | None, json_schema: Path | None, wait: bool, as_json: bool) -> None:
+           compress: bool | None, json_schema: Path | None, deadline: float | None, wait: bool,
+           as_json: bool) -> None:
     """Submit FILE (JSONL, CSV or an OpenAI batch request file; - reads standard input) as one batch."""
     from producer.commands import run_submit
     from producer.inputs.stream import ReadOptions
@@ -73,7 +95,7 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
     options = BatchOptions(tenant=tenant, task_type=task_type, system_prompt=system_prompt, force_tier=force_tier,
                            min_tier=min_tier, max_tier=max_tier, source="<stdin>" if file == "-" else file,
                            use_cache=not no_cache, budget_usd=budget_usd, store_text=not no_store_text,
-                           compress=compress, json_schema=schema)
+                           compress=compress, json_schema=schema, deadline_s=deadline)
     sys.exit(run_submit(file, options, ReadOptions(fmt, prompt_field, template), rejects, wait, as_json))
 
 

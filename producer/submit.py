@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Batch, JobStatus
 from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from producer.inputs.stream import LineSource
-from tierq.config import RESERVED_PARAMS, Config
+from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
 from tierq.params import params_problem
@@ -55,6 +55,7 @@ class BatchOptions:
     store_text: bool = True  # False: Postgres keeps digests only, texts live in Redis until used
     compress: bool | None = None  # None: as the TOML's [compression] says for each task type
     json_schema: dict[str, Any] | None = None  # answers must match it (replaces the task type's validator)
+    deadline_s: float | None = None  # the batch may take this long: batch-API tiers whose window fits are used
 
     def check(self, config: Config) -> None:
         """Reject tier options that name no configured tier, a minimum above the maximum, names too long
@@ -70,6 +71,8 @@ class BatchOptions:
                 raise InputError(f"{label} {tier!r} is not a configured tier; use one of {config.tier_names}")
         if self.min_tier and self.max_tier and config.tier_index(self.min_tier) > config.tier_index(self.max_tier):
             raise InputError(f"--min-tier {self.min_tier!r} is above --max-tier {self.max_tier!r}")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise InputError(f"--deadline must be a positive number of seconds, not {self.deadline_s!r}")
         if self.json_schema is not None:
             try:
                 schema_problem(self.json_schema, "--json-schema")
@@ -78,7 +81,8 @@ class BatchOptions:
 
     def stored_params(self) -> dict[str, Any]:
         """The batch's params, with tierq's own options under RESERVED_PARAMS (never sent to a model)."""
-        own = {k: v for k, v in (("compress", self.compress), ("json_schema", self.json_schema)) if v is not None}
+        own = {k: v for k, v in (("compress", self.compress), ("json_schema", self.json_schema),
+                                  (DEADLINE_KEY, self.deadline_s)) if v is not None}
         return {**self.params, RESERVED_PARAMS: own} if own else self.params
 
 

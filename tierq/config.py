@@ -96,8 +96,10 @@ class TierConfig(_Strict):
     retry_base_s: float = Field(default=0.5, gt=0, description="first backoff; doubles per retry, with jitter")
     retry_max_s: float = Field(default=30.0, gt=0, description="cap of one backoff or Retry-After wait")
     max_tokens: int | None = Field(default=None, gt=0)
-    # "batch": the tier's jobs go to the provider's batch API (half price, answers within batch_window).
-    mode: Literal["interactive", "batch"] = "interactive"
+    # "batch": the tier's jobs go to the provider's batch API (half price, answers within batch_window) unless
+    # their batch was submitted with a shorter --deadline; "deadline": only when their batch's --deadline is at
+    # least batch_window; "interactive": never.
+    mode: Literal["interactive", "batch", "deadline"] = "interactive"
     batch_window: str = Field(default="24h", pattern=r"^[0-9]+h$", description="the provider's completion window")
     batch_poll_s: float = Field(default=30.0, gt=0, description="how often an open provider batch is looked at")
     batch_max_requests: int = Field(default=1000, ge=1, le=50_000, description="requests per provider batch (jobs "
@@ -105,6 +107,19 @@ class TierConfig(_Strict):
     batch_fallback: Literal["interactive", "next"] = Field(
         default="interactive", description="where a provider batch's unfinished requests go when it expires, "
         "fails or is cancelled: this tier's models called directly, or the next tier")
+
+    @property
+    def window_s(self) -> float:
+        """The provider's completion window in seconds."""
+        return float(self.batch_window[:-1]) * 3600
+
+    def uses_batch_api(self, deadline_s: float | None) -> bool:
+        """Whether jobs of a batch with this deadline (None: none given) go to the provider's batch API."""
+        if self.mode == "interactive":
+            return False
+        if deadline_s is None:
+            return self.mode == "batch"
+        return self.window_s <= deadline_s
 
 
 class RuleConfig(_Strict):
@@ -180,9 +195,17 @@ class WorkerConfig(_Strict):
     max_recoveries: int = Field(default=3, ge=0, description="publications by the reconciler before a job fails")
 
 
-# Key of a batch's params holding tierq's own batch options (--compress, --json-schema); never sent,
-# since only tierq.params.PASSED_PARAMS reach a model.
+# Key of a batch's params holding tierq's own batch options (--compress, --json-schema, --deadline); never
+# sent, since only tierq.params.PASSED_PARAMS reach a model.
 RESERVED_PARAMS = "_tierq"
+DEADLINE_KEY = "deadline_s"  # under RESERVED_PARAMS: the batch's --deadline in seconds
+
+
+def batch_deadline(params: Mapping[str, Any]) -> float | None:
+    """The deadline a job's batch was submitted with (`tierq submit --deadline`), in seconds, or None."""
+    options = params.get(RESERVED_PARAMS)
+    value = options.get(DEADLINE_KEY) if isinstance(options, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class CompressionConfig(_Strict):
@@ -241,8 +264,14 @@ class Config(_Strict):
 
     @property
     def tier_chunks(self) -> dict[str, int]:
-        """Jobs per tier message: `[worker] tier_chunk`, or `batch_max_requests` for a batch-mode tier."""
-        return {t.name: t.batch_max_requests if t.mode == "batch" else self.worker.tier_chunk for t in self.tiers}
+        """Jobs per tier message of a batch without a deadline (`tier_chunks_for`)."""
+        return self.tier_chunks_for(None)
+
+    def tier_chunks_for(self, deadline_s: float | None) -> dict[str, int]:
+        """Jobs per tier message for a batch with this deadline: `batch_max_requests` at a tier whose jobs go
+        to the provider's batch API, else `[worker] tier_chunk`."""
+        return {t.name: t.batch_max_requests if t.uses_batch_api(deadline_s) else self.worker.tier_chunk
+                for t in self.tiers}
 
     def next_tier(self, name: str) -> str | None:
         """The tier a failed job escalates to, or None after the last."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from models import following, lifecycle
 from models.lifecycle import Outbox
+from tierq.config import batch_deadline
 from tierq.contract import follow_message
 from workers.audits import draw
 from workers.compress import compress_pending
@@ -90,6 +91,7 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     failed += [(job_id, EXPIRED, 0) for job_id in expired]
     dedup = _dedup(ctx, [job for job in jobs if job.use_cache and job.id in routes])
     batch = jobs[0].batch_id if jobs else None
+    chunks = ctx.config.tier_chunks_for(batch_deadline(jobs[0].params) if jobs else None)  # one batch per message
     outbox = Outbox()
     tasks = {job.id: job.task_type for job in jobs}
     audited = {j: a for j, a in dedup.hits.items()
@@ -97,11 +99,11 @@ def classify_chunk(ctx: WorkerContext, job_ids: Sequence[int], message_id: uuid.
     with ctx.engine.begin() as conn:
         cached = answer_from_cache(conn, {j: a for j, a in dedup.hits.items() if j not in audited}, message_id)
         audit_hits(conn, outbox, audited, dedup.semantic, message_id, ctx.config.reference_tier,
-                   ctx.config.tier_chunks, batch)
+                   chunks, batch)
         parked = following.park(conn, message_id, dedup.followers)
         following.mark_leaders(conn, message_id, dedup.leaders)
         to_queue = {j: t for j, t in routes.items() if j not in dedup.hits and j not in dedup.followers}
-        lifecycle.route(conn, outbox, to_queue, message_id, ctx.config.tier_chunks, batch)
+        lifecycle.route(conn, outbox, to_queue, message_id, chunks, batch)
         lifecycle.fail(conn, message_id, failed, final=True)
         if waiting:
             countdown = min(ctx.longest_countdown_s, max(0.5, max(waiting.values())))

@@ -18,7 +18,7 @@ from typing import Any
 from models import following, lifecycle
 from models.costs import record_calls
 from models.lifecycle import Lease, Outbox
-from tierq.config import TierConfig
+from tierq.config import TierConfig, batch_deadline
 from tierq.contract import tier_message
 from workers.audits import Finding, examine, pick, write_labels
 from workers.calls import JobWork, TierResult, answer_at_tier
@@ -51,7 +51,7 @@ class TierSummary:
 def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
     """Answer the jobs this message owns at `tier_name`; safe to run again for the same message."""
     tier = ctx.config.tier(tier_name)
-    if tier.mode == "batch":
+    if tier.mode != "interactive":  # the step answers interactively the jobs whose batch's deadline is too short
         return _batch_step(ctx, tier, job_ids, message_id)
     lease = Lease(message_id)
     outbox = Outbox()
@@ -185,7 +185,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
     outbox = Outbox()
     batch = jobs[0].batch_id if jobs else None
-    chunk = ctx.config.tier_chunks
+    chunk = ctx.config.tier_chunks_for(batch_deadline(jobs[0].params) if jobs else None)
     countdown = min(ctx.longest_countdown_s, max(0.5, out.hold_after_s) * random.uniform(1.0, 1.5))
 
     tries = 0

@@ -1,12 +1,14 @@
-"""A tier in mode "batch": its jobs are answered through the provider's batch API, at its batch prices.
+"""A tier in mode "batch" or "deadline": its jobs are answered through the provider's batch API, at its batch
+prices, when their batch allows it (TierConfig.uses_batch_api).
 
 Each delivery of a batch-mode tier message claims the message's jobs (models/lifecycle.py), does one step
 and, unless the provider batch has ended, parks them again (`queued` under the same message) and
 publishes the message again due in `batch_poll_s`; no thread waits on a provider batch.
 
-- No provider batch yet: jobs that need more than one plain call (under audit, under a budget, too long
-  for the model) are answered interactively now; the rest get a `provider_batches` row ("creating", with
-  every request's call id), written before any provider call.
+- No provider batch yet: jobs whose batch keeps this tier interactive (mode "deadline" without a long
+  enough `--deadline`, or a deadline shorter than `batch_window`) and jobs that need more than one plain
+  call (under audit, under a budget, too long for the model) are answered interactively now; the rest get
+  a `provider_batches` row ("creating", with every request's call id), written before any provider call.
 - "creating": the input file is uploaded and the batch created, each id written as soon as it is known;
   a later delivery that finds a row without a batch id first looks for a provider batch carrying the message id
   in its metadata, so a worker killed between the provider's answer and the write never sends twice.
@@ -34,7 +36,7 @@ from models import provider_batch as pb
 from models.enums import CallOutcome
 from models.lifecycle import Lease, Outbox
 from models.provider_batch import ProviderBatch
-from tierq.config import TierConfig
+from tierq.config import TierConfig, batch_deadline
 from tierq.contract import tier_message
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage
@@ -160,13 +162,14 @@ def _brief(exc: openai.APIError) -> str:
 
 
 def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
-    """(answered interactively now, sent in a provider batch): audits, budgeted jobs and prompts too long
-    for the tier's first model need more than one plain call."""
+    """(answered interactively now, sent in a provider batch): jobs of a batch whose deadline (or lack of
+    one) keeps the tier interactive, and audits, budgeted jobs and prompts too long for the tier's first
+    model, which need more than one plain call."""
     model = ctx.config.models[tier.models[0]]
     now: list[ClaimedJob] = []
     later: list[ClaimedJob] = []
     for job in jobs:
-        plain = (not job.audit and not job.budgeted
+        plain = (tier.uses_batch_api(batch_deadline(job.params)) and not job.audit and not job.budgeted
                  and estimated_prompt_tokens(job.messages) <= model.context_window)
         (later if plain else now).append(job)
     return now, later

@@ -41,3 +41,19 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
     assert cleared["removed"] == 1
     bad = tierq(clean, "submit", str(source), "--budget-usd", "-3")
     assert bad.returncode == 2 and "must be a positive amount in USD" in bad.stderr
+
+
+def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_path: Path) -> None:
+    source = tmp_path / "tickets.jsonl"
+    source.write_text(json.dumps({"id": "1", "prompt": "Where is my parcel?"}) + "\n")
+    done = tierq(clean, "submit", str(source), "--deadline", "1.5d", "--json")
+    assert done.returncode == 0, done.stderr
+    batch = json.loads(done.stdout.splitlines()[0])["batch_id"]
+    with clean.engine.connect() as conn:
+        params = conn.execute(text("SELECT params FROM batches WHERE id = :b"), {"b": batch}).scalar_one()
+    assert params["_tierq"]["deadline_s"] == 1.5 * 86400
+    for value, problem in (("24", "is not a duration; use a number and a unit, e.g. 24h"),
+                           ("soon", "is not a duration"), ("-2h", "must be a positive duration")):
+        bad = tierq(clean, "submit", str(source), "--deadline", value)
+        assert bad.returncode == 2 and problem in bad.stderr, (value, bad.stderr)
+        assert "Traceback" not in bad.stderr

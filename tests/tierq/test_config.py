@@ -129,12 +129,26 @@ def test_a_router_must_route_up_the_tier_order(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_deadline_mode_tier_uses_the_batch_api_only_for_a_batch_with_a_long_enough_deadline(
+        tmp_path: Path) -> None:
+    body = GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "deadline"\nbatch_window = "12h"')
+    cold = load_config(write(tmp_path, body)).tier("cold")
+    assert [cold.uses_batch_api(d) for d in (None, 3600, 12 * 3600, 86400)] == [False, False, True, True]
+    with pytest.raises(ConfigError, match="mode"):
+        load_config(write(tmp_path, body.replace('"deadline"', '"sometimes"')))
+
+
 def test_batch_mode_tiers_and_batch_prices(tmp_path: Path) -> None:
     body = GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "batch"\nbatch_max_requests = 500')
     body = body.replace("context_window = 32768", "context_window = 32768\nbatch_input_usd_per_mtok = 0.004")
     config = load_config(write(tmp_path, body))
     assert config.tier("cold").mode == "batch" and config.tier("hot").mode == "interactive"
     assert config.tier_chunks == {"hot": 50, "cold": 500}
+    cold = config.tier("cold")  # mode "batch": always, unless a batch's deadline is shorter than the window
+    assert (cold.window_s, cold.uses_batch_api(None), cold.uses_batch_api(86400), cold.uses_batch_api(3600)) == (
+        86400, True, True, False)
+    assert config.tier_chunks_for(3600) == {"hot": 50, "cold": 50}
+    assert not config.tier("hot").uses_batch_api(10 * 86400)
     big = config.models["big"].batch_price  # half the list prices, exactly
     assert (big.input, big.output, big.cached_input) == (Decimal("1.25"), Decimal("5.0"), Decimal("1.25"))
     small = config.models["qwen3-8b"].batch_price  # a given batch input price; output at the discount

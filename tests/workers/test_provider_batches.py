@@ -7,9 +7,11 @@ switched to batch mode and polled every half second.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import Stack
+from reliability.fault_services import RedisServer
 from reliability.fault_support import Deployment, deployment, fault_config, job_states, wait_final, wait_until
 from sqlalchemy import text
 
@@ -29,14 +32,23 @@ from tierq.money import Usage
 BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40}}
 
 
-@pytest.fixture()
-def run(clean: Stack, tmp_path: Path) -> Iterator[tuple[Deployment, Tierq]]:
-    broker = clean.dbs.url(2)
-    redis.Redis.from_url(broker).flushdb()
-    config = fault_config(tmp_path / "batch.toml", tiers=BATCH_TIER)
-    with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=broker) as dep, \
+@contextmanager
+def deployed(clean: Stack, tmp_path: Path, tiers: Mapping[str, Mapping[str, Any]] = BATCH_TIER,
+             broker: str | None = None, **env: str) -> Iterator[tuple[Deployment, Tierq]]:
+    """A deployment of sim.toml with `tiers` changed, on a spare Redis database unless `broker` is given."""
+    if broker is None:
+        broker = clean.dbs.url(2)
+        redis.Redis.from_url(broker).flushdb()
+    config = fault_config(tmp_path / "batch.toml", tiers=tiers)
+    with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=broker, **env) as dep, \
             dep.client() as tq:
         yield dep, tq
+
+
+@pytest.fixture()
+def run(clean: Stack, tmp_path: Path) -> Iterator[tuple[Deployment, Tierq]]:
+    with deployed(clean, tmp_path) as pair:
+        yield pair
 
 
 def records(n: int, marker: str = "") -> list[dict[str, str]]:
@@ -60,38 +72,62 @@ def provider_batches(stack: Stack, batch: uuid.UUID) -> list[Any]:
 
 
 @pytest.mark.slow
-def test_a_batch_mode_tier_answers_every_job_once_at_batch_prices(clean: Stack, run: tuple[Deployment, Tierq]) -> None:
-    dep, tq = run
-    dep.start("classify,hot,warm,cold", "all")
-    jobs = 100
-    batch = tq.submit(records(jobs), BatchOptions(force_tier="warm", use_cache=False)).batch_id
-    wait_final(clean, batch, jobs, 90)
-    results = list(tq.results(batch))
+def test_2000_jobs_through_a_batch_mode_tier_end_once_at_batch_prices(clean: Stack, tmp_path: Path) -> None:
+    jobs, most = 2000, 300
+    with deployed(clean, tmp_path, {"warm": {**BATCH_TIER["warm"], "batch_max_requests": most}}) as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        batch = tq.submit(records(jobs), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+        wait_final(clean, batch, jobs, 180)
+        results = list(tq.results(batch))
+        report = tq.report(batch).as_dict()
+    assert len(results) == jobs and len({r["id"] for r in results}) == jobs
     assert Counter(r["status"] for r in results) == {"succeeded": jobs}
     assert {r["tier"] for r in results} == {"warm"}
     rows = calls(clean, batch)
-    assert len(rows) == jobs and all(r.via_batch and r.outcome == "ok" and r.model == "sim-mid" for r in rows)
+    assert len(rows) == jobs and len({r.custom_id for r in rows}) == jobs
+    assert all(r.via_batch and r.outcome == "ok" and r.model == "sim-mid" for r in rows)
     price = dep.config.models["sim-mid"].batch_price
     assert price.input == dep.config.models["sim-mid"].price.input / 2
     for r in rows:  # to the last digit: usage times the batch price
         assert r.cost_usd == price.cost(Usage(r.prompt_tokens, r.completion_tokens, r.cached_tokens)), r
     stats = clean.sim_stats()
     assert stats["calls"] == [] or all(c["model"] != "sim-mid" for c in stats["calls"])  # no interactive call
-    seen = stats["batch"]["seen"]
+    seen = stats["batch"]["seen"]  # every request reached the provider exactly once
     assert sum(len(lines) for lines in seen.values()) == jobs
     assert all(n == 1 for lines in seen.values() for n in lines.values())
     billed = stats["batch"]["models"]["sim-mid"]
     assert (billed["prompt_tokens"], billed["completion_tokens"]) == (sum(r.prompt_tokens for r in rows),
                                                                       sum(r.completion_tokens for r in rows))
     opened = provider_batches(clean, batch)
-    assert len(opened) == 3 and {(p.state, p.provider_status) for p in opened} == {("ended", "completed")}
-    assert sum(p.request_counts["completed"] for p in opened) == jobs  # 40 + 40 + 20 requests
-    report = tq.report(batch).as_dict()
+    assert {(p.state, p.provider_status) for p in opened} == {("ended", "completed")}
+    assert all(p.request_counts["total"] <= most for p in opened) and len(opened) >= jobs // most
+    assert sum(p.request_counts["completed"] for p in opened) == jobs
     paid = sum((r.cost_usd for r in rows), Decimal(0))
     assert Decimal(report["totals"]["cost_usd"]) == paid
     api = report["batch_api"]  # the list price is twice the batch price, and linear in the tokens
     assert (api["calls"], Decimal(api["cost_usd"]), Decimal(api["list_cost_usd"])) == (jobs, paid, 2 * paid)
     assert Decimal(api["saved_usd"]) == paid and Decimal(api["interactive_cost_usd"]) == 0
+
+
+@pytest.mark.slow
+def test_a_batchs_deadline_chooses_between_the_batch_api_and_interactive_calls(clean: Stack, tmp_path: Path) -> None:
+    # warm: the batch API only for a batch whose deadline fits its 24 h window; cold: always, unless a
+    # batch's deadline is shorter than the window.
+    tiers = {"warm": {**BATCH_TIER["warm"], "mode": "deadline"}, "cold": {**BATCH_TIER["warm"], "mode": "batch"}}
+    day, hour = 86400.0, 3600.0
+    cases = {("warm", None): False, ("warm", day): True, ("cold", hour): False, ("cold", None): True}
+    with deployed(clean, tmp_path, tiers) as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        batches = {case: tq.submit(records(6), BatchOptions(
+            force_tier=case[0], use_cache=False, deadline_s=case[1])).batch_id for case in cases}
+        for batch in batches.values():
+            wait_final(clean, batch, 6, 90)
+    for (tier, deadline), through_api in cases.items():
+        batch = batches[(tier, deadline)]
+        rows = calls(clean, batch)
+        assert len(rows) == 6 and {r.tier for r in rows} == {tier}, (tier, deadline, rows)
+        assert {r.via_batch for r in rows} == {through_api}, (tier, deadline)
+        assert len(provider_batches(clean, batch)) == (1 if through_api else 0), (tier, deadline)
 
 
 @pytest.mark.slow
@@ -158,6 +194,32 @@ def test_a_worker_killed_while_its_provider_batch_runs_loses_and_repeats_nothing
         dep.start("classify,hot,warm,cold", "second")
         wait_final(clean, batch, 30, 90)
         assert Counter(r["status"] for r in tq.results(batch)) == {"succeeded": 30}
+    rows = calls(clean, batch)
+    assert len(rows) == 30 and len({r.custom_id for r in rows}) == 30 and all(r.via_batch for r in rows)
+    seen = clean.sim_stats()["batch"]["seen"]
+    assert len(seen) == 1 and all(n == 1 for lines in seen.values() for n in lines.values())
+
+
+@pytest.mark.slow
+def test_a_redis_restart_while_a_provider_batch_runs_loses_and_repeats_nothing(clean: Stack, tmp_path: Path) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")  # the broker, with an append-only file as production needs
+    server.start()
+    clean.simulate({"batch": {"in_progress_s": 6, "progress": "at_end"}})
+    try:
+        with deployed(clean, tmp_path, broker=server.url, TIERQ_VISIBILITY_TIMEOUT_S="10") as (dep, tq):
+            worker = dep.start("classify,hot,warm,cold", "all")
+            batch = tq.submit(records(30), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+            wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
+                       lambda: provider_batches(clean, batch))
+            server.stop()  # while the step's next poll waits in the broker
+            time.sleep(3)
+            server.start()
+            wait_final(clean, batch, 30, 90)
+            assert Counter(r["status"] for r in tq.results(batch)) == {"succeeded": 30}
+            assert worker.poll() is None  # it rode out the restart
+    finally:
+        server.stop()
     rows = calls(clean, batch)
     assert len(rows) == 30 and len({r.custom_id for r in rows}) == 30 and all(r.via_batch for r in rows)
     seen = clean.sim_stats()["batch"]["seen"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierq.cache.identifiers import fingerprint, names
-from tierq.config import RESERVED_PARAMS
+from tierq.config import DEADLINE_KEY, RESERVED_PARAMS
 from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
 
@@ -49,6 +49,12 @@ def _beyond_text(message: dict[str, Any]) -> dict[str, Any]:
     return {"fields": {k: v for k, v in message.items() if k != "content"}, "parts": _digest(parts) if parts else None}
 
 
+def _answer_options(options: Any) -> Any:
+    if isinstance(options, dict) and DEADLINE_KEY in options:
+        options = {k: v for k, v in options.items() if k != DEADLINE_KEY} or None
+    return options
+
+
 def cache_key(
     *, tenant: str, task_type: str, system_prompt: str | None, messages: list[dict[str, Any]],
     params: dict[str, Any], tier_floor: str | None,
@@ -60,8 +66,9 @@ def cache_key(
         "tenant": tenant, "task": task_type, "system": system_prompt, "context": context, "floor": tier_floor,
         "last": _beyond_text(messages[last_user]) if messages else None,
         "params": {k: params[k] for k in ANSWER_PARAMS if k in params},
-        # tierq's own batch options (a JSON schema the answer must match...) change which answers are kept.
-        "tierq": params.get(RESERVED_PARAMS),
+        # tierq's own batch options (a JSON schema the answer must match...) change which answers are kept;
+        # a deadline changes only how the answer is fetched.
+        "tierq": _answer_options(params.get(RESERVED_PARAMS)),
     })
     text = content_text(messages[last_user].get("content")) if messages else ""
     return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant, names(text))
