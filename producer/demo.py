@@ -23,6 +23,7 @@ from producer.sample import sample_tickets
 from producer.services import ensure_postgres, ensure_redis
 from producer.status import BatchStatus
 from producer.submit import BatchOptions
+from tierq.config import load_config
 from tierq.money import usd
 from tierq.settings import Settings
 
@@ -78,10 +79,17 @@ def _answers(port: int) -> Callable[[], bool]:
     return check
 
 
-def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB) -> int:
-    """Run the whole pipeline once on this machine and print the bill per tier."""
+def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB,
+             deadline_s: float | None = None) -> int:
+    """Run the whole pipeline once on this machine and print the bill per tier; with `deadline_s`, the batch
+    is submitted with that deadline (`tierq submit --deadline`), so batch-API tiers whose window fits use it."""
     base = Settings()
     config_file = config_path or SIM_CONFIG
+    if deadline_s is not None:
+        config = load_config(config_file)
+        batched = [t.name for t in config.tiers if t.uses_batch_api(deadline_s)]
+        out(f"batch mode: tiers {', '.join(batched)} send their jobs to the provider's batch API" if batched else
+            f"batch mode: no tier of {config_file} has mode = \"batch\" or \"deadline\"; every call is interactive")
     with ensure_redis(demo_redis(base.redis_url, redis_db), log=out) as redis_url, \
             ensure_postgres(base.database_url, log=out) as db_url:
         out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
@@ -99,14 +107,15 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
             with _process(worker, env, lambda: True, "the workers"):
                 out(f"workers: celery -A workers worker -Q {QUEUES}")
                 settings = Settings(redis_url=redis_url, database_url=db_url, config=config_file)
-                return _submit_and_report(settings, jobs, out)
+                return _submit_and_report(settings, jobs, out, deadline_s)
 
 
-def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]) -> int:
+def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None], deadline_s: float | None) -> int:
     with Tierq(settings) as tq:
         # A tenant of its own per run: the cache is per tenant, so a second demo does not find it all cached.
         tenant = f"demo-{uuid.uuid4().hex[:6]}"
-        batch = tq.submit(sample_tickets(jobs), BatchOptions(tenant=tenant, task_type="support", source="demo"))
+        batch = tq.submit(sample_tickets(jobs), BatchOptions(tenant=tenant, task_type="support", source="demo",
+                                                                    deadline_s=deadline_s))
         out(f"submitted batch {batch.batch_id}: {batch.accepted} jobs accepted, {batch.rejected} rejected")
         started = time.monotonic()
 
@@ -131,6 +140,10 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, ${summary['cost_usd']} paid; "
             f"all on {bill.baseline_model} would cost ${usd(bill.baseline_cost_usd)} "
             f"(savings {bill.savings_pct}%)")
+        api = bill.batch_api
+        if api.calls:
+            out(f"provider batch APIs: {api.calls} calls, ${usd(api.cost_usd)} at batch prices "
+                f"(${usd(api.list_cost_usd)} at list prices, ${usd(api.saved_usd)} saved)")
         if bill.quality is not None:
             out(bill.quality.line())
         out(f"results: tierq results {batch.batch_id}; the bill: tierq report {batch.batch_id}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +264,20 @@ def test_the_demo_keeps_its_queues_and_cache_apart_from_a_users(clean: Stack, tm
     assert list(demo_db.scan_iter(match=f"{prefix}:e:*")), "the demo filled its own cache"
     assert not list(user_db.scan_iter(match=f"{prefix}:e:*")), "and none of the user's"
     demo_db.flushdb()
+
+
+@pytest.mark.slow
+def test_the_demo_in_batch_mode_answers_through_the_batch_api_and_bills_the_saving(clean: Stack,
+                                                                                   tmp_path: Path) -> None:
+    demo_url = clean.dbs.url(3)
+    redis.Redis.from_url(demo_url).flushdb()
+    done = tierq(clean, tmp_path, "demo", "--jobs", "60", "--batch-mode", "--redis-db", demo_url.rsplit("/", 1)[1],
+                 timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "batch mode: tiers cold send their jobs to the provider's batch API" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if x.startswith("provider batch APIs: "))
+    calls, paid, listed, saved = re.fullmatch(
+        r"provider batch APIs: (\d+) calls, \$([\d.]+) at batch prices \(\$([\d.]+) at list prices, \$([\d.]+) saved\)",
+        line).groups()
+    assert int(calls) > 0 and Decimal(listed) == 2 * Decimal(paid) and Decimal(saved) == Decimal(paid)
+    redis.Redis.from_url(demo_url).flushdb()
