@@ -1,19 +1,23 @@
-"""Provider batches: a batch-mode tier sends a tier message's jobs to the provider's batch API (the
-provider-batch half of the state machine in `models.lifecycle`).
+"""Provider batches: a batch-mode tier sends a batch's jobs to the provider's batch API (the provider-batch
+half of the state machine in `models.lifecycle`).
 
-One provider batch per tier message, ever: the message id is the row's key, written before the first
-provider call ("creating"), with the provider's file and batch ids written as soon as they are known
-("open"), so a killed worker, a redelivered message or a restart finds the batch again instead of sending
-its requests twice. While the provider works, the jobs stay `queued` under the message, which the workers
-publish again every `batch_poll_s` (the same id) to look at the batch; when it ends they are claimed like
-any tier message's jobs and answered from its output file ("ended").
+A row is one provider file, keyed by the tier message that carries its jobs. "collecting": the tier's
+messages of one batch move their jobs into it (`collect`; they wait `queued` under its message id) until it
+holds `batch_max_requests` requests or `batch_max_bytes` of request lines, or its timer message comes due
+(`batch_max_wait_s`); then it is closed ("creating") and its message published with every job. From then
+on, one provider batch per row, ever: the provider's file and batch ids are written as soon as they are
+known ("open"), and "sending" is written before a batch is created, so a killed worker, a redelivered
+message or a restart finds the batch again instead of sending its requests twice. While the provider
+works, the jobs stay `queued` under the message, which the workers publish again every `batch_poll_s`
+(the same id) to look at the batch; when it ends they are claimed like any tier message's jobs and
+answered from its output file ("ended").
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +26,8 @@ from sqlalchemy import Connection, text
 
 from models.enums import JobStatus
 
-CREATING, OPEN, ENDED = "creating", "open", "ended"
+COLLECTING, CREATING, OPEN, ENDED = "collecting", "creating", "open", "ended"
+SENDING = "sending"  # provider_status written before batches.create: after a crash, look the batch up first
 _COLUMNS = ("message_id, batch_id, tier, model, provider, requests, state, input_file_id, provider_batch_id, "
             "provider_status, request_counts, output_file_id, error_file_id, created_at, updated_at")
 
@@ -55,14 +60,15 @@ def find(conn: Connection, message: uuid.UUID) -> ProviderBatch | None:
 
 
 def reserve(conn: Connection, message: uuid.UUID, batch_id: uuid.UUID | None, tier: str, model: str, provider: str,
-            requests: Mapping[str, int]) -> bool:
-    """Write the row before any provider call; False when the message already has one (another delivery)."""
+            requests: Mapping[str, int], state: str = CREATING) -> bool:
+    """Write the row before any provider call; False when the message (or, for a collecting row, the batch
+    and tier) already has one (another delivery)."""
     return conn.execute(
         text("INSERT INTO provider_batches (message_id, batch_id, tier, model, provider, requests, state) "
-             f"VALUES (:m, :b, :tier, :model, :provider, CAST(:requests AS jsonb), '{CREATING}') "
-             "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"),
+             "VALUES (:m, :b, :tier, :model, :provider, CAST(:requests AS jsonb), :state) "
+             "ON CONFLICT DO NOTHING RETURNING message_id"),
         {"m": message, "b": batch_id, "tier": tier, "model": model, "provider": provider,
-         "requests": json.dumps(dict(requests))},
+         "requests": json.dumps(dict(requests)), "state": state},
     ).first() is not None
 
 
@@ -97,3 +103,97 @@ def waiting(conn: Connection, message: uuid.UUID) -> list[int]:
         text(f"SELECT id FROM jobs WHERE handoff = :m AND status = '{JobStatus.QUEUED}' ORDER BY id"),
         {"m": message},
     ).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """When a collecting provider file is closed: this many requests, or this many bytes of request lines."""
+
+    requests: int
+    bytes: int
+
+
+@dataclass(slots=True)
+class Collected:
+    """What `collect` did: rows it closed (message id -> every job id, to be sent now), rows it opened
+    (their timer messages are due in batch_max_wait_s), and the jobs it moved."""
+
+    closed: dict[uuid.UUID, list[int]]
+    opened: list[uuid.UUID]
+    moved: int = 0
+
+
+def collect(conn: Connection, message: uuid.UUID, owner: uuid.UUID, batch_id: uuid.UUID, tier: str, model: str,
+            provider: str, jobs: Sequence[tuple[int, int]], limits: Limits,
+            call_id: Callable[[uuid.UUID, int], uuid.UUID]) -> Collected:
+    """Move the message's claimed jobs ((job id, request line bytes), in order) into the batch's collecting
+    row at `tier`, closing it whenever the next job would not fit and opening the next one; the rows are
+    locked for the transaction, so deliveries of the same batch and tier fill them one at a time."""
+    done = Collected({}, [])
+    current = _collecting(conn, batch_id, tier, model, provider, done)
+    plan: dict[uuid.UUID, list[tuple[int, int]]] = {}
+    count, size = _fill(conn, current)
+    for job_id, line_bytes in jobs:
+        if count and (count + 1 > limits.requests or size + line_bytes > limits.bytes):
+            done.closed[current] = []
+            current = _collecting(conn, batch_id, tier, model, provider, done, close=current)
+            count, size = 0, 0
+        plan.setdefault(current, []).append((job_id, line_bytes))
+        count, size = count + 1, size + line_bytes
+    for row, planned in plan.items():
+        moved = set(conn.execute(
+            text(f"UPDATE jobs SET handoff = :row, status = '{JobStatus.QUEUED}', lease_owner = NULL, "
+                 "lease_until = NULL, updated_at = now() WHERE id = ANY(:ids) AND handoff = :m "
+                 f"AND lease_owner = :owner AND status = '{JobStatus.RUNNING}' RETURNING id"),
+            {"row": row, "ids": [job_id for job_id, _ in planned], "m": message, "owner": owner},
+        ).scalars())
+        added = {str(call_id(row, job_id)): job_id for job_id, _ in planned if job_id in moved}
+        conn.execute(text("UPDATE provider_batches SET requests = requests || CAST(:added AS jsonb), "
+                          "request_bytes = request_bytes + :size, updated_at = now() WHERE message_id = :row"),
+                     {"added": json.dumps(added), "size": sum(b for j, b in planned if j in moved), "row": row})
+        done.moved += len(moved)
+    if count >= limits.requests or size >= limits.bytes:
+        done.closed[current] = []
+        _close(conn, current)
+    for row in done.closed:
+        done.closed[row] = sorted(find(conn, row).requests.values())  # type: ignore[union-attr]
+    return done
+
+
+def _collecting(conn: Connection, batch_id: uuid.UUID, tier: str, model: str, provider: str, done: Collected,
+                close: uuid.UUID | None = None) -> uuid.UUID:
+    """The batch's collecting row at `tier`, locked; opened when there is none (after closing `close`)."""
+    if close is not None:
+        _close(conn, close)
+    for _ in range(3):
+        found = conn.execute(text(f"SELECT message_id FROM provider_batches WHERE batch_id = :b AND tier = :tier "
+                                  f"AND state = '{COLLECTING}' FOR UPDATE"), {"b": batch_id, "tier": tier}).scalar()
+        if found is not None:
+            return uuid.UUID(str(found))
+        opened = uuid.uuid4()
+        if reserve(conn, opened, batch_id, tier, model, provider, {}, state=COLLECTING):
+            done.opened.append(opened)
+            return opened
+        # Another delivery opened one at the same moment: take that one (its insert has committed by now).
+    raise RuntimeError(f"no collecting provider batch for batch {batch_id} at tier {tier!r} after three tries")
+
+
+def _fill(conn: Connection, row: uuid.UUID) -> tuple[int, int]:
+    """(requests, bytes) a collecting row holds."""
+    count, size = conn.execute(text("SELECT (SELECT count(*) FROM jsonb_object_keys(requests)), request_bytes "
+                                    "FROM provider_batches WHERE message_id = :row"), {"row": row}).one()
+    return int(count), int(size)
+
+
+def _close(conn: Connection, row: uuid.UUID) -> None:
+    conn.execute(text(f"UPDATE provider_batches SET state = '{CREATING}', updated_at = now() "
+                      f"WHERE message_id = :row AND state = '{COLLECTING}'"), {"row": row})
+
+
+def close(conn: Connection, row: uuid.UUID) -> list[int] | None:
+    """Close a collecting row (its timer came due, or a delivery found it still collecting): the job ids it
+    holds, or None when it was not collecting any more."""
+    closed = conn.execute(text(f"UPDATE provider_batches SET state = '{CREATING}', updated_at = now() "
+                               f"WHERE message_id = :row AND state = '{COLLECTING}' RETURNING requests"),
+                          {"row": row}).scalar()
+    return None if closed is None else sorted(int(job_id) for job_id in closed.values())

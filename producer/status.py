@@ -183,14 +183,17 @@ def _pace(status: BatchStatus, row: Any) -> None:
 # Open provider batches of a batch, with the provider's request counts as last polled (models.provider_batch).
 PROVIDER_BATCHES = """
 SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0),
-       coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0)
+       coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0),
+       count(*) FILTER (WHERE state = 'collecting')
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 
 
 def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, int]:
-    """The batch's provider batches still open, and their requests ({} when there is none)."""
-    batches, requests, completed, failed = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+    """The batch's provider batches still open (`filling`: of them, files not sent yet), and their requests
+    ({} when there is none)."""
+    batches, requests, completed, failed, filling = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
     if not batches:
         return {}
-    return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed)}
+    return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
+            "filling": int(filling)}

@@ -57,8 +57,9 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         lines.append(f"  {status.quality.line()}")
     if status.provider_batches:
         pb = status.provider_batches
-        lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} (the provider reports "
-                     f"{pb['completed']:,} completed, {pb['failed']:,} failed)")
+        filling = f"{pb['filling']:,} still filling; " if pb.get("filling") else ""
+        lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "
+                     f"reports {pb['completed']:,} completed, {pb['failed']:,} failed)")
     if status.stuck:
         lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
                      f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")

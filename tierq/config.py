@@ -102,8 +102,12 @@ class TierConfig(_Strict):
     mode: Literal["interactive", "batch", "deadline"] = "interactive"
     batch_window: str = Field(default="24h", pattern=r"^[0-9]+h$", description="the provider's completion window")
     batch_poll_s: float = Field(default=30.0, gt=0, description="how often an open provider batch is looked at")
-    batch_max_requests: int = Field(default=1000, ge=1, le=50_000, description="requests per provider batch (jobs "
-                                    "per message of this tier)")
+    batch_max_requests: int = Field(default=1000, ge=1, le=50_000, description="requests per provider file (and "
+                                    "jobs per message of this tier)")
+    batch_max_bytes: int = Field(default=100_000_000, ge=10_000, le=200_000_000,
+                                 description="bytes of request lines per provider file (OpenAI takes up to 200 MB)")
+    batch_max_wait_s: float = Field(default=60.0, ge=0, description="how long a provider file waits for more of "
+                                    "its batch's jobs before it is sent unfilled")
     batch_fallback: Literal["interactive", "next"] = Field(
         default="interactive", description="where a provider batch's unfinished requests go when it expires, "
         "fails or is cancelled: this tier's models called directly, or the next tier")

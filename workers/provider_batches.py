@@ -5,13 +5,17 @@ Each delivery of a batch-mode tier message claims the message's jobs (models/lif
 and, unless the provider batch has ended, parks them again (`queued` under the same message) and
 publishes the message again due in `batch_poll_s`; no thread waits on a provider batch.
 
-- No provider batch yet: jobs whose batch keeps this tier interactive (mode "deadline" without a long
-  enough `--deadline`, or a deadline shorter than `batch_window`) and jobs that need more than one plain
-  call (under audit, under a budget, too long for the model) are answered interactively now; the rest get
-  a `provider_batches` row ("creating", with every request's call id), written before any provider call.
-- "creating": the input file is uploaded and the batch created, each id written as soon as it is known;
-  a later delivery that finds a row without a batch id first looks for a provider batch carrying the message id
-  in its metadata, so a worker killed between the provider's answer and the write never sends twice.
+- First delivery: jobs whose batch keeps this tier interactive (mode "deadline" without a long enough
+  `--deadline`, or a deadline shorter than `batch_window`) and jobs that need more than one plain call
+  (under audit, under a budget, too long for the model) are answered interactively now; the rest move
+  into the batch's provider file being filled at this tier (a "collecting" row of `provider_batches`, with
+  every request's call id; models/provider_batch.py `collect`), which is closed when it reaches
+  `batch_max_requests` or `batch_max_bytes`, or when its timer message comes due after `batch_max_wait_s`.
+  A closed file's message carries all its jobs, so jobs escalated a few at a time share one provider batch.
+- "creating": the input file is uploaded and the batch created, each id written as soon as it is known
+  ("sending" just before the batch is created); a later delivery that finds "sending" without a batch id
+  first looks for a provider batch carrying the message id in its metadata, so a worker killed between the
+  provider's answer and the write never sends twice.
 - "open": the batch is looked at; once it has ended, its output and error files are read, every line
   becomes a call (its call id, usage and batch-price cost) judged exactly like an interactive answer,
   and the chunk is finished by the same code as an interactive one (workers/process.py: cost rows,
@@ -69,6 +73,16 @@ def call_id(message: uuid.UUID, job_id: int) -> uuid.UUID:
 def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message: uuid.UUID,
                    tier_work: TierWork) -> BatchStep:
     """One step for a batch-mode tier message, with the interactive tier's own code for the rest."""
+    with ctx.engine.connect() as conn:
+        collecting = not job_ids or _state(conn, message) == pb.COLLECTING
+    if collecting:
+        # The timer of a provider file being filled (a message without jobs), or a delivery that found it
+        # still open (the reconciler's): close it and send what it holds.
+        with ctx.engine.begin() as conn:
+            held = pb.close(conn, message)
+        if held is None and not job_ids:
+            return BatchStep(0, 0, False)  # closed already, when it filled up
+        job_ids = sorted(set(job_ids) | set(held or ()))
     lease = Lease(message)
     outbox = Outbox()
     busy: float | None = None
@@ -89,19 +103,17 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
         return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         jobs = tier_work.prepare(jobs, lease)
-        written = False  # set when this delivery writes the row: then no earlier one created a provider batch
         if found is None:
             now, later = _split(ctx, tier, jobs)
             if now:
                 tier_work.interactive(now, lease)
-            if not later:
-                return BatchStep(len(jobs), len(now), busy is not None)
-            found, written = _reserve(ctx, tier, later, lease)
-            jobs = later
+            if later:
+                _collect(ctx, tier, later, lease)
+            return BatchStep(len(jobs), len(now), busy is not None)
         try:
             if found.state == pb.CREATING:
                 sent = set(found.requests.values())
-                found = _create(ctx, tier, found, [job for job in jobs if job.id in sent], look_first=not written)
+                found = _create(ctx, tier, found, [job for job in jobs if job.id in sent])
             if found.state == pb.OPEN:
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
@@ -125,6 +137,27 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             return BatchStep(len(jobs), 0, True)
         _finish_ended(ctx, tier, found, jobs, lease, tier_work)
     return BatchStep(len(jobs), len(jobs), busy is not None)
+
+
+def _state(conn: Any, message: uuid.UUID) -> str | None:
+    found = pb.find(conn, message)
+    return found.state if found is not None else None
+
+
+def _collect(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease: Lease) -> None:
+    """Move the jobs into the batch's provider file being filled at this tier; send the files that filled
+    up now, and start the timer (batch_max_wait_s) of a file this step opened."""
+    name = tier.models[0]
+    model = ctx.config.models[name]
+    sizes = [(job.id, len(_line(model.model or name, str(call_id(lease.message, job.id)), job, tier,
+                                model.max_output_tokens)) + 1) for job in jobs]
+    batch = jobs[0].batch_id
+    with ctx.engine.begin() as conn:
+        done = pb.collect(conn, lease.message, lease.owner, batch, tier.name, name, model.provider, sizes,
+                          pb.Limits(tier.batch_max_requests, tier.batch_max_bytes), call_id)
+    due = min(tier.batch_max_wait_s, ctx.longest_countdown_s)
+    ctx.publish([tier_message(tier.name, [], batch, row, due) for row in done.opened]
+                + [tier_message(tier.name, ids, batch, row, None) for row, ids in done.closed.items() if ids])
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,38 +208,27 @@ def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tupl
     return now, later
 
 
-def _reserve(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob],
-             lease: Lease) -> tuple[ProviderBatch, bool]:
-    """The provider batch's row, and whether this call wrote it (False: an earlier delivery had)."""
-    name = tier.models[0]
-    requests = {str(call_id(lease.message, job.id)): job.id for job in jobs}
-    with ctx.engine.begin() as conn:
-        written = pb.reserve(conn, lease.message, jobs[0].batch_id, tier.name, name,
-                             ctx.config.models[name].provider, requests)
-        found = pb.find(conn, lease.message)
-    assert found is not None
-    return found, written
+def _line(model: str, custom_id: str, job: ClaimedJob, tier: TierConfig, max_output_tokens: int | None) -> bytes:
+    """One line of a provider input file: the job's chat-completions request, `custom_id` its call id."""
+    params = params_for(job.params, tier, max_output_tokens)
+    body = {"model": model, "messages": job.messages, **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body},
+                      ensure_ascii=False).encode()
 
 
 def _lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> bytes:
-    """The provider input file: one chat-completions request per job, `custom_id` its call id."""
+    """The provider input file: one line per job."""
     model = ctx.config.models[found.model]
     by_job = {job_id: custom for custom, job_id in found.requests.items()}
-    out = []
-    for job in jobs:
-        params = params_for(job.params, tier, model.max_output_tokens)
-        body = {"model": model.model or found.model, "messages": job.messages,
-                **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
-        out.append(json.dumps({"custom_id": by_job[job.id], "method": "POST", "url": "/v1/chat/completions",
-                               "body": body}, ensure_ascii=False))
-    return ("\n".join(out) + "\n").encode()
+    return b"".join(_line(model.model or found.model, by_job[job.id], job, tier, model.max_output_tokens) + b"\n"
+                    for job in jobs)
 
 
-def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob],
-            look_first: bool) -> ProviderBatch:
-    """Upload the input file and create the provider batch, unless an earlier delivery already did (looked
-    up at the provider only when a row this delivery did not write says one may have)."""
+def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob]) -> ProviderBatch:
+    """Upload the input file and create the provider batch, unless an earlier delivery already did: when
+    the row says a delivery got as far as creating it ("sending"), the provider is asked first."""
     client = ctx.client.provider_client(found.provider)
+    look_first = found.provider_status == pb.SENDING
     existing = ctx.loop.run(_lookup(client, found.message_id)) if look_first else None
     if existing is not None:
         log.warning("provider batch %s of message %s was created by an earlier delivery; not sending it again",
@@ -222,6 +244,9 @@ def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: li
         with ctx.engine.begin() as conn:
             pb.record(conn, found.message_id, input_file_id=file_id)
     window: Any = tier.batch_window  # the SDK's type says "24h" only; other providers take other windows
+    if not look_first:
+        with ctx.engine.begin() as conn:
+            pb.record(conn, found.message_id, provider_status=pb.SENDING)
     batch = ctx.loop.run(client.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window,
         metadata={METADATA_KEY: str(found.message_id)}))

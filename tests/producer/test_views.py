@@ -59,6 +59,16 @@ def test_status_lines_order_tiers_and_say_rate_and_eta() -> None:
     assert totals == "  escalations 1, calls 11, cache hits 0, cost $0.012300"
 
 
+def test_status_lines_say_how_many_jobs_wait_in_provider_batches_and_how_many_files_still_fill() -> None:
+    status = BatchStatus(uuid.uuid4(), 30, 0, {"queued": 30}, {"warm": 30}, 0, Decimal(0), 0)
+    status.provider_batches = {"batches": 3, "requests": 30, "completed": 7, "failed": 1, "filling": 1}
+    assert "  in provider batches: 30 jobs in 3 (1 still filling; the provider reports 7 completed, 1 failed)" in (
+        status_lines(status, ["hot", "warm", "cold"]))
+    status.provider_batches["filling"] = 0
+    assert "  in provider batches: 30 jobs in 3 (the provider reports 7 completed, 1 failed)" in (
+        status_lines(status, ["hot", "warm", "cold"]))
+
+
 def test_small_helpers() -> None:
     assert (duration(None), duration(5), duration(125), duration(3725)) == ("?", "5s", "2m 05s", "1h 02m")
     assert money(Decimal("1234.5")) == "$1,234.500000"

@@ -29,17 +29,19 @@ from producer.submit import BatchOptions
 from producer.views import status_lines
 from tierq.money import Usage
 
-BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40}}
+BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40, "batch_max_wait_s": 0.5}}
 
 
 @contextmanager
 def deployed(clean: Stack, tmp_path: Path, tiers: Mapping[str, Mapping[str, Any]] = BATCH_TIER,
-             broker: str | None = None, **env: str) -> Iterator[tuple[Deployment, Tierq]]:
-    """A deployment of sim.toml with `tiers` changed, on a spare Redis database unless `broker` is given."""
+             broker: str | None = None, worker: Mapping[str, Any] | None = None,
+             **env: str) -> Iterator[tuple[Deployment, Tierq]]:
+    """A deployment of sim.toml with `tiers` (and `[worker]`) changed, on a spare Redis database unless
+    `broker` is given."""
     if broker is None:
         broker = clean.dbs.url(2)
         redis.Redis.from_url(broker).flushdb()
-    config = fault_config(tmp_path / "batch.toml", tiers=tiers)
+    config = fault_config(tmp_path / "batch.toml", tiers=tiers, worker=worker)
     with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=broker, **env) as dep, \
             dep.client() as tq:
         yield dep, tq
@@ -67,8 +69,9 @@ def calls(stack: Stack, batch: uuid.UUID) -> list[Any]:
 def provider_batches(stack: Stack, batch: uuid.UUID) -> list[Any]:
     with stack.engine.connect() as conn:
         return list(conn.execute(text(
-            "SELECT state, provider_status, provider_batch_id, request_counts FROM provider_batches "
-            "WHERE batch_id = :b"), {"b": batch}).all())
+            "SELECT state, provider_status, provider_batch_id, request_counts, request_bytes, "
+            "(SELECT count(*) FROM jsonb_object_keys(requests)) AS requests FROM provider_batches "
+            "WHERE batch_id = :b ORDER BY created_at"), {"b": batch}).all())
 
 
 @pytest.mark.slow
@@ -131,6 +134,37 @@ def test_a_batchs_deadline_chooses_between_the_batch_api_and_interactive_calls(c
 
 
 @pytest.mark.slow
+def test_provider_files_fill_across_messages_until_full_in_requests_or_bytes_or_old_enough(
+    clean: Stack, tmp_path: Path
+) -> None:
+    # warm: files of 10 requests, no timer within the test; cold: files of at most 10,000 bytes, a 1 s timer.
+    tiers = {"warm": {**BATCH_TIER["warm"], "batch_max_requests": 10, "batch_max_wait_s": 300},
+             "cold": {**BATCH_TIER["warm"], "batch_max_bytes": 10_000, "batch_max_wait_s": 1}}
+    with deployed(clean, tmp_path, tiers, worker={"tier_chunk": 5}) as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        # 30 jobs refused by the hot tier's model escalate five at a time (hot messages of 5) ...
+        escalated = tq.submit([
+            {"id": f"e{i}", "prompt": f"ticket {i}: where is my parcel? [[sim:refuse@sim-nano]]"} for i in range(30)],
+            BatchOptions(force_tier="hot", use_cache=False)).batch_id
+        # ... and 20 long prompts (about 1.7 kB per request line) go straight to cold.
+        long = tq.submit([{"id": f"l{i}", "prompt": f"document {i}: " + "lorem ipsum dolor " * 85}
+                          for i in range(20)], BatchOptions(force_tier="cold", use_cache=False)).batch_id
+        wait_final(clean, escalated, 30, 90)
+        wait_final(clean, long, 20, 90)
+    rows = calls(clean, escalated)
+    assert Counter((r.tier, r.via_batch) for r in rows if r.outcome == "ok") == {("warm", True): 30}
+    # Six warm messages of five jobs each became three provider files of ten, each closed when it filled up.
+    assert [p.requests for p in provider_batches(clean, escalated)] == [10, 10, 10]
+    files = provider_batches(clean, long)
+    assert sum(p.requests for p in files) == 20 and all(p.request_bytes <= 10_000 for p in files), files
+    assert all(p.request_bytes + 1_900 > 10_000 for p in files[:-1]), files  # each closed when the next would not fit
+    assert len(files) >= 3 and {p.provider_status for p in files} == {"completed"}  # the last by its timer
+    assert {(r.tier, r.via_batch) for r in calls(clean, long)} == {("cold", True)}
+    seen = clean.sim_stats()["batch"]["seen"]
+    assert sum(len(lines) for lines in seen.values()) == 50 and all(n == 1 for v in seen.values() for n in v.values())
+
+
+@pytest.mark.slow
 def test_refusals_in_the_output_file_escalate_and_an_expired_batch_falls_back(
     clean: Stack, run: tuple[Deployment, Tierq]
 ) -> None:
@@ -163,7 +197,7 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
                lambda: provider_batches(clean, batch))
     status = tq.status(batch)
-    assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0}
+    assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0}
     assert any(line.startswith("  in provider batches: 10 jobs in 1") for line in status_lines(status))
     collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in collector.collect() for s in m.samples}
