@@ -87,12 +87,24 @@ def record(conn: Connection, message: uuid.UUID, **fields: Any) -> None:
                  {**values, "m": message})
 
 
+def _live_batches(conn: Connection, ids: Sequence[int]) -> None:
+    """Lock the jobs' batch rows against `tierq cancel` until the transaction ends: a cancel that came first
+    is seen (the caller's guard skips its jobs), one that comes later finds the jobs queued and cancels them."""
+    conn.execute(text("SELECT 1 FROM batches WHERE id IN (SELECT batch_id FROM jobs WHERE id = ANY(:ids)) "
+                      "FOR SHARE"), {"ids": list(ids)})
+
+
+_NOT_CANCELLED = "NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND b.cancelled)"
+
+
 def park(conn: Connection, message: uuid.UUID, owner: uuid.UUID, ids: Sequence[int]) -> list[int]:
-    """running -> queued, under the same message: the jobs wait in the provider batch, not in a worker."""
+    """running -> queued, under the same message: the jobs wait in the provider batch, not in a worker.
+    Jobs of a cancelled batch stay with the caller (to cancel)."""
+    _live_batches(conn, ids)
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{JobStatus.QUEUED}', lease_owner = NULL, lease_until = NULL, "
              f"updated_at = now() WHERE id = ANY(:ids) AND handoff = :m AND lease_owner = :owner "
-             f"AND status = '{JobStatus.RUNNING}' RETURNING id"),
+             f"AND status = '{JobStatus.RUNNING}' AND {_NOT_CANCELLED} RETURNING id"),
         {"ids": list(ids), "m": message, "owner": owner},
     ).scalars())
 
@@ -100,9 +112,31 @@ def park(conn: Connection, message: uuid.UUID, owner: uuid.UUID, ids: Sequence[i
 def waiting(conn: Connection, message: uuid.UUID) -> list[int]:
     """The message's jobs still queued (not cancelled, not moved on)."""
     return list(conn.execute(
-        text(f"SELECT id FROM jobs WHERE handoff = :m AND status = '{JobStatus.QUEUED}' ORDER BY id"),
+        text(f"SELECT id FROM jobs WHERE handoff = :m AND status = '{JobStatus.QUEUED}' AND {_NOT_CANCELLED} "
+             "ORDER BY id"),
         {"m": message},
     ).scalars())
+
+
+def end_collecting(conn: Connection, batch_id: uuid.UUID) -> int:
+    """A cancelled batch's provider files not sent yet end there (their jobs are cancelled)."""
+    return conn.execute(text(f"UPDATE provider_batches SET state = '{ENDED}', provider_status = 'not sent', "
+                             f"updated_at = now(), ended_at = now() WHERE batch_id = :b AND state = '{COLLECTING}'"),
+                        {"b": batch_id}).rowcount
+
+
+def waited_s(conn: Connection, message: uuid.UUID) -> float:
+    """Seconds since the row was written (how long a collecting file has waited)."""
+    return float(conn.execute(text("SELECT EXTRACT(EPOCH FROM now() - created_at) FROM provider_batches "
+                                   "WHERE message_id = :m"), {"m": message}).scalar_one())
+
+
+def mark_sending(conn: Connection, message: uuid.UUID) -> bool:
+    """Record that a provider batch is about to be created; False when a delivery already did (it may have
+    created one: look it up first)."""
+    return conn.execute(text("UPDATE provider_batches SET provider_status = :s, updated_at = now() "
+                             "WHERE message_id = :m AND provider_status IS NULL AND provider_batch_id IS NULL "
+                             "RETURNING 1"), {"s": SENDING, "m": message}).first() is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +162,19 @@ def collect(conn: Connection, message: uuid.UUID, owner: uuid.UUID, batch_id: uu
             call_id: Callable[[uuid.UUID, int], uuid.UUID]) -> Collected:
     """Move the message's claimed jobs ((job id, request line bytes), in order) into the batch's collecting
     row at `tier`, closing it whenever the next job would not fit and opening the next one; the rows are
-    locked for the transaction, so deliveries of the same batch and tier fill them one at a time."""
+    locked for the transaction, so deliveries of the same batch and tier fill them one at a time. Jobs of
+    a cancelled batch are not moved (`Collected.moved` counts those that were). The moved jobs' hand-off
+    is recorded (`handoff_from`), so a redelivered message sends them on again (`lifecycle.resend`)."""
     done = Collected({}, [])
+    ids = [job_id for job_id, _ in jobs]
+    _live_batches(conn, ids)
+    movable = set(conn.execute(
+        text(f"SELECT id FROM jobs WHERE id = ANY(:ids) AND handoff = :m AND lease_owner = :owner "
+             f"AND status = '{JobStatus.RUNNING}' AND {_NOT_CANCELLED}"),
+        {"ids": ids, "m": message, "owner": owner}).scalars())
+    jobs = [(job_id, size) for job_id, size in jobs if job_id in movable]
+    if not jobs:
+        return done
     current = _collecting(conn, batch_id, tier, model, provider, done)
     plan: dict[uuid.UUID, list[tuple[int, int]]] = {}
     count, size = _fill(conn, current)
@@ -142,8 +187,8 @@ def collect(conn: Connection, message: uuid.UUID, owner: uuid.UUID, batch_id: uu
         count, size = count + 1, size + line_bytes
     for row, planned in plan.items():
         moved = set(conn.execute(
-            text(f"UPDATE jobs SET handoff = :row, status = '{JobStatus.QUEUED}', lease_owner = NULL, "
-                 "lease_until = NULL, updated_at = now() WHERE id = ANY(:ids) AND handoff = :m "
+            text(f"UPDATE jobs SET handoff = :row, handoff_from = :m, status = '{JobStatus.QUEUED}', "
+                 "lease_owner = NULL, lease_until = NULL, updated_at = now() WHERE id = ANY(:ids) AND handoff = :m "
                  f"AND lease_owner = :owner AND status = '{JobStatus.RUNNING}' RETURNING id"),
             {"row": row, "ids": [job_id for job_id, _ in planned], "m": message, "owner": owner},
         ).scalars())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
-from models import JobStatus, lifecycle
+from models import JobStatus, lifecycle, provider_batch
 from models.lifecycle import Outbox
 from tierq.config import Config
 from tierq.errors import InputError, NotFound
@@ -50,6 +50,7 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
     with engine.begin() as conn:
         _is_cancelled(conn, batch_id, "FOR UPDATE")
         moved = lifecycle.cancel_batch(conn, batch_id)
+        provider_batch.end_collecting(conn, batch_id)  # provider files not sent yet; sent ones end on their next look
         running = conn.execute(
             text(f"SELECT count(*) FROM jobs WHERE batch_id = :id AND status = '{JobStatus.RUNNING}'"), {"id": batch_id}
         ).scalar_one()

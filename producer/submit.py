@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -80,9 +81,11 @@ class BatchOptions:
                 raise InputError(str(exc)) from None
 
     def stored_params(self) -> dict[str, Any]:
-        """The batch's params, with tierq's own options under RESERVED_PARAMS (never sent to a model)."""
+        """The batch's params, with tierq's own options under RESERVED_PARAMS (never sent to a model); a
+        deadline is stored as the time it falls, counted from now."""
+        deadline = time.time() + self.deadline_s if self.deadline_s is not None else None
         own = {k: v for k, v in (("compress", self.compress), ("json_schema", self.json_schema),
-                                  (DEADLINE_KEY, self.deadline_s)) if v is not None}
+                                  (DEADLINE_KEY, deadline)) if v is not None}
         return {**self.params, RESERVED_PARAMS: own} if own else self.params
 
 

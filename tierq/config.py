@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -118,12 +120,14 @@ class TierConfig(_Strict):
         return float(self.batch_window[:-1]) * 3600
 
     def uses_batch_api(self, deadline_s: float | None) -> bool:
-        """Whether jobs of a batch with this deadline (None: none given) go to the provider's batch API."""
+        """Whether jobs with this much time left until their batch's deadline (None: it has none) go to the
+        provider's batch API: when the window, in whole hours, fits in the time left rounded up to the hour
+        (so a batch submitted with `--deadline 24h` uses a 24 h window during its first hour)."""
         if self.mode == "interactive":
             return False
         if deadline_s is None:
             return self.mode == "batch"
-        return self.window_s <= deadline_s
+        return self.window_s <= math.ceil(deadline_s / 3600) * 3600
 
 
 class RuleConfig(_Strict):
@@ -202,14 +206,17 @@ class WorkerConfig(_Strict):
 # Key of a batch's params holding tierq's own batch options (--compress, --json-schema, --deadline); never
 # sent, since only tierq.params.PASSED_PARAMS reach a model.
 RESERVED_PARAMS = "_tierq"
-DEADLINE_KEY = "deadline_s"  # under RESERVED_PARAMS: the batch's --deadline in seconds
+DEADLINE_KEY = "deadline_at"  # under RESERVED_PARAMS: when the batch must be done (`--deadline`), Unix time
 
 
 def batch_deadline(params: Mapping[str, Any]) -> float | None:
-    """The deadline a job's batch was submitted with (`tierq submit --deadline`), in seconds, or None."""
+    """Seconds left until the deadline of a job's batch (`tierq submit --deadline`), or None without one: a
+    job that escalates late in its batch's life may no longer have a provider's window to wait."""
     options = params.get(RESERVED_PARAMS)
     value = options.get(DEADLINE_KEY) if isinstance(options, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return float(value) - time.time()
 
 
 class CompressionConfig(_Strict):

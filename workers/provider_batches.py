@@ -73,29 +73,34 @@ def call_id(message: uuid.UUID, job_id: int) -> uuid.UUID:
 def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message: uuid.UUID,
                    tier_work: TierWork) -> BatchStep:
     """One step for a batch-mode tier message, with the interactive tier's own code for the rest."""
-    with ctx.engine.connect() as conn:
-        collecting = not job_ids or _state(conn, message) == pb.COLLECTING
-    if collecting:
-        # The timer of a provider file being filled (a message without jobs), or a delivery that found it
-        # still open (the reconciler's): close it and send what it holds.
-        with ctx.engine.begin() as conn:
-            held = pb.close(conn, message)
-        if held is None and not job_ids:
-            return BatchStep(0, 0, False)  # closed already, when it filled up
-        job_ids = sorted(set(job_ids) | set(held or ()))
     lease = Lease(message)
     outbox = Outbox()
     busy: float | None = None
     with ctx.engine.begin() as conn:
-        lifecycle.resend(conn, outbox, job_ids, message)
-        rows = lifecycle.claim(conn, job_ids, tier.name, lease, ctx.config.worker.lease_s)
-        if len(rows) < len(job_ids):
-            busy = lifecycle.leased_elsewhere(conn, job_ids, lease)
         found = pb.find(conn, message)
+        if found is not None and found.state == pb.COLLECTING:
+            # A provider file being filled: its timer (a message without jobs) closes it once it has waited
+            # batch_max_wait_s, and so does any delivery with jobs (the reconciler's, a resent hand-off).
+            left = tier.batch_max_wait_s - pb.waited_s(conn, message)
+            if not job_ids and left > 0:
+                ctx.publish([tier_message(tier.name, [], found.batch_id, message, min(left, ctx.longest_countdown_s))])
+                return BatchStep(0, 0, True)
+            pb.close(conn, message)
+            found = pb.find(conn, message)
+        elif not job_ids:
+            # A timer that came after its file filled up and was sent: the file's own message carries it on.
+            return BatchStep(0, 0, found is not None and found.state != pb.ENDED)
+        # Every job of the message's provider file, whatever this copy of the message lists: two deliveries
+        # then compete for all of them, and only one can create the provider batch.
+        ids = sorted(set(job_ids) | set(found.requests.values())) if found is not None else list(job_ids)
+        lifecycle.resend(conn, outbox, ids, message)
+        rows = lifecycle.claim(conn, ids, tier.name, lease, ctx.config.worker.lease_s)
+        if len(rows) < len(ids):
+            busy = lifecycle.leased_elsewhere(conn, ids, lease)
     ctx.publish(outbox)
     if busy is not None:
         # Another delivery holds these jobs (or held them and died): come back when its lease would end.
-        ctx.publish([tier_message(tier.name, list(job_ids), None, message, min(busy + 1, ctx.longest_countdown_s))])
+        ctx.publish([tier_message(tier.name, ids, None, message, min(busy + 1, ctx.longest_countdown_s))])
     jobs = claimed_jobs(rows)
     if not jobs:
         if busy is None and found is not None and found.state != pb.ENDED:
@@ -105,11 +110,17 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
         jobs = tier_work.prepare(jobs, lease)
         if found is None:
             now, later = _split(ctx, tier, jobs)
-            if now:
-                tier_work.interactive(now, lease)
+            step = ctx.config.worker.tier_chunk  # answered as an interactive tier would, a chunk at a time
+            for start in range(0, len(now), step):
+                tier_work.interactive(now[start:start + step], lease)
             if later:
                 _collect(ctx, tier, later, lease)
             return BatchStep(len(jobs), len(now), busy is not None)
+        if found.state == pb.CREATING and busy is not None:
+            # The other delivery may be creating the provider batch right now: wait for it (the message
+            # published above comes back when its lease would end).
+            _park_and_return(ctx, tier, found, jobs, lease, poll=False)
+            return BatchStep(len(jobs), 0, True)
         try:
             if found.state == pb.CREATING:
                 sent = set(found.requests.values())
@@ -139,25 +150,29 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
     return BatchStep(len(jobs), len(jobs), busy is not None)
 
 
-def _state(conn: Any, message: uuid.UUID) -> str | None:
-    found = pb.find(conn, message)
-    return found.state if found is not None else None
-
-
 def _collect(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease: Lease) -> None:
-    """Move the jobs into the batch's provider file being filled at this tier; send the files that filled
-    up now, and start the timer (batch_max_wait_s) of a file this step opened."""
+    """Move the jobs into the provider file their batch is filling at this tier; send the files that filled
+    up now, and start the timer (batch_max_wait_s) of each file this step opened. Jobs of a batch cancelled
+    meanwhile are cancelled here."""
     name = tier.models[0]
     model = ctx.config.models[name]
-    sizes = [(job.id, len(_line(model.model or name, str(call_id(lease.message, job.id)), job, tier,
-                                model.max_output_tokens)) + 1) for job in jobs]
-    batch = jobs[0].batch_id
-    with ctx.engine.begin() as conn:
-        done = pb.collect(conn, lease.message, lease.owner, batch, tier.name, name, model.provider, sizes,
-                          pb.Limits(tier.batch_max_requests, tier.batch_max_bytes), call_id)
-    due = min(tier.batch_max_wait_s, ctx.longest_countdown_s)
-    ctx.publish([tier_message(tier.name, [], batch, row, due) for row in done.opened]
-                + [tier_message(tier.name, ids, batch, row, None) for row, ids in done.closed.items() if ids])
+    limits = pb.Limits(tier.batch_max_requests, tier.batch_max_bytes)
+    by_batch: dict[uuid.UUID, list[ClaimedJob]] = {}
+    for job in jobs:  # one message may carry several batches' jobs (followers released together)
+        by_batch.setdefault(job.batch_id, []).append(job)
+    messages = []
+    for batch, group in by_batch.items():
+        sizes = [(job.id, len(_line(model.model or name, str(call_id(lease.message, job.id)), job, tier,
+                                    model.max_output_tokens)) + 1) for job in group]
+        with ctx.engine.begin() as conn:
+            done = pb.collect(conn, lease.message, lease.owner, batch, tier.name, name, model.provider, sizes, limits,
+                              call_id)
+            if done.moved < len(group):
+                lifecycle.cancel_leftovers(conn, lease, [job.id for job in group])
+        due = min(tier.batch_max_wait_s, ctx.longest_countdown_s)
+        messages += [tier_message(tier.name, [], batch, row, due) for row in done.opened]
+        messages += [tier_message(tier.name, ids, batch, row, None) for row, ids in done.closed.items()]
+    ctx.publish(messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +243,8 @@ def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: li
     """Upload the input file and create the provider batch, unless an earlier delivery already did: when
     the row says a delivery got as far as creating it ("sending"), the provider is asked first."""
     client = ctx.client.provider_client(found.provider)
-    look_first = found.provider_status == pb.SENDING
+    with ctx.engine.begin() as conn:
+        look_first = found.provider_batch_id is None and not pb.mark_sending(conn, found.message_id)
     existing = ctx.loop.run(_lookup(client, found.message_id)) if look_first else None
     if existing is not None:
         log.warning("provider batch %s of message %s was created by an earlier delivery; not sending it again",
@@ -244,9 +260,6 @@ def _create(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: li
         with ctx.engine.begin() as conn:
             pb.record(conn, found.message_id, input_file_id=file_id)
     window: Any = tier.batch_window  # the SDK's type says "24h" only; other providers take other windows
-    if not look_first:
-        with ctx.engine.begin() as conn:
-            pb.record(conn, found.message_id, provider_status=pb.SENDING)
     batch = ctx.loop.run(client.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window,
         metadata={METADATA_KEY: str(found.message_id)}))
@@ -290,11 +303,14 @@ def _again(ctx: WorkerContext, found: ProviderBatch) -> ProviderBatch:
 
 
 def _park_and_return(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob],
-                     lease: Lease) -> None:
-    """Give the jobs back to the provider batch and look again in `batch_poll_s`."""
+                     lease: Lease, poll: bool = True) -> None:
+    """Give the jobs back to the provider batch and look again in `batch_poll_s` (jobs of a batch cancelled
+    meanwhile are cancelled instead; the next look finds the provider batch without them)."""
     with ctx.engine.begin() as conn:
         parked = pb.park(conn, lease.message, lease.owner, [job.id for job in jobs])
-    if parked:
+        if len(parked) < len(jobs):
+            lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
+    if parked and poll:
         due = min(tier.batch_poll_s, ctx.longest_countdown_s)
         ctx.publish([tier_message(tier.name, parked, found.batch_id, lease.message, due)])
 
@@ -362,9 +378,12 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
         if pb.waiting(conn, found.message_id):
             return  # claimed by another delivery right now
     status = found.provider_status
-    if found.provider_batch_id is not None and status not in ENDED_STATUSES:
+    batch_id = found.provider_batch_id
+    if batch_id is None and status == pb.SENDING:  # a delivery may have created it before it died
+        batch_id = ctx.loop.run(_lookup(ctx.client.provider_client(found.provider), found.message_id))
+    if batch_id is not None and status not in ENDED_STATUSES:
         client = ctx.client.provider_client(found.provider)
-        status = str(ctx.loop.run(client.batches.cancel(found.provider_batch_id)).status)
-        log.info("provider batch %s cancelled: its jobs were cancelled", found.provider_batch_id)
+        status = str(ctx.loop.run(client.batches.cancel(batch_id)).status)
+        log.info("provider batch %s cancelled: its jobs were cancelled", batch_id)
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)

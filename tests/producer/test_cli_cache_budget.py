@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,12 +47,13 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
 def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_path: Path) -> None:
     source = tmp_path / "tickets.jsonl"
     source.write_text(json.dumps({"id": "1", "prompt": "Where is my parcel?"}) + "\n")
+    submitted = time.time()
     done = tierq(clean, "submit", str(source), "--deadline", "1.5d", "--json")
     assert done.returncode == 0, done.stderr
     batch = json.loads(done.stdout.splitlines()[0])["batch_id"]
     with clean.engine.connect() as conn:
         params = conn.execute(text("SELECT params FROM batches WHERE id = :b"), {"b": batch}).scalar_one()
-    assert params["_tierq"]["deadline_s"] == 1.5 * 86400
+    assert submitted + 1.5 * 86400 <= params["_tierq"]["deadline_at"] <= time.time() + 1.5 * 86400  # when it falls
     for value, problem in (("24", "is not a duration; use a number and a unit, e.g. 24h"),
                            ("soon", "is not a duration"), ("-2h", "must be a positive duration")):
         bad = tierq(clean, "submit", str(source), "--deadline", value)

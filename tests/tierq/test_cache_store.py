@@ -378,8 +378,8 @@ def test_what_a_request_says_besides_its_text_is_part_of_its_namespace() -> None
     assert ask("Where is my parcel?") == ask("where is my parcel??")  # the text itself is the semantic layer's
     # tierq's own options: a JSON schema changes which answers are kept, a deadline only how they are fetched.
     assert ask(question, _tierq={"json_schema": {"type": "object"}}) != ask(question)
-    assert ask(question, _tierq={"deadline_s": 86400.0}) == ask(question)
-    assert ask(question, _tierq={"deadline_s": 3600.0, "compress": True}) == ask(question, _tierq={"compress": True})
+    assert ask(question, _tierq={"deadline_at": 1.8e9}) == ask(question)
+    assert ask(question, _tierq={"deadline_at": 1.8e9, "compress": True}) == ask(question, _tierq={"compress": True})
 
 
 @pytest.mark.parametrize(("a", "b"), [

@@ -134,6 +134,8 @@ def test_a_deadline_mode_tier_uses_the_batch_api_only_for_a_batch_with_a_long_en
     body = GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "deadline"\nbatch_window = "12h"')
     cold = load_config(write(tmp_path, body)).tier("cold")
     assert [cold.uses_batch_api(d) for d in (None, 3600, 12 * 3600, 86400)] == [False, False, True, True]
+    # the time left is rounded up to the hour: a batch due in 12 h still uses it a minute later, not an hour later
+    assert (cold.uses_batch_api(12 * 3600 - 60), cold.uses_batch_api(11 * 3600)) == (True, False)
     with pytest.raises(ConfigError, match="mode"):
         load_config(write(tmp_path, body.replace('"deadline"', '"sometimes"')))
 

@@ -155,10 +155,12 @@ def test_provider_files_fill_across_messages_until_full_in_requests_or_bytes_or_
     assert Counter((r.tier, r.via_batch) for r in rows if r.outcome == "ok") == {("warm", True): 30}
     # Six warm messages of five jobs each became three provider files of ten, each closed when it filled up.
     assert [p.requests for p in provider_batches(clean, escalated)] == [10, 10, 10]
+    # 20 request lines of about 1.7 kB: five fit in 10,000 bytes, so the one message made four files; three
+    # were closed when the next line would not fit, and the fourth, with no more jobs to come, by its timer.
     files = provider_batches(clean, long)
-    assert sum(p.requests for p in files) == 20 and all(p.request_bytes <= 10_000 for p in files), files
-    assert all(p.request_bytes + 1_900 > 10_000 for p in files[:-1]), files  # each closed when the next would not fit
-    assert len(files) >= 3 and {p.provider_status for p in files} == {"completed"}  # the last by its timer
+    assert [p.requests for p in files] == [5, 5, 5, 5], files
+    assert all(8_000 < p.request_bytes <= 10_000 for p in files), files
+    assert {p.provider_status for p in files} == {"completed"}
     assert {(r.tier, r.via_batch) for r in calls(clean, long)} == {("cold", True)}
     seen = clean.sim_stats()["batch"]["seen"]
     assert sum(len(lines) for lines in seen.values()) == 50 and all(n == 1 for v in seen.values() for n in v.values())
@@ -262,3 +264,29 @@ def test_a_redis_restart_while_a_provider_batch_runs_loses_and_repeats_nothing(c
     assert len(rows) == 30 and len({r.custom_id for r in rows}) == 30 and all(r.via_batch for r in rows)
     seen = clean.sim_stats()["batch"]["seen"]
     assert len(seen) == 1 and all(n == 1 for lines in seen.values() for n in lines.values())
+
+
+@pytest.mark.slow
+def test_a_file_waits_its_whole_max_wait_and_a_cancel_ends_a_file_still_filling(clean: Stack, tmp_path: Path) -> None:
+    # A 6 s visibility timeout lets a message be delayed by 3 s at most: the timer comes back until 7 s passed.
+    tiers = {"warm": {**BATCH_TIER["warm"], "batch_max_wait_s": 7}, "cold": {**BATCH_TIER["warm"],
+                                                                          "batch_max_wait_s": 300}}
+    with deployed(clean, tmp_path, tiers, TIERQ_VISIBILITY_TIMEOUT_S="6") as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        submitted = time.monotonic()
+        waited = tq.submit(records(5), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+        wait_until(lambda: any(p.provider_batch_id for p in provider_batches(clean, waited)), 60,
+                   lambda: provider_batches(clean, waited))
+        assert time.monotonic() - submitted >= 7  # sent once it had waited batch_max_wait_s, not at the first 3 s
+        wait_final(clean, waited, 5, 60)
+        # A file that would wait 300 s: cancelled while it fills, its jobs end cancelled and nothing is sent.
+        cancelled = tq.submit(records(5), BatchOptions(force_tier="cold", use_cache=False)).batch_id
+        wait_until(lambda: job_states(clean, cancelled) == {"queued": 5}
+                   and [p.state for p in provider_batches(clean, cancelled)] == ["collecting"], 60,
+                   lambda: (job_states(clean, cancelled), provider_batches(clean, cancelled)))
+        assert tq.status(cancelled).provider_batches["filling"] == 1
+        tq.cancel(cancelled)
+        assert job_states(clean, cancelled) == {"cancelled": 5}
+        assert [(p.state, p.provider_status) for p in provider_batches(clean, cancelled)] == [("ended", "not sent")]
+    assert Counter(r["status"] for r in tq.results(waited)) == {"succeeded": 5}
+    assert len(clean.sim_stats()["batch"]["seen"]) == 1  # the waited file only
