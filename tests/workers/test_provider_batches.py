@@ -7,6 +7,7 @@ switched to batch mode and polled every half second.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -16,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import redis
 from conftest import Stack
@@ -27,7 +29,9 @@ from producer.api import Tierq
 from producer.metrics import TierqCollector
 from producer.submit import BatchOptions
 from producer.views import status_lines
+from tierq.contract import tier_message
 from tierq.money import Usage
+from workers.provider_batches import call_id
 
 BATCH_TIER = {"warm": {"mode": "batch", "batch_poll_s": 0.5, "batch_max_requests": 40, "batch_max_wait_s": 0.5}}
 
@@ -290,3 +294,38 @@ def test_a_file_waits_its_whole_max_wait_and_a_cancel_ends_a_file_still_filling(
         assert [(p.state, p.provider_status) for p in provider_batches(clean, cancelled)] == [("ended", "not sent")]
     assert Counter(r["status"] for r in tq.results(waited)) == {"succeeded": 5}
     assert len(clean.sim_stats()["batch"]["seen"]) == 1  # the waited file only
+
+
+@pytest.mark.slow
+def test_a_delivery_that_died_after_creating_its_provider_batch_is_not_sent_again(clean: Stack, tmp_path: Path) -> None:
+    """The state a worker killed between `batches.create` and writing the batch id leaves: the row says
+    "sending", the provider has the batch. The next delivery finds it by the message id in its metadata."""
+    with deployed(clean, tmp_path) as (dep, tq):
+        batch = tq.submit(records(4), BatchOptions(force_tier="warm", use_cache=False)).batch_id  # no worker yet
+        message = uuid.uuid4()
+        with clean.engine.begin() as conn:
+            jobs = conn.execute(text("UPDATE jobs SET status = 'queued', tier = 'warm', start_tier = 'warm', "
+                                     "handoff = :m WHERE batch_id = :b RETURNING id, messages"),
+                                {"m": message, "b": batch}).all()
+        requests = {str(call_id(message, job_id)): job_id for job_id, _ in jobs}
+        lines = "".join(json.dumps({"custom_id": custom, "method": "POST", "url": "/v1/chat/completions",
+                                    "body": {"model": "sim-mid", "messages": dict(jobs)[job_id]}}) + "\n"
+                        for custom, job_id in requests.items())
+        sdk = openai.OpenAI(base_url=clean.sim.base_url, api_key="sk-test", max_retries=0)
+        uploaded = sdk.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
+        created = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                     completion_window="24h", metadata={"tierq_message": str(message)})
+        with clean.engine.begin() as conn:
+            conn.execute(text("INSERT INTO provider_batches (message_id, batch_id, tier, model, provider, requests, "
+                              "state, input_file_id, provider_status) VALUES (:m, :b, 'warm', 'sim-mid', 'sim', "
+                              "CAST(:r AS jsonb), 'creating', :f, 'sending')"),
+                         {"m": message, "b": batch, "r": json.dumps(requests), "f": uploaded.id})
+        dep.start("classify,hot,warm,cold", "all")
+        tq.publisher.publish([tier_message("warm", [job_id for job_id, _ in jobs], batch, message)])
+        wait_final(clean, batch, 4, 60)
+        assert Counter(r["status"] for r in tq.results(batch)) == {"succeeded": 4}
+    assert [p.provider_batch_id for p in provider_batches(clean, batch)] == [created.id]
+    seen = clean.sim_stats()["batch"]["seen"]
+    assert list(seen) == [created.id] and all(n == 1 for n in seen[created.id].values())
+    rows = calls(clean, batch)
+    assert len(rows) == 4 and all(r.via_batch for r in rows)
