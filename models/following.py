@@ -67,11 +67,20 @@ def answer_followers(conn: Connection, leader: int, content: str, model: str, ti
 def release_followers(conn: Connection, outbox: Outbox, leaders: Sequence[int], chunk: int) -> int:
     """waiting -> pending: the followers of failed or vanished leaders are routed again, `chunk` to a
     classify message; one of each question's followers will lead."""
-    if not leaders:
+    return _release(conn, outbox, "follows = ANY(:ids)", leaders, chunk)
+
+
+def release_jobs(conn: Connection, outbox: Outbox, ids: Sequence[int], chunk: int) -> int:
+    """waiting -> pending for these followers only (they will not wait for their leader)."""
+    return _release(conn, outbox, "id = ANY(:ids)", ids, chunk)
+
+
+def _release(conn: Connection, outbox: Outbox, which: str, ids: Sequence[int], chunk: int) -> int:
+    if not ids:
         return 0
     rows = conn.execute(
-        text(f"SELECT id, batch_id FROM jobs WHERE follows = ANY(:leaders) AND status = '{WAITING}' ORDER BY id "
-             "FOR UPDATE"), {"leaders": list(leaders)},
+        text(f"SELECT id, batch_id FROM jobs WHERE {which} AND status = '{WAITING}' ORDER BY id FOR UPDATE"),
+        {"ids": list(ids)},
     ).all()
     planned = [(uuid.uuid4(), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
     flat = [(r[0], message) for message, part in planned for r in part]

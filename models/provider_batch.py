@@ -118,6 +118,14 @@ def waiting(conn: Connection, message: uuid.UUID) -> list[int]:
     ).scalars())
 
 
+def in_provider_batches(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """Of these jobs, those waiting in a provider batch (or a file still filling): job id -> tier."""
+    return {int(job_id): str(tier) for job_id, tier in conn.execute(
+        text(f"SELECT j.id, p.tier FROM jobs j JOIN provider_batches p ON p.message_id = j.handoff "
+             f"WHERE j.id = ANY(:ids) AND j.status = '{JobStatus.QUEUED}' AND p.state <> '{ENDED}'"),
+        {"ids": list(ids)}).all()}
+
+
 def end_collecting(conn: Connection, batch_id: uuid.UUID) -> int:
     """A cancelled batch's provider files not sent yet end there (their jobs are cancelled)."""
     return conn.execute(text(f"UPDATE provider_batches SET state = '{ENDED}', provider_status = 'not sent', "

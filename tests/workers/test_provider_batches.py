@@ -329,3 +329,25 @@ def test_a_delivery_that_died_after_creating_its_provider_batch_is_not_sent_agai
     assert list(seen) == [created.id] and all(n == 1 for n in seen[created.id].values())
     rows = calls(clean, batch)
     assert len(rows) == 4 and all(r.via_batch for r in rows)
+
+
+@pytest.mark.slow
+def test_a_follower_from_a_batch_without_deadline_does_not_wait_for_a_leader_in_a_provider_batch(
+    clean: Stack, tmp_path: Path
+) -> None:
+    clean.simulate({"batch": {"in_progress_s": 120, "progress": "at_end"}})
+    tiers = {"warm": {**BATCH_TIER["warm"], "mode": "deadline"}}
+    questions = [{"id": f"q{i}", "prompt": f"How do I change the address on order {i}?"} for i in range(3)]
+    with deployed(clean, tmp_path, tiers) as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        slow = tq.submit(questions, BatchOptions(force_tier="warm", deadline_s=86400)).batch_id
+        wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, slow)), 60,
+                   lambda: provider_batches(clean, slow))
+        # The same questions from a batch that must be done now: they may follow the leaders at first (the
+        # cache coalesces identical questions in flight), but are answered without waiting for the provider.
+        fast = tq.submit(questions, BatchOptions(force_tier="warm")).batch_id
+        wait_final(clean, fast, 3, 60)
+        assert Counter(r["status"] for r in tq.results(fast)) == {"succeeded": 3}
+        assert job_states(clean, slow) == {"queued": 3}  # still in the provider batch
+        tq.cancel(slow)
+    assert {(r.tier, r.via_batch) for r in calls(clean, fast)} == {("warm", False)}
