@@ -13,7 +13,7 @@ import redis
 from conftest import RedisDbs
 
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
-from tierq.cache.identifiers import fingerprint, identifiers, names, substituted
+from tierq.cache.identifiers import asks, fingerprint, identifiers, names, substituted
 from tierq.cache.lsh import Hyperplanes
 from tierq.cache_config import CacheConfig
 
@@ -406,6 +406,9 @@ def test_the_same_polarity_still_matches(a: str, b: str) -> None:
     ("U.S. income tax & charitable donations: what can I deduct?",
      "UK income tax & charitable donations: what can I deduct?"),
     ("How do I move my workspace to the EU region?", "How do I move my workspace to the US region?"),
+    # a question asking for another kind of answer: a reason, not a method or a list
+    ("Why do you need to peel peaches to can them?", "How to peel peaches?"),
+    ("What do you need to verify my identity?", "Why do you need to verify my identity?"),
 ])
 def test_a_place_or_acronym_swapped_for_another_is_no_semantic_hit(redis_dbs: RedisDbs, a: str, b: str) -> None:
     client = redis.Redis.from_url(redis_dbs.url(2))
@@ -433,3 +436,13 @@ def test_names_are_places_and_acronyms_and_only_a_swap_blocks() -> None:
     assert substituted(names("the capital of France"), names("the capital of Italy"))
     assert not substituted(names("Moffitt said the NHS would pay"), names("the NHS would pay"))  # one side adds
     assert not substituted(names("Where is my parcel?"), names("Where is my parcel, please?"))
+
+
+def test_the_kind_of_answer_asked_for_is_the_first_question_word() -> None:
+    assert [asks(t) for t in ("Why is it late?", "how many cards can I have", "Which card is best?",
+                              "I lost my card, what now?", "My card is lost.")] == [
+        "?why", "?how-much", "?other", "?other", None]
+    assert not substituted(names("When will my card arrive?"), names("Where is my card?"))
+    assert not substituted(names("How do I reset my PIN?"), names("How can I reset my PIN?"))
+    assert not substituted(names("Where is my parcel?"), names("My parcel has not arrived"))  # one side asks
+    assert substituted(names("How long does a transfer take?"), names("How does a transfer work?"))

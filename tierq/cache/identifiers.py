@@ -73,7 +73,8 @@ _ACRONYM = re.compile(r"(?<![\w.])(?:[A-Z]{2,6}|(?:[A-Z]\.){2,6})(?![\w])")
 
 
 def names(text: str) -> frozenset[str]:
-    """Places (countries, regions, major cities: tierq.cache.places) and acronyms named in `text`.
+    """Places (countries, regions, major cities: tierq.cache.places) and acronyms named in `text`, and the
+    kind of answer it asks for (`asks`).
 
     A text mostly in capitals is shouting, not naming: only its places count then.
     """
@@ -83,7 +84,30 @@ def names(text: str) -> frozenset[str]:
     if not shouting:
         found |= {_PLACE_OF[m.group(0).lower()] for m in _CAPITAL_PLACES.finditer(text)}
         found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(_CAPITAL_PLACES.sub(" ", text))}
+    kind = asks(text)
+    if kind is not None:
+        found.add(kind)
     return frozenset(found)
+
+
+_QUESTION_WORD = re.compile(r"\b(what|which|why|how|when|where|who|whom|whose)\b"
+                            r"(?:\s+(much|many|long|often|far|old|big|soon|fast)\b)?", re.IGNORECASE)
+
+
+def asks(text: str) -> str | None:
+    """The kind of answer `text` asks for, by its first question word: a reason ("?why"), an amount ("?how-
+    much": how much, many, long, often...) or anything else ("?other": what, how, when, where, who); None
+    without a question word. Kept with the names, so "Why do you need to peel peaches?" does not get the
+    answer to "How to peel peaches?", nor "Why do you need to verify my identity?" that to "What do you
+    need to ...". What, how, when and where are one kind: support messages swap them freely ("When will my
+    card arrive?", "Where is my card?")."""
+    found = _QUESTION_WORD.search(text)
+    if found is None:
+        return None
+    word = found.group(1).lower()
+    if word == "why":
+        return "?why"
+    return "?how-much" if word == "how" and found.group(2) else "?other"
 
 
 def substituted(a: frozenset[str], b: frozenset[str]) -> bool:
