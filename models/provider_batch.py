@@ -15,6 +15,7 @@ answered from its output file ("ended").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -183,6 +184,9 @@ def collect(conn: Connection, message: uuid.UUID, owner: uuid.UUID, batch_id: uu
     jobs = [(job_id, size) for job_id, size in jobs if job_id in movable]
     if not jobs:
         return done
+    # One delivery at a time fills the batch's files at this tier: without the lock, two could each find
+    # the collecting row closed under them, and each other's new one not yet committed, again and again.
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(batch_id, tier)})
     current = _collecting(conn, batch_id, tier, model, provider, done)
     plan: dict[uuid.UUID, list[tuple[int, int]]] = {}
     count, size = _fill(conn, current)
@@ -213,6 +217,12 @@ def collect(conn: Connection, message: uuid.UUID, owner: uuid.UUID, batch_id: uu
     return done
 
 
+def _lock_key(batch_id: uuid.UUID, tier: str) -> int:
+    """A 64-bit advisory lock key for the batch's files at `tier`."""
+    digest = hashlib.blake2b(f"tierq-collect:{batch_id}:{tier}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _collecting(conn: Connection, batch_id: uuid.UUID, tier: str, model: str, provider: str, done: Collected,
                 close: uuid.UUID | None = None) -> uuid.UUID:
     """The batch's collecting row at `tier`, locked; opened when there is none (after closing `close`)."""
@@ -227,7 +237,7 @@ def _collecting(conn: Connection, batch_id: uuid.UUID, tier: str, model: str, pr
         if reserve(conn, opened, batch_id, tier, model, provider, {}, state=COLLECTING):
             done.opened.append(opened)
             return opened
-        # Another delivery opened one at the same moment: take that one (its insert has committed by now).
+        # A file opened outside the lock (none are, today): take that one, its insert has committed by now.
     raise RuntimeError(f"no collecting provider batch for batch {batch_id} at tier {tier!r} after three tries")
 
 
