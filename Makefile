@@ -32,8 +32,8 @@ bench: install
 	$(PY) bench/run_all.py
 
 eval: install
-	$(PY) eval/gsm8k.py
-	$(PY) eval/routing.py --seeds 10
+	$(PY) -m eval.gsm8k
+	$(PY) -m eval.routing --seeds 10
 	$(PY) bench/eval_cache.py
 
 clean:

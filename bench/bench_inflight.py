@@ -61,14 +61,14 @@ def anchor(stack: Stack, calls: int, concurrency: int, behaviour: dict[str, Any]
     """The raw asyncio client's steady rate."""
     stack.reset(behaviour)
     result = finish_anchor(start_anchor(stack.sim.base_url, calls, concurrency), timeout_s=calls / 50 + 60)
-    stats = stack.sim_stats(calls=True)
+    stats = stack.sim.stats()
     return Run(steady_rate(stats["calls"], concurrency), stats["max_in_flight"], calls / result["seconds"])
 
 
 def workers(stack: Stack, config: Path, processes: int, jobs: int, behaviour: dict[str, Any]) -> Run:
     """`processes` hot workers answering `jobs` pre-classified jobs together."""
     stack.reset(behaviour)
-    hot = [stack.start_worker(IDLE_QUEUE, config, f"hot{n}", extra=["-c", str(THREADS)]) for n in range(processes)]
+    hot = [stack.start_worker(IDLE_QUEUE, config, f"hot{n}", args=["-c", str(THREADS)]) for n in range(processes)]
     router = stack.start_worker("classify", config, "classify")
     with Tierq(stack.settings(config), load_config(config)) as tq:
         items = [{"id": f"f-{i}", "prompt": f"Ticket {i}: where is parcel {i * 7919 % 100003}?"} for i in range(jobs)]
@@ -87,7 +87,7 @@ def workers(stack: Stack, config: Path, processes: int, jobs: int, behaviour: di
         stack.stop_worker(worker)
     if succeeded != jobs:
         raise BenchError(f"only {succeeded} of {jobs} jobs succeeded with a well-behaved simulator")
-    stats = stack.sim_stats(calls=True)
+    stats = stack.sim.stats()
     last = max(float(c["at"]) for c in stats["calls"])
     return Run(steady_rate(stats["calls"], processes * THREADS * load_config(config).worker.tier_chunk),
                stats["max_in_flight"], jobs / (last - started))

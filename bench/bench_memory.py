@@ -51,7 +51,7 @@ def sample(stack: Stack, pids: list[int], done: Callable[[], bool], timeout_s: f
     while not done():
         if time.monotonic() > deadline:
             raise BenchError(f"memory run did not finish within {timeout_s:.0f} s")
-        open_calls = stack.sim_stats()["in_flight"]
+        open_calls = stack.sim.stats(calls=False)["in_flight"]
         rss = sum(rss_mb(pid)[0] for pid in pids + [c for p in pids for c in children(p)])
         most = max(most, open_calls)
         if open_calls >= NEEDED:
@@ -66,7 +66,7 @@ def worker_peak(stack: Stack, jobs: int) -> tuple[Peak, float]:
                           tables={"cache": {"enabled": False}, "worker": {"tier_chunk": CHUNK, "classify_chunk": OPEN}},
                           tiers={"hot": {"timeout_s": 30}})
     stack.reset(BEHAVIOUR)
-    hot = stack.start_worker("hot", config, "memory", extra=["-c", str(THREADS)])
+    hot = stack.start_worker("hot", config, "memory", args=["-c", str(THREADS)])
     router = stack.start_worker("classify", config, "classify")
     idle = rss_mb(hot.pid)[0]
     with Tierq(stack.settings(config), load_config(config)) as tq:
@@ -84,7 +84,8 @@ def anchor_peak(stack: Stack) -> Peak:
     """The raw asyncio client holding the same number of calls open."""
     stack.reset(BEHAVIOUR)
     proc = start_anchor(stack.sim.base_url, 2 * OPEN, OPEN, tag="memory")
-    wait_for(lambda: stack.sim_stats()["in_flight"] > 0 or proc.poll() is not None, 30, "the anchor's first call")
+    wait_for(lambda: stack.sim.stats(calls=False)["in_flight"] > 0 or proc.poll() is not None, 30,
+             "the anchor's first call")
     peak = sample(stack, [proc.pid], lambda: proc.poll() is not None, 120)
     finish_anchor(proc, 10)
     return peak

@@ -67,7 +67,7 @@ def tierq_rate(stack: Stack, config: Path, jobs: int) -> tuple[float, float]:
     stack.stop_worker(worker)
     if succeeded != jobs:
         raise BenchError(f"only {succeeded} of {jobs} jobs succeeded with a well-behaved simulator")
-    return jobs / elapsed, span_rate(stack.sim_stats(calls=True)["calls"])
+    return jobs / elapsed, span_rate(stack.sim.stats()["calls"])
 
 
 def noop_rate(stack: Stack, config: Path, tasks: int, *, tierq_settings: bool = False) -> float:

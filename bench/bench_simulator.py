@@ -28,7 +28,7 @@ def capacity(stack: Stack, calls_per_client: int) -> float:
              for n in range(CLIENTS)]
     for proc in procs:
         finish_anchor(proc, timeout_s=calls_per_client / 100 + 60)
-    return span_rate(stack.sim_stats(calls=True)["calls"])
+    return span_rate(stack.sim.stats()["calls"])
 
 
 def run(stack: Stack, busiest: float, quick: bool = False) -> list[Row]:

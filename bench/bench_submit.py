@@ -13,7 +13,6 @@ code: one COPY of the same rows prepared in memory, and one raw Celery send per 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -23,7 +22,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from statistics import median
@@ -32,10 +30,10 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
-from migrations import upgrade
 from producer.api import Tierq
 from producer.broker import make_sender
 from producer.inputs.stream import LineSource, read_records
+from producer.localstack import throwaway_database
 from producer.submit import JOB_COLUMNS
 from tierq.config import load_config
 from tierq.contract import CLASSIFY_QUEUE, CLASSIFY_TASK
@@ -123,20 +121,6 @@ def ours(settings: Settings, path: Path) -> tuple[float, int]:
     return elapsed, result.accepted
 
 
-@contextlib.contextmanager
-def throwaway_database(admin_url: str) -> Iterator[str]:
-    """A fresh migrated database, dropped afterwards."""
-    name = f"tierq_bench_{uuid.uuid4().hex[:10]}"
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        plain = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; exit 1 when tierq misses the target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = path.stat().st_size / 1e6
         chunk = load_config(SIM_CONFIG).worker.classify_chunk
         try:
-            with throwaway_database(args.postgres) as db_url:
+            with throwaway_database(args.postgres, "tierq_bench") as db_url:
                 base_rss = rss_mb()
                 parse_s = median([parse_only(path) for _ in range(args.repeat)])
                 settings = Settings(database_url=db_url, redis_url=args.redis, config=SIM_CONFIG)

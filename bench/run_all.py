@@ -34,6 +34,8 @@ import bench_startup
 from harness import POSTGRES_URL, REDIS_URL, BenchError, Stack, open_stack
 from rows import Row, markdown, table
 
+from producer.services import ServiceUnavailable
+
 BENCHMARKS = ("pipeline", "inflight", "costrows", "memory", "startup", "classify")
 
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"running {name} ...", flush=True)
                 try:
                     busiest = max(busiest, run_one(name, stack, args.quick, rows, details))
-                except BenchError as exc:
+                except (BenchError, ServiceUnavailable) as exc:  # a worker that did not start, too
                     failures.append(f"{name}: {exc}")
                 stack.stop_workers()
             if busiest:

@@ -1,6 +1,6 @@
 """Cost against quality on real recorded GSM8K answers: five routing policies, and one run through tierq.
 
-    .venv/bin/python eval/gsm8k.py [--data CSV] [--seed 0] [--seeds 5] [--json FILE] [--pipeline]
+    .venv/bin/python -m eval.gsm8k [--data CSV] [--seed 0] [--seeds 5] [--json FILE] [--pipeline]
 
 Policies, each scored with the recorded correctness labels (never read to decide):
   (a) every question on the cheap model; (b) every question on the strong model; (c) the seed's routing
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from features import answer_features, matrix, prompt_features
-from gsm8k_data import DEFAULT_DATA, Question, load
-from logreg import auc, fit, out_of_fold
-from policies import Result, cascade, cheapest_threshold, random_share, route
 
+from eval.features import answer_features, matrix, prompt_features
+from eval.gsm8k_data import DEFAULT_DATA, Question, load
+from eval.logreg import auc, fit, out_of_fold
+from eval.policies import Result, cascade, cheapest_threshold, random_share, route
 from tierq.config import Config, load_config
 from workers.routing import Router
 from workers.validators import Checks
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += _notes(report, test)
     lines += _spread(questions, args.seeds, valid, report)
     if args.pipeline:
-        from pipeline import run_cascade
+        from eval.pipeline import run_cascade
 
         lines += run_cascade(CONFIG, args.data, test, on_test[3], report)
     print("\n".join(lines))

@@ -12,8 +12,9 @@ from decimal import Decimal
 from functools import partial
 
 import numpy as np
-from gsm8k_data import Question
-from logreg import Array
+
+from eval.gsm8k_data import Question
+from eval.logreg import Array
 
 ZERO = Decimal(0)
 

@@ -1,7 +1,7 @@
 """Does tierq's measured quality find the truth? GSM8K through real workers, with audits on.
 
-    .venv/bin/python eval/quality.py [--data CSV] [--runs 5] [--rate 0.1] [--json FILE]
-    .venv/bin/python eval/quality.py --offline 2000     # the same draw without workers, many seeds
+    .venv/bin/python -m eval.quality [--data CSV] [--runs 5] [--rate 0.1] [--json FILE]
+    .venv/bin/python -m eval.quality --offline 2000     # the same draw without workers, many seeds
 
 Every run submits all 1,319 questions as one batch (cheap tier first, the final-number validator of
 eval/gsm8k.toml escalating what it rejects) with `[quality] audit_rate`, comparator `number` and the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,17 +25,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gsm8k_data import CHEAP, DEFAULT_DATA, STRONG, load
-from pipeline import ROOT, private_redis, throwaway_database, worker
 from sqlalchemy import text
 
-from fakellm.testing import running_server
+from eval.gsm8k_data import CHEAP, DEFAULT_DATA, STRONG, load
+from eval.pipeline import local_stack, replay_toml, start_worker
 from producer.api import Tierq
 from producer.bill.quality import wilson
 from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.quality import ComparatorConfig
-from tierq.settings import Settings
 from workers.audits import draw
 from workers.comparators import comparator
 from workers.validators import Checks
@@ -79,18 +76,15 @@ def offline(config_path: Path, data: Path, rates: list[float], seeds: int) -> No
               f"interval holds the truth in {inside / seeds:.1%}")
 
 
-def one_run(toml: Path, data: Path, env_base: dict[str, str], folder: Path, rate: float, seed: int) -> dict[str, Any]:
+def one_run(toml: Path, data: Path, rate: float, seed: int) -> dict[str, Any]:
     """Submit every question once with audits on; the cheap stratum's estimate and the audit bill. The job
     ids start at `seed` x 1,000,003 + 1, as if other batches had come first, so each seed audits another
     sample (a job's audit is drawn from its id)."""
     config = load_config(toml)
     questions = load(data, config)
-    with private_redis() as redis_url, throwaway_database() as database_url, \
-            running_server(toml, stderr_path=folder / "sim.log") as sim:
-        env = {**env_base, "TIERQ_DATABASE_URL": database_url, "TIERQ_REDIS_URL": redis_url,
-               "TIERQ_CONFIG": str(toml), "TIERQ_SIM_URL": sim.base_url}
-        settings = Settings(database_url=database_url, redis_url=redis_url, broker_url=redis_url, config=toml)
-        with worker(env, folder / "worker.log"), Tierq(settings, config) as tq:
+    with local_stack(toml) as stack:
+        start_worker(stack, toml)
+        with Tierq(stack.settings(toml), config) as tq:
             with tq.engine.begin() as conn:
                 conn.execute(text("SELECT setval('jobs_id_seq', :start)"), {"start": seed * 1_000_003 + 1})
             started = time.monotonic()
@@ -136,17 +130,12 @@ def main() -> int:
     true_agreement, answered = truth(CONFIG, args.data)
     print(f"true agreement of the cheap tier's answers with {STRONG} (comparator number): {true_agreement:.4f} "
           f"over the {answered} questions {CHEAP} answers past the validator")
-    env_base = {**{k: v for k, v in os.environ.items() if not k.startswith("TIERQ_")}, "PYTHONPATH": str(ROOT)}
     runs = []
     with tempfile.TemporaryDirectory(prefix="tierq-quality-") as tmp:
-        folder = Path(tmp)
-        toml = folder / "gsm8k-quality.toml"
-        toml.write_text(CONFIG.read_text() + f'\n[quality]\naudit_rate = {args.rate}\ncomparator = "number"\n'
-                        f'\n[simulator.replay]\nfile = {json.dumps(str(args.data.resolve()))}\n'
-                        f"models = {{ {json.dumps(CHEAP)} = {json.dumps(CHEAP)}, {json.dumps(STRONG)} = "
-                        f"{json.dumps(STRONG)} }}\n")
+        toml = replay_toml(CONFIG, args.data, Path(tmp) / "gsm8k-quality.toml",
+                           f'\n[quality]\naudit_rate = {args.rate}\ncomparator = "number"\n')
         for n in range(args.runs):
-            run = one_run(toml, args.data, env_base, folder, args.rate, n)
+            run = one_run(toml, args.data, args.rate, n)
             low, high = run["interval"]
             run["holds_truth"] = low <= true_agreement <= high
             run["batch_holds_truth"] = run["batch_interval"][0] <= run["batch_truth"] <= run["batch_interval"][1]

@@ -1,7 +1,7 @@
 """The learned router on GSM8K: `route eval` over seeds, and a run through real workers that learns from its audits.
 
-    .venv/bin/python eval/routing.py --seeds 10 [--prompt-only] [--data CSV] [--json FILE]   # route eval, seeds 0..9
-    .venv/bin/python eval/routing.py --pipeline [--seed 0] [--json FILE]        # batch 1 audited, fit, batch 2
+    .venv/bin/python -m eval.routing --seeds 10 [--prompt-only] [--data CSV] [--json FILE]   # route eval, seeds 0..9
+    .venv/bin/python -m eval.routing --pipeline [--seed 0] [--json FILE]        # batch 1 audited, fit, batch 2
 
 `--seeds N` runs exactly what `tierq route eval` runs (tierq.router.evaluate) for seeds 0..N-1 and prints
 each seed's figures and their spread. `--pipeline` splits the questions into two halves by a hash of the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,15 +24,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gsm8k_data import CHEAP, DEFAULT_DATA, STRONG, Question, load
-from pipeline import ROOT, private_redis, throwaway_database, worker
-
-from fakellm.testing import running_server
+from eval.gsm8k_data import CHEAP, DEFAULT_DATA, STRONG, Question, load
+from eval.pipeline import local_stack, replay_toml, start_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.router.evaluate import evaluate, read, split
-from tierq.settings import Settings
 
 CONFIG = Path(__file__).with_name("gsm8k.toml")
 FIGURES = ("cost_reduction_pct", "quality_share_pct", "random_cost_reduction_pct", "oracle_cost_reduction_pct",
@@ -97,44 +93,37 @@ def pipeline(data: Path, seed: int) -> dict[str, Any]:
     questions = load(data, config)
     first, second = split([q.prompt for q in questions], seed)
     by_id = {str(q.index): q for q in questions}
-    env_base = {**{k: v for k, v in os.environ.items() if not k.startswith("TIERQ_")}, "PYTHONPATH": str(ROOT)}
     report: dict[str, Any] = {"seed": seed}
     with tempfile.TemporaryDirectory(prefix="tierq-routing-") as tmp:
-        folder = Path(tmp)
-        replay = (
-            f"\n[simulator.replay]\nfile = {json.dumps(str(data.resolve()))}\n"
-            f"models = {{ {json.dumps(CHEAP)} = {json.dumps(CHEAP)}, {json.dumps(STRONG)} = {json.dumps(STRONG)} }}\n"
-        )
-        with private_redis() as redis_url, throwaway_database() as database_url:
-            for name, rate, ids in (("batch1", 1.0, first), ("batch2", 0.0, second)):
-                toml = folder / f"{name}.toml"
-                toml.write_text(CONFIG.read_text() + f'\n[quality]\naudit_rate = {rate}\ncomparator = "number"\n'
-                                "\n[router]\npoll_s = 1\n" + replay)
-                with running_server(toml, stderr_path=folder / "sim.log") as sim:
-                    env = {**env_base, "TIERQ_DATABASE_URL": database_url, "TIERQ_REDIS_URL": redis_url,
-                           "TIERQ_CONFIG": str(toml), "TIERQ_SIM_URL": sim.base_url}
-                    settings = Settings(database_url=database_url, redis_url=redis_url, broker_url=redis_url,
-                                        config=toml)
-                    with worker(env, folder / f"{name}-worker.log"), Tierq(settings, load_config(toml)) as tq:
-                        batch = tq.submit([{"id": str(questions[i].index), "prompt": questions[i].prompt,
-                                            "task_type": "gsm8k"} for i in ids],
-                                          BatchOptions(use_cache=False, source="eval/routing.py"))
-                        tq.wait(batch.batch_id, timeout=1800, poll_s=0.5)
-                        report[name] = _scored(by_id, list(tq.results(batch.batch_id)))
-                    print(f"{name}: {json.dumps(report[name])}", flush=True)
-                    if name == "batch1":
-                        fitted = subprocess.run(
-                            [sys.executable, "-m", "producer.cli", "route", "fit", "--task-type", "gsm8k", "--json"],
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            check=False,
-                        )
-                        if fitted.returncode != 0:
-                            raise SystemExit(f"route fit failed: {fitted.stderr.strip()}")
-                        report["fit"] = json.loads(fitted.stdout)
-                        print(f"fit: {fitted.stdout.strip()}", flush=True)
+        # The two TOMLs differ in [quality] alone, which the simulator does not read: one simulator serves both.
+        tomls = {name: replay_toml(CONFIG, data, Path(tmp) / f"{name}.toml",
+                                   f'\n[quality]\naudit_rate = {rate}\ncomparator = "number"\n\n[router]\npoll_s = 1\n')
+                 for name, rate in (("batch1", 1.0), ("batch2", 0.0))}
+        with local_stack(tomls["batch1"]) as stack:
+            for name, ids in (("batch1", first), ("batch2", second)):
+                toml = tomls[name]
+                start_worker(stack, toml, name)
+                with Tierq(stack.settings(toml), load_config(toml)) as tq:
+                    batch = tq.submit([{"id": str(questions[i].index), "prompt": questions[i].prompt,
+                                        "task_type": "gsm8k"} for i in ids],
+                                      BatchOptions(use_cache=False, source="eval/routing.py"))
+                    tq.wait(batch.batch_id, timeout=1800, poll_s=0.5)
+                    report[name] = _scored(by_id, list(tq.results(batch.batch_id)))
+                stack.stop_workers()
+                print(f"{name}: {json.dumps(report[name])}", flush=True)
+                if name == "batch1":
+                    report["fit"] = _fit(stack.env(toml))
     return report
+
+
+def _fit(env: dict[str, str]) -> Any:
+    """`tierq route fit` from batch 1's audit labels, as a user runs it."""
+    fitted = subprocess.run([sys.executable, "-m", "producer.cli", "route", "fit", "--task-type", "gsm8k", "--json"],
+                            env=env, capture_output=True, text=True, check=False)
+    if fitted.returncode != 0:
+        raise SystemExit(f"route fit failed: {fitted.stderr.strip()}")
+    print(f"fit: {fitted.stdout.strip()}", flush=True)
+    return json.loads(fitted.stdout)
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Threshold rules compared over two disjoint sets of `route eval` seeds (issue 15's worst-seed question).
 
-    .venv/bin/python eval/thresholds.py [--seeds 0-9 10-29] [--data CSV] [--json FILE]   # about 10 minutes
+    .venv/bin/python -m eval.thresholds [--seeds 0-9 10-29] [--data CSV] [--json FILE]   # about 10 minutes
 
 Each seed is split and fitted once, exactly as `tierq route eval` does (tierq.router.evaluate.split and
 tierq.router.fit.fit); every rule then picks thresholds from the same out-of-fold training scores and is
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gsm8k_data import CHEAP, DEFAULT_DATA, STRONG
-from threshold_rules import bagged, bound, choose_with, cross_fitted_confidence
 
+from eval.gsm8k_data import CHEAP, DEFAULT_DATA, STRONG
+from eval.threshold_rules import bagged, bound, choose_with, cross_fitted_confidence
 from tierq.config import load_config
 from tierq.router import logreg
 from tierq.router.evaluate import Labelled, read, split

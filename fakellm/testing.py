@@ -55,6 +55,20 @@ class SimServer:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), json.loads(error.read())
 
+    def configure(self, behaviour: dict[str, Any]) -> None:
+        """Replace the simulator's behaviour (a `[simulator]`-shaped table) and zero its counters."""
+        for path, body in (("/_sim/config", behaviour), ("/_sim/reset", None)):
+            code, _, answer = self.call("POST", path, body)
+            if code != 200:
+                raise RuntimeError(f"simulator {path} answered {code}: {answer}")
+
+    def stats(self, calls: bool = True) -> dict[str, Any]:
+        """The simulator's counters, with the list of billed calls and their times unless `calls` is false."""
+        code, _, body = self.call("GET", f"/_sim/stats?calls={1 if calls else 0}")
+        if code != 200:
+            raise RuntimeError(f"simulator /_sim/stats answered {code}: {body}")
+        return body  # type: ignore[no-any-return]
+
 
 def _wait_until_ready(server: SimServer, timeout_s: float) -> None:
     """Poll GET /v1/models until it answers; fail if the process dies or times out."""

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from fakellm.testing import running_server
 from migrations import upgrade
 from producer.api import Tierq
 from producer.bill.build import build_bill
 from producer.bill.report import tier_summary
+from producer.localstack import service_env, start_worker, stop_worker
 from producer.sample import sample_tickets
 from producer.services import ensure_postgres, ensure_redis
 from producer.status import BatchStatus
 from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.money import usd
+from tierq.queues import queue_names
 from tierq.settings import Settings
 
 SIM_CONFIG = Path(str(resources.files("tierq") / "configs" / "sim.toml"))
-QUEUES = "classify,hot,warm,cold"
 DEMO_DB = 15  # the demo's queues, cache and rate limits, apart from a user's own batches
 
 
@@ -43,71 +41,37 @@ def _redact(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], ready: Callable[[], bool], what: str) -> Iterator[None]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                raise RuntimeError(f"{what} did not start:\n{err}")
-            time.sleep(0.2)
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _answers(port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-        return False
-
-    return check
-
-
 def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB,
              deadline_s: float | None = None) -> int:
     """Run the whole pipeline once on this machine and print the bill per tier; with `deadline_s`, the batch
     is submitted with that deadline (`tierq submit --deadline`), so batch-API tiers whose window fits use it."""
     base = Settings()
     config_file = config_path or SIM_CONFIG
+    config = load_config(config_file)
     if deadline_s is not None:
-        config = load_config(config_file)
         batched = [t.name for t in config.tiers if t.uses_batch_api(deadline_s)]
         out(f"batch mode: tiers {', '.join(batched)} send their jobs to the provider's batch API" if batched else
             f"batch mode: no tier of {config_file} has mode = \"batch\" or \"deadline\"; every call is interactive")
     with ensure_redis(demo_redis(base.redis_url, redis_db), log=out) as redis_url, \
-            ensure_postgres(base.database_url, log=out) as db_url:
+            ensure_postgres(base.database_url, log=out) as db_url, \
+            tempfile.TemporaryDirectory(prefix="tierq-demo-") as logs:
         out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
         out(f"database: migrating {db_url.split('@')[-1]}")
         upgrade(db_url)
-        port = _free_port()
-        env = {**os.environ, "TIERQ_REDIS_URL": redis_url, "TIERQ_DATABASE_URL": db_url,
-               "TIERQ_CONFIG": str(config_file), "TIERQ_SIM_URL": f"http://127.0.0.1:{port}/v1"}
-        env.pop("TIERQ_BROKER_URL", None)
-        sim = [sys.executable, "-m", "fakellm", "--port", str(port), "--config", str(config_file)]
-        worker = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", QUEUES, "--loglevel", "WARNING",
-                  "-n", f"tierq-demo-{os.getpid()}@%h"]
-        with _process(sim, env, _answers(port), "the simulated provider"):
-            out(f"simulated provider: http://127.0.0.1:{port}/v1")
-            with _process(worker, env, lambda: True, "the workers"):
-                out(f"workers: celery -A workers worker -Q {QUEUES}")
+        with running_server(config_file, stderr_path=Path(logs) / "simulator.log") as sim:
+            out(f"simulated provider: {sim.base_url}")
+            # The user's environment (provider keys, log level) but not their broker: the demo's is its Redis.
+            inherit = {k: v for k, v in os.environ.items() if k != "TIERQ_BROKER_URL"}
+            env = service_env(db_url, redis_url, config_file, sim.base_url, inherit=inherit)
+            queues = ",".join(queue_names(config))
+            worker = start_worker(env, Path(logs) / "worker.log", queues, name="tierq-demo", loglevel="WARNING",
+                                  broker_url=redis_url)
+            try:
+                out(f"workers: celery -A workers worker -Q {queues}")
                 settings = Settings(redis_url=redis_url, database_url=db_url, config=config_file)
                 return _submit_and_report(settings, jobs, out, deadline_s)
+            finally:
+                stop_worker(worker.proc)
 
 
 def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None], deadline_s: float | None) -> int:

@@ -128,6 +128,15 @@ def _wait_for_redis(proc: subprocess.Popen[bytes], port: int, logfile: Path) -> 
         time.sleep(0.05)
 
 
+def _redis_server(why: str) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable(
+            f"{why} and redis-server is not installed here to start a throwaway one. Install redis-server "
+            "(apt-get install redis-server) or point TIERQ_REDIS_URL at a running Redis.")
+    return binary
+
+
 @contextlib.contextmanager
 def _throwaway_redis(binary: str, db: int, reason: str, log: _Log) -> Iterator[str]:
     port = _free_port()
@@ -155,15 +164,18 @@ def ensure_redis(url: str, *, log: Callable[[str], None] = print) -> Iterator[st
         yield url
         return
     shown = _redact_redis(url)
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ServiceUnavailable(
-            f"Redis at {shown} does not answer ({problem}) and redis-server is not installed "
-            "here to start a throwaway one. Install redis-server (apt-get install redis-server) "
-            "or point TIERQ_REDIS_URL at a running Redis.")
+    binary = _redis_server(f"Redis at {shown} does not answer ({problem})")
     db = int(redis.ConnectionPool.from_url(url).connection_kwargs.get("db", 0))
     with _throwaway_redis(binary, db, f"redis at {shown} does not answer", log) as got:
         yield got
+
+
+@contextlib.contextmanager
+def throwaway_redis(*, log: Callable[[str], None] = print) -> Iterator[str]:
+    """Yield the URL of a redis-server of this run's own (no persistence, a free loopback port), removed after it."""
+    binary = _redis_server("a throwaway Redis is needed")
+    with _throwaway_redis(binary, 0, "a Redis of this run's own", log) as url:
+        yield url
 
 
 def _postgres_problem(url: URL) -> str | None:

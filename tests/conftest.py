@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from fakellm.testing import SimServer, running_server
-from migrations import upgrade
 from models import make_engine
+from producer import localstack
 from producer.api import Tierq
+from producer.services import ServiceUnavailable
 from producer.status import BatchStatus
 from tierq.config import Config, load_config
+from tierq.queues import queue_names
 from tierq.settings import Settings
 from workers.context import WorkerContext
 
@@ -53,7 +50,7 @@ SIM_CONFIG = _test_config()
 POSTGRES_URL = os.environ.get("TIERQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_SERVER = os.environ.get("TIERQ_TEST_REDIS", "redis://127.0.0.1:6379")
 DBS_PER_SESSION = 5  # the broker and cache database, and four spare ones for tests that need their own
-QUEUES = "classify,hot,warm,cold"
+QUEUES = ",".join(queue_names(load_config(SIM_CONFIG)))  # a worker serving everything the session's TOML has
 os.environ.setdefault("TIERQ_CONFIG", str(SIM_CONFIG))
 
 
@@ -67,17 +64,12 @@ def _unavailable(what: str, exc: BaseException) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for this session, migrated to head with Alembic, dropped at the end."""
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
-    try:
-        psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        _unavailable("PostgreSQL", exc)
-    name = f"tierq_test_{uuid.uuid4().hex[:10]}"
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with ExitStack() as exits:
+        try:
+            url = exits.enter_context(localstack.throwaway_database(POSTGRES_URL, "tierq_test"))
+        except ServiceUnavailable as exc:
+            _unavailable("PostgreSQL", exc)
+        yield url
 
 
 @dataclass(frozen=True)
@@ -160,16 +152,11 @@ class Stack:
 
     def simulate(self, behaviour: dict[str, Any]) -> None:
         """Replace the simulator's behaviour (the [simulator] table) and zero its counters."""
-        code, _, body = self.sim.call("POST", "/_sim/config", behaviour)
-        assert code == 200, body
-        code, _, body = self.sim.call("POST", "/_sim/reset")
-        assert code == 200, body
+        self.sim.configure(behaviour)
 
     def sim_stats(self) -> dict[str, Any]:
         """The simulator's counters and the list of billed calls."""
-        code, _, body = self.sim.call("GET", "/_sim/stats")
-        assert code == 200
-        return body  # type: ignore[no-any-return]
+        return self.sim.stats()
 
 
 def start_worker(
@@ -177,39 +164,23 @@ def start_worker(
     args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `celery -A workers worker` for `queues` (and `args`) and wait until it says it is ready."""
-    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", loglevel,
-             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle", *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-    return proc
+    try:
+        worker = localstack.start_worker(env, log_path, queues, name=name, loglevel=loglevel, args=args, cwd=ROOT)
+    except localstack.WorkerDidNotStart as exc:
+        pytest.fail(str(exc))
+    return worker.proc
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     """Warm shutdown, then kill if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    localstack.stop_worker(proc)
 
 
 @pytest.fixture(scope="session")
 def stack_env(database_url: str, redis_url: str, sim: SimServer) -> dict[str, str]:
-    """Environment of every tierq process of the session."""
-    return {
-        **os.environ, "TIERQ_DATABASE_URL": database_url, "TIERQ_REDIS_URL": redis_url,
-        "TIERQ_CONFIG": str(SIM_CONFIG), "TIERQ_SIM_URL": sim.base_url, "PYTHONPATH": str(ROOT),
-    }
+    """Environment of every tierq process of the session (this process's, TIERQ_ variables too)."""
+    return localstack.service_env(database_url, redis_url, SIM_CONFIG, sim.base_url, inherit=os.environ,
+                                  pythonpath=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -28,14 +28,18 @@ def task_budget_s(config: Config) -> float:
     return longest
 
 
+def queue_names(config: Config) -> list[str]:
+    """Every queue of `config`: classify, then one per tier (what a worker serving it all takes with -Q)."""
+    return [CLASSIFY_QUEUE, *config.tier_names]
+
+
 def queues(config: Config) -> list[Queue]:
     """The classify queue and one queue per tier, each bound to its own direct exchange.
 
     A bare `Queue(name)` would be bound to Celery's default exchange with the default routing key, and
     every message would then land in every queue.
     """
-    names = [CLASSIFY_QUEUE, *config.tier_names]
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queue_names(config)]
 
 
 def visibility_s(config: Config, visibility_timeout_s: float | None = None) -> float:
