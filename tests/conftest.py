@@ -203,7 +203,7 @@ def stack(
 def clean(stack: Stack) -> Stack:
     """Empty tables and a well-behaved simulator (no latency, no failures) for one test."""
     with stack.engine.begin() as conn:
-        conn.execute(text("TRUNCATE routers, labels, calls, jobs, batches"))
+        conn.execute(text("TRUNCATE routers, labels, calls, jobs, batches, provider_batches"))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     stale = list(cache.scan_iter(match=f"{stack.config.cache.prefix}:*", count=1000))
     if stale:
