@@ -6,8 +6,8 @@ The simulator answers every call after exactly 1 s. Anchor: bench/anchor_client.
 `openai.AsyncOpenAI` over aiohttp and a semaphore of `[worker] open_calls` (800: the calls one
 worker process keeps open, over its `[worker] threads` task threads), making N calls. Ours: the same N
 jobs submitted forced to the hot tier and classified first by a classify worker that is then stopped;
-the hot worker processes, already started on an idle queue, are told to consume "hot" together (Celery's `add_consumer`), so that none starts
-ahead. Both steady rates come from the simulator's finish times, counted after the first wave
+the hot worker processes, already started on an idle queue, are told to consume "hot" together
+(Celery's `add_consumer`), so that none starts ahead. Both steady rates come from the simulator's finish times, counted after the first wave
 (measure.steady_rate); two worker processes get 2N jobs and are compared with one. The end-to-end rows
 are what a user waits for: N over the time from the start (the anchor's first call; the workers told to
 consume) to the last call's finish, ramp-up and tail included.
