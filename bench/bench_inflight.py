@@ -3,14 +3,14 @@
     .venv/bin/python bench/bench_inflight.py [--calls 3200] [--jitter] [--threads 32]
 
 The simulator answers every call after exactly 1 s. Anchor: bench/anchor_client.py, one process with
-`openai.AsyncOpenAI` over aiohttp and a semaphore of `[worker] open_calls` (800: the calls one
-worker process keeps open, over its `[worker] threads` task threads), making N calls. Ours: the same N
-jobs submitted forced to the hot tier and classified first by a classify worker that is then stopped;
-the hot worker processes, already started on an idle queue, are told to consume "hot" together
-(Celery's `add_consumer`), so that none starts ahead. Both steady rates come from the simulator's finish times, counted after the first wave
-(measure.steady_rate); two worker processes get 2N jobs and are compared with one. The end-to-end rows
-are what a user waits for: N over the time from the start (the anchor's first call; the workers told to
-consume) to the last call's finish, ramp-up and tail included.
+`openai.AsyncOpenAI` over aiohttp and a semaphore of `[worker] open_calls` (800: the calls one worker
+process keeps open, over its `[worker] threads` task threads), making N calls. Ours: the same N jobs
+submitted forced to the hot tier and classified first by a classify worker that is then stopped; the hot
+worker processes, already started on an idle queue, are told to consume "hot" together (Celery's
+`add_consumer`), so that none starts ahead. Both steady rates come from the simulator's finish times,
+counted after the first wave (measure.steady_rate); two worker processes get 2N jobs and are compared with
+one. The end-to-end rows are what a user waits for: N over the time from the start (the anchor's first call;
+the workers told to consume) to the last call's finish, ramp-up and tail included.
 `--jitter` adds a row at 0.5-1.5 s latency (mean 1 s), where a chunk waits for its slowest call;
 `--threads` runs the workers with another thread count (the limit on open calls stays).
 """
@@ -31,7 +31,7 @@ from simconfigs import write_config
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
-from tierq.config import load_config
+from tierq.config import Config, load_config
 
 FIXED = {"latency_ms": 1000}
 JITTERED = {"latency_ms": 500, "latency_jitter_ms": 1000}
@@ -90,8 +90,13 @@ def workers(stack: Stack, config: Path, processes: int, jobs: int, behaviour: di
         raise BenchError(f"only {succeeded} of {jobs} jobs succeeded with a well-behaved simulator")
     stats = stack.sim.stats()
     last = max(float(c["at"]) for c in stats["calls"])
-    return Run(steady_rate(stats["calls"], processes * load_config(config).worker.open_calls),
+    return Run(steady_rate(stats["calls"], processes * open_slots(load_config(config))),
                stats["max_in_flight"], jobs / (last - started))
+
+
+def open_slots(config: Config) -> int:
+    """The calls one worker process keeps open: its limit, or fewer when its threads' chunks hold fewer jobs."""
+    return min(config.worker.open_calls, config.worker.threads * config.worker.tier_chunk)
 
 
 def run(stack: Stack, quick: bool = False, calls: int | None = None, jitter: bool | None = None,
