@@ -99,6 +99,7 @@ def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob
     future = ctx.loop.start(_answer_all(ctx, tier, jobs, findings, done))
     parts: list[TierSummary] = []
     rest: list[int] = []
+    failed: Exception | None = None  # the error of a part's write; the chunk's other calls still end first
     left = len(jobs)
     try:
         while left:
@@ -112,16 +113,26 @@ def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob
             left -= len(part)
             answered = [i for i in part if _result(results, i).answer is not None]
             rest.extend(i for i in part if i not in answered)
-            if answered and left:
+            if not (answered and left and failed is None):
+                rest.extend(answered)
+                continue
+            try:
                 parts.append(_finish(ctx, tier, [jobs[i] for i in answered], [_result(results, i) for i in answered],
                                      findings, lease))
-            else:
+            except Exception as exc:
+                # The calls still out are paid for: they end and are written with the rest (this part again,
+                # which its rows' ids and the lease guard against writing twice), then the task fails.
+                log.warning("writing %d answered jobs failed (%s); the chunk's other calls end first",
+                            len(answered), type(exc).__name__)
+                failed = exc
                 rest.extend(answered)
         future.result()
     finally:
-        future.cancel()  # when a write failed: the chunk's calls still waiting for a slot are not made
+        future.cancel()  # only when the coroutine itself failed: the calls still waiting for a slot are not made
     rest.sort()
     parts.append(_finish(ctx, tier, [jobs[i] for i in rest], [_result(results, i) for i in rest], findings, lease))
+    if failed is not None:
+        raise failed
     return TierSummary(**{name: sum(getattr(p, name) for p in parts) for name in _fields(parts[0])
                           if name != "requeued"})
 
