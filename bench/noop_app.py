@@ -3,7 +3,7 @@
     celery -A bench.noop_app worker -Q bench-noop              Celery's defaults (the anchor)
     celery -A bench.noop_app:tierq_app worker -Q bench-noop    tierq's broker settings (a diagnostic)
 
-Both run tierq's pool (`[worker] threads` of the config) with the TIERQ_ variables of a tier worker. `app` keeps Celery's
+Both run tierq's pool (the config's `[worker] threads`) with a tier worker's TIERQ_ variables. `app` keeps Celery's
 defaults (early acks, prefetch 4, no events): the plain Celery ceiling. `tierq_app` uses
 `tierq.queues.celery_config` (late acks, prefetch 1, task events), to tell what those settings cost
 apart from tierq's own work. A task does one Redis INCR, which the benchmark reads to count runs.
