@@ -12,7 +12,9 @@ counted after the first wave (measure.steady_rate); two worker processes get 2N 
 one. The end-to-end rows are what a user waits for: N over the time from the start (the anchor's first call;
 the workers told to consume) to the last call's finish, ramp-up and tail included.
 `--jitter` adds a row at 0.5-1.5 s latency (mean 1 s), where a chunk waits for its slowest call;
-`--threads` runs the workers with another thread count (the limit on open calls stays).
+`--threads`, `--open-calls` and `--flush-ms` override the workers' `[worker]` settings (the anchor's semaphore
+follows the calls a worker can hold open). `--threads 4 --open-calls 100000 --flush-ms 1e9` is the chunk
+barrier as it was before issue 17 at 200 open calls.
 """
 
 from __future__ import annotations
@@ -100,11 +102,11 @@ def open_slots(config: Config) -> int:
 
 
 def run(stack: Stack, quick: bool = False, calls: int | None = None, jitter: bool | None = None,
-        threads: int | None = None) -> InflightResult:
-    """One worker against the anchor, and two workers against one."""
-    worker = {"threads": threads} if threads else {}
-    config = write_config(stack.workdir / "inflight.toml", tables={"cache": {"enabled": False}, "worker": worker})
-    concurrency = load_config(config).worker.open_calls
+        worker: dict[str, Any] | None = None) -> InflightResult:
+    """One worker against the anchor, and two workers against one; `worker` overrides `[worker]` settings."""
+    config = write_config(stack.workdir / "inflight.toml",
+                          tables={"cache": {"enabled": False}, "worker": worker or {}})
+    concurrency = open_slots(load_config(config))
     n = calls or (concurrency * 4 if quick else concurrency * 8)
     raw = anchor(stack, n, concurrency, FIXED)
     one = workers(stack, config, 1, n, FIXED)
@@ -112,7 +114,7 @@ def run(stack: Stack, quick: bool = False, calls: int | None = None, jitter: boo
     rows = [
         Row("in-flight, 1 worker process (1 s)", "calls/s", one.rate, raw.rate, Target("ratio", 0.8),
             note=f"{n:,} calls; peak open calls: worker {one.max_in_flight}, anchor {raw.max_in_flight} "
-                 f"(open_calls and semaphore {concurrency}; {load_config(config).worker.threads} threads)"),
+                 f"(semaphore {concurrency}; {load_config(config).worker.threads} threads)"),
         Row("in-flight, 2 worker processes vs 1", "calls/s", two.rate, one.rate, Target("ratio", 1.6),
             note=f"{2 * n:,} calls; peak open calls {two.max_in_flight}"),
         Row("in-flight, 1 worker (1 s), end to end", "calls/s", one.end_to_end, raw.end_to_end, Target("ratio", 0.9),
@@ -135,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=None, help="calls per worker process (default 8 x open_calls)")
     parser.add_argument("--jitter", action="store_true", help="add the 0.5-1.5 s latency row")
-    parser.add_argument("--threads", type=int, default=None, help="task threads per worker (default: [worker] threads)")
+    parser.add_argument("--threads", type=int, help="task threads per worker (default: [worker] threads)")
+    parser.add_argument("--open-calls", type=int, help="open calls per worker (default: [worker] open_calls)")
+    parser.add_argument("--flush-ms", type=float, help="default: [worker] flush_ms")
     args = parser.parse_args(argv)
+    worker = {k: v for k, v in (("threads", args.threads), ("open_calls", args.open_calls),
+                                ("flush_ms", args.flush_ms)) if v is not None}
     with open_stack() as stack:
-        result = run(stack, calls=args.calls, jitter=args.jitter, threads=args.threads)
+        result = run(stack, calls=args.calls, jitter=args.jitter, worker=worker)
     print(table(result.rows))
     return 0 if all(r.passed for r in result.rows) else 1
 
