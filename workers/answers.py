@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.enums import CallOutcome
-from tierq.config import AnswerConfig
+from tierq.sections import AnswerConfig
 
 
 @dataclass(frozen=True, slots=True)

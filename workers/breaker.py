@@ -15,7 +15,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from tierq.config import WorkerConfig
+from tierq.sections import WorkerConfig
 from workers.ratelimit import NOW, Admission
 
 # KEYS: open, trips, probe. ARGV: probe lease ms. {1, 1}: closed; {1, 0}: you are the probe; {0, ms}: wait.

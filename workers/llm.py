@@ -19,10 +19,11 @@ import openai
 
 from models.costs import CostRow
 from models.enums import CallOutcome
-from tierq.config import AnswerConfig, Config, ModelConfig
+from tierq.config import Config, ModelConfig
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Price, Usage, estimate_tokens
 from tierq.params import PASSED_PARAMS
+from tierq.sections import AnswerConfig
 from tierq.settings import Settings
 from workers.answers import judge
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from tierq.config import Config, RuleConfig
+from tierq.config import Config
 from tierq.messages import estimated_prompt_tokens, user_text
+from tierq.sections import RuleConfig
 
 _STEP = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|step\s*\d{1,2}\s*[:.)-]?)\s+\S", re.IGNORECASE | re.MULTILINE)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from models.enums import CallOutcome
-from tierq.config import AnswerConfig, load_config
+from tierq.config import load_config
 from tierq.messages import user_text
+from tierq.sections import AnswerConfig
 from workers.answers import judge
 from workers.routing import Bounds, Router
 
