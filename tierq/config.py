@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tierq.cache_config import CacheConfig
 from tierq.errors import ConfigError
 from tierq.money import PRICE_PLACES, Price
+from tierq.outline import STUCK_AFTER_S, Outline, read_toml
 from tierq.quality import QualityConfig
 from tierq.router.config import RouterConfig
 from tierq.validator_config import ValidatorConfig, resolve_validators
@@ -174,7 +174,7 @@ class WorkerConfig(_Strict):
     breaker_window_s: float = Field(default=10.0, gt=0)
     breaker_open_s: float = Field(default=2.0, gt=0, description="first pause of an open breaker; doubles")
     breaker_max_open_s: float = Field(default=60.0, gt=0)
-    stuck_after_s: float = Field(default=120.0, gt=0, description="a job unchanged this long whose message is "
+    stuck_after_s: float = Field(default=STUCK_AFTER_S, gt=0, description="a job unchanged this long whose message is "
                                  "not live is published again")
     reconcile_every_s: float = Field(default=30.0, gt=0)
     max_recoveries: int = Field(default=3, ge=0, description="publications by the reconciler before a job fails")
@@ -271,6 +271,11 @@ class Config(_Strict):
         return self.quality.reference_tier or self.tiers[-1].name
 
     @property
+    def outline(self) -> Outline:
+        """What reading a batch needs of this configuration (tierq.outline)."""
+        return Outline(self.tier_names, self.reference_tier, self.worker.stuck_after_s)
+
+    @property
     def max_context(self) -> int:
         """The largest context window of any model used by a tier."""
         return max(self.models[m].context_window for tier in self.tiers for m in tier.models)
@@ -279,16 +284,7 @@ class Config(_Strict):
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and check the TOML file at `path`; `env` (when given) must hold every provider's key variable."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: configuration file not found; set TIERQ_CONFIG to your TOML file "
-            "(configs/example.toml is a documented example)"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, source=str(path), env=env)
+    return parse_config(read_toml(path), source=str(path), env=env)
 
 
 def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None) -> Config:
