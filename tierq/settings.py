@@ -1,10 +1,10 @@
 """The one settings object: every `TIERQ_` environment variable is read here and nowhere else.
 
 A loader of our own, not pydantic-settings: every command reads the settings first, and importing
-pydantic-settings (with pydantic and the modules of its cloud sources) took a third of what `tierq status`
-may spend starting (docs/benchmarks.md, "Command start-up"). The six fields below are all there is; each
-comes from the argument given, else `TIERQ_<FIELD>` in the environment (any case), else the `.env` file
-of the working directory, else its default: the order pydantic-settings used.
+pydantic-settings (with pydantic and the modules of its cloud sources) took about 0.13 s, a quarter of the
+0.5 s in which `tierq status` should be done (docs/benchmarks.md, "Command start-up"). The six fields below
+are all there is; each comes from the argument given, else `TIERQ_<FIELD>` in the environment (in any
+case), else the `.env` file of the working directory, else its default: the order pydantic-settings used.
 """
 
 from __future__ import annotations
