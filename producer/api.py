@@ -30,7 +30,6 @@ from tierq.live import LiveMessages
 from tierq.outline import Outline, read_outline
 from tierq.presence import Presence
 from tierq.settings import Settings, get_settings
-from tierq.vault import TextVault
 
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
     from celery import Celery
@@ -43,6 +42,7 @@ if TYPE_CHECKING:  # what the commands that only read a batch do not need loads 
     from producer.submit import BatchOptions, SubmitResult
     from tierq.config import Config
     from tierq.publish import Publisher
+    from tierq.vault import TextVault
 
 Source = str | Path | IO[bytes] | Iterable[Any]
 
@@ -91,6 +91,8 @@ class Tierq:
     def vault(self) -> TextVault:
         """Where private batches keep their texts (the Redis at TIERQ_REDIS_URL)."""
         import redis  # here: reading a finished batch needs no Redis (and redis-py takes 0.1 s to import)
+
+        from tierq.vault import TextVault
 
         return TextVault(redis.Redis.from_url(self.settings.redis_url))
 

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,9 +53,10 @@ def _log_level(value: Any) -> str:
 
 
 def _redis_url(value: Any) -> str:
-    if not _text(value).startswith(("redis://", "rediss://", "unix://")):
+    url = _text(value)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"{value!r} is not a Redis URL; use redis://HOST:PORT/DB")
-    return str(value)
+    return url
 
 
 def _postgres_url(value: Any) -> str:
@@ -94,20 +94,18 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else parse(value)
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:
-    default: Any
-    parse: Callable[[Any], Any]
-
-
-FIELDS: dict[str, _Field] = {
-    "redis_url": _Field("redis://127.0.0.1:6379/0", _redis_url),
-    "broker_url": _Field(None, _optional(_text)),  # the Celery broker; unset, the Redis URL
-    "database_url": _Field("postgresql+psycopg://postgres@127.0.0.1:5432/tierq", _postgres_url),
-    "config": _Field(Path("tierq.toml"), _path),
-    "log_level": _Field("INFO", _log_level),
-    # The Redis broker's redelivery delay; unset, twice the longest task (tierq.transport).
-    "visibility_timeout_s": _Field(None, _optional(_seconds)),
+# Each field's default, and how a value given or read is checked (ValueError: what is wrong with it).
+DEFAULTS: dict[str, Any] = {
+    "redis_url": "redis://127.0.0.1:6379/0",
+    "broker_url": None,  # the Celery broker; unset, the Redis URL
+    "database_url": "postgresql+psycopg://postgres@127.0.0.1:5432/tierq",
+    "config": Path("tierq.toml"),
+    "log_level": "INFO",
+    "visibility_timeout_s": None,  # the Redis broker's redelivery delay; unset, twice the longest task
+}
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "redis_url": _redis_url, "broker_url": _optional(_text), "database_url": _postgres_url, "config": _path,
+    "log_level": _log_level, "visibility_timeout_s": _optional(_seconds),
 }
 
 
@@ -125,7 +123,7 @@ def _found(environ: Mapping[str, str]) -> dict[str, str]:
 def _ours(variables: Mapping[str, str | None]) -> dict[str, str]:
     size = len(PREFIX)
     return {key[size:].lower(): value for key, value in variables.items()
-            if value is not None and key[:size].upper() == PREFIX and key[size:].lower() in FIELDS}
+            if value is not None and key[:size].upper() == PREFIX and key[size:].lower() in DEFAULTS}
 
 
 class Settings:
@@ -140,17 +138,17 @@ class Settings:
     visibility_timeout_s: float | None
 
     def __init__(self, **given: Any) -> None:
-        unknown = sorted(set(given) - FIELDS.keys())
+        unknown = sorted(set(given) - DEFAULTS.keys())
         if unknown:
             raise TypeError(f"Settings() has no field {', '.join(unknown)}")
-        found = {} if len(given) == len(FIELDS) else _found(os.environ)
+        found = {} if len(given) == len(DEFAULTS) else _found(os.environ)
         problems = []
-        for name, field in FIELDS.items():
+        for name, default in DEFAULTS.items():
             if name not in given and name not in found:
-                setattr(self, name, field.default)
+                setattr(self, name, default)
                 continue
             try:
-                setattr(self, name, field.parse(given[name] if name in given else found[name]))
+                setattr(self, name, PARSERS[name](given[name] if name in given else found[name]))
             except ValueError as exc:
                 problems.append(f"{PREFIX}{name.upper()}: {exc}")
         if problems:
@@ -163,7 +161,7 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         """The fields by name."""
-        return {name: getattr(self, name) for name in FIELDS}
+        return {name: getattr(self, name) for name in DEFAULTS}
 
     def __repr__(self) -> str:
         return f"Settings(redis_url={self.redis_url!r}, config={str(self.config)!r}, log_level={self.log_level!r})"
