@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from models.enums import FAILED, PENDING, QUEUED, RUNNING, WAITING, JobStatus
 from models.query import Connection, rows
-from tierq.contract import Message, classify_message, tier_message
 
 if TYPE_CHECKING:  # `tierq status` counts stale jobs without loading the state machine (nor SQLAlchemy)
     from models.lifecycle import Outbox
+    from tierq.contract import Message
     from tierq.live import LiveMessages
 
 
@@ -35,6 +35,8 @@ class Stale:
 
     def to_message(self) -> Message:
         """The message that should be carrying these jobs."""
+        from tierq.contract import classify_message, tier_message  # only when some are stale
+
         if self.status is PENDING:
             return classify_message(self.ids, self.batch_id, self.message)
         return tier_message(self.tier or "", self.ids, self.batch_id, self.message)

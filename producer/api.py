@@ -25,12 +25,11 @@ from models import stale
 from models.db import connect, make_engine
 from models.query import Connection
 from producer.status import BatchStatus, batch_status, open_provider_batches, parse_batch_id
-from tierq.config import Config
 from tierq.errors import InputError
 from tierq.live import LiveMessages
+from tierq.outline import Outline, read_outline
 from tierq.presence import Presence
 from tierq.settings import Settings, get_settings
-from tierq.vault import TextVault
 
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
     from celery import Celery
@@ -41,7 +40,9 @@ if TYPE_CHECKING:  # what the commands that only read a batch do not need loads 
     from producer.inputs.records import Record, Rejection
     from producer.inputs.stream import LineSource, ReadOptions
     from producer.submit import BatchOptions, SubmitResult
+    from tierq.config import Config
     from tierq.publish import Publisher
+    from tierq.vault import TextVault
 
 Source = str | Path | IO[bytes] | Iterable[Any]
 
@@ -51,7 +52,21 @@ class Tierq:
 
     def __init__(self, settings: Settings | None = None, config: Config | None = None) -> None:
         self.settings = settings or get_settings()
-        self.config = config or self.settings.load_config()
+        if config is not None:
+            self.config = config
+
+    @cached_property
+    def config(self) -> Config:
+        """The TOML configuration (TIERQ_CONFIG), read and checked when first used."""
+        return self.settings.load_config()
+
+    @cached_property
+    def outline(self) -> Outline:
+        """What reading a batch needs of the configuration: from `config` once it is loaded, else read on
+        its own (tierq.outline), so that `tierq status` and `results` need not load pydantic."""
+        if "config" in self.__dict__:
+            return self.config.outline
+        return read_outline(self.settings.config)
 
     @cached_property
     def engine(self) -> Engine:
@@ -76,6 +91,8 @@ class Tierq:
     def vault(self) -> TextVault:
         """Where private batches keep their texts (the Redis at TIERQ_REDIS_URL)."""
         import redis  # here: reading a finished batch needs no Redis (and redis-py takes 0.1 s to import)
+
+        from tierq.vault import TextVault
 
         return TextVault(redis.Redis.from_url(self.settings.redis_url))
 
@@ -150,7 +167,7 @@ class Tierq:
                 from producer.bill.quality import read_quality
                 from producer.bill.queries import Scope
 
-                status.quality = read_quality(conn, Scope(status.batch_id), self.config)
+                status.quality = read_quality(conn, Scope(status.batch_id), self.outline)
             if not status.done:
                 status.stuck = self._stuck(conn, status.batch_id)
                 status.provider_batches = open_provider_batches(conn, status.batch_id)
@@ -167,7 +184,7 @@ class Tierq:
             return self._stuck(conn, _uuid(batch_id) if batch_id else None)
 
     def _stuck(self, conn: Connection, batch_id: uuid.UUID | None) -> int:
-        groups = stale.lost(conn, LiveMessages(self.vault.r), self.config.worker.stuck_after_s, batch_id,
+        groups = stale.lost(conn, LiveMessages(self.vault.r), self.outline.stuck_after_s, batch_id,
                             self._queue_lengths)
         return sum(len(group.ids) for group in groups)
 

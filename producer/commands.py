@@ -96,7 +96,7 @@ def _nothing_accepted(source: str, result: SubmitResult, as_json: bool) -> int:
 def _watch(tq: Tierq, result: SubmitResult, as_json: bool) -> BatchStatus:
     click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected; waiting",
                err=as_json)
-    show = _Shown(sys.stderr if as_json else sys.stdout, tq.config.tier_names)
+    show = _Shown(sys.stderr if as_json else sys.stdout, tq.outline.tier_names)
     status = tq.wait(result.batch_id, poll_s=1.0, on_progress=show)
     show.final(status)
     return status
@@ -131,7 +131,7 @@ def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int
     """Print the batch's status once, or refresh it until the batch is done (JSON: one line per refresh;
     a pipe gets a line whenever the status changes, then the whole block at the end)."""
     with Tierq() as tq:
-        show = _Shown(sys.stdout, tq.config.tier_names)
+        show = _Shown(sys.stdout, tq.outline.tier_names)
         try:
             while True:
                 status = tq.status(batch)

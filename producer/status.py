@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.enums import JobStatus
 from models.query import Connection, rows
-from producer.bill.quality import Quality
 from tierq.errors import NotFound
 from tierq.money import ZERO, usd
+
+if TYPE_CHECKING:  # measured only once a batch is done (producer.api)
+    from producer.bill.quality import Quality
 
 RATE_WINDOW_S = 60
 _FINAL = frozenset(s.value for s in JobStatus.final())

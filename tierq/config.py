@@ -9,7 +9,6 @@ import difflib
 import hashlib
 import math
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tierq.cache_config import CacheConfig
 from tierq.errors import ConfigError
 from tierq.money import PRICE_PLACES, Price
+from tierq.outline import Outline, read_toml
 from tierq.quality import QualityConfig
 from tierq.router.config import RouterConfig
 from tierq.sections import AnswerConfig, CompressionConfig, RoutingConfig, WorkerConfig
@@ -217,6 +217,11 @@ class Config(_Strict):
         return self.quality.reference_tier or self.tiers[-1].name
 
     @property
+    def outline(self) -> Outline:
+        """What reading a batch needs of this configuration (tierq.outline)."""
+        return Outline(self.tier_names, self.reference_tier, self.worker.stuck_after_s)
+
+    @property
     def max_context(self) -> int:
         """The largest context window of any model used by a tier."""
         return max(self.models[m].context_window for tier in self.tiers for m in tier.models)
@@ -225,16 +230,7 @@ class Config(_Strict):
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and check the TOML file at `path`; `env` (when given) must hold every provider's key variable."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: configuration file not found; set TIERQ_CONFIG to your TOML file "
-            "(configs/example.toml is a documented example)"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, source=str(path), env=env)
+    return parse_config(read_toml(path), source=str(path), env=env)
 
 
 def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None) -> Config:

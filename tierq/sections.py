@@ -8,6 +8,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tierq.outline import STUCK_AFTER_S
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,7 +90,7 @@ class WorkerConfig(_Strict):
     breaker_window_s: float = Field(default=10.0, gt=0)
     breaker_open_s: float = Field(default=2.0, gt=0, description="first pause of an open breaker; doubles")
     breaker_max_open_s: float = Field(default=60.0, gt=0)
-    stuck_after_s: float = Field(default=120.0, gt=0, description="a job unchanged this long whose message is "
+    stuck_after_s: float = Field(default=STUCK_AFTER_S, gt=0, description="a job unchanged this long whose message is "
                                  "not live is published again")
     reconcile_every_s: float = Field(default=30.0, gt=0)
     max_recoveries: int = Field(default=3, ge=0, description="publications by the reconciler before a job fails")

@@ -246,7 +246,7 @@ def build_bill(
         bill.compression = _compression(conn, scope, params, config)
         bill.batch_api = _batch_api(conn, scope, params, config)
         _read_outcomes(conn, scope, params, bill)
-        bill.quality = read_quality(conn, scope, config)
+        bill.quality = read_quality(conn, scope, config.outline)
     bill.by_tier = tier_summary(engine, config, batch_id, since)
     return bill
 

@@ -20,7 +20,7 @@ from producer.bill.queries import Scope
 from tierq.money import ZERO, usd
 
 if TYPE_CHECKING:
-    from tierq.config import Config
+    from tierq.outline import Outline
 
 Z = 1.959964  # two-sided 95%
 
@@ -108,20 +108,20 @@ SELECT count(*), COALESCE(sum(c.cost_usd), 0) FROM calls c WHERE {c} AND c.outco
 """
 
 
-def read_quality(conn: Connection, scope: Scope, config: Config) -> Quality:
+def read_quality(conn: Connection, scope: Scope, outline: Outline) -> Quality:
     """The quality of `scope` from its labels, answered jobs and audit calls."""
     params = scope.params()
-    quality = Quality(config.reference_tier)
+    quality = Quality(outline.reference_tier)
     quality.strata = [Stratum(*row) for row in rows(conn, _STRATA.format(j=scope.jobs()), params)]
     quality.audit_calls, quality.audit_cost_usd = rows(conn, _AUDIT_COST.format(c=scope.calls()), params)[0]
     rates = {(s.task_type, s.tier if s.source == "answer" else "cache"): s for s in quality.strata}
-    reference = config.tier_index(config.reference_tier) if config.reference_tier in config.tier_names else 0
+    reference = outline.tier_index(outline.reference_tier) if outline.reference_tier in outline.tier_names else 0
     agreeing = variance = 0.0
     measured = False
     for task, source, tier, audited, replaced, count in rows(conn, _ANSWERED.format(j=scope.jobs()), params):
         quality.answered += count
         quality.replaced += count if replaced else 0
-        at_reference = tier in config.tier_names and config.tier_index(tier) >= reference and source == "answer"
+        at_reference = tier in outline.tier_names and outline.tier_index(tier) >= reference and source == "answer"
         if at_reference or replaced or audited:
             agreeing += count  # the reference's answer, or one an audit found agreeing
             measured = measured or bool(audited)
