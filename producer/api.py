@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from models import stale
 from models.db import connect, make_engine
@@ -32,6 +32,7 @@ from tierq.presence import Presence
 from tierq.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
+    import redis
     from celery import Celery
     from sqlalchemy import Engine
 
@@ -95,6 +96,16 @@ class Tierq:
         from tierq.vault import TextVault
 
         return TextVault(redis.Redis.from_url(self.settings.redis_url))
+
+    @cached_property
+    def reader(self) -> redis.Redis:
+        """What `status` reads from Redis through: the vault's client once there is one, else a small
+        read-only one (tierq.resp), since importing redis-py would double the time `tierq status` takes."""
+        from tierq.resp import client_for
+
+        light = None if "vault" in self.__dict__ else client_for(self.settings.redis_url)
+        # It offers, with redis-py's signatures, the calls Presence and LiveMessages make to read.
+        return cast("redis.Redis", light) if light is not None else self.vault.r
 
     def submit(
         self, source: Source, options: BatchOptions | None = None, *, read: ReadOptions | None = None,
@@ -172,7 +183,7 @@ class Tierq:
                 status.stuck = self._stuck(conn, status.batch_id)
                 status.provider_batches = open_provider_batches(conn, status.batch_id)
         if not status.done:
-            consumers = Presence(self.vault.r).consumers()
+            consumers = Presence(self.reader).consumers()
             status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}
         return status
 
@@ -184,7 +195,7 @@ class Tierq:
             return self._stuck(conn, _uuid(batch_id) if batch_id else None)
 
     def _stuck(self, conn: Connection, batch_id: uuid.UUID | None) -> int:
-        groups = stale.lost(conn, LiveMessages(self.vault.r), self.outline.stuck_after_s, batch_id,
+        groups = stale.lost(conn, LiveMessages(self.reader), self.outline.stuck_after_s, batch_id,
                             self._queue_lengths)
         return sum(len(group.ids) for group in groups)
 
@@ -251,6 +262,8 @@ class Tierq:
             self.engine.dispose()
         if "sender" in self.__dict__:
             self.sender.close()
+        if "reader" in self.__dict__:
+            self.reader.close()
         if "vault" in self.__dict__:
             self.vault.r.close()
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from tierq.resp import RespError
 from tierq.settings import Settings
 
 CONNECTIONS = "docs/deployment.md#postgres-connections"
@@ -42,7 +43,7 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
         if "password" in problem or "authentication" in problem or "role" in problem:
             return f"Postgres at {shown} refused the login ({problem}); fix the user or password in TIERQ_DATABASE_URL"
         return f"cannot reach Postgres at {shown} ({problem}); start it or fix TIERQ_DATABASE_URL"
-    if isinstance(exc, RedisError):
+    if isinstance(exc, (RedisError, RespError)):
         return (f"cannot use Redis at {maybe_sanitize_url(settings.redis_url)} ({_first_line(exc)}); "
                 "start it or fix TIERQ_REDIS_URL")
     if isinstance(exc, BrokerError):

@@ -26,7 +26,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
@@ -50,7 +50,7 @@ class LiveMessages:
                  send_grace_s: float = DEFAULT_SEND_GRACE_S) -> None:
         self.r, self.key, self.sending, self.max_age_s = client, f"{prefix}:live", f"{prefix}:sending", max_age_s
         self.send_grace_s, self.marks = send_grace_s, f"{prefix}:started"
-        self._started = client.register_script(_STARTED)
+        self._started: Any = None  # registered on first use: `tierq status` reads with a client without scripts
 
     def add(self, messages: Iterable[tuple[uuid.UUID, float | None]]) -> None:
         """Mark messages (id, countdown) as published now, due after their countdown, and as being sent
@@ -66,6 +66,8 @@ class LiveMessages:
     def started(self, queue: str, message: uuid.UUID | str) -> None:
         """A worker started `message`, taken from `queue`: messages of that queue due well before it are not
         waiting there any more."""
+        if self._started is None:
+            self._started = self.r.register_script(_STARTED)
         self._started(keys=[self.key, self.marks], args=[queue, str(message)])
 
     def sent(self, ids: Iterable[uuid.UUID]) -> None:

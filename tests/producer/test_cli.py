@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import Stack, start_worker, stop_worker
+from conftest import Stack, insert_job, start_worker, stop_worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -229,6 +229,19 @@ def test_submit_says_in_one_line_that_redis_or_the_broker_does_not_answer(clean:
     assert done.stderr.rstrip().endswith(f"start it or fix {variable}")
     with clean.engine.connect() as conn:  # nothing was stored half-way
         assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == 0
+
+
+def test_status_of_a_running_batch_says_in_one_line_that_redis_does_not_answer(clean: Stack, tmp_path: Path) -> None:
+    insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        batch = str(conn.execute(text("SELECT id FROM batches")).scalar_one())
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+    for args in (["status", batch], ["status", batch, "--json"]):
+        done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_REDIS_URL": url}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "s3cret" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: cannot use Redis at redis://:**@127.0.0.1:"), done.stderr
+        assert done.stderr.rstrip().endswith("start it or fix TIERQ_REDIS_URL")
 
 
 def test_report_and_status_show_calls_by_outcome_and_warn_about_a_failing_model(clean: Stack, tmp_path: Path) -> None:
