@@ -29,6 +29,7 @@ from docs_section import write_section
 from producer.bill.quality import wilson
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
 from tierq.cache.identifiers import fingerprint, names, substituted
+from tierq.cache_config import VERIFY_BAND
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -293,7 +294,12 @@ def pair_file_report(pairs: PairFile) -> list[str]:
             wrong, same = int(hit[scored.scores <= 2].sum()), int(hit[scored.scores >= 4.5].sum())
             mark = " (default in code)" if threshold == default else ""
             lines.append(f"| {threshold:.2f}{mark} | {rate_cell(wrong, scored.low)} | {rate_cell(same, scored.high)} |")
-        lines.append("")
+        floor = round(default - VERIFY_BAND, 4)
+        gray = (scored.cosines >= floor) & (scored.cosines < default) & scored.same_ids
+        lines += ["", f"Gray zone [{floor:.2f}, {default:.2f}) (`[cache] verify`): the verifier is asked about "
+                  f"{rate_cell(int(gray[scored.scores >= 4.5].sum()), scored.high)} of the same-meaning pairs (hits "
+                  f"it can add) and {rate_cell(int(gray[scored.scores <= 2].sum()), scored.low)} of the different-"
+                  "meaning ones (each a wrong hit if it says \"same\")", ""]
     return lines
 
 

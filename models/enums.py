@@ -43,6 +43,7 @@ class CallOutcome(StrEnum):
     CACHE_HIT = "cache_hit"
     AUDIT = "audit"  # the reference tier's answer to a job under audit
     JUDGE = "judge"  # the reference model asked whether a candidate answer is acceptable
+    CACHE_VERIFY = "cache_verify"  # the verifier asked whether a near cache entry answers the job (docs/cache.md)
 
     @property
     def escalates(self) -> bool:

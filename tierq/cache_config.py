@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+VERIFY_BAND = 0.06  # how far under the threshold verification reaches by default
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,6 +36,18 @@ class CacheConfig(_Strict):
     max_entries: int = Field(default=1_000_000, gt=0)
     lease_s: float = Field(default=30.0, gt=0, description="a leader silent this long is presumed dead")
     prefix: str = "tq:c"
+    # Gray-zone verification (docs/cache.md): a ready entry at least `verify_from` similar but under the
+    # threshold is served only if `verify_model` (default: the cheapest model) says both requests ask for
+    # the same answer, and only where the call it saves costs more than that check.
+    verify: bool = False
+    verify_from: float | None = Field(default=None, gt=0, lt=1, description="default: the threshold - 0.06")
+    verify_model: str | None = Field(default=None, description="default: the model with the lowest list prices")
+
+    def verify_floor(self, threshold: float) -> float | None:
+        """The lowest similarity a candidate needs to be verified, or None when verification is off."""
+        if not (self.enabled and self.semantic and self.verify):
+            return None
+        return self.verify_from if self.verify_from is not None else round(threshold - VERIFY_BAND, 4)
 
     @field_validator("pages")
     @classmethod

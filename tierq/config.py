@@ -311,6 +311,13 @@ def _cross_check(config: Config, source: str) -> None:
     if config.cache.embedder == "openai" and provider not in config.providers:
         problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider"
                         f"{did_you_mean(provider or '', config.providers)}; name one of {sorted(config.providers)}")
+    verifier = config.cache.verify_model
+    if verifier is not None and verifier not in config.models:
+        problems.append(f"{source}: cache.verify_model {verifier!r} is not a model"
+                        f"{did_you_mean(verifier, config.models)}; name one of {sorted(config.models)}")
+    floor, threshold = config.cache.verify_from, config.cache.threshold
+    if floor is not None and threshold is not None and floor >= threshold:
+        problems.append(f"{source}: cache.verify_from {floor} must be under cache.threshold {threshold}")
     for task, check in config.validators.items():
         problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}{did_you_mean(name, names)}; "
                         f"use one of {sorted(names)}" for name in check.tiers if name not in names)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from tierq.cache import CacheEntry, CacheKey, cache_key
@@ -11,6 +11,7 @@ from tierq.cache.identifiers import substituted
 from workers.context import WorkerContext
 from workers.sharing import SharedAnswer
 from workers.store import PendingJob
+from workers.verify import Gray, verify
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class Dedup:
 
     hits: dict[int, SharedAnswer] = field(default_factory=dict)
     semantic: dict[int, str] = field(default_factory=dict)  # hits by meaning, not by the same words: job -> namespace
+    verified: set[int] = field(default_factory=set)  # semantic hits from under the threshold, confirmed by a model
     followers: dict[int, tuple[int, int]] = field(default_factory=dict)  # job -> (leader job, entry)
     leaders: dict[int, int] = field(default_factory=dict)  # job -> entry it must fill
 
@@ -49,8 +51,19 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
     rows = list(heads.values())
     vectors = ctx.embedder.embed([keys[row].text for row in rows]) if ctx.config.cache.semantic and rows else None
     if vectors is not None:
-        for row, entry in zip(rows, ctx.cache.nearest([keys[row] for row in rows], vectors), strict=True):
-            found[row] = entry
+        verifying = ctx.cache.floor is not None
+        grays: list[tuple[int, CacheEntry]] = []
+        for row, entry in zip(rows, ctx.cache.nearest([keys[row] for row in rows], vectors, verifying), strict=True):
+            if entry is not None and entry.kind == "gray":
+                grays.append((row, entry))
+            else:
+                found[row] = entry
+        if grays:
+            same = verify(ctx, [Gray(jobs[row], entry) for row, entry in grays])
+            for row, entry in grays:
+                if jobs[row].id in same:
+                    found[row] = replace(entry, kind="semantic")
+                    result.verified.add(jobs[row].id)
     open_rows = [n for n, row in enumerate(rows) if found[row] is None]  # positions in `rows`
     follows = _near_in_chunk(ctx, [keys[rows[n]] for n in open_rows], None if vectors is None else vectors[open_rows])
     lead = [n for n, leader in zip(open_rows, follows, strict=True) if leader is None]

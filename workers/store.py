@@ -30,6 +30,7 @@ class PendingJob:
     use_cache: bool
     cache_entry: int | None
     private: bool = False
+    budgeted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,15 @@ def pending_jobs(conn: Connection, ids: Sequence[int], message_id: uuid.UUID) ->
     rows = conn.execute(
         text(
             "SELECT j.id, j.batch_id, j.task_type, j.messages, j.params, b.force_tier, b.min_tier, b.max_tier, "
-            "b.params, j.tenant, b.system_prompt, b.use_cache, j.cache_entry, NOT b.store_text "
+            "b.params, j.tenant, b.system_prompt, b.use_cache, j.cache_entry, NOT b.store_text, "
+            "b.budget_usd IS NOT NULL "
             "FROM jobs j JOIN batches b ON b.id = j.batch_id "
             "WHERE j.id = ANY(:ids) AND j.status = 'pending' AND j.handoff = :me ORDER BY j.id"
         ),
         {"ids": list(ids), "me": message_id},
     ).all()
-    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7], r[9], r[10], r[11], r[12], r[13])
-            for r in rows]
+    return [PendingJob(r[0], r[1], r[2], r[3], {**r[8], **r[4]}, r[5], r[6], r[7], r[9], r[10], r[11], r[12], r[13],
+                       r[14]) for r in rows]
 
 
 def claimed_jobs(rows: list[Any]) -> list[ClaimedJob]:

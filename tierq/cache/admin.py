@@ -28,6 +28,8 @@ def cache_stats(store: CacheStore, sample: int = 200) -> dict[str, Any]:
         "misses": counters.get("misses", 0),
         "hit_rate": round((counters.get("hits", 0) + counters.get("coalesced", 0)) / lookups, 4) if lookups else 0.0,
         "fills": counters.get("fills", 0),
+        "verify_calls": counters.get("verify_calls", 0),  # gray-zone checks made, and how many said "same"
+        "verified": counters.get("verified", 0),
         "evicted": counters.get("evicted", 0),
         "entry_bytes_avg": round(per_entry),
         "threshold": store.threshold,

@@ -25,7 +25,7 @@ class Lookups:
     """Finds the entry that answers a request: its exact match, or the nearest at or above the threshold."""
 
     def __init__(self, client: redis.Redis, config: CacheConfig, layout: Layout, planes: Hyperplanes,
-                 index: PageIndex, generations: Generations, threshold: float) -> None:
+                 index: PageIndex, generations: Generations, threshold: float, floor: float | None = None) -> None:
         self.r = client
         self.cfg = config
         self.layout = layout
@@ -33,9 +33,11 @@ class Lookups:
         self.index = index
         self.generations = generations
         self.threshold = threshold
+        self.floor = min(floor, threshold) if floor is not None else threshold
         # Candidates further than this from the query by sketch are skipped: 0.5% of pairs exactly at the
         # threshold are (far fewer above it); the rest are well below it and would lose the re-rank anyway.
-        self.far = planes.sketch_distance(threshold, 0.995)
+        # With gray-zone verification on, the same holds at its floor.
+        self.far = planes.sketch_distance(self.floor, 0.995)
 
     def lookup(self, keys: Sequence[CacheKey], vectors: Vectors | None) -> list[CacheEntry | None]:
         """Exact matches first, then (for the rest, when vectors are given) the nearest semantic match."""
@@ -89,14 +91,16 @@ class Lookups:
                 break
         return out
 
-    def nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
+    def nearest(self, keys: Sequence[CacheKey], vectors: Vectors, gray: bool = False) -> list[CacheEntry | None]:
         """For each query, the most similar candidate at or above the threshold whose entry is there, fresh
-        and its own. The best candidates of all queries are read in one round trip; a query whose best is
-        not valid tries its next one in the next round."""
-        queue: list[list[tuple[int, float]]] = []  # per query: (id, similarity) at or above the threshold, best first
+        and its own; with `gray`, failing that, the most similar ready one at or above `floor` (kind "gray":
+        not a hit, a candidate to verify). The best candidates of all queries are read in one round trip; a
+        query whose best is not valid tries its next one in the next round."""
+        lowest = self.floor if gray else self.threshold
+        queue: list[list[tuple[int, float]]] = []  # per query: (id, similarity) at or above `lowest`, best first
         for vector, (ids, matrix) in zip(vectors, self.candidates(keys, vectors), strict=True):
             similarities = matrix @ vector
-            order = [int(i) for i in np.argsort(-similarities) if similarities[i] >= self.threshold]
+            order = [int(i) for i in np.argsort(-similarities) if similarities[i] >= lowest]
             queue.append([(ids[i], float(similarities[i])) for i in order])
         results: list[CacheEntry | None] = [None] * len(keys)
         waiting = [q for q in range(len(keys)) if queue[q]]
@@ -104,8 +108,12 @@ class Lookups:
             heads = [queue[q].pop(0) for q in waiting]
             stored = read_entries(self.r, self.layout, [h[0] for h in heads])
             for q, (entry_id, similarity), entry in zip(waiting, heads, stored, strict=True):
-                if self._its_own(keys[q], entry.fields):
+                if not self._its_own(keys[q], entry.fields):
+                    continue
+                if similarity >= self.threshold:
                     results[q] = parse_entry(entry_id, entry, self.cfg.ttl_s, "semantic", similarity)
+                elif entry.fields.state == b"r":  # only an answer can be verified
+                    results[q] = parse_entry(entry_id, entry, self.cfg.ttl_s, "gray", similarity)
             waiting = [q for q in waiting if results[q] is None and queue[q]]
         return results
 

@@ -41,6 +41,8 @@ class CacheStore:
         self.cfg = config
         self.p = config.prefix
         self.threshold = threshold
+        # Candidates this similar but under the threshold are offered for verification (None: off).
+        self.floor = config.verify_floor(threshold)
         self.layout = Layout.of(config)
         self.planes = Hyperplanes(config.dim, config.bands, config.rows)
         self.width = self.layout.width
@@ -51,7 +53,8 @@ class CacheStore:
         self.generations = Generations(client, config, self.layout, self.planes, self.index)
         self.eviction = Eviction(client, config, self.layout, self.index, self.generations)
         self.registration = Registration(client, config, self.layout, self.generations, self.eviction)
-        self.lookups = Lookups(client, config, self.layout, self.planes, self.index, self.generations, threshold)
+        self.lookups = Lookups(client, config, self.layout, self.planes, self.index, self.generations, threshold,
+                               self.floor)
         self.leases = Leases(client, self.layout, config.lease_s)
         self.far = self.lookups.far
         self._check_format()
@@ -90,10 +93,10 @@ class CacheStore:
         """Exact matches first, then (for the rest, when vectors are given) the nearest semantic match."""
         return self.lookups.lookup(keys, vectors)
 
-    def nearest(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[CacheEntry | None]:
+    def nearest(self, keys: Sequence[CacheKey], vectors: Vectors, gray: bool = False) -> list[CacheEntry | None]:
         """For each query, the most similar candidate at or above the threshold whose entry is there, fresh
-        and its own."""
-        return self.lookups.nearest(keys, vectors)
+        and its own; with `gray`, else the most similar ready one at or above `floor` (kind "gray")."""
+        return self.lookups.nearest(keys, vectors, gray)
 
     def candidates(self, keys: Sequence[CacheKey], vectors: Vectors) -> list[Candidates]:
         """For each query, the ids and float32 vectors of the entries its probes found."""
