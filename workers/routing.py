@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -31,6 +32,19 @@ class Route:
     reason: str
 
 
+def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
+    """One pattern for a rule's keywords: any of them as whole words, case-insensitively, a word also in its
+    -s, -es, -ed and -ing forms ("script" matches "scripts", not "subscription"; "api" not "therapy")."""
+    if not keywords:
+        return None
+    parts = []
+    for keyword in keywords:
+        head = r"\b" if keyword[:1].isalnum() or keyword[:1] == "_" else ""
+        tail = r"(?:s|es|ed|ing)?\b" if keyword[-1:].isalnum() or keyword[-1:] == "_" else ""
+        parts.append(head + re.escape(keyword) + tail)
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
 class Router:
     """Applies the routing rules of one configuration; build once per process."""
 
@@ -38,9 +52,9 @@ class Router:
         self.config = config
 
     @cached_property
-    def _compiled(self) -> list[tuple[RuleConfig, list[re.Pattern[str]], list[str]]]:
+    def _compiled(self) -> list[tuple[RuleConfig, list[re.Pattern[str]], re.Pattern[str] | None]]:
         return [
-            (rule, [re.compile(p, re.IGNORECASE) for p in rule.patterns], [k.casefold() for k in rule.keywords])
+            (rule, [re.compile(p, re.IGNORECASE) for p in rule.patterns], keyword_pattern(rule.keywords))
             for rule in self.config.routing.rules
         ]
 
@@ -49,7 +63,6 @@ class Router:
         config = self.config
         best = config.tier_index(config.routing.default_tier or config.tiers[0].name)
         reason = "default tier"
-        folded = text.casefold()
         for rule, patterns, keywords in self._compiled:
             if rule.task_types and task_type not in rule.task_types:
                 continue
@@ -57,7 +70,7 @@ class Router:
                 continue
             if rule.min_steps is not None and len(_STEP.findall(text)) < rule.min_steps:
                 continue
-            if keywords and not any(k in folded for k in keywords):
+            if keywords is not None and not keywords.search(text):
                 continue
             if patterns and not any(p.search(text) for p in patterns):
                 continue

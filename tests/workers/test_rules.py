@@ -35,6 +35,12 @@ def route(prompt: str, bounds: Bounds = NO_BOUNDS, reserve: int = 0, system: str
         ("Step 1: log in\nStep 2: open settings\nStep 3: export", "warm"),
         ("x" * 4000, "warm"),
         ("Please design a system for our API", "cold"),  # the highest matching rule wins
+        # Keywords match whole words and their -s/-es/-ed/-ing forms, not inside other words.
+        ("How do I pause my subscription?", "hot"),  # not "script"
+        ("Is therapy covered by the rapid plan?", "hot"),  # not "api"
+        ("Two scripts crash on start", "warm"),
+        ("Our APIs time out", "warm"),
+        ("see ```code``` here", "warm"),  # a keyword that is not a word matches anywhere
     ],
 )
 def test_rules_pick_the_highest_matching_tier(prompt: str, tier: str) -> None:
