@@ -45,6 +45,13 @@ def _is_cancelled(conn: Connection, batch_id: uuid.UUID, lock: str) -> bool:
     return bool(cancelled[0])
 
 
+def _keeps_no_text(conn: Connection, batch_id: uuid.UUID) -> bool:
+    """Whether the batch is private (its texts in the vault, deleted as each job ends) and has failed jobs."""
+    return bool(conn.execute(text("SELECT NOT b.store_text AND EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id "
+                                  "AND j.status = 'failed') FROM batches b WHERE b.id = :id"),
+                             {"id": batch_id}).scalar())
+
+
 def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> CancelResult:
     """Cancel the batch's waiting jobs; safe to repeat. A private batch's prompts leave Redis at once."""
     with engine.begin() as conn:
@@ -70,6 +77,10 @@ def retry_failed(engine: Engine, publisher: Publisher, config: Config, batch_id:
             if _is_cancelled(conn, batch_id, "FOR SHARE"):
                 raise InputError(f"batch {batch_id} is cancelled, so its jobs do not run again; submit the failed "
                                  "records as a new batch (`tierq results` lists them)")
+            if after == 0 and _keeps_no_text(conn, batch_id):
+                raise InputError(f"batch {batch_id} was submitted with --no-store-text, so each job's prompt left "
+                                 "Redis when the job ended and its failed jobs cannot run again; submit the failed "
+                                 "records again (`tierq results` lists their ids)")
             ids = lifecycle.requeue_failed(conn, outbox, batch_id, after, chunk)
         if not ids:
             return requeued

@@ -79,6 +79,16 @@ def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> Non
             tq.cancel(uuid.uuid4())
 
 
+def test_retry_of_a_batch_that_keeps_no_texts_says_its_failed_jobs_cannot_run_again(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 0, "refusal_rate": 1.0})
+    with clean.client() as tq:
+        batch = tq.submit(distinct(2), BatchOptions(use_cache=False, store_text=False))
+        assert clean.wait(tq, batch.batch_id).by_status == {"failed": 2}
+        with pytest.raises(InputError, match="--no-store-text, so each job's prompt left Redis when the job ended"):
+            tq.retry_failed(batch.batch_id)
+        assert tq.status(batch.batch_id).by_status == {"failed": 2}  # nothing was re-queued
+
+
 @pytest.mark.slow
 def test_cancelling_a_batch_hands_its_questions_to_the_batch_that_waited_on_it(clean: Stack, tmp_path: Path) -> None:
     # Batch Y asks what batch X asks; Y's jobs wait on X's leaders. Cancelling X must not strand them: the
