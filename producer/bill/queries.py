@@ -122,8 +122,12 @@ SELECT c.model, count(*), COALESCE(sum(c.cost_usd), 0), COALESCE(sum(c.prompt_to
 FROM calls c WHERE {c} AND c.via_batch GROUP BY c.model
 """
 
-PATHS = """
-SELECT j.start_tier, j.tier, count(*) FROM jobs j
-WHERE {j} AND j.start_tier IS NOT NULL AND j.tier IS NOT NULL AND j.start_tier <> j.tier
+# The tier a job's own attempts reached: an audit that replaced its answer moved it to the reference tier
+# without an escalation (the answer audited came from `candidate_tier`, or from the cache: no move at all).
+REACHED = ("CASE WHEN j.replaced AND j.candidate_source = 'answer' THEN j.candidate_tier "
+           "WHEN j.replaced THEN j.start_tier ELSE j.tier END")
+PATHS = f"""
+SELECT j.start_tier, {REACHED}, count(*) FROM jobs j
+WHERE {{j}} AND j.start_tier IS NOT NULL AND {REACHED} IS NOT NULL AND j.start_tier <> {REACHED}
 GROUP BY 1, 2
 """

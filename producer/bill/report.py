@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from producer.bill.queries import Scope
+from producer.bill.queries import REACHED, Scope
 from tierq.config import Config
 from tierq.money import ZERO, usd
 
@@ -43,8 +43,8 @@ def tier_summary(
     scope = Scope(batch_id, since)
     with engine.connect() as conn:
         paths = conn.execute(
-            text(f"SELECT start_tier, tier, status, count(*) FROM jobs j WHERE {scope.jobs()} "
-                 "GROUP BY start_tier, tier, status"),
+            text(f"SELECT j.start_tier, j.tier, {REACHED}, j.status, count(*) FROM jobs j WHERE {scope.jobs()} "
+                 "GROUP BY 1, 2, 3, 4"),
             scope.params(),
         ).all()
         costs = conn.execute(
@@ -52,15 +52,15 @@ def tier_summary(
                  f"FROM calls c WHERE {scope.calls()} GROUP BY tier"),
             scope.params(),
         ).all()
-    for start, tier, status, count in paths:
+    for start, tier, reached, status, count in paths:
         if start in lines:
             lines[start].started += count
         if tier in lines and status == "succeeded":
             lines[tier].answered += count
         if tier in lines and status == "failed":
             lines[tier].failed += count
-        if start in lines and tier in lines:
-            for index in range(config.tier_index(start), config.tier_index(tier)):
+        if start in lines and reached in lines:  # an audit's replacement is not an escalation
+            for index in range(config.tier_index(start), config.tier_index(reached)):
                 lines[config.tier_names[index]].escalated += count
     for tier, calls, cost in costs:
         line = lines.setdefault(tier, TierLine(tier))

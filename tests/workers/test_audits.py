@@ -121,6 +121,26 @@ def test_similarity_and_judge_comparators(clean: Stack, tmp_path: Path) -> None:
     assert {row[0]: row[5:] for row in labels(clean)}["j"] == ("judge", True)
 
 
+def test_an_answer_an_audit_replaced_is_not_an_escalation_in_status_or_bill(clean: Stack, tmp_path: Path) -> None:
+    replaced_at_hot = "What is the capital of France? [[sim:say@sim-nano=Paris]] [[sim:say@sim-flagship=Rome]]"
+    replaced_at_warm = ("What is the capital of Spain? [[sim:refuse@sim-nano]] [[sim:refuse@sim-mini]] "
+                        "[[sim:say@sim-mid=Madrid]] [[sim:say@sim-mid-b=Madrid]] [[sim:say@sim-flagship=Lisbon]]")
+    with audited(clean, tmp_path, "audit_rate = 1\ncomparator = \"exact\"\n") as tq:
+        clean.simulate({"latency_ms": 0})
+        batch = tq.submit([{"id": "h", "prompt": replaced_at_hot}, {"id": "w", "prompt": replaced_at_warm}],
+                          BatchOptions(use_cache=False)).batch_id
+        status = clean.wait(tq, batch)
+        bill = tq.report(batch)
+        results = {r["id"]: r for r in tq.results(batch)}
+    assert results["h"]["replaced_by_reference"] and results["w"]["replaced_by_reference"]
+    assert (results["h"]["content"], results["w"]["content"]) == ("Rome", "Lisbon")
+    # One escalation (hot -> warm, the refusal); both answers ended at cold by their audits, which is not one.
+    assert status.escalations == 1
+    assert bill.escalations == {("hot", "warm"): 1}
+    assert {line.tier: line.escalated for line in bill.by_tier} == {"hot": 1, "warm": 0, "cold": 0}
+    assert {line.tier: line.answered for line in bill.by_tier}["cold"] == 2
+
+
 def test_private_batches_are_audited_without_texts_in_postgres(clean: Stack, tmp_path: Path) -> None:
     with audited(clean, tmp_path, "audit_rate = 1\ncomparator = \"exact\"\n") as tq:
         result = run(clean, tq, [{"id": "q", "prompt": CAPITAL.format(answer="Rome")}], force_tier="hot",
