@@ -18,6 +18,7 @@ from fakellm.parsing import BadRequest, ChatRequest, parse_chat
 from fakellm.replay import scripted, scripted_answer
 from fakellm.state import SimState
 from fakellm.stats import Ledger
+from fakellm.structured import formatted
 
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 
@@ -125,6 +126,8 @@ def _billed_completion(
         answer = scripted_answer(text, decision, behaviour, chat.max_tokens)
     else:
         answer = make_answer(decision, behaviour, chat.max_tokens)
+        if chat.response_format is not None and answer.content and answer.finish_reason == "stop":
+            answer = formatted(answer, chat.response_format, decision.prompt_hash, chat.max_tokens)
     prompt = prompt_tokens(chat.texts)
     cached = math.floor(prompt * behaviour.cached_fraction) if key in state.served else 0
     state.served.add(key)

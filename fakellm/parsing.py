@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_DIMENSIONS = 384
+FORMATS = ("text", "json_object", "json_schema")  # response_format types
 MAX_DIMENSIONS = 8192
 
 
@@ -28,6 +29,7 @@ class ChatRequest:
     canonical_messages: str
     max_tokens: int | None
     logprobs: bool = False  # the request asked for token log-probabilities
+    response_format: dict[str, Any] | None = None  # JSON asked for (fakellm.structured), None for text
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     logprobs = body.get("logprobs", False)
     if not isinstance(logprobs, bool):
         raise BadRequest("Invalid 'logprobs': expected a boolean.", "logprobs")
-    return ChatRequest(model, tuple(texts), canonical, max_tokens, logprobs)
+    return ChatRequest(model, tuple(texts), canonical, max_tokens, logprobs, _response_format(body))
 
 
 def parse_embeddings(body: dict[str, Any]) -> EmbeddingRequest:
@@ -130,3 +132,22 @@ def parse_embeddings(body: dict[str, Any]) -> EmbeddingRequest:
     if encoding not in ("float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     return EmbeddingRequest(model, tuple(inputs), dimensions, encoding)
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's `response_format` when it asks for JSON (None for text or none), checked."""
+    value = body.get("response_format")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") not in FORMATS:
+        raise BadRequest(f"Invalid 'response_format': expected an object whose 'type' is one of {list(FORMATS)}.",
+                         "response_format")
+    if value["type"] == "text":
+        return None
+    if value["type"] == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
+                spec.get("schema", {}), dict):
+            raise BadRequest("Invalid 'response_format.json_schema': expected an object with a 'name' and a "
+                             "'schema' object.", "response_format.json_schema")
+    return value

@@ -56,6 +56,8 @@ class ModelConfig(_Strict):
     rpm: int | None = Field(default=None, gt=0, description="requests per minute, shared by all workers")
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, shared by all workers")
     logprobs: bool = Field(default=False, description="ask for token log-probabilities (the router reads them)")
+    structured_output: str = Field(default="json_schema", pattern=r"^(json_schema|json_object|none)$",
+                                   description="the response_format a --json-schema batch asks this model for")
     # Provider batch prices (a tier in mode "batch"): given, or the list prices times batch_discount.
     batch_input_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
     batch_output_usd_per_mtok: Decimal | None = Field(default=None, ge=0)

@@ -18,12 +18,12 @@ from enum import Enum
 from typing import Any
 
 from models.enums import CallOutcome
-from tierq.config import Config, TierConfig
+from tierq.config import Config, ModelConfig, TierConfig
 from tierq.messages import estimated_prompt_tokens
 from workers.gates import Gates, Hold, HoldKind, Stop
 from workers.learned import SecondLook
 from workers.llm import CallRecord, ModelClient
-from workers.validators import AnswerCheck, validate
+from workers.validators import AnswerCheck, batch_schema, validate
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ async def _try_model(
 ) -> _Next:
     model = config.models[name]
     timeout = tier.timeout_s or config.providers[model.provider].timeout_s
-    params = params_for(work.params, tier, model.max_output_tokens)
+    params = params_for(work.params, tier, model)
     for retry in range(tier.max_retries + 1):
         gate = await gates.before(tier, name, work.messages, params, work.batch_id, work.budgeted)
         if isinstance(gate, Stop):
@@ -157,11 +157,18 @@ def _second_look(look: SecondLook, record: CallRecord, result: TierResult, job_i
         result.jump_to = doubt.tier
 
 
-def params_for(params: dict[str, Any], tier: TierConfig, model_cap: int | None) -> dict[str, Any]:
-    """The job's parameters for a call at `tier`, with the tier's (or model's) output cap unless it set one."""
+def params_for(params: dict[str, Any], tier: TierConfig, model: ModelConfig) -> dict[str, Any]:
+    """The job's parameters for a call at `tier`: with the tier's (or model's) output cap unless it set one,
+    and, for a batch submitted with --json-schema, the response_format the model takes for it (unless the
+    job set its own)."""
     chosen = dict(params)
     if "max_tokens" not in chosen and "max_completion_tokens" not in chosen:
-        limit = tier.max_tokens or model_cap
+        limit = tier.max_tokens or model.max_output_tokens
         if limit is not None:
             chosen["max_tokens"] = limit
+    schema = batch_schema(params)
+    if schema is not None and "response_format" not in chosen and model.structured_output != "none":
+        chosen["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+            if model.structured_output == "json_schema" else {"type": "json_object"})
     return chosen

@@ -40,7 +40,7 @@ from models import provider_batch as pb
 from models.enums import CallOutcome
 from models.lifecycle import Lease, Outbox
 from models.provider_batch import ProviderBatch
-from tierq.config import TierConfig, batch_deadline
+from tierq.config import ModelConfig, TierConfig, batch_deadline
 from tierq.contract import tier_message
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage
@@ -162,8 +162,8 @@ def _collect(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease
         by_batch.setdefault(job.batch_id, []).append(job)
     messages = []
     for batch, group in by_batch.items():
-        sizes = [(job.id, len(_line(model.model or name, str(call_id(lease.message, job.id)), job, tier,
-                                    model.max_output_tokens)) + 1) for job in group]
+        sizes = [(job.id, len(_line(model.model or name, str(call_id(lease.message, job.id)), job, tier, model)) + 1)
+                 for job in group]
         with ctx.engine.begin() as conn:
             done = pb.collect(conn, lease.message, lease.owner, batch, tier.name, name, model.provider, sizes, limits,
                               call_id)
@@ -223,9 +223,9 @@ def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tupl
     return now, later
 
 
-def _line(model: str, custom_id: str, job: ClaimedJob, tier: TierConfig, max_output_tokens: int | None) -> bytes:
+def _line(model: str, custom_id: str, job: ClaimedJob, tier: TierConfig, config: ModelConfig) -> bytes:
     """One line of a provider input file: the job's chat-completions request, `custom_id` its call id."""
-    params = params_for(job.params, tier, max_output_tokens)
+    params = params_for(job.params, tier, config)
     body = {"model": model, "messages": job.messages, **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body},
                       ensure_ascii=False).encode()
@@ -235,7 +235,7 @@ def _lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: lis
     """The provider input file: one line per job."""
     model = ctx.config.models[found.model]
     by_job = {job_id: custom for custom, job_id in found.requests.items()}
-    return b"".join(_line(model.model or found.model, by_job[job.id], job, tier, model.max_output_tokens) + b"\n"
+    return b"".join(_line(model.model or found.model, by_job[job.id], job, tier, model) + b"\n"
                     for job in jobs)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import openai
 import pytest
@@ -179,3 +181,25 @@ def test_bad_config_file_exits_with_2(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, timeout=30, cwd=package_parent)
     assert done.returncode == 2
     assert b"refusal_rate" in done.stderr
+
+
+def test_answers_come_in_the_json_format_asked_for(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "required": ["intent", "urgent", "items"], "properties": {
+        "intent": {"enum": ["refund", "delivery", "other"]}, "urgent": {"type": "boolean"},
+        "items": {"type": "array", "minItems": 2, "items": {"type": "integer", "minimum": 1}},
+        "note": {"type": "string"}}}
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema}}
+    first = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"), response_format=fmt)
+    again = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"), response_format=fmt)
+    value = json.loads(first.choices[0].message.content or "")
+    jsonschema.validate(value, schema)
+    assert set(value) == {"intent", "urgent", "items", "note"} and len(value["items"]) == 2 and value["note"]
+    assert again.choices[0].message.content == first.choices[0].message.content  # the same request, the same JSON
+    assert first.usage is not None and first.usage.completion_tokens == math.ceil(
+        len(first.choices[0].message.content or "") / 4)
+    plain = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"),
+                                           response_format={"type": "json_object"})
+    assert set(json.loads(plain.choices[0].message.content or "")) == {"answer"}
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.chat.completions.create(model="sim-small", messages=user("hi"),
+                                       response_format={"type": "xml"})  # type: ignore[arg-type,typeddict-item]

@@ -17,6 +17,7 @@ from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.errors import ConfigError, InputError
+from workers.calls import params_for
 
 CHECKS_MODULE = '''
 def calm(answer, messages):
@@ -175,6 +176,32 @@ def test_a_batch_json_schema_overrides_the_task_type(clean: Stack, checked: tupl
         _errors(clean)["plain"]
         == "invalid: answer does not match the JSON schema at the top level: 'eta' is a required property"
     )
+
+
+def test_a_json_schema_batch_asks_each_model_for_that_format(clean: Stack, checked: tuple[Path, str]) -> None:
+    # No markers: the simulator answers as a provider with structured outputs does, so every answer is
+    # valid at the first tier (before, every job failed on every tier: tierq checked the format, never asked).
+    schema = {"type": "object", "required": ["intent", "reply"],
+              "properties": {"intent": {"enum": ["refund", "delivery"]}, "reply": {"type": "string"}}}
+    records = [{"id": f"t{n}", "prompt": f"Ticket {n}: where is my parcel number {n}?"} for n in range(5)]
+    results = run(clean, checked, records, BatchOptions(json_schema=schema, use_cache=False, force_tier="hot"))
+    assert {path(r)[0] for r in results.values()} == {("hot", "ok")}, results
+    assert all(json.loads(r["content"])["intent"] in ("refund", "delivery") for r in results.values())
+
+
+def test_the_response_format_a_json_schema_batch_sends_follows_the_model() -> None:
+    config = load_config(SIM_CONFIG)
+    tier, schema = config.tiers[0], {"type": "object"}
+    params = {"_tierq": {"json_schema": schema}}
+    model = config.models["sim-nano"]
+    assert params_for(params, tier, model)["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    as_object = model.model_copy(update={"structured_output": "json_object"})
+    assert params_for(params, tier, as_object)["response_format"] == {"type": "json_object"}
+    assert "response_format" not in params_for(params, tier, model.model_copy(update={"structured_output": "none"}))
+    own = {**params, "response_format": {"type": "text"}}  # a job's own choice stays
+    assert params_for(own, tier, model)["response_format"] == {"type": "text"}
+    assert "response_format" not in params_for({}, tier, model)
 
 
 def test_a_bad_batch_schema_is_rejected_before_submitting(clean: Stack, checked: tuple[Path, str]) -> None:
