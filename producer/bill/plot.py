@@ -132,10 +132,11 @@ def _paid_vs_baseline(ax: Any, bill: Bill, tier_order: list[str]) -> None:
         if base - paid > 0.2 * top:  # room for an arrow from the baseline down to the paid bar's label
             ax.annotate("", xy=(0, paid + 0.08 * top), xytext=(0, base),
                         arrowprops={"arrowstyle": "->", "color": "#3a8f5c", "linewidth": 2})
-        ax.text(
-            0.05 if base - paid > 0.2 * top else -0.3,
-            (base + paid) / 2 if base - paid > 0.2 * top else base * 1.06,
-            f"saved {_label(saved)} ({bill.savings_pct}%)",
+        room = base - paid > 0.2 * top
+        ax.text(  # beside the arrow, in the gap between the bars: two short lines fit there
+            0.05 if room else -0.3,
+            (base + paid) / 2 if room else base * 1.06,
+            f"saved {_label(saved)}\n({bill.savings_pct}%)" if room else f"saved {_label(saved)} ({bill.savings_pct}%)",
             color="#3a8f5c",
             fontsize=11,
             fontweight="bold",

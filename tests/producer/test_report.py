@@ -214,6 +214,12 @@ def test_the_plot_labels_fit_and_its_axis_has_one_money_format(savings: str) -> 
             inside = bar.get_window_extent(renderer)
             box = label.get_window_extent(renderer)
             assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        saved = [t for t in left.texts if t.get_text().startswith("saved ")]
+        assert len(saved) == 1
+        box = saved[0].get_window_extent(renderer)
+        for patch in left.patches:  # the savings label crosses no bar (it overlapped the baseline's before)
+            bar = patch.get_window_extent(renderer)
+            assert box.x1 <= bar.x0 or bar.x1 <= box.x0 or box.y1 <= bar.y0 or bar.y1 <= box.y0, saved[0].get_text()
         assert "escalations: hot \u2192 warm 23" in "".join(t.get_text() for t in fig.texts)
     finally:
         plt.close(fig)
