@@ -112,7 +112,12 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     logprobs = body.get("logprobs", False)
     if not isinstance(logprobs, bool):
         raise BadRequest("Invalid 'logprobs': expected a boolean.", "logprobs")
-    return ChatRequest(model, tuple(texts), canonical, max_tokens, logprobs, _response_format(body))
+    fmt = _response_format(body)
+    if fmt is not None and fmt["type"] == "json_object" and not any("json" in t.casefold() for t in texts):
+        # As OpenAI's JSON mode: a model told nothing about JSON may never stop emitting whitespace.
+        raise BadRequest("'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+                         "'json_object'.", "messages")
+    return ChatRequest(model, tuple(texts), canonical, max_tokens, logprobs, fmt)
 
 
 def parse_embeddings(body: dict[str, Any]) -> EmbeddingRequest:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tierq.errors import ConfigError, InputError, NotFound, TierqError
+from tierq.errors import ConfigError, InputError, NotFound, TierqError, Unavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +26,12 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except (ConfigError, InputError) as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except Unavailable as exc:  # a service this command needs (producer.outages says which and what to do)
+            from producer.outages import describe
+            from tierq.settings import get_settings
+
+            click.echo(f"error: {describe(exc, get_settings()) or exc}", err=True)
             sys.exit(2)
         except (NotFound, TierqError) as exc:
             click.echo(f"error: {exc}", err=True)

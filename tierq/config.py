@@ -56,8 +56,8 @@ class ModelConfig(_Strict):
     rpm: int | None = Field(default=None, gt=0, description="requests per minute, shared by all workers")
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, shared by all workers")
     logprobs: bool = Field(default=False, description="ask for token log-probabilities (the router reads them)")
-    structured_output: str = Field(default="json_schema", pattern=r"^(json_schema|json_object|none)$",
-                                   description="the response_format a --json-schema batch asks this model for")
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_schema", description="the response_format a --json-schema batch asks this model for")
     # Provider batch prices (a tier in mode "batch"): given, or the list prices times batch_discount.
     batch_input_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
     batch_output_usd_per_mtok: Decimal | None = Field(default=None, ge=0)
@@ -207,6 +207,12 @@ class Config(_Strict):
     def price(self, model: str) -> Price:
         """Prices of a configured model."""
         return self.models[model].price
+
+    @property
+    def verifier_model(self) -> str:
+        """The model of gray-zone verification (`[cache] verify_model`, else the tiers' cheapest)."""
+        used = [name for tier in self.tiers for name in tier.models]
+        return self.cache.verify_model or min(used, key=lambda n: self.price(n).input + self.price(n).output)
 
     @property
     def router_tiers(self) -> tuple[str, str]:
@@ -374,6 +380,8 @@ def providers_for(config: Config, queues: Iterable[str]) -> set[str]:
             used.add(config.models[config.tiers[0].models[0]].provider)
             if config.cache.embedder == "openai" and config.cache.embedding_provider:
                 used.add(config.cache.embedding_provider)
+            if config.cache.verify:
+                used.add(config.models[config.verifier_model].provider)
         elif queue in config.tier_names:
             used.update(config.models[m].provider for m in config.tier(queue).models)
     return used

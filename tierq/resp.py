@@ -18,12 +18,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tierq.errors import Unavailable
+
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0
 Reply = Any  # bytes | int | list[Reply] | None
 
 
-class RespError(Exception):
+class RespError(Unavailable):
     """Redis could not be reached or refused a command (the message holds no password)."""
 
 
@@ -35,15 +37,17 @@ class ReadClient:
         self.address, self.db, self._login = address, db, (username, password)
         self._sock: socket.socket | None = None
         self._reader: Any = None
+        self._setting_up = False
 
     def __repr__(self) -> str:  # never the password
         return f"ReadClient({self.address!r}, db={self.db})"
 
-    # --- the calls Presence and LiveMessages make -------------------------------------------------------
     def ping(self) -> bool:
+        """Whether Redis answers PONG."""
         return bool(self.execute("PING") == b"PONG")
 
     def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[bytes]:
+        """The keys matching `match`, as redis-py's `scan_iter` (SCAN until its cursor comes back to 0)."""
         cursor = b"0"
         while True:
             args: list[str | bytes | int] = ["SCAN", cursor]
@@ -57,36 +61,46 @@ class ReadClient:
                 return
 
     def mget(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
+        """The values of `keys` (None where a key is missing)."""
         return list(self.execute("MGET", *keys)) if keys else []
 
     def pipeline(self, transaction: bool = False) -> ReadPipeline:
+        """Commands sent together; no transactions (nothing here needs one)."""
         if transaction:
             raise RespError("the read client sends no transactions")
         return ReadPipeline(self)
 
     def close(self) -> None:
+        """Close the connection; the next command opens another."""
         if self._sock is not None:
             self._sock.close()
             self._sock = self._reader = None
 
-    # --- the protocol -----------------------------------------------------------------------------------
     def execute(self, *args: str | bytes | int | float) -> Reply:
         """Send one command; its reply (an error reply raises RespError)."""
         return self.execute_many([args])[0]
 
     def execute_many(self, commands: Sequence[Sequence[str | bytes | int | float]]) -> list[Reply]:
-        """Send the commands in one write, then read one reply per command."""
-        self._connect()
-        try:
-            assert self._sock is not None
-            self._sock.sendall(b"".join(_encode(command) for command in commands))
-            replies = [self._read() for _ in commands]
-        except OSError as exc:
-            self.close()
-            raise RespError(f"lost the connection to Redis at {self._where()}: {_reason(exc)}") from None
+        """Send the commands in one write, then read one reply per command. Every command here reads, so a
+        connection that broke (a Redis restart, an idle connection a proxy closed) is opened again once."""
+        for attempt in (1, 2):
+            self._connect()
+            try:
+                assert self._sock is not None
+                self._sock.sendall(b"".join(_encode(command) for command in commands))
+                replies = [self._read() for _ in commands]
+                break
+            except OSError as exc:
+                self.close()
+                if attempt == 2 or self._setting_up:
+                    raise RespError(f"lost the connection to Redis at {self._where()}: {_reason(exc)}") from None
+            except ValueError as exc:  # a length or number that is not one: not Redis speaking
+                self.close()
+                raise RespError(f"Redis at {self._where()} sent a reply this client cannot read ({exc})") from None
         for reply in replies:
-            if isinstance(reply, _ErrorReply):
-                raise RespError(f"Redis refused a command: {reply}")
+            refused = _first_error(reply)
+            if refused is not None:
+                raise RespError(f"Redis refused a command: {refused}")
         return replies
 
     def _connect(self) -> None:
@@ -110,11 +124,14 @@ class ReadClient:
         if self.db:
             setup.append(["SELECT", self.db])
         if setup:
+            self._setting_up = True
             try:
                 self.execute_many(setup)
             except RespError:
                 self.close()
                 raise
+            finally:
+                self._setting_up = False
 
     def _read(self) -> Reply:
         line = self._reader.readline()
@@ -158,14 +175,17 @@ class ReadPipeline:
         self.commands: list[tuple[list[str | bytes | int | float], Any]] = []
 
     def zmscore(self, key: str, members: Sequence[str]) -> ReadPipeline:
+        """Queue ZMSCORE: the members' scores as floats (None for a member not in the set)."""
         self.commands.append((["ZMSCORE", key, *members], _floats))
         return self
 
     def hmget(self, key: str, fields: Sequence[str]) -> ReadPipeline:
+        """Queue HMGET: the fields' values (None for a missing field)."""
         self.commands.append((["HMGET", key, *fields], list))
         return self
 
     def execute(self) -> list[Any]:
+        """Send the queued commands; their replies in order."""
         commands, self.commands = self.commands, []
         replies = self.client.execute_many([command for command, _ in commands]) if commands else []
         return [convert(reply) for (_, convert), reply in zip(commands, replies, strict=True)]
@@ -179,6 +199,15 @@ class ReadPipeline:
 
 class _ErrorReply(str):
     """An error reply, read in order with the others and raised once all are read."""
+
+
+def _first_error(reply: Reply) -> _ErrorReply | None:
+    """The first error in a reply, however deep in its arrays."""
+    if isinstance(reply, _ErrorReply):
+        return reply
+    if isinstance(reply, list):
+        return next((found for item in reply if (found := _first_error(item)) is not None), None)
+    return None
 
 
 def _floats(reply: list[bytes | None]) -> list[float | None]:

@@ -10,6 +10,7 @@ the breaker has opened yet: a failed connection is never a reason to escalate.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import uuid
@@ -103,15 +104,16 @@ async def _try_model(
     model = config.models[name]
     timeout = tier.timeout_s or config.providers[model.provider].timeout_s
     params = params_for(work.params, tier, model)
+    messages = messages_for(work.messages, params)
     for retry in range(tier.max_retries + 1):
-        gate = await gates.before(tier, name, work.messages, params, work.batch_id, work.budgeted)
+        gate = await gates.before(tier, name, messages, params, work.batch_id, work.budgeted)
         if isinstance(gate, Stop):
             result.final, result.reason, result.hold = True, gate.reason, None
             return _Next.DONE
         if isinstance(gate, Hold):
             result.hold = gate
             return _Next.MODEL if gate.kind is HoldKind.OUTAGE else _Next.DONE
-        record = await client.call(name, work.messages, params, timeout, config.answers)
+        record = await client.call(name, messages, params, timeout, config.answers)
         take(record, work, tier.name, result)
         unreachable = await gates.after(gate, record)
         if result.answer is not None:
@@ -155,6 +157,18 @@ def _second_look(look: SecondLook, record: CallRecord, result: TierResult, job_i
     if doubt is not None:
         record.outcome, record.error = CallOutcome.INVALID, doubt.reason
         result.jump_to = doubt.tier
+
+
+def messages_for(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's messages, with the batch's JSON schema said in words first when the call asks for JSON mode
+    (`json_object`): such a model is not given the schema otherwise, and OpenAI's JSON mode refuses a
+    request whose messages never say "JSON"."""
+    schema = batch_schema(params)
+    fmt = params.get("response_format")
+    if schema is None or not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return messages
+    note = "Answer with one JSON object that matches this JSON schema: " + json.dumps(schema, ensure_ascii=False)
+    return [{"role": "system", "content": note}, *messages]
 
 
 def params_for(params: dict[str, Any], tier: TierConfig, model: ModelConfig) -> dict[str, Any]:

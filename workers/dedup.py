@@ -20,7 +20,6 @@ class Dedup:
 
     hits: dict[int, SharedAnswer] = field(default_factory=dict)
     semantic: dict[int, str] = field(default_factory=dict)  # hits by meaning, not by the same words: job -> namespace
-    verified: set[int] = field(default_factory=set)  # semantic hits from under the threshold, confirmed by a model
     followers: dict[int, tuple[int, int]] = field(default_factory=dict)  # job -> (leader job, entry)
     leaders: dict[int, int] = field(default_factory=dict)  # job -> entry it must fill
 
@@ -63,7 +62,6 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
             for row, entry in grays:
                 if jobs[row].id in same:
                     found[row] = replace(entry, kind="semantic")
-                    result.verified.add(jobs[row].id)
     open_rows = [n for n, row in enumerate(rows) if found[row] is None]  # positions in `rows`
     follows = _near_in_chunk(ctx, [keys[rows[n]] for n in open_rows], None if vectors is None else vectors[open_rows])
     lead = [n for n, leader in zip(open_rows, follows, strict=True) if leader is None]

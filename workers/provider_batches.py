@@ -45,7 +45,7 @@ from tierq.contract import tier_message
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage
 from tierq.params import PASSED_PARAMS
-from workers.calls import JobWork, TierResult, params_for, take
+from workers.calls import JobWork, TierResult, messages_for, params_for, take
 from workers.context import WorkerContext
 from workers.llm import CallRecord
 from workers.store import ClaimedJob, claimed_jobs
@@ -226,7 +226,8 @@ def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tupl
 def _line(model: str, custom_id: str, job: ClaimedJob, tier: TierConfig, config: ModelConfig) -> bytes:
     """One line of a provider input file: the job's chat-completions request, `custom_id` its call id."""
     params = params_for(job.params, tier, config)
-    body = {"model": model, "messages": job.messages, **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
+    body = {"model": model, "messages": messages_for(job.messages, params),
+            **{k: v for k, v in params.items() if k in PASSED_PARAMS}}
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body},
                       ensure_ascii=False).encode()
 

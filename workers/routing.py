@@ -33,14 +33,15 @@ class Route:
 
 
 def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
-    """One pattern for a rule's keywords: any of them as whole words, case-insensitively, a word also in its
-    -s, -es, -ed and -ing forms ("script" matches "scripts", not "subscription"; "api" not "therapy")."""
+    """One pattern for a rule's keywords: any of them case-insensitively, starting at the start of a word
+    and running on into any longer word ("script" matches "scripts" and "scripting", "api" "api_key";
+    not "subscription" or "therapy", where they sit inside another word)."""
     if not keywords:
         return None
     parts = []
     for keyword in keywords:
         head = r"\b" if keyword[:1].isalnum() or keyword[:1] == "_" else ""
-        tail = r"(?:s|es|ed|ing)?\b" if keyword[-1:].isalnum() or keyword[-1:] == "_" else ""
+        tail = r"\w*" if keyword[-1:].isalnum() or keyword[-1:] == "_" else ""
         parts.append(head + re.escape(keyword) + tail)
     return re.compile("|".join(parts), re.IGNORECASE)
 

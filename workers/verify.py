@@ -7,7 +7,10 @@ semantic hit, audited like any other); anything else, or no answer, leaves the j
 check is paid for (a cost row with outcome `cache_verify`) and made only where the call the hit would
 save cost more than the check can: the entry's own cost against the check's worst case. The texts are
 read from Postgres: an entry whose leader belongs to a private batch (texts in the vault, and the vault
-forgets them) is not verified.
+forgets them) is not verified, nor is a job whose batch may not use the verifier's tier (`--max-tier`
+below it: its text must not reach that provider). Each check's cost row has the pseudo-tier
+`cache_verify` (it is no tier's answer) and the outcome `cache_verify` whatever happened (a failure's
+reason is its error), so no bill, label or router reads it as a tier's answer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from models.costs import CostRow, record_calls
 from models.enums import CallOutcome
 from tierq.cache import CacheEntry
 from tierq.config import Config, TierConfig
-from tierq.messages import content_text
+from tierq.messages import content_text, estimated_prompt_tokens
+from tierq.sections import AnswerConfig
 from workers.budget import worst_case
 from workers.gates import Hold, Stop
 from workers.llm import CallRecord
@@ -42,6 +46,9 @@ VERIFY_USER = (
     "Reply same or different."
 )
 MAX_TOKENS = 5
+VERIFY_TIER = "cache_verify"  # the cost rows' tier
+# The reply is one word: judged by its own rules, not the batch's (a `min_chars` of 10 would fail "same").
+REPLY_RULES = AnswerConfig(min_chars=1, refusal_phrases=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +61,7 @@ class Gray:
 
 def verifier(config: Config) -> str:
     """The model that verifies: `[cache] verify_model`, else the tiers' model with the lowest list prices."""
-    if config.cache.verify_model is not None:
-        return config.cache.verify_model
-    used = [name for tier in config.tiers for name in tier.models]
-    return min(used, key=lambda name: (config.price(name).input + config.price(name).output, used.index(name)))
+    return config.verifier_model
 
 
 def request_text(messages: list[dict[str, Any]]) -> str:
@@ -69,43 +73,54 @@ def request_text(messages: list[dict[str, Any]]) -> str:
 
 
 def verify(ctx: WorkerContext, grays: Sequence[Gray]) -> set[int]:
-    """The jobs among `grays` whose entry the model confirmed; every check made is recorded first."""
+    """The jobs among `grays` whose entry the model confirmed; every check made is recorded, even when
+    another check of the chunk raised (then the error goes on, after the rows are written)."""
     if not grays:
         return set()
     config = ctx.config
     name = verifier(config)
     tier = _tier_of(config, name)
+    model = config.models[name]
     leaders = _leader_texts(ctx, [gray.entry.leader_job for gray in grays])
     asks: list[tuple[Gray, list[dict[str, Any]]]] = []
     for gray in grays:
         theirs = leaders.get(gray.entry.leader_job)
-        if theirs is None:
+        if theirs is None or not _may_use(config, gray.job, tier):
             continue
         ours = request_text(gray.job.messages)
         messages = [{"role": "system", "content": VERIFY_SYSTEM},
                     {"role": "user", "content": VERIFY_USER.format(a=theirs, b=ours)}]
-        if gray.entry.cost_usd > worst_case(messages, MAX_TOKENS, config.models[name]):
+        fits = estimated_prompt_tokens(messages) + MAX_TOKENS <= model.context_window
+        if fits and gray.entry.cost_usd > worst_case(messages, MAX_TOKENS, model):
             asks.append((gray, messages))
     if not asks:
         return set()
-    verdicts = ctx.loop.run(_ask_all(ctx, tier, name, asks))
+    outcomes = ctx.loop.run(_ask_all(ctx, tier, name, asks))
     rows: list[CostRow] = []
     same: set[int] = set()
-    for (gray, _), (record, verdict) in zip(asks, verdicts, strict=True):
+    raised: BaseException | None = None
+    for (gray, _), outcome in zip(asks, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            raised = raised or outcome
+            continue
+        record, verdict = outcome
         if record is not None:
-            rows.append(record.cost_row(job_id=gray.job.id, batch_id=gray.job.batch_id, attempt=1, tier=tier.name))
+            rows.append(record.cost_row(job_id=gray.job.id, batch_id=gray.job.batch_id, attempt=1, tier=VERIFY_TIER))
         if verdict:
             same.add(gray.job.id)
     with ctx.engine.begin() as conn:
         record_calls(conn, rows)
+    if raised is not None:
+        raise raised
     ctx.cache.count("verify_calls", len(rows))
     ctx.cache.count("verified", len(same))
     return same
 
 
-async def _ask_all(ctx: WorkerContext, tier: TierConfig, name: str,
-                   asks: list[tuple[Gray, list[dict[str, Any]]]]) -> list[tuple[CallRecord | None, bool]]:
-    return list(await asyncio.gather(*(_ask(ctx, tier, name, gray, messages) for gray, messages in asks)))
+async def _ask_all(ctx: WorkerContext, tier: TierConfig, name: str, asks: list[tuple[Gray, list[dict[str, Any]]]],
+                   ) -> list[tuple[CallRecord | None, bool] | BaseException]:
+    return list(await asyncio.gather(*(_ask(ctx, tier, name, gray, messages) for gray, messages in asks),
+                                     return_exceptions=True))
 
 
 async def _ask(ctx: WorkerContext, tier: TierConfig, name: str, gray: Gray,
@@ -119,11 +134,18 @@ async def _ask(ctx: WorkerContext, tier: TierConfig, name: str, gray: Gray,
         return None, False
     config = ctx.config
     timeout = tier.timeout_s or config.providers[config.models[name].provider].timeout_s
-    record = await ctx.client.call(name, messages, params, timeout, config.answers)
+    record = await ctx.client.call(name, messages, params, timeout, REPLY_RULES)
     await ctx.gates.after(gate, record)
     reply = (record.content or "").strip().strip(".!\"'").casefold() if record.outcome is CallOutcome.OK else ""
-    record.outcome = CallOutcome.CACHE_VERIFY if record.outcome is CallOutcome.OK else record.outcome
+    if record.outcome is not CallOutcome.OK:
+        record.error = f"{record.outcome.value}: {record.error or 'no usable reply'}"
+    record.outcome = CallOutcome.CACHE_VERIFY
     return record, reply == "same"
+
+
+def _may_use(config: Config, job: PendingJob, tier: TierConfig) -> bool:
+    """Whether the job's batch lets its text reach the verifier's tier (not above its --max-tier)."""
+    return job.max_tier is None or config.tier_index(tier.name) <= config.tier_index(job.max_tier)
 
 
 def _tier_of(config: Config, name: str) -> TierConfig:

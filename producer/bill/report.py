@@ -55,8 +55,8 @@ def tier_summary(
     for start, tier, reached, status, count in paths:
         if start in lines:
             lines[start].started += count
-        if tier in lines and status == "succeeded":
-            lines[tier].answered += count
+        if reached in lines and status == "succeeded":  # where its own answer came from, as it escalated
+            lines[reached].answered += count
         if tier in lines and status == "failed":
             lines[tier].failed += count
         if start in lines and reached in lines:  # an audit's replacement is not an escalation

@@ -186,20 +186,28 @@ def test_bad_config_file_exits_with_2(tmp_path: Path) -> None:
 def test_answers_come_in_the_json_format_asked_for(client: openai.OpenAI) -> None:
     schema = {"type": "object", "required": ["intent", "urgent", "items"], "properties": {
         "intent": {"enum": ["refund", "delivery", "other"]}, "urgent": {"type": "boolean"},
-        "items": {"type": "array", "minItems": 2, "items": {"type": "integer", "minimum": 1}},
-        "note": {"type": "string"}}}
+        "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"$ref": "#/$defs/stars"}},
+        "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "note": {"type": "string", "maxLength": 12}},
+        "$defs": {"stars": {"type": "integer", "minimum": 1, "maximum": 5}}}
     fmt: Any = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema}}
     first = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"), response_format=fmt)
     again = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"), response_format=fmt)
     value = json.loads(first.choices[0].message.content or "")
     jsonschema.validate(value, schema)
-    assert set(value) == {"intent", "urgent", "items", "note"} and len(value["items"]) == 2 and value["note"]
+    assert set(value) == {"intent", "urgent", "items", "share", "note"} and len(value["items"]) == 2 and value["note"]
+    for n in range(20):  # bounds, lengths and references hold whatever the prompt
+        other = client.chat.completions.create(model="sim-small", messages=user(f"Ticket {n}"), response_format=fmt)
+        jsonschema.validate(json.loads(other.choices[0].message.content or ""), schema)
     assert again.choices[0].message.content == first.choices[0].message.content  # the same request, the same JSON
     assert first.usage is not None and first.usage.completion_tokens == math.ceil(
         len(first.choices[0].message.content or "") / 4)
-    plain = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"),
+    plain = client.chat.completions.create(model="sim-small", messages=user("Where is my parcel? Reply in JSON."),
                                            response_format={"type": "json_object"})
     assert set(json.loads(plain.choices[0].message.content or "")) == {"answer"}
+    with pytest.raises(openai.BadRequestError, match="must contain the word 'json'"):  # as OpenAI's JSON mode
+        client.chat.completions.create(model="sim-small", messages=user("Where is my parcel?"),
+                                       response_format={"type": "json_object"})
     with pytest.raises(openai.BadRequestError, match="response_format"):
         client.chat.completions.create(model="sim-small", messages=user("hi"),
                                        response_format={"type": "xml"})  # type: ignore[arg-type,typeddict-item]

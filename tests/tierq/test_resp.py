@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,3 +98,29 @@ def test_urls_it_does_not_handle_go_to_redis_py() -> None:
     assert light is not None and light.address == "/run/redis.sock" and light.db == 2
     light = client_for("redis://user:pw@h:7000/5")
     assert light is not None and light.address == ("h", 7000) and light.db == 5
+
+
+def test_a_dropped_connection_is_opened_again_and_odd_replies_are_errors(spare: tuple[str, redis.Redis]) -> None:
+    url, full = spare
+    with _light(url) as light:
+        light.ping()
+        full.client_kill_filter(_id=str(light.execute("CLIENT", "ID")))  # as a Redis restart or a proxy would
+        assert light.ping() and light.mget(["nothing"]) == [None]
+        with pytest.raises(RespError, match="Redis refused a command: (ERR )?boom"):  # an error inside an array
+            light.execute("EVAL", "return {1, redis.error_reply('boom')}", 0)
+    with socket.socket() as server:  # something that is not Redis on the port
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"$abc\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(RespError, match="sent a reply this client cannot read"):
+            _light(f"redis://127.0.0.1:{port}/0").ping()
+        thread.join(5)

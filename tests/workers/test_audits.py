@@ -138,7 +138,10 @@ def test_an_answer_an_audit_replaced_is_not_an_escalation_in_status_or_bill(clea
     assert status.escalations == 1
     assert bill.escalations == {("hot", "warm"): 1}
     assert {line.tier: line.escalated for line in bill.by_tier} == {"hot": 1, "warm": 0, "cold": 0}
-    assert {line.tier: line.answered for line in bill.by_tier}["cold"] == 2
+    # Each tier balances: started = answered + escalated + failed (an answer an audit replaced counts where
+    # it was given).
+    assert {line.tier: (line.started, line.answered, line.escalated, line.failed) for line in bill.by_tier} == {
+        "hot": (2, 1, 1, 0), "warm": (0, 1, 0, 0), "cold": (0, 0, 0, 0)}
 
 
 def test_private_batches_are_audited_without_texts_in_postgres(clean: Stack, tmp_path: Path) -> None:

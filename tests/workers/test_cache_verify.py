@@ -28,6 +28,7 @@ FIRST = ("How do I reset the password of my account on the shop website when I n
 # The simulator's cheapest model answers a check whose text holds one of these markers with its word.
 SAME = FIRST.replace("How do I", "How can I") + " [[sim:say@sim-nano=same]]"
 OTHER = FIRST.replace("How do I", "How could I") + " [[sim:say@sim-nano=different]]"
+BROKEN = FIRST.replace("How do I", "How should I") + " [[sim:refuse@sim-nano]]"  # the check itself fails
 
 
 @contextmanager
@@ -43,13 +44,13 @@ def outcomes(result: dict[str, object]) -> list[str]:
 
 
 def test_a_near_entry_is_served_only_when_the_verifier_says_same(clean: Stack, tmp_path: Path) -> None:
-    embedded = HashingEmbedder().embed([FIRST, SAME, OTHER])
-    assert all(0.8 <= float(np.dot(embedded[0], embedded[n])) < 0.97 for n in (1, 2))  # both in the gray zone
+    embedded = HashingEmbedder().embed([FIRST, SAME, OTHER, BROKEN])
+    assert all(0.8 <= float(np.dot(embedded[0], embedded[n])) < 0.97 for n in (1, 2, 3))  # all in the gray zone
     with verifying(clean, tmp_path) as tq:
         clean.simulate({"latency_ms": 0})
         first = run_batch(clean, tq, [{"id": "a", "prompt": FIRST}], force_tier="cold", use_cache=True)["a"]
-        later = run_batch(clean, tq, [{"id": "same", "prompt": SAME}, {"id": "other", "prompt": OTHER}],
-                          force_tier="cold", use_cache=True)
+        later = run_batch(clean, tq, [{"id": "same", "prompt": SAME}, {"id": "other", "prompt": OTHER},
+                                      {"id": "broken", "prompt": BROKEN}], force_tier="cold", use_cache=True)
         counters = redis.Redis.from_url(clean.dbs.url(3)).hgetall("tq:c:stat")
     assert outcomes(first) == ["ok"]
     served, refused = later["same"], later["other"]
@@ -57,15 +58,18 @@ def test_a_near_entry_is_served_only_when_the_verifier_says_same(clean: Stack, t
     assert outcomes(served) == ["cache_verify", "cache_hit"]
     assert not refused["cached"] and outcomes(refused) == ["cache_verify", "ok"]
     assert refused["model"] == "sim-flagship" and refused["content"] != "different"
+    broken = later["broken"]  # a check refused is paid, and the job goes on to its tier
+    assert not broken["cached"] and outcomes(broken) == ["cache_verify", "ok"] and broken["status"] == "succeeded"
     with clean.engine.connect() as conn:
         checks = conn.execute(text("SELECT model, tier, cost_usd > 0, prompt_tokens > 0 FROM calls "
                                    "WHERE outcome = 'cache_verify'")).all()
         spent = conn.execute(text("SELECT sum(cost_usd) FROM calls WHERE outcome = 'cache_verify'")).scalar_one()
         saved = conn.execute(text("SELECT saved_usd FROM calls WHERE outcome = 'cache_hit'")).scalar_one()
-    # Each check is one paid call to the cheapest model, and cost less than the call the hit saved.
-    assert [tuple(row) for row in checks] == [("sim-nano", "hot", True, True)] * 2
+    # Each check is one paid call to the cheapest model, under a tier of its own (it is no tier's answer),
+    # and cost less than the call the hit saved.
+    assert [tuple(row) for row in checks] == [("sim-nano", "cache_verify", True, True)] * 3
     assert spent < saved, (spent, saved)
-    assert (counters[b"verify_calls"], counters[b"verified"]) == (b"2", b"1")
+    assert (counters[b"verify_calls"], counters[b"verified"]) == (b"3", b"1")
 
 
 def test_no_check_where_it_would_cost_more_than_it_saves_nor_across_a_guard(clean: Stack, tmp_path: Path) -> None:

@@ -35,12 +35,16 @@ def route(prompt: str, bounds: Bounds = NO_BOUNDS, reserve: int = 0, system: str
         ("Step 1: log in\nStep 2: open settings\nStep 3: export", "warm"),
         ("x" * 4000, "warm"),
         ("Please design a system for our API", "cold"),  # the highest matching rule wins
-        # Keywords match whole words and their -s/-es/-ed/-ing forms, not inside other words.
+        # Keywords match from the start of a word on, not inside another word.
         ("How do I pause my subscription?", "hot"),  # not "script"
         ("Is therapy covered by the rapid plan?", "hot"),  # not "api"
         ("Two scripts crash on start", "warm"),
         ("Our APIs time out", "warm"),
+        ("Where do I put my api_key?", "warm"),
+        ("Scripting the export fails", "warm"),
+        ("My JavaScript and PostgreSQL setup", "warm"),  # compounds are keywords of their own
         ("see ```code``` here", "warm"),  # a keyword that is not a word matches anywhere
+        ("Can you design an onboarding flow?", "cold"),  # "design a" runs on into "an"
     ],
 )
 def test_rules_pick_the_highest_matching_tier(prompt: str, tier: str) -> None:
