@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tierq.config import load_config
+from tierq.config import load_config, providers_for
 from tierq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,3 +157,14 @@ def test_batch_mode_tiers_and_batch_prices(tmp_path: Path) -> None:
     assert (small.input, small.output, small.cached_input) == (Decimal("0.004"), Decimal("0.01"), Decimal("0.004"))
     with pytest.raises(ConfigError, match="mode"):
         load_config(write(tmp_path, GOOD.replace('models = ["big"]', 'models = ["big"]\nmode = "bulk"')))
+
+
+def test_a_classify_worker_that_verifies_cache_hits_needs_the_verifiers_provider(tmp_path: Path) -> None:
+    other = ('\n[providers.other]\nbase_url = "https://other.example.com/v1"\napi_key_env = "TIERQ_OTHER_KEY"\n'
+             '\n[models."judge-mini"]\nprovider = "other"\ninput_usd_per_mtok = 0.05\noutput_usd_per_mtok = 0.1\n'
+             'context_window = 8192\n')
+    config = load_config(write(tmp_path, GOOD + other), env={"TIERQ_TEST_KEY": "k", "TIERQ_OTHER_KEY": "k"})
+    assert providers_for(config, ["classify"]) == {"default"} and config.verifier_model == "qwen3-8b"
+    verifying = write(tmp_path, GOOD + other + '\n[cache]\nverify = true\nverify_model = "judge-mini"\n')
+    config = load_config(verifying, env={"TIERQ_TEST_KEY": "k", "TIERQ_OTHER_KEY": "k"})
+    assert providers_for(config, ["classify"]) == {"default", "other"} and config.verifier_model == "judge-mini"
