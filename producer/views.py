@@ -98,11 +98,12 @@ def bill_lines(bill: Bill) -> list[str]:
     t, d = bill.totals, bill.as_dict()
     scope = f"batch {d['scope']['batch_id']}" if bill.scope.batch_id else "all batches"
     if bill.scope.since:
-        scope += f" since {d['scope']['since']}"
+        scope += f" since {bill.scope.since.isoformat(sep=' ', timespec='minutes')}"
     pct = bill.savings_pct
     saving = f"{money(bill.savings_usd)} ({pct}%)" if pct is not None else "n/a (no answered calls)"
-    unpriced = (f"; {bill.baseline_unpriced_jobs:,} cached jobs without tokens are not in the baseline"
-                if bill.baseline_unpriced_jobs else "")
+    left_out = bill.baseline_unpriced_jobs
+    unpriced = (f"; {left_out:,} cached job{'s' if left_out != 1 else ''} without token counts "
+                f"{'are' if left_out != 1 else 'is'} not in the baseline" if left_out else "")
     stuck = f"; {bill.stuck:,} stuck (no live message)" if bill.stuck else ""
     lines = [f"tierq bill, {scope}",
              f"jobs {t.jobs:,} ({_counts(bill.jobs_by_status)}{stuck}), calls {t.calls:,}, tokens {t.tokens:,}",
