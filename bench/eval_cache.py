@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -303,22 +304,82 @@ def pair_file_report(pairs: PairFile) -> list[str]:
     return lines
 
 
+def needed_pairs(target: float) -> int:
+    """How many pairs of different meaning it takes for no wrong hit at all to bound the rate under `target`."""
+    low, high = 1, 1
+    while wilson(0, high)[1] > target:
+        low, high = high, high * 2
+    while low < high:  # the bound falls as pairs are added: the first n under the target
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if wilson(0, middle)[1] > target else (low, middle)
+    return high
+
+
+def choose_report(sets: Sequence[PairFile], target: float) -> list[str]:
+    """The threshold rule on the upper end of the 95% interval: per embedder, the lowest threshold whose
+    wrong-hit rate's Wilson upper bound is at most `target` on every pair set, there and at every higher
+    threshold; with each set's rates at it. None when a set is too small to show it."""
+    lines = [f"Threshold rule: the 95% upper bound of the wrong-hit rate <= {100 * target:.2f}% on every set, "
+             f"at the threshold and above (guard on). No wrong hit at all bounds the rate under it from "
+             f"{needed_pairs(target):,} pairs of different meaning on.", ""]
+    read = [(pairs, *pairs.read()) for pairs in sets]
+    grid = [round(0.70 + step / 100, 2) for step in range(30)]
+    for embedder in available():
+        scored = [(pairs, scored_pairs(embedder, rows, bad)) for pairs, rows, bad in read]
+
+        passing = [t for n, t in enumerate(grid) if all(_bounded(scored, u, target) for u in grid[n:])]
+        chosen = passing[0] if passing else None
+        lines.append(f"**{embedder.name}**: " + (f"{chosen:.2f}" if chosen is not None else
+                                                 "no threshold qualifies (a set has too few pairs to show it)"))
+        shown = chosen if chosen is not None else embedder.default_threshold
+        for pairs, pairs_scored in scored:
+            hit = (pairs_scored.cosines >= shown) & pairs_scored.same_ids
+            wrong, same = int(hit[pairs_scored.scores <= 2].sum()), int(hit[pairs_scored.scores >= 4.5].sum())
+            lines.append(f"- {pairs.path.name} at {shown:.2f}: wrong {rate_cell(wrong, pairs_scored.low)}, "
+                         f"same meaning {rate_cell(same, pairs_scored.high)}")
+        lines.append("")
+    return lines
+
+
+def _bounded(scored: Sequence[tuple[PairFile, Pairs]], threshold: float, target: float) -> bool:
+    """Whether the wrong-hit rate's 95% upper bound at `threshold` is at most `target` on every set."""
+    for _, pairs in scored:
+        hit = (pairs.cosines >= threshold) & pairs.same_ids
+        if wilson(int(hit[pairs.scores <= 2].sum()), pairs.low)[1] > target:
+            return False
+    return True
+
+
 def main() -> None:
     """Evaluate every available embedder, print the tables and write them into docs/cache.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/cache.md alone")
-    parser.add_argument("--pairs", type=Path, help="evaluate this pair file instead (CSV, or TSV by its extension)")
-    parser.add_argument("--columns", default="sentence1,sentence2,label",
-                        help="text a, text b and label: header names, or 0-based positions (default: %(default)s)")
-    parser.add_argument("--different-max", type=float, default=0.0, help="labels at or below: different meaning")
-    parser.add_argument("--same-min", type=float, default=1.0, help="labels at or above: the same meaning")
-    parser.add_argument("--tab", action="store_true", help="the pair file is tab-separated (default: by its extension)")
+    parser.add_argument("--pairs", type=Path, action="append",
+                        help="evaluate this pair file instead (CSV, or TSV by its extension); repeat for several")
+    parser.add_argument("--columns", action="append",
+                        help="text a, text b and label: header names, or 0-based positions (default: "
+                             "sentence1,sentence2,label); once for all files or once per --pairs")
+    parser.add_argument("--different-max", type=float, action="append",
+                        help="labels at or below: different meaning (default 0); once, or per --pairs")
+    parser.add_argument("--same-min", type=float, action="append",
+                        help="labels at or above: the same meaning (default 1); once, or per --pairs")
+    parser.add_argument("--tab", action="store_true", help="the pair files are tab-separated (default: by extension)")
+    parser.add_argument("--choose", type=float, metavar="RATE",
+                        help="pick each embedder's threshold by the 95%% upper bound of the wrong-hit rate on every "
+                             "--pairs file (e.g. 0.005)")
     args = parser.parse_args()
-    if args.pairs is not None:
-        a, b, label = args.columns.split(",")
-        delimiter = "\t" if args.tab or args.pairs.suffix in (".tsv", ".txt") else ","
-        print("\n".join(pair_file_report(PairFile(args.pairs, a, b, label, args.different_max, args.same_min,
-                                                   delimiter))))
+    if args.pairs:
+        sets = []
+        for n, path in enumerate(args.pairs):
+            a, b, label = _each(args.columns, n, "sentence1,sentence2,label").split(",")
+            sets.append(PairFile(path, a, b, label, float(_each(args.different_max, n, 0.0)),
+                                 float(_each(args.same_min, n, 1.0)),
+                                 "\t" if args.tab or path.suffix in (".tsv", ".txt") else ","))
+        if args.choose is not None:
+            print("\n".join(choose_report(sets, args.choose)))
+        else:
+            for pairs in sets:
+                print("\n".join(pair_file_report(pairs)))
         return
     started = time.perf_counter()
     lines = [f"Measured {datetime.date.today()} on {platform.machine()} Linux, {os.cpu_count()} cores, "
@@ -331,6 +392,13 @@ def main() -> None:
     print(f"done in {time.perf_counter() - started:.0f} s")
     if not args.no_write:
         write_section(ROOT / "docs" / "cache.md", "eval", section)
+
+
+def _each(values: list[Any] | None, n: int, default: Any) -> Any:
+    """The n-th of an option given once per file, or its one value for all, or the default."""
+    if not values:
+        return default
+    return values[n] if len(values) > 1 else values[0]
 
 
 if __name__ == "__main__":
