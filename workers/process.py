@@ -88,7 +88,7 @@ def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob
     finished without waiting for the chunk's slowest call. The jobs that escalate, are held or fail are
     written once, with the last answered ones, when every call has ended: their hand-offs keep whole
     chunks. Each part is one transaction of `_finish`, guarded by the lease like a whole chunk."""
-    ready: queue.SimpleQueue[int] = queue.SimpleQueue()
+    ready: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     results: list[TierResult | None] = [None] * len(jobs)
     findings: dict[int, Finding] = {}
 
@@ -97,19 +97,23 @@ def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob
         ready.put(index)
 
     future = ctx.loop.start(_answer_all(ctx, tier, jobs, findings, done))
+    # None follows every index in the queue: the loop's thread puts them before the coroutine ends.
+    future.add_done_callback(lambda _: ready.put(None))
     parts: list[TierSummary] = []
     rest: list[int] = []
     failed: Exception | None = None  # the error of a part's write; the chunk's other calls still end first
     left = len(jobs)
     try:
         while left:
-            part = [_next_answer(ready, future)]
+            first = _next_answer(ready, future, None)
+            assert first is not None  # without a timeout it waits for one
+            part = [first]
             deadline = time.monotonic() + ctx.config.worker.flush_ms / 1000
             while len(part) < left:
-                try:
-                    part.append(ready.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
+                index = _next_answer(ready, future, max(0.0, deadline - time.monotonic()))
+                if index is None:
                     break
+                part.append(index)
             left -= len(part)
             answered = [i for i in part if _result(results, i).answer is not None]
             rest.extend(i for i in part if i not in answered)
@@ -137,15 +141,21 @@ def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob
                           if name != "requeued"})
 
 
-def _next_answer(ready: queue.SimpleQueue[int], future: concurrent.futures.Future[Any]) -> int:
-    """The next job whose calls ended; raises what stopped the chunk's coroutine if it failed."""
-    while True:
-        try:
-            return ready.get(timeout=0.5)
-        except queue.Empty:
-            if future.done():
-                future.result()
-                raise RuntimeError("the chunk's calls ended without every job's result") from None
+def _next_answer(ready: queue.SimpleQueue[int | None], future: concurrent.futures.Future[Any],
+                 timeout: float | None) -> int | None:
+    """The next job whose calls ended, or None when none did within `timeout`; raises what stopped the
+    chunk's coroutine if it ended first. The coroutine's end is the None its future puts after the last
+    index, not `future.done()`: that can turn true between a wait timing out and a look at the queue,
+    while an index is already there (the task then failed with its answered jobs unwritten, left running)."""
+    try:
+        index = ready.get(timeout=timeout)
+    except queue.Empty:
+        return None
+    if index is None:
+        ready.put(None)  # for the next call
+        future.result()
+        raise RuntimeError("the chunk's calls ended without every job's result")
+    return index
 
 
 def _result(results: list[TierResult | None], index: int) -> TierResult:
