@@ -6,6 +6,8 @@ The tier step's plain function runs in this process against the real database an
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,7 +16,8 @@ from conftest import Stack, insert_job
 from sqlalchemy import text
 
 from workers.context import WorkerContext
-from workers.process import TierSummary, process_chunk
+from workers.loop import LoopThread
+from workers.process import TierSummary, _next_answer, process_chunk
 
 PARCEL = "Where is my parcel {n}?"
 
@@ -58,3 +61,25 @@ def test_one_limit_bounds_the_open_calls_of_every_task_of_the_process(
     stats = clean.sim_stats()
     assert stats["requests"] == 18
     assert 1 < stats["max_in_flight"] <= 4
+
+
+def test_a_wait_that_timed_out_while_the_last_call_ended_is_not_the_end_of_the_chunk() -> None:
+    """The end of a chunk's calls is the None its future puts after the last index. Before, a wait that
+    timed out followed by `future.done()` was taken for the end; when the last call ended in between, the
+    task failed with its answered jobs unwritten and left running until the reconciler."""
+    loop = LoopThread()
+    last = threading.Event()
+    ready: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    async def calls() -> None:
+        ready.put(0)
+        await asyncio.get_running_loop().run_in_executor(None, last.wait)
+        ready.put(1)
+
+    future = loop.start(calls())
+    future.add_done_callback(lambda _: ready.put(None))
+    assert _next_answer(ready, future, None) == 0
+    assert _next_answer(ready, future, 0.05) is None  # the wait timed out: the last call is still out
+    last.set()
+    future.result(10)  # the coroutine has ended, its last index in the queue
+    assert _next_answer(ready, future, 0.05) == 1
