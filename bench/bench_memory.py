@@ -1,14 +1,15 @@
-"""Memory: resident memory of one tier worker process holding 500+ calls open.
+"""Memory: resident memory of one tier worker process holding 750+ calls open.
 
     .venv/bin/python bench/bench_memory.py
 
-The simulator answers after 5 s; the worker runs 8 threads with `tier_chunk = 64` (a temporary copy
-of sim.toml, with the hot tier's timeout raised to 30 s so that no call times out), so it holds
-8 x 64 = 512 calls open. 2 x 512 jobs are submitted forced to the hot tier (a separate classify
-worker routes them and is not measured). VmRSS of the worker (and of any child process; the thread
+The simulator answers after 5 s; the worker runs with its defaults (`[worker] threads`, `tier_chunk`
+and `open_calls`: 800 calls open; a temporary copy of sim.toml, with the hot tier's timeout raised to
+30 s so that no call times out). 2 x 800 jobs are submitted forced to the hot tier (a separate classify
+worker routes them and is not measured), so the worker also holds the claimed jobs that wait for a slot.
+VmRSS of the worker (and of any child process; the thread
 pool has none) is sampled from /proc while it runs; the figure is the largest sample taken while the
-simulator counted at least 500 open calls. For scale, the raw asyncio client (anchor_client.py)
-holding the same 512 calls is sampled the same way; the target is on our figure alone.
+simulator counted at least 750 open calls. For scale, the raw asyncio client (anchor_client.py)
+holding the same 800 calls is sampled the same way; the target is on our figure alone.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
 
-THREADS = 8
-CHUNK = 64
-OPEN = THREADS * CHUNK
-NEEDED = 500
+OPEN = 800  # [worker] open_calls, the default
+NEEDED = 750
 BEHAVIOUR = {"latency_ms": 5000}
-LIMIT_MB = 300
+LIMIT_MB = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +62,10 @@ def sample(stack: Stack, pids: list[int], done: Callable[[], bool], timeout_s: f
 def worker_peak(stack: Stack, jobs: int) -> tuple[Peak, float]:
     """The hot worker's peak under load, and its memory when idle just before."""
     config = write_config(stack.workdir / "memory.toml",
-                          tables={"cache": {"enabled": False}, "worker": {"tier_chunk": CHUNK, "classify_chunk": OPEN}},
+                          tables={"cache": {"enabled": False}, "worker": {"open_calls": OPEN, "classify_chunk": OPEN}},
                           tiers={"hot": {"timeout_s": 30}})
     stack.reset(BEHAVIOUR)
-    hot = stack.start_worker("hot", config, "memory", args=["-c", str(THREADS)])
+    hot = stack.start_worker("hot", config, "memory")
     router = stack.start_worker("classify", config, "classify")
     idle = rss_mb(hot.pid)[0]
     with Tierq(stack.settings(config), load_config(config)) as tq:
@@ -92,7 +91,7 @@ def anchor_peak(stack: Stack) -> Peak:
 
 
 def run(stack: Stack, quick: bool = False) -> list[Row]:
-    """The worker's peak memory with 512 calls open, beside the raw client's."""
+    """The worker's peak memory with 800 calls open, beside the raw client's."""
     ours, idle = worker_peak(stack, 2 * OPEN)
     raw = anchor_peak(stack)
     if ours.open_calls < NEEDED:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_pipeline.py [--jobs 20000]
 
-Ours: one worker process serving `classify,hot` (the thread pool, 8 threads), the simulator at 0 ms,
+Ours: one worker process serving `classify,hot` (the thread pool, `[worker] threads`), the simulator at 0 ms,
 N distinct prompts forced to the hot tier with the cache off (`BatchOptions(force_tier="hot",
 use_cache=False)` and `[cache] enabled = false`: every job is a miss and a real call), timed from the
 start of `Tierq.submit` until every job is final in Postgres. Anchor: one worker process of a Celery
@@ -98,7 +98,8 @@ def run(stack: Stack, quick: bool = False, jobs: int | None = None) -> PipelineR
     config = write_config(stack.workdir / "pipeline.toml", tables={"cache": {"enabled": False}})
     jobs_per_s, calls_per_s = tierq_rate(stack, config, n)
     noop_per_s = noop_rate(stack, config, n)
-    note = (f"{n:,} jobs vs {n:,} no-op tasks (Celery defaults), 1 worker process each (8 threads); "
+    note = (f"{n:,} jobs vs {n:,} no-op tasks (Celery defaults), 1 worker process each "
+            f"({load_config(config).worker.threads} threads); "
             f"the simulator served {calls_per_s:,.0f} calls/s")
     if not quick:
         tierq_settings = noop_rate(stack, config, n, tierq_settings=True)

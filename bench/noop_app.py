@@ -3,7 +3,7 @@
     celery -A bench.noop_app worker -Q bench-noop              Celery's defaults (the anchor)
     celery -A bench.noop_app:tierq_app worker -Q bench-noop    tierq's broker settings (a diagnostic)
 
-Both run tierq's pool (8 threads) with the TIERQ_ variables of a tier worker. `app` keeps Celery's
+Both run tierq's pool (the config's `[worker] threads`) with a tier worker's TIERQ_ variables. `app` keeps Celery's
 defaults (early acks, prefetch 4, no events): the plain Celery ceiling. `tierq_app` uses
 `tierq.queues.celery_config` (late acks, prefetch 1, task events), to tell what those settings cost
 apart from tierq's own work. A task does one Redis INCR, which the benchmark reads to count runs.
@@ -25,7 +25,6 @@ from tierq.settings import get_settings
 QUEUE = "bench-noop"
 TASK = "bench.noop"
 COUNTER = "bench:noop:done"
-THREADS = 16  # tierq's worker_concurrency (workers/celery_app.py)
 
 
 def make_app(
@@ -41,7 +40,7 @@ def make_app(
     else:
         app.conf.update(broker_url=broker_url, task_queues=[queue], task_ignore_result=True,
                         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
-    app.conf.update(worker_pool="threads", worker_concurrency=THREADS)
+    app.conf.update(worker_pool="threads", worker_concurrency=config.worker.threads)  # as workers/celery_app.py
     counter = redis.Redis.from_url(counter_url) if counter_url else None
 
     @app.task(name=TASK)  # type: ignore[untyped-decorator]

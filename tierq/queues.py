@@ -7,6 +7,7 @@ still sends messages the workers read.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kombu.entity import Exchange, Queue
@@ -17,7 +18,9 @@ from tierq.transport import install as install_transport
 
 
 def task_budget_s(config: Config) -> float:
-    """The longest a tier task may take: every model of the slowest tier, each with its retries."""
+    """The longest a tier task may take: every model of the slowest tier, each with its retries, once per
+    wave of jobs a process's open-call limit lets through (a job may wait for a slot until the jobs claimed
+    before it have ended: `threads × tier_chunk` jobs share `open_calls` slots)."""
     longest = 0.0
     for tier in config.tiers:
         per_model = []
@@ -25,7 +28,8 @@ def task_budget_s(config: Config) -> float:
             timeout = tier.timeout_s or config.providers[config.models[name].provider].timeout_s
             per_model.append((timeout + 30.0) * (tier.max_retries + 1))
         longest = max(longest, sum(per_model))
-    return longest
+    worker = config.worker
+    return longest * math.ceil(worker.threads * worker.tier_chunk / worker.open_calls)
 
 
 def queue_names(config: Config) -> list[str]:

@@ -69,6 +69,14 @@ class WorkerConfig(_Strict):
 
     classify_chunk: int = Field(default=500, ge=1, le=10_000)
     tier_chunk: int = Field(default=50, ge=1, le=1_000)
+    threads: int = Field(default=32, ge=1, le=1_000, description="task threads per worker process (Celery's "
+                         "--concurrency overrides it); more than open_calls / tier_chunk, so that chunks waiting "
+                         "for their slowest call leave no slot idle")
+    open_calls: int = Field(default=800, ge=1, le=100_000, description="jobs one worker process answers at "
+                            "once, over all its task threads: its open model calls")
+    flush_ms: float = Field(default=1000.0, ge=0, description="a chunk's answered jobs are written together, "
+                            "at most this long after the first of them came back (one more transaction per "
+                            "task and flush_ms at most)")
     lease_s: float = Field(default=30.0, ge=1, description="a claim's lease, renewed every third of it; a dead "
                            "worker's jobs are taken over this long after it died")
     max_wait_s: float = Field(default=5.0, ge=0, description="longest in-task wait for a rate-limit slot or "

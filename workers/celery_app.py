@@ -32,10 +32,11 @@ def create_app() -> Celery:
     app.conf.update(celery_config(config, settings.broker, settings.visibility_timeout_s))
     app.conf.update(
         # Model calls run on one asyncio loop per process; pool threads only wait on it and write to
-        # Postgres, so a few threads keep hundreds of calls in flight. 16 rather than 8: a thread waits
-        # for the slowest call of its chunk, so with uneven latencies 8 left slots idle (docs/benchmarks.md).
+        # Postgres. The process's open calls are bounded by `[worker] open_calls`, not by the threads:
+        # there are more threads than that needs, so a task waiting for its chunk's slowest call holds
+        # back only its own acknowledgement, and the slots its answered calls freed go to other tasks.
         worker_pool="threads",
-        worker_concurrency=16,
+        worker_concurrency=config.worker.threads,
         worker_consumer="workers.consumer:TierqConsumer",
     )
     return app

@@ -41,7 +41,7 @@ class WorkerContext:
     settings: Settings
     config: Config
     app: Celery
-    concurrency: int = 16
+    concurrency: int = 32
 
     @cached_property
     def engine(self) -> Engine:
@@ -154,5 +154,6 @@ def get_context(app: Celery, concurrency: int | None = None) -> WorkerContext:
     with _lock:
         if _context is None:
             settings = get_settings()
-            _context = WorkerContext(settings, settings.load_config(), app, concurrency or 16)
+            config = settings.load_config()
+            _context = WorkerContext(settings, config, app, concurrency or config.worker.threads)
         return _context

@@ -7,6 +7,7 @@ many tasks share one loop and one connection pool per provider.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
@@ -22,6 +23,7 @@ class LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = 0
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use (and again in a forked child, which has no thread)."""
@@ -43,5 +45,17 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coro` on the loop and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
-        return future.result(timeout)
+        return self.start(coro).result(timeout)
+
+    def start(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coro` on the loop; the caller waits for the future (or cancels it) itself."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop())
+
+    def slots(self, size: int) -> asyncio.Semaphore:
+        """The process-wide limit on open calls (`[worker] open_calls`), one per loop; call it on the loop.
+        Every task thread's calls share it, so a slot one chunk's answered call frees goes to whichever
+        call has waited longest, in any chunk."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(size))
+        return self._slots[1]

@@ -8,10 +8,13 @@ call: it puts a copy of the message back, due when the lease would run out, and 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import queue
 import random
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +77,91 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
             jobs = _reveal(ctx, jobs, lease)
         if jobs:
             ctx.learned.refresh()  # here, in the task's thread: the event loop never waits on Postgres for it
-        results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs)) if jobs else ([], {})
-        summary = _finish(ctx, tier, jobs, results, findings, lease)
+            summary = _answer_in_parts(ctx, tier, jobs, lease)
+        else:
+            summary = _finish(ctx, tier, jobs, [], {}, lease)
     return summary if busy is None else TierSummary(**{**_fields(summary), "requeued": True})
+
+
+def _answer_in_parts(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], lease: Lease) -> TierSummary:
+    """Answer the chunk and write its answered jobs as they come back, a few at a time, so that a job is
+    finished without waiting for the chunk's slowest call. The jobs that escalate, are held or fail are
+    written once, with the last answered ones, when every call has ended: their hand-offs keep whole
+    chunks. Each part is one transaction of `_finish`, guarded by the lease like a whole chunk."""
+    ready: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    results: list[TierResult | None] = [None] * len(jobs)
+    findings: dict[int, Finding] = {}
+
+    def done(index: int, result: TierResult) -> None:  # on the loop's thread
+        results[index] = result
+        ready.put(index)
+
+    future = ctx.loop.start(_answer_all(ctx, tier, jobs, findings, done))
+    # None follows every index in the queue: the loop's thread puts them before the coroutine ends.
+    future.add_done_callback(lambda _: ready.put(None))
+    parts: list[TierSummary] = []
+    rest: list[int] = []
+    failed: Exception | None = None  # the error of a part's write; the chunk's other calls still end first
+    left = len(jobs)
+    try:
+        while left:
+            first = _next_answer(ready, future, None)
+            assert first is not None  # without a timeout it waits for one
+            part = [first]
+            deadline = time.monotonic() + ctx.config.worker.flush_ms / 1000
+            while len(part) < left:
+                index = _next_answer(ready, future, max(0.0, deadline - time.monotonic()))
+                if index is None:
+                    break
+                part.append(index)
+            left -= len(part)
+            answered = [i for i in part if _result(results, i).answer is not None]
+            rest.extend(i for i in part if i not in answered)
+            if not (answered and left and failed is None):
+                rest.extend(answered)
+                continue
+            try:
+                parts.append(_finish(ctx, tier, [jobs[i] for i in answered], [_result(results, i) for i in answered],
+                                     findings, lease))
+            except Exception as exc:
+                # The calls still out are paid for: they end and are written with the rest (this part again,
+                # which its rows' ids and the lease guard against writing twice), then the task fails.
+                log.warning("writing %d answered jobs failed (%s); the chunk's other calls end first",
+                            len(answered), type(exc).__name__)
+                failed = exc
+                rest.extend(answered)
+        future.result()
+    finally:
+        future.cancel()  # only when the coroutine itself failed: the calls still waiting for a slot are not made
+    rest.sort()
+    parts.append(_finish(ctx, tier, [jobs[i] for i in rest], [_result(results, i) for i in rest], findings, lease))
+    if failed is not None:
+        raise failed
+    return TierSummary(**{name: sum(getattr(p, name) for p in parts) for name in _fields(parts[0])
+                          if name != "requeued"})
+
+
+def _next_answer(ready: queue.SimpleQueue[int | None], future: concurrent.futures.Future[Any],
+                 timeout: float | None) -> int | None:
+    """The next job whose calls ended, or None when none did within `timeout`; raises what stopped the
+    chunk's coroutine if it ended first. The coroutine's end is the None its future puts after the last
+    index, not `future.done()`: that can turn true between a wait timing out and a look at the queue,
+    while an index is already there (the task then failed with its answered jobs unwritten, left running)."""
+    try:
+        index = ready.get(timeout=timeout)
+    except queue.Empty:
+        return None
+    if index is None:
+        ready.put(None)  # for the next call
+        future.result()
+        raise RuntimeError("the chunk's calls ended without every job's result")
+    return index
+
+
+def _result(results: list[TierResult | None], index: int) -> TierResult:
+    result = results[index]
+    assert result is not None
+    return result
 
 
 def _batch_step(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], message_id: uuid.UUID) -> TierSummary:
@@ -85,7 +170,8 @@ def _batch_step(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int], me
 
     def interactive(jobs: list[ClaimedJob], lease: Lease) -> None:
         ctx.learned.refresh()
-        results, findings = ctx.loop.run(_answer_all(ctx, tier, jobs))
+        findings: dict[int, Finding] = {}
+        results = ctx.loop.run(_answer_all(ctx, tier, jobs, findings))
         done.append(_finish(ctx, tier, jobs, results, findings, lease))
 
     def finish(jobs: list[ClaimedJob], results: list[TierResult], lease: Lease) -> None:
@@ -113,17 +199,26 @@ def _reveal(ctx: WorkerContext, jobs: list[ClaimedJob], lease: Lease) -> list[Cl
     return jobs
 
 
-async def _answer_all(ctx: WorkerContext, tier: TierConfig,
-                      jobs: list[ClaimedJob]) -> tuple[list[TierResult], dict[int, Finding]]:
+async def _answer_all(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], findings: dict[int, Finding],
+                      done: Callable[[int, TierResult], None] | None = None) -> list[TierResult]:
+    """Every job's calls, each job in one of the process's open-call slots while it runs; `done` hears
+    of each job (its index in `jobs`) as soon as its calls ended."""
     leaders = [job.id for job in jobs if job.cache_entry is not None]
     heartbeat = asyncio.create_task(_keep_cache_leases(ctx, leaders)) if leaders else None
-    findings: dict[int, Finding] = {}
+    slots = ctx.loop.slots(ctx.config.worker.open_calls)
+
+    async def one(index: int, job: ClaimedJob) -> TierResult:
+        async with slots:  # before the gates: a rate-limit slot or a budget reservation is not held while waiting
+            result = _isolate(await _answer(ctx, tier, job, findings))
+        if done is not None:
+            done(index, result)
+        return result
+
     try:
-        answered = await asyncio.gather(*(_answer(ctx, tier, job, findings) for job in jobs))
+        return await asyncio.gather(*(one(n, job) for n, job in enumerate(jobs)))
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
-    return [_isolate(result) for result in answered], findings
 
 
 async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, findings: dict[int, Finding]) -> TierResult:

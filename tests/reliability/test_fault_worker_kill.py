@@ -73,8 +73,9 @@ def test_a_killed_worker_loses_no_job_and_at_most_its_in_flight_cost_rows(
     cache = clean.dbs.url(2)
     redis.Redis.from_url(cache).flushdb()
     config = fault_config(tmp_path / "kill.toml", worker={"tier_chunk": TIER_CHUNK, "lease_s": LEASE_S, **RECONCILE})
-    # Latencies spread over 0.1-2.5 s: a task writes its chunk's cost rows once the slowest call is back,
-    # so for most of its life it holds answered calls not yet recorded, and the kill lands among them.
+    # Latencies spread over 0.1-2.5 s: a task writes its answered jobs' cost rows up to `flush_ms` after they
+    # came back and its refusals' once the slowest call is back, so for most of its life it holds answered
+    # calls not yet recorded, and the kill lands among them.
     clean.simulate({"latency_ms": 100, "latency_jitter_ms": 2400})
     with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=broker, TIERQ_REDIS_URL=cache,
                     TIERQ_VISIBILITY_TIMEOUT_S=str(VISIBILITY_S)) as run, run.client() as tq:
