@@ -85,7 +85,7 @@ def verify(ctx: WorkerContext, grays: Sequence[Gray]) -> set[int]:
     asks: list[tuple[Gray, list[dict[str, Any]]]] = []
     for gray in grays:
         theirs = leaders.get(gray.entry.leader_job)
-        if theirs is None or not _may_use(config, gray.job, tier):
+        if theirs is None or not may_use(config, gray.job, tier):
             continue
         ours = request_text(gray.job.messages)
         messages = [{"role": "system", "content": VERIFY_SYSTEM},
@@ -143,7 +143,7 @@ async def _ask(ctx: WorkerContext, tier: TierConfig, name: str, gray: Gray,
     return record, reply == "same"
 
 
-def _may_use(config: Config, job: PendingJob, tier: TierConfig) -> bool:
+def may_use(config: Config, job: PendingJob, tier: TierConfig) -> bool:
     """Whether the job's batch lets its text reach the verifier's tier (not above its --max-tier)."""
     return job.max_tier is None or config.tier_index(tier.name) <= config.tier_index(job.max_tier)
 

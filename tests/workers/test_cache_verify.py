@@ -4,6 +4,7 @@ only where the call it saves costs more, and never across the guards. Real worke
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,8 @@ from tierq.cache.embedders import HashingEmbedder
 from tierq.cache.factory import make_cache
 from tierq.config import load_config
 from tierq.errors import ConfigError
-from workers.verify import verifier
+from workers.store import PendingJob
+from workers.verify import may_use, verifier
 
 VERIFY = 'embedder = "hashing"\nthreshold = 0.97\nverify = true\nverify_from = 0.8\n'
 FIRST = ("How do I reset the password of my account on the shop website when I no longer have access to the e-mail "
@@ -119,3 +121,19 @@ def test_the_verifier_is_the_cheapest_model_unless_named_and_a_typo_is_caught(tm
     cache("threshold = 0.8\nverify_from = 0.85\n")
     with pytest.raises(ConfigError, match="cache.verify_from 0.85 must be under cache.threshold 0.8"):
         load_config(config)
+
+
+def test_a_batch_capped_below_the_verifiers_tier_is_not_checked(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "tierq" / "configs" / "sim.toml"
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(shipped.read_text().replace('[cache]\nembedder = "hashing"\n',
+                                                       "[cache]\n" + VERIFY + 'verify_model = "sim-mid"\n'))
+    config = load_config(config_path)
+    warm = config.tier("warm")
+
+    def job(max_tier: str | None) -> PendingJob:
+        return PendingJob(1, uuid.uuid4(), "default", [{"role": "user", "content": "hi"}], {}, None, None, max_tier,
+                          "default", None, True, None)
+
+    # The verifier (sim-mid) is a warm model: a batch that may use at most hot must not send it text.
+    assert [may_use(config, job(cap), warm) for cap in (None, "hot", "warm", "cold")] == [True, False, True, True]
