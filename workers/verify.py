@@ -59,11 +59,6 @@ class Gray:
     entry: CacheEntry
 
 
-def verifier(config: Config) -> str:
-    """The model that verifies: `[cache] verify_model`, else the tiers' model with the lowest list prices."""
-    return config.verifier_model
-
-
 def request_text(messages: list[dict[str, Any]]) -> str:
     """A request as the verifier reads it: its text, each turn after the first named by its role."""
     turns = [(m.get("role", "user"), content_text(m.get("content"))) for m in messages if m.get("role") != "system"]
@@ -78,7 +73,7 @@ def verify(ctx: WorkerContext, grays: Sequence[Gray]) -> set[int]:
     if not grays:
         return set()
     config = ctx.config
-    name = verifier(config)
+    name = config.verifier_model
     tier = _tier_of(config, name)
     model = config.models[name]
     leaders = _leader_texts(ctx, [gray.entry.leader_job for gray in grays])

@@ -22,7 +22,7 @@ from tierq.cache.factory import make_cache
 from tierq.config import load_config
 from tierq.errors import ConfigError
 from workers.store import PendingJob
-from workers.verify import may_use, verifier
+from workers.verify import may_use
 
 VERIFY = 'embedder = "hashing"\nthreshold = 0.97\nverify = true\nverify_from = 0.8\n'
 FIRST = ("How do I reset the password of my account on the shop website when I no longer have access to the e-mail "
@@ -112,9 +112,9 @@ def test_the_verifier_is_the_cheapest_model_unless_named_and_a_typo_is_caught(tm
         config.write_text(body.replace('[cache]\nembedder = "hashing"\n', "[cache]\n" + table))
 
     cache(VERIFY)
-    assert verifier(load_config(config)) == "sim-nano"
+    assert load_config(config).verifier_model == "sim-nano"
     cache(VERIFY + 'verify_model = "sim-mid"\n')
-    assert verifier(load_config(config)) == "sim-mid"
+    assert load_config(config).verifier_model == "sim-mid"
     cache(VERIFY + 'verify_model = "sim-nanoo"\n')
     with pytest.raises(ConfigError, match="cache.verify_model 'sim-nanoo' is not a model; did you mean 'sim-nano'\\?"):
         load_config(config)
