@@ -23,8 +23,10 @@ import aiohttp
 import httpx2
 import openai
 
+from workers.prepared import PreparedChat
+
 MODEL = "sim-nano"
-CLIENTS = ("sdk", "sdk-post", "raw")
+CLIENTS = ("sdk", "sdk-post", "sdk-prepared", "raw")
 
 
 def prompt(tag: str, n: int) -> list[dict[str, str]]:
@@ -39,6 +41,7 @@ async def run(base_url: str, calls: int, concurrency: int, client_kind: str, tag
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0,
                                 http_client=openai.DefaultAioHttpClient())
+    prepared: PreparedChat | None = None
 
     async def call(n: int) -> str | None:
         body: dict[str, Any] = {"model": MODEL, "messages": prompt(tag, n)}
@@ -46,6 +49,13 @@ async def run(base_url: str, calls: int, concurrency: int, client_kind: str, tag
             async with session.post(base_url + "/chat/completions", json=body) as response:
                 response.raise_for_status()
                 return (await response.json())["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
+        if client_kind == "sdk-prepared":
+            nonlocal prepared
+            if prepared is None:
+                prepared = await PreparedChat.build(client)
+                assert prepared is not None
+            raw = await prepared.send(body, 60)
+            return json.loads(raw.content)["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
         if client_kind == "sdk-post":
             raw = await client.post("/chat/completions", body=body, cast_to=httpx2.Response, options={"timeout": 60})
             return json.loads(raw.content)["choices"][0]["message"]["content"]  # type: ignore[no-any-return]

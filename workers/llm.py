@@ -26,6 +26,7 @@ from tierq.params import PASSED_PARAMS
 from tierq.sections import AnswerConfig
 from tierq.settings import Settings
 from workers.answers import judge
+from workers.prepared import PATH, PreparedChat
 
 try:  # the HTTP library under the openai package: httpx2 from its 3.x, httpx before
     from httpx2 import Response as RawResponse
@@ -79,6 +80,7 @@ class ModelClient:
         self._settings = settings
         self._config = config
         self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._prepared: dict[str, PreparedChat | None] = {}
         self._secrets: list[str] = []
         for provider in config.providers.values():
             key = settings.api_key(provider.api_key_env) if provider.api_key_env else None
@@ -111,22 +113,30 @@ class ModelClient:
         if model.logprobs:
             passed.setdefault("logprobs", True)
         try:
-            # The client's low-level request path, the same connection pool, retries and errors as
-            # chat.completions.create, without building the SDK's response models (a third of the CPU of a
-            # call): the body is read as plain JSON.
-            raw = await self._client(model.provider).post(
-                "/chat/completions", body={"model": model.model or name, "messages": messages, **passed},
-                cast_to=RawResponse, options={"timeout": timeout},
-            )
-            response = json.loads(raw.content)
+            # The request the SDK builds once per provider (workers/prepared.py), sent with this call's
+            # body through the same client's transport, auth and errors; the answer is read as plain JSON,
+            # without the SDK's response models.
+            body = {"model": model.model or name, "messages": messages, **passed}
+            prepared = await self._prepared_for(model.provider)
+            if prepared is not None:
+                raw = await prepared.send(body, timeout)
+            else:
+                raw = await self._client(model.provider).post(
+                    PATH, body=body, cast_to=RawResponse, options={"timeout": timeout})
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
             return self._failure(exc, record)
-        except ValueError as exc:  # not JSON
-            record.latency_ms = int((time.perf_counter() - started) * 1000)
-            return self._failure(openai.APIResponseValidationError(raw, None, message=f"not JSON ({exc})"), record)
         record.latency_ms = int((time.perf_counter() - started) * 1000)
+        try:
+            response = json.loads(raw.content)
+        except ValueError as exc:  # not JSON
+            return self._failure(openai.APIResponseValidationError(raw, None, message=f"not JSON ({exc})"), record)
         return self.answered(response, record, model, messages, rules)
+
+    async def _prepared_for(self, provider: str) -> PreparedChat | None:
+        if provider not in self._prepared:
+            self._prepared[provider] = await PreparedChat.build(self._client(provider))
+        return self._prepared[provider]
 
     def answered(self, response: Any, record: CallRecord, model: ModelConfig, messages: list[dict[str, Any]],
                  rules: AnswerConfig, price: Price | None = None) -> CallRecord:
@@ -190,6 +200,7 @@ class ModelClient:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        self._prepared.clear()
 
 
 def _get(value: Any, name: str) -> Any:

@@ -1,0 +1,163 @@
+"""The prepared chat request (workers/prepared.py) sends what the SDK's own `post` sends and fails as it
+fails: the same URL, headers and JSON body, and the same SDK errors for a status, a timeout and a refused
+connection. Both are sent to a small real HTTP server that records each request and answers as told. A
+client the template cannot stand for still gets its calls made, through `post`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from aiohttp import web
+from conftest import Stack
+
+from workers.llm import CallRecord, ModelClient
+from workers.prepared import PATH, PreparedChat
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 5}
+ANSWER = {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+
+
+@asynccontextmanager
+async def recording_server(status: int = 200, delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A server on a free port that records every request's path, headers and JSON body."""
+    seen: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()},
+                     "body": json.loads(await request.read())})
+        await asyncio.sleep(delay_s)
+        if status >= 400:
+            return web.json_response({"error": {"message": f"told to answer {status}", "type": "x"}}, status=status,
+                                     headers={"retry-after": "7"})
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", seen
+    finally:
+        await runner.cleanup()
+
+
+def client_for(base_url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key="sk-test-prepared-0123456789", max_retries=0,
+                              http_client=openai.DefaultAioHttpClient())
+
+
+async def both(base_url: str, act: Callable[[openai.AsyncOpenAI, PreparedChat], Awaitable[Any]]) -> Any:
+    client = client_for(base_url)
+    try:
+        prepared = await PreparedChat.build(client)
+        assert prepared is not None
+        return await act(client, prepared)
+    finally:
+        await client.close()
+
+
+def test_a_prepared_request_sends_what_the_sdk_sends() -> None:
+    async def run() -> list[dict[str, Any]]:
+        async with recording_server() as (url, seen):
+            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> None:
+                await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 12})
+                answer = await prepared.send(BODY, 12)
+                assert json.loads(answer.content) == ANSWER
+
+            await both(url, act)
+            return seen
+
+    sdk, ours = asyncio.run(run())
+    assert ours["path"] == sdk["path"] == "/v1/chat/completions"
+    assert ours["body"] == sdk["body"] == BODY
+    assert ours["headers"]["authorization"] == "Bearer sk-test-prepared-0123456789"
+    assert ours["headers"]["x-stainless-read-timeout"] == "12"
+    # The SDK's own per-request headers it sets the same way each time: everything else must match.
+    assert ours["headers"] == sdk["headers"]
+
+
+def test_a_status_error_is_the_sdks_own_error_with_its_body_and_headers() -> None:
+    async def run() -> tuple[openai.APIStatusError, openai.APIStatusError]:
+        async with recording_server(status=429) as (url, _):
+            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[Any, Any]:
+                with pytest.raises(openai.APIStatusError) as sdk:
+                    await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
+                with pytest.raises(openai.APIStatusError) as ours:
+                    await prepared.send(BODY, 5)
+                return sdk.value, ours.value
+
+            return await both(url, act)  # type: ignore[no-any-return]
+
+    sdk, ours = asyncio.run(run())
+    assert type(ours) is type(sdk) is openai.RateLimitError
+    assert (ours.status_code, ours.body, str(ours)) == (sdk.status_code, sdk.body, str(sdk))
+    assert ours.response.headers["retry-after"] == "7"
+
+
+def test_a_slow_answer_is_the_sdks_timeout_error() -> None:
+    async def run() -> None:
+        async with recording_server(delay_s=2) as (url, _):
+            async def act(_: openai.AsyncOpenAI, prepared: PreparedChat) -> None:
+                with pytest.raises(openai.APITimeoutError):
+                    await prepared.send(BODY, 0.2)
+
+            await both(url, act)
+
+    asyncio.run(run())
+
+
+def test_a_refused_connection_is_the_sdks_connection_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def act(_: openai.AsyncOpenAI, prepared: PreparedChat) -> None:
+        with pytest.raises(openai.APIConnectionError) as caught:
+            await prepared.send(BODY, 3)
+        assert caught.value.__cause__ is not None
+
+    asyncio.run(both(f"http://127.0.0.1:{port}/v1", act))
+
+
+def test_a_client_the_template_cannot_stand_for_gets_none() -> None:
+    async def run() -> PreparedChat | None:
+        client = client_for("http://127.0.0.1:9/v1")
+        client._idempotency_header = "Idempotency-Key"  # a key per request: one template cannot carry it
+        try:
+            return await PreparedChat.build(client)
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) is None
+
+
+def test_a_worker_whose_client_needs_a_header_per_request_sends_through_the_sdks_post(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERQ_SIM_URL", stack.sim.base_url)
+
+    async def call() -> tuple[CallRecord, bool]:
+        client = ModelClient(stack.settings, stack.config)
+        provider = stack.config.models["sim-nano"].provider
+        client.provider_client(provider)._idempotency_header = "Idempotency-Key"
+        try:
+            record = await client.call("sim-nano", [{"role": "user", "content": "hi"}], {}, 10, stack.config.answers)
+            return record, await client._prepared_for(provider) is None
+        finally:
+            await client.close()
+
+    record, fell_back = asyncio.run(call())
+    assert fell_back
+    # The simulator answered (it may refuse now and then): the provider's own usage, no transport failure.
+    assert record.status is None and record.outcome.value not in ("connection", "timeout", "error")
+    assert (record.usage.prompt_tokens > 0, record.usage.estimated) == (True, False)

@@ -1,0 +1,79 @@
+"""A provider's chat-completions request, built once through the OpenAI SDK and sent many times.
+
+The SDK's `post` rebuilds the same request for every call: it copies and validates its options (pydantic),
+parses the base URL, merges the default and auth headers and asks the auth hooks again, which is most of
+the CPU a call costs the worker (docs/benchmarks.md, "Where the time goes"). `PreparedChat.build` lets the
+client do all of that once, for a request to `/chat/completions` with the client's own auth; `send` then
+reuses its URL and headers with each call's body, and sends it through the same client's transport and
+auth hook (`_send_request`), raising the SDK's own errors (`APITimeoutError`, `APIConnectionError`, the
+`APIStatusError` subclasses) as `post` does.
+
+A client the template cannot stand for (custom auth, per-request idempotency keys) gets no template:
+`build` returns None and the caller uses `post`.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import openai
+from openai._models import FinalRequestOptions
+
+try:  # the HTTP library under the openai package: httpx2 from its 3.x, httpx before
+    import httpx2 as http
+except ImportError:  # pragma: no cover (the locked environment has httpx2)
+    import httpx as http  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+PATH = "/chat/completions"
+# Headers that belong to one request and are set again for each: the body's length and the read timeout.
+_PER_CALL = frozenset({"content-length", "x-stainless-read-timeout"})
+
+
+class PreparedChat:
+    """The URL and headers of one client's chat-completions request, and a way to send a body with them."""
+
+    __slots__ = ("_client", "_headers", "_url")
+
+    def __init__(self, client: openai.AsyncOpenAI, url: Any, headers: list[tuple[str, str]]) -> None:
+        self._client = client
+        self._url = url
+        self._headers = headers
+
+    @classmethod
+    async def build(cls, client: openai.AsyncOpenAI) -> PreparedChat | None:
+        """The client's request template, or None when a template cannot carry its auth or headers."""
+        if client.custom_auth is not None or client._idempotency_header:
+            return None
+        options = FinalRequestOptions.construct(method="post", url=PATH, json_data={})
+        options = await client._prepare_options(options)
+        request = client._build_request(options)
+        await client._prepare_request(request)
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _PER_CALL]
+        return cls(client, request.url, headers)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers every call sends (the read timeout and the body's length are added per call)."""
+        return list(self._headers)
+
+    async def send(self, body: dict[str, Any], timeout: float) -> Any:
+        """POST `body` as JSON (encoded as the SDK encodes it); the response (read) when the provider answered
+        2xx, else the SDK's error."""
+        request = http.Request(
+            "POST", self._url, headers=[*self._headers, ("x-stainless-read-timeout", str(timeout))],
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(),
+            extensions={"timeout": http.Timeout(timeout).as_dict()},
+        )
+        try:
+            response = await self._client._send_request(request, stream=False)
+        except http.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except openai.OpenAIError:
+            raise
+        except (http.RequestError, ssl.SSLError) as exc:
+            raise openai.APIConnectionError(request=request) from exc
+        if response.status_code >= 400:
+            raise self._client._make_status_error_from_response(response)
+        return response
