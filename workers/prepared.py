@@ -36,7 +36,7 @@ class PreparedChat:
 
     __slots__ = ("_client", "_headers", "_url")
 
-    def __init__(self, client: openai.AsyncOpenAI, url: Any, headers: list[tuple[str, str]]) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, url: Any, headers: Any) -> None:
         self._client = client
         self._url = url
         self._headers = headers
@@ -50,22 +50,25 @@ class PreparedChat:
         options = await client._prepare_options(options)
         request = client._build_request(options)
         await client._prepare_request(request)
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _PER_CALL]
+        headers = http.Headers([(k, v) for k, v in request.headers.multi_items() if k.lower() not in _PER_CALL])
         return cls(client, request.url, headers)
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         """The headers every call sends (the read timeout and the body's length are added per call)."""
-        return list(self._headers)
+        return list(self._headers.multi_items())
 
     async def send(self, body: dict[str, Any], timeout: float) -> Any:
         """POST `body` as JSON (encoded as the SDK encodes it); the response (read) when the provider answered
         2xx, else the SDK's error."""
-        request = http.Request(
-            "POST", self._url, headers=[*self._headers, ("x-stainless-read-timeout", str(timeout))],
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(),
-            extensions={"timeout": http.Timeout(timeout).as_dict()},
-        )
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        headers = self._headers.copy()  # copies the template's normalised list; no header is parsed again
+        headers["content-length"] = str(len(content))
+        headers["x-stainless-read-timeout"] = str(timeout)
+        # With the body given as a stream and its length set above, the request is not encoded again.
+        request = http.Request("POST", self._url, headers=headers, stream=http.ByteStream(content),
+                               extensions={"timeout": http.Timeout(timeout).as_dict()})
+        request.read()
         try:
             response = await self._client._send_request(request, stream=False)
         except http.TimeoutException as exc:
