@@ -1,4 +1,4 @@
-"""Engine and session factory, and plain psycopg connections for the commands that only read; callers pass
+"""Engine and session factory, and plain connections for the commands that only read; callers pass
 the URL, so tests point them at a database of their own."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ if TYPE_CHECKING:
     import psycopg
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
+
+    from models import pq
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int | None = None, name: str | None = None) -> Engine:
@@ -38,8 +40,17 @@ def libpq_url(url: str) -> str:
     return scheme.split("+", 1)[0] + separator + rest
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
-    """A new psycopg connection to the database at `url` (a SQLAlchemy URL); close it, or use it in `with`."""
+def connect(url: str) -> pq.Connection | psycopg.Connection[Any]:
+    """A new connection to the database at `url` (a SQLAlchemy URL) for reading; close it, or use it in `with`.
+
+    Through libpq directly (models.pq) where it can be loaded, which spares a command psycopg's import; else
+    through psycopg. `models.query.rows` and `stream` run a query on either.
+    """
+    from models import pq
+
+    conn = pq.connect(libpq_url(url))
+    if conn is not None:
+        return conn
     import psycopg
 
     return psycopg.connect(libpq_url(url))

@@ -169,9 +169,9 @@ class Tierq:
 
     def status(self, batch_id: uuid.UUID | str) -> BatchStatus:
         """Counts of the batch's jobs by state and tier, with cost so far, rate and ETA."""
-        # Reading a batch goes through psycopg alone: `tierq status` would spend most of its time importing
-        # SQLAlchemy. A connection per call, like a pooled one checked out, so a database restart between
-        # two calls (of `wait`) does no harm.
+        # Reading a batch goes through libpq alone (models.db.connect): `tierq status` would spend most of its
+        # time importing SQLAlchemy or psycopg. A connection per call, like a pooled one checked out, so a
+        # database restart between two calls (of `wait`) does no harm.
         with connect(self.settings.database_url) as conn:
             status = batch_status(conn, _uuid(batch_id))
             if status.done and status.total:

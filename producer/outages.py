@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from models.pq import PqConnectError, PqError
 from tierq.resp import RespError
 from tierq.settings import Settings
 
@@ -29,8 +30,12 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException, settings: Settings) -> str | None:
     """The line to print for an outage of a service, or None when `exc` is not one."""
-    # psycopg's own error: the commands that only read a batch connect without SQLAlchemy (models.db.connect).
-    if isinstance(exc, (OperationalError, PoolTimeout, psycopg.OperationalError)) or (
+    # psycopg's and libpq's own errors: the commands that only read a batch connect without SQLAlchemy
+    # (models.db.connect).
+    if isinstance(exc, PqError) and exc.sqlstate in ("42P01", "42703"):  # no such table, or column
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        return f"Postgres at {shown} does not hold tierq's current tables ({exc}); run: tierq db upgrade"
+    if isinstance(exc, (OperationalError, PoolTimeout, psycopg.OperationalError, PqConnectError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         shown = make_url(settings.database_url).render_as_string(hide_password=True)

@@ -33,8 +33,7 @@ _QUERY = """
 
 
 if TYPE_CHECKING:
-    import psycopg
-
+    from models.query import ReadConnection
     from tierq.vault import TextVault
 
 
@@ -68,7 +67,7 @@ class ResultRow:
         return sum((Decimal(c["cost_usd"]) for c in self.calls), ZERO)
 
 
-def iter_rows(conn: psycopg.Connection[Any], batch_id: uuid.UUID,
+def iter_rows(conn: ReadConnection, batch_id: uuid.UUID,
               vault: Callable[[], TextVault] | None = None) -> Iterator[ResultRow]:
     """Finished jobs in input order, streamed from a server-side cursor.
 
