@@ -74,7 +74,8 @@ def load() -> ctypes.CDLL | None:
             ("PQexecParams", p, [p, s, i, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(s), p, p, i]),
             ("PQresultStatus", i, [p]), ("PQresultErrorMessage", s, [p]), ("PQresultErrorField", s, [p, i]),
             ("PQntuples", i, [p]), ("PQnfields", i, [p]), ("PQftype", ctypes.c_uint, [p, i]),
-            ("PQgetvalue", p, [p, i, i]), ("PQgetlength", i, [p, i, i]), ("PQgetisnull", i, [p, i, i]),
+            # A text-format value never holds a NUL byte, so its C string is the whole value.
+            ("PQgetvalue", s, [p, i, i]), ("PQgetisnull", i, [p, i, i]),
             ("PQclear", None, [p]),
         ):
             function = getattr(lib, name)
@@ -153,16 +154,14 @@ class Connection:
                 if state is None or state.startswith("08"):  # no SQLSTATE: the connection, not the query
                     raise PqConnectError(message or _text(lib.PQerrorMessage(self._conn)), state)
                 raise PqError(message, state)
-            fields = lib.PQnfields(result)
-            decoders = [decoder(lib.PQftype(result, col)) for col in range(fields)]
-            out: list[tuple[Any, ...]] = []
-            for row in range(lib.PQntuples(result)):
-                out.append(tuple(
-                    None if lib.PQgetisnull(result, row, col) else
-                    decoders[col](ctypes.string_at(lib.PQgetvalue(result, row, col),
-                                                   lib.PQgetlength(result, row, col)).decode())
-                    for col in range(fields)))
-            return out
+            columns = [(col, decoder(lib.PQftype(result, col))) for col in range(lib.PQnfields(result))]
+            value, isnull = lib.PQgetvalue, lib.PQgetisnull
+
+            def read(row: int, col: int, decode: Callable[[str], Any]) -> Any:
+                raw = value(result, row, col)  # NULL reads as b"": only an empty value needs asking which
+                return decode(raw.decode()) if raw or not isnull(result, row, col) else None
+
+            return [tuple(read(row, col, decode) for col, decode in columns) for row in range(lib.PQntuples(result))]
         finally:
             lib.PQclear(result)
 
