@@ -13,6 +13,7 @@ and one-dimensional arrays of them); any other type comes back as its text.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import re
@@ -28,10 +29,11 @@ from typing import Any
 from tierq.errors import Unavailable
 
 _CONNECTION_OK = 0
-_COMMAND_OK, _TUPLES_OK = 1, 2
+_EMPTY_QUERY, _COMMAND_OK, _TUPLES_OK = 0, 1, 2
+CONNECT_TIMEOUT_S = 10  # unless the URL says otherwise: a host that does not answer is an error, not a wait
 _SQLSTATE, _PRIMARY = ord("C"), ord("M")
 # SQLAlchemy's pattern for a text() parameter: `:name`, but not a `::type` cast nor an escaped `\:`.
-PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
 
 
 class PqError(Exception):
@@ -89,14 +91,19 @@ class Connection:
 
     def __init__(self, lib: ctypes.CDLL, conninfo: str) -> None:
         self._lib = lib
-        self._conn = lib.PQconnectdb(conninfo.encode())
+        self._conn = lib.PQconnectdb(_with_timeout(conninfo).encode())
         if not self._conn:
             raise PqConnectError("libpq could not allocate a connection")
         if lib.PQstatus(self._conn) != _CONNECTION_OK:
-            message = _text(lib.PQerrorMessage(self._conn))
+            message = _without_password(_text(lib.PQerrorMessage(self._conn)), conninfo)
             self.close()
             raise PqConnectError(f"connection failed: {message}")
-        lib.PQsetClientEncoding(self._conn, b"UTF8")
+        if lib.PQsetClientEncoding(self._conn, b"UTF8") != 0:
+            message = _text(lib.PQerrorMessage(self._conn))
+            self.close()
+            raise PqConnectError(f"the server cannot send UTF-8: {message}")
+        # Dates and times are read in ISO form, whatever DateStyle the server or the role has.
+        self._run("SELECT set_config('datestyle', 'ISO', false)", [])
 
     def __enter__(self) -> Connection:
         return self
@@ -131,7 +138,9 @@ class Connection:
             self._run("COMMIT", [])
         except BaseException:
             if self._conn:
-                self._run("ROLLBACK", [])
+                # What went wrong is the error raised; a connection that died with it cannot roll back either.
+                with contextlib.suppress(PqConnectError):
+                    self._run("ROLLBACK", [])
             raise
 
     def _run(self, sql: str, values: Sequence[tuple[bytes | None, int]]) -> list[tuple[Any, ...]]:
@@ -146,12 +155,14 @@ class Connection:
             raise PqConnectError(f"connection lost: {_text(lib.PQerrorMessage(self._conn))}")
         try:
             status = lib.PQresultStatus(result)
-            if status == _COMMAND_OK:
+            if status in (_EMPTY_QUERY, _COMMAND_OK):
                 return []
             if status != _TUPLES_OK:
                 message = _text(lib.PQresultErrorField(result, _PRIMARY)) or _text(lib.PQresultErrorMessage(result))
                 state = _text(lib.PQresultErrorField(result, _SQLSTATE)) or None
-                if state is None or state.startswith("08"):  # no SQLSTATE: the connection, not the query
+                # No SQLSTATE (libpq's own: the server went away) or a connection exception: the connection,
+                # not the query. A protocol violation (08P01) is the query's.
+                if state is None or (state.startswith("08") and state != "08P01"):
                     raise PqConnectError(message or _text(lib.PQerrorMessage(self._conn)), state)
                 raise PqError(message, state)
             columns = [(col, decoder(lib.PQftype(result, col))) for col in range(lib.PQnfields(result))]
@@ -170,6 +181,26 @@ def connect(conninfo: str) -> Connection | None:
     """A connection through libpq to `conninfo` (a libpq URL), or None when libpq cannot be loaded."""
     lib = load()
     return None if lib is None else Connection(lib, conninfo)
+
+
+def _with_timeout(conninfo: str) -> str:
+    """`conninfo` (a URL) with libpq's connect_timeout when it names none."""
+    if "connect_timeout=" in conninfo:
+        return conninfo
+    return f"{conninfo}{'&' if '?' in conninfo else '?'}connect_timeout={CONNECT_TIMEOUT_S}"
+
+
+def _without_password(message: str, conninfo: str) -> str:
+    """libpq's message with the URL's password taken out (a malformed URL is quoted back in full)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(conninfo).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password)} if password else ():
+        message = message.replace(secret, "***")
+    return message
 
 
 def _text(value: bytes | None) -> str:
@@ -208,8 +239,10 @@ def _param(value: Any) -> tuple[bytes | None, int]:
         return None, 0
     if isinstance(value, bool):
         return (b"t" if value else b"f"), 16
-    if isinstance(value, int):
-        return str(value).encode(), 20
+    if isinstance(value, int):  # the smallest type that holds it, as psycopg sends it
+        oid = 21 if -2**15 <= value < 2**15 else 23 if -2**31 <= value < 2**31 else 20 if -2**63 <= value < 2**63 \
+            else 1700
+        return str(value).encode(), oid
     if isinstance(value, float):
         return repr(value).encode(), 701
     if isinstance(value, Decimal):
@@ -254,10 +287,10 @@ def _timestamp(text: str) -> datetime | str:
         return text
 
 
-def _parse_array(text: str, element: Callable[[str], Any]) -> list[Any]:
+def _parse_array(text: str, element: Callable[[str], Any]) -> list[Any] | str:
     """A one-dimensional array literal (`{1,2}`, `{"a b",NULL}`) into a list."""
-    if not (text.startswith("{") and text.endswith("}")):
-        return [text]  # with explicit bounds or nested: left as text
+    if not (text.startswith("{") and text.endswith("}")) or text.startswith("{{"):
+        return text  # with explicit bounds, or of more than one dimension: left as text
     items: list[Any] = []
     body, i = text[1:-1], 0
     while i < len(body):
@@ -285,7 +318,7 @@ _SCALARS: dict[int, Callable[[str], Any]] = {
     1083: time.fromisoformat,
 }
 _ARRAYS = {1000: 16, 1005: 21, 1007: 23, 1016: 20, 1021: 700, 1022: 701, 1231: 1700, 2951: 2950, 1009: 25,
-           1015: 1043, 1185: 1184, 1115: 1114, 199: 114, 3807: 3802}
+           1015: 1043, 1185: 1184, 1115: 1114, 1182: 1082, 1183: 1083, 199: 114, 3807: 3802}
 
 
 def _same(text: str) -> str:

@@ -8,17 +8,17 @@ reuses its URL and headers with each call's body, and sends it through the same 
 auth hook (`_send_request`), raising the SDK's own errors (`APITimeoutError`, `APIConnectionError`, the
 `APIStatusError` subclasses) as `post` does.
 
-A client the template cannot stand for (custom auth, per-request idempotency keys) gets no template:
-`build` returns None and the caller uses `post`.
+A client the template cannot stand for (custom auth or request signing, an API key from a function,
+per-request idempotency keys) gets no template: `build` returns None and the caller uses `post`.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 from typing import Any
 
 import openai
+from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._models import FinalRequestOptions
 
 try:  # the HTTP library under the openai package: httpx2 from its 3.x, httpx before
@@ -44,7 +44,11 @@ class PreparedChat:
     @classmethod
     async def build(cls, client: openai.AsyncOpenAI) -> PreparedChat | None:
         """The client's request template, or None when a template cannot carry its auth or headers."""
-        if client.custom_auth is not None or client._idempotency_header:
+        # Whatever is made afresh for each request cannot be a template: custom auth or a provider's request
+        # signing, an API key from a function (a new token per request), an idempotency key per request.
+        if (client.custom_auth is not None or client._idempotency_header
+                or getattr(client, "_api_key_provider", None) is not None
+                or getattr(client, "_provider_runtime", None) is not None):
             return None
         options = FinalRequestOptions.construct(method="post", url=PATH, json_data={})
         options = await client._prepare_options(options)
@@ -69,14 +73,17 @@ class PreparedChat:
         request = http.Request("POST", self._url, headers=headers, stream=http.ByteStream(content),
                                extensions={"timeout": http.Timeout(timeout).as_dict()})
         request.read()
+        jar = self._client._client.cookies
+        if jar:  # cookies the provider set on earlier answers (the client's jar keeps them), as post sends them
+            jar.set_cookie_header(request)
         try:
             response = await self._client._send_request(request, stream=False)
-        except http.TimeoutException as exc:
+        except timeout_exceptions() as exc:
             raise openai.APITimeoutError(request=request) from exc
         except openai.OpenAIError:
             raise
-        except (http.RequestError, ssl.SSLError) as exc:
+        except request_exceptions() as exc:
             raise openai.APIConnectionError(request=request) from exc
-        if response.status_code >= 400:
+        if not response.is_success:  # as the SDK's request(): any answer but a 2xx is an error (a 3xx too)
             raise self._client._make_status_error_from_response(response)
         return response

@@ -109,3 +109,40 @@ def test_without_libpq_a_connection_is_psycopgs(database_url: str, monkeypatch: 
                 (1,), (2,), (3,)]
     finally:
         pq.load.cache_clear()
+
+
+def test_parameters_are_found_where_sqlalchemy_finds_them() -> None:
+    from sqlalchemy import text
+
+    for sql in ("SELECT :a, :b_2 FROM t WHERE x = :a", "SELECT :ab::int", "SELECT x::text, CAST(:c AS int)",
+                "SELECT '10:30', :d", "SELECT \\:e, :f"):
+        _, found = pq._numbered(sql)
+        assert set(found) == set(text(sql).compile().params), sql
+
+
+def test_integers_go_as_the_smallest_type_that_holds_them(database_url: str) -> None:
+    with connect(database_url) as conn:
+        # repeat() and make_interval(days => ...) take int4: a bigint parameter would find no function.
+        assert rows(conn, "SELECT repeat('ab', :n), make_interval(days => :n) = interval '3 days'", {"n": 3}) == [
+            ("ababab", True)]
+        assert rows(conn, "SELECT :big + 1, :huge", {"big": 2**40, "huge": 10**30}) == [(2**40 + 1, 10**30)]
+
+
+def test_arrays_it_cannot_read_as_a_list_come_back_as_their_text(database_url: str) -> None:
+    with connect(database_url) as conn:
+        assert rows(conn, "SELECT ARRAY[[1, 2], [3, 4]], '[0:1]={5,6}'::int[], ARRAY[DATE '2026-11-30']") == [
+            ("{{1,2},{3,4}}", "[0:1]={5,6}", [date(2026, 11, 30)])]
+
+
+def test_dates_are_read_whatever_datestyle_the_session_starts_with(database_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGDATESTYLE", "SQL, DMY")  # libpq sends it at start-up, as a role's setting would be
+    with connect(database_url) as conn:
+        assert rows(conn, "SELECT TIMESTAMPTZ '2026-11-30 08:55:01+00', DATE '2026-11-30'") == [
+            (datetime(2026, 11, 30, 8, 55, 1, tzinfo=UTC), date(2026, 11, 30))]
+
+
+def test_a_password_libpq_quotes_back_is_not_in_the_error() -> None:
+    with pytest.raises(pq.PqConnectError) as caught:
+        connect("postgresql+psycopg://tierq:s3cr%zzet@127.0.0.1:9/tierq")
+    assert "s3cr" not in str(caught.value) and "***" in str(caught.value)

@@ -27,17 +27,21 @@ ANSWER = {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finis
 
 @asynccontextmanager
 async def recording_server(status: int = 200, delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """A server on a free port that records every request's path, headers and JSON body."""
+    """A server on a free port that records every request's path, headers and JSON body, and sets a cookie
+    on its first answer (as a provider behind a CDN does)."""
     seen: list[dict[str, Any]] = []
 
     async def handle(request: web.Request) -> web.Response:
         seen.append({"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()},
                      "body": json.loads(await request.read())})
         await asyncio.sleep(delay_s)
-        if status >= 400:
+        if status >= 300:
             return web.json_response({"error": {"message": f"told to answer {status}", "type": "x"}}, status=status,
                                      headers={"retry-after": "7"})
-        return web.json_response(ANSWER)
+        response = web.json_response(ANSWER)
+        if len(seen) == 1:
+            response.set_cookie("edge", "c00kie")
+        return response
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
@@ -71,14 +75,15 @@ def test_a_prepared_request_sends_what_the_sdk_sends() -> None:
     async def run() -> list[dict[str, Any]]:
         async with recording_server() as (url, seen):
             async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> None:
-                await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 12})
+                await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 12})  # a cookie
                 answer = await prepared.send(BODY, 12)
                 assert json.loads(answer.content) == ANSWER
+                await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 12})
 
             await both(url, act)
             return seen
 
-    sdk, ours = asyncio.run(run())
+    _, ours, sdk = asyncio.run(run())
     assert ours["path"] == sdk["path"] == "/v1/chat/completions"
     assert ours["body"] == sdk["body"] == BODY
     assert ours["headers"]["authorization"] == "Bearer sk-test-prepared-0123456789"
@@ -103,6 +108,38 @@ def test_a_status_error_is_the_sdks_own_error_with_its_body_and_headers() -> Non
     assert type(ours) is type(sdk) is openai.RateLimitError
     assert (ours.status_code, ours.body, str(ours)) == (sdk.status_code, sdk.body, str(sdk))
     assert ours.response.headers["retry-after"] == "7"
+
+
+def test_a_redirect_is_an_error_as_with_the_sdk() -> None:
+    async def run() -> tuple[openai.APIStatusError, openai.APIStatusError]:
+        async with recording_server(status=302) as (url, _):
+            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[Any, Any]:
+                with pytest.raises(openai.APIStatusError) as sdk:
+                    await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
+                with pytest.raises(openai.APIStatusError) as ours:
+                    await prepared.send(BODY, 5)
+                return sdk.value, ours.value
+
+            return await both(url, act)  # type: ignore[no-any-return]
+
+    sdk, ours = asyncio.run(run())
+    assert (type(ours), ours.status_code, str(ours)) == (type(sdk), 302, str(sdk))
+
+
+def test_a_cookie_the_provider_set_goes_back_with_later_calls_as_with_the_sdk() -> None:
+    async def run() -> list[dict[str, Any]]:
+        async with recording_server() as (url, seen):
+            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> None:
+                await prepared.send(BODY, 5)  # answered with a cookie
+                await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
+                await prepared.send(BODY, 5)
+
+            await both(url, act)
+            return seen
+
+    first, sdk, ours = asyncio.run(run())
+    assert "cookie" not in first["headers"]
+    assert ours["headers"].get("cookie") == sdk["headers"].get("cookie") == "edge=c00kie"
 
 
 def test_a_slow_answer_is_the_sdks_timeout_error() -> None:
@@ -131,15 +168,21 @@ def test_a_refused_connection_is_the_sdks_connection_error() -> None:
 
 
 def test_a_client_the_template_cannot_stand_for_gets_none() -> None:
-    async def run() -> PreparedChat | None:
-        client = client_for("http://127.0.0.1:9/v1")
-        client._idempotency_header = "Idempotency-Key"  # a key per request: one template cannot carry it
-        try:
-            return await PreparedChat.build(client)
-        finally:
-            await client.close()
+    async def token() -> str:
+        return "sk-fresh-for-each-request"
 
-    assert asyncio.run(run()) is None
+    async def run() -> list[PreparedChat | None]:
+        keyed = client_for("http://127.0.0.1:9/v1")
+        keyed._idempotency_header = "Idempotency-Key"  # a key per request: one template cannot carry it
+        # An API key from a function: the SDK asks it again for every request.
+        fresh = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key=token, max_retries=0)
+        try:
+            return [await PreparedChat.build(keyed), await PreparedChat.build(fresh)]
+        finally:
+            await keyed.close()
+            await fresh.close()
+
+    assert asyncio.run(run()) == [None, None]
 
 
 def test_a_worker_whose_client_needs_a_header_per_request_sends_through_the_sdks_post(
