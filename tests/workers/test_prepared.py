@@ -92,9 +92,10 @@ def test_a_prepared_request_sends_what_the_sdk_sends() -> None:
     assert ours["headers"] == sdk["headers"]
 
 
-def test_a_status_error_is_the_sdks_own_error_with_its_body_and_headers() -> None:
+def status_errors(status: int) -> tuple[openai.APIStatusError, openai.APIStatusError]:
+    """The error `post` raises for an answer of `status`, and the one the prepared request raises."""
     async def run() -> tuple[openai.APIStatusError, openai.APIStatusError]:
-        async with recording_server(status=429) as (url, _):
+        async with recording_server(status=status) as (url, _):
             async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[Any, Any]:
                 with pytest.raises(openai.APIStatusError) as sdk:
                     await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
@@ -104,25 +105,18 @@ def test_a_status_error_is_the_sdks_own_error_with_its_body_and_headers() -> Non
 
             return await both(url, act)  # type: ignore[no-any-return]
 
-    sdk, ours = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_status_error_is_the_sdks_own_error_with_its_body_and_headers() -> None:
+    sdk, ours = status_errors(429)
     assert type(ours) is type(sdk) is openai.RateLimitError
     assert (ours.status_code, ours.body, str(ours)) == (sdk.status_code, sdk.body, str(sdk))
     assert ours.response.headers["retry-after"] == "7"
 
 
 def test_a_redirect_is_an_error_as_with_the_sdk() -> None:
-    async def run() -> tuple[openai.APIStatusError, openai.APIStatusError]:
-        async with recording_server(status=302) as (url, _):
-            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[Any, Any]:
-                with pytest.raises(openai.APIStatusError) as sdk:
-                    await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
-                with pytest.raises(openai.APIStatusError) as ours:
-                    await prepared.send(BODY, 5)
-                return sdk.value, ours.value
-
-            return await both(url, act)  # type: ignore[no-any-return]
-
-    sdk, ours = asyncio.run(run())
+    sdk, ours = status_errors(302)
     assert (type(ours), ours.status_code, str(ours)) == (type(sdk), 302, str(sdk))
 
 
