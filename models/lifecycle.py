@@ -36,6 +36,7 @@ from models.enums import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED,
 from tierq.contract import Message, classify_message, tier_message
 
 CANCEL_REASON = "cancelled: tierq cancel"
+_FINAL_SQL = f"'{SUCCEEDED}', '{FAILED}', '{CANCELLED}'"
 
 
 @dataclass(slots=True)
@@ -341,10 +342,16 @@ def rewrite_messages(conn: Connection, message: uuid.UUID, updates: Iterable[tup
     ).scalars())
 
 
-def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int]:
+def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
     """pending, queued, waiting -> cancelled for a whole batch (flagged cancelled, so running jobs stop
-    after their call); the jobs changed."""
-    conn.execute(text("UPDATE batches SET cancelled = true WHERE id = :id"), {"id": batch_id})
+    after their call); the jobs changed. None, and nothing changed, when the batch has finished: submitted
+    in full and every job final (its failed jobs can still be retried)."""
+    flagged = conn.execute(
+        text(f"UPDATE batches SET cancelled = true WHERE id = :id AND (cancelled OR submitted_at IS NULL OR EXISTS "
+             f"(SELECT 1 FROM jobs WHERE batch_id = :id AND status NOT IN ({_FINAL_SQL}))) RETURNING id"),
+        {"id": batch_id}).first()
+    if flagged is None:
+        return None
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{CANCELLED}', error = '{CANCEL_REASON}', finished_at = now(), "
              f"updated_at = now() WHERE batch_id = :id AND status IN ('{PENDING}', '{QUEUED}', '{WAITING}') "

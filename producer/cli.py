@@ -137,8 +137,13 @@ def cancel(batch: str, as_json: bool) -> None:
 
     with Tierq() as tq:
         done = tq.cancel(batch)
-    click.echo(json.dumps(done.as_dict()) if as_json else
-               f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a call")
+    if as_json:
+        click.echo(json.dumps(done.as_dict()))
+    elif done.finished:
+        click.echo(f"batch {done.batch_id} has finished: nothing to cancel (its results stay; "
+                   f"`tierq retry {done.batch_id} --failed` runs its failed jobs again)")
+    else:
+        click.echo(f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a call")
 
 
 @main.command()

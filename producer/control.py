@@ -31,10 +31,12 @@ class CancelResult:
     batch_id: uuid.UUID
     cancelled: int
     running: int
+    finished: bool = False  # the batch had finished: nothing was cancelled, and it is not marked cancelled
 
     def as_dict(self) -> dict[str, object]:
         """The `--json` form."""
-        return {"batch_id": str(self.batch_id), "cancelled": self.cancelled, "running": self.running}
+        return {"batch_id": str(self.batch_id), "cancelled": self.cancelled, "running": self.running,
+                "finished": self.finished}
 
 
 def _is_cancelled(conn: Connection, batch_id: uuid.UUID, lock: str) -> bool:
@@ -57,6 +59,8 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
     with engine.begin() as conn:
         _is_cancelled(conn, batch_id, "FOR UPDATE")
         moved = lifecycle.cancel_batch(conn, batch_id)
+        if moved is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
+            return CancelResult(batch_id, 0, 0, finished=True)
         provider_batch.end_collecting(conn, batch_id)  # provider files not sent yet; sent ones end on their next look
         running = conn.execute(
             text(f"SELECT count(*) FROM jobs WHERE batch_id = :id AND status = '{JobStatus.RUNNING}'"), {"id": batch_id}

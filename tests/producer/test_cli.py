@@ -19,6 +19,8 @@ from conftest import Stack, insert_job, start_worker, stop_worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from producer.submit import BatchOptions
+
 TIERQ = Path(sys.executable).parent / "tierq"
 
 
@@ -294,3 +296,22 @@ def test_the_demo_in_batch_mode_answers_through_the_batch_api_and_bills_the_savi
         line).groups()
     assert int(calls) > 0 and Decimal(listed) == 2 * Decimal(paid) and Decimal(saved) == Decimal(paid)
     redis.Redis.from_url(demo_url).flushdb()
+
+
+def test_cancelling_a_finished_batch_changes_nothing_and_its_failed_jobs_can_still_run_again(
+        clean: Stack, tmp_path: Path) -> None:
+    clean.simulate({"latency_ms": 0, "refusal_rate": 1.0})
+    with clean.client() as tq:
+        batch = tq.submit([{"id": f"t{n}", "prompt": f"{uuid.uuid4()} order {n}"} for n in range(2)],
+                         BatchOptions(use_cache=False))
+        assert clean.wait(tq, batch.batch_id).by_status == {"failed": 2}
+        done = tierq(clean, tmp_path, "cancel", str(batch.batch_id))
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout == (f"batch {batch.batch_id} has finished: nothing to cancel (its results stay; "
+                               f"`tierq retry {batch.batch_id} --failed` runs its failed jobs again)\n")
+        assert tq.cancel(batch.batch_id).as_dict() == {"batch_id": str(batch.batch_id), "cancelled": 0,
+                                                       "running": 0, "finished": True}
+        assert not tq.status(batch.batch_id).cancelled
+        clean.simulate({"latency_ms": 0})
+        assert tq.retry_failed(batch.batch_id) == 2
+        assert clean.wait(tq, batch.batch_id).by_status == {"succeeded": 2}

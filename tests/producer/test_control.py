@@ -70,9 +70,10 @@ def test_retry_failed_routes_the_failed_jobs_again(clean: Stack) -> None:
 
 
 def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 3000})  # still running when it is cancelled
     with clean.client() as tq:
         batch = tq.submit(distinct(1))
-        tq.cancel(batch.batch_id)
+        assert not tq.cancel(batch.batch_id).finished
         with pytest.raises(InputError, match="is cancelled, so its jobs do not run again"):
             tq.retry_failed(batch.batch_id)
         with pytest.raises(NotFound, match="no batch"):
