@@ -8,6 +8,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from producer.services import ensure_postgres, ensure_redis
 from producer.status import BatchStatus
 from producer.submit import BatchOptions
 from tierq.config import load_config
-from tierq.money import usd
+from tierq.money import dollars, usd
 from tierq.queues import queue_names
 from tierq.settings import Settings
 
@@ -86,7 +87,7 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         def progress(status: BatchStatus) -> None:
             done = status.total - status.pending
             out(f"  {done}/{status.total} done, {status.escalations} escalations, "
-                f"${usd(status.cost_usd)} spent, {time.monotonic() - started:.1f} s")
+                f"{dollars(status.cost_usd)} spent, {time.monotonic() - started:.1f} s")
 
         status = tq.wait(batch.batch_id, timeout=300, poll_s=1.0, on_progress=progress)
         if not status.done:
@@ -100,14 +101,15 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         summary = status.as_dict()
         bill = build_bill(tq.engine, tq.config, batch.batch_id)
         out(f"cache: {bill.totals.cache_hits} jobs answered from the cache or by an identical job in flight, "
-            f"${usd(bill.totals.saved_usd)} saved")
-        out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, ${summary['cost_usd']} paid; "
-            f"all on {bill.baseline_model} would cost ${usd(bill.baseline_cost_usd)} "
+            f"{dollars(bill.totals.saved_usd)} saved")
+        paid = dollars(Decimal(summary["cost_usd"]))
+        out(f"total: {summary['succeeded']} succeeded, {summary['failed']} failed, {paid} paid; "
+            f"all on {bill.baseline_model} would cost {dollars(bill.baseline_cost_usd)} "
             f"(savings {bill.savings_pct}%)")
         api = bill.batch_api
         if api.calls:
-            out(f"provider batch APIs: {api.calls} calls, ${usd(api.cost_usd)} at batch prices "
-                f"(${usd(api.list_cost_usd)} at list prices, ${usd(api.saved_usd)} saved)")
+            out(f"provider batch APIs: {api.calls} calls, {dollars(api.cost_usd)} at batch prices "
+                f"({dollars(api.list_cost_usd)} at list prices, {dollars(api.saved_usd)} saved)")
         if bill.quality is not None:
             out(bill.quality.line())
         out(f"results: tierq results {batch.batch_id}; the bill: tierq report {batch.batch_id}")

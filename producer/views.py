@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from producer.status import BatchStatus
+from tierq.money import dollars
 
 if TYPE_CHECKING:  # the bill's queries (and SQLAlchemy) load only for `tierq report`
     from producer.bill.build import Bill
@@ -16,7 +17,7 @@ STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued
 
 def money(value: Decimal) -> str:
     """Dollars to the millionth for tables (JSON keeps every digit)."""
-    return f"${value:,.6f}"
+    return dollars(value, 6)
 
 
 def duration(seconds: float | None) -> str:

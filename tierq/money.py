@@ -48,3 +48,10 @@ def usd(value: Decimal) -> str:
     """Money as the decimal string JSON output uses, without exponent or trailing noise."""
     text = format(value.normalize(), "f") if value else "0"
     return text
+
+
+def dollars(value: Decimal, places: int | None = None) -> str:
+    """Money for people, the sign before the dollar sign ('-$0.000210'): with `places` decimals (and
+    thousands separators), else every digit there is (as `usd`)."""
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.{places}f}" if places is not None else f"{sign}${usd(abs(value))}"

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from models.enums import CallOutcome
 from tierq.config import Config, TierConfig
 from tierq.messages import estimated_prompt_tokens
-from tierq.money import usd
+from tierq.money import dollars
 from workers.breaker import CircuitBreaker
 from workers.budget import BudgetGate, output_cap, worst_case
 from workers.llm import CallRecord
@@ -119,7 +119,7 @@ class Gates:
             covered = await self.budget.reserve(batch_id, held, self.horizon_s)
             if covered is False:
                 return Stop(f"budget: what is left of the batch's budget cannot cover a call to {name} "
-                            f"(worst case ${usd(held)})")
+                            f"(worst case {dollars(held)})")
             if covered is None:
                 return Hold(HoldKind.BUDGET, 1.0, "budget: calls in flight hold the rest of the batch's budget")
         if slot.delay_s > 0:

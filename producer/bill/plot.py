@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from producer.bill.build import Bill
 from tierq.errors import TierqError
+from tierq.money import dollars
 
 # Cheapest tier first: calm to warm colours, so the eye finds the expensive tiers.
 TIER_COLOURS = ("#3a8f5c", "#e0a526", "#d1495b", "#5b7db1", "#8e6bb8", "#6b6b6b")
@@ -25,17 +25,17 @@ def _label(value: Decimal) -> str:
     if value == 0:
         return "$0"
     if abs(value) >= 1:
-        return f"${value:,.2f}"
-    places = -value.adjusted() + 2
-    return f"${value:,.{places}f}"
+        return dollars(value, 2)
+    return dollars(value, -value.adjusted() + 2)
 
 
-def _axis_formatter(top: float) -> Any:
-    """One money format for every tick of an axis that reaches `top`: as many decimals as its size needs."""
-    decimals = max(2, 1 - math.floor(math.log10(top))) if top > 0 else 2
+def _axis_formatter(ticks: Any) -> Any:
+    """One money format for every tick of the axis: as many decimals as its ticks need to read exactly
+    ($0.00025 steps are not rounded into $0.0003, $0.0005, $0.0008...), at least cents."""
+    decimals = next((d for d in range(2, 9) if all(abs(round(t, d) - t) < 1e-12 for t in ticks)), 8)
 
     def tick(value: float, _: Any) -> str:
-        return f"${value:,.{decimals}f}" if value else "$0"
+        return dollars(Decimal(str(float(value))), decimals) if value else "$0"
 
     return tick
 
@@ -143,8 +143,8 @@ def _paid_vs_baseline(ax: Any, bill: Bill, tier_order: list[str]) -> None:
             va="center",
         )
     ax.set_xticks([0, 1], ["tierq", f"baseline\n(all on {bill.baseline_model})"])
-    ax.yaxis.set_major_formatter(_axis_formatter(top))
     ax.set_ylim(0, top * 1.18)
+    ax.yaxis.set_major_formatter(_axis_formatter(ax.get_yticks()))
     ax.set_title("Paid vs. the top tier for every job")
     ax.spines[["top", "right"]].set_visible(False)
     if bill.by_tier_model:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.query import Connection, rows
 from producer.bill.queries import Scope
-from tierq.money import ZERO, usd
+from tierq.money import ZERO, dollars, usd
 
 if TYPE_CHECKING:
     from tierq.outline import Outline
@@ -87,9 +87,13 @@ class Quality:
         low, high = self.interval
         return (
             f"quality: {self.share:.1%} of answers agree with the {self.reference_tier} tier "
-            f"(95% interval {low:.1%}-{high:.1%}); {sum(s.audited for s in self.strata):,} audits, "
-            f"${usd(self.audit_cost_usd)}, {self.replaced:,} {'answer' if self.replaced == 1 else 'answers'} replaced"
+            f"(95% interval {low:.1%}-{high:.1%}); {_count(sum(s.audited for s in self.strata), 'audit')}, "
+            f"{dollars(self.audit_cost_usd)}, {_count(self.replaced, 'answer')} replaced"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 _STRATA = """

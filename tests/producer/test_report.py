@@ -186,9 +186,10 @@ def synthetic_bill(parts: list[tuple[str, str, str]], baseline: str) -> Bill:
     return bill
 
 
-@pytest.mark.parametrize("savings", ["91%", "10%"])
+@pytest.mark.parametrize("savings", ["91%", "10%", "tiny"])
 def test_the_plot_labels_fit_and_its_axis_has_one_money_format(savings: str) -> None:
-    bill = (
+    bill = synthetic_bill([("hot", "sim-nano", "0.00031"), ("cold", "sim-flagship", "0.00096")], "0.0017") if (
+        savings == "tiny") else (
         synthetic_bill(
             [
                 ("hot", "sim-nano", "0.0041"),
@@ -210,6 +211,10 @@ def test_the_plot_labels_fit_and_its_axis_has_one_money_format(savings: str) -> 
         left = fig.axes[0]
         ticks = [t.get_text() for t in left.get_yticklabels() if t.get_text() not in ("", "$0")]
         assert len({len(t.split(".")[-1]) for t in ticks}) == 1, ticks  # every tick has as many decimals
+        # ... and reads its value exactly: steps of $0.00025 are not shown as $0.0003, $0.0005, $0.0008.
+        shown = [float(t.get_text().lstrip("$").replace(",", "")) for t in left.get_yticklabels()]
+        values = [float(v) for v in left.get_yticks()]
+        assert all(abs(a - v) < 1e-12 for a, v in zip(shown, values, strict=True)), (shown, values)
         for bar, label in _segment_labels(left):
             inside = bar.get_window_extent(renderer)
             box = label.get_window_extent(renderer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tierq.money import Price, Usage, estimate_tokens, usd
+from tierq.money import Price, Usage, dollars, estimate_tokens, usd
 
 
 def test_cost_is_exact_with_cached_tokens() -> None:
@@ -25,3 +25,10 @@ def test_cached_tokens_never_exceed_the_prompt() -> None:
 def test_estimates_round_up() -> None:
     assert [estimate_tokens(t) for t in ("", "a", "abcd", "abcde")] == [0, 1, 1, 2]
     assert usd(Decimal("0")) == "0" and usd(Decimal("1.500000000000")) == "1.5"
+
+
+def test_dollars_put_the_sign_before_the_dollar_sign() -> None:
+    assert dollars(Decimal("-0.000210"), 6) == "-$0.000210"  # "$-0.000210" before
+    assert dollars(Decimal("1234.5"), 2) == "$1,234.50" and dollars(Decimal("-1234.5"), 2) == "-$1,234.50"
+    assert dollars(Decimal("0.004780000")) == "$0.00478" and dollars(Decimal("-0.5")) == "-$0.5"
+    assert dollars(Decimal(0)) == "$0"
