@@ -42,6 +42,9 @@ class BatchStatus:
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
+    # Jobs a worker put back to wait out a provider outage, a rate limit or the budget, and the longest wait.
+    held: int = 0
+    held_s: float | None = None
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
     provider_batches: dict[str, int] = field(default_factory=dict)
     quality: Quality | None = None  # measured from the batch's audits, once it is done
@@ -90,6 +93,8 @@ class BatchStatus:
             "unserved_queues": self.unserved,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,
+            "held": self.held,
+            "held_longest_s": None if self.held_s is None else round(self.held_s, 1),
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
@@ -128,6 +133,8 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     status.calls, status.cache_hits, status.cost_usd = rows(conn, _CALLS, params)[0]
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
+    status.held, held_s = rows(conn, _HELD, params)[0]
+    status.held_s = None if held_s is None else float(held_s)
     return status
 
 
@@ -136,14 +143,17 @@ _CALLS = ("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTE
           "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id")
 _OUTCOMES = ("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AND outcome <> 'cache_hit' "
              "GROUP BY 1, 2")
+_HELD = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(held_since)) FROM jobs WHERE batch_id = :id "
+         f"AND status IN ('{JobStatus.QUEUED.value}', '{JobStatus.PENDING.value}') AND held_since IS NOT NULL")
 FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
 WARN_MIN_CALLS = 20
 WARN_SHARE = 0.1
+WARN_ALL_FAILED = 3  # this many calls, every one failed: a model that does not work at all, however few
 
 
 def model_warnings(counts: Sequence[Any]) -> list[str]:
-    """A line for each model with at least WARN_MIN_CALLS calls of which WARN_SHARE or more failed, from
-    (model, outcome, calls) rows."""
+    """A line for each model with at least WARN_MIN_CALLS calls of which WARN_SHARE or more failed, or at
+    least WARN_ALL_FAILED calls that all failed, from (model, outcome, calls) rows."""
     by_model: dict[str, dict[str, int]] = {}
     for model, outcome, count in counts:
         by_model.setdefault(model, {})[outcome] = count
@@ -151,7 +161,9 @@ def model_warnings(counts: Sequence[Any]) -> list[str]:
     for model, outcomes in sorted(by_model.items()):
         calls = sum(outcomes.values())
         failed = {o: n for o, n in outcomes.items() if o in FAILED_OUTCOMES}
-        if calls >= WARN_MIN_CALLS and sum(failed.values()) >= WARN_SHARE * calls:
+        failing = sum(failed.values())
+        often = calls >= WARN_MIN_CALLS and failing >= WARN_SHARE * calls
+        if often or (calls >= WARN_ALL_FAILED and failing == calls):
             kinds = ", ".join(f"{o} {n:,}" for o, n in sorted(failed.items(), key=lambda kv: -kv[1]))
             lines.append(f"{model}: {sum(failed.values()):,} of {calls:,} calls failed ({kinds})")
     return lines

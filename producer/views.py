@@ -54,6 +54,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
     for warning in status.warnings:
         lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
+    if status.held and not status.done:
+        waits = "job waits" if status.held == 1 else "jobs wait"
+        lines.append(f"  held: {status.held:,} {waits} out a provider outage, a rate limit or the budget (the "
+                     f"longest for {duration(status.held_s)}); the workers' log says which, `tierq doctor` checks "
+                     "the providers")
     if status.quality is not None:
         lines.append(f"  {status.quality.line()}")
     if status.provider_batches:
@@ -76,6 +81,7 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
     parts += [f"{tier}: {_counts(counts)}" for tier, counts in
               sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))]
     parts += [f"PROBLEM: no worker consumes queue {q}" for q in status.unserved]
+    parts += [f"held {status.held:,}"] if status.held and not status.done else []
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []
     return "; ".join(parts)
 

@@ -315,3 +315,25 @@ def test_cancelling_a_finished_batch_changes_nothing_and_its_failed_jobs_can_sti
         clean.simulate({"latency_ms": 0})
         assert tq.retry_failed(batch.batch_id) == 2
         assert clean.wait(tq, batch.batch_id).by_status == {"succeeded": 2}
+
+
+def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed(clean: Stack, tmp_path: Path) -> None:
+    # As with a provider that cannot be reached: a few calls, all refused, and the job put back to wait.
+    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        batch = conn.execute(text("UPDATE jobs SET held_since = now() - interval '125 seconds', holds = 2 "
+                                  "WHERE id = :j RETURNING batch_id"), {"j": job}).scalar_one()
+        for attempt in (1, 2, 3):
+            conn.execute(text(
+                "INSERT INTO calls (id, job_id, batch_id, attempt, tier, model, provider, prompt_tokens, "
+                "completion_tokens, cached_tokens, usage_estimated, cost_usd, saved_usd, latency_ms, outcome, error) "
+                "VALUES (:id, :j, :b, :a, 'hot', 'sim-nano', 'sim', 0, 0, 0, false, 0, 0, 3, 'connection', "
+                "'connection: the provider refused the connection (is it running?)')"),
+                {"id": uuid.uuid4(), "j": job, "b": batch, "a": attempt})
+    shown = json.loads(tierq(clean, tmp_path, "status", str(batch), "--json").stdout)
+    assert shown["held"] == 1 and shown["held_longest_s"] >= 125
+    assert shown["warnings"] == ["sim-nano: 3 of 3 calls failed (connection 3)"]
+    lines = tierq(clean, tmp_path, "status", str(batch)).stdout.splitlines()
+    assert any(re.match(r"  held: 1 job waits out a provider outage, a rate limit or the budget \(the longest for "
+                        r"\d+m \d\ds\)", line) for line in lines), lines
+    assert any(line.startswith("  warning: sim-nano: 3 of 3 calls failed (connection 3)") for line in lines)
