@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # pydantic and the TOML models load only for the callers that
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PACKAGES = ("tierq", "models", "workers", "producer", "fakellm")
+# The HTTP client under the OpenAI SDK logs every request at INFO: a line per model call, thousands a minute
+# from a busy worker. Its warnings still show; its requests only at DEBUG.
+CHATTY = ("httpx2", "httpx")
 PREFIX = "TIERQ_"
 ENV_FILE = ".env"
 
@@ -37,6 +40,8 @@ def apply_log_level(level: str) -> None:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     for name in PACKAGES:
         logging.getLogger(name).setLevel(level)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _text(value: Any) -> str:
