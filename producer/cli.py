@@ -305,7 +305,8 @@ def cache_stats_command(as_json: bool) -> None:
         click.echo(json.dumps(stats))
         return
     for key, value in stats.items():
-        click.echo(f"{key:<16} {value}")
+        note = "  (hits and coalesced, of all lookups)" if key == "hit_rate" else ""
+        click.echo(f"{key:<16} {value}{note}")
 
 
 @cache.command("clear")

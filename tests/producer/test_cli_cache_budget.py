@@ -25,6 +25,9 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
     assert first.returncode == 0, first.stderr
     stats = json.loads(tierq(clean, "cache", "stats", "--json").stdout)
     assert stats["entries"] == 1 and stats["misses"] == 1 and stats["coalesced"] + stats["hits"] == 2
+    # The text form says what the rate counts: coalesced jobs too, which `hits` alone leaves out.
+    shown = dict(line.split(None, 1) for line in tierq(clean, "cache", "stats").stdout.splitlines())
+    assert shown["hit_rate"] == f"{stats['hit_rate']}  (hits and coalesced, of all lookups)"
 
     uncached = tierq(clean, "submit", str(source), "--tenant", "acme", "--no-cache", "--budget-usd", "0.25",
                      "--wait", "--json")
