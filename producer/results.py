@@ -14,9 +14,11 @@ from tierq.money import ZERO, usd
 RESULT_FORMATS = ("jsonl", "openai")
 ANSWERS = ("ok", "cache_hit", "audit")
 
+# Each row is one JSON array: one value to read per row, not eleven (models.pq reads values one call
+# at a time), decoded by the json module in C.
 _QUERY = """
-    SELECT j.id, j.custom_id, j.status, j.content, j.tier, j.model, j.error,
-           EXTRACT(EPOCH FROM j.finished_at)::bigint AS finished, a.calls, j.audited, j.replaced
+    SELECT json_build_array(j.id, j.custom_id, j.status, j.content, j.tier, j.model, j.error,
+                            EXTRACT(EPOCH FROM j.finished_at)::bigint, a.calls, j.audited, j.replaced)
     FROM jobs j
     LEFT JOIN LATERAL (
         SELECT json_agg(json_build_object(
@@ -76,7 +78,7 @@ def iter_rows(conn: ReadConnection, batch_id: uuid.UUID,
     """
     private = any(row[0] for row in rows(conn, "SELECT NOT store_text FROM batches WHERE id = :id", {"id": batch_id}))
     texts = vault() if private and vault is not None else None
-    for job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced in stream(
+    for (job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced), in stream(
         conn, _QUERY, {"id": batch_id}, "tierq_results"
     ):
         if texts is not None and status == "succeeded":
