@@ -116,9 +116,12 @@ def bill_lines(bill: Bill) -> list[str]:
              f"jobs {t.jobs:,} ({_counts(bill.jobs_by_status)}{stuck}), calls {t.calls:,}, tokens {t.tokens:,}",
              f"cost {money(t.cost_usd)}; baseline {money(bill.baseline_cost_usd)} (every job on "
              f"{bill.baseline_model}, tier {bill.baseline_tier}); savings {saving}{unpriced}", ""]
-    lines += table(["tier", "started", "answered", "escalated", "failed", "calls", "tokens", "cost"],
-                   [[r["tier"], r["started"], r["answered"], r["escalated"], r["failed"], r["calls"], r["tokens"],
-                     money(Decimal(r["cost_usd"]))] for r in d["by_tier"]])
+    lines += table(["tier", "started", "answered", "escalated", "failed", "replaced", "calls", "tokens", "cost"],
+                   [[r["tier"], r["started"], r["answered"], r["escalated"], r["failed"], r["replaced"], r["calls"],
+                     r["tokens"], money(Decimal(r["cost_usd"]))] for r in d["by_tier"]])
+    if any(r["replaced"] for r in d["by_tier"]):
+        lines.append("replaced: answered there, then replaced by an audit with the reference tier's answer "
+                     "(`tierq status` counts those jobs at the reference tier)")
     lines.append("")
     lines += table(["model", "calls", "tokens", "cost", "p50 ms", "p95 ms"],
                    [[r["model"], r["calls"], r["tokens"], money(Decimal(r["cost_usd"])),

@@ -24,6 +24,7 @@ class TierLine:
     answered: int = 0
     escalated: int = 0
     failed: int = 0
+    replaced: int = 0  # of those answered here, answers an audit replaced with the reference tier's
     calls: int = 0
     cost_usd: Decimal = ZERO
 
@@ -31,7 +32,7 @@ class TierLine:
         """JSON form, money as a decimal string."""
         return {
             "tier": self.tier, "started": self.started, "answered": self.answered, "escalated": self.escalated,
-            "failed": self.failed, "calls": self.calls, "cost_usd": usd(self.cost_usd),
+            "failed": self.failed, "replaced": self.replaced, "calls": self.calls, "cost_usd": usd(self.cost_usd),
         }
 
 
@@ -43,8 +44,8 @@ def tier_summary(
     scope = Scope(batch_id, since)
     with engine.connect() as conn:
         paths = conn.execute(
-            text(f"SELECT j.start_tier, j.tier, {REACHED}, j.status, count(*) FROM jobs j WHERE {scope.jobs()} "
-                 "GROUP BY 1, 2, 3, 4"),
+            text(f"SELECT j.start_tier, j.tier, {REACHED}, j.status, j.replaced, count(*) FROM jobs j "
+                 f"WHERE {scope.jobs()} GROUP BY 1, 2, 3, 4, 5"),
             scope.params(),
         ).all()
         costs = conn.execute(
@@ -52,11 +53,12 @@ def tier_summary(
                  f"FROM calls c WHERE {scope.calls()} GROUP BY tier"),
             scope.params(),
         ).all()
-    for start, tier, reached, status, count in paths:
+    for start, tier, reached, status, replaced, count in paths:
         if start in lines:
             lines[start].started += count
         if reached in lines and status == "succeeded":  # where its own answer came from, as it escalated
             lines[reached].answered += count
+            lines[reached].replaced += count if replaced else 0
         if tier in lines and status == "failed":
             lines[tier].failed += count
         if start in lines and reached in lines:  # an audit's replacement is not an escalation

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
+from producer.views import bill_lines
 from tierq.quality import ComparatorConfig
 from workers.audits import draw
 from workers.comparators import choice, comparator, final_number, json_value, label_of
@@ -142,6 +143,12 @@ def test_an_answer_an_audit_replaced_is_not_an_escalation_in_status_or_bill(clea
     # it was given).
     assert {line.tier: (line.started, line.answered, line.escalated, line.failed) for line in bill.by_tier} == {
         "hot": (2, 1, 1, 0), "warm": (0, 1, 0, 0), "cold": (0, 0, 0, 0)}
+    # ... and says which of those answers were replaced, which status counts at cold, where they ended.
+    assert {line.tier: line.replaced for line in bill.by_tier} == {"hot": 1, "warm": 1, "cold": 0}
+    assert status.by_tier_status == {"cold": {"succeeded": 2}}
+    shown = bill_lines(bill)
+    assert any(line.split()[:6] == ["hot", "2", "1", "1", "0", "1"] for line in shown), shown
+    assert any(line.startswith("replaced: answered there, then replaced by an audit") for line in shown), shown
 
 
 def test_private_batches_are_audited_without_texts_in_postgres(clean: Stack, tmp_path: Path) -> None:
