@@ -184,18 +184,20 @@ def report(batch: str | None, since: str | None, as_json: bool, plot: Path | Non
               help="TOML file (default: the simulated provider's config shipped with tierq).")
 @click.option("--redis-db", default=15, show_default=True, type=click.IntRange(0, 15),
               help="Redis database of the demo's queues and cache, apart from your own (same server).")
+@click.option("--database", default="tierq_demo", show_default=True,
+              help="Postgres database of the demo's batches, apart from your own (same server; created if missing).")
 @click.option("--batch-mode", is_flag=True,
               help="Submit the sample batch with --deadline 24h: tiers with mode = \"deadline\" (the shipped "
                    "config's cold tier) answer through the provider's half-price batch API.")
 @_friendly
-def demo(jobs: int, config_path: Path | None, redis_db: int, batch_mode: bool) -> None:
+def demo(jobs: int, config_path: Path | None, redis_db: int, database: str, batch_mode: bool) -> None:
     """Start what is needed on this machine, run a sample batch end to end, print the bill, stop."""
     from producer.demo import run_demo
     from producer.services import ServiceUnavailable
 
     try:
         code = run_demo(jobs, config_path, out=click.echo, redis_db=redis_db,
-                        deadline_s=86400.0 if batch_mode else None)
+                        deadline_s=86400.0 if batch_mode else None, database=database)
     except ServiceUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         code = 2

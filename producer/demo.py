@@ -19,7 +19,7 @@ from producer.bill.build import build_bill
 from producer.bill.report import tier_summary
 from producer.localstack import service_env, start_worker, stop_worker
 from producer.sample import sample_tickets
-from producer.services import ensure_postgres, ensure_redis
+from producer.services import ServiceUnavailable, ensure_postgres, ensure_redis
 from producer.status import BatchStatus
 from producer.submit import BatchOptions
 from tierq.config import load_config
@@ -29,6 +29,7 @@ from tierq.settings import Settings
 
 SIM_CONFIG = Path(str(resources.files("tierq") / "configs" / "sim.toml"))
 DEMO_DB = 15  # the demo's queues, cache and rate limits, apart from a user's own batches
+DEMO_DATABASE = "tierq_demo"  # the demo's batches and cost rows, apart from a user's (same Postgres server)
 
 
 def demo_redis(url: str, db: int = DEMO_DB) -> str:
@@ -38,12 +39,20 @@ def demo_redis(url: str, db: int = DEMO_DB) -> str:
     return f"{base}/{db}" if last.isdigit() and "//" in base else f"{url.rstrip('/')}/{db}"
 
 
+def demo_database(url: str, name: str = DEMO_DATABASE) -> str:
+    """The same Postgres server and login, database `name`: `tierq report` and `quality` on the user's
+    database never count the demo's batches."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 def _redact(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB,
-             deadline_s: float | None = None) -> int:
+             deadline_s: float | None = None, database: str = DEMO_DATABASE) -> int:
     """Run the whole pipeline once on this machine and print the bill per tier; with `deadline_s`, the batch
     is submitted with that deadline (`tierq submit --deadline`), so batch-API tiers whose window fits use it."""
     base = Settings()
@@ -54,11 +63,11 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
         out(f"batch mode: tiers {', '.join(batched)} send their jobs to the provider's batch API" if batched else
             f"batch mode: no tier of {config_file} has mode = \"batch\" or \"deadline\"; every call is interactive")
     with ensure_redis(demo_redis(base.redis_url, redis_db), log=out) as redis_url, \
-            ensure_postgres(base.database_url, log=out) as db_url, \
+            ensure_postgres(demo_database(base.database_url, database), log=out) as db_url, \
             tempfile.TemporaryDirectory(prefix="tierq-demo-") as logs:
         out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
-        out(f"database: migrating {db_url.split('@')[-1]}")
-        upgrade(db_url)
+        out(f"database: migrating {db_url.split('@')[-1]} (the demo's batches, apart from yours)")
+        _create_and_migrate(db_url, database)
         with running_server(config_file, stderr_path=Path(logs) / "simulator.log") as sim:
             out(f"simulated provider: {sim.base_url}")
             # The user's environment (provider keys, log level) but not their broker: the demo's is its Redis.
@@ -73,6 +82,20 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
                 return _submit_and_report(settings, jobs, out, deadline_s)
             finally:
                 stop_worker(worker.proc)
+
+
+def _create_and_migrate(db_url: str, database: str) -> None:
+    """Migrate the demo's database, creating it when the server has none of that name."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        upgrade(db_url)
+    except DBAPIError as exc:
+        if "permission denied to create database" not in str(exc.orig):
+            raise
+        raise ServiceUnavailable(
+            f"the demo keeps its batches in database {database!r} on your Postgres server, and your login may not "
+            "create it: create it once (createdb " + database + "), or name one you own with --database") from None
 
 
 def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None], deadline_s: float | None) -> int:
@@ -112,5 +135,10 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
                 f"({dollars(api.list_cost_usd)} at list prices, {dollars(api.saved_usd)} saved)")
         if bill.quality is not None:
             out(bill.quality.line())
-        out(f"results: tierq results {batch.batch_id}; the bill: tierq report {batch.batch_id}")
+        # The batch is in the demo's own database: the commands say so (the password, if any, as ***).
+        from sqlalchemy.engine import make_url
+
+        where = f"TIERQ_DATABASE_URL={make_url(settings.database_url).render_as_string(hide_password=True)}"
+        out(f"results: {where} tierq results {batch.batch_id}")
+        out(f"the bill: {where} tierq report {batch.batch_id} --plot bill.png")
     return 0

@@ -9,16 +9,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from conftest import Stack, insert_job, start_worker, stop_worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from models import make_engine
 from producer.submit import BatchOptions
 
 TIERQ = Path(sys.executable).parent / "tierq"
@@ -265,29 +268,61 @@ def test_report_and_status_show_calls_by_outcome_and_warn_about_a_failing_model(
     )
 
 
+@pytest.fixture()
+def demo_database(clean: Stack) -> Iterator[str]:
+    """A name for the demo's Postgres database (it stands in for the default, tierq_demo), dropped after."""
+    name = f"tierq_demo_test_{uuid.uuid4().hex[:8]}"
+    yield name
+    admin = make_url(clean.settings.database_url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.mark.slow
-def test_the_demo_keeps_its_queues_and_cache_apart_from_a_users(clean: Stack, tmp_path: Path) -> None:
+def test_the_demo_keeps_its_queues_cache_and_batches_apart_from_a_users(clean: Stack, tmp_path: Path,
+                                                                          demo_database: str) -> None:
     user_db = redis.Redis.from_url(clean.settings.redis_url)
     demo_url = clean.dbs.url(3)  # a spare database of this session stands in for the default, 15
     demo_db = redis.Redis.from_url(demo_url)
     demo_db.flushdb()
     number = demo_url.rsplit("/", 1)[1]
-    done = tierq(clean, tmp_path, "demo", "--jobs", "20", "--redis-db", number, timeout=300)
+    done = tierq(clean, tmp_path, "demo", "--jobs", "20", "--redis-db", number, "--database", demo_database,
+                 timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"(database {number}: the demo's queues and cache, apart from yours)" in done.stdout
+    assert f"/{demo_database} (the demo's batches, apart from yours)" in done.stdout
     prefix = clean.config.cache.prefix
     assert list(demo_db.scan_iter(match=f"{prefix}:e:*")), "the demo filled its own cache"
     assert not list(user_db.scan_iter(match=f"{prefix}:e:*")), "and none of the user's"
     demo_db.flushdb()
+    # Its batch went into a database of its own: the user's bill does not count it.
+    demo_engine = make_engine(make_url(clean.settings.database_url).set(database=demo_database)
+                              .render_as_string(hide_password=False))
+    try:
+        with demo_engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 20
+    finally:
+        demo_engine.dispose()
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches WHERE source = 'demo'")).scalar_one() == 0
+    # The command it prints for the results names that database, and works as printed.
+    printed = next(line for line in done.stdout.splitlines() if line.startswith("results: "))
+    assignment, command = printed.removeprefix("results: ").split(" ", 1)
+    variable, url = assignment.split("=", 1)
+    assert (variable, url.endswith(f"/{demo_database}"), command.split()[:2]) == (
+        "TIERQ_DATABASE_URL", True, ["tierq", "results"])
+    shown = subprocess.run([str(TIERQ), *command.split()[1:]], env={**clean.env, variable: url}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 20, shown.stderr[-2000:]
 
 
 @pytest.mark.slow
-def test_the_demo_in_batch_mode_answers_through_the_batch_api_and_bills_the_saving(clean: Stack,
-                                                                                   tmp_path: Path) -> None:
+def test_the_demo_in_batch_mode_answers_through_the_batch_api_and_bills_the_saving(clean: Stack, tmp_path: Path,
+                                                                                   demo_database: str) -> None:
     demo_url = clean.dbs.url(3)
     redis.Redis.from_url(demo_url).flushdb()
     done = tierq(clean, tmp_path, "demo", "--jobs", "60", "--batch-mode", "--redis-db", demo_url.rsplit("/", 1)[1],
-                 timeout=300)
+                 "--database", demo_database, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "batch mode: tiers cold send their jobs to the provider's batch API" in done.stdout
     line = next(x for x in done.stdout.splitlines() if x.startswith("provider batch APIs: "))
