@@ -165,7 +165,7 @@ def model_warnings(counts: Sequence[Any]) -> list[str]:
         often = calls >= WARN_MIN_CALLS and failing >= WARN_SHARE * calls
         if often or (calls >= WARN_ALL_FAILED and failing == calls):
             kinds = ", ".join(f"{o} {n:,}" for o, n in sorted(failed.items(), key=lambda kv: -kv[1]))
-            lines.append(f"{model}: {sum(failed.values()):,} of {calls:,} calls failed ({kinds})")
+            lines.append(f"{model}: {failing:,} of {calls:,} calls failed ({kinds})")
     return lines
 
 

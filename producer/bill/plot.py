@@ -24,9 +24,7 @@ def _label(value: Decimal) -> str:
     """Dollars: cents from $1 up, three significant digits below ($0.0106, $0.000270)."""
     if value == 0:
         return "$0"
-    if abs(value) >= 1:
-        return dollars(value, 2)
-    return dollars(value, -value.adjusted() + 2)
+    return dollars(value, 2 if abs(value) >= 1 else -value.adjusted() + 2)
 
 
 def _axis_formatter(ticks: Any) -> Any:
