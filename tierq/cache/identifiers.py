@@ -4,8 +4,10 @@ and negation.
 Dates count in words too: weekday and month names ("closed on Friday" is not "closed on Monday").
 "May" and "March" are left out, since as words they are mostly a modal verb and a verb.
 
-Negation: whether the text says "not", "no", "never", "without", "n't", "losing" and the like an odd
-number of times ("it works" is not "it does not work", "important" is not "losing importance").
+Negation: whether the text says "not", "no", "never", "without", "n't", "losing", "non-" and the like an
+odd number of times ("it works" is not "it does not work", "important" is not "losing importance", "a
+virtual card" is not "a non-virtual card"), with contractions also as typed without an apostrophe or with
+another one ("doesnt", "don’t").
 
 Two tickets that differ only in an order number ask about different orders, however close their
 embeddings are, so a semantic hit needs the same identifiers on both sides.
@@ -45,13 +47,22 @@ def identifiers(text: str) -> frozenset[str]:
 
 
 _NEGATIONS = frozenset({"not", "no", "never", "without", "cannot", "none", "nobody", "nothing", "neither", "nor",
-                        "nowhere", "lose", "losing", "lost", "stop", "stopped", "fail", "failed", "unable"})
+                        "nowhere", "lose", "losing", "lost", "stop", "stopped", "fail", "failed", "unable",
+                        "unsuccessful", "unsuccessfully",
+                        # "non-physical", "non virtual": the prefix written apart or hyphenated
+                        "non"})
+# Contractions typed without their apostrophe, as quick messages often are ("didnt", "doesnt").
+_BARE_CONTRACTIONS = frozenset({"dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "hasnt", "havent",
+                                "hadnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "mustnt", "neednt",
+                                "aint"})
+# Apostrophes other than ' that keyboards and word processors write ("don’t", "didn`t").
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'"})
 
 
 def negated(text: str) -> bool:
     """Whether `text` negates an odd number of times ("not", "n't", "no", "without", "losing"...)."""
-    words: list[str] = re.findall(r"[a-z']+", text.lower())
-    count = sum(w in _NEGATIONS or w.endswith("n't") for w in words)
+    words: list[str] = re.findall(r"[a-z']+", text.lower().translate(_APOSTROPHES))
+    count = sum(w in _NEGATIONS or w in _BARE_CONTRACTIONS or w.endswith("n't") for w in words)
     return count % 2 == 1
 
 
