@@ -11,6 +11,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -132,6 +133,13 @@ class ModelClient:
         except ValueError as exc:  # not JSON
             return self._failure(openai.APIResponseValidationError(raw, None, message=f"not JSON ({exc})"), record)
         return self.answered(response, record, model, messages, rules)
+
+    async def warm(self, providers: Iterable[str]) -> None:
+        """Make each provider's client and request template now, at start-up, instead of in the first call:
+        a client loads its TLS certificates (tens of milliseconds), on the loop every call of the process
+        shares, while the first wave of calls waits behind it."""
+        for provider in sorted(providers):
+            await self._prepared_for(provider)
 
     async def _prepared_for(self, provider: str) -> PreparedChat | None:
         if provider not in self._prepared:

@@ -3,8 +3,8 @@
 A worker that consumed messages it cannot run would fail them one by one and leave their jobs behind,
 so everything a task needs is checked before the first message is taken: the queues exist in its TOML,
 the API keys of the providers those queues call are set, Postgres answers and is migrated, Redis
-answers. Then the process's context is made (its connection pool sized from the concurrency) and the
-reconciler starts.
+answers. Then the process's context is made (its connection pool sized from the concurrency, its model
+clients and request templates built) and the reconciler starts.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from tierq.presence import Presence
 from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
+
+WARM_TIMEOUT_S = 60.0  # making the model clients: no network, tens of milliseconds each
 
 
 class StartupError(TierqError):
@@ -73,10 +75,12 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     apply_log_level(settings.log_level)
     config = settings.load_config()
     check_queues(queues, [CLASSIFY_QUEUE, *config.tier_names], str(settings.config))
-    check_keys(config, settings.env, providers_for(config, queues))
+    providers = providers_for(config, queues)
+    check_keys(config, settings.env, providers)
     ctx = get_context(app, concurrency)
     check_database(ctx)
     check_redis(ctx)
+    ctx.loop.run(ctx.client.warm(providers), timeout=WARM_TIMEOUT_S)
     Reconciler(ctx).start()
     Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
     return ctx

@@ -65,3 +65,26 @@ def test_a_tier_that_cannot_reach_its_provider_holds_the_job_before_its_breaker_
     assert [r.outcome.value for r in result.records] == ["connection"] * 2 * len(hot.models)
     assert result.answer is None and result.hold is not None and result.hold.kind is HoldKind.OUTAGE
     assert "refused the connection" in result.hold.reason
+
+
+def test_warm_builds_each_providers_client_and_template_without_calling_it(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker builds them at start-up (workers/startup.py), so its first wave of calls does not wait on the
+    # loop for a client's TLS set-up; nothing is sent, so an unreachable provider does not stop it.
+    monkeypatch.setenv("TIERQ_SIM_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    provider = stack.config.models["sim-nano"].provider
+
+    async def warm_then_call() -> tuple[bool, bool, CallRecord]:
+        client = ModelClient(stack.settings, stack.config)
+        try:
+            await client.warm({provider})
+            built = client._clients.get(provider)
+            ready = client._prepared.get(provider) is not None
+            record = await client.call("sim-nano", [{"role": "user", "content": "hi"}], {}, 3, stack.config.answers)
+            return built is not None, ready and client._clients.get(provider) is built, record
+        finally:
+            await client.close()
+
+    built, reused, record = asyncio.run(warm_then_call())
+    assert built and reused
+    assert record.outcome.value == "connection"  # the first network use is the call's
