@@ -88,3 +88,23 @@ def test_warm_builds_each_providers_client_and_template_without_calling_it(
     built, reused, record = asyncio.run(warm_then_call())
     assert built and reused
     assert record.outcome.value == "connection"  # the first network use is the call's
+
+
+def test_clients_warmed_on_one_loop_call_from_another(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Warming sends nothing and opens no connection, so it binds no client to the loop it ran on: a child
+    # of a prefork pool (clients warmed in the parent, calls on the child's own loop) can use them.
+    monkeypatch.setenv("TIERQ_SIM_URL", stack.sim.base_url)
+    client = ModelClient(stack.settings, stack.config)
+    asyncio.run(client.warm({stack.config.models["sim-nano"].provider}))  # that loop is closed when it returns
+
+    async def call() -> CallRecord:
+        try:
+            question = [{"role": "user", "content": "Where is my parcel? I ordered it on Monday."}]
+            return await client.call("sim-nano", question, {}, 10, stack.config.answers)
+        finally:
+            await client.close()
+
+    record = asyncio.run(call())
+    # The simulator answered (it refuses or truncates some answers on purpose).
+    assert record.outcome.value in {"ok", "refusal", "empty", "truncated", "invalid"}, record.error
+    assert record.usage.prompt_tokens > 0
