@@ -12,6 +12,9 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
 from fakellm.testing import running_server
 from migrations import upgrade
 from producer.api import Tierq
@@ -42,8 +45,6 @@ def demo_redis(url: str, db: int = DEMO_DB) -> str:
 def demo_database(url: str, name: str = DEMO_DATABASE) -> str:
     """The same Postgres server and login, database `name`: `tierq report` and `quality` on the user's
     database never count the demo's batches."""
-    from sqlalchemy.engine import make_url
-
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -86,8 +87,6 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
 
 def _create_and_migrate(db_url: str, database: str) -> None:
     """Migrate the demo's database, creating it when the server has none of that name."""
-    from sqlalchemy.exc import DBAPIError
-
     try:
         upgrade(db_url)
     except DBAPIError as exc:
@@ -136,8 +135,6 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         if bill.quality is not None:
             out(bill.quality.line())
         # The batch is in the demo's own database: the commands say so (the password, if any, as ***).
-        from sqlalchemy.engine import make_url
-
         where = f"TIERQ_DATABASE_URL={make_url(settings.database_url).render_as_string(hide_password=True)}"
         out(f"results: {where} tierq results {batch.batch_id}")
         out(f"the bill: {where} tierq report {batch.batch_id} --plot bill.png")
