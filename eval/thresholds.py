@@ -26,8 +26,9 @@ from eval.gsm8k_data import CHEAP, DEFAULT_DATA, STRONG
 from eval.threshold_rules import bagged, bound, choose_with, cross_fitted_confidence
 from tierq.config import load_config
 from tierq.router import logreg
+from tierq.router.design import Design
 from tierq.router.evaluate import Labelled, read, split
-from tierq.router.features import Matrix, answer_matrix, prompt_matrix
+from tierq.router.features import answer_matrix, prompt_matrix
 from tierq.router.fit import fit
 from tierq.router.model import FOLDS, Scorer
 from tierq.router.policy import Array, Policy, Rows, choose, outcome
@@ -53,8 +54,8 @@ class Seed:
     answer_test: Array
 
 
-def _repeat_oof(scorer: Scorer, x: Matrix, y: Array, seed: int, first: Array) -> Array:
-    z = (x * scorer.scale + scorer.shift).astype(np.float32)
+def _repeat_oof(scorer: Scorer, x: Design, y: Array, seed: int, first: Array) -> Array:
+    z, _ = x.scaled(scorer.scale, scorer.shift).compact()
     repeats = [first] + [logreg.out_of_fold(z, y, FOLDS, seed + offset, scorer.l2) for offset in EXTRA_FOLD_SEEDS]
     return np.asarray(np.mean(repeats, axis=0), dtype=np.float64)
 

@@ -1,10 +1,10 @@
 """What a learned router sees: features of a prompt, and of a cheap answer to it.
 
 Nothing here knows a dataset, a subject or a benchmark. A prompt is its hashed word unigrams and
-bigrams and character 3-5-grams (sublinear counts, each group scaled to unit length; the fitted model
-weighs them by inverse document frequency), plus its size and shape. An answer is its size, shape and
-tone (hedges, refusal phrases, repetition), whether its own arithmetic holds together, the validator's
-verdict, and the provider's token log-probabilities when there are any.
+bigrams (sparse columns) and character 3-5-grams (a dense block), sublinear counts, each group scaled to
+unit length (the fitted model weighs them by inverse document frequency), plus its size and shape. An
+answer is its size, shape and tone (hedges, refusal phrases, repetition), whether its own arithmetic
+holds together, the validator's verdict, and the provider's token log-probabilities when there are any.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from tierq.router.design import Builder, Design
 
 Matrix = npt.NDArray[np.float32]
 
@@ -72,9 +74,11 @@ ANSWER_SHAPE = (
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """The shape of the hashed part: kept with a fitted router, so workers compute the same features."""
+    """The shape of the hashed part: kept with a fitted router, so workers compute the same features.
+    Word n-grams are sparse columns, so they get many (distinct words seldom share one); character
+    n-grams, dozens to hundreds per prompt, are a dense block."""
 
-    word_bits: int = 11
+    word_bits: int = 18
     char_bits: int = 11
 
     @property
@@ -100,12 +104,13 @@ def _unit(counts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return counts
 
 
-def _words(text: str, bits: int) -> npt.NDArray[np.float32]:
+def _words(text: str, bits: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """A text's hashed word unigrams and bigrams: (distinct slots, sublinear counts at unit length)."""
     words = _WORD.findall(text.casefold())
     grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
     slots = np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint32, count=len(grams))
-    counts = np.bincount(slots & ((1 << bits) - 1), minlength=1 << bits).astype(np.float32)
-    return _unit(counts)
+    columns, counts = np.unique(slots & np.uint32((1 << bits) - 1), return_counts=True)
+    return columns.astype(np.int64), _unit(counts.astype(np.float32))
 
 
 def _chars(text: str, bits: int, sizes: Sequence[int] = (3, 4, 5)) -> npt.NDArray[np.float32]:
@@ -158,15 +163,21 @@ def prompt_shape(text: str) -> list[float]:
     ]
 
 
-def prompt_matrix(texts: Sequence[str], spec: FeatureSpec) -> Matrix:
-    """One row of prompt features per text."""
-    out = np.zeros((len(texts), spec.prompt_width), dtype=np.float32)
-    words = 1 << spec.word_bits
+def _prompt_rows(builder: Builder, texts: Sequence[str], spec: FeatureSpec) -> None:
+    chars = slice(0, 1 << spec.char_bits)  # dense columns start with the characters
+    shape = slice(chars.stop, chars.stop + len(PROMPT_SHAPE))
     for row, text in enumerate(texts):
-        out[row, :words] = _words(text, spec.word_bits)
-        out[row, words : spec.hashed] = _chars(text, spec.char_bits)
-        out[row, spec.hashed :] = prompt_shape(text)
-    return out
+        columns, values = _words(text, spec.word_bits)
+        builder.sparse(row, columns, values)
+        builder.dense[row, chars] = _chars(text, spec.char_bits)
+        builder.dense[row, shape] = prompt_shape(text)
+
+
+def prompt_matrix(texts: Sequence[str], spec: FeatureSpec) -> Design:
+    """One row of prompt features per text: words sparse, the rest dense."""
+    builder = Builder(len(texts), spec.prompt_width, np.arange(1 << spec.word_bits, spec.prompt_width))
+    _prompt_rows(builder, texts, spec)
+    return builder.build()
 
 
 def _close(a: float, b: float) -> bool:
@@ -259,14 +270,18 @@ def answer_matrix(
     spec: FeatureSpec,
     valid: Sequence[bool] | None = None,
     logprobs: Sequence[LogprobSummary | None] | None = None,
-) -> Matrix:
+) -> Design:
     """One row per (prompt, cheap answer): the prompt's features, the answer's hashed words, its shape."""
-    base = prompt_matrix(prompts, spec)
     words = 1 << spec.word_bits
-    out = np.zeros((len(prompts), base.shape[1] + words + len(ANSWER_SHAPE)), dtype=np.float32)
-    out[:, : base.shape[1]] = base
+    start = spec.prompt_width  # the answer's words, then its shape
+    width = start + words + len(ANSWER_SHAPE)
+    dense_at = np.concatenate([np.arange(words, start), np.arange(start + words, width)])
+    builder = Builder(len(prompts), width, dense_at)
+    _prompt_rows(builder, prompts, spec)
+    shape = slice(start - words, start - words + len(ANSWER_SHAPE))  # after the prompt's dense columns
     for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
-        out[row, base.shape[1] : base.shape[1] + words] = _words(answer, spec.word_bits)
-        out[row, base.shape[1] + words :] = answer_shape(
+        columns, values = _words(answer, spec.word_bits)
+        builder.sparse(row, columns + start, values)
+        builder.dense[row, shape] = answer_shape(
             prompt, answer, True if valid is None else valid[row], None if logprobs is None else logprobs[row])
-    return out
+    return builder.build()

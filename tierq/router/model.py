@@ -15,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tierq.router import logreg
-from tierq.router.features import FeatureSpec, Matrix
+from tierq.router.design import Design
+from tierq.router.features import FeatureSpec
+from tierq.router.logreg import Features, design
 
 Array = npt.NDArray[np.float64]
 L2_GRID = (2.0, 8.0, 32.0, 128.0, 512.0)
@@ -33,14 +35,15 @@ class Scorer:
     model: logreg.Linear
     l2: float
 
-    def score(self, x: Matrix) -> Array:
+    def score(self, x: Features) -> Array:
         """P(cheap is good enough) for each row of raw features."""
-        return self.model.predict(x * self.scale + self.shift)
+        return self.model.predict(design(x).scaled(self.scale, self.shift))
 
     def to_bytes(self) -> bytes:
         """The arrays, as one `.npz` blob (stored in Postgres with the router version)."""
         buffer = io.BytesIO()
-        np.savez(buffer, scale=self.scale, shift=self.shift, weights=self.model.weights,
+        # Compressed: most word columns never occurred in training (weight 0, the same IDF).
+        np.savez_compressed(buffer, scale=self.scale, shift=self.shift, weights=self.model.weights,
                  intercept=np.array([self.model.intercept]), l2=np.array([self.l2]))
         return buffer.getvalue()
 
@@ -52,27 +55,30 @@ class Scorer:
                        logreg.Linear(arrays["weights"], float(arrays["intercept"][0])), float(arrays["l2"][0]))
 
 
-def column_scaling(x: Matrix, hashed: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """IDF weights for hashed columns (present in few rows: heavier), z-scores for the dense ones."""
-    n = max(len(x), 1)
-    scale = np.ones(x.shape[1], dtype=np.float32)
-    shift = np.zeros(x.shape[1], dtype=np.float32)
-    documents = np.count_nonzero(x[:, hashed], axis=0)
-    scale[hashed] = np.log((1 + n) / (1 + documents)) + 1.0
-    dense = ~hashed
-    mean = x[:, dense].mean(axis=0) if len(x) else np.zeros(int(dense.sum()), dtype=np.float32)
-    std = x[:, dense].std(axis=0) if len(x) else np.ones(int(dense.sum()), dtype=np.float32)
-    std = np.where(std > 1e-6, std, 1.0)
-    scale[dense] = 1.0 / std
-    shift[dense] = -mean / std
+def column_scaling(x: Design, hashed: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """IDF weights for hashed columns (present in few rows: heavier), z-scores for the others (which
+    are all dense columns)."""
+    n = max(x.rows, 1)
+    scale = np.ones(x.width, dtype=np.float32)
+    shift = np.zeros(x.width, dtype=np.float32)
+    scale[hashed] = np.log((1 + n) / (1 + x.documents()[hashed])) + 1.0
+    shape = ~hashed[x.dense_at]  # the dense columns that are not hashed n-grams
+    at = x.dense_at[shape]
+    if x.rows:
+        mean = x.dense[:, shape].mean(axis=0)
+        std = x.dense[:, shape].std(axis=0)
+        std = np.where(std > 1e-6, std, 1.0)
+        scale[at] = 1.0 / std
+        shift[at] = -mean / std
     return scale, shift
 
 
-def fit_scorer(x: Matrix, y: Array, spec: FeatureSpec, answers: bool, hashed: npt.NDArray[np.bool_],
+def fit_scorer(x: Design, y: Array, spec: FeatureSpec, answers: bool, hashed: npt.NDArray[np.bool_],
                seed: int = 0) -> tuple[Scorer, Array]:
     """Fit on all rows; also return each row's out-of-fold score (from models that did not see it)."""
     scale, shift = column_scaling(x, hashed)
-    z = (x * scale + shift).astype(np.float32)
+    # Columns that no training row has would keep a weight of 0 anyway: leave them out of the fit.
+    z, kept = x.scaled(scale, shift).compact()
     best: tuple[float, float, Array] | None = None
     for l2 in L2_GRID:
         oof = logreg.out_of_fold(z, y, FOLDS, seed, l2)
@@ -81,4 +87,7 @@ def fit_scorer(x: Matrix, y: Array, spec: FeatureSpec, answers: bool, hashed: np
             best = (loss, l2, oof)
     assert best is not None
     _, l2, oof = best
-    return Scorer(spec, answers, scale, shift, logreg.fit(z, y, l2), l2), oof
+    fitted = logreg.fit(z, y, l2)
+    weights = np.zeros(x.width, dtype=np.float32)
+    weights[kept] = fitted.weights
+    return Scorer(spec, answers, scale, shift, logreg.Linear(weights, fitted.intercept), l2), oof
