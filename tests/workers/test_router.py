@@ -107,6 +107,19 @@ def test_a_design_with_sparse_columns_multiplies_like_its_dense_matrix() -> None
     assert np.allclose(logreg.fit(x, y, l2=1.0).predict(x), logreg.fit(dense, y, l2=1.0).predict(dense), atol=1e-4)
 
 
+def test_a_router_stored_with_another_layout_scores_as_it_was_fitted() -> None:
+    rows = labelled_rows(300)
+    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
+                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
+                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    router = fit(examples, 0.95, 0.8, spec=FeatureSpec(word_bits=11, char_bits=10)).router  # an older layout
+    loaded = type(router).from_blobs(*router.blobs())
+    assert loaded.spec == FeatureSpec(word_bits=11, char_bits=10)
+    prompts = [r["prompt"] for r in labelled_rows(20, seed=1)]
+    assert np.allclose(loaded.prompt_scores(prompts), router.prompt_scores(prompts), atol=1e-7)
+    assert logreg.auc(router.prompt_scores(examples.prompts), examples.labels) > 0.8
+
+
 def test_logistic_regression_separates_and_auc_counts_ties() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5)).astype(np.float32)
@@ -317,8 +330,11 @@ def test_audits_teach_the_router_which_cheap_answers_to_send_on(clean: Stack, tm
     kept_from_cheap = escalated | started_strong
     caught = len(kept_from_cheap & wrong) / len(wrong)
     bothered = len(kept_from_cheap - wrong) / (len(second) - len(wrong))
-    # The simulator's wrong answers are less sure of themselves, with overlap (fakellm/server.py token_logprobs).
     assert caught > 0.8 and bothered < 0.45 and caught > 2 * bothered
+    # Of the wrong answers the cheap tier gave, the answer scorer sent most on: the simulator's wrong answers
+    # are less sure of themselves, with overlap (fakellm/chat.py token_logprobs).
+    answered_wrong = wrong - started_strong
+    assert answered_wrong and len(escalated & answered_wrong) / len(answered_wrong) > 0.8
 
 
 def test_a_router_that_fails_keeps_the_paid_answer(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,7 +4,8 @@ Hashed word n-grams are many columns (2^18 by default, so that distinct words se
 of them are non-zero in any row: they are kept as (row, column, value) triples. Everything else
 (character n-grams in a few thousand columns, shape features) is a dense block. Both live in one
 column numbering, so a weight vector is the same whichever way a column is stored. Memory and the cost
-of a product grow with the non-zero entries, not with the width.
+of a product grow with the non-zero entries and the dense block; a product with the transpose also
+touches every column once, which is why a fit first drops the sparse columns no row has (`compact`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Design:
     def take(self, index: Sequence[int] | Index) -> Design:
         """The rows at `index`, in that order (a row may be taken more than once)."""
         pick = np.asarray(index, dtype=np.int64)
+        if len(pick) and (pick.min() < 0 or pick.max() >= self.rows):
+            raise IndexError(f"row indexes must be in 0..{self.rows - 1}")
         bounds = np.searchsorted(self.entry_rows, np.arange(self.rows + 1))  # row r's entries: bounds[r]:bounds[r+1]
         counts = bounds[pick + 1] - bounds[pick]
         entry = np.repeat(bounds[pick] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
@@ -75,8 +78,8 @@ class Design:
                       self.values[entry])
 
     def compact(self) -> tuple[Design, Index]:
-        """The same rows without the columns that are zero in all of them, and where each kept column was.
-        A fit on the compact matrix costs what the data holds, not what the hashing reserves."""
+        """The same rows without the sparse columns that none of them has, and where each kept column was
+        (dense columns are all kept). A fit on it costs what the data holds, not what the hashing reserves."""
         kept = np.union1d(self.dense_at, np.unique(self.entry_columns))
         renumber = np.zeros(self.width, dtype=np.int64)
         renumber[kept] = np.arange(len(kept))
@@ -86,7 +89,7 @@ class Design:
     def scaled(self, scale: Matrix, shift: Matrix) -> Design:
         """Every column multiplied by `scale` and moved by `shift` (which must be 0 on sparse columns: a
         shifted sparse column would be dense)."""
-        if len(self.values) and np.any(shift[self.entry_columns] != 0):
+        if np.count_nonzero(shift) > np.count_nonzero(shift[self.dense_at]):
             raise ValueError("a sparse column cannot be shifted")
         dense = (self.dense * scale[self.dense_at] + shift[self.dense_at]).astype(np.float32)
         return Design(self.rows, self.width, dense, self.dense_at, self.entry_rows, self.entry_columns,

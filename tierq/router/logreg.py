@@ -2,7 +2,7 @@
 
 Features are a `Design` (dense float32 columns and sparse ones) or a plain dense matrix. The Newton
 step is solved by conjugate gradients with Hessian-vector products, so the cost grows with the stored
-entries (rows x dense columns, plus the sparse non-zeros), never with columns squared.
+entries (rows x dense columns, plus the sparse non-zeros) and the width, never with columns squared.
 """
 
 from __future__ import annotations
