@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,9 @@ from eval.pipeline import local_stack, replay_toml, start_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
-from tierq.router.evaluate import evaluate, read, split
+from tierq.router.evaluate import evaluate, read, split, spread
 
 CONFIG = Path(__file__).with_name("gsm8k.toml")
-FIGURES = ("cost_reduction_pct", "quality_share_pct", "random_cost_reduction_pct", "oracle_cost_reduction_pct",
-           "strong_share_pct", "auc", "answer_auc")
 
 
 def seeds(data: Path, count: int, target: float, confidence: float, prompt_only: bool) -> dict[str, Any]:
@@ -54,15 +51,10 @@ def seeds(data: Path, count: int, target: float, confidence: float, prompt_only:
             f"AUC prompt {report['auc']} answer {report['answer_auc']}",
             flush=True,
         )
-    spread = {}
-    for name in FIGURES:
-        values = [r[name] for r in reports if r[name] is not None]
-        if values:
-            spread[name] = {"mean": round(statistics.mean(values), 2), "sd": round(statistics.stdev(values), 2)
-                            if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
-    for name, s in spread.items():
+    figures = spread(reports)
+    for name, s in figures.items():
         print(f"{name}: mean {s['mean']}, sd {s['sd']}, min {s['min']}, max {s['max']}")
-    return {"target": target, "confidence": confidence, "seeds": reports, "spread": spread}
+    return {"target": target, "confidence": confidence, "seeds": reports, "spread": figures}
 
 
 def _scored(questions: dict[str, Question], results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -96,26 +97,50 @@ def show(task_type: str | None, every: bool, as_json: bool) -> None:
 @click.option("--confidence", default=None, type=click.FloatRange(0.5, 1, max_open=True),
               help="Bootstrap confidence that the target is kept (default [router] confidence, 0.8).")
 @click.option("--seed", default=0, show_default=True, help="Which halves: rows split by a hash of prompt and seed.")
+@click.option("--seeds", "count", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Run this many seeds from --seed on and report the spread of each figure too.")
 @click.option("--prompt-only", is_flag=True, help="Ignore response texts: decide from prompts alone.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (with --seeds: {\"seeds\": [one per seed], \"spread\": {...}}).")
 @friendly
 def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, cheap_price: str,
-             strong_price: str, target: float, confidence: float | None, seed: int, prompt_only: bool,
+             strong_price: str, target: float, confidence: float | None, seed: int, count: int, prompt_only: bool,
              as_json: bool) -> None:
     """Fit on half of labelled FILES, report cost and quality on the other half (no database needed)."""
     from producer.route import price_pair
     from tierq.router.config import RouterConfig
     from tierq.router.evaluate import evaluate as run
-    from tierq.router.evaluate import read
+    from tierq.router.evaluate import read, spread
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
                 price_pair(strong_price, "--strong-price"))
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
-    report = run(data, seed, target, confidence if confidence is not None else RouterConfig().confidence)
-    if as_json:
-        click.echo(json.dumps(report))
+    margin = confidence if confidence is not None else RouterConfig().confidence
+    if count == 1:
+        report = run(data, seed, target, margin)
+        if as_json:
+            click.echo(json.dumps(report))
+        else:
+            _report(report, target)
         return
+    reports = []
+    for each in range(seed, seed + count):
+        reports.append(run(data, each, target, margin))
+        if not as_json:
+            _report(reports[-1], target)
+    figures = spread(reports)
+    if as_json:
+        click.echo(json.dumps({"target": target, "confidence": margin, "seeds": reports, "spread": figures}))
+        return
+    click.echo(f"over seeds {seed}-{seed + count - 1}: mean (sd, least-greatest)")
+    for name, value in figures.items():
+        click.echo(f"  {name}: {value['mean']} ({value['sd']}, {value['min']}-{value['max']})")
+
+
+def _report(report: dict[str, Any], target: float) -> None:
+    """One seed's report, for people."""
+    seed = report["seed"]
     click.echo(
         f"train {report['train']:,} rows, test {report['test']:,} rows (seed {seed}); policy: {report['policy']}"
     )

@@ -209,11 +209,19 @@ def test_route_eval_reports_cost_and_quality_against_random_and_oracle(
     assert report["train"] + report["test"] == 800 and report["policy"] == "route"
     assert report["quality_share_pct"] >= 93 and report["auc"] > 0.8
     assert report["random_cost_reduction_pct"] < report["cost_reduction_pct"] <= report["oracle_cost_reduction_pct"]
-    # The same seed splits the same way; another seed another way.
-    again = json.loads(run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
-                                 "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seed", "3",
-                                 "--json").stdout)
-    assert again == report
+    # The same seed splits the same way, also as one of several; the spread is over the seeds' figures.
+    done = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seed", "2", "--seeds", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    both = json.loads(done.stdout)
+    assert [r["seed"] for r in both["seeds"]] == [2, 3] and both["seeds"][1] == report
+    cuts = [r["cost_reduction_pct"] for r in both["seeds"]]
+    assert both["spread"]["cost_reduction_pct"] == {"mean": round(sum(cuts) / 2, 2),
+                                                    "sd": round(abs(cuts[0] - cuts[1]) / 2**0.5, 2),
+                                                    "min": min(cuts), "max": max(cuts)}
+    text_out = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                         "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seeds", "2").stdout
+    assert "(seed 0)" in text_out and "(seed 1)" in text_out and "over seeds 0-1" in text_out
 
 
 @pytest.mark.parametrize(
