@@ -101,16 +101,6 @@ class Design:
         counts[self.dense_at] += np.count_nonzero(self.dense, axis=0)
         return counts
 
-    def column(self, at: int) -> Matrix:
-        """Column `at` as a dense vector (for tests and reports)."""
-        dense = np.flatnonzero(self.dense_at == at)
-        if len(dense):
-            return np.asarray(self.dense[:, dense[0]], dtype=np.float32)
-        out = np.zeros(self.rows, dtype=np.float32)
-        hit = self.entry_columns == at
-        out[self.entry_rows[hit]] = self.values[hit]
-        return out
-
     def row(self, at: int) -> Matrix:
         """Row `at` as a dense vector of `width` values (for tests and reports)."""
         out = np.zeros(self.width, dtype=np.float32)

@@ -44,7 +44,7 @@ class Scorer:
         buffer = io.BytesIO()
         # Compressed: most word columns never occurred in training (weight 0, the same IDF).
         np.savez_compressed(buffer, scale=self.scale, shift=self.shift, weights=self.model.weights,
-                 intercept=np.array([self.model.intercept]), l2=np.array([self.l2]))
+                            intercept=np.array([self.model.intercept]), l2=np.array([self.l2]))
         return buffer.getvalue()
 
     @classmethod
