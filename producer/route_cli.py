@@ -117,18 +117,15 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
     margin = confidence if confidence is not None else RouterConfig().confidence
-    if count == 1:
-        report = run(data, seed, target, margin)
-        if as_json:
-            click.echo(json.dumps(report))
-        else:
-            _report(report, target)
-        return
     reports = []
     for each in range(seed, seed + count):
         reports.append(run(data, each, target, margin))
         if not as_json:
             _report(reports[-1], target)
+    if count == 1:
+        if as_json:
+            click.echo(json.dumps(reports[0]))
+        return
     figures = spread(reports)
     if as_json:
         click.echo(json.dumps({"target": target, "confidence": margin, "seeds": reports, "spread": figures}))
