@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 import redis
 from bench_cache import bulk_load
-from harness import BenchError, Stack, open_stack, wait_for
+from harness import BenchError, Stack, cli, open_stack, wait_for
 from rows import Row, Target, table
 from simconfigs import write_config
 from sqlalchemy import text
@@ -190,4 +190,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from harness import BenchError, Stack, open_stack
+from harness import BenchError, Stack, cli, open_stack
 from rows import Row, Target, table
 from sqlalchemy import Engine, event, text
 
@@ -217,4 +217,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

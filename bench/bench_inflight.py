@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import BenchError, Stack, open_stack, wait_for
+from harness import BenchError, Stack, cli, open_stack, wait_for
 from measure import FINAL, count_jobs, finish_anchor, start_anchor, steady_rate
 from rows import Row, Target, table
 from simconfigs import write_config
@@ -150,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness import BenchError, Stack, open_stack, wait_for
+from harness import BenchError, Stack, cli, open_stack, wait_for
 from measure import FINAL, children, count_jobs, finish_anchor, rss_mb, start_anchor
 from rows import Row, Target, table
 from simconfigs import write_config
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from harness import BenchError, Stack, open_stack, wait_for
+from harness import BenchError, Stack, cli, open_stack, wait_for
 from measure import FINAL, count_jobs, span_rate
 from noop_app import COUNTER, QUEUE, TASK, make_app
 from rows import Row, Target, table
@@ -121,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

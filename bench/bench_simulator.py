@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import Stack, open_stack
+from harness import Stack, cli, open_stack
 from measure import finish_anchor, span_rate, start_anchor
 from rows import Row, Target, table
 
@@ -51,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import POSTGRES_URL, REDIS_URL, ROOT, Stack, open_stack
+from harness import POSTGRES_URL, REDIS_URL, ROOT, Stack, cli, open_stack
 from rows import Row, Target, table
 from sqlalchemy import text
 
@@ -97,4 +97,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import redis
 from simconfigs import SHIPPED
 
 from producer import localstack
+from producer.services import ServiceUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -28,6 +30,15 @@ Stack = localstack.LocalStack
 
 class BenchError(RuntimeError):
     """A benchmark could not run (a service is missing, a worker died, a wait ran out)."""
+
+
+def cli(main: Callable[[], int]) -> int:
+    """Run a benchmark's `main`; one that cannot run says why in one line and exits 2, without a traceback."""
+    try:
+        return main()
+    except (BenchError, ServiceUnavailable) as exc:
+        print(f"{Path(sys.argv[0]).name}: cannot run: {exc}", file=sys.stderr)
+        return 2
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.1) -> float:

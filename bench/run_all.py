@@ -31,7 +31,7 @@ import bench_memory
 import bench_pipeline
 import bench_simulator
 import bench_startup
-from harness import POSTGRES_URL, REDIS_URL, BenchError, Stack, open_stack
+from harness import POSTGRES_URL, REDIS_URL, BenchError, Stack, cli, open_stack
 from rows import Row, markdown, table
 
 from producer.services import ServiceUnavailable
@@ -138,4 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))
