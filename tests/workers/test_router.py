@@ -131,6 +131,21 @@ def test_logistic_regression_separates_and_auc_counts_ties() -> None:
     assert 0.95 < logreg.auc(oof, y) <= 1.0
 
 
+
+
+def test_a_warm_started_fit_reaches_the_same_optimum_as_a_cold_one() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 30)).astype(np.float32)
+    y = (x[:, :5].sum(axis=1) + rng.normal(size=600) > 0).astype(np.float64)  # noisy: the optimum is interior
+    cold = logreg.fit(x, y, l2=2.0)
+    warm = logreg.fit(x, y, l2=2.0, start=logreg.fit(x, y, l2=200.0))
+    assert np.allclose(warm.predict(x), cold.predict(x), atol=1e-3)
+    # Along the path each fold starts from its fit at the stronger l2; the scores are those of cold fits.
+    path = logreg.out_of_fold_path(x, y, 5, 0, (2.0, 200.0))
+    assert [l2 for l2, _ in path] == [200.0, 2.0]
+    for l2, scores in path:
+        assert np.allclose(scores, logreg.out_of_fold(x, y, 5, 0, l2), atol=1e-3)
+    assert not np.allclose(path[0][1], path[1][1], atol=1e-2)  # the two l2s do give different scores
 def test_the_policy_is_the_cheapest_that_keeps_the_target_with_a_margin() -> None:
     n = 1000
     rng = np.random.default_rng(1)

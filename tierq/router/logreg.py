@@ -7,6 +7,7 @@ entries (rows x dense columns, plus the sparse non-zeros) and the width, never w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,14 +47,19 @@ def _loss(x: Design, y: Array, w: Array, b: float, l2: float) -> float:
 
 
 def fit(features: Features, y: Array, l2: float = 1.0, newton_steps: int = 30, cg_steps: int = 60,
-        tol: float = 1e-5) -> Linear:
-    """Minimise the log-loss plus l2/2 |w|^2 (the intercept is not penalised)."""
+        tol: float = 1e-5, start: Linear | None = None) -> Linear:
+    """Minimise the log-loss plus l2/2 |w|^2 (the intercept is not penalised). `start` (a fit of the same
+    columns, e.g. at a nearby l2) is where the search begins: the same optimum, in fewer steps."""
     x = design(features)
     n, d = x.shape
-    w = np.zeros(d)
-    mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if n else 0.5
-    b = float(np.log(mean / (1 - mean)))
+    if start is not None and len(start.weights) == d:
+        w, b = start.weights.astype(np.float64), float(start.intercept)
+    else:
+        w = np.zeros(d)
+        mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if n else 0.5
+        b = float(np.log(mean / (1 - mean)))
     loss = _loss(x, y, w, b, l2)
+    first = 0.0
     for _ in range(newton_steps):
         p = _sigmoid(x @ w + b)
         residual = p - y
@@ -62,7 +68,11 @@ def fit(features: Features, y: Array, l2: float = 1.0, newton_steps: int = 30, c
         if max(float(np.abs(grad_w).max(initial=0.0)), abs(grad_b)) < tol * max(1.0, n):
             break
         curvature = p * (1 - p) + 1e-12
-        step_w, step_b = _conjugate_gradient(x, curvature, l2, grad_w, grad_b, cg_steps)
+        size = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
+        first = first or size
+        # Inexact Newton: a rough step while far from the optimum, a precise one near it.
+        forcing = min(0.5, float(np.sqrt(size / first)))
+        step_w, step_b = _conjugate_gradient(x, curvature, l2, grad_w, grad_b, cg_steps, forcing)
         scale, trial = 1.0, float("inf")
         while scale > 1e-4:  # backtracking: a Newton step may overshoot far from the optimum
             trial = _loss(x, y, w - scale * step_w, b - scale * step_b, l2)
@@ -78,8 +88,9 @@ def fit(features: Features, y: Array, l2: float = 1.0, newton_steps: int = 30, c
 
 
 def _conjugate_gradient(x: Design, curvature: Array, l2: float, grad_w: Array, grad_b: float,
-                        steps: int) -> tuple[Array, float]:
-    """Solve H s = g for the Newton step s, H the Hessian of the loss in (w, b)."""
+                        steps: int, forcing: float) -> tuple[Array, float]:
+    """Solve H s = g for the Newton step s, H the Hessian of the loss in (w, b), until the residual is
+    `forcing` times the gradient (or 1e-4 times, if that is larger)."""
 
     def hessian_times(v_w: Array, v_b: float) -> tuple[Array, float]:
         u = curvature * (x @ v_w + v_b)
@@ -89,7 +100,7 @@ def _conjugate_gradient(x: Design, curvature: Array, l2: float, grad_w: Array, g
     r_w, r_b = grad_w.copy(), grad_b
     p_w, p_b = r_w.copy(), r_b
     rr = float(r_w @ r_w) + r_b * r_b
-    stop = 1e-8 * rr
+    stop = max(forcing, 1e-4) ** 2 * rr
     for _ in range(steps):
         h_w, h_b = hessian_times(p_w, p_b)
         curvature_along = float(p_w @ h_w) + p_b * h_b
@@ -117,12 +128,24 @@ def folds(n: int, k: int, seed: int) -> list[npt.NDArray[np.int64]]:
 
 def out_of_fold(features: Features, y: Array, k: int, seed: int, l2: float) -> Array:
     """Each row's score from a model fitted without its fold: honest scores to choose a threshold on."""
+    return out_of_fold_path(features, y, k, seed, (l2,))[0][1]
+
+
+def out_of_fold_path(features: Features, y: Array, k: int, seed: int,
+                     grid: Sequence[float]) -> list[tuple[float, Array]]:
+    """(l2, out-of-fold scores) for every l2 of `grid`, strongest first. A fold's fit at each l2 starts from
+    its fit at the stronger one before, which is near: the path costs little more than its weakest fit."""
     x = design(features)
-    scores = np.zeros(len(y))
-    for part in folds(len(y), k, seed):
+    strongest_first = sorted(grid, reverse=True)
+    scores = np.zeros((len(strongest_first), len(y)))
+    for part in folds(len(y), k, seed):  # one fold's rows at a time: memory as for a single fit
         train = np.setdiff1d(np.arange(len(y)), part)
-        scores[part] = fit(x.take(train), y[train], l2).predict(x.take(part))
-    return scores
+        x_train, x_part = x.take(train), x.take(part)
+        model: Linear | None = None
+        for at, l2 in enumerate(strongest_first):
+            model = fit(x_train, y[train], l2, start=model)
+            scores[at, part] = model.predict(x_part)
+    return list(zip(strongest_first, scores, strict=True))
 
 
 def log_loss(scores: Array, y: Array) -> float:

@@ -79,14 +79,8 @@ def fit_scorer(x: Design, y: Array, spec: FeatureSpec, answers: bool, hashed: np
     scale, shift = column_scaling(x, hashed)
     # Columns that no training row has would keep a weight of 0 anyway: leave them out of the fit.
     z, kept = x.scaled(scale, shift).compact()
-    best: tuple[float, float, Array] | None = None
-    for l2 in L2_GRID:
-        oof = logreg.out_of_fold(z, y, FOLDS, seed, l2)
-        loss = logreg.log_loss(oof, y)
-        if best is None or loss < best[0]:
-            best = (loss, l2, oof)
-    assert best is not None
-    _, l2, oof = best
+    # The l2 whose out-of-fold scores have the smallest log-loss (on a tie, the smaller l2).
+    l2, oof = min(logreg.out_of_fold_path(z, y, FOLDS, seed, L2_GRID), key=lambda p: (logreg.log_loss(p[1], y), p[0]))
     fitted = logreg.fit(z, y, l2)
     weights = np.zeros(x.width, dtype=np.float32)
     weights[kept] = fitted.weights
