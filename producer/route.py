@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -26,7 +26,7 @@ from tierq.config import Config
 from tierq.errors import InputError, NotFound
 from tierq.messages import user_text
 from tierq.money import Price, Usage, estimate_tokens
-from tierq.router.evaluate import read
+from tierq.router.evaluate import left_out_note, read
 from tierq.router.features import LogprobSummary
 from tierq.router.fit import Check, Examples, Router, check, fit, holdout
 from tierq.router.policy import Rows
@@ -118,10 +118,15 @@ def database_examples(conn: Connection, config: Config, task_type: str, into: _C
     return len(audits), len(failed)
 
 
-def file_examples(config: Config, paths: Sequence[Path], cheap: str, strong: str, into: _Collected) -> int:
-    """Add the examples of labelled files (RouteLLM's format), priced at the router's tiers' first models."""
+def file_examples(config: Config, paths: Sequence[Path], cheap: str, strong: str, into: _Collected,
+                  warn: Callable[[str], None] | None = None) -> int:
+    """Add the examples of labelled files (RouteLLM's format), priced at the router's tiers' first models;
+    `warn` hears about rows left out."""
     cheap_price, strong_price = _prices(config)
     data = read(paths, cheap, strong, cheap_price, strong_price)
+    note = left_out_note(data, cheap, strong)
+    if note and warn is not None:
+        warn(note)
     for index, prompt in enumerate(data.prompts):
         into.prompts.append(prompt)
         into.answers.append(data.cheap_answers[index])
@@ -164,8 +169,10 @@ def fit_version(
     strong_column: str | None = None,
     use_database: bool = True,
     seed: int = 0,
+    warn: Callable[[str], None] | None = None,
 ) -> FitResult:
-    """Fit a router for `task_type`, store it as a new version, activate it if it passes its held-out check."""
+    """Fit a router for `task_type`, store it as a new version, activate it if it passes its held-out check;
+    `warn` hears about labelled rows left out."""
     cheap, strong = config.router_tiers
     if config.tier_index(strong) <= config.tier_index(cheap):
         raise InputError(f"a router sends work from the cheap tier up to a stronger one, but {strong!r} does not come "
@@ -179,7 +186,7 @@ def fit_version(
         if not cheap_column or not strong_column:
             raise InputError("labelled files need --cheap COL and --strong COL: the columns that say whether each "
                              "model's answer was right")
-        files = file_examples(config, paths, cheap_column, strong_column, collected)
+        files = file_examples(config, paths, cheap_column, strong_column, collected, warn)
     sources = Sources(audits, escalations, files)
     total = len(collected.prompts)
     minimum = config.router.min_labels

@@ -38,7 +38,7 @@ def fit(files: tuple[Path, ...], task_type: str, cheap_column: str | None, stron
 
     with Tierq() as tq:
         result = fit_version(tq.engine, tq.config, task_type, files, cheap_column, strong_column,
-                             not no_database, seed)
+                             not no_database, seed, warn=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -110,10 +110,13 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     from producer.route import price_pair
     from tierq.router.config import RouterConfig
     from tierq.router.evaluate import evaluate as run
-    from tierq.router.evaluate import read, spread
+    from tierq.router.evaluate import left_out_note, read, spread
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
                 price_pair(strong_price, "--strong-price"))
+    note = left_out_note(data, cheap_column, strong_column)
+    if note:
+        click.echo(note, err=True)
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
     margin = confidence if confidence is not None else RouterConfig().confidence

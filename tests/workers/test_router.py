@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.route import Sources, _store, fit_version, show
+from tierq.money import Price
 from tierq.router import logreg
 from tierq.router.design import Builder
+from tierq.router.evaluate import left_out_note, read
 from tierq.router.features import FeatureSpec, answer_shape, prompt_matrix
 from tierq.router.fit import Examples, Router, check, fit, holdout
 from tierq.router.policy import Policy, Rows, choose, random_cost_share
@@ -261,6 +264,30 @@ def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: di
     done = run_tierq(stack_env, "route", "eval", str(bad), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "1/1", "--strong-price", "2/2")
     assert done.returncode == 2 and "bad.csv:2: column 'cheap' must be true or false" in done.stderr
+    empty = write_csv(tmp_path / "empty.csv", [{"prompt": "p", "cheap": "", "strong": "True"}] * 2)
+    done = run_tierq(stack_env, "route", "eval", str(empty), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "1/1", "--strong-price", "2/2")
+    assert done.returncode == 2 and "no rows (2 without a verdict for 'cheap' or 'strong')" in done.stderr
+
+
+def test_verdicts_may_be_numbers_and_rows_without_one_are_left_out_and_named(tmp_path: Path,
+                                                                             stack_env: dict[str, str]) -> None:
+    rows = labelled_rows(300)
+    rows[0]["cheap"], rows[1]["strong"], rows[2]["cheap"] = "1.0", "0.0", "0"
+    for at in (5, 7, 9, 11):  # as pandas writes a missing value, or a cell left empty
+        rows[at]["strong" if at == 7 else "cheap"] = "NaN" if at == 5 else ""
+    path = write_csv(tmp_path / "labels.csv", rows)
+    price = Price(Decimal(1), Decimal(1), Decimal(1))
+    data = read([path], "cheap", "strong", price, price)
+    assert len(data.prompts) == 296 and data.cheap_ok[:3] == [True, True, False] and data.strong_ok[1] is False
+    assert data.left_out == [f"{path}:{line}" for line in (7, 9, 11, 13)]  # the header is line 1
+    assert left_out_note(data, "cheap", "strong") == (
+        f"left out 4 rows with no verdict in 'cheap' or 'strong' ({path}:7, {path}:9, {path}:11, and 1 more)")
+    done = run_tierq(stack_env, "route", "eval", str(path), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["train"] + json.loads(done.stdout)["test"] == 296
+    assert done.stderr.strip().splitlines() == [left_out_note(data, "cheap", "strong")]
 
 
 def routed(stack: Stack, tmp_path: Path, extra: str = "") -> AbstractContextManager[tuple[Tierq, dict[str, str]]]:

@@ -14,7 +14,7 @@ import hashlib
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from tierq.router.policy import Rows, oracle_cost_share, outcome, random_cost_sh
 # The figures whose spread over seeds `spread` reports.
 FIGURES = ("cost_reduction_pct", "quality_share_pct", "random_cost_reduction_pct", "oracle_cost_reduction_pct",
            "strong_share_pct", "auc", "answer_auc")
-TRUE = {"true", "1", "yes", "t", "y"}
-FALSE = {"false", "0", "no", "f", "n", ""}
+TRUE = {"true", "1", "1.0", "yes", "t", "y"}
+FALSE = {"false", "0", "0.0", "no", "f", "n"}
+MISSING = {"", "nan", "none", "null", "na", "n/a"}  # no verdict for that model: the row is left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Labelled:
     strong_ok: list[bool]
     cheap_cost: list[Decimal]
     strong_cost: list[Decimal]
+    left_out: list[str] = field(default_factory=list)  # "file:line" of rows without a verdict for a model
 
     def rows(self, index: Sequence[int]) -> Rows:
         """The policy view of rows `index` (costs as floats: they only rank policies)."""
@@ -59,12 +61,15 @@ class Labelled:
         return Examples([self.prompts[i] for i in index], [self.cheap_answers[i] for i in index], self.rows(index))
 
 
-def _flag(value: str, path: Path, line: int, column: str) -> bool:
+def _flag(value: str, path: Path, line: int, column: str) -> bool | None:
+    """True or False; None when the cell is empty (no verdict)."""
     folded = value.strip().casefold()
     if folded in TRUE:
         return True
     if folded in FALSE:
         return False
+    if folded in MISSING:
+        return None
     raise InputError(f"{path}:{line}: column {column!r} must be true or false, got {value[:40]!r}")
 
 
@@ -85,14 +90,19 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
                     raise InputError(f"{path}: no column {needed!r} (columns: {', '.join(columns[:12])}); "
                                      "name the models' columns with --cheap and --strong")
             for line, row in enumerate(reader, start=2):
+                cheap_ok = _flag(row[cheap] or "", path, line, cheap)
+                strong_ok = _flag(row[strong] or "", path, line, strong)
+                if cheap_ok is None or strong_ok is None:
+                    data.left_out.append(f"{path}:{line}")
+                    continue
                 prompt = row["prompt"] or ""
                 cheap_text = row.get(f"{cheap}_response")
                 strong_text = row.get(f"{strong}_response")
                 prompt_tokens = 4 + tokens(prompt)
                 data.prompts.append(prompt)
                 data.cheap_answers.append(cheap_text)
-                data.cheap_ok.append(_flag(row[cheap] or "", path, line, cheap))
-                data.strong_ok.append(_flag(row[strong] or "", path, line, strong))
+                data.cheap_ok.append(cheap_ok)
+                data.strong_ok.append(strong_ok)
                 data.cheap_cost.append(
                     cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1))
                 )
@@ -100,8 +110,18 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
                     strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1))
                 )
     if not data.prompts:
-        raise InputError(f"{', '.join(map(str, paths))}: no rows")
+        without = f" ({len(data.left_out)} without a verdict for {cheap!r} or {strong!r})" if data.left_out else ""
+        raise InputError(f"{', '.join(map(str, paths))}: no rows{without}")
     return data
+
+
+def left_out_note(data: Labelled, cheap: str, strong: str, shown: int = 3) -> str | None:
+    """One line on the rows `read` left out for want of a verdict, or None when there were none."""
+    if not data.left_out:
+        return None
+    more = f", and {len(data.left_out) - shown:,} more" if len(data.left_out) > shown else ""
+    return (f"left out {len(data.left_out):,} rows with no verdict in {cheap!r} or {strong!r} "
+            f"({', '.join(data.left_out[:shown])}{more})")
 
 
 def split(prompts: Sequence[str], seed: int) -> tuple[list[int], list[int]]:
