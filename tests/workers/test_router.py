@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.route import Sources, _store, fit_version, show
+from tierq.errors import InputError
 from tierq.money import Price
 from tierq.router import logreg
 from tierq.router.design import Builder
@@ -270,8 +271,7 @@ def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: di
     assert done.returncode == 2 and "no rows (2 without a verdict for 'cheap' or 'strong')" in done.stderr
 
 
-def test_verdicts_may_be_numbers_and_rows_without_one_are_left_out_and_named(tmp_path: Path,
-                                                                             stack_env: dict[str, str]) -> None:
+def test_labelled_files_as_pandas_writes_them_and_bad_ones_named(tmp_path: Path, stack_env: dict[str, str]) -> None:
     rows = labelled_rows(300)
     rows[0]["cheap"], rows[1]["strong"], rows[2]["cheap"] = "1.0", "0.0", "0"
     for at in (5, 7, 9, 11):  # as pandas writes a missing value, or a cell left empty
@@ -287,6 +287,16 @@ def test_verdicts_may_be_numbers_and_rows_without_one_are_left_out_and_named(tmp
                      "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train"] + json.loads(done.stdout)["test"] == 296
+    # A record is named by its first line, also after a prompt that spans several.
+    (tmp_path / "lines.csv").write_text('prompt,cheap,strong\n"two\nlines",True,True\nthird,maybe,True\n')
+    with pytest.raises(InputError, match=r"lines.csv:4: column 'cheap' must be true or false, got 'maybe'"):
+        read([tmp_path / "lines.csv"], "cheap", "strong", price, price)
+    (tmp_path / "latin.csv").write_bytes("prompt,cheap,strong\ncaf\u00e9,True,True\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin.csv: not UTF-8 text; save it as UTF-8 CSV"):
+        read([tmp_path / "latin.csv"], "cheap", "strong", price, price)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match=r"empty.csv: empty, not even a header row"):
+        read([tmp_path / "empty.csv"], "cheap", "strong", price, price)
     assert done.stderr.strip().splitlines() == [left_out_note(data, "cheap", "strong")]
 
 

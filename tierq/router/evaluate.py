@@ -84,35 +84,52 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
             raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
         with handle:
             reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            for needed in ("prompt", cheap, strong):
-                if needed not in columns:
-                    raise InputError(f"{path}: no column {needed!r} (columns: {', '.join(columns[:12])}); "
-                                     "name the models' columns with --cheap and --strong")
-            for line, row in enumerate(reader, start=2):
-                cheap_ok = _flag(row[cheap] or "", path, line, cheap)
-                strong_ok = _flag(row[strong] or "", path, line, strong)
-                if cheap_ok is None or strong_ok is None:
-                    data.left_out.append(f"{path}:{line}")
-                    continue
-                prompt = row["prompt"] or ""
-                cheap_text = row.get(f"{cheap}_response")
-                strong_text = row.get(f"{strong}_response")
-                prompt_tokens = 4 + tokens(prompt)
-                data.prompts.append(prompt)
-                data.cheap_answers.append(cheap_text)
-                data.cheap_ok.append(cheap_ok)
-                data.strong_ok.append(strong_ok)
-                data.cheap_cost.append(
-                    cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1))
-                )
-                data.strong_cost.append(
-                    strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1))
-                )
+            try:
+                _read_rows(reader, path, cheap, strong, cheap_price, strong_price, data)
+            except UnicodeDecodeError:
+                after = f" after line {reader.line_num}" if reader.line_num else ""  # text is decoded in blocks
+                raise InputError(f"{path}: not UTF-8 text{after}; save it as UTF-8 CSV") from None
+            except csv.Error as exc:
+                raise InputError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     if not data.prompts:
         without = f" ({len(data.left_out)} without a verdict for {cheap!r} or {strong!r})" if data.left_out else ""
         raise InputError(f"{', '.join(map(str, paths))}: no rows{without}")
     return data
+
+
+def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str, cheap_price: Price,
+               strong_price: Price, data: Labelled) -> None:
+    """Append one file's rows to `data`."""
+    if reader.fieldnames is None:
+        raise InputError(f"{path}: empty, not even a header row; the first line names the columns (prompt, "
+                         "one per model)")
+    columns = list(reader.fieldnames)
+    for needed in ("prompt", cheap, strong):
+        if needed not in columns:
+            raise InputError(f"{path}: no column {needed!r} (columns: {', '.join(columns[:12])}); "
+                             "name the models' columns with --cheap and --strong")
+    end = reader.line_num
+    for row in reader:
+        line, end = end + 1, reader.line_num  # the record's first line (a quoted field may hold line breaks)
+        cheap_ok = _flag(row[cheap] or "", path, line, cheap)
+        strong_ok = _flag(row[strong] or "", path, line, strong)
+        if cheap_ok is None or strong_ok is None:
+            data.left_out.append(f"{path}:{line}")
+            continue
+        prompt = row["prompt"] or ""
+        cheap_text = row.get(f"{cheap}_response")
+        strong_text = row.get(f"{strong}_response")
+        prompt_tokens = 4 + tokens(prompt)
+        data.prompts.append(prompt)
+        data.cheap_answers.append(cheap_text)
+        data.cheap_ok.append(cheap_ok)
+        data.strong_ok.append(strong_ok)
+        data.cheap_cost.append(
+            cheap_price.cost(Usage(prompt_tokens, tokens(cheap_text) if cheap_text is not None else 1))
+        )
+        data.strong_cost.append(
+            strong_price.cost(Usage(prompt_tokens, tokens(strong_text) if strong_text is not None else 1))
+        )
 
 
 def left_out_note(data: Labelled, cheap: str, strong: str, shown: int = 3) -> str | None:
