@@ -29,16 +29,24 @@ Stack = localstack.LocalStack
 
 
 class BenchError(RuntimeError):
-    """A benchmark could not run (a service is missing, a worker died, a wait ran out)."""
+    """A benchmark stopped without a result (a worker died, a wait ran out, the jobs did not succeed)."""
+
+
+class CannotRun(BenchError):
+    """A benchmark could not start: another run holds the benchmarks' Redis database, or a service is down."""
 
 
 def cli(main: Callable[[], int]) -> int:
-    """Run a benchmark's `main`; one that cannot run says why in one line and exits 2, without a traceback."""
+    """Run a benchmark's `main` and say in one line, without a traceback, why it gave no result: exit 2 when it
+    could not start (fix the machine and run it again), 1 when it stopped on the way (a failure to look into)."""
     try:
         return main()
-    except (BenchError, ServiceUnavailable) as exc:
+    except (CannotRun, ServiceUnavailable) as exc:
         print(f"{Path(sys.argv[0]).name}: cannot run: {exc}", file=sys.stderr)
         return 2
+    except BenchError as exc:
+        print(f"{Path(sys.argv[0]).name}: stopped: {exc}", file=sys.stderr)
+        return 1
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.1) -> float:
@@ -59,12 +67,12 @@ def redis_database(url: str) -> Iterator[str]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BenchError(f"another benchmark run uses {url}; wait for it to finish") from None
+            raise CannotRun(f"another benchmark run uses {url}; wait for it to finish") from None
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         try:
             client.flushdb()
         except redis.exceptions.ConnectionError as exc:
-            raise BenchError(f"Redis at {url} is not reachable: {exc}") from None
+            raise CannotRun(f"Redis at {url} is not reachable: {exc}") from None
         try:
             yield url
         finally:

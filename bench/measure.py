@@ -82,7 +82,8 @@ def finish_anchor(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, fl
         proc.communicate()
         raise
     if proc.returncode != 0 and not out.strip():
-        raise BenchError(f"the anchor client failed: {err[-2000:]}")
+        last = next((line for line in reversed(err.splitlines()) if line.strip()), f"exit status {proc.returncode}")
+        raise BenchError(f"the anchor client failed: {last.strip()[:300]}")
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     if result["errors"]:
         raise BenchError(f"the anchor client had {result['errors']:.0f} failed calls of {result['calls']:.0f}")

@@ -8,7 +8,8 @@ flushed before and after); starts the simulated provider and the Celery workers 
 them at the end, also on failure or Ctrl-C. The full run takes about 5 minutes on 2 cores,
 `--quick` (smaller runs, no diagnostics) about 2. Not part of the test suite: the figures depend
 on the machine and on what else runs on it, which is why each benchmark has an anchor measured
-alongside. Exit status 1 when a target is missed or a benchmark could not run.
+alongside. Exit status 1 when a target is missed or a benchmark stopped without a result, 2 when the run
+could not start (another run holds database 15, a service is down).
 """
 
 from __future__ import annotations

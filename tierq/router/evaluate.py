@@ -46,7 +46,7 @@ class Labelled:
     strong_ok: list[bool]
     cheap_cost: list[Decimal]
     strong_cost: list[Decimal]
-    left_out: list[str] = field(default_factory=list)  # "file:line" of rows without a verdict for a model
+    left_out: list[str] = field(default_factory=list)  # "file:line ('col' empty)": rows without a verdict
 
     def rows(self, index: Sequence[int]) -> Rows:
         """The policy view of rows `index` (costs as floats: they only rank policies)."""
@@ -114,7 +114,8 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
         cheap_ok = _flag(row[cheap] or "", path, line, cheap)
         strong_ok = _flag(row[strong] or "", path, line, strong)
         if cheap_ok is None or strong_ok is None:
-            data.left_out.append(f"{path}:{line}")
+            empty = " and ".join(repr(c) for c, ok in ((cheap, cheap_ok), (strong, strong_ok)) if ok is None)
+            data.left_out.append(f"{path}:{line} ({empty} empty)")
             continue
         prompt = row["prompt"] or ""
         cheap_text = row.get(f"{cheap}_response")
@@ -132,13 +133,14 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
         )
 
 
-def left_out_note(data: Labelled, cheap: str, strong: str, shown: int = 3) -> str | None:
+def left_out_note(data: Labelled, shown: int = 3) -> str | None:
     """One line on the rows `read` left out for want of a verdict, or None when there were none."""
-    if not data.left_out:
+    count = len(data.left_out)
+    if not count:
         return None
-    more = f", and {len(data.left_out) - shown:,} more" if len(data.left_out) > shown else ""
-    return (f"left out {len(data.left_out):,} rows with no verdict in {cheap!r} or {strong!r} "
-            f"({', '.join(data.left_out[:shown])}{more})")
+    more = f", and {count - shown:,} more" if count > shown else ""
+    rows = f"{count:,} row{'s' if count != 1 else ''}"
+    return f"left out {rows} with no verdict: {', '.join(data.left_out[:shown])}{more}"
 
 
 def split(prompts: Sequence[str], seed: int) -> tuple[list[int], list[int]]:

@@ -52,7 +52,11 @@ def fit(features: Features, y: Array, l2: float = 1.0, newton_steps: int = 30, c
     columns, e.g. at a nearby l2) is where the search begins: the same optimum, in fewer steps."""
     x = design(features)
     n, d = x.shape
-    if start is not None and len(start.weights) == d:
+    if start is not None:
+        if len(start.weights) != d:
+            raise ValueError(f"a start of {len(start.weights)} weights for {d} columns")
+        if not (np.isfinite(start.weights).all() and np.isfinite(start.intercept)):
+            raise ValueError("a start with weights that are not finite")
         w, b = start.weights.astype(np.float64), float(start.intercept)
     else:
         w = np.zeros(d)
