@@ -2,7 +2,9 @@
 
 Each model with `rpm` or `tpm` in the TOML has two schedules (requests, tokens), kept as the time the
 next slot falls due (the generic cell rate algorithm). The rate is 98% of the limit and a schedule may
-run at most one second's worth ahead, so no 60 s window exceeds the limit. A caller is given a slot
+run at most a quarter second's worth ahead, so no 60 s window of slots exceeds 98.4% of the limit: the
+rest, about a second's worth of calls, is for the calls whose slot came a little before a window and
+that reached the provider inside it (a busy event loop sends late). A caller is given a slot
 at a definite time, at most `horizon_s` from now, and waits for it; when the queue of slots already
 given reaches past the horizon it is told to come back later instead, so a task never holds a worker
 thread and its message for a long wait. A 429 with Retry-After pauses the model for every worker.
@@ -50,6 +52,7 @@ end
 return {1, math.floor(delay)}
 """
 MARGIN = 0.98
+BURST_S = 0.25  # how far ahead of its rate a schedule may run
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ class RateLimiter:
         args: list[float] = []
         for limit in (cfg.rpm, cfg.tpm):
             per_ms = 60_000 / (limit * MARGIN) if limit else 0.0
-            args += [per_ms, max(1.0, (limit or 0) / 60)]
+            args += [per_ms, max(1.0, (limit or 0) / 60 * BURST_S)]
         args += [max(1, tokens), self._horizon_ms]
         granted, ms = await self._script(keys=self._keys(model), args=args)
         return Admission(bool(granted), int(ms) / 1000)

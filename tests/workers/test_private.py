@@ -42,7 +42,11 @@ def test_private_batches_keep_no_text_in_postgres(clean: Stack, tmp_path: Path) 
 
 def test_a_cancelled_private_batch_leaves_no_prompt_in_redis(clean: Stack) -> None:
     clean.simulate({"latency_ms": 1500})
-    records = [{"id": f"t{n}", "prompt": f"{SECRET_PROMPT} ticket {n}"} for n in range(900)]
+    # More jobs than the worker can claim at once (each task thread holds one chunk), so that some are still
+    # waiting when the cancel comes, however fast the worker claims the rest: both ways of ending are seen.
+    # (A thread frees only when its chunk's last call ends, about two latencies after the first claim.)
+    held_at_once = clean.config.worker.threads * clean.config.worker.tier_chunk
+    records = [{"id": f"t{n}", "prompt": f"{SECRET_PROMPT} ticket {n}"} for n in range(held_at_once + 400)]
     vault = redis.Redis.from_url(clean.settings.redis_url)
     with clean.client() as tq:
         batch = tq.submit(records, BatchOptions(store_text=False, force_tier="hot"))
