@@ -124,7 +124,7 @@ def file_examples(config: Config, paths: Sequence[Path], cheap: str, strong: str
     `warn` hears about rows left out."""
     cheap_price, strong_price = _prices(config)
     data = read(paths, cheap, strong, cheap_price, strong_price)
-    note = left_out_note(data, cheap, strong)
+    note = left_out_note(data)
     if note and warn is not None:
         warn(note)
     for index, prompt in enumerate(data.prompts):

@@ -114,7 +114,7 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
                 price_pair(strong_price, "--strong-price"))
-    note = left_out_note(data, cheap_column, strong_column)
+    note = left_out_note(data)
     if note:
         click.echo(note, err=True)
     if prompt_only:
