@@ -28,7 +28,7 @@ from eval.pipeline import local_stack, replay_toml, start_worker
 from producer.api import Tierq
 from producer.submit import BatchOptions
 from tierq.config import load_config
-from tierq.router.evaluate import evaluate, left_out_note, read, split, spread
+from tierq.router.evaluate import evaluate, read, split, spread
 
 CONFIG = Path(__file__).with_name("gsm8k.toml")
 
@@ -36,10 +36,8 @@ CONFIG = Path(__file__).with_name("gsm8k.toml")
 def seeds(data: Path, count: int, target: float, confidence: float, prompt_only: bool) -> dict[str, Any]:
     """`tierq route eval` for seeds 0..count-1; each seed's report and the spread of each figure."""
     config = load_config(CONFIG)
-    labelled = read([data], CHEAP, STRONG, config.price(CHEAP), config.price(STRONG))
-    note = left_out_note(labelled)
-    if note:
-        print(note, file=sys.stderr)
+    labelled = read([data], CHEAP, STRONG, config.price(CHEAP), config.price(STRONG),
+                    warn=lambda line: print(line, file=sys.stderr))
     if prompt_only:  # as `route eval --prompt-only`: decision (a) alone, as on data without answer texts
         labelled.cheap_answers[:] = [None] * len(labelled.cheap_answers)
     reports = []

@@ -27,7 +27,7 @@ from eval.threshold_rules import bagged, bound, choose_with, cross_fitted_confid
 from tierq.config import load_config
 from tierq.router import logreg
 from tierq.router.design import Design
-from tierq.router.evaluate import Labelled, left_out_note, read, split
+from tierq.router.evaluate import Labelled, read, split
 from tierq.router.features import answer_matrix, prompt_matrix
 from tierq.router.fit import fit
 from tierq.router.model import FOLDS, Scorer
@@ -173,10 +173,8 @@ def main() -> int:
     if not args.data.exists():
         raise SystemExit(f"{args.data} not found: pass --data FILE (RouteLLM format with the models' responses)")
     config = load_config(CONFIG)
-    data = read([args.data], CHEAP, STRONG, config.price(CHEAP), config.price(STRONG))
-    note = left_out_note(data)
-    if note:
-        print(note, file=sys.stderr)
+    data = read([args.data], CHEAP, STRONG, config.price(CHEAP), config.price(STRONG),
+                warn=lambda line: print(line, file=sys.stderr))
     prepared: dict[int, Seed] = {}
     for seeds in args.seeds:
         for seed in seeds:

@@ -26,7 +26,7 @@ from tierq.config import Config
 from tierq.errors import InputError, NotFound
 from tierq.messages import user_text
 from tierq.money import Price, Usage, estimate_tokens
-from tierq.router.evaluate import left_out_note, read
+from tierq.router.evaluate import read
 from tierq.router.features import LogprobSummary
 from tierq.router.fit import Check, Examples, Router, check, fit, holdout
 from tierq.router.policy import Rows
@@ -123,10 +123,7 @@ def file_examples(config: Config, paths: Sequence[Path], cheap: str, strong: str
     """Add the examples of labelled files (RouteLLM's format), priced at the router's tiers' first models;
     `warn` hears about rows left out."""
     cheap_price, strong_price = _prices(config)
-    data = read(paths, cheap, strong, cheap_price, strong_price)
-    note = left_out_note(data)
-    if note and warn is not None:
-        warn(note)
+    data = read(paths, cheap, strong, cheap_price, strong_price, warn)
     for index, prompt in enumerate(data.prompts):
         into.prompts.append(prompt)
         into.answers.append(data.cheap_answers[index])

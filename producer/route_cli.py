@@ -110,13 +110,10 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     from producer.route import price_pair
     from tierq.router.config import RouterConfig
     from tierq.router.evaluate import evaluate as run
-    from tierq.router.evaluate import left_out_note, read, spread
+    from tierq.router.evaluate import read, spread
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
-                price_pair(strong_price, "--strong-price"))
-    note = left_out_note(data)
-    if note:
-        click.echo(note, err=True)
+                price_pair(strong_price, "--strong-price"), warn=lambda line: click.echo(line, err=True))
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
     margin = confidence if confidence is not None else RouterConfig().confidence

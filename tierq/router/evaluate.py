@@ -13,7 +13,7 @@ import csv
 import hashlib
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -73,8 +73,10 @@ def _flag(value: str, path: Path, line: int, column: str) -> bool | None:
     raise InputError(f"{path}:{line}: column {column!r} must be true or false, got {value[:40]!r}")
 
 
-def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, strong_price: Price) -> Labelled:
-    """Read labelled files; InputError naming the file, line and column on bad input."""
+def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, strong_price: Price,
+         warn: Callable[[str], None] | None = None) -> Labelled:
+    """Read labelled files; InputError naming the file, line and column on bad input. `warn` hears, in one
+    line, about rows left out for want of a verdict."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     data = Labelled([], [], [], [], [], [])
     for path in paths:
@@ -94,6 +96,9 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
     if not data.prompts:
         without = f" ({len(data.left_out)} without a verdict for {cheap!r} or {strong!r})" if data.left_out else ""
         raise InputError(f"{', '.join(map(str, paths))}: no rows{without}")
+    note = left_out_note(data)
+    if note and warn is not None:
+        warn(note)
     return data
 
 
