@@ -30,6 +30,7 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
+from producer import claims
 from producer.api import Tierq
 from producer.broker import make_sender
 from producer.inputs.stream import LineSource, read_records
@@ -130,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                                                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--redis", default=os.environ.get("TIERQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = parser.parse_args(argv)
+    try:
+        with claims.claimed(args.redis, "a benchmark run (bench_submit.py)"):
+            return measure(args)
+    except claims.DatabaseInUse as exc:
+        print(f"error: {exc}; wait for it to finish, or pass --redis with a database of your own", file=sys.stderr)
+        return 2
+    except redis.exceptions.ConnectionError as exc:
+        print(f"error: Redis at {args.redis} is not reachable: {exc}", file=sys.stderr)
+        return 2
+
+
+def measure(args: argparse.Namespace) -> int:
+    """The benchmark on the database `args.redis` names, which this run holds."""
     broker = redis.Redis.from_url(args.redis)
     if broker.dbsize():
         print(f"error: Redis database {args.redis} is not empty; pass --redis with an empty database", file=sys.stderr)

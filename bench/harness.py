@@ -1,17 +1,14 @@
 """The services every benchmark runs against, started for one run and removed after it, even on failure.
 
 The local stack (producer/localstack.py: a throwaway database on the local Postgres, the simulated provider
-as a real HTTP server, Celery workers started as the tests start them) on Redis database 15, flushed
-before and after and locked against a second run on this machine.
+as a real HTTP server, Celery workers started as the tests start them) on Redis database 14 (the demo's
+is 15), claimed for the run so that no test session, demo or second run shares it, flushed before and after.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +16,12 @@ from pathlib import Path
 import redis
 from simconfigs import SHIPPED
 
-from producer import localstack
+from producer import claims, localstack
 from producer.services import ServiceUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # the demo has 15
 Stack = localstack.LocalStack
 
 
@@ -61,23 +58,20 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: flo
 
 @contextlib.contextmanager
 def redis_database(url: str) -> Iterator[str]:
-    """The benchmarks' Redis database, flushed before and after; one run at a time on this machine."""
-    lock_path = Path(tempfile.gettempdir()) / f"tierq-bench-{hashlib.sha1(url.encode()).hexdigest()[:10]}.lock"
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CannotRun(f"another benchmark run uses {url}; wait for it to finish") from None
+    """The benchmarks' Redis database, claimed for this run (producer/claims.py: no demo, test session or
+    second benchmark uses it meanwhile), flushed before and after."""
+    with contextlib.ExitStack() as stack:
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        stack.callback(client.close)
         try:
+            stack.enter_context(claims.claimed(url, f"a benchmark run ({Path(sys.argv[0]).name})"))
             client.flushdb()
+        except claims.DatabaseInUse as exc:
+            raise CannotRun(f"{exc}; wait for it to finish, or pass --redis with a database of your own") from None
         except redis.exceptions.ConnectionError as exc:
             raise CannotRun(f"Redis at {url} is not reachable: {exc}") from None
-        try:
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
+        stack.callback(client.flushdb)
+        yield url
 
 
 @contextlib.contextmanager

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from fakellm.testing import running_server
 from migrations import upgrade
+from producer import claims
 from producer.api import Tierq
 from producer.bill.build import build_bill
 from producer.bill.report import tier_summary
@@ -64,6 +66,7 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
         out(f"batch mode: tiers {', '.join(batched)} send their jobs to the provider's batch API" if batched else
             f"batch mode: no tier of {config_file} has mode = \"batch\" or \"deadline\"; every call is interactive")
     with ensure_redis(demo_redis(base.redis_url, redis_db), log=out) as redis_url, \
+            _claimed(redis_url, redis_db), \
             ensure_postgres(demo_database(base.database_url, database), log=out) as db_url, \
             tempfile.TemporaryDirectory(prefix="tierq-demo-") as logs:
         out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
@@ -83,6 +86,18 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
                 return _submit_and_report(settings, jobs, out, deadline_s)
             finally:
                 stop_worker(worker.proc)
+
+
+@contextlib.contextmanager
+def _claimed(redis_url: str, redis_db: int) -> Iterator[None]:
+    """Hold the demo's Redis database (producer/claims.py): a second demo, a benchmark or a test session
+    using it at the same time would take the demo's queued jobs, or flush them."""
+    try:
+        with claims.claimed(redis_url, "a tierq demo"):
+            yield
+    except claims.DatabaseInUse as exc:
+        raise ServiceUnavailable(f"{exc}; wait for it to finish, or give the demo another database "
+                                 f"(--redis-db, now {redis_db})") from None
 
 
 def _create_and_migrate(db_url: str, database: str) -> None:

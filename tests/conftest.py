@@ -25,7 +25,7 @@ from sqlalchemy import Engine, text
 
 from fakellm.testing import SimServer, running_server
 from models import make_engine
-from producer import localstack
+from producer import claims, localstack
 from producer.api import Tierq
 from producer.services import ServiceUnavailable
 from producer.status import BatchStatus
@@ -74,45 +74,30 @@ def database_url() -> Iterator[str]:
 
 @dataclass(frozen=True)
 class RedisDbs:
-    """The Redis databases this test session owns: `url(0)` is the broker and cache, 1-4 are spare."""
+    """The Redis databases this test session holds: `url(0)` is the broker and cache, 1-4 are spare."""
 
-    first: int
+    dbs: tuple[int, ...]
 
     def url(self, index: int = 0) -> str:
         """URL of database `index` of this session."""
         assert 0 <= index < DBS_PER_SESSION
-        return f"{REDIS_SERVER}/{self.first + index}"
-
-
-def _claim_slot(client: redis.Redis) -> int:
-    # Sessions running at once (several developers, or helpers) must not share a broker database.
-    for slot in range(15 // DBS_PER_SESSION):
-        key = f"tierq:test-slot:{slot}"
-        if client.set(key, os.getpid(), nx=True, ex=6 * 3600):
-            return slot
-        holder = int(client.get(key) or 0)
-        try:
-            os.kill(holder, 0)
-        except ProcessLookupError:
-            client.set(key, os.getpid(), ex=6 * 3600)
-            return slot
-    pytest.fail("every test slot of this Redis is taken by a running test session; wait for one to finish")
+        return f"{REDIS_SERVER}/{self.dbs[index]}"
 
 
 @pytest.fixture(scope="session")
 def redis_dbs() -> Iterator[RedisDbs]:
-    """This session's Redis databases, flushed at the start and released at the end."""
-    client = redis.Redis.from_url(f"{REDIS_SERVER}/0", socket_connect_timeout=3)
+    """This session's Redis databases, claimed (producer/claims.py: sessions running at once, the demo and
+    the benchmarks never share one), flushed at the start and released at the end."""
+    # 1-12 first: the demo's (15) and the benchmarks' (13, 14) only when a third session needs them.
     try:
-        slot = _claim_slot(client)
+        with claims.claimed_any(REDIS_SERVER, DBS_PER_SESSION, range(1, 16), "a tierq test session") as dbs:
+            for db in dbs:
+                redis.Redis.from_url(f"{REDIS_SERVER}/{db}").flushdb()
+            yield RedisDbs(tuple(dbs))
     except redis.exceptions.ConnectionError as exc:
         _unavailable("Redis", exc)
-    dbs = RedisDbs(1 + slot * DBS_PER_SESSION)
-    for index in range(DBS_PER_SESSION):
-        redis.Redis.from_url(dbs.url(index)).flushdb()
-    yield dbs
-    client.delete(f"tierq:test-slot:{slot}")
-    client.close()
+    except claims.DatabaseInUse as exc:
+        pytest.fail(f"{exc}; wait for a run to finish")
 
 
 @pytest.fixture(scope="session")
