@@ -152,6 +152,9 @@ class SimConfig:
     replay: ReplaySource | None = None
     # How long batches spend in each status (the `[simulator.batch]` table).
     batch: BatchTiming = field(default_factory=BatchTiming)
+    # When set, a /v1/ request without `Authorization: Bearer <api_key>` gets HTTP 401, as a provider
+    # answers a wrong or revoked key (None: any key, or none, is accepted).
+    api_key: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
@@ -164,6 +167,9 @@ class SimConfig:
             raise ValueError(f"seed must be an integer, got {seed!r}")
         raw_replay = top.pop("replay", None)
         replay = None if raw_replay is None else ReplaySource.from_mapping(raw_replay)
+        api_key = top.pop("api_key", None)
+        if api_key is not None and (not isinstance(api_key, str) or not api_key):
+            raise ValueError("api_key must be a non-empty string")
         raw_batch = top.pop("batch", {})
         if not isinstance(raw_batch, Mapping):
             raise ValueError("simulator.batch must be a table/object of batch timings")
@@ -177,7 +183,7 @@ class SimConfig:
             if not isinstance(overrides, Mapping):
                 raise ValueError(f"simulator.models.{name!r} must be a table/object")
             models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
-        return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch)
+        return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch, api_key=api_key)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:

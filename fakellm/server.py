@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,22 @@ def _bad_request(state: SimState, error: BadRequest) -> web.Response:
     """Count and answer a rejected request."""
     state.stats.bad_requests += 1
     return error_response(400, error.message, "invalid_request_error", error.param)
+
+
+@web.middleware
+async def api_key(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With `api_key` configured, answer a /v1/ request that does not carry it with HTTP 401 (OpenAI's
+    `invalid_api_key`); the key sent is not echoed."""
+    state = request.app[STATE]
+    expected = state.config.api_key
+    if expected is not None and request.path.startswith("/v1/") \
+            and request.headers.get("Authorization") != f"Bearer {expected}":
+        if request.path == "/v1/chat/completions":
+            state.stats.unauthorized += 1
+        return error_response(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+    return await handler(request)
 
 
 async def chat_completions(request: web.Request) -> web.Response:
@@ -115,7 +132,7 @@ async def _stop_batches(app: web.Application) -> None:
 
 def build_app(config: SimConfig, replay: ReplayBook | None = None) -> web.Application:
     """Create the aiohttp application serving the simulator (loading the config's replay file if not given)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_key, api_errors])
     if replay is None and config.replay is not None:
         replay = ReplayBook.load(config.replay)
     app[STATE] = SimState(config=config, replay=replay)

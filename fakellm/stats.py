@@ -143,6 +143,7 @@ class Stats(Ledger):
     """All counters of one simulator process since start or the last reset; itself the interactive ledger."""
 
     batch: BatchStats = field(default_factory=BatchStats)
+    unauthorized: int = 0  # chat requests refused for want of the configured API key (HTTP 401)
     embedding_requests: int = 0
     embedding_inputs: int = 0
     in_flight: int = 0
@@ -163,5 +164,6 @@ class Stats(Ledger):
         result["in_flight"] = self.in_flight
         result["max_in_flight"] = self.max_in_flight
         result["embeddings"] = {"requests": self.embedding_requests, "inputs": self.embedding_inputs}
+        result["unauthorized"] = self.unauthorized
         result["batch"] = self.batch.as_json(include_calls)
         return result

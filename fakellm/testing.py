@@ -80,6 +80,10 @@ def _wait_until_ready(server: SimServer, timeout_s: float) -> None:
             with urllib.request.urlopen(server.base_url + "/models", timeout=1) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as error:
+            if error.code == 401:  # it answers, and asks for the API key its config names
+                return
+            time.sleep(0.05)
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"fakellm did not answer within {timeout_s} s")

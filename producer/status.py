@@ -45,6 +45,7 @@ class BatchStatus:
     # Jobs a worker put back to wait out a provider outage, a rate limit or the budget, and the longest wait.
     held: int = 0
     held_s: float | None = None
+    held_reason: str | None = None  # the reason most of them were given (a rejected key, an outage, ...)
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
     provider_batches: dict[str, int] = field(default_factory=dict)
     quality: Quality | None = None  # measured from the batch's audits, once it is done
@@ -95,6 +96,7 @@ class BatchStatus:
             "warnings": self.warnings,
             "held": self.held,
             "held_longest_s": None if self.held_s is None else round(self.held_s, 1),
+            "held_reason": self.held_reason,
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
@@ -133,7 +135,7 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     status.calls, status.cache_hits, status.cost_usd = rows(conn, _CALLS, params)[0]
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
-    status.held, held_s = rows(conn, _HELD, params)[0]
+    status.held, held_s, status.held_reason = rows(conn, _HELD, params)[0]
     status.held_s = None if held_s is None else float(held_s)
     return status
 
@@ -143,7 +145,8 @@ _CALLS = ("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTE
           "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id")
 _OUTCOMES = ("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AND outcome <> 'cache_hit' "
              "GROUP BY 1, 2")
-_HELD = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(held_since)) FROM jobs WHERE batch_id = :id "
+_HELD = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(held_since)), mode() WITHIN GROUP (ORDER BY error) "
+         "FROM jobs WHERE batch_id = :id "
          f"AND status IN ('{JobStatus.QUEUED.value}', '{JobStatus.PENDING.value}') AND held_since IS NOT NULL")
 FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
 WARN_MIN_CALLS = 20

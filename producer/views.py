@@ -54,7 +54,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
     for warning in status.warnings:
         lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
-    if status.held and not status.done:
+    if status.held and not status.done and status.held_reason:
+        waits = "job waits" if status.held == 1 else "jobs wait"
+        lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)}): "
+                     f"{status.held_reason}")
+    elif status.held and not status.done:
         waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} out a provider outage, a rate limit or the budget (the "
                      f"longest for {duration(status.held_s)}); the workers' log says which, `tierq doctor` checks "

@@ -82,11 +82,18 @@ class CircuitBreaker:
             self._suspect.add(provider)
         return NOW
 
-    async def failed(self, provider: str) -> float:
-        """A call could not reach `provider`; returns for how long that opened the breaker (0: it did not)."""
+    async def failed(self, provider: str, why: str | None = None) -> float:
+        """A call could not reach `provider` (or, `why` says, was refused by it for a reason that holds for
+        every call, such as a rejected key); returns for how long that opened the breaker (0: it did not).
+        `why` is what held jobs are told while it is open (`reason`); without it, that it cannot be reached."""
         self._closed_until.pop(provider, None)
         self._suspect.add(provider)
         r = self._rules
+        why_key = self._keys(provider, "why")[0]
+        if why is not None:
+            await self._redis.set(why_key, why, px=int(r.breaker_max_open_s * 2000))
+        else:
+            await self._redis.delete(why_key)
         ms = await self._failed(keys=self._keys(provider, "fails", "open", "trips", "probe"),
                                 args=[r.breaker_failures, int(r.breaker_window_s * 1000), int(r.breaker_open_s * 1000),
                                       int(r.breaker_max_open_s * 1000)])
@@ -96,7 +103,12 @@ class CircuitBreaker:
         """A call reached `provider`: after recent failures, close its breaker for everyone."""
         if provider in self._suspect:
             self._suspect.discard(provider)
-            await self._redis.delete(*self._keys(provider, "fails", "open", "trips", "probe"))
+            await self._redis.delete(*self._keys(provider, "fails", "open", "trips", "probe", "why"))
+
+    async def reason(self, provider: str) -> str | None:
+        """Why the provider's breaker was last opened, when it was not for want of a connection."""
+        why = await self._redis.get(self._keys(provider, "why")[0])
+        return why.decode() if isinstance(why, bytes) else why
 
     async def is_open(self, provider: str) -> bool:
         """True while the provider's breaker is open (no call may go)."""

@@ -21,7 +21,7 @@ from typing import Any
 from models.enums import CallOutcome
 from tierq.config import Config, ModelConfig, TierConfig
 from tierq.messages import estimated_prompt_tokens
-from workers.gates import Gates, Hold, HoldKind, Stop
+from workers.gates import Gates, Hold, HoldKind, Stop, key_refused
 from workers.learned import SecondLook
 from workers.llm import CallRecord, ModelClient
 from workers.validators import AnswerCheck, batch_schema, validate
@@ -53,6 +53,7 @@ class TierResult:
     failure: Exception | None = None  # an error that stopped the work; the calls made before it are kept
     rejected_by: str | None = None  # a provider that called the request itself invalid (HTTP 400, 422)
     jump_to: str | None = None  # a learned router sends the job on to this tier, not to the next one
+    locked_out: set[str] = field(default_factory=set)  # providers that refused tierq's key (workers/gates.py)
 
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ async def _answer(client: ModelClient, config: Config, tier: TierConfig, work: J
     needed = estimated_prompt_tokens(work.messages)
     for name in tier.models:
         model = config.models[name]
-        if model.provider == result.rejected_by:
+        if model.provider == result.rejected_by or model.provider in result.locked_out:
             continue  # the same request to the same provider gets the same answer
         if model.context_window < needed:
             result.reason = f"context: about {needed} prompt tokens exceed {name}'s window of {model.context_window}"
@@ -121,6 +122,13 @@ async def _try_model(
         result.hold = unreachable
         result.reason = f"{name}: {record.error}"
         if unreachable is not None:
+            return _Next.MODEL
+        refused = key_refused(config, model.provider, record)
+        if refused is not None:
+            # Every model of the provider refuses the same key, and the job is not at fault: it waits, as for
+            # an outage (unless a model of another provider answers it), and is neither escalated nor failed.
+            result.hold = Hold(HoldKind.OUTAGE, config.worker.breaker_open_s, refused)
+            result.locked_out.add(model.provider)
             return _Next.MODEL
         if record.status in BAD_REQUEST:
             result.rejected_by = config.models[name].provider

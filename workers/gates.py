@@ -38,6 +38,23 @@ class HoldKind(StrEnum):
     OUTAGE = "outage"
 
 
+KEY_REFUSED = (401, 403)  # the provider refuses the key itself (wrong, revoked, or without access)
+
+
+def key_refused(config: Config, provider: str, record: CallRecord) -> str | None:
+    """Why a call's provider refused tierq's key (the reason a held job shows), or None when it did not.
+    Such a refusal holds for every call to that provider, whatever the job: the jobs wait, as for an
+    outage, and are neither escalated nor failed for it."""
+    if record.status not in KEY_REFUSED:
+        return None
+    var = config.providers[provider].api_key_env
+    if var:
+        return f"key: provider {provider!r} refused the API key in ${var} (HTTP {record.status}); fix it and restart " \
+               "the workers"
+    return (f"key: provider {provider!r} refused a call without an API key (HTTP {record.status}); name the variable "
+            f"that holds its key with api_key_env in [providers.{provider}] and restart the workers")
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     """The job goes back to its queue and is tried again after `after_s`."""
@@ -107,7 +124,9 @@ class Gates:
         model = self.config.models[name]
         opened = await self.breaker.admit(model.provider)
         if not opened.granted:
-            return Hold(HoldKind.OUTAGE, opened.delay_s, f"connection: provider {model.provider!r} cannot be reached")
+            why = await self.breaker.reason(model.provider)
+            return Hold(HoldKind.OUTAGE, opened.delay_s,
+                        why or f"connection: provider {model.provider!r} cannot be reached")
         tokens = estimated_prompt_tokens(messages) + int(params.get("max_tokens") or 0)
         slot = await self.limiter.admit(name, tokens)
         if not slot.granted:
@@ -132,13 +151,15 @@ class Gates:
         if ticket.batch_id is not None:
             await self.budget.settle(ticket.batch_id, ticket.held, record.cost_usd)
         provider = self.config.models[ticket.model].provider
-        if record.outcome is CallOutcome.CONNECTION:
-            opened = await self.breaker.failed(provider)
+        refused = key_refused(self.config, provider, record)
+        if record.outcome is CallOutcome.CONNECTION or refused is not None:
+            opened = await self.breaker.failed(provider, refused)
             if opened:
-                log.warning("provider %r cannot be reached; its breaker is open for %.1f s (jobs wait on their "
-                            "queues)", provider, opened)
+                what = f"provider {provider!r} cannot be reached" if refused is None else refused.removeprefix("key: ")
+                log.warning("%s; no call goes to it for %.1f s (jobs wait on their queues)", what, opened)
             if opened or await self.breaker.is_open(provider):
-                return Hold(HoldKind.OUTAGE, self.config.worker.breaker_open_s, record.error or "connection")
+                return Hold(HoldKind.OUTAGE, self.config.worker.breaker_open_s,
+                            refused or record.error or "connection")
             return None
         await self.breaker.reached(provider)
         if record.outcome is CallOutcome.RATE_LIMITED:
