@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError as AlembicError
+from amqp.exceptions import AMQPError
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.utils.url import maybe_sanitize_url
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from migrations import alembic_config, current_revision, head_revision
 from models import stale
 from producer.broker import make_sender
-from tierq.broker import REDIS_SCHEMES, lengths_or_unknown, queue_lengths
+from tierq.broker import REDIS_SCHEMES, lengths_or_unknown, queue_lengths, refusal
 from tierq.config import Config, ProviderConfig
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
@@ -84,7 +85,10 @@ def check_broker(url: str, timeout: float) -> Check:
     conn: Any = cast(Any, Connection)(url, connect_timeout=timeout)  # kombu has no type hints
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
-    except (KombuError, OSError, *conn.connection_errors) as exc:
+    except (KombuError, OSError, AMQPError, *conn.connection_errors) as exc:
+        refused = refusal(exc)
+        if refused is not None:
+            return Check("broker", State.PROBLEM, f"{shown} {refused[0]}", refused[1])
         return Check("broker", State.PROBLEM, f"{shown} does not answer: {_first_line(exc)}",
                      "start the broker there, or set TIERQ_BROKER_URL to a running one (or unset it to use Redis)")
     finally:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.pq import PqConnectError, PqError
+from tierq.broker import refusal
 from tierq.resp import RespError
 from tierq.settings import Settings
 
@@ -51,6 +52,9 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
     if isinstance(exc, (RedisError, RespError)):
         return (f"cannot use Redis at {maybe_sanitize_url(settings.redis_url)} ({_first_line(exc)}); "
                 "start it or fix TIERQ_REDIS_URL")
+    refused = refusal(exc)
+    if refused is not None:
+        return f"the broker at {maybe_sanitize_url(settings.broker)} {refused[0]}; {refused[1]}"
     if isinstance(exc, BrokerError):
         return (f"cannot reach the broker at {maybe_sanitize_url(settings.broker)} ({_first_line(exc)}); "
                 "start it or fix TIERQ_BROKER_URL")

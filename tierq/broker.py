@@ -66,3 +66,38 @@ def lengths_or_unknown(broker_url: str, queues: Sequence[str], timeout: float = 
     except (KombuError, OSError, redis.RedisError) as exc:
         log.warning("broker did not say how many messages wait in %s: %s", ", ".join(queues), type(exc).__name__)
         return dict.fromkeys(queues, UNKNOWN)
+
+
+
+def refusal(exc: BaseException) -> tuple[str, str] | None:
+    """(what a broker's refusal of a connection says, how to fix it) when `exc` is one (AMQP: a login or
+    virtual host it does not accept); None for anything else. Such a refusal does not pass with time, unlike
+    a broker that is down or restarting."""
+    import amqp.exceptions
+
+    if not isinstance(exc, amqp.exceptions.AMQPError):
+        return None
+    said = str(getattr(exc, "reply_text", "") or exc).strip() or type(exc).__name__
+    if isinstance(exc, amqp.exceptions.AccessRefused):
+        return f"refused the login ({said})", "put the right user and password in TIERQ_BROKER_URL"
+    if isinstance(exc, amqp.exceptions.NotAllowed):
+        return (f"refused the connection ({said})",
+                "name a virtual host the broker has (the URL's path) in TIERQ_BROKER_URL")
+    return f"refused the connection ({said})", "correct TIERQ_BROKER_URL"
+
+
+def check_login(broker_url: str, timeout: float = 5.0) -> tuple[str, str] | None:
+    """Connect once to a broker that is not Redis: its refusal of the login (`refusal`), or None when it
+    accepted it or could not be reached (a broker that is down is waited for, not refused)."""
+    import amqp.exceptions
+
+    if broker_url.startswith(REDIS_SCHEMES):
+        return None
+    conn: Any = cast(Any, Connection)(broker_url, connect_timeout=timeout)
+    try:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+    except (KombuError, OSError, amqp.exceptions.AMQPError, *conn.connection_errors) as exc:
+        return refusal(exc)
+    finally:
+        conn.release()
+    return None

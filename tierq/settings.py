@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -57,10 +58,26 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _masked(url: str) -> str:
+    """A URL as an error may show it: a password in it replaced by ***."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def _redis_url(value: Any) -> str:
     url = _text(value)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{value!r} is not a Redis URL; use redis://HOST:PORT/DB")
+        raise ValueError(f"{_masked(url)!r} is not a Redis URL; use redis://HOST:PORT/DB")
+    return url
+
+
+BROKER_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "redis+socket://")
+
+
+def _broker_url(value: Any) -> str:
+    url = _text(value)
+    if not url.startswith(BROKER_SCHEMES):
+        raise ValueError(f"{_masked(url)!r} is not a broker URL; use amqp://USER:PASSWORD@HOST:5672/VHOST "
+                         "(RabbitMQ) or redis://HOST:PORT/DB")
     return url
 
 
@@ -71,7 +88,7 @@ def _postgres_url(value: Any) -> str:
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme) :]
     if not url.startswith("postgresql+psycopg://"):
-        raise ValueError(f"{value!r} is not a PostgreSQL URL; use postgresql+psycopg://USER@HOST:PORT/DB")
+        raise ValueError(f"{_masked(url)!r} is not a PostgreSQL URL; use postgresql+psycopg://USER@HOST:PORT/DB")
     return url
 
 
@@ -109,7 +126,7 @@ DEFAULTS: dict[str, Any] = {
     "visibility_timeout_s": None,  # the Redis broker's redelivery delay; unset, twice the longest task
 }
 PARSERS: dict[str, Callable[[Any], Any]] = {
-    "redis_url": _redis_url, "broker_url": _optional(_text), "database_url": _postgres_url, "config": _path,
+    "redis_url": _redis_url, "broker_url": _optional(_broker_url), "database_url": _postgres_url, "config": _path,
     "log_level": _log_level, "visibility_timeout_s": _optional(_seconds),
 }
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import head_revision
+from tierq.broker import check_login
 from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
@@ -68,6 +69,13 @@ def check_redis(ctx: WorkerContext) -> None:
         raise Unavailable(f"cannot reach Redis at {shown} ({exc}); start it or fix TIERQ_REDIS_URL") from None
 
 
+def check_broker(broker_url: str) -> None:
+    """A RabbitMQ broker accepts the login (one that is down is left to Celery, which waits for it)."""
+    refused = check_login(broker_url)
+    if refused is not None:
+        raise StartupError(f"the broker at {maybe_sanitize_url(broker_url)} {refused[0]}; {refused[1]}")
+
+
 def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "worker") -> WorkerContext:
     """Check that this worker can serve `queues`, then make its context, start its reconciler and
     announce it (`name`, its queues and its configuration) to the producers."""
@@ -77,6 +85,7 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     check_queues(queues, [CLASSIFY_QUEUE, *config.tier_names], str(settings.config))
     providers = providers_for(config, queues)
     check_keys(config, settings.env, providers)
+    check_broker(settings.broker)
     ctx = get_context(app, concurrency)
     check_database(ctx)
     check_redis(ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +96,11 @@ def broker_down(stack: Stack, tmp: Path) -> dict[str, str]:
     return {"TIERQ_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}//"}
 
 
+def broker_refuses_login(stack: Stack, tmp: Path) -> dict[str, str]:
+    url = make_url(os.environ.get("TIERQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+    return {"TIERQ_BROKER_URL": url.set(password="not-the-password").render_as_string(hide_password=False)}
+
+
 def postgres_down(stack: Stack, tmp: Path) -> dict[str, str]:
     return {"TIERQ_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/tierq"}
 
@@ -124,6 +130,7 @@ def queue_without_worker(stack: Stack, tmp: Path) -> dict[str, str]:
         (bad_setting, "settings", "fix the variables named above", set()),
         (redis_down, "redis", "TIERQ_REDIS_URL", {"workers", "stuck jobs"}),
         (broker_down, "broker", "TIERQ_BROKER_URL", {"workers"}),
+        (broker_refuses_login, "broker", "put the right user and password in TIERQ_BROKER_URL", {"workers"}),
         (postgres_down, "postgres", "start PostgreSQL", {"migrations", "stuck jobs"}),
         (database_missing, "postgres", "tierq db upgrade", {"migrations", "stuck jobs"}),
         (provider_down, "provider sim", "TIERQ_SIM_URL", set()),

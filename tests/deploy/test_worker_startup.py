@@ -6,6 +6,8 @@ A worker that starts holds only the Postgres connections its threads can use at 
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 import redis
 from conftest import ROOT, SIM_CONFIG, Stack, start_worker, stop_worker
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
@@ -113,6 +116,33 @@ def test_an_unreachable_database_stops_start_up(clean: Stack, broker: str) -> No
     [line] = our_lines(done.stderr)
     assert "cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:9/tierq" in line
     assert line.endswith("start it or fix TIERQ_DATABASE_URL") and "secret" not in done.stderr
+
+
+def _wrong_login() -> tuple[str, str]:
+    """The test RabbitMQ's URL with a password it refuses, and that password."""
+    url = make_url(os.environ.get("TIERQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+    password = f"wrong-{uuid.uuid4().hex[:8]}"
+    return url.set(password=password).render_as_string(hide_password=False), password
+
+
+def test_a_broker_that_refuses_the_login_stops_start_up_and_submit_in_one_line(clean: Stack, tmp_path: Path) -> None:
+    url, password = _wrong_login()
+    env = {**clean.env, "TIERQ_BROKER_URL": url}
+    done = start(env, "hot")
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout and password not in done.stderr + done.stdout
+    [line] = our_lines(done.stderr)
+    assert re.search(r"the broker at amqp://guest:\*\*@[^ ]+ refused the login \(ACCESS_REFUSED - .*\); put the "
+                     r"right user and password in TIERQ_BROKER_URL$", line), line
+    records = tmp_path / "one.jsonl"
+    records.write_text('{"id": "a", "prompt": "hi"}\n')
+    submitted = subprocess.run([str(ROOT / ".venv" / "bin" / "tierq"), "submit", str(records)], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert submitted.returncode == 2 and "Traceback" not in submitted.stderr, submitted.stderr[-2000:]
+    assert submitted.stderr.startswith("error: the broker at amqp://guest:**@") and password not in submitted.stderr
+    assert submitted.stderr.rstrip().endswith("refused the login (ACCESS_REFUSED - Login was refused using "
+                                              "authentication mechanism PLAIN. For details see the broker logfile.); "
+                                              "put the right user and password in TIERQ_BROKER_URL")
 
 
 def test_a_worker_holds_no_more_connections_than_its_threads_need(clean: Stack, tmp_path: Path) -> None:

@@ -64,12 +64,14 @@ def test_a_copy_is_checked_again_and_does_not_read_the_environment_again(
 
 def test_every_bad_value_is_named_in_one_line(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"TIERQ_REDIS_URL": "http://x", "TIERQ_DATABASE_URL": "mysql://x", "TIERQ_LOG_LEVEL": "loud",
-                        "TIERQ_VISIBILITY_TIMEOUT_S": "soon"}.items():
+                        "TIERQ_VISIBILITY_TIMEOUT_S": "soon", "TIERQ_BROKER_URL": "amqq://guest:s3cret@mq//"}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as info:
         Settings()
     assert str(info.value) == (
         "invalid settings: TIERQ_REDIS_URL: 'http://x' is not a Redis URL; use redis://HOST:PORT/DB; "
+        "TIERQ_BROKER_URL: 'amqq://guest:***@mq//' is not a broker URL; use amqp://USER:PASSWORD@HOST:5672/VHOST "
+        "(RabbitMQ) or redis://HOST:PORT/DB; "
         "TIERQ_DATABASE_URL: 'mysql://x' is not a PostgreSQL URL; use postgresql+psycopg://USER@HOST:PORT/DB; "
         "TIERQ_LOG_LEVEL: 'loud' is not a log level; use one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
         "TIERQ_VISIBILITY_TIMEOUT_S: Input should be a valid number, unable to parse string as a number"
