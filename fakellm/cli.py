@@ -82,5 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"fakellm: cannot load the replay file: {error}", file=sys.stderr)
         return 2
-    serve(args.host, args.port, config, replay)
+    try:
+        serve(args.host, args.port, config, replay)
+    except OSError as error:  # the address: in use, not this machine's, or a port below 1024
+        print(f"fakellm: cannot listen on {args.host}:{args.port} ({error.strerror or error}); pick another --port "
+              "(0: any free one) or stop what uses it", file=sys.stderr)
+        return 2
     return 0

@@ -181,7 +181,11 @@ def print_report(batch: str | None, since: str | None, as_json: bool, plot: Path
         if plot is not None:
             from producer.bill.plot import render_bill
 
-            render_bill(bill, plot, tq.config.tier_names)
+            try:
+                render_bill(bill, plot, tq.config.tier_names)
+            except OSError as exc:
+                raise InputError(f"--plot {plot}: cannot write it ({exc.strerror or exc}); name a file in a "
+                                 "directory that exists and that you may write to") from None
             click.echo(f"plot written to {plot}", err=True)
     if as_json:
         click.echo(json.dumps(bill.as_dict()))

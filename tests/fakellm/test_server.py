@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -271,3 +273,13 @@ def test_repeated_request_reports_cached_tokens(client: openai.OpenAI) -> None:
     other = client.chat.completions.create(model="sim-small", messages=messages)
     assert other.usage is not None and other.usage.prompt_tokens_details is not None
     assert other.usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_a_port_in_use_is_one_line(sim: SimServer) -> None:
+    port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
+    done = subprocess.run([sys.executable, "-m", "fakellm", "--port", str(port)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"fakellm: cannot listen on 127.0.0.1:{port} (")
+    assert done.stderr.endswith("; pick another --port (0: any free one) or stop what uses it\n")
+    assert "Traceback" not in done.stderr

@@ -168,6 +168,16 @@ def test_report_command_prints_json_and_draws_a_png(billed: tuple[Stack, uuid.UU
         assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 400
 
 
+def test_a_plot_that_cannot_be_written_is_one_line(billed: tuple[Stack, uuid.UUID, uuid.UUID], tmp_path: Path) -> None:
+    stack, first, _ = billed
+    target = tmp_path / "no-such-dir" / "bill.png"
+    done = subprocess.run([str(Path(sys.executable).parent / "tierq"), "report", str(first), "--plot", str(target)],
+                          env=stack.env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"error: --plot {target}: cannot write it (No such file or directory); name a file in a "
+                           "directory that exists and that you may write to\n")
+
+
 def test_a_plot_of_an_empty_scope_is_still_a_picture(clean: Stack, tmp_path: Path) -> None:
     with clean.client() as tq:
         bill = tq.report()
