@@ -80,14 +80,35 @@ def read_csv(lines: Iterable[bytes], spec: PromptSpec, delimiter: str | None = N
         first, lines = _first_line(iter(lines))
         delimiter = sniff_delimiter(first)
     bad: dict[int, str] = {}
-    reader = csv.reader(_decoded(lines, bad), delimiter=delimiter)
+    source = _Source(_decoded(lines, bad))
+    reader = csv.reader(source, delimiter=delimiter)
     for header in reader:
         if header:
-            return _rows(reader, _Layout(header, reader.line_num, spec), bad)
+            return _rows(reader, source, _Layout(header, reader.line_num, spec), bad)
     return iter(())
 
 
-def _rows(reader: Any, layout: _Layout, bad: dict[int, str]) -> Iterator[Record | Rejection]:
+class _Source:
+    """The text lines the CSV reader reads, noting when it asked for one past the last. It asks only inside
+    a quoted field that the line did not close: a row it returns after that ran into the end of the file
+    with its quote still open."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.ended = False
+
+    def __iter__(self) -> _Source:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
+
+
+def _rows(reader: Any, source: _Source, layout: _Layout, bad: dict[int, str]) -> Iterator[Record | Rejection]:
     while True:
         start = reader.line_num + 1
         try:
@@ -99,7 +120,12 @@ def _rows(reader: Any, layout: _Layout, bad: dict[int, str]) -> Iterator[Record 
             yield reject(start, f"unreadable CSV row ({exc})")
             continue
         yield from _skipped(bad, start)
-        if row:
+        if row and source.ended and reader.line_num > start:
+            swallowed = reader.line_num - start
+            yield reject(start, f"a quoted field that starts on this line is never closed; the {swallowed} lines "
+                         'after it were read into it. Close the quote, or write a quote inside a field as two ("")',
+                         RejectKind.RAGGED_ROW)
+        elif row:
             problem = _row_problem(row, layout.header, start, reader.line_num, bad)
             yield problem if problem is not None else layout.record(start, row)
 

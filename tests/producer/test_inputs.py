@@ -224,7 +224,21 @@ def test_an_unclosed_csv_quote_names_the_line_where_it_opened() -> None:
     _, items = read(b'id,text,x\n1,"hello,2\n2,world,3\n3,ok,4\n', "auto")
     [problem] = items
     assert isinstance(problem, Rejection) and problem.reason.startswith(
-        "line 2: a quoted field that starts on this line is not closed until line 4; the lines between were read")
+        "line 2: a quoted field that starts on this line is never closed; the 2 lines after it were read into it")
+
+
+def test_an_unclosed_csv_quote_is_rejected_even_when_the_fields_it_swallowed_add_up() -> None:
+    # The last field swallows the rest of the file: as many fields as the header, and it used to be accepted.
+    _, items = read(b'id,text,body\n1,Hi,"broken\n2,Hello,World,extra\n3,,\n', "auto")
+    [problem] = items
+    assert isinstance(problem, Rejection) and problem.reason == (
+        'line 2: a quoted field that starts on this line is never closed; the 2 lines after it were read into it. '
+        'Close the quote, or write a quote inside a field as two ("")')
+    # A quoted field over several lines that does close is a field like any other, at the end of a file too.
+    for tail in (b"\n", b""):
+        _, items = read(b'id,text\n1,"two\nlines"\n2,"three\nmore\nlines"' + tail, "auto")
+        assert [item.messages[0]["content"] for item in items if isinstance(item, Record)] == [
+            "two\nlines", "three\nmore\nlines"], items
 
 
 def test_an_overlong_line_is_rejected_while_read_in_constant_memory() -> None:
