@@ -46,6 +46,8 @@ class BatchStatus:
     held: int = 0
     held_s: float | None = None
     held_reason: str | None = None  # the reason most of them were given (a rejected key, an outage, ...)
+    # Waiting jobs by what they wait for: the same question's leader job, by (its batch, status, tier) -> jobs.
+    following: list[tuple[uuid.UUID, str, str | None, int]] = field(default_factory=list)
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
     provider_batches: dict[str, int] = field(default_factory=dict)
     quality: Quality | None = None  # measured from the batch's audits, once it is done
@@ -97,6 +99,7 @@ class BatchStatus:
             "held": self.held,
             "held_longest_s": None if self.held_s is None else round(self.held_s, 1),
             "held_reason": self.held_reason,
+            "waiting_for": [{"batch_id": str(b), "status": st, "tier": t, "jobs": n} for b, st, t, n in self.following],
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
 
@@ -136,10 +139,14 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
     status.held, held_s, status.held_reason = rows(conn, _HELD, params)[0]
+    if status.count(JobStatus.WAITING):
+        status.following = [(b, st, t, int(n)) for b, st, t, n in rows(conn, _FOLLOWING, params)]
     status.held_s = None if held_s is None else float(held_s)
     return status
 
 
+_FOLLOWING = (f"SELECT l.batch_id, l.status, l.tier, count(*) FROM jobs f JOIN jobs l ON l.id = f.follows "
+              f"WHERE f.batch_id = :id AND f.status = '{JobStatus.WAITING.value}' GROUP BY 1, 2, 3 ORDER BY 4 DESC")
 _BY_STATE = "SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"
 _CALLS = ("SELECT count(*) FILTER (WHERE outcome <> 'cache_hit'), count(*) FILTER (WHERE outcome = 'cache_hit'), "
           "COALESCE(sum(cost_usd), 0) FROM calls WHERE batch_id = :id")

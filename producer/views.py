@@ -54,6 +54,12 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
     for warning in status.warnings:
         lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
+    for batch, state, at_tier, count in status.following[:3] if not status.done else ():
+        where = "this batch" if batch == status.batch_id else f"batch {batch}"
+        at = f" at {at_tier}" if at_tier else ""
+        waits = "job waits" if count == 1 else "jobs wait"
+        lines.append(f"  waiting: {count:,} {waits} for the answer to the same question from {where}, {state}{at}"
+                     + ("" if batch == status.batch_id else f"; `tierq status {batch}` shows how that one goes"))
     if status.held and not status.done and status.held_reason:
         waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)}): "

@@ -352,6 +352,21 @@ def test_cancelling_a_finished_batch_changes_nothing_and_its_failed_jobs_can_sti
         assert clean.wait(tq, batch.batch_id).by_status == {"succeeded": 2}
 
 
+def test_status_says_what_a_waiting_job_waits_for(clean: Stack, tmp_path: Path) -> None:
+    # The same question asked in two batches: the second's job waits for the first's, which waits at hot.
+    leader = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    follower = insert_job(clean, "Where is my parcel?", status="waiting", tier=None, handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        first = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": leader}).scalar_one()
+        second = conn.execute(text("UPDATE jobs SET follows = :l WHERE id = :j RETURNING batch_id"),
+                              {"l": leader, "j": follower}).scalar_one()
+    shown = json.loads(tierq(clean, tmp_path, "status", str(second), "--json").stdout)
+    assert shown["waiting_for"] == [{"batch_id": str(first), "status": "queued", "tier": "hot", "jobs": 1}]
+    lines = tierq(clean, tmp_path, "status", str(second)).stdout.splitlines()
+    assert f"  waiting: 1 job waits for the answer to the same question from batch {first}, queued at hot; " \
+           f"`tierq status {first}` shows how that one goes" in lines, lines
+
+
 def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed(clean: Stack, tmp_path: Path) -> None:
     # As with a provider that cannot be reached: a few calls, all refused, and the job put back to wait.
     job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
@@ -366,7 +381,7 @@ def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed
                 "'connection: the provider refused the connection (is it running?)')"),
                 {"id": uuid.uuid4(), "j": job, "b": batch, "a": attempt})
     shown = json.loads(tierq(clean, tmp_path, "status", str(batch), "--json").stdout)
-    assert shown["held"] == 1 and shown["held_longest_s"] >= 125
+    assert shown["held"] == 1 and shown["held_longest_s"] >= 125 and shown["held_reason"] is None
     assert shown["warnings"] == ["sim-nano: 3 of 3 calls failed (connection 3)"]
     lines = tierq(clean, tmp_path, "status", str(batch)).stdout.splitlines()
     assert any(re.match(r"  held: 1 job waits out a provider outage, a rate limit or the budget \(the longest for "
