@@ -48,6 +48,30 @@ if TYPE_CHECKING:  # what the commands that only read a batch do not need loads 
 Source = str | Path | IO[bytes] | Iterable[Any]
 
 
+class ResultLines:
+    """A batch's result lines, read as they are iterated. Once they are all read, `gone` counts the
+    succeeded jobs whose answer was not there: a --no-store-text batch's answers are returned once."""
+
+    def __init__(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]]) -> None:
+        self.gone = 0
+        self._lines = self._read(tq, batch, convert)
+
+    def _read(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        from producer.results import iter_rows
+
+        with connect(tq.settings.database_url) as conn:
+            # The vault only for a private batch: reading any other needs no Redis.
+            for row in iter_rows(conn, batch, lambda: tq.vault):
+                self.gone += row.status == "succeeded" and row.content is None
+                yield convert(row)
+
+    def __iter__(self) -> ResultLines:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._lines)
+
+
 class Tierq:
     """A connection to one tierq deployment (its Postgres and broker), from the settings by default."""
 
@@ -218,10 +242,10 @@ class Tierq:
                 return status
             time.sleep(poll_s)
 
-    def results(self, batch_id: uuid.UUID | str, format: str = "jsonl") -> Iterator[dict[str, Any]]:
+    def results(self, batch_id: uuid.UUID | str, format: str = "jsonl") -> ResultLines:
         """Finished jobs' results in input order, as tierq's JSONL lines or OpenAI batch output lines."""
         from producer.openai_output import as_openai
-        from producer.results import RESULT_FORMATS, as_result, iter_rows
+        from producer.results import RESULT_FORMATS, as_result
 
         if format not in RESULT_FORMATS:
             raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
@@ -229,12 +253,7 @@ class Tierq:
         batch = _uuid(batch_id)
         self.status(batch)  # an unknown batch is an error, not an empty file
 
-        def lines() -> Iterator[dict[str, Any]]:
-            with connect(self.settings.database_url) as conn:
-                # The vault only for a private batch: reading any other needs no Redis.
-                yield from (convert(row) for row in iter_rows(conn, batch, lambda: self.vault))
-
-        return lines()
+        return ResultLines(self, batch, convert)
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""

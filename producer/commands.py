@@ -151,8 +151,13 @@ def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int
 def write_results(batch: str, output: IO[str], fmt: str) -> None:
     """Stream the batch's finished jobs to `output`, one JSON line each."""
     with Tierq() as tq:
-        for row in tq.results(batch, fmt):
+        lines = tq.results(batch, fmt)
+        for row in lines:
             output.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if lines.gone:
+        click.echo(f"note: {lines.gone:,} succeeded jobs come without their answer: the batch was submitted with "
+                   "--no-store-text, whose answers are returned once, and an earlier `tierq results` took them",
+                   err=True)
 
 
 def parse_since(value: str) -> datetime:

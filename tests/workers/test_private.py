@@ -29,6 +29,14 @@ def test_private_batches_keep_no_text_in_postgres(clean: Stack, tmp_path: Path) 
     assert first["a"]["status"] == first["b"]["status"] == "succeeded"
     assert first["a"]["content"] and first["b"]["content"] and first["b"]["tier"] == "warm"
     assert second["a"]["content"] is None and second["b"]["content"] is None  # returned once
+    # The command says so, rather than print nulls as if they were answers.
+    again = subprocess.run([str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "tierq"), "results",
+                            str(batch.batch_id)], env=clean.env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 2, again.stderr[-2000:]
+    assert again.stderr == ("note: 2 succeeded jobs come without their answer: the batch was submitted with "
+                            "--no-store-text, whose answers are returned once, and an earlier `tierq results` took "
+                            "them\n")
     url = make_url(clean.settings.database_url)
     dump = subprocess.run(["pg_dump", "-h", url.host or "127.0.0.1", "-U", url.username or "postgres", "--data-only",
                            url.database or ""], capture_output=True, text=True, check=True).stdout
