@@ -10,6 +10,8 @@ import click
 
 from producer.friendly import friendly
 
+FEW_ROWS = 200  # below this, a half's quality share varies by five points and more from one split to another
+
 
 def _pct(value: float) -> str:
     return f"{value:.1%}"
@@ -114,6 +116,10 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
 
     data = read(files, cheap_column, strong_column, price_pair(cheap_price, "--cheap-price"),
                 price_pair(strong_price, "--strong-price"), warn=lambda line: click.echo(line, err=True))
+    if len(data.prompts) < FEW_ROWS:
+        rows = len(data.prompts)
+        click.echo(f"warning: only {rows:,} labelled rows, about {rows // 2:,} per half: the figures below carry "
+                   "several points of chance; judge a router on a few hundred rows or more", err=True)
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
     margin = confidence if confidence is not None else RouterConfig().confidence

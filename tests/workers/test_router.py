@@ -264,6 +264,11 @@ def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: di
     data = write_csv(tmp_path / "labels.csv", labelled_rows(30))
     done = run_tierq(stack_env, "route", "eval", str(data), *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    done = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "1/1", "--strong-price", "2/2", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["train"] + json.loads(done.stdout)["test"] == 30
+    assert done.stderr == ("warning: only 30 labelled rows, about 15 per half: the figures below carry several points "
+                           "of chance; judge a router on a few hundred rows or more\n")
     bad = write_csv(tmp_path / "bad.csv", [{"prompt": "p", "cheap": "maybe", "strong": "True"}])
     done = run_tierq(stack_env, "route", "eval", str(bad), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "1/1", "--strong-price", "2/2")
@@ -296,8 +301,16 @@ def test_labelled_files_as_pandas_writes_them_and_bad_ones_named(tmp_path: Path,
     with pytest.raises(InputError, match=r"lines.csv:4: column 'cheap' must be true or false, got 'maybe'"):
         read([tmp_path / "lines.csv"], "cheap", "strong", price, price)
     (tmp_path / "latin.csv").write_bytes("prompt,cheap,strong\ncaf\u00e9,True,True\n".encode("latin-1"))
-    with pytest.raises(InputError, match=r"latin.csv: not UTF-8 text; save it as UTF-8 CSV"):
+    with pytest.raises(InputError, match=r"latin.csv:2: not UTF-8 text; save it as UTF-8 CSV"):
         read([tmp_path / "latin.csv"], "cheap", "strong", price, price)
+    (tmp_path / "named.csv").write_text("question,cheap,strong\nhi,True,True\n")
+    with pytest.raises(InputError, match=r"named.csv: no column 'prompt' \(columns: question, cheap, strong\); the "
+                                         r"prompts must be in a column named 'prompt', as in RouteLLM's files: "
+                                         r"rename that column$"):
+        read([tmp_path / "named.csv"], "cheap", "strong", price, price)
+    with pytest.raises(InputError, match=r"lines.csv: no column 'mixtral' \(columns: prompt, cheap, strong\); name "
+                                         r"the column of that model's verdicts with --cheap$"):
+        read([tmp_path / "lines.csv"], "mixtral", "strong", price, price)
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match=r"empty.csv: empty, not even a header row"):
         read([tmp_path / "empty.csv"], "cheap", "strong", price, price)

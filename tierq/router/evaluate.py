@@ -89,8 +89,7 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
             try:
                 _read_rows(reader, path, cheap, strong, cheap_price, strong_price, data)
             except UnicodeDecodeError:
-                after = f" after line {reader.line_num}" if reader.line_num else ""  # text is decoded in blocks
-                raise InputError(f"{path}: not UTF-8 text{after}; save it as UTF-8 CSV") from None
+                raise InputError(f"{path}:{_first_undecodable(path)}: not UTF-8 text; save it as UTF-8 CSV") from None
             except csv.Error as exc:
                 raise InputError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     if not data.prompts:
@@ -102,6 +101,18 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
     return data
 
 
+def _first_undecodable(path: Path) -> int:
+    """The number of the first line of `path` that is not UTF-8 (the reader decodes in blocks, so its own
+    line count only says after which line the block began)."""
+    with path.open("rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
 def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str, cheap_price: Price,
                strong_price: Price, data: Labelled) -> None:
     """Append one file's rows to `data`."""
@@ -109,10 +120,14 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
         raise InputError(f"{path}: empty, not even a header row; the first line names the columns (prompt, "
                          "one per model)")
     columns = list(reader.fieldnames)
-    for needed in ("prompt", cheap, strong):
+    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+    if "prompt" not in columns:
+        raise InputError(f"{path}: no column 'prompt' (columns: {shown}); the prompts must be in a column named "
+                         "'prompt', as in RouteLLM's files: rename that column")
+    for needed, option in ((cheap, "--cheap"), (strong, "--strong")):
         if needed not in columns:
-            raise InputError(f"{path}: no column {needed!r} (columns: {', '.join(columns[:12])}); "
-                             "name the models' columns with --cheap and --strong")
+            raise InputError(f"{path}: no column {needed!r} (columns: {shown}); name the column of that model's "
+                             f"verdicts with {option}")
     end = reader.line_num
     for row in reader:
         line, end = end + 1, reader.line_num  # the record's first line (a quoted field may hold line breaks)
