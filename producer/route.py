@@ -10,6 +10,7 @@ labels; otherwise the previous version stays active. Workers pick the active ver
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -157,6 +158,23 @@ class FitResult:
                 "target": self.held_out.target}, "reason": self.reason}
 
 
+def _unknown_task_type(conn: Connection, task_type: str) -> str | None:
+    """A warning when no batch of `task_type` was submitted, nor any of the latest 100,000 jobs (a typo, or a
+    router fitted ahead of its jobs): workers use a router only for jobs of its task type."""
+    # A record may name its own task type: the latest jobs' too (by primary key, so it costs the same on a
+    # table of any size).
+    known = sorted({str(t) for t in conn.execute(text(
+        "SELECT task_type FROM batches UNION SELECT task_type FROM (SELECT task_type FROM jobs ORDER BY id DESC "
+        "LIMIT 100000) recent")).scalars()})
+    if task_type in known:
+        return None
+    close = difflib.get_close_matches(task_type, known, n=1)
+    hint = (f"; did you mean {close[0]!r}?" if close else
+            f" (those submitted: {', '.join(known[:8])})." if known else ".")
+    return (f"warning: no batch of task type {task_type!r} was submitted{hint} Workers use this router only for "
+            f"jobs submitted with --task-type {task_type}")
+
+
 def fit_version(
     engine: Engine,
     config: Config,
@@ -176,9 +194,12 @@ def fit_version(
                          f"after {cheap!r} in {config.tier_names}; set [router] cheap_tier and strong_tier")
     collected = _Collected()
     audits = escalations = files = 0
-    if use_database:
-        with engine.connect() as conn:
+    with engine.connect() as conn:
+        unknown = _unknown_task_type(conn, task_type)
+        if use_database:
             audits, escalations = database_examples(conn, config, task_type, collected)
+    if unknown is not None and warn is not None:
+        warn(unknown)
     if paths:
         if not cheap_column or not strong_column:
             raise InputError("labelled files need --cheap COL and --strong COL: the columns that say whether each "

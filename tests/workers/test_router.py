@@ -335,12 +335,19 @@ def test_a_fitted_router_sends_prompts_it_doubts_straight_to_the_strong_tier(cle
         assert done.returncode == 0, done.stderr
         fitted = json.loads(done.stdout)
         assert fitted["active"] is True and fitted["sources"] == {"audits": 0, "escalations": 0, "files": 400}
+        # No batch of that task type yet: a router fitted ahead of its jobs is fine, but it is said.
+        assert done.stderr == ("warning: no batch of task type 'legal-or-not' was submitted. Workers use this router "
+                               "only for jobs submitted with --task-type legal-or-not\n")
         rng = random.Random(7)
         records = [{"id": f"{kind}{n}", "prompt": ticket(rng, kind == "hard", 1000 + n), "task_type": "legal-or-not"}
                    for kind in ("easy", "hard") for n in range(10)]
         results = run(clean, tq, records)
         other = run(clean, tq, [{**r, "task_type": "default"} for r in records])  # no router for this task type
         shown = json.loads(run_tierq(env, "route", "show", "--json").stdout)
+        typo = run_tierq(env, "route", "fit", str(data), "--task-type", "legal-or-nit", "--cheap", "cheap",
+                         "--strong", "strong", "--json")
+        assert typo.stderr.startswith("warning: no batch of task type 'legal-or-nit' was submitted; did you mean "
+                                      "'legal-or-not'? Workers use this router only"), typo.stderr
     started = {i: r["attempts"][0]["tier"] for i, r in results.items()}
     # The cheapest policy at the target: most legal tickets skip the cheap tier, nearly no other one does.
     assert sum(started[f"hard{n}"] == "cold" for n in range(10)) >= 7
