@@ -142,6 +142,8 @@ def cancel(batch: str, as_json: bool) -> None:
     elif done.finished:
         click.echo(f"batch {done.batch_id} has finished: nothing to cancel (its results stay; "
                    f"`tierq retry {done.batch_id} --failed` runs its failed jobs again)")
+    elif done.already and not done.cancelled:
+        click.echo(f"batch {done.batch_id} was already cancelled ({done.running:,} jobs still finishing a call)")
     else:
         click.echo(f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a call")
 
@@ -334,14 +336,12 @@ def cache_clear_command(tenant: str | None, as_json: bool) -> None:
 @_friendly
 def recover(batch: str | None, older_than: str, as_json: bool) -> None:
     """Publish again the messages of waiting jobs whose message was lost (safe to repeat)."""
-    from datetime import datetime
-
     from producer.api import Tierq
-    from producer.commands import parse_since
+    from producer.commands import parse_age
     from producer.recover import recover as resend
     from producer.status import parse_batch_id
 
-    age_s = max(0.0, (datetime.now().astimezone() - parse_since(older_than)).total_seconds())
+    age_s = parse_age(older_than, "--older-than")
     with Tierq() as tq:
         done = resend(tq.engine, tq.publisher, parse_batch_id(batch) if batch else None, age_s)
     if as_json:

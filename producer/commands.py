@@ -160,6 +160,14 @@ def write_results(batch: str, output: IO[str], fmt: str) -> None:
                    err=True)
 
 
+def parse_age(value: str, option: str) -> float:
+    """Seconds of a duration such as `30m`, `2h` or `1d` (`0m`: none); `option` is the option an error names."""
+    relative = _RELATIVE.match(value.strip())
+    if not relative:
+        raise InputError(f"{option} {value!r} is not a duration; use 30m, 2h or 1d")
+    return int(relative.group(1)) * {"d": 86400.0, "h": 3600.0, "m": 60.0}[relative.group(2)]
+
+
 def parse_since(value: str) -> datetime:
     """`2026-11-01`, `2026-11-01T09:30` (local time unless it names a zone), or `7d` / `12h` / `30m` ago."""
     relative = _RELATIVE.match(value.strip())

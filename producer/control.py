@@ -32,11 +32,12 @@ class CancelResult:
     cancelled: int
     running: int
     finished: bool = False  # the batch had finished: nothing was cancelled, and it is not marked cancelled
+    already: bool = False  # an earlier cancel had marked it cancelled
 
     def as_dict(self) -> dict[str, object]:
         """The `--json` form."""
         return {"batch_id": str(self.batch_id), "cancelled": self.cancelled, "running": self.running,
-                "finished": self.finished}
+                "finished": self.finished, "already_cancelled": self.already}
 
 
 def _is_cancelled(conn: Connection, batch_id: uuid.UUID, lock: str) -> bool:
@@ -57,7 +58,7 @@ def _keeps_no_text(conn: Connection, batch_id: uuid.UUID) -> bool:
 def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> CancelResult:
     """Cancel the batch's waiting jobs; safe to repeat. A private batch's prompts leave Redis at once."""
     with engine.begin() as conn:
-        _is_cancelled(conn, batch_id, "FOR UPDATE")
+        already = _is_cancelled(conn, batch_id, "FOR UPDATE")
         moved = lifecycle.cancel_batch(conn, batch_id)
         if moved is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
             return CancelResult(batch_id, 0, 0, finished=True)
@@ -68,7 +69,7 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
         private = not conn.execute(text("SELECT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar_one()
     if private and moved and vault is not None:
         vault.forget_prompts(moved)
-    return CancelResult(batch_id, len(moved), running)
+    return CancelResult(batch_id, len(moved), running, already=already)
 
 
 def retry_failed(engine: Engine, publisher: Publisher, config: Config, batch_id: uuid.UUID) -> int:

@@ -345,7 +345,7 @@ def test_cancelling_a_finished_batch_changes_nothing_and_its_failed_jobs_can_sti
         assert done.stdout == (f"batch {batch.batch_id} has finished: nothing to cancel (its results stay; "
                                f"`tierq retry {batch.batch_id} --failed` runs its failed jobs again)\n")
         assert tq.cancel(batch.batch_id).as_dict() == {"batch_id": str(batch.batch_id), "cancelled": 0,
-                                                       "running": 0, "finished": True}
+                                                       "running": 0, "finished": True, "already_cancelled": False}
         assert not tq.status(batch.batch_id).cancelled
         clean.simulate({"latency_ms": 0})
         assert tq.retry_failed(batch.batch_id) == 2

@@ -34,7 +34,7 @@ def test_cancel_stops_new_calls_and_keeps_what_finished(clean: Stack) -> None:
         again = tq.cancel(batch.batch_id)
         results = list(tq.results(batch.batch_id))
     assert cancelled.cancelled > 0 and cancelled.running > 0 and cancelled.cancelled + cancelled.running <= 600
-    assert again.cancelled == 0
+    assert again.cancelled == 0 and again.already and not cancelled.already
     assert status.cancelled and status.count_final() == 600
     assert status.by_status.get("cancelled") == cancelled.cancelled
     with clean.engine.connect() as conn:

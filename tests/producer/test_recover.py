@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 from conftest import Stack, insert_job
 from sqlalchemy import text
@@ -30,3 +33,10 @@ def test_recover_requeues_lost_messages_once_they_are_old_enough(clean: Stack) -
     assert states == {pending: "succeeded", queued: "succeeded"}
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 2
+
+
+def test_recover_names_a_bad_older_than_in_one_line(clean: Stack, tmp_path: Path) -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "tierq"), "recover", "--older-than", "10x"],
+                          env=clean.env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: --older-than '10x' is not a duration; use 30m, 2h or 1d\n"
