@@ -9,6 +9,7 @@ case), else the `.env` file of the working directory, else its default: the orde
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
@@ -131,6 +132,24 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+_WARNED: set[str] = set()
+
+
+def _near_misses(environ: Mapping[str, str]) -> list[str]:
+    """A line for each TIERQ_* variable that is not a setting but nearly spells one (once per process):
+    such a typo is otherwise ignored without a word, and the default used."""
+    names = [f"{PREFIX}{name.upper()}" for name in DEFAULTS]
+    lines = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith(PREFIX) and upper not in names and key not in _WARNED:
+            close = difflib.get_close_matches(upper, names, n=1, cutoff=0.88)
+            if close:
+                _WARNED.add(key)
+                lines.append(f"{key} is not a tierq setting and is ignored; did you mean {close[0]}?")
+    return lines
+
+
 def _found(environ: Mapping[str, str]) -> dict[str, str]:
     """The fields set in `environ` or in `.env` (which only fills what `environ` leaves unset), by name."""
     found: dict[str, str] = {}
@@ -164,6 +183,9 @@ class Settings:
         if unknown:
             raise TypeError(f"Settings() has no field {', '.join(unknown)}")
         found = {} if len(given) == len(DEFAULTS) else _found(os.environ)
+        if len(given) < len(DEFAULTS):  # the environment was read
+            for line in _near_misses(os.environ):
+                logging.getLogger(__name__).warning(line)
         problems = []
         for name, default in DEFAULTS.items():
             if name not in given and name not in found:

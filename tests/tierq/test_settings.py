@@ -3,13 +3,14 @@ value named in one line."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
 from tierq.errors import ConfigError
-from tierq.settings import Settings
+from tierq.settings import DEFAULTS, Settings
 
 
 @pytest.fixture
@@ -79,3 +80,15 @@ def test_every_bad_value_is_named_in_one_line(bare: Path, monkeypatch: pytest.Mo
     for value in ("0", "-1", "nan"):
         with pytest.raises(ConfigError, match="TIERQ_VISIBILITY_TIMEOUT_S: Input should be greater than 0$"):
             Settings(redis_url="redis://a", database_url="postgres://a/b", log_level="info", visibility_timeout_s=value)
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_nearly_spells(
+        bare: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("TIERQ_DATABSE_URL", "postgresql://elsewhere/db")
+    monkeypatch.setenv("TIERQ_SIM_URL", "http://127.0.0.1:1/v1")  # a provider's URL variable: not a near miss
+    with caplog.at_level(logging.WARNING, logger="tierq.settings"):
+        settings = Settings()
+        Settings()  # said once per process
+    assert settings.database_url == DEFAULTS["database_url"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "TIERQ_DATABSE_URL is not a tierq setting and is ignored; did you mean TIERQ_DATABASE_URL?"]
