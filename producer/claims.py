@@ -5,9 +5,11 @@ their start) each take databases of a Redis server that is also the user's. Befo
 flushes a database it claims it here; a database another live run holds is refused with who holds it.
 
 A claim is the key `tierq:db-claim:<n>` in database 0 of the same server, whose value names the holder
-(what it is, host and process id, since when). It expires on its own after `CLAIM_TTL_S`, and a claim
-whose process has ended on this host is taken over at once, so a run that was killed does not lock its
-database until then.
+(what it is, host and process id, since when). It expires on its own after `CLAIM_TTL_S` (6 h: longer
+than any test session or benchmark; it is not renewed), and a claim whose process has ended on this host
+is taken over at once, so a run that was killed does not lock its database until then. Processes are told
+apart by host name and process id: runs in containers that share a host name but not a process namespace
+(`--network host`) should use Redis servers of their own.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _holder(raw: bytes | str | None) -> Holder | None:
         data = json.loads(raw)
         return Holder(str(data["owner"]), str(data["host"]), int(data["pid"]), float(data["since"]))
     except (ValueError, KeyError, TypeError):
-        return Holder("an unreadable claim", "?", 0, 0.0)  # not ours to take over: it expires on its own
+        return Holder("an unreadable claim", "?", 0, 0.0)  # not ours to take over: delete the key to free it
 
 
 def _me(owner: str) -> str:
@@ -107,6 +109,9 @@ def claim(client: redis.Redis, db: int, owner: str) -> str | None:
         holder = _holder(raw)
         if holder is not None and holder.host == socket.gethostname() and holder.pid in _ancestors():
             return None
+        if holder is not None and holder.pid == 0:
+            raise DatabaseInUse(f"Redis database {db} is claimed by a value tierq cannot read; if no run uses the "
+                                f"database, delete the key {key} (in database 0)")
         if holder is not None and holder.alive():
             raise DatabaseInUse(f"Redis database {db} is in use by {holder.describe()}")
         if client.eval(_SWAP, 1, key, raw, value, CLAIM_TTL_S):

@@ -156,8 +156,8 @@ def write_results(batch: str, output: IO[str], fmt: str) -> None:
             output.write(json.dumps(row, ensure_ascii=False) + "\n")
     if lines.gone:
         click.echo(f"note: {lines.gone:,} succeeded jobs come without their answer: the batch was submitted with "
-                   "--no-store-text, whose answers are returned once, and an earlier `tierq results` took them",
-                   err=True)
+                   "--no-store-text, whose answers are kept in Redis until an earlier `tierq results` took them "
+                   "or they expired", err=True)
 
 
 def parse_age(value: str, option: str) -> float:

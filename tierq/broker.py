@@ -83,7 +83,7 @@ def refusal(exc: BaseException) -> tuple[str, str] | None:
     if isinstance(exc, amqp.exceptions.NotAllowed):
         return (f"refused the connection ({said})",
                 "name a virtual host the broker has (the URL's path) in TIERQ_BROKER_URL")
-    return f"refused the connection ({said})", "correct TIERQ_BROKER_URL"
+    return None  # a channel's error (a queue declared otherwise, ...) is not about the URL
 
 
 def check_login(broker_url: str, timeout: float = 5.0) -> tuple[str, str] | None:

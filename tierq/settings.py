@@ -60,8 +60,9 @@ def _log_level(value: Any) -> str:
 
 
 def _masked(url: str) -> str:
-    """A URL as an error may show it: a password in it replaced by ***."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """A URL as an error may show it: a password in it replaced by ***, also without a scheme and when the
+    password holds a / or an @ (everything from the user's colon to the last @ goes)."""
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*:).*@", r"\1***@", url)
 
 
 def _redis_url(value: Any) -> str:
@@ -71,7 +72,8 @@ def _redis_url(value: Any) -> str:
     return url
 
 
-BROKER_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "redis+socket://")
+BROKER_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "redis+socket://", "sentinel://",
+                  "sqs://")
 
 
 def _broker_url(value: Any) -> str:

@@ -141,10 +141,12 @@ async def summarise(ctx: WorkerContext, plan: Plan, budgeted: bool) -> Summary:
         if isinstance(gate, Stop):
             return result
         if isinstance(gate, Hold):
-            result.hold = gate
+            # A summary is a saving, not a need: when the provider refuses the key, the job goes on uncompressed.
+            result.hold = None if gate.refused_key else gate
             return result
         record = await ctx.client.call(name, messages, params, timeout, config.answers)
-        result.hold = await ctx.gates.after(gate, record)
+        held = await ctx.gates.after(gate, record)
+        result.hold = None if held is not None and held.refused_key else held
         result.records.append(record)
         if record.outcome is CallOutcome.OK:
             result.text = record.content

@@ -38,7 +38,10 @@ class HoldKind(StrEnum):
     OUTAGE = "outage"
 
 
-KEY_REFUSED = (401, 403)  # the provider refuses the key itself (wrong, revoked, or without access)
+# The provider refuses the key itself (wrong or revoked). Not 403: providers send it for one model the key may
+# not use, or for one prompt their moderation flagged, which say nothing about the provider's other calls.
+KEY_REFUSED = (401,)
+KEY_PREFIX = "key: "  # the start of a key refusal's reason
 
 
 def key_refused(config: Config, provider: str, record: CallRecord) -> str | None:
@@ -49,10 +52,10 @@ def key_refused(config: Config, provider: str, record: CallRecord) -> str | None
         return None
     var = config.providers[provider].api_key_env
     if var:
-        return f"key: provider {provider!r} refused the API key in ${var} (HTTP {record.status}); fix it and restart " \
-               "the workers"
-    return (f"key: provider {provider!r} refused a call without an API key (HTTP {record.status}); name the variable "
-            f"that holds its key with api_key_env in [providers.{provider}] and restart the workers")
+        return f"{KEY_PREFIX}provider {provider!r} refused the API key in ${var} (HTTP {record.status}); fix it and " \
+               "restart the workers"
+    return (f"{KEY_PREFIX}provider {provider!r} refused a call without an API key (HTTP {record.status}); name the "
+            f"variable that holds its key with api_key_env in [providers.{provider}] and restart the workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ class Hold:
     kind: HoldKind
     after_s: float
     reason: str
+
+    @property
+    def refused_key(self) -> bool:
+        """The provider refuses tierq's key: waiting does not help until someone fixes it."""
+        return self.reason.startswith(KEY_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +163,7 @@ class Gates:
         if record.outcome is CallOutcome.CONNECTION or refused is not None:
             opened = await self.breaker.failed(provider, refused)
             if opened:
-                what = f"provider {provider!r} cannot be reached" if refused is None else refused.removeprefix("key: ")
+                what = refused.removeprefix(KEY_PREFIX) if refused else f"provider {provider!r} cannot be reached"
                 log.warning("%s; no call goes to it for %.1f s (jobs wait on their queues)", what, opened)
             if opened or await self.breaker.is_open(provider):
                 return Hold(HoldKind.OUTAGE, self.config.worker.breaker_open_s,

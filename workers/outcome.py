@@ -56,7 +56,8 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
         out.rows.extend(r.cost_row(job_id=job.id, batch_id=job.batch_id, attempt=job.attempts + n, tier=tier.name)
                         for n, r in enumerate(result.records, start=1))
         if job.audit:
-            _sort_audited(out, tier, job, result, findings.get(job.id), calls)
+            _sort_audited(out, tier, job, result, findings.get(job.id), calls,
+                          _waited_too_long(ctx, job, result, now))
         elif result.answer is not None:
             answer = result.answer
             if job.id in picks:
@@ -77,9 +78,10 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
 
 
 def _sort_audited(out: Outcome, tier: TierConfig, job: ClaimedJob, result: TierResult, finding: Finding | None,
-                  calls: int) -> None:
+                  calls: int, given_up: bool = False) -> None:
     """An audit ends with the candidate unless the reference answered and disagreed; a reference that could
-    not answer leaves the candidate in place (no label), a held one waits on its queue."""
+    not answer leaves the candidate in place (no label), a held one waits on its queue, unless it has waited
+    past its limit (`given_up`): then the candidate stays, as when the reference could not answer."""
     candidate = job.candidate
     assert candidate is not None
     reference = result.answer
@@ -91,7 +93,7 @@ def _sort_audited(out: Outcome, tier: TierConfig, job: ClaimedJob, result: TierR
         out.settled.append((kept, replaced))
         if kept.content is not None:
             _fill(out, job, reference if replaced else None, kept.tier, kept)
-    elif result.hold is not None:
+    elif result.hold is not None and not given_up:
         out.held.append((job.id, result.hold.reason, calls))
         out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
     else:
@@ -113,12 +115,25 @@ def _fill(out: Outcome, job: ClaimedJob, answer: CallRecord | None, tier: str, k
         out.fills.append((job, SharedAnswer(kept.content, kept.model, tier, ZERO)))
 
 
+def _held_for(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: datetime) -> tuple[float, float | None]:
+    """(seconds the job has been held, the longest its hold's kind may last: None for no limit)."""
+    assert result.hold is not None
+    waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
+    return waited, {HoldKind.OUTAGE: ctx.config.worker.outage_limit_s,
+                    HoldKind.BUDGET: ctx.config.worker.budget_wait_s}.get(result.hold.kind)
+
+
+def _waited_too_long(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: datetime) -> bool:
+    if result.hold is None:
+        return False
+    waited, limit = _held_for(ctx, job, result, now)
+    return limit is not None and waited > limit
+
+
 def _sort_held(ctx: WorkerContext, out: Outcome, job: ClaimedJob, result: TierResult, calls: int,
                now: datetime) -> None:
     assert result.hold is not None
-    waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
-    limit = {HoldKind.OUTAGE: ctx.config.worker.outage_limit_s,
-             HoldKind.BUDGET: ctx.config.worker.budget_wait_s}.get(result.hold.kind)
+    waited, limit = _held_for(ctx, job, result, now)
     if limit is not None and waited > limit:
         out.stopped.append((job.id, f"{result.hold.reason}; held {waited:.0f} s, longer than {limit:.0f} s", calls))
     else:

@@ -161,3 +161,16 @@ def test_a_benchmark_cannot_run_on_a_database_in_use(
         assert str(refused.value).endswith("; wait for it to finish, or pass --redis with a database of your own")
     finally:
         registry.delete(claims.KEY.format(db=db))
+
+
+def test_a_claim_tierq_cannot_read_says_which_key_to_delete(registry: redis.Redis) -> None:
+    db = _number()
+    key = claims.KEY.format(db=db)
+    registry.set(key, "not json", ex=60)
+    try:
+        with pytest.raises(claims.DatabaseInUse) as refused, claims.claimed(f"{REDIS_SERVER}/{db}", "a tierq demo"):
+            pytest.fail("the body must not run")
+        assert str(refused.value) == (f"Redis database {db} is claimed by a value tierq cannot read; if no run uses "
+                                      f"the database, delete the key {key} (in database 0)")
+    finally:
+        registry.delete(key)

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack
+from conftest import SIM_CONFIG, Stack
 from fault_support import assert_one_result_per_job, deployment, fault_config, job_states, wait_final, wait_until
 from sqlalchemy import text
 
 from fakellm.testing import running_server
+from models.enums import CallOutcome
 from producer.submit import BatchOptions
+from tierq.config import load_config
+from tierq.money import Usage
+from workers.gates import Hold, HoldKind, key_refused
+from workers.llm import CallRecord
 
 JOBS = 40
 REFUSAL = ("key: provider 'sim' refused a call without an API key (HTTP 401); name the variable that holds its key "
@@ -73,3 +80,17 @@ def test_jobs_wait_while_the_provider_refuses_the_key_and_succeed_once_it_works(
     assert refused_rows[0] == refused_calls and refused_rows[1] == 0, refused_rows
     assert f"{REFUSAL.removeprefix('key: ')}; no call goes to it for" in log
     assert "sk-test-the-right-one" not in log
+
+
+def test_only_a_401_is_a_refused_key_not_a_403_for_one_model_or_prompt() -> None:
+    config = load_config(SIM_CONFIG)
+
+    def record(status: int) -> CallRecord:
+        return CallRecord(uuid.uuid4(), "sim-nano", "sim", Usage(0, 0), Decimal(0), 3, CallOutcome.HTTP_4XX,
+                          f"HTTP {status}: no", status=status)
+
+    assert key_refused(config, "sim", record(401)) == REFUSAL
+    assert Hold(HoldKind.OUTAGE, 1.0, REFUSAL).refused_key
+    # 403: the key may not use this model, or moderation flagged this prompt: an error of this call only.
+    assert key_refused(config, "sim", record(403)) is None
+    assert not Hold(HoldKind.OUTAGE, 1.0, "connection: provider 'sim' cannot be reached").refused_key

@@ -92,3 +92,12 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_nearly_spells(
     assert settings.database_url == DEFAULTS["database_url"]
     assert [r.getMessage() for r in caplog.records] == [
         "TIERQ_DATABSE_URL is not a tierq setting and is ignored; did you mean TIERQ_DATABASE_URL?"]
+
+
+def test_a_bad_url_is_shown_without_its_password(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, shown in (("guest:s3cret@rabbit:5672//", "guest:***@rabbit:5672//"),
+                         ("amqq://guest:s3/cr@t@rabbit//", "amqq://guest:***@rabbit//")):
+        monkeypatch.setenv("TIERQ_BROKER_URL", value)
+        with pytest.raises(ConfigError) as info:
+            Settings()
+        assert f"TIERQ_BROKER_URL: {shown!r} is not a broker URL" in str(info.value) and "s3" not in str(info.value)

@@ -35,8 +35,8 @@ def test_private_batches_keep_no_text_in_postgres(clean: Stack, tmp_path: Path) 
                            timeout=60, check=False)
     assert again.returncode == 0 and len(again.stdout.splitlines()) == 2, again.stderr[-2000:]
     assert again.stderr == ("note: 2 succeeded jobs come without their answer: the batch was submitted with "
-                            "--no-store-text, whose answers are returned once, and an earlier `tierq results` took "
-                            "them\n")
+                            "--no-store-text, whose answers are kept in Redis until an earlier `tierq results` took "
+                            "them or they expired\n")
     url = make_url(clean.settings.database_url)
     dump = subprocess.run(["pg_dump", "-h", url.host or "127.0.0.1", "-U", url.username or "postgres", "--data-only",
                            url.database or ""], capture_output=True, text=True, check=True).stdout
