@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -54,22 +54,33 @@ class ResultLines:
 
     def __init__(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]]) -> None:
         self.gone = 0
+        self.private = False  # known once the first line is read
         self._lines = self._read(tq, batch, convert)
 
-    def _read(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        from producer.results import iter_rows
+    def _read(self, tq: Tierq, batch: uuid.UUID,
+              convert: Callable[[Any], dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
+        from producer.results import is_private, iter_rows
 
         with connect(tq.settings.database_url) as conn:
+            self.private = is_private(conn, batch)
             # The vault only for a private batch: reading any other needs no Redis.
-            for row in iter_rows(conn, batch, lambda: tq.vault):
-                self.gone += row.status == "succeeded" and row.content is None
-                yield convert(row)
+            rows = iter_rows(conn, batch, lambda: tq.vault)
+            try:
+                for row in rows:
+                    self.gone += row.status == "succeeded" and row.content is None
+                    yield convert(row)
+            finally:
+                rows.close()  # a line not handed over keeps its answer in the vault (iter_rows)
 
     def __iter__(self) -> ResultLines:
         return self
 
     def __next__(self) -> dict[str, Any]:
         return next(self._lines)
+
+    def close(self) -> None:
+        """Stop reading: the line last returned counts as not handed over (a private batch keeps its answer)."""
+        self._lines.close()
 
 
 class Tierq:

@@ -152,8 +152,13 @@ def write_results(batch: str, output: IO[str], fmt: str) -> None:
     """Stream the batch's finished jobs to `output`, one JSON line each."""
     with Tierq() as tq:
         lines = tq.results(batch, fmt)
-        for row in lines:
-            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+        try:
+            for row in lines:
+                output.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if lines.private:
+                    output.flush()  # a private answer counts as delivered once it has left the process
+        finally:
+            lines.close()
     if lines.gone:
         click.echo(f"note: {lines.gone:,} succeeded jobs come without their answer: the batch was submitted with "
                    "--no-store-text, whose answers are kept in Redis until an earlier `tierq results` took them "

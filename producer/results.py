@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -69,22 +69,32 @@ class ResultRow:
         return sum((Decimal(c["cost_usd"]) for c in self.calls), ZERO)
 
 
+def is_private(conn: ReadConnection, batch_id: uuid.UUID) -> bool:
+    """Whether the batch was submitted with --no-store-text (its answers are in the vault, to be read once)."""
+    return any(row[0] for row in rows(conn, "SELECT NOT store_text FROM batches WHERE id = :id", {"id": batch_id}))
+
+
 def iter_rows(conn: ReadConnection, batch_id: uuid.UUID,
-              vault: Callable[[], TextVault] | None = None) -> Iterator[ResultRow]:
+              vault: Callable[[], TextVault] | None = None) -> Generator[ResultRow, None, None]:
     """Finished jobs in input order, streamed from a server-side cursor.
 
     A private batch's answers come from the vault (`vault()`, asked for only then) and are removed as
-    they are read: returned once.
+    they are read: returned once. A row counts as handed over when the next one is asked for: if the
+    reader stops before that (`close()`, a pipe that closed under `tierq results | head`), its answer goes
+    back to the vault for the next read.
     """
-    private = any(row[0] for row in rows(conn, "SELECT NOT store_text FROM batches WHERE id = :id", {"id": batch_id}))
-    texts = vault() if private and vault is not None else None
+    texts = vault() if vault is not None and is_private(conn, batch_id) else None
     for (job_id, custom_id, status, content, tier, model, error, finished, calls, audited, replaced), in stream(
         conn, _QUERY, {"id": batch_id}, "tierq_results"
     ):
-        if texts is not None and status == "succeeded":
-            content = texts.take_answer(job_id)
-        yield ResultRow(job_id, custom_id, status, content, tier, model, error, finished, calls or [], audited,
-                        replaced)
+        taken = texts.take_answer(job_id) if texts is not None and status == "succeeded" else None
+        try:
+            yield ResultRow(job_id, custom_id, status, taken if texts is not None else content, tier, model, error,
+                            finished, calls or [], audited, replaced)
+        except GeneratorExit:
+            if texts is not None and taken is not None:
+                texts.put_answers({job_id: taken})
+            raise
 
 
 def as_result(row: ResultRow) -> dict[str, Any]:

@@ -65,3 +65,20 @@ def test_a_cancelled_private_batch_leaves_no_prompt_in_redis(clean: Stack) -> No
         status = clean.wait(tq, batch.batch_id, timeout=60)
     assert cancelled.cancelled > 0 and status.count(JobStatus.CANCELLED) >= cancelled.cancelled
     assert list(vault.scan_iter(match="tq:v:q:*")) == []  # no prompt of a final job stays, cancelled or not
+
+
+def test_a_reader_that_stops_early_leaves_the_answers_it_did_not_take(clean: Stack) -> None:
+    # `tierq results B | head -1`: the lines after the first are not delivered, so their answers must stay.
+    records = [{"id": f"t{n}", "prompt": f"{SECRET_PROMPT} ticket {n}"} for n in range(3)]
+    with clean.client() as tq:
+        batch = tq.submit(records, BatchOptions(store_text=False, use_cache=False)).batch_id
+        clean.wait(tq, batch)
+        lines = tq.results(batch)
+        first = next(lines)
+        second = next(lines)  # asked for: the first counts as delivered; this one is not yet
+        lines.close()
+        again = {r["id"]: r["content"] for r in tq.results(batch)}
+    assert first["content"] and second["content"] and lines.private
+    assert again[first["id"]] is None, "the delivered answer was taken"
+    assert again[second["id"]] == second["content"], "the one the reader stopped at went back"
+    assert sum(content is not None for content in again.values()) == 2
