@@ -21,7 +21,9 @@ publishes the message again due in `batch_poll_s`; no thread waits on a provider
   and the chunk is finished by the same code as an interactive one (workers/process.py: cost rows,
   validators, escalation, cache fill, followers). Requests the batch did not answer (it expired, failed
   or was cancelled) go to the tier's models interactively or to the next tier (`batch_fallback`).
-- The batch's jobs all cancelled (`tierq cancel`): the provider batch is cancelled.
+- The batch's jobs all cancelled (`tierq cancel`): the provider batch is cancelled, looked at until it has
+  stopped, and each request it answered before it did is a cost row of its job (paid for, though no job
+  takes the answer); so are the lines of jobs cancelled while the rest of their batch ran on.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from sqlalchemy import text
 
 from models import lifecycle
 from models import provider_batch as pb
+from models.costs import record_calls
 from models.enums import CallOutcome
 from models.lifecycle import Lease, Outbox
 from models.provider_batch import ProviderBatch
@@ -52,6 +56,7 @@ from workers.store import ClaimedJob, claimed_jobs
 
 log = logging.getLogger(__name__)
 ENDED_STATUSES = {"completed", "failed", "expired", "cancelled"}
+CANCELLING = "cancelling"  # a cancelled batch until it stops: it may still answer requests it had started
 METADATA_KEY = "tierq_message"
 LOOKUP_LIMIT = 500  # recent provider batches searched for a message id before creating another
 
@@ -188,7 +193,9 @@ class TierWork:
 def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob], lease: Lease,
                   tier_work: TierWork) -> None:
     """Answer the jobs from the ended batch's files; what it did not answer goes to `batch_fallback`."""
-    answered = _read_results(ctx, tier, found, jobs) if found.output_file_id or found.error_file_id else {}
+    lines = _file_lines(ctx, found) if found.output_file_id or found.error_file_id else []
+    answered = _read_results(ctx, tier, found, jobs, lines)
+    _bill_moved_on(ctx, found, lines, {job.id for job in jobs})
     unanswered = [job for job in jobs if job.id not in answered]
     if unanswered and tier.batch_fallback == "interactive":
         log.warning("provider batch %s ended %s with %d requests unanswered; calling them directly",
@@ -282,14 +289,15 @@ async def _lookup(client: Any, message: uuid.UUID) -> str | None:
     return None
 
 
-def _look(ctx: WorkerContext, found: ProviderBatch) -> ProviderBatch:
-    """Ask the provider how the batch is doing; record its status, counts and result files."""
+def _look(ctx: WorkerContext, found: ProviderBatch, end: bool = True) -> ProviderBatch:
+    """Ask the provider how the batch is doing; record its status, counts and result files (and, with
+    `end`, that it ended, when it did)."""
     client = ctx.client.provider_client(found.provider)
     batch = ctx.loop.run(client.batches.retrieve(found.provider_batch_id or ""))
     counts = batch.request_counts.model_dump() if batch.request_counts is not None else None
     fields: dict[str, Any] = {"provider_status": batch.status, "request_counts": counts,
                               "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id}
-    if batch.status in ENDED_STATUSES:
+    if batch.status in ENDED_STATUSES and end:
         fields["state"] = pb.ENDED
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, **fields)
@@ -316,41 +324,57 @@ def _park_and_return(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
         ctx.publish([tier_message(tier.name, parked, found.batch_id, lease.message, due)])
 
 
-def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
-                  jobs: list[ClaimedJob]) -> dict[int, TierResult]:
-    """Every line of the batch's output and error files, as each job's call at this tier."""
+def _file_lines(ctx: WorkerContext, found: ProviderBatch) -> list[tuple[int, dict[str, Any]]]:
+    """(job id, line) of every readable line of the ended batch's output and error files."""
     client = ctx.client.provider_client(found.provider)
     text = ""
     for file_id in (found.output_file_id, found.error_file_id):
         if file_id:
             content = ctx.loop.run(client.files.content(file_id))
             text += content.text + "\n"
-    model = ctx.config.models[found.model]
-    ctx.learned.refresh()
-    by_id = {job.id: job for job in jobs}
-    results: dict[int, TierResult] = {}
+    lines: list[tuple[int, dict[str, Any]]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
         try:
             line = json.loads(raw)
-            job_id = found.requests[str(line["custom_id"])]
+            lines.append((found.requests[str(line["custom_id"])], line))
         except (ValueError, KeyError, TypeError) as exc:
             log.error("provider batch %s: line %d unreadable (%s: %s); skipped", found.provider_batch_id, number,
                       type(exc).__name__, exc)
-            continue
+    return lines
+
+
+def _line_call(ctx: WorkerContext, found: ProviderBatch, line: dict[str, Any],
+               messages: list[dict[str, Any]]) -> CallRecord | None:
+    """The call a line reports (answered or failed, at the batch price), or None for a request never run."""
+    response = line.get("response") if isinstance(line.get("response"), dict) else None
+    if response is None:
+        return None  # never run (expired, cancelled): the fallback's, or nobody's
+    model = ctx.config.models[found.model]
+    record = CallRecord(uuid.UUID(str(line["custom_id"])), found.model, found.provider, Usage(0, 0), ZERO, 0,
+                        CallOutcome.OK, via_batch=True)
+    if response.get("status_code") == 200:
+        ctx.client.answered(response.get("body"), record, model, messages, ctx.config.answers, model.batch_price)
+    else:
+        status = response.get("status_code")
+        ctx.client.failed(record, status if isinstance(status, int) else None, _line_error(line))
+    return record
+
+
+def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob],
+                  lines: list[tuple[int, dict[str, Any]]]) -> dict[int, TierResult]:
+    """Each claimed job's line, as its call at this tier."""
+    ctx.learned.refresh()
+    by_id = {job.id: job for job in jobs}
+    results: dict[int, TierResult] = {}
+    for job_id, line in lines:
         job = by_id.get(job_id)
-        response = line.get("response") if isinstance(line.get("response"), dict) else None
-        if job is None or job_id in results or response is None:
-            continue  # moved on (cancelled), a line twice, or a request never run (expired, cancelled: fallback)
-        record = CallRecord(uuid.UUID(str(line["custom_id"])), found.model, found.provider, Usage(0, 0), ZERO, 0,
-                            CallOutcome.OK, via_batch=True)
-        if response.get("status_code") == 200:
-            ctx.client.answered(response.get("body"), record, model, job.messages, ctx.config.answers,
-                                model.batch_price)
-        else:
-            status = response.get("status_code")
-            ctx.client.failed(record, status if isinstance(status, int) else None, _line_error(line))
+        if job is None or job_id in results:
+            continue  # moved on (cancelled: `_bill_moved_on`), or a line twice
+        record = _line_call(ctx, found, line, job.messages)
+        if record is None:
+            continue
         work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
                        ctx.checks.for_job(job.task_type, job.params),
                        ctx.learned.second_look(job.task_type, tier.name, job.messages))
@@ -360,6 +384,34 @@ def _read_results(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
             result.reason = f"{found.model}: {record.error}"
         results[job_id] = result
     return results
+
+
+def _bill_moved_on(ctx: WorkerContext, found: ProviderBatch, lines: list[tuple[int, dict[str, Any]]],
+                   finished_here: set[int]) -> int:
+    """Cost rows for the lines of jobs that moved on while the batch ran (cancelled): the provider answered
+    and bills them, so they are paid for even though no job takes the answer. Idempotent (the rows carry
+    the lines' call ids). Returns the rows written."""
+    wanted = {job_id for job_id, _ in lines} - finished_here
+    if not wanted:
+        return 0
+    with ctx.engine.connect() as conn:
+        jobs = {row[0]: row for row in conn.execute(
+            text("SELECT id, batch_id, attempts, messages FROM jobs WHERE id = ANY(:ids)"), {"ids": sorted(wanted)})}
+    rows = []
+    for job_id, line in lines:
+        if job_id not in wanted or job_id not in jobs:
+            continue
+        _, batch_id, attempts, messages = jobs[job_id]
+        record = _line_call(ctx, found, line, messages if isinstance(messages, list) else [])
+        if record is not None:
+            rows.append(record.cost_row(job_id=job_id, batch_id=batch_id, attempt=attempts + 1, tier=found.tier))
+            wanted.discard(job_id)
+    if rows:
+        with ctx.engine.begin() as conn:
+            record_calls(conn, rows)
+        log.info("provider batch %s: %d answered requests of jobs cancelled meanwhile recorded as paid",
+                 found.provider_batch_id, len(rows))
+    return len(rows)
 
 
 def _line_error(line: dict[str, Any]) -> str:
@@ -374,7 +426,10 @@ def _line_error(line: dict[str, Any]) -> str:
 
 
 def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
-    """The message's jobs moved on without the batch (all cancelled): cancel the provider batch."""
+    """The message's jobs moved on without the batch (all cancelled): cancel the provider batch. A batch
+    stops answering only once its cancel has ended ("cancelling" until then), and what it answered before
+    is billed: the message comes back every `batch_poll_s` until the batch has ended, and then each answered
+    line is a cost row of its (cancelled) job."""
     with ctx.engine.connect() as conn:
         if pb.waiting(conn, found.message_id):
             return  # claimed by another delivery right now
@@ -382,9 +437,23 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
     batch_id = found.provider_batch_id
     if batch_id is None and status == pb.SENDING:  # a delivery may have created it before it died
         batch_id = ctx.loop.run(_lookup(ctx.client.provider_client(found.provider), found.message_id))
+        if batch_id is not None:
+            with ctx.engine.begin() as conn:
+                pb.record(conn, found.message_id, provider_batch_id=batch_id)
+            found = _again(ctx, found)
     if batch_id is not None and status not in ENDED_STATUSES:
-        client = ctx.client.provider_client(found.provider)
-        status = str(ctx.loop.run(client.batches.cancel(batch_id)).status)
-        log.info("provider batch %s cancelled: its jobs were cancelled", batch_id)
+        if status != CANCELLING:
+            client = ctx.client.provider_client(found.provider)
+            status = str(ctx.loop.run(client.batches.cancel(batch_id)).status)
+            log.info("provider batch %s cancelled: its jobs were cancelled", batch_id)
+        found = _look(ctx, found, end=False)
+        status = found.provider_status
+        if status not in ENDED_STATUSES:
+            tier = ctx.config.tier(found.tier)
+            ctx.publish([tier_message(found.tier, sorted(found.requests.values()), found.batch_id, found.message_id,
+                                      min(tier.batch_poll_s, ctx.longest_countdown_s))])
+            return
+        if found.output_file_id or found.error_file_id:
+            _bill_moved_on(ctx, found, _file_lines(ctx, found), set())
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)

@@ -217,8 +217,38 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     wait_until(lambda: [p.state for p in provider_batches(clean, batch)] == ["ended"], 30,
                lambda: provider_batches(clean, batch))
     assert job_states(clean, batch) == {"cancelled": 10}
-    assert provider_batches(clean, batch)[0].provider_status in ("cancelling", "cancelled")
-    assert calls(clean, batch) == []
+    assert provider_batches(clean, batch)[0].provider_status == "cancelled"
+    assert calls(clean, batch) == []  # it answered nothing before it stopped
+
+
+@pytest.mark.slow
+def test_what_a_cancelled_provider_batch_answered_before_it_stopped_is_paid_for(
+        clean: Stack, run: tuple[Deployment, Tierq]) -> None:
+    dep, tq = run
+    # Lines are answered one by one over 8 s; cancelling takes 2 s more, in which the provider goes on.
+    clean.simulate({"batch": {"in_progress_s": 8, "progress": "gradual", "cancelling_s": 2}})
+    dep.start("classify,hot,warm,cold", "all")
+    batch = tq.submit(records(20), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+    wait_until(lambda: any((p.request_counts or {}).get("completed", 0) >= 3 for p in provider_batches(clean, batch)),
+               60, lambda: provider_batches(clean, batch))
+    tq.cancel(batch)
+    wait_until(lambda: [p.state for p in provider_batches(clean, batch)] == ["ended"], 60,
+               lambda: provider_batches(clean, batch))
+    report = tq.report(batch).as_dict()
+    assert job_states(clean, batch) == {"cancelled": 20}
+    [opened] = provider_batches(clean, batch)
+    assert opened.provider_status == "cancelled" and opened.request_counts["completed"] >= 3
+    rows = calls(clean, batch)
+    billed = clean.sim_stats()["batch"]["models"]["sim-mid"]
+    # Every line the provider answered, and so billed, is a cost row of its job, at the batch price.
+    assert len(rows) == opened.request_counts["completed"] and len({r.custom_id for r in rows}) == len(rows)
+    assert all(r.via_batch and r.outcome == "ok" and r.tier == "warm" for r in rows)
+    assert (billed["prompt_tokens"], billed["completion_tokens"]) == (sum(r.prompt_tokens for r in rows),
+                                                                      sum(r.completion_tokens for r in rows))
+    price = dep.config.models["sim-mid"].batch_price
+    paid = sum((price.cost(Usage(r.prompt_tokens, r.completion_tokens, r.cached_tokens)) for r in rows), Decimal(0))
+    assert sum((r.cost_usd for r in rows), Decimal(0)) == paid > 0
+    assert Decimal(report["totals"]["cost_usd"]) == paid and report["batch_api"]["calls"] == len(rows)
 
 
 @pytest.mark.slow
