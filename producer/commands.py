@@ -65,7 +65,11 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
         _show_rejections(result, rejects)
         if result.accepted == 0:
             return _nothing_accepted(source, result, as_json)
-        final = _watch(tq, result, as_json) if wait else None
+        try:
+            final = _watch(tq, result, as_json) if wait else None
+        except KeyboardInterrupt:
+            click.echo(_stopped_watching(result.batch_id), err=True)
+            return 130
     if as_json:
         click.echo(json.dumps({**result.as_dict(), **({"status": final.as_dict()} if final else {})}))
     elif final is None:
@@ -100,6 +104,12 @@ def _watch(tq: Tierq, result: SubmitResult, as_json: bool) -> BatchStatus:
     status = tq.wait(result.batch_id, poll_s=1.0, on_progress=show)
     show.final(status)
     return status
+
+
+def _stopped_watching(batch: object) -> str:
+    """What Ctrl-C while a command waits on a batch says: the command stops, the batch does not."""
+    return (f"\nstopped watching: batch {batch} goes on (`tierq status {batch} --watch` follows it again, "
+            f"`tierq cancel {batch}` stops it)")
 
 
 class _Shown:
@@ -145,6 +155,7 @@ def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int
                     return 0
                 time.sleep(interval)
         except KeyboardInterrupt:
+            click.echo(_stopped_watching(batch), err=True)
             return 130
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -186,6 +187,33 @@ def test_in_a_pipe_progress_counts_what_was_read_and_watch_prints_a_line_per_cha
     changes = [line for line in done.stdout.splitlines() if line.startswith("batch ") and "; hot: " in line]
     assert changes and len(set(changes)) == len(changes)  # a line per change, none repeated
     assert "  hot:     2,500  (succeeded 2,500)" in done.stdout.splitlines()  # the whole block at the end
+
+
+def test_ctrl_c_while_waiting_stops_the_command_and_says_the_batch_goes_on(clean: Stack, tmp_path: Path) -> None:
+    # A broker no worker reads: the batch cannot finish while the command waits on it.
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker}
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+
+    def interrupted(*args: str) -> str:
+        """Run the command until it has said something about the batch, press Ctrl-C; the batch id."""
+        proc = subprocess.Popen([str(TIERQ), *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        batch = first.split()[1].rstrip(":")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (first, out, err)
+        assert err.rstrip().endswith(f"stopped watching: batch {batch} goes on (`tierq status {batch} --watch` follows "
+                                     f"it again, `tierq cancel {batch}` stops it)"), err
+        assert "Traceback" not in err and "Aborted" not in err
+        return batch
+
+    batch = interrupted("submit", "t.jsonl", "--wait")
+    assert interrupted("status", batch, "--watch", "--interval", "0.2") == batch
+    redis.Redis.from_url(broker).flushdb()
 
 
 def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
