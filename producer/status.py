@@ -40,6 +40,9 @@ class BatchStatus:
     rate_per_s: float | None = None
     eta_s: float | None = None
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
+    # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds).
+    orphaned: int = 0
+    orphaned_s: float | None = None
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
     # Jobs a worker put back to wait out a provider outage, a rate limit or the budget, and the longest wait.
@@ -93,6 +96,7 @@ class BatchStatus:
             "rate_per_s": None if self.rate_per_s is None else round(self.rate_per_s, 2),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "stuck": self.stuck,
+            "lease_expired": self.orphaned,
             "unserved_queues": self.unserved,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,
@@ -139,12 +143,17 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
     status.held, held_s, status.held_reason = rows(conn, _HELD, params)[0]
+    if status.count(JobStatus.RUNNING):
+        status.orphaned, orphaned_s = rows(conn, _ORPHANED, params)[0]
+        status.orphaned_s = None if orphaned_s is None else float(orphaned_s)
     if status.count(JobStatus.WAITING):
         status.following = [(b, st, t, int(n)) for b, st, t, n in rows(conn, _FOLLOWING, params)]
     status.held_s = None if held_s is None else float(held_s)
     return status
 
 
+_ORPHANED = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(lease_until)) FROM jobs WHERE batch_id = :id "
+             f"AND status = '{JobStatus.RUNNING.value}' AND lease_until < now()")
 _FOLLOWING = (f"SELECT l.batch_id, l.status, l.tier, count(*) FROM jobs f JOIN jobs l ON l.id = f.follows "
               f"WHERE f.batch_id = :id AND f.status = '{JobStatus.WAITING.value}' GROUP BY 1, 2, 3 ORDER BY 4 DESC")
 _BY_STATE = "SELECT status, tier, count(*), sum(escalations) FROM jobs WHERE batch_id = :id GROUP BY status, tier"

@@ -76,6 +76,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         filling = f"{pb['filling']:,} still filling; " if pb.get("filling") else ""
         lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "
                      f"reports {pb['completed']:,} completed, {pb['failed']:,} failed)")
+    if status.orphaned and not status.stuck:
+        whose = "running job's" if status.orphaned == 1 else "running jobs'"
+        lines.append(f"  stopped worker: {status.orphaned:,} {whose} worker stopped renewing their lease "
+                     f"{duration(status.orphaned_s)} ago (it died or hangs); they are sent again once they have been "
+                     f"still for [worker] stuck_after_s (`tierq recover {d['batch_id']} --older-than 0m` does it now)")
     if status.stuck:
         lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
                      f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")

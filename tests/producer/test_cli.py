@@ -395,6 +395,21 @@ def test_status_says_what_a_waiting_job_waits_for(clean: Stack, tmp_path: Path) 
            f"`tierq status {first}` shows how that one goes" in lines, lines
 
 
+def test_status_says_when_running_jobs_lost_their_worker(clean: Stack, tmp_path: Path) -> None:
+    # As after a SIGKILL: a running job whose worker stopped renewing its lease 40 s ago.
+    job = insert_job(clean, "Where is my parcel?", status="running", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        batch = conn.execute(text("UPDATE jobs SET lease_owner = :o, lease_until = now() - interval '40 seconds' "
+                                  "WHERE id = :j RETURNING batch_id"), {"j": job, "o": uuid.uuid4()}).scalar_one()
+    shown = json.loads(tierq(clean, tmp_path, "status", str(batch), "--json").stdout)
+    assert (shown["lease_expired"], shown["stuck"]) == (1, 0)
+    lines = tierq(clean, tmp_path, "status", str(batch)).stdout.splitlines()
+    assert any(re.fullmatch(r"  stopped worker: 1 running job's worker stopped renewing their lease 4\ds ago \(it "
+                            r"died or hangs\); they are sent again once they have been still for \[worker\] "
+                            rf"stuck_after_s \(`tierq recover {batch} --older-than 0m` does it now\)", line)
+               for line in lines), lines
+
+
 def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed(clean: Stack, tmp_path: Path) -> None:
     # As with a provider that cannot be reached: a few calls, all refused, and the job put back to wait.
     job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
