@@ -273,10 +273,18 @@ class Tierq:
         return cancel_batch(self.engine, _uuid(batch_id), self.vault)
 
     def retry_failed(self, batch_id: uuid.UUID | str) -> int:
-        """Route the batch's failed jobs again from the start; returns how many."""
+        """Route the batch's failed jobs again from the start; returns how many. Jobs its budget stopped
+        stay failed (`failed_for_budget` counts them)."""
         from producer.control import retry_failed
 
         return retry_failed(self.engine, self.publisher, self.config, _uuid(batch_id))
+
+    def failed_for_budget(self, batch_id: uuid.UUID | str) -> int:
+        """The batch's jobs that failed because its budget could not cover them (a retry leaves them)."""
+        from models.lifecycle import failed_for_budget
+
+        with self.engine.connect() as conn:
+            return failed_for_budget(conn, _uuid(batch_id))
 
     def report(self, batch_id: uuid.UUID | str | None = None, since: datetime | None = None) -> Bill:
         """The bill of one batch or of all, optionally from `since` on."""

@@ -161,8 +161,15 @@ def retry(batch: str, failed: bool, as_json: bool) -> None:
         raise click.UsageError("say what to retry: --failed")
     with Tierq() as tq:
         count = tq.retry_failed(batch)
-    click.echo(json.dumps({"batch_id": batch, "retried": count}) if as_json
-               else f"batch {batch}: {count:,} failed jobs queued again")
+        spent = tq.failed_for_budget(batch)
+    if as_json:
+        click.echo(json.dumps({"batch_id": batch, "retried": count, "left_for_budget": spent}))
+        return
+    click.echo(f"batch {batch}: {count:,} failed jobs queued again")
+    if spent:
+        click.echo(f"{spent:,} failed jobs stay failed: the batch's budget could not cover them, and a batch's budget "
+                   f"cannot be raised; submit them again as a new batch with a larger --budget-usd (`tierq results "
+                   f"{batch}` lists them)", err=True)
 
 
 @main.command()

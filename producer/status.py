@@ -41,6 +41,7 @@ class BatchStatus:
     eta_s: float | None = None
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
     # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds).
+    failed_reason: str | None = None  # the reason most failed jobs were given
     orphaned: int = 0
     orphaned_s: float | None = None
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
@@ -97,6 +98,7 @@ class BatchStatus:
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "stuck": self.stuck,
             "lease_expired": self.orphaned,
+            "failed_reason": self.failed_reason,
             "unserved_queues": self.unserved,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,
@@ -143,6 +145,8 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
     status.held, held_s, status.held_reason = rows(conn, _HELD, params)[0]
+    if status.count(JobStatus.FAILED):
+        status.failed_reason = rows(conn, _FAILED_REASON, params)[0][0]
     if status.count(JobStatus.RUNNING):
         status.orphaned, orphaned_s = rows(conn, _ORPHANED, params)[0]
         status.orphaned_s = None if orphaned_s is None else float(orphaned_s)
@@ -152,6 +156,8 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     return status
 
 
+_FAILED_REASON = (f"SELECT mode() WITHIN GROUP (ORDER BY error) FROM jobs WHERE batch_id = :id "
+                  f"AND status = '{JobStatus.FAILED.value}'")
 _ORPHANED = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(lease_until)) FROM jobs WHERE batch_id = :id "
              f"AND status = '{JobStatus.RUNNING.value}' AND lease_until < now()")
 _FOLLOWING = (f"SELECT l.batch_id, l.status, l.tier, count(*) FROM jobs f JOIN jobs l ON l.id = f.follows "

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from models.enums import JobStatus
 from producer.status import BatchStatus
 from tierq.money import dollars
 
@@ -52,6 +53,10 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     for queue, waiting in status.unserved.items():
         lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
+    failed = status.count(JobStatus.FAILED)
+    if failed and status.failed_reason:
+        lines.append(f"  failed: {failed:,}, most with: {status.failed_reason} (`tierq results {d['batch_id']}` "
+                     "gives each job's reason)")
     for warning in status.warnings:
         lines.append(f"  warning: {warning}; `tierq report {d['batch_id']}` shows every outcome")
     for batch, state, at_tier, count in status.following[:3] if not status.done else ():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from conftest import Stack, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.submit import BatchOptions
+from producer.views import status_lines
 
 BUDGET = Decimal("0.004")
 
@@ -36,3 +39,26 @@ def test_concurrent_workers_never_spend_past_the_budget(clean: Stack, tmp_path: 
     assert all(r["error"].startswith("budget:") for r in failed)
     worst = Decimal("0.00004")  # about the worst case of one call here
     assert paid > BUDGET - 3 * worst  # calls wait for money held by calls in flight rather than fail early
+
+
+def test_a_retry_leaves_the_jobs_the_budget_stopped_and_says_so(clean: Stack, tmp_path: Path) -> None:
+    clean.simulate({"latency_ms": 0})
+    with clean.client() as tq:
+        batch = tq.submit([{"id": str(n), "prompt": f"ticket {n}: where is my parcel?"} for n in range(60)],
+                          BatchOptions(budget_usd=Decimal("0.0004"), use_cache=False,
+                                       params={"max_tokens": 64})).batch_id
+        stopped = clean.wait(tq, batch, timeout=120).by_status.get("failed", 0)
+        assert stopped > 0
+        done = subprocess.run([str(Path(sys.executable).parent / "tierq"), "retry", str(batch), "--failed"],
+                              env=clean.env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        shown = tq.status(batch)
+        after = shown.by_status.get("failed", 0)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"batch {batch}: 0 failed jobs queued again\n"
+    assert done.stderr == (f"{stopped:,} failed jobs stay failed: the batch's budget could not cover them, and a "
+                           "batch's budget cannot be raised; submit them again as a new batch with a larger "
+                           f"--budget-usd (`tierq results {batch}` lists them)\n")
+    assert after == stopped  # nothing ran again to fail on the same budget
+    assert shown.failed_reason is not None and shown.failed_reason.startswith(
+        "budget: what is left of the batch's budget cannot cover a call to ")
+    assert any(line.startswith(f"  failed: {stopped:,}, most with: budget: ") for line in status_lines(shown))
