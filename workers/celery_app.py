@@ -35,7 +35,7 @@ def create_app() -> Celery:
         # Postgres. The process's open calls are bounded by `[worker] open_calls`, not by the threads:
         # there are more threads than that needs, so a task waiting for its chunk's slowest call holds
         # back only its own acknowledgement, and the slots its answered calls freed go to other tasks.
-        worker_pool="threads",
+        worker_pool="workers.pool:ThreadPool",  # Celery's thread pool (workers/pool.py)
         worker_concurrency=config.worker.threads,
         worker_consumer="workers.consumer:TierqConsumer",
     )
