@@ -100,11 +100,12 @@ _STRATA = """
 SELECT l.task_type, l.candidate_tier, l.source, count(*), count(*) FILTER (WHERE l.agree)
 FROM labels l JOIN jobs j ON j.id = l.job_id WHERE {j} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
-# Succeeded jobs by where their answer came from: tier (the cache when a cache hit), and whether audited.
+# Succeeded jobs by where their answer came from: tier (the cache when a cache hit), and whether an audit
+# judged them (a label): an audit whose reference never answered leaves the job flagged but unjudged.
 _ANSWERED = """
 SELECT j.task_type, CASE WHEN j.candidate_source = 'cache' OR EXISTS (SELECT 1 FROM calls c WHERE c.job_id = j.id
            AND c.outcome = 'cache_hit') THEN 'cache' ELSE 'answer' END AS source,
-       j.tier, j.audited, j.replaced, count(*)
+       j.tier, j.audited AND EXISTS (SELECT 1 FROM labels l WHERE l.job_id = j.id), j.replaced, count(*)
 FROM jobs j WHERE {j} AND j.status = 'succeeded' GROUP BY 1, 2, 3, 4, 5
 """
 _AUDIT_COST = """

@@ -15,12 +15,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pytest
-from conftest import Stack
+from conftest import Stack, insert_job
 from PIL import Image
 from sqlalchemy import text
 
 from producer.bill.build import Bill, Spend
 from producer.bill.plot import draw_bill, render_bill
+from producer.bill.quality import read_quality
 from producer.bill.queries import Scope
 from producer.submit import BatchOptions
 from producer.views import bill_lines
@@ -250,3 +251,15 @@ def _segment_labels(ax: Any) -> list[tuple[Any, Any]]:
         if x == 0 and owner and text_item.get_text() in ("hot", "warm", "cold"):
             pairs.append((owner[0], text_item))
     return pairs
+
+
+def test_an_audit_whose_reference_never_answered_measures_nothing(clean: Stack) -> None:
+    # Flagged for audit, but the reference could not answer (held past its limit): it kept its answer, no label.
+    job = insert_job(clean, "Where is my parcel?", status="succeeded", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        batch = conn.execute(text("UPDATE jobs SET audited = true, content = 'on its way' WHERE id = :j "
+                                  "RETURNING batch_id"), {"j": job}).scalar_one()
+    with clean.client() as tq, clean.engine.connect() as conn:
+        quality = read_quality(conn, Scope(batch), tq.outline)
+    assert quality.answered == 1 and quality.share is None  # not "100% agree" from an audit that judged nothing
+    assert quality.line().startswith("quality: not measured")
