@@ -208,6 +208,7 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
                lambda: provider_batches(clean, batch))
     status = tq.status(batch)
     assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0}
+    assert status.eta_s is None  # the provider batch's window, not the recent rate, says when these end
     assert any(line.startswith("  in provider batches: 10 jobs in 1") for line in status_lines(status))
     collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in collector.collect() for s in m.samples}
