@@ -360,20 +360,22 @@ def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
     ).scalars())
 
 
-BUDGET_PREFIX = "budget:"  # the start of the reason of a job the batch's budget stopped (workers/gates.py)
+# The start of the reason of a job the batch's budget could not cover (workers/gates.py). Not a job that
+# waited too long for budget that calls in flight held ("budget: calls in flight hold ..."): it may run now.
+BUDGET_SPENT = "budget: what is left of the batch's budget"
 
 
 def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after: int, chunk: Chunks) -> list[int]:
     """failed -> pending, one chunk in id order after `after`, routed afresh: attempts and cost rows stay.
-    Jobs the batch's budget stopped stay failed: the budget they would meet again is the same."""
+    Jobs the batch's budget could not cover stay failed: the budget they would meet again is the same."""
     message = uuid.uuid4()
     ids = sorted(conn.execute(
         text(f"UPDATE jobs SET status = '{PENDING}', handoff = :me, handoff_from = NULL, tier = NULL, "
              "start_tier = NULL, error = NULL, content = NULL, model = NULL, finished_at = NULL, held_since = NULL, "
              f"updated_at = now() WHERE id IN (SELECT id FROM jobs WHERE batch_id = :batch AND status = '{FAILED}' "
-             f"AND id > :after AND (error IS NULL OR error NOT LIKE '{BUDGET_PREFIX}%') ORDER BY id LIMIT :n "
+             "AND id > :after AND (error IS NULL OR error NOT LIKE :spent) ORDER BY id LIMIT :n "
              f"FOR UPDATE) AND status = '{FAILED}' RETURNING id"),
-        {"batch": batch_id, "after": after, "n": chunk, "me": message},
+        {"batch": batch_id, "after": after, "n": chunk, "me": message, "spent": f"{BUDGET_SPENT}%"},
     ).scalars())
     if ids:
         outbox.add(classify_message(ids, batch_id, message))
@@ -383,4 +385,4 @@ def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after:
 def failed_for_budget(conn: Connection, batch_id: uuid.UUID) -> int:
     """The batch's jobs its budget stopped (`requeue_failed` leaves them failed)."""
     return int(conn.execute(text(f"SELECT count(*) FROM jobs WHERE batch_id = :b AND status = '{FAILED}' "
-                                 f"AND error LIKE '{BUDGET_PREFIX}%'"), {"b": batch_id}).scalar_one())
+                                 "AND error LIKE :spent"), {"b": batch_id, "spent": f"{BUDGET_SPENT}%"}).scalar_one())

@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from models.enums import CallOutcome
+from models.lifecycle import BUDGET_SPENT
 from tierq.config import Config, TierConfig
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import dollars
@@ -145,7 +146,7 @@ class Gates:
             held = worst_case(messages, int(params["max_tokens"]), model)
             covered = await self.budget.reserve(batch_id, held, self.horizon_s)
             if covered is False:
-                return Stop(f"budget: what is left of the batch's budget cannot cover a call to {name} "
+                return Stop(f"{BUDGET_SPENT} cannot cover a call to {name} "
                             f"(worst case {dollars(held)})")
             if covered is None:
                 return Hold(HoldKind.BUDGET, 1.0, "budget: calls in flight hold the rest of the batch's budget")

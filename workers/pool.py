@@ -1,9 +1,10 @@
-"""Celery's thread pool, told what to do on a cold shutdown.
+"""Celery's thread pool, told what to do when asked to kill a running task.
 
-A second Ctrl-C (or SIGQUIT) asks Celery to terminate the running tasks, which a thread pool cannot do:
-Celery's own raises NotImplementedError for each task, with a traceback. Here the running tasks are left
-to finish while the worker stops: their model calls are already paid for, and a task whose process ends
-first is redelivered and finds its jobs by their leases (models/lifecycle.py), so nothing is paid twice.
+A second Ctrl-C (or SIGQUIT), or a revoke with terminate (Flower's "terminate"), asks Celery to kill
+running tasks, which a thread pool cannot do: Celery's own raises NotImplementedError for each, with a
+traceback. Here a running task is left to finish, and a worker stopping cold stops after it. Its model
+calls are paid for either way, and a task whose process ends first is redelivered and finds its jobs by
+their leases (models/lifecycle.py), so nothing is paid twice.
 """
 
 from __future__ import annotations
@@ -25,5 +26,5 @@ class ThreadPool(TaskPool):  # type: ignore[misc]  # Celery has no type hints
         """Say once that running tasks are not killed, instead of raising for each."""
         if not self._told:
             self._told = True
-            log.warning("cold shutdown: running tasks cannot be killed in a thread pool; the worker stops when "
-                        "they end (their jobs are safe: a task cut off is redelivered and finds them by their leases)")
+            log.warning("a running task cannot be killed in a thread pool: it runs to its end (a worker stopping "
+                        "cold waits for it; a task revoked with terminate is only marked). Said once per process")

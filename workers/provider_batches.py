@@ -33,6 +33,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -133,7 +134,7 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             if found.state == pb.OPEN:
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
-            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+            if _transient(exc):
                 log.warning("provider batch of message %s: %s; trying again in %.0f s", message, _brief(exc),
                             tier.batch_poll_s)
                 _park_and_return(ctx, tier, found, jobs, lease)
@@ -428,32 +429,62 @@ def _line_error(line: dict[str, Any]) -> str:
 def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
     """The message's jobs moved on without the batch (all cancelled): cancel the provider batch. A batch
     stops answering only once its cancel has ended ("cancelling" until then), and what it answered before
-    is billed: the message comes back every `batch_poll_s` until the batch has ended, and then each answered
-    line is a cost row of its (cancelled) job."""
+    is billed: the message comes back every `batch_poll_s` until the batch has ended (or the provider's
+    window and a margin have passed), and then each answered line is a cost row of its (cancelled) job.
+    The row is marked ended only after that, so a delivery cut off on the way bills on the next one."""
     with ctx.engine.connect() as conn:
         if pb.waiting(conn, found.message_id):
             return  # claimed by another delivery right now
     status = found.provider_status
     batch_id = found.provider_batch_id
-    if batch_id is None and status == pb.SENDING:  # a delivery may have created it before it died
-        batch_id = ctx.loop.run(_lookup(ctx.client.provider_client(found.provider), found.message_id))
-        if batch_id is not None:
-            with ctx.engine.begin() as conn:
-                pb.record(conn, found.message_id, provider_batch_id=batch_id)
-            found = _again(ctx, found)
-    if batch_id is not None and status not in ENDED_STATUSES:
-        if status != CANCELLING:
-            client = ctx.client.provider_client(found.provider)
-            status = str(ctx.loop.run(client.batches.cancel(batch_id)).status)
-            log.info("provider batch %s cancelled: its jobs were cancelled", batch_id)
-        found = _look(ctx, found, end=False)
-        status = found.provider_status
-        if status not in ENDED_STATUSES:
-            tier = ctx.config.tier(found.tier)
-            ctx.publish([tier_message(found.tier, sorted(found.requests.values()), found.batch_id, found.message_id,
-                                      min(tier.batch_poll_s, ctx.longest_countdown_s))])
-            return
-        if found.output_file_id or found.error_file_id:
+    client = ctx.client.provider_client(found.provider)
+    try:
+        if batch_id is None and status == pb.SENDING:  # a delivery may have created it before it died
+            batch_id = ctx.loop.run(_lookup(client, found.message_id))
+            if batch_id is not None:
+                with ctx.engine.begin() as conn:
+                    pb.record(conn, found.message_id, provider_batch_id=batch_id)
+                found = _again(ctx, found)
+        if batch_id is not None and status not in ENDED_STATUSES:
+            if status != CANCELLING:
+                try:
+                    ctx.loop.run(client.batches.cancel(batch_id))
+                    log.info("provider batch %s cancelled: its jobs were cancelled", batch_id)
+                except openai.APIStatusError as exc:
+                    if _transient(exc):
+                        raise
+                    # Refused (it ended meanwhile, say): what it is now says what is left to do.
+                    log.warning("provider batch %s: cancel refused (%s)", batch_id, _brief(exc))
+            found = _look(ctx, found, end=False)
+            status = found.provider_status
+        if batch_id is not None and status not in ENDED_STATUSES:
+            if not _overdue(ctx, found):
+                _poll_again(ctx, found)
+                return
+            log.warning("provider batch %s is still %r long after its window; left, and what it answered is not "
+                        "billed", batch_id, status)
+        elif batch_id is not None and (found.output_file_id or found.error_file_id):
             _bill_moved_on(ctx, found, _file_lines(ctx, found), set())
+    except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
+        log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(exc))
+        _poll_again(ctx, found)
+        return
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
+
+
+def _transient(exc: openai.APIStatusError) -> bool:
+    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+def _overdue(ctx: WorkerContext, found: ProviderBatch) -> bool:
+    """Past the provider's completion window and as long again: it is not coming back."""
+    window = ctx.config.tier(found.tier).window_s if found.tier in ctx.config.tier_names else 86400.0
+    return (datetime.now(UTC) - found.created_at).total_seconds() > 2 * window
+
+
+def _poll_again(ctx: WorkerContext, found: ProviderBatch) -> None:
+    """The message again, due in the tier's `batch_poll_s`, with the provider batch's jobs."""
+    poll = ctx.config.tier(found.tier).batch_poll_s if found.tier in ctx.config.tier_names else 60.0
+    ctx.publish([tier_message(found.tier, sorted(found.requests.values()), found.batch_id, found.message_id,
+                              min(poll, ctx.longest_countdown_s))])

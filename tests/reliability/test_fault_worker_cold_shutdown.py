@@ -40,7 +40,7 @@ def test_a_cold_shutdown_leaves_running_tasks_to_end_and_no_job_twice(clean: Sta
         wait_final(clean, batch, JOBS, 120)
         results = assert_one_result_per_job(clean, tq, batch, [r["id"] for r in records])
     assert "Traceback" not in log and "NotImplementedError" not in log, log[-3000:]
-    assert log.count("cold shutdown: running tasks cannot be killed in a thread pool") == 1, log[-3000:]
+    assert log.count("a running task cannot be killed in a thread pool: it runs to its end") == 1, log[-3000:]
     assert Counter(r["status"] for r in results) == {"succeeded": JOBS}
     with clean.engine.connect() as conn:
         paid = conn.execute(text("SELECT count(*) FROM calls WHERE batch_id = :b AND outcome = 'ok'"),
