@@ -198,8 +198,11 @@ def test_ctrl_c_while_waiting_stops_the_command_and_says_the_batch_goes_on(clean
 
     def interrupted(*args: str) -> str:
         """Run the command until it has said something about the batch, press Ctrl-C; the batch id."""
+        # SIGINT as a terminal sends it: a test run started in the background (`cmd &`) ignores SIGINT, and
+        # Python keeps an ignored SIGINT ignored, so the child gets the default back before it starts.
         proc = subprocess.Popen([str(TIERQ), *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert proc.stdout is not None
         first = proc.stdout.readline()
         batch = first.split()[1].rstrip(":")
