@@ -63,8 +63,8 @@ class ResultLines:
 
         with connect(tq.settings.database_url) as conn:
             self.private = is_private(conn, batch)
-            # The vault only for a private batch: reading any other needs no Redis.
-            rows = iter_rows(conn, batch, lambda: tq.vault)
+            # The vault only for a private batch: reading any other needs no Redis (nor asks again).
+            rows = iter_rows(conn, batch, (lambda: tq.vault) if self.private else None)
             try:
                 for row in rows:
                     self.gone += row.status == "succeeded" and row.content is None

@@ -40,8 +40,8 @@ class BatchStatus:
     rate_per_s: float | None = None
     eta_s: float | None = None
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
-    # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds).
     failed_reason: str | None = None  # the reason most failed jobs were given
+    # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds).
     orphaned: int = 0
     orphaned_s: float | None = None
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there

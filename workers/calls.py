@@ -21,7 +21,7 @@ from typing import Any
 from models.enums import CallOutcome
 from tierq.config import Config, ModelConfig, TierConfig
 from tierq.messages import estimated_prompt_tokens
-from workers.gates import Gates, Hold, HoldKind, Stop, key_refused
+from workers.gates import Gates, Hold, HoldKind, Stop
 from workers.learned import SecondLook
 from workers.llm import CallRecord, ModelClient
 from workers.validators import AnswerCheck, batch_schema, validate
@@ -122,13 +122,10 @@ async def _try_model(
         result.hold = unreachable
         result.reason = f"{name}: {record.error}"
         if unreachable is not None:
-            return _Next.MODEL
-        refused = key_refused(config, model.provider, record)
-        if refused is not None:
-            # Every model of the provider refuses the same key, and the job is not at fault: it waits, as for
-            # an outage (unless a model of another provider answers it), and is neither escalated nor failed.
-            result.hold = Hold(HoldKind.OUTAGE, config.worker.breaker_open_s, refused)
-            result.locked_out.add(model.provider)
+            if unreachable.refused_key:
+                # Every model of the provider refuses the same key: the job waits, as for an outage (unless a
+                # model of another provider answers it), and is neither escalated nor failed.
+                result.locked_out.add(model.provider)
             return _Next.MODEL
         if record.status in BAD_REQUEST:
             result.rejected_by = config.models[name].provider

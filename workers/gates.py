@@ -156,7 +156,7 @@ class Gates:
 
     async def after(self, ticket: Ticket, record: CallRecord) -> Hold | None:
         """Settle the call's budget and tokens, pause the model on a 429, feed the breaker; a Hold when the
-        provider's breaker is open after this call."""
+        provider's breaker is open after this call, or the provider refused the key."""
         if ticket.batch_id is not None:
             await self.budget.settle(ticket.batch_id, ticket.held, record.cost_usd)
         provider = self.config.models[ticket.model].provider
@@ -166,7 +166,8 @@ class Gates:
             if opened:
                 what = refused.removeprefix(KEY_PREFIX) if refused else f"provider {provider!r} cannot be reached"
                 log.warning("%s; no call goes to it for %.1f s (jobs wait on their queues)", what, opened)
-            if opened or await self.breaker.is_open(provider):
+            # A refused key holds the job whether or not the breaker opened yet: no job is at fault for it.
+            if refused is not None or opened or await self.breaker.is_open(provider):
                 return Hold(HoldKind.OUTAGE, self.config.worker.breaker_open_s,
                             refused or record.error or "connection")
             return None
