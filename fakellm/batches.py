@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from aiohttp import web
 
 from fakellm.batch_job import BatchJob, BatchStatus, new_id
 from fakellm.batch_runner import run_batch
+from fakellm.chat import SERVER_ERROR_MESSAGE
 from fakellm.errors import ApiError, not_found
 from fakellm.listing import cursor_page, query_limit
 from fakellm.parsing import BadRequest, parse_json_object
@@ -55,9 +57,24 @@ def _input_file(state: SimState, file_id: str) -> bytes:
     return stored.data
 
 
+def _fail_now_and_then(state: SimState) -> None:
+    """Count a Batch API request; answer it with HTTP 500 at the rate `batch_api_error_500_rate` says (drawn
+    from the seed and the request's number, so a run repeats). The batches themselves run on."""
+    stats = state.stats.batch
+    stats.api_requests += 1
+    rate = state.config.batch_api_error_500_rate
+    if rate <= 0:
+        return
+    digest = hashlib.blake2b(f"{state.config.seed}:batch-api:{stats.api_requests}".encode(), digest_size=8).digest()
+    if int.from_bytes(digest, "little") / 2**64 < rate:
+        stats.api_errors += 1
+        raise ApiError(500, SERVER_ERROR_MESSAGE, kind="server_error")
+
+
 async def create(request: web.Request) -> web.Response:
     """Handle POST /v1/batches: check the request, then run the batch in the background."""
     state = request.app[STATE]
+    _fail_now_and_then(state)
     try:
         body = parse_json_object(await request.read())
     except BadRequest as error:
@@ -95,11 +112,13 @@ def _job(request: web.Request) -> BatchJob:
 
 async def retrieve(request: web.Request) -> web.Response:
     """Handle GET /v1/batches/{batch_id}."""
+    _fail_now_and_then(request.app[STATE])
     return web.json_response(_job(request).as_json())
 
 
 async def list_batches(request: web.Request) -> web.Response:
     """Handle GET /v1/batches: newest first, `after` and `limit` (default 20, at most 100)."""
+    _fail_now_and_then(request.app[STATE])
     newest_first = list(reversed(request.app[STATE].batches.values()))
     limit = query_limit(request.query, 20, 100)
     return web.json_response(cursor_page(newest_first, request.query, BatchJob.as_json, limit))
@@ -107,6 +126,7 @@ async def list_batches(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     """Handle POST /v1/batches/{batch_id}/cancel: a validating or in-progress batch starts cancelling."""
+    _fail_now_and_then(request.app[STATE])
     job = _job(request)
     if job.status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
         job.move(BatchStatus.CANCELLING)

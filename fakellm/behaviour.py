@@ -155,6 +155,9 @@ class SimConfig:
     # When set, a /v1/ request without `Authorization: Bearer <api_key>` gets HTTP 401, as a provider
     # answers a wrong or revoked key (None: any key, or none, is accepted).
     api_key: str | None = None
+    # Share of Batch API requests (create, retrieve, list, cancel) answered with HTTP 500, as a provider's
+    # batch endpoints fail now and then; the batches themselves run on.
+    batch_api_error_500_rate: float = 0.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
@@ -170,6 +173,10 @@ class SimConfig:
         api_key = top.pop("api_key", None)
         if api_key is not None and (not isinstance(api_key, str) or not api_key):
             raise ValueError("api_key must be a non-empty string")
+        batch_errors = top.pop("batch_api_error_500_rate", 0.0)
+        if isinstance(batch_errors, bool) or not isinstance(batch_errors, (int, float)) \
+                or not 0.0 <= batch_errors <= 1.0:
+            raise ValueError(f"batch_api_error_500_rate must be a number in [0, 1], got {batch_errors!r}")
         raw_batch = top.pop("batch", {})
         if not isinstance(raw_batch, Mapping):
             raise ValueError("simulator.batch must be a table/object of batch timings")
@@ -183,7 +190,8 @@ class SimConfig:
             if not isinstance(overrides, Mapping):
                 raise ValueError(f"simulator.models.{name!r} must be a table/object")
             models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
-        return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch, api_key=api_key)
+        return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch, api_key=api_key,
+                   batch_api_error_500_rate=float(batch_errors))
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:

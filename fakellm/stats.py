@@ -118,6 +118,8 @@ class BatchStats(Ledger):
     """The ledger of batch request lines, with how often the chat logic was handed each line."""
 
     batches: int = 0  # batches created
+    api_requests: int = 0  # requests to the Batch API routes (create, retrieve, list, cancel)
+    api_errors: int = 0  # of those, answered HTTP 500 by `batch_api_error_500_rate`
     # batch id -> custom_id -> times the chat logic was handed that line: 1 for every line it saw
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     # Lines without an answer because their batch expired or was cancelled first, by error code.
@@ -132,6 +134,8 @@ class BatchStats(Ledger):
         """Return the batch counters as a JSON-ready mapping."""
         result = self.ledger_json(include_calls)
         result["batches"] = self.batches
+        result["api_requests"] = self.api_requests
+        result["api_errors"] = self.api_errors
         result["lines"] = sum(sum(lines.values()) for lines in self.seen.values())
         result["unanswered"] = dict(self.unanswered)
         result["seen"] = {batch: dict(lines) for batch, lines in self.seen.items()}

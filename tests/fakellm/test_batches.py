@@ -283,6 +283,28 @@ def test_runtime_config_sets_the_timings_of_new_batches(client: openai.OpenAI, s
                                                  "finalizing_s": 0.1, "cancelling_s": 0.1}})[0] == 200
 
 
+def test_batch_api_errors_fail_the_requests_not_the_batches(client: openai.OpenAI, sim: SimServer) -> None:
+    created = start(client, [request_line("a", "hi")], sim_in_progress_s="0.3")
+    try:
+        assert sim.call("POST", "/_sim/config", {"seed": 3, "batch_api_error_500_rate": 1})[0] == 200
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.batches.retrieve(created.id)
+        assert caught.value.code is None and caught.value.type == "server_error"
+        for request in (lambda: client.batches.cancel(created.id), lambda: client.batches.list(),
+                        lambda: start(client, [request_line("b", "ho")])):
+            with pytest.raises(openai.InternalServerError):
+                request()
+        counted = stats(sim)["batch"]
+        assert (counted["api_requests"], counted["api_errors"], counted["batches"]) == (5, 4, 1)
+        assert sim.call("POST", "/_sim/config", {"seed": 3, "batch_api_error_500_rate": 0.5})[0] == 200
+        answers = [sim.call("GET", f"/v1/batches/{created.id}")[0] for _ in range(40)]
+        assert set(answers) == {200, 500} and stats(sim)["batch"]["api_errors"] == 4 + answers.count(500)
+    finally:
+        assert sim.call("POST", "/_sim/config", {"seed": 3, "batch": {"validating_s": 0.1, "in_progress_s": 0.4,
+                                                 "finalizing_s": 0.1, "cancelling_s": 0.1}})[0] == 200
+    assert wait_final(client, created)[0].status == "completed"
+
+
 @pytest.mark.parametrize(
     ("change", "status", "param", "words"),
     [

@@ -108,6 +108,8 @@ def test_batch_timings_come_from_the_batch_table_and_metadata() -> None:
         ({"batch": {"window_s": -1}}, ["window_s", ">= 0"]),
         ({"batch": {"finalizing_s": "soon"}}, ["finalizing_s"]),
         ({"batch": 3}, ["simulator.batch"]),
+        ({"batch_api_error_500_rate": 1.5}, ["batch_api_error_500_rate", "[0, 1]", "1.5"]),
+        ({"batch_api_error_500_rate": "often"}, ["batch_api_error_500_rate", "'often'"]),
     ],
 )
 def test_invalid_batch_table_is_rejected_with_a_clear_message(data: dict[str, object], words: list[str]) -> None:
