@@ -1,0 +1,160 @@
+"""A provider batch whose jobs were all cancelled (workers/provider_batches.py `_abandon`): it is cancelled at
+the provider and looked at every `batch_poll_s` until it has stopped, then what it answered is billed. A
+provider error on the way is tried again at the next look; a batch still not stopped long after its window
+is left.
+
+The tier task's plain function runs in this process against the real database and simulator; the batch is
+created at the simulator by the test, as a worker would have, and its jobs are cancelled in the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from conftest import Stack, insert_job, published
+from sqlalchemy import text
+
+from workers.context import WorkerContext
+from workers.process import process_chunk
+from workers.provider_batches import call_id
+
+TIER = "cold"  # mode "deadline" in sim.toml: a delivery for a provider batch goes through the batch steps
+MODEL = "sim-flagship"
+ERRORS = {"latency_ms": 0, "batch_api_error_500_rate": 1}  # every Batch API request fails with HTTP 500
+NO_ERRORS = {"latency_ms": 0}
+
+
+@pytest.fixture()
+def ctx(worker_ctx: Callable[..., WorkerContext]) -> WorkerContext:
+    return worker_ctx()
+
+
+def sdk(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.sim.base_url, api_key="sk-test", max_retries=0)
+
+
+def cancelled_provider_batch(stack: Stack, prompts: list[str], hours_ago: float = 0,
+                             **timing: str) -> tuple[uuid.UUID, list[int], str]:
+    """Cancelled jobs of one batch whose requests a provider batch (created with `timing`, its sim_ metadata
+    without the prefix) still holds, as a worker left them: (message id, job ids, provider batch id)."""
+    message = uuid.uuid4()
+    jobs = [insert_job(stack, prompt, status="cancelled", tier=TIER, handoff=message) for prompt in prompts]
+    with stack.engine.begin() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
+        conn.execute(text("UPDATE jobs SET batch_id = :b, custom_id = 'j' || id WHERE id = ANY(:ids)"),
+                     {"b": batch, "ids": jobs})
+    requests = {str(call_id(message, job)): job for job in jobs}
+    lines = "".join(json.dumps({"custom_id": custom, "method": "POST", "url": "/v1/chat/completions",
+                                "body": {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}}) + "\n"
+                    for (custom, _), prompt in zip(requests.items(), prompts, strict=True))
+    client = sdk(stack)
+    uploaded = client.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
+    created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                    completion_window="24h",
+                                    metadata={"tierq_message": str(message),
+                                              **{f"sim_{key}": value for key, value in timing.items()}})
+    with stack.engine.begin() as conn:
+        conn.execute(text("INSERT INTO provider_batches (message_id, batch_id, tier, model, provider, requests, state, "
+                          "input_file_id, provider_batch_id, provider_status, created_at) VALUES (:m, :b, :t, :model, "
+                          "'sim', CAST(:r AS jsonb), 'open', :f, :p, 'in_progress', "
+                          "now() - make_interval(secs => :age))"),
+                     {"m": message, "b": batch, "t": TIER, "model": MODEL, "r": json.dumps(requests),
+                      "f": uploaded.id, "p": created.id, "age": hours_ago * 3600})
+    return message, jobs, created.id
+
+
+def row(stack: Stack, message: uuid.UUID) -> tuple[str, str]:
+    """(state, provider_status) of the message's provider batch."""
+    with stack.engine.connect() as conn:
+        state, status = conn.execute(text("SELECT state, provider_status FROM provider_batches WHERE message_id = :m"),
+                                     {"m": message}).one()
+    return str(state), str(status)
+
+
+def polls(ctx: WorkerContext) -> list[tuple[str, list[int], bool]]:
+    """The tier messages published so far: (message id, job ids, whether it has an ETA)."""
+    found = []
+    for message in published(ctx, TIER):
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        found.append((message["headers"]["id"], args[1], bool(message["headers"]["eta"])))
+    return found
+
+
+def set_sim(stack: Stack, behaviour: dict[str, Any]) -> None:
+    """Change the simulator's behaviour, keeping its batches (`Stack.simulate` would reset them)."""
+    assert stack.sim.call("POST", "/_sim/config", behaviour)[0] == 200
+
+
+def provider_status(stack: Stack, batch: str) -> str:
+    return str(sdk(stack).batches.retrieve(batch).status)
+
+
+def answered(stack: Stack, batch: str) -> int:
+    counts = sdk(stack).batches.retrieve(batch).request_counts
+    return counts.completed if counts is not None else 0
+
+
+def wait_for(what: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, f"still not so after {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_provider_errors_while_a_cancelled_batch_is_polled_are_tried_again(clean: Stack, ctx: WorkerContext) -> None:
+    # The first line is answered at once, the second never: the batch is cancelled with one line paid for.
+    message, jobs, batch = cancelled_provider_batch(
+        clean, ["Where is my parcel?", "And my refund? [[sim:hang]]"], in_progress_s="0", cancelling_s="1")
+    wait_for(lambda: answered(clean, batch) == 1)
+    poll = (str(message), jobs, True)
+
+    set_sim(clean, ERRORS)  # the cancel fails
+    assert process_chunk(ctx, TIER, jobs, message).claimed == 0
+    assert row(clean, message) == ("open", "in_progress") and polls(ctx) == [poll]
+    set_sim(clean, NO_ERRORS)
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("open", "cancelling") and polls(ctx) == [poll] * 2
+    wait_for(lambda: provider_status(clean, batch) == "cancelled")
+    set_sim(clean, ERRORS)  # the look at the stopped batch fails
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("open", "cancelling") and polls(ctx) == [poll] * 3
+    assert clean.sim_stats()["batch"]["api_errors"] == 2
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 0
+
+    set_sim(clean, NO_ERRORS)  # the provider answers again: the batch has stopped, its one answer is billed
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("ended", "cancelled") and polls(ctx) == [poll] * 3
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT job_id, id, via_batch, outcome, cost_usd FROM calls")).all()
+        states = set(conn.execute(text("SELECT status FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}).scalars())
+    assert [(r.job_id, r.id, r.via_batch, r.outcome) for r in rows] == [
+        (jobs[0], call_id(message, jobs[0]), True, "ok")] and rows[0].cost_usd > 0
+    assert states == {"cancelled"}  # paid for, though no job takes the answer
+
+
+def test_a_cancelled_batch_that_never_stops_is_left_two_windows_after_it_was_created(
+        clean: Stack, ctx: WorkerContext) -> None:
+    window_h = ctx.config.tier(TIER).window_s / 3600
+    message, jobs, batch = cancelled_provider_batch(
+        clean, ["Where is my parcel?"], hours_ago=2 * window_h - 1, in_progress_s="60", cancelling_s="3600")
+    poll = (str(message), jobs, True)
+    process_chunk(ctx, TIER, jobs, message)  # cancelled at the provider, which keeps it "cancelling"
+    assert row(clean, message) == ("open", "cancelling") and polls(ctx) == [poll]
+    assert provider_status(clean, batch) == "cancelling"
+    with clean.engine.begin() as conn:  # two hours later: past two windows since it was created
+        conn.execute(text("UPDATE provider_batches SET created_at = created_at - interval '2 hours' "
+                          "WHERE message_id = :m"), {"m": message})
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("ended", "cancelling") and polls(ctx) == [poll]  # left, not polled again
+    looked = clean.sim_stats()["batch"]["api_requests"]
+    process_chunk(ctx, TIER, jobs, message)  # a copy of the last poll still in the broker
+    assert polls(ctx) == [poll] and clean.sim_stats()["batch"]["api_requests"] == looked
+
