@@ -466,9 +466,13 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
         elif batch_id is not None and (found.output_file_id or found.error_file_id):
             _bill_moved_on(ctx, found, _file_lines(ctx, found), set())
     except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
-        log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(exc))
-        _poll_again(ctx, found)
-        return
+        if not _overdue(ctx, found):
+            log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(exc))
+            _poll_again(ctx, found)
+            return
+        # An error every time, long after the window (the provider forgot the batch, say): not for ever either.
+        log.warning("provider batch %s of cancelled jobs: %s, long after its window; left, and what it answered "
+                    "is not billed", batch_id, _brief(exc))
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
 

@@ -158,3 +158,18 @@ def test_a_cancelled_batch_that_never_stops_is_left_two_windows_after_it_was_cre
     process_chunk(ctx, TIER, jobs, message)  # a copy of the last poll still in the broker
     assert polls(ctx) == [poll] and clean.sim_stats()["batch"]["api_requests"] == looked
 
+
+def test_a_cancelled_batch_the_provider_keeps_failing_on_is_left_two_windows_after_it_was_created(
+        clean: Stack, ctx: WorkerContext) -> None:
+    window_h = ctx.config.tier(TIER).window_s / 3600
+    message, jobs, _ = cancelled_provider_batch(
+        clean, ["Where is my parcel?"], hours_ago=2 * window_h - 1, in_progress_s="60")
+    set_sim(clean, ERRORS)
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("open", "in_progress") and len(polls(ctx)) == 1
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE provider_batches SET created_at = created_at - interval '2 hours' "
+                          "WHERE message_id = :m"), {"m": message})
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("ended", "in_progress") and len(polls(ctx)) == 1
+    assert clean.sim_stats()["batch"]["api_errors"] == 2
