@@ -1,6 +1,7 @@
 """Jobs that must wait (for a rate-limit slot, for budget that calls in flight hold, for a provider that
 cannot be reached) go back to their queue with a delay instead of holding a worker thread, and fail with
-their reason once they have waited longer than the configured limit.
+their reason once they have waited longer than the configured limit; an audit whose reference waits that long
+ends with the answer it had (docs/quality.md).
 
 The tier task's plain function runs in this process against the real database, Redis and simulator.
 """
@@ -8,15 +9,25 @@ The tier task's plain function runs in this process against the real database, R
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable
 
+import pytest
+import redis
 from conftest import Stack, insert_job, published
 from sqlalchemy import text
 
+from tierq.quality import ComparatorConfig
 from workers.context import WorkerContext
 from workers.process import process_chunk
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_a_job_whose_budget_calls_in_flight_hold_waits_on_its_queue_then_fails(
@@ -65,3 +76,58 @@ def test_a_rate_limited_job_goes_back_to_its_queue_without_a_call(
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT status, holds FROM jobs WHERE id = :j"), {"j": jobs[1]}).one() == ("queued", 1)
     assert clean.sim_stats()["requests"] == 1
+
+
+@pytest.mark.parametrize("outage", ["key refused", "unreachable"])
+def test_an_audit_whose_reference_is_held_past_the_outage_limit_keeps_its_candidate(
+    clean: Stack, worker_ctx: Callable[..., WorkerContext], monkeypatch: pytest.MonkeyPatch, outage: str
+) -> None:
+    spare = clean.dbs.url(3)  # breaker counts of their own, apart from the session's worker
+    redis.Redis.from_url(spare).flushdb()
+
+    def make() -> WorkerContext:
+        ctx = worker_ctx(outage_limit_s=600)
+        ctx.settings = ctx.settings.model_copy(update={"redis_url": spare})
+        quality = ctx.config.quality.model_copy(update={"audit_rate": 1.0,
+                                                        "comparator": ComparatorConfig(kind="exact")})
+        ctx.config = ctx.config.model_copy(update={"quality": quality})
+        return ctx
+
+    # The reference would answer otherwise ("Rome"), and replace the candidate, if it answered.
+    prompt = "What is the capital of France? [[sim:say@sim-nano=Paris]] [[sim:say@sim-flagship=Rome]]"
+    message = uuid.uuid4()
+    job = insert_job(clean, prompt, status="queued", tier="hot", handoff=message)
+    assert process_chunk(make(), "hot", [job], message).succeeded == 0  # answered, then sent to be audited
+    with clean.engine.connect() as conn:
+        audit_message = conn.execute(text("SELECT handoff FROM jobs WHERE tier = 'cold' AND candidate = 'Paris' "
+                                          "AND audited")).scalar_one()
+    if outage == "key refused":
+        clean.simulate({"latency_ms": 0, "api_key": "sk-not-the-one-tierq-has"})
+    else:
+        monkeypatch.setenv("TIERQ_SIM_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    try:
+        ctx = make()
+        assert process_chunk(ctx, "cold", [job], audit_message).held == 1
+        with clean.engine.connect() as conn:
+            status, tier, handoff, candidate, reason = conn.execute(
+                text("SELECT status, tier, handoff, candidate, error FROM jobs")).one()
+        assert (status, tier, candidate) == ("queued", "cold", "Paris")
+        why = "key: provider 'sim' refused" if outage == "key refused" else "sim-flagship: connection"
+        assert reason.startswith(why), reason
+        # Held longer than outage_limit_s: the audit is given up, the candidate kept, the job finished.
+        with clean.engine.begin() as conn:
+            conn.execute(text("UPDATE jobs SET held_since = now() - interval '1 hour'"))
+        summary = process_chunk(ctx, "cold", [job], handoff)
+    finally:
+        redis.Redis.from_url(spare).flushdb()
+    assert (summary.succeeded, summary.held, summary.failed) == (1, 0, 0)
+    # The audit's message and the held job's, and nothing after: it does not come back.
+    assert sorted(m["headers"]["id"] for m in published(ctx, "cold")) == sorted([str(audit_message), str(handoff)])
+    with clean.engine.connect() as conn:
+        done = conn.execute(text("SELECT status, content, tier, model, replaced, candidate, error FROM jobs")).one()
+        outcomes = conn.execute(text("SELECT tier, outcome, cost_usd FROM calls ORDER BY created_at, id")).all()
+        labels = conn.execute(text("SELECT count(*) FROM labels")).scalar_one()
+    assert tuple(done) == ("succeeded", "Paris", "hot", "sim-nano", False, None, None)
+    assert outcomes[0][:2] == ("hot", "ok") and len(outcomes) > 1
+    assert all(tier == "cold" and outcome != "audit" and cost == 0 for tier, outcome, cost in outcomes[1:])
+    assert labels == 0  # nothing was measured
