@@ -1,25 +1,33 @@
-"""Prompt compression end to end: long conversations summarised by the cheapest model, cached, and billed."""
+"""Prompt compression end to end: long conversations summarised by the cheapest model, cached, and billed; a
+summary the provider refuses the key for is skipped, and the job waits at its tier like any other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
+from conftest import SIM_CONFIG, Stack, insert_job, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
-from tierq.config import load_config
+from tierq.config import RESERVED_PARAMS, load_config
 from tierq.errors import ConfigError
 from tierq.money import Usage
+from workers.classify import ClassifySummary, classify_chunk
 from workers.compress import COMPRESSION_TIER, NOTE_KEY, SUMMARY_PREFIX
+from workers.context import WorkerContext
+from workers.process import process_chunk
 
 SYSTEM = "You are the support assistant of a parcel company."
+REFUSAL = ("key: provider 'sim' refused a call without an API key (HTTP 401); name the variable that holds its key "
+           "with api_key_env in [providers.sim] and restart the workers")
 
 
 def conversation(turns: int, last: str = "So where is parcel 4411 now?") -> list[dict[str, Any]]:
@@ -160,6 +168,55 @@ def test_keep_last_must_leave_room_below_max_turns(tmp_path: Path) -> None:
     config.write_text(SIM_CONFIG.read_text() + "\n[compression]\nmax_turns = 4\nkeep_last = 4\n")
     with pytest.raises(ConfigError, match=r"keep_last \(4\) must be below max_turns \(4\)"):
         load_config(config)
+
+
+def test_a_refused_key_skips_the_summary_and_the_job_is_held_at_its_tier_for_it(
+        clean: Stack, worker_ctx: Callable[..., WorkerContext]) -> None:
+    spare = clean.dbs.url(3)  # breaker state of its own, apart from the session's worker
+    redis.Redis.from_url(spare).flushdb()
+    # The first refusal opens the provider's breaker, for longer than the test runs.
+    ctx = worker_ctx(breaker_failures=1, breaker_open_s=60, breaker_max_open_s=60)
+    ctx.settings = ctx.settings.model_copy(update={"redis_url": spare})
+    clean.simulate({"latency_ms": 0, "api_key": "sk-not-the-one-tierq-has"})
+    jobs = {last: pending_job(clean, conversation(21, last)) for last in ("Where is it?", "And the invoice?")}
+    try:
+        # The summary call is refused: the job goes on whole, at once, rather than wait for a summary.
+        (first, message), (second, later) = jobs.values()
+        assert routed_now(classify_chunk(ctx, [first], message))
+        # The breaker is open with the refusal as its reason: no summary call at all.
+        assert routed_now(classify_chunk(ctx, [second], later))
+        with clean.engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status, tier, handoff, messages, params FROM jobs ORDER BY id")).all()
+            paid = conn.execute(text("SELECT job_id, tier, outcome, cost_usd FROM calls")).all()
+        assert [tuple(r[:2]) for r in rows] == [(first, "queued"), (second, "queued")]
+        for (_, _, _, _, messages, params), last in zip(rows, jobs, strict=True):
+            assert messages == conversation(21, last) and NOTE_KEY not in params
+        assert [tuple(r) for r in paid] == [(first, COMPRESSION_TIER, "http_4xx", 0)]
+        assert clean.sim_stats()["unauthorized"] == 1 and clean.sim_stats()["calls"] == []
+        # At its tier the job is held with the refusal's reason, as every job of that provider is.
+        tier, handoff = rows[0][2], rows[0][3]
+        assert process_chunk(ctx, tier, [first], handoff).held == 1
+    finally:
+        redis.Redis.from_url(spare).flushdb()
+    with clean.engine.connect() as conn:
+        status, reason = conn.execute(text("SELECT status, error FROM jobs WHERE id = :j"), {"j": first}).one()
+    assert status == "queued" and reason == REFUSAL
+    assert clean.sim_stats()["unauthorized"] == 1  # the open breaker held it without a call
+
+
+def routed_now(summary: ClassifySummary) -> bool:
+    return summary.held == 0 and sum(summary.routed.values()) == 1
+
+
+def pending_job(stack: Stack, messages: list[dict[str, Any]]) -> tuple[int, uuid.UUID]:
+    """A job of a batch submitted with --compress, waiting for its classify message: (job id, message id)."""
+    message = uuid.uuid4()
+    job = insert_job(stack, "", status="pending", tier=None, handoff=message,
+                     params={RESERVED_PARAMS: {"compress": True}})
+    with stack.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET messages = CAST(:m AS jsonb) WHERE id = :j"),
+                     {"m": json.dumps(messages), "j": job})
+    return job, message
 
 
 def _report(stack: Stack, batch: str) -> dict[str, Any]:
