@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from tierq.messages import content_text
 from tierq.vault import digest
 from workers.calls import TierResult
 from workers.comparators import Verdict, comparator
+from workers.dbretry import REDIS_OUTAGE
 from workers.gates import Hold, Stop
 from workers.llm import CallRecord
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from workers.context import WorkerContext
     from workers.store import ClaimedJob
 
+log = logging.getLogger(__name__)
 STRATUM_TTL_S = 7 * 24 * 3600
 JUDGE_SYSTEM = "You check answers for a reviewer. Reply with exactly one word: yes or no."
 JUDGE_USER = (
@@ -67,7 +70,14 @@ def pick(ctx: WorkerContext, tier: str, answered: Sequence[ClaimedJob]) -> set[i
     for key, jobs in zip(keys, by_stratum.values(), strict=True):
         pipe.incrby(key, len(jobs))
         pipe.expire(key, STRATUM_TTL_S)
-    totals = pipe.execute()[::2]
+    try:
+        totals = pipe.execute()[::2]
+    except REDIS_OUTAGE as exc:
+        # The chunk's calls are paid for and wait on this choice to be recorded: an outage costs the
+        # stratum's top-up, not the answers (a task that failed here would pay for them all again).
+        log.warning("audits at %s: Redis unreachable (%s); chosen by draw alone for %d answers", tier,
+                    type(exc).__name__, len(answered))
+        return chosen
     for total, jobs in zip(totals, by_stratum.values(), strict=True):
         first = int(total) - len(jobs)  # answers of this stratum counted before this chunk
         chosen.update(job.id for n, job in enumerate(jobs, start=first + 1) if n <= quality.min_per_stratum)

@@ -31,6 +31,25 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or is_disconnect(exc)
 
 
+REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError)
+
+
+def with_redis_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "Redis write") -> T:
+    """Run `work` until Redis answers it or `deadline_s` passes (then its error propagates), for steps that
+    must happen before paid calls are recorded; other errors propagate at once."""
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            return work()
+        except REDIS_OUTAGE as exc:
+            if time.monotonic() - started > deadline_s:
+                raise
+            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+        time.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, 10.0)
+
+
 def with_db_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "database write") -> T:
     """Run `work` (one transaction) until it succeeds or `deadline_s` passes; other errors propagate."""
     started = time.monotonic()

@@ -26,7 +26,7 @@ from tierq.contract import tier_message
 from workers.audits import Finding, examine, pick, write_labels
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
-from workers.dbretry import is_transient, with_db_retry
+from workers.dbretry import REDIS_OUTAGE, is_transient, with_db_retry, with_redis_retry
 from workers.gates import Hold, HoldKind
 from workers.outcome import Outcome, sort
 from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
@@ -35,6 +35,7 @@ from workers.sharing import answer_followers
 from workers.store import ClaimedJob, claimed_jobs
 
 log = logging.getLogger(__name__)
+TIDY_WAIT_S = 30.0  # how long a chunk whose jobs are recorded waits for Redis to tidy the cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +274,12 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     picks = pick(ctx, tier.name, [job for job, r in zip(jobs, results, strict=True) if r.answer is not None
                                   and not job.audit])
     out = sort(ctx, tier, jobs, results, findings, picks)
-    answers, digests = seal_answers(ctx.vault, jobs, out.answers) if any(j.private for j in jobs) else (out.answers, {})
-    audits, settled, settled_digests = seal_audits(ctx.vault, jobs, out.audits, out.settled)
+    # The calls are paid for and not recorded yet: ride out a Redis outage here rather than fail the task,
+    # whose redelivery would pay for them again.
+    answers, digests = (with_redis_retry(lambda: seal_answers(ctx.vault, jobs, out.answers), what="sealing answers")
+                        if any(j.private for j in jobs) else (out.answers, {}))
+    audits, settled, settled_digests = with_redis_retry(lambda: seal_audits(ctx.vault, jobs, out.audits, out.settled),
+                                                        what="sealing audited answers")
     reference = ctx.config.reference_tier
     final_ids = {m[0] for m in out.stopped} | ({m[0] for m in out.misses} if next_tier is None else set())
     failed_leaders = [job for job in jobs if job.cache_entry is not None and job.id in final_ids]
@@ -328,6 +333,19 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
 
 def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, failed_leaders: list[ClaimedJob],
                   ended: set[int]) -> None:
+    """Tidy Redis after the chunk's jobs are recorded, through a short outage. Past it the jobs stay as
+    recorded (failing the task would only bring its message back for nothing): the unfilled entries'
+    leases run out, so later askers call again, and private prompts go at their time-to-live."""
+    try:
+        with_redis_retry(lambda: _tidy_cache(ctx, jobs, out, failed_leaders, ended), deadline_s=TIDY_WAIT_S,
+                         what="filling the cache")
+    except REDIS_OUTAGE as exc:
+        log.warning("cache not filled for %d answered jobs (Redis unreachable for %.0f s: %s); their answers are "
+                    "recorded", len(out.fills), TIDY_WAIT_S, type(exc).__name__)
+
+
+def _tidy_cache(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, failed_leaders: list[ClaimedJob],
+                ended: set[int]) -> None:
     """Fill the cache with the answers, drop the entries of leaders that failed, forget private prompts."""
     for job, share in out.fills:
         assert job.cache_entry is not None
