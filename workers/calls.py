@@ -132,6 +132,14 @@ async def _try_model(
             return _Next.MODEL
         if not record.retryable:
             return _Next.DONE if record.outcome.escalates else _Next.MODEL
+        if record.outcome is CallOutcome.RATE_LIMITED and (record.retry_after or 0) > tier.retry_max_s:
+            # The provider asks for a longer wait than a task spends between tries: the job waits for it on
+            # its queue (no thread or open call held) and comes back to this tier, unless the tier's next
+            # model answers it first. Asking sooner would be refused again, and escalating would pay a
+            # dearer tier for a wait.
+            wait = record.retry_after or 0.0
+            result.hold = Hold(HoldKind.RATE_LIMIT, wait, f"rate limit: {name} asked to wait {wait:g} s (HTTP 429)")
+            return _Next.MODEL
         if retry < tier.max_retries:
             await asyncio.sleep(backoff_s(tier, retry, record.retry_after))
     if result.records and result.records[-1].outcome is CallOutcome.CONNECTION:

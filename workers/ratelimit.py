@@ -7,12 +7,14 @@ rest, about a second's worth of calls, is for the calls whose slot came a little
 that reached the provider inside it (a busy event loop sends late). A caller is given a slot
 at a definite time, at most `horizon_s` from now, and waits for it; when the queue of slots already
 given reaches past the horizon it is told to come back later instead, so a task never holds a worker
-thread and its message for a long wait. A 429 with Retry-After pauses the model for every worker.
+thread and its message for a long wait. A 429 with Retry-After pauses the model for every worker (a
+model without limits: for this process).
 One round trip per call; the time is the Redis server's, so the machines' clocks do not matter.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -75,6 +77,7 @@ class RateLimiter:
         self._config = config
         self._horizon_ms = max(0.0, horizon_s * 1000)
         self._prefix = prefix
+        self._paused: dict[str, float] = {}  # models without limits: paused in this process until (monotonic)
 
     def limited(self, model: str) -> bool:
         """True when the TOML gives this model a requests or tokens limit."""
@@ -87,7 +90,7 @@ class RateLimiter:
     async def admit(self, model: str, tokens: int) -> Admission:
         """A slot for one call of about `tokens` tokens, or how long to come back after."""
         if not self.limited(model):
-            return NOW
+            return self._paused_here(model)
         cfg = self._config.models[model]
         args: list[float] = []
         for limit in (cfg.rpm, cfg.tpm):
@@ -104,6 +107,21 @@ class RateLimiter:
             await self._redis.incrbyfloat(self._keys(model)[1], (actual - estimated) * 60_000 / (tpm * MARGIN))
 
     async def pause(self, model: str, seconds: float) -> None:
-        """A 429 said to wait: hold every worker's calls to this model for `seconds`."""
-        if seconds > 0 and self.limited(model):
+        """A 429 said to wait: hold every worker's calls to this model for `seconds` (a model without
+        limits has no schedule in Redis, and no round trip per call to read one: it pauses in this process)."""
+        if seconds <= 0:
+            return
+        if self.limited(model):
             await self._redis.set(self._keys(model)[2], 1, px=max(1, int(seconds * 1000)))
+        else:
+            self._paused[model] = max(self._paused.get(model, 0.0), time.monotonic() + seconds)
+
+    def _paused_here(self, model: str) -> Admission:
+        until = self._paused.get(model)
+        if until is None:
+            return NOW
+        delay = until - time.monotonic()
+        if delay <= 0:
+            self._paused.pop(model, None)
+            return NOW
+        return Admission(delay * 1000 <= self._horizon_ms, delay)

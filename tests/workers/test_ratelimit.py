@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from conftest import SIM_CONFIG, RedisDbs, Stack, start_worker, stop_worker
+from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
@@ -80,3 +83,50 @@ def test_two_workers_stay_under_a_shared_limit_and_close_to_it(clean: Stack, tmp
 
 def _in_window(times: list[float], start: float) -> int:
     return sum(1 for t in times if start <= t < start + 60)
+
+
+def test_a_429_asking_for_a_longer_wait_holds_the_job_at_its_tier_rather_than_escalating(clean: Stack) -> None:
+    hot = clean.config.tier("hot")
+    refused = {"error_429_rate": 1.0, "retry_after_s": hot.retry_max_s + 2}  # longer than a task waits between tries
+    clean.simulate({"models": {name: refused for name in hot.models}})
+    with clean.client() as tq:
+        batch = tq.submit([{"id": "j", "prompt": "Where is my parcel? I ordered it on Monday."}],
+                          BatchOptions(force_tier="hot"))
+        deadline = time.monotonic() + 30
+        while _holds(clean, batch.batch_id) == 0:
+            assert time.monotonic() < deadline, "the job was never held"
+            time.sleep(0.1)
+        asked = clean.sim_stats()["requests"]
+        clean.simulate({})  # the provider's limit lifts while the job waits on its queue
+        clean.wait(tq, batch.batch_id)
+        (result,) = tq.results(batch.batch_id)
+    # Each model asked once, not again within the task, and no dearer tier paid for the wait.
+    assert asked == len(hot.models)
+    assert result["status"] == "succeeded" and result["tier"] == "hot"
+    assert [a["outcome"] for a in result["attempts"]] == ["rate_limited"] * len(hot.models) + ["ok"]
+    assert {a["tier"] for a in result["attempts"]} == {"hot"}
+
+
+def _holds(stack: Stack, batch: uuid.UUID) -> int:
+    with stack.engine.connect() as conn:
+        return int(conn.execute(text("SELECT holds FROM jobs WHERE batch_id = :b"), {"b": batch}).scalar_one())
+
+
+def test_a_429_pauses_a_model_without_limits_in_the_worker_that_got_it(redis_dbs: RedisDbs) -> None:
+    config = load_config(SIM_CONFIG)  # no rpm or tpm anywhere: no schedule in Redis
+
+    async def scenario() -> tuple[Admission, Admission, Admission, Admission]:
+        client = aioredis.Redis.from_url(redis_dbs.url(4))
+        try:
+            near, far = RateLimiter(client, config, 5.0), RateLimiter(client, config, 0.5)
+            for limiter in (near, far):
+                await limiter.pause("sim-nano", 0.8)
+            return (await near.admit("sim-nano", 10), await far.admit("sim-nano", 10),
+                    await near.admit("sim-mini", 10), await RateLimiter(client, config, 5.0).admit("sim-nano", 10))
+        finally:
+            await client.aclose()
+
+    within, beyond, other, elsewhere = asyncio.run(scenario())
+    assert within.granted and 0.7 <= within.delay_s <= 0.81
+    assert not beyond.granted and beyond.delay_s >= 0.7
+    assert other == elsewhere == Admission(True, 0.0)  # another model, and another worker process, are not held
