@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, TextIO
 
 import click
 
+from models.enums import JobStatus
 from producer.api import Tierq
 from producer.progress import Live, SubmitProgress
 from producer.status import BatchStatus
@@ -26,6 +27,9 @@ if TYPE_CHECKING:  # submitting loads Celery and the input readers; reading a ba
     from producer.submit import BatchOptions, SubmitResult
 
 SHOWN_REJECTIONS = 20
+# `submit --wait` when the batch ended with jobs failed or cancelled: apart from 1 (nothing submitted, or a
+# tierq error), 2 (bad input, config or a service down) and 130 (Ctrl-C), so `submit --wait && next` stops.
+EXIT_UNFINISHED_JOBS = 3
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
 
 
@@ -74,7 +78,22 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
         click.echo(json.dumps({**result.as_dict(), **({"status": final.as_dict()} if final else {})}))
     elif final is None:
         click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected")
-    return 0
+    if final is None:
+        return 0
+    line, code = waited_outcome(final)
+    click.echo(line, err=as_json)
+    return code
+
+
+def waited_outcome(status: BatchStatus) -> tuple[str, int]:
+    """The last line of `submit --wait` and its exit code: 0 when every job succeeded, else
+    EXIT_UNFINISHED_JOBS."""
+    failed, cancelled = status.count(JobStatus.FAILED), status.count(JobStatus.CANCELLED)
+    if not failed and not cancelled:
+        return f"batch {status.batch_id}: all {status.total:,} jobs succeeded", 0
+    return (f"batch {status.batch_id}: {status.count(JobStatus.SUCCEEDED):,} of {status.total:,} jobs succeeded, "
+            f"{failed:,} failed, {cancelled:,} cancelled; exit status {EXIT_UNFINISHED_JOBS} "
+            f"(`tierq results {status.batch_id}` gives each job's reason)"), EXIT_UNFINISHED_JOBS
 
 
 def _show_rejections(result: SubmitResult, rejects: Path | None) -> None:

@@ -84,6 +84,29 @@ def test_submit_a_csv_with_a_template_watch_it_and_fetch_results(clean: Stack, t
     assert text.stdout.startswith(f"batch {batch}: 2/2 done, done"), text.stdout
 
 
+def test_submit_wait_exits_non_zero_when_jobs_failed_so_a_pipeline_stops(clean: Stack, tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text("".join(f'{{"id": "t{n}", "prompt": "{uuid.uuid4()} order {n}"}}\n'
+                                              for n in range(2)))
+    ok = tierq(clean, tmp_path, "submit", "t.jsonl", "--no-cache", "--wait")
+    assert ok.returncode == 0, ok.stderr
+    batch = ok.stdout.splitlines()[0].split(":")[0].removeprefix("batch ")
+    assert ok.stdout.splitlines()[-1] == f"batch {batch}: all 2 jobs succeeded"
+
+    clean.simulate({"latency_ms": 0, "refusal_rate": 1.0})  # every call refused: both jobs fail
+    failed = tierq(clean, tmp_path, "submit", "t.jsonl", "--no-cache", "--wait")
+    assert failed.returncode == 3, failed.stderr
+    batch = failed.stdout.splitlines()[0].split(":")[0].removeprefix("batch ")
+    assert failed.stdout.splitlines()[-1] == (f"batch {batch}: 0 of 2 jobs succeeded, 2 failed, 0 cancelled; exit "
+                                              f"status 3 (`tierq results {batch}` gives each job's reason)")
+    as_json = tierq(clean, tmp_path, "submit", "t.jsonl", "--no-cache", "--wait", "--json")
+    assert as_json.returncode == 3, as_json.stderr
+    summary = json.loads(as_json.stdout)
+    assert summary["status"]["failed"] == 2
+    assert as_json.stderr.splitlines()[-1] == (f"batch {summary['batch_id']}: 0 of 2 jobs succeeded, 2 failed, "
+                                               f"0 cancelled; exit status 3 (`tierq results {summary['batch_id']}` "
+                                               "gives each job's reason)")
+
+
 def test_submit_from_standard_input_in_the_openai_batch_format(clean: Stack, tmp_path: Path) -> None:
     lines = [
         {
