@@ -9,13 +9,18 @@ from enum import StrEnum
 from typing import Any
 
 from producer.inputs.prompts import PromptSpec
+from tierq.config import did_you_mean
 from tierq.messages import content_text
+from tierq.params import PASSED_PARAMS
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_ID_CHARS = 512
 MAX_NAME_CHARS = 200  # task types and tenants (their columns)
 MAX_DEPTH = 64  # nesting of metadata, messages and parameters
 MAX_DIGITS = 100
+# The fields of tierq's own JSONL (docs/producer.md). A record with any other field is rejected rather than
+# run without it: a misspelt "tasktype" or a "temperature" the format cannot carry would be lost silently.
+JSONL_FIELDS = ("id", "custom_id", "prompt", "text", "messages", "task_type", "metadata")
 
 
 class RejectKind(StrEnum):
@@ -207,7 +212,11 @@ def record_from_object(line_no: int, obj: dict[str, Any], spec: PromptSpec | Non
     custom_id = check_id(line_no, obj.get("id", obj.get("custom_id")))
     if isinstance(custom_id, Rejection):
         return custom_id
-    messages = prompt_messages(line_no, obj, spec or PromptSpec())
+    spec = spec or PromptSpec()
+    unknown = None if spec.field or spec.template else next((k for k in obj if k not in JSONL_FIELDS), None)
+    if unknown is not None:
+        return reject(line_no, unknown_field(unknown), custom_id=custom_id)
+    messages = prompt_messages(line_no, obj, spec)
     if isinstance(messages, Rejection):
         return Rejection(messages.line, messages.reason, custom_id, messages.kind)
     task_type = obj.get("task_type")
@@ -219,6 +228,17 @@ def record_from_object(line_no: int, obj: dict[str, Any], spec: PromptSpec | Non
     if metadata is not None and not isinstance(metadata, dict):
         return reject(line_no, 'field "metadata" must be an object', custom_id=custom_id)
     return Record(line_no, custom_id, messages, task_type, metadata)
+
+
+def unknown_field(name: str) -> str:
+    """Why a field that tierq's JSONL does not have rejects the record, and what to do instead."""
+    if name in PASSED_PARAMS:
+        return (f'field "{name}" is not a field of tierq\'s JSONL, which carries no request parameters; remove it, '
+                f'or submit an OpenAI batch request file with "{name}" in its body')
+    guess = did_you_mean(name, JSONL_FIELDS)
+    fix = (f'{guess} (if not, remove it or move it into "metadata")' if guess else
+           f'; remove it or move it into "metadata" (the fields are {", ".join(JSONL_FIELDS)})')
+    return f'field "{name}" is not a field of tierq\'s JSONL{fix}'
 
 
 def prompt_messages(line_no: int, obj: dict[str, Any], spec: PromptSpec) -> list[dict[str, Any]] | Rejection:

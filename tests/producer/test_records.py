@@ -55,3 +55,22 @@ def test_jsonl_takes_the_prompt_from_text_when_there_is_no_prompt_field() -> Non
     first, second = parse(b'{"id": "a6", "text": "Where is my parcel?"}\n{"id": "a7", "prompt": "p", "text": "t"}\n')
     assert isinstance(first, Record) and first.messages == [{"role": "user", "content": "Where is my parcel?"}]
     assert isinstance(second, Record) and second.messages == [{"role": "user", "content": "p"}]
+
+
+def test_a_field_the_format_does_not_have_rejects_its_record_and_only_that_one() -> None:
+    items = parse(
+        b'{"id": "bad4", "prompt": "x", "temperature": 9}\n'
+        b'{"id": "t2", "prompt": "x", "tasktype": "triage"}\n'
+        b'{"id": "t3", "prompt": "x", "channel": "mail"}\n'
+        b'{"custom_id": "ok", "text": "x", "task_type": "triage", "metadata": {"customer": "acme"}}\n'
+    )
+    assert [(i.custom_id, i.reason) for i in items if isinstance(i, Rejection)] == [
+        ("bad4", "line 1: field \"temperature\" is not a field of tierq's JSONL, which carries no request parameters; "
+                 "remove it, or submit an OpenAI batch request file with \"temperature\" in its body"),
+        ("t2", "line 2: field \"tasktype\" is not a field of tierq's JSONL; did you mean 'task_type'? (if not, "
+               "remove it or move it into \"metadata\")"),
+        ("t3", "line 3: field \"channel\" is not a field of tierq's JSONL; remove it or move it into \"metadata\" "
+               "(the fields are id, custom_id, prompt, text, messages, task_type, metadata)"),
+    ]
+    last = items[-1]
+    assert isinstance(last, Record) and (last.custom_id, last.task_type) == ("ok", "triage")
