@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Batch, JobStatus
 from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from producer.inputs.stream import LineSource
-from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config
+from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config, not_a_tier
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
 from tierq.params import params_problem
@@ -69,7 +69,7 @@ class BatchOptions:
             raise InputError(f"batch {problem}")
         for label, tier in (("--tier", self.force_tier), ("--min-tier", self.min_tier), ("--max-tier", self.max_tier)):
             if tier is not None and tier not in config.tier_names:
-                raise InputError(f"{label} {tier!r} is not a configured tier; use one of {config.tier_names}")
+                raise InputError(f"{label} {tier!r} is not a configured tier{not_a_tier(tier, config.tier_names)}")
         if self.min_tier and self.max_tier and config.tier_index(self.min_tier) > config.tier_index(self.max_tier):
             raise InputError(f"--min-tier {self.min_tier!r} is above --max-tier {self.max_tier!r}")
         if self.deadline_s is not None and not self.deadline_s > 0:

@@ -9,7 +9,7 @@ import difflib
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -246,7 +246,12 @@ def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
     try:
         config = Config.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+        errors = exc.errors()
+        # A misspelt table ([[tier]]) is reported once, as unknown with its likely name, not also as a missing one.
+        unknown = {str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1}
+        errors = [e for e in errors if not (e["type"] == "missing" and len(e["loc"]) == 1
+                                             and did_you_mean(str(e["loc"][0]), unknown))]
+        raise ConfigError("\n".join(_describe(source, err) for err in errors)) from None
     _cross_check(config, source)
     config = _resolve_validators(config, source)
     if env is not None:
@@ -260,10 +265,35 @@ def did_you_mean(name: str, known: Iterable[str], otherwise: str = "") -> str:
     return f"; did you mean {close[0]!r}?" if close else otherwise
 
 
+def not_a_tier(name: str, names: Sequence[str]) -> str:
+    """What follows "'x' is not a tier": the tier it probably meant, or the tiers to choose from."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    tiers = ", ".join(repr(n) for n in names)
+    return f"; did you mean {close[0]!r} (the tiers are {tiers})?" if close else f"; use one of {tiers}"
+
+
+def _table(name: str, value: Any) -> str:
+    """A top-level TOML key as the file writes it: [[name]] for a list of tables, [name] for a table."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return f"[[{name}]]"
+    return f"[{name}]" if isinstance(value, dict) else name
+
+
 def _describe(source: str, err: Any) -> str:
     where = ".".join(str(part) for part in err["loc"])
+    top = len(err["loc"]) == 1
+    if err["type"] == "missing" and top:
+        name = str(err["loc"][0])
+        if name == "tiers":
+            return f"{source}: no [[tiers]]; add at least one tier with a list of models"
+        return f"{source}: no [{name}] table; add it"
     if err["type"] == "missing":
         return f"{source}: [{where.rsplit('.', 1)[0]}] is missing {err['loc'][-1]!r}; add it"
+    if err["type"] == "extra_forbidden" and top and isinstance(err.get("input"), (dict, list)):
+        written = _table(where, err["input"])
+        close = difflib.get_close_matches(where, list(Config.model_fields), n=1, cutoff=0.6)
+        fix = (f"did you mean {written.replace(where, close[0])}?" if close else "remove it or check its spelling")
+        return f"{source}: unknown table {written}; {fix}"
     if err["type"] == "extra_forbidden":
         owner = _model_at(err["loc"][:-1])
         fix = "; remove it or check its spelling"
@@ -307,14 +337,15 @@ def _cross_check(config: Config, source: str) -> None:
             problems.append(f"{source}: model {name!r} uses unknown provider {model_cfg.provider!r}"
                             + did_you_mean(model_cfg.provider, config.providers,
                                            f"; add [providers.{model_cfg.provider}]"))
-    names = set(config.tier_names)
+    order = config.tier_names
+    names = set(order)
     if config.routing.default_tier is not None and config.routing.default_tier not in names:
         problems.append(f"{source}: routing.default_tier {config.routing.default_tier!r} is not a tier"
-                        f"{did_you_mean(config.routing.default_tier, names)}; use one of {sorted(names)}")
+                        f"{not_a_tier(config.routing.default_tier, order)}")
     for rule in config.routing.rules:
         if rule.tier not in names:
             problems.append(f"{source}: routing rule {rule.name!r} names unknown tier {rule.tier!r}"
-                            f"{did_you_mean(rule.tier, names)}; use one of {sorted(names)}")
+                            f"{not_a_tier(rule.tier, order)}")
     provider = config.cache.embedding_provider
     if config.cache.embedder == "openai" and provider not in config.providers:
         problems.append(f"{source}: cache.embedding_provider {provider!r} is not a provider"
@@ -327,22 +358,19 @@ def _cross_check(config: Config, source: str) -> None:
     if floor is not None and threshold is not None and floor >= threshold:
         problems.append(f"{source}: cache.verify_from {floor} must be under cache.threshold {threshold}")
     for task, check in config.validators.items():
-        problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}{did_you_mean(name, names)}; "
-                        f"use one of {sorted(names)}" for name in check.tiers if name not in names)
+        problems.extend(f"{source}: validators.{task}.tiers names unknown tier {name!r}{not_a_tier(name, order)}"
+                        for name in check.tiers if name not in names)
     reference = config.quality.reference_tier
     if reference is not None and reference not in names:
         problems.append(
-            f"{source}: quality.reference_tier {reference!r} is not a tier{did_you_mean(reference, names)}; "
-            f"use one of {sorted(names)}"
+            f"{source}: quality.reference_tier {reference!r} is not a tier{not_a_tier(reference, order)}"
         )
     for key in ("cheap_tier", "strong_tier"):
         tier = getattr(config.router, key)
         if tier is not None and tier not in names:
-            problems.append(f"{source}: router.{key} {tier!r} is not a tier{did_you_mean(tier, names)}; "
-                            f"use one of {sorted(names)}")
+            problems.append(f"{source}: router.{key} {tier!r} is not a tier{not_a_tier(tier, order)}")
     if not problems and (config.router.cheap_tier or config.router.strong_tier):
         cheap, strong = config.router_tiers
-        order = config.tier_names
         if order.index(strong) <= order.index(cheap):
             problems.append(f"{source}: router.strong_tier {strong!r} must come after router.cheap_tier {cheap!r} "
                             f"in the tier order {order}")

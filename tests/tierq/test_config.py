@@ -106,6 +106,29 @@ def test_config_errors_name_file_entry_and_fix(tmp_path: Path, change: object, e
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s.replace("[[tiers]]", "[[tier]]"), "unknown table [[tier]]; did you mean [[tiers]]?"),
+        (lambda s: s.replace("[providers.default]", "[provider.default]"),
+         "unknown table [provider]; did you mean [providers]?"),
+        (lambda s: s.replace("[[tiers]]", "[[levels]]"),
+         "no [[tiers]]; add at least one tier with a list of models\n"
+         "{path}: unknown table [[levels]]; remove it or check its spelling"),
+        (lambda s: s + '\n[routing]\ndefault_tier = "hott"\n',
+         "routing.default_tier 'hott' is not a tier; did you mean 'hot' (the tiers are 'hot', 'cold')?"),
+        (lambda s: s + '\n[quality]\nreference_tier = "platinum"\n',
+         "quality.reference_tier 'platinum' is not a tier; use one of 'hot', 'cold'"),
+    ],
+)
+def test_a_misspelt_table_or_tier_is_named_once_with_what_was_meant(tmp_path: Path, change: object,
+                                                                       expected: str) -> None:
+    path = write(tmp_path, change(GOOD))  # type: ignore[operator]
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: " + expected.format(path=path)
+
+
 def test_missing_api_key_variable_stops_start_up(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     with pytest.raises(ConfigError, match=r"reads its API key from \$TIERQ_TEST_KEY, which is not set; export"):
