@@ -72,6 +72,21 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
     return CancelResult(batch_id, len(moved), running, already=already)
 
 
+def _cancelled_problem(conn: Connection, batch_id: uuid.UUID) -> str:
+    """Why a cancelled batch's jobs do not run again, and what does: its records submitted afresh. `results`
+    names the jobs (their ids and states) but holds no prompts, so the records come from the user's input."""
+    counts: dict[str, int] = dict(conn.execute(text(
+        f"SELECT status, count(*) FROM jobs WHERE batch_id = :id AND status IN ('{JobStatus.CANCELLED}', "
+        f"'{JobStatus.FAILED}') GROUP BY status"), {"id": batch_id}).all())
+    cancelled, failed = counts.get(JobStatus.CANCELLED.value, 0), counts.get(JobStatus.FAILED.value, 0)
+    if not cancelled and not failed:
+        return f"batch {batch_id} is cancelled and none of its jobs failed or was cancelled: there is nothing to retry"
+    what = " and ".join(f"{n:,} {state}" for n, state in ((cancelled, "cancelled"), (failed, "failed")) if n)
+    return (f"batch {batch_id} is cancelled, so its jobs do not run again ({what}); to run them, submit their "
+            f"records from your input file as a new batch (`tierq results {batch_id}` gives each job's id and "
+            "status)")
+
+
 def retry_failed(engine: Engine, publisher: Publisher, config: Config, batch_id: uuid.UUID) -> int:
     """Send the batch's failed jobs to the classify step again; returns how many were re-queued."""
     chunk = config.worker.classify_chunk
@@ -80,8 +95,7 @@ def retry_failed(engine: Engine, publisher: Publisher, config: Config, batch_id:
         outbox = Outbox()
         with engine.begin() as conn:
             if _is_cancelled(conn, batch_id, "FOR SHARE"):
-                raise InputError(f"batch {batch_id} is cancelled, so its jobs do not run again; submit the failed "
-                                 "records as a new batch (`tierq results` lists them)")
+                raise InputError(_cancelled_problem(conn, batch_id))
             if after == 0 and _keeps_no_text(conn, batch_id):
                 raise InputError(f"batch {batch_id} was submitted with --no-store-text, so each job's prompt left "
                                  "Redis when the job ended and its failed jobs cannot run again; submit the failed "

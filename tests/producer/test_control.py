@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack
+from conftest import Stack, insert_job
 from reliability.fault_support import deployment, wait_until
 from sqlalchemy import text
 
@@ -78,6 +78,20 @@ def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> Non
             tq.retry_failed(batch.batch_id)
         with pytest.raises(NotFound, match="no batch"):
             tq.cancel(uuid.uuid4())
+
+
+def test_retry_of_a_cancelled_batch_says_what_its_jobs_are_and_how_to_run_them(clean: Stack) -> None:
+    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+    with clean.client() as tq:
+        assert tq.cancel(batch).cancelled == 1
+        with pytest.raises(InputError) as refused:
+            tq.retry_failed(batch)
+    # Its job is cancelled, not failed, and `results` has no prompt to submit: the records come from the input.
+    assert str(refused.value) == (f"batch {batch} is cancelled, so its jobs do not run again (1 cancelled); to run "
+                                  "them, submit their records from your input file as a new batch (`tierq results "
+                                  f"{batch}` gives each job's id and status)")
 
 
 def test_retry_of_a_batch_that_keeps_no_texts_says_its_failed_jobs_cannot_run_again(clean: Stack) -> None:
