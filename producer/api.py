@@ -220,7 +220,7 @@ class Tierq:
         if not status.done:
             consumers = Presence(self.reader).consumers()
             status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}
-            if status.unserved or status.provider_batches or status.orphaned:
+            if status.unserved or status.provider_batches or status.orphaned or status.resent:
                 # Jobs waiting on a queue no worker reads, a provider batch's window or a dead worker's lease
                 # do not finish at the recent rate: no ETA rather than a wrong one.
                 status.eta_s = None

@@ -41,9 +41,11 @@ class BatchStatus:
     eta_s: float | None = None
     stuck: int = 0  # jobs no message will move (see models.stale.lost); the reconciler handles them
     failed_reason: str | None = None  # the reason most failed jobs were given
-    # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds).
+    # Running jobs whose worker stopped renewing their lease (it died, or hangs), and since when (seconds);
+    # `resent` of them had their message published again since (by `tierq recover` or the reconciler).
     orphaned: int = 0
     orphaned_s: float | None = None
+    resent: int = 0
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
     # Jobs a worker put back to wait out a provider outage, a rate limit or the budget, and the longest wait.
@@ -98,6 +100,7 @@ class BatchStatus:
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "stuck": self.stuck,
             "lease_expired": self.orphaned,
+            "lease_expired_resent": self.resent,
             "failed_reason": self.failed_reason,
             "unserved_queues": self.unserved,
             "provider_batches": self.provider_batches,
@@ -148,7 +151,7 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     if status.count(JobStatus.FAILED):
         status.failed_reason = rows(conn, _FAILED_REASON, params)[0][0]
     if status.count(JobStatus.RUNNING):
-        status.orphaned, orphaned_s = rows(conn, _ORPHANED, params)[0]
+        status.orphaned, orphaned_s, status.resent = rows(conn, _ORPHANED, params)[0]
         status.orphaned_s = None if orphaned_s is None else float(orphaned_s)
     if status.count(JobStatus.WAITING):
         status.following = [(b, st, t, int(n)) for b, st, t, n in rows(conn, _FOLLOWING, params)]
@@ -158,7 +161,11 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
 
 _FAILED_REASON = (f"SELECT mode() WITHIN GROUP (ORDER BY error) FROM jobs WHERE batch_id = :id "
                   f"AND status = '{JobStatus.FAILED.value}'")
-_ORPHANED = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(lease_until)) FROM jobs WHERE batch_id = :id "
+# A running job's row changes only when it is claimed (with a new lease) or published again (models.stale):
+# one last changed after its lease ran out has a message on its way, and needs no `tierq recover`.
+_ORPHANED = ("SELECT count(*) FILTER (WHERE updated_at <= lease_until), "
+             "EXTRACT(EPOCH FROM now() - min(lease_until) FILTER (WHERE updated_at <= lease_until)), "
+             "count(*) FILTER (WHERE updated_at > lease_until) FROM jobs WHERE batch_id = :id "
              f"AND status = '{JobStatus.RUNNING.value}' AND lease_until < now()")
 _FOLLOWING = (f"SELECT l.batch_id, l.status, l.tier, count(*) FROM jobs f JOIN jobs l ON l.id = f.follows "
               f"WHERE f.batch_id = :id AND f.status = '{JobStatus.WAITING.value}' GROUP BY 1, 2, 3 ORDER BY 4 DESC")

@@ -86,6 +86,10 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         lines.append(f"  stopped worker: {status.orphaned:,} {whose} worker stopped renewing their lease "
                      f"{duration(status.orphaned_s)} ago (it died or hangs); they are sent again once they have been "
                      f"still for [worker] stuck_after_s (`tierq recover {d['batch_id']} --older-than 0m` does it now)")
+    if status.resent and not status.stuck:
+        whose = "running job's" if status.resent == 1 else "running jobs'"
+        lines.append(f"  sent again: {status.resent:,} {whose} worker stopped renewing their lease, and their "
+                     "message has been published again since; a worker of their queue takes them up")
     if status.stuck:
         lines.append(f"  stuck: {status.stuck:,} jobs have no live message; the workers' reconciler publishes them "
                      f"again (`tierq recover {d['batch_id']} --older-than 0m` does it now)")

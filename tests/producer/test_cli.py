@@ -422,8 +422,8 @@ def test_status_says_what_a_waiting_job_waits_for(clean: Stack, tmp_path: Path) 
 
 
 def test_status_says_when_running_jobs_lost_their_worker(clean: Stack, tmp_path: Path) -> None:
-    # As after a SIGKILL: a running job whose worker stopped renewing its lease 40 s ago.
-    job = insert_job(clean, "Where is my parcel?", status="running", tier="hot", handoff=uuid.uuid4())
+    # As after a SIGKILL: a running job, claimed 70 s ago, whose worker stopped renewing its lease 40 s ago.
+    job = insert_job(clean, "Where is my parcel?", status="running", tier="hot", handoff=uuid.uuid4(), age_s=70)
     with clean.engine.begin() as conn:
         batch = conn.execute(text("UPDATE jobs SET lease_owner = :o, lease_until = now() - interval '40 seconds' "
                                   "WHERE id = :j RETURNING batch_id"), {"j": job, "o": uuid.uuid4()}).scalar_one()
@@ -434,6 +434,31 @@ def test_status_says_when_running_jobs_lost_their_worker(clean: Stack, tmp_path:
                             r"died or hangs\); they are sent again once they have been still for \[worker\] "
                             rf"stuck_after_s \(`tierq recover {batch} --older-than 0m` does it now\)", line)
                for line in lines), lines
+
+
+def test_status_does_not_ask_for_a_recover_that_was_just_done(clean: Stack, tmp_path: Path) -> None:
+    # A running job whose worker died, recovered by hand onto a broker no worker reads: it stays running.
+    job = insert_job(clean, "Where is my parcel?", status="running", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        batch = conn.execute(text("UPDATE jobs SET lease_owner = :o, lease_until = now() - interval '40 seconds', "
+                                  "updated_at = now() - interval '5 minutes' WHERE id = :j RETURNING batch_id"),
+                             {"j": job, "o": uuid.uuid4()}).scalar_one()
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+
+    def run(*args: str) -> str:
+        return subprocess.run([str(TIERQ), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+
+    assert f"`tierq recover {batch} --older-than 0m` does it now" in run("status", str(batch))
+    assert run("recover", str(batch), "--older-than", "0m") == "published 1 messages again for 1 waiting jobs\n"
+    shown = json.loads(run("status", str(batch), "--json"))
+    assert (shown["lease_expired"], shown["lease_expired_resent"], shown["stuck"]) == (0, 1, 0)
+    lines = run("status", str(batch)).splitlines()
+    assert not any("tierq recover" in line for line in lines), lines
+    assert ("  sent again: 1 running job's worker stopped renewing their lease, and their message has been "
+            "published again since; a worker of their queue takes them up") in lines
 
 
 def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed(clean: Stack, tmp_path: Path) -> None:
