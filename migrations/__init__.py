@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from models.db import connect_args
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -26,7 +28,8 @@ def alembic_config(database_url: str) -> AlembicConfig:
 def create_database_if_missing(database_url: str) -> bool:
     """Create the URL's database when the server has none of that name; True when it was created."""
     url = make_url(database_url)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin_url = url.set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args=connect_args(admin_url))
     try:
         with admin.connect() as conn:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}).first()
@@ -52,7 +55,7 @@ def head_revision() -> str | None:
 
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None before the first migration."""
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, connect_args=connect_args(database_url))
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

@@ -11,6 +11,7 @@ import models.job  # noqa: F401
 import models.label  # noqa: F401
 import models.router  # noqa: F401
 from models.base import Base
+from models.db import connect_args
 from tierq.settings import get_settings
 
 config = context.config
@@ -26,7 +27,7 @@ def run_offline() -> None:
 
 def run_online() -> None:
     """Apply migrations over a live connection, in one transaction."""
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=connect_args(url))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
         with context.begin_transaction():

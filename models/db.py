@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
-    from sqlalchemy import Engine
+    from sqlalchemy import URL, Engine
     from sqlalchemy.orm import Session, sessionmaker
 
     from models import pq
@@ -19,8 +19,27 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int | None = None
     from sqlalchemy import create_engine  # here: `tierq status` and `results` read without SQLAlchemy (connect)
 
     overflow = pool_size if max_overflow is None else max_overflow
-    args = {"application_name": name} if name else {}
+    args = connect_args(url, name=name)
     return create_engine(url, pool_size=pool_size, max_overflow=overflow, pool_pre_ping=True, connect_args=args)
+
+
+def connect_args(url: str | URL, *, name: str | None = None) -> dict[str, Any]:
+    """psycopg's arguments for a connection to `url`: libpq's connect_timeout unless the URL sets its own, and
+    `name` as the application_name.
+
+    Without a timeout, a server that accepts the TCP connection and never answers (hung, or behind a firewall
+    that drops its packets) holds a command or a worker's start-up silent for minutes, until the kernel gives
+    up; with it, they fail in seconds with the usual "cannot reach Postgres" line. The same bound as the
+    commands that read through libpq (models.pq).
+    """
+    from sqlalchemy.engine import make_url
+
+    from models.pq import CONNECT_TIMEOUT_S
+
+    args: dict[str, Any] = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    if name:
+        args["application_name"] = name
+    return args
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -272,6 +273,17 @@ def own_worker(stack: Stack, tmp_path: Path, extra_toml: str, name: str,
             yield tq, env
     finally:
         stop_worker(worker)
+
+
+@pytest.fixture()
+def silent_postgres() -> Iterator[str]:
+    """The URL of a "Postgres" that accepts TCP connections and never answers, as a hung server or one behind a
+    firewall that drops its packets: the socket listens, and the kernel completes the handshakes it never
+    accepts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"postgresql+psycopg://tierq:s3cret@127.0.0.1:{sock.getsockname()[1]}/tierq"
 
 
 def run_batch(stack: Stack, tq: Tierq, records: list[Any], **options: Any) -> dict[str, dict[str, Any]]:

@@ -118,6 +118,19 @@ def test_an_unreachable_database_stops_start_up(clean: Stack, broker: str) -> No
     assert line.endswith("start it or fix TIERQ_DATABASE_URL") and "secret" not in done.stderr
 
 
+def test_a_database_that_never_answers_stops_start_up_in_seconds(clean: Stack, broker: str,
+                                                                 silent_postgres: str) -> None:
+    # It waited for the kernel to give up on the connection, minutes without a word.
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_DATABASE_URL": silent_postgres}
+    started = time.monotonic()
+    done = start(env, "hot")
+    assert time.monotonic() - started < 30
+    assert done.returncode == EX_CONFIG and "Traceback" not in done.stderr, done.stderr[-2000:]
+    [line] = our_lines(done.stderr)
+    assert "cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:" in line and "timeout expired" in line
+    assert line.endswith("start it or fix TIERQ_DATABASE_URL") and "s3cret" not in done.stderr
+
+
 def _wrong_login() -> tuple[str, str]:
     """The test RabbitMQ's URL with a password it refuses, and that password."""
     url = make_url(os.environ.get("TIERQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"))

@@ -276,6 +276,30 @@ def test_every_command_says_in_one_line_that_postgres_does_not_answer(
     assert done.stderr.rstrip().endswith("start it or fix TIERQ_DATABASE_URL")
 
 
+def test_commands_that_write_give_up_in_seconds_on_a_postgres_that_never_answers(
+    clean: Stack, tmp_path: Path, silent_postgres: str
+) -> None:
+    # They waited for the kernel to give up on the connection (2 min 11 s), printing nothing.
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    batch = "0b6f1c8e-0000-0000-0000-000000000000"
+    commands = [["submit", "t.jsonl"], ["cancel", batch], ["retry", batch, "--failed"], ["db", "upgrade"]]
+    started = time.monotonic()
+    running = [subprocess.Popen([str(TIERQ), *args], env={**clean.env, "TIERQ_DATABASE_URL": silent_postgres},
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for args in commands]
+    for args, proc in zip(commands, running, strict=True):
+        try:
+            stdout, stderr = proc.communicate(timeout=max(1.0, started + 30 - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in running:
+                other.kill()
+            pytest.fail(f"tierq {' '.join(args)} still waits for Postgres after 30 s")
+        assert proc.returncode == 2 and stderr.count("\n") == 1 and stdout == "", (args, stderr)
+        assert stderr.startswith("error: cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:"), args
+        assert "timeout expired" in stderr and stderr.rstrip().endswith("start it or fix TIERQ_DATABASE_URL"), stderr
+        assert "s3cret" not in stderr
+
+
 @pytest.mark.parametrize("variable", ["TIERQ_REDIS_URL", "TIERQ_BROKER_URL"])
 def test_submit_says_in_one_line_that_redis_or_the_broker_does_not_answer(clean: Stack, tmp_path: Path,
                                                                            variable: str) -> None:
