@@ -191,16 +191,11 @@ def _with_timeout(conninfo: str) -> str:
 
 
 def _without_password(message: str, conninfo: str) -> str:
-    """libpq's message with the URL's password taken out (a malformed URL is quoted back in full)."""
-    from urllib.parse import unquote, urlsplit
+    """libpq's message with the URL's passwords taken out, in the user part or the query (a malformed URL is
+    quoted back in full)."""
+    from tierq.redact import scrubbed
 
-    try:
-        password = urlsplit(conninfo).password
-    except ValueError:
-        password = None
-    for secret in {password, unquote(password)} if password else ():
-        message = message.replace(secret, "***")
-    return message
+    return scrubbed(message, conninfo)
 
 
 def _text(value: bytes | None) -> str:

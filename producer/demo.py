@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ from producer.submit import BatchOptions
 from tierq.config import load_config
 from tierq.money import dollars, usd
 from tierq.queues import queue_names
+from tierq.redact import masked_url
 from tierq.settings import Settings
 
 SIM_CONFIG = Path(str(resources.files("tierq") / "configs" / "sim.toml"))
@@ -50,10 +50,6 @@ def demo_database(url: str, name: str = DEMO_DATABASE) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
-
-
 def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = print, redis_db: int = DEMO_DB,
              deadline_s: float | None = None, database: str = DEMO_DATABASE) -> int:
     """Run the whole pipeline once on this machine and print the bill per tier; with `deadline_s`, the batch
@@ -69,8 +65,8 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
             _claimed(redis_url, redis_db), \
             ensure_postgres(demo_database(base.database_url, database), log=out) as db_url, \
             tempfile.TemporaryDirectory(prefix="tierq-demo-") as logs:
-        out(f"redis: {_redact(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
-        out(f"database: migrating {db_url.split('@')[-1]} (the demo's batches, apart from yours)")
+        out(f"redis: {masked_url(redis_url)} (database {redis_db}: the demo's queues and cache, apart from yours)")
+        out(f"database: migrating {masked_url(db_url).split('@')[-1]} (the demo's batches, apart from yours)")
         _create_and_migrate(db_url, database)
         with running_server(config_file, stderr_path=Path(logs) / "simulator.log") as sim:
             out(f"simulated provider: {sim.base_url}")
@@ -150,7 +146,7 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
         if bill.quality is not None:
             out(bill.quality.line())
         # The batch is in the demo's own database: the commands say so (the password, if any, as ***).
-        where = f"TIERQ_DATABASE_URL={make_url(settings.database_url).render_as_string(hide_password=True)}"
+        where = f"TIERQ_DATABASE_URL={masked_url(settings.database_url)}"
         out(f"results: {where} tierq results {batch.batch_id}")
         out(f"the bill: {where} tierq report {batch.batch_id} --plot bill.png")
     return 0

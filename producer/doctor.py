@@ -21,7 +21,6 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import create_engine, pool
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import alembic_config, current_revision, head_revision
@@ -32,6 +31,7 @@ from tierq.config import Config, ProviderConfig
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
 from tierq.live import LiveMessages
+from tierq.redact import masked_url, scrubbed
 from tierq.settings import Settings, get_settings
 
 
@@ -98,13 +98,13 @@ def check_broker(url: str, timeout: float) -> Check:
 
 def check_database(url: str, timeout: float) -> list[Check]:
     """Connect to Postgres, then compare the database's migration revision with the code's."""
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = masked_url(url)
     engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": max(1, round(timeout))})
     try:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:
-        message = _first_line(getattr(exc, "orig", None) or exc)
+        message = scrubbed(_first_line(getattr(exc, "orig", None) or exc), url)
         if "database" in message and "does not exist" in message:
             fix = "create it with its tables: tierq db upgrade"
         elif "authentication" in message or "role" in message:

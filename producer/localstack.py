@@ -40,6 +40,7 @@ from fakellm.testing import SimServer, running_server
 from migrations import upgrade
 from models import make_engine
 from producer.services import ServiceUnavailable, throwaway_redis
+from tierq.redact import masked_url, scrubbed
 from tierq.settings import Settings
 
 WORKER_START_S = 60.0
@@ -58,8 +59,8 @@ def throwaway_database(admin_url: str, prefix: str = "tierq") -> Iterator[str]:
     try:
         psycopg.connect(admin, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
-        shown = make_url(admin_url).render_as_string(hide_password=True)
-        raise ServiceUnavailable(f"PostgreSQL at {shown} is not reachable: {exc}") from None
+        raise ServiceUnavailable(f"PostgreSQL at {masked_url(admin_url)} is not reachable: "
+                                 f"{scrubbed(str(exc), admin_url)}") from None
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:

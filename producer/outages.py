@@ -7,12 +7,12 @@ import psycopg
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import RedisError
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.pq import PqConnectError, PqError
 from tierq.broker import refusal
+from tierq.redact import masked_url, scrubbed
 from tierq.resp import RespError
 from tierq.settings import Settings
 
@@ -34,13 +34,13 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
     # psycopg's and libpq's own errors: the commands that only read a batch connect without SQLAlchemy
     # (models.db.connect).
     if isinstance(exc, PqError) and exc.sqlstate in ("42P01", "42703"):  # no such table, or column
-        shown = make_url(settings.database_url).render_as_string(hide_password=True)
-        return f"Postgres at {shown} does not hold tierq's current tables ({exc}); run: tierq db upgrade"
+        shown, problem = masked_url(settings.database_url), scrubbed(str(exc), settings.database_url)
+        return f"Postgres at {shown} does not hold tierq's current tables ({problem}); run: tierq db upgrade"
     if isinstance(exc, (OperationalError, PoolTimeout, psycopg.OperationalError, PqConnectError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
-        shown = make_url(settings.database_url).render_as_string(hide_password=True)
-        problem = _first_line(exc)
+        shown = masked_url(settings.database_url)
+        problem = scrubbed(_first_line(exc), settings.database_url)
         if "too many" in problem.lower() or isinstance(exc, PoolTimeout):
             return (f"Postgres at {shown} refuses new connections ({problem}); workers hold concurrency + 8 each: "
                     f"lower their -c, run fewer, or raise max_connections ({CONNECTIONS})")

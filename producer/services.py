@@ -15,11 +15,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 from sqlalchemy.engine import URL, make_url
+
+from tierq.redact import masked_url
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 """Where Debian-style packages put initdb/pg_ctl; searched when they are not on PATH."""
@@ -70,15 +71,6 @@ def _remove_workdir(workdir: Path, log: _Log) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     if workdir.exists():
         log(f"could not remove {workdir}; delete it by hand")
-
-
-def _redact_redis(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def _redis_problem(url: str) -> str | None:
@@ -163,7 +155,7 @@ def ensure_redis(url: str, *, log: Callable[[str], None] = print) -> Iterator[st
     if problem is None:
         yield url
         return
-    shown = _redact_redis(url)
+    shown = masked_url(url)
     binary = _redis_server(f"Redis at {shown} does not answer ({problem})")
     db = int(redis.ConnectionPool.from_url(url).connection_kwargs.get("db", 0))
     with _throwaway_redis(binary, db, f"redis at {shown} does not answer", log) as got:
@@ -295,7 +287,7 @@ def ensure_postgres(url: str, *, log: Callable[[str], None] = print) -> Iterator
     if problem is None:
         yield url
         return
-    shown = parsed.render_as_string(hide_password=True)
+    shown = masked_url(url)
     binaries = _find_pg_binaries()
     if binaries is None:
         raise ServiceUnavailable(

@@ -13,13 +13,13 @@ import difflib
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierq.errors import ConfigError
+from tierq.redact import masked_url
 
 if TYPE_CHECKING:  # pydantic and the TOML models load only for the callers that use them
     from pydantic import SecretStr
@@ -59,16 +59,10 @@ def _log_level(value: Any) -> str:
     return level
 
 
-def _masked(url: str) -> str:
-    """A URL as an error may show it: a password in it replaced by ***, also without a scheme and when the
-    password holds a / or an @ (everything from the user's colon to the last @ goes)."""
-    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*:).*@", r"\1***@", url)
-
-
 def _redis_url(value: Any) -> str:
     url = _text(value)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{_masked(url)!r} is not a Redis URL; use redis://HOST:PORT/DB")
+        raise ValueError(f"{masked_url(url)!r} is not a Redis URL; use redis://HOST:PORT/DB")
     return url
 
 
@@ -79,7 +73,7 @@ BROKER_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "
 def _broker_url(value: Any) -> str:
     url = _text(value)
     if not url.startswith(BROKER_SCHEMES):
-        raise ValueError(f"{_masked(url)!r} is not a broker URL; use amqp://USER:PASSWORD@HOST:5672/VHOST "
+        raise ValueError(f"{masked_url(url)!r} is not a broker URL; use amqp://USER:PASSWORD@HOST:5672/VHOST "
                          "(RabbitMQ) or redis://HOST:PORT/DB")
     return url
 
@@ -91,7 +85,7 @@ def _postgres_url(value: Any) -> str:
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme) :]
     if not url.startswith("postgresql+psycopg://"):
-        raise ValueError(f"{_masked(url)!r} is not a PostgreSQL URL; use postgresql+psycopg://USER@HOST:PORT/DB")
+        raise ValueError(f"{masked_url(url)!r} is not a PostgreSQL URL; use postgresql+psycopg://USER@HOST:PORT/DB")
     return url
 
 

@@ -15,7 +15,6 @@ import redis
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import head_revision
@@ -24,6 +23,7 @@ from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
 from tierq.presence import Presence
+from tierq.redact import masked_url, scrubbed
 from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
@@ -46,12 +46,12 @@ def check_queues(queues: Sequence[str], known: Sequence[str], config_path: str) 
 
 def check_database(ctx: WorkerContext) -> None:
     """Postgres answers and is at the migration this code needs."""
-    shown = make_url(ctx.settings.database_url).render_as_string(hide_password=True)
+    shown = masked_url(ctx.settings.database_url)
     try:
         with ctx.engine.connect() as conn:
             current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        first = scrubbed(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], ctx.settings.database_url)
         if "alembic_version" in first:
             raise StartupError(f"{shown} has no tierq tables; run: tierq db upgrade") from None
         raise Unavailable(f"cannot reach Postgres at {shown} ({first}); start it or fix TIERQ_DATABASE_URL") from None

@@ -276,6 +276,23 @@ def test_every_command_says_in_one_line_that_postgres_does_not_answer(
     assert done.stderr.rstrip().endswith("start it or fix TIERQ_DATABASE_URL")
 
 
+def test_a_password_in_the_query_of_the_database_url_is_never_printed(clean: Stack, tmp_path: Path) -> None:
+    # libpq takes ?password= as well as user:password@; only the latter was masked.
+    refused = f"postgresql+psycopg://tierq@127.0.0.1:{closed_port()}/tierq?password=QuerySecret9&sslmode=disable"
+    done = subprocess.run([str(TIERQ), "status", "0b6f1c8e-0000-0000-0000-000000000000"],
+                          env={**clean.env, "TIERQ_DATABASE_URL": refused}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "QuerySecret9" not in done.stdout + done.stderr, done.stderr
+    assert done.stderr.startswith("error: cannot reach Postgres at postgresql+psycopg://tierq@127.0.0.1:")
+    assert "/tierq?password=***&sslmode=disable (" in done.stderr
+    # The server trusts local logins, so the password is not needed, but it is still not shown when all is well.
+    answers = f"{clean.settings.database_url}?password=QuerySecret9"
+    checked = subprocess.run([str(TIERQ), "doctor", "--timeout", "1"], env={**clean.env, "TIERQ_DATABASE_URL": answers},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "QuerySecret9" not in checked.stdout + checked.stderr
+    assert re.search(r"^ok +postgres +\S+\?password=\*\*\* accepts connections$", checked.stdout, re.M), checked.stdout
+
+
 def test_commands_that_write_give_up_in_seconds_on_a_postgres_that_never_answers(
     clean: Stack, tmp_path: Path, silent_postgres: str
 ) -> None:

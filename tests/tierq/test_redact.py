@@ -1,0 +1,34 @@
+"""URLs as tierq shows them: no password, whether in the user part or in the query, and the rest as given."""
+
+from __future__ import annotations
+
+import pytest
+
+from tierq.redact import masked_url, scrubbed, secrets_of
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://127.0.0.1:5439/x?password=QuerySecret9", "postgresql+psycopg://127.0.0.1:5439/x?password=***"),
+        ("postgresql+psycopg://u:pw@h/x?sslmode=require&sslpassword=KeyPass7&connect_timeout=3",
+         "postgresql+psycopg://u:***@h/x?sslmode=require&sslpassword=***&connect_timeout=3"),
+        ("postgresql+psycopg://h/x?PASS%77ORD=q%40w#f", "postgresql+psycopg://h/x?PASS%77ORD=***#f"),
+        ("postgresql+psycopg://h/x?password=at@sign", "postgresql+psycopg://h/x?password=***"),
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/tierq", "postgresql+psycopg://postgres@127.0.0.1:5432/tierq"),
+        ("redis://h:6379/0?password=r3d;db=1", "redis://h:6379/0?password=***;db=1"),
+        ("unix:///run/redis.sock?db=2&password=r3d", "unix:///run/redis.sock?db=2&password=***"),
+        ("amqp://guest:s3/cr@t@rabbit:5672//?auth_token=t0k&heartbeat=5", "amqp://guest:***@rabbit:5672//?auth_token=***&heartbeat=5"),
+        ("sqs://h/?aws_secret_access_key=AKsecret&region=eu", "sqs://h/?aws_secret_access_key=***&region=eu"),
+        ("guest:s3cret@rabbit:5672//", "guest:***@rabbit:5672//"),
+    ],
+)
+def test_a_url_is_shown_without_its_secrets(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
+
+
+def test_the_secrets_are_taken_out_of_a_message_that_quotes_the_url() -> None:
+    url = "postgresql://u:p%40ss@h/x?sslpassword=Key%2FPass&password=QuerySecret9"
+    assert secrets_of(url) == {"p%40ss", "p@ss", "Key%2FPass", "Key/Pass", "QuerySecret9"}
+    message = 'invalid URI "postgresql://u:p%40ss@h/x?sslpassword=Key/Pass&password=QuerySecret9": p@ss'
+    assert scrubbed(message, url) == 'invalid URI "postgresql://u:***@h/x?sslpassword=***&password=***": ***'
