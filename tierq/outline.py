@@ -37,12 +37,25 @@ class Outline:
 def read_toml(path: Path) -> dict[str, Any]:
     """The TOML file at `path`, numbers with a fraction as Decimal (so a price is never a float)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: configuration file not found; set TIERQ_CONFIG to your TOML file "
             "(configs/example.toml is a documented example)"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, not a TOML file; set TIERQ_CONFIG to the TOML file itself") from None
+    except OSError as exc:  # no permission, an I/O error
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); make it readable by this user, or set "
+                          "TIERQ_CONFIG to a TOML file it can read") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text; save it as UTF-8 (a TOML file is UTF-8 by definition)") from None
+    try:
+        return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 

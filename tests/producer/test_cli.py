@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -252,6 +253,43 @@ def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) ->
     wrong = subprocess.run([str(TIERQ), "status", str(uuid.uuid4())], env={**clean.env, "TIERQ_LOG_LEVEL": "loud"},
                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: invalid settings: TIERQ_LOG_LEVEL: ")
+
+
+@pytest.mark.parametrize("command", [["submit", "t.jsonl"], ["status", "0b6f1c8e-0000-0000-0000-000000000000"]])
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda path: path.mkdir(), "a directory, not a TOML file; set TIERQ_CONFIG to the TOML file itself"),
+        (lambda path: path.write_bytes(b'[worker]\n# caf\xe9 (Latin-1)\nthreads = 4\n'),
+         "not UTF-8 text; save it as UTF-8 (a TOML file is UTF-8 by definition)"),
+    ],
+    ids=["directory", "not-utf8"],
+)
+def test_a_config_that_is_not_a_readable_toml_file_is_one_line(
+    clean: Stack, tmp_path: Path, command: list[str], make: Any, problem: str
+) -> None:
+    # Both were tracebacks (IsADirectoryError, UnicodeDecodeError).
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    config = tmp_path / "tierq.toml"
+    make(config)
+    done = subprocess.run([str(TIERQ), *command], env={**clean.env, "TIERQ_CONFIG": str(config)}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    where = f"{config}:2" if config.is_file() else str(config)  # the line of the first byte that is not UTF-8
+    assert done.stderr == f"error: {where}: {problem}\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_a_config_this_user_cannot_read_is_one_line(clean: Stack, tmp_path: Path) -> None:
+    config = tmp_path / "tierq.toml"
+    config.write_text("[worker]\n")
+    config.chmod(0)
+    done = subprocess.run([str(TIERQ), "status", "0b6f1c8e-0000-0000-0000-000000000000"],
+                          env={**clean.env, "TIERQ_CONFIG": str(config)}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr == (
+        f"error: {config}: cannot read it (Permission denied); make it readable by this user, or set TIERQ_CONFIG "
+        "to a TOML file it can read\n"), done.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ unless one of them looks wrong."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[tiers")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         read_outline(tmp_path / "bad.toml")
+
+
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> None:
+    # A socket opens for nobody, root included: the same branch as a file without read permission.
+    path = tmp_path / "tierq.toml"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(ConfigError) as info:
+            read_outline(path)
+    assert str(info.value) == (f"{path}: cannot read it (No such device or address); make it readable by this user, "
+                               "or set TIERQ_CONFIG to a TOML file it can read")
+
+
+def test_the_first_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "tierq.toml"
+    path.write_bytes("# prix en \u20ac\n[worker]\nthreads = 4 # caf".encode() + b"\xe9\n")
+    with pytest.raises(ConfigError, match=r"tierq.toml:3: not UTF-8 text; save it as UTF-8"):
+        read_outline(path)
