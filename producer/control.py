@@ -58,7 +58,10 @@ def _keeps_no_text(conn: Connection, batch_id: uuid.UUID) -> bool:
 def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> CancelResult:
     """Cancel the batch's waiting jobs; safe to repeat. A private batch's prompts leave Redis at once."""
     with engine.begin() as conn:
-        already = _is_cancelled(conn, batch_id, "FOR UPDATE")
+        # NO KEY UPDATE, not UPDATE: the flag is not a key, and a worker inserting a row that references the
+        # batch (a cost row's foreign key takes KEY SHARE) while holding one of its jobs must not wait on this
+        # lock while the cancel below waits on that job (a deadlock, seen once in a test run).
+        already = _is_cancelled(conn, batch_id, "FOR NO KEY UPDATE")
         moved = lifecycle.cancel_batch(conn, batch_id)
         if moved is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
             return CancelResult(batch_id, 0, 0, finished=True)
@@ -77,11 +80,13 @@ def _cancelled_problem(conn: Connection, batch_id: uuid.UUID) -> str:
     names the jobs (their ids and states) but holds no prompts, so the records come from the user's input."""
     counts: dict[str, int] = dict(conn.execute(text(
         f"SELECT status, count(*) FROM jobs WHERE batch_id = :id AND status IN ('{JobStatus.CANCELLED}', "
-        f"'{JobStatus.FAILED}') GROUP BY status"), {"id": batch_id}).all())
+        f"'{JobStatus.FAILED}', '{JobStatus.RUNNING}') GROUP BY status"), {"id": batch_id}).all())
     cancelled, failed = counts.get(JobStatus.CANCELLED.value, 0), counts.get(JobStatus.FAILED.value, 0)
-    if not cancelled and not failed:
+    running = counts.get(JobStatus.RUNNING.value, 0)  # a call was out when it was cancelled: it ends after it
+    if not cancelled and not failed and not running:
         return f"batch {batch_id} is cancelled and none of its jobs failed or was cancelled: there is nothing to retry"
-    what = " and ".join(f"{n:,} {state}" for n, state in ((cancelled, "cancelled"), (failed, "failed")) if n)
+    what = ", ".join(f"{n:,} {state}" for n, state in ((cancelled, "cancelled"), (failed, "failed"),
+                                                        (running, "still running, ending after its call")) if n)
     return (f"batch {batch_id} is cancelled, so its jobs do not run again ({what}); to run them, submit their "
             f"records from your input file as a new batch (`tierq results {batch_id}` gives each job's id and "
             "status)")
