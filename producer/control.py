@@ -58,10 +58,9 @@ def _keeps_no_text(conn: Connection, batch_id: uuid.UUID) -> bool:
 def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> CancelResult:
     """Cancel the batch's waiting jobs; safe to repeat. A private batch's prompts leave Redis at once."""
     with engine.begin() as conn:
-        # NO KEY UPDATE, not UPDATE: the flag is not a key, and a worker inserting a row that references the
-        # batch (a cost row's foreign key takes KEY SHARE) while holding one of its jobs must not wait on this
-        # lock while the cancel below waits on that job (a deadlock, seen once in a test run).
-        already = _is_cancelled(conn, batch_id, "FOR NO KEY UPDATE")
+        # FOR UPDATE, not NO KEY UPDATE: it must wait for a submit still copying jobs in (their foreign key
+        # holds KEY SHARE on the batch row), or those jobs would commit pending in a cancelled batch.
+        already = _is_cancelled(conn, batch_id, "FOR UPDATE")
         moved = lifecycle.cancel_batch(conn, batch_id)
         if moved is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
             return CancelResult(batch_id, 0, 0, finished=True)
