@@ -85,6 +85,8 @@ class WorkerConfig(_Strict):
                                   "cannot be reached fail")
     budget_wait_s: float = Field(default=600.0, gt=0, description="jobs held this long for budget that calls "
                                  "in flight hold fail")
+    rate_limit_wait_s: float = Field(default=1800.0, gt=0, description="jobs held this long for a provider's "
+                                     "429 with a long Retry-After go on to the next tier (fail at the last)")
     breaker_failures: int = Field(default=5, ge=1, description="connection failures within breaker_window_s "
                                   "that open a provider's breaker")
     breaker_window_s: float = Field(default=10.0, gt=0)

@@ -138,7 +138,8 @@ async def _try_model(
             # model answers it first. Asking sooner would be refused again, and escalating would pay a
             # dearer tier for a wait.
             wait = record.retry_after or 0.0
-            result.hold = Hold(HoldKind.RATE_LIMIT, wait, f"rate limit: {name} asked to wait {wait:g} s (HTTP 429)")
+            result.hold = Hold(HoldKind.PROVIDER_LIMIT, wait,
+                               f"rate limit: {name} asked to wait {wait:g} s (HTTP 429)")
             return _Next.MODEL
         if retry < tier.max_retries:
             await asyncio.sleep(backoff_s(tier, retry, record.retry_after))

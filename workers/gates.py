@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 class HoldKind(StrEnum):
     """What a held job waits for."""
 
-    RATE_LIMIT = "rate_limit"
+    RATE_LIMIT = "rate_limit"  # tierq's own schedule: a slot is always given in time
+    PROVIDER_LIMIT = "provider_limit"  # the provider's 429 asked for a longer wait than a task spends
     BUDGET = "budget"
     OUTAGE = "outage"
 

@@ -67,7 +67,7 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
                 out.answers.append((job.id, answer.content or "", answer.model, calls))
                 _fill(out, job, answer, tier.name)
         elif result.hold is not None:
-            _sort_held(ctx, out, job, result, calls, now)
+            _sort_held(ctx, out, tier, job, result, calls, now)
         elif result.final or _pointless(ctx, tier, result):
             out.stopped.append((job.id, result.reason or "stopped", calls))
         elif result.jump_to is not None:
@@ -120,7 +120,8 @@ def _held_for(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: date
     assert result.hold is not None
     waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
     return waited, {HoldKind.OUTAGE: ctx.config.worker.outage_limit_s,
-                    HoldKind.BUDGET: ctx.config.worker.budget_wait_s}.get(result.hold.kind)
+                    HoldKind.BUDGET: ctx.config.worker.budget_wait_s,
+                    HoldKind.PROVIDER_LIMIT: ctx.config.worker.rate_limit_wait_s}.get(result.hold.kind)
 
 
 def _waited_too_long(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: datetime) -> bool:
@@ -130,12 +131,16 @@ def _waited_too_long(ctx: WorkerContext, job: ClaimedJob, result: TierResult, no
     return limit is not None and waited > limit
 
 
-def _sort_held(ctx: WorkerContext, out: Outcome, job: ClaimedJob, result: TierResult, calls: int,
-               now: datetime) -> None:
+def _sort_held(ctx: WorkerContext, out: Outcome, tier: TierConfig, job: ClaimedJob, result: TierResult,
+               calls: int, now: datetime) -> None:
     assert result.hold is not None
     waited, limit = _held_for(ctx, job, result, now)
     if limit is not None and waited > limit:
-        out.stopped.append((job.id, f"{result.hold.reason}; held {waited:.0f} s, longer than {limit:.0f} s", calls))
+        why = f"{result.hold.reason}; held {waited:.0f} s, longer than {limit:.0f} s"
+        if result.hold.kind is HoldKind.PROVIDER_LIMIT:  # the tier's provider keeps refusing: the next tier may not
+            out.misses.append((job.id, f"{tier.name}: {why}", calls))
+        else:
+            out.stopped.append((job.id, why, calls))
     else:
         out.held.append((job.id, result.hold.reason, calls))
         out.hold_after_s = max(out.hold_after_s, result.hold.after_s)

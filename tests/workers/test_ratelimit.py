@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,13 @@ def _in_window(times: list[float], start: float) -> int:
 
 def test_a_429_asking_for_a_longer_wait_holds_the_job_at_its_tier_rather_than_escalating(clean: Stack) -> None:
     hot = clean.config.tier("hot")
-    refused = {"error_429_rate": 1.0, "retry_after_s": hot.retry_max_s + 2}  # longer than a task waits between tries
-    clean.simulate({"models": {name: refused for name in hot.models}})
+    # Longer than a task waits between tries, and long enough that the job is still on its queue when the
+    # test lifts the limit, however slowly a loaded machine gets there.
+    _refuse(clean, hot.models, hot.retry_max_s + 10)
     with clean.client() as tq:
         batch = tq.submit([{"id": "j", "prompt": "Where is my parcel? I ordered it on Monday."}],
                           BatchOptions(force_tier="hot"))
-        deadline = time.monotonic() + 30
-        while _holds(clean, batch.batch_id) == 0:
-            assert time.monotonic() < deadline, "the job was never held"
-            time.sleep(0.1)
+        _wait_for_hold(clean, batch.batch_id)
         asked = clean.sim_stats()["requests"]
         clean.simulate({})  # the provider's limit lifts while the job waits on its queue
         clean.wait(tq, batch.batch_id)
@@ -105,6 +104,37 @@ def test_a_429_asking_for_a_longer_wait_holds_the_job_at_its_tier_rather_than_es
     assert result["status"] == "succeeded" and result["tier"] == "hot"
     assert [a["outcome"] for a in result["attempts"]] == ["rate_limited"] * len(hot.models) + ["ok"]
     assert {a["tier"] for a in result["attempts"]} == {"hot"}
+
+
+def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_after_rate_limit_wait_s(
+        clean: Stack) -> None:
+    hot = clean.config.tier("hot")
+    _refuse(clean, hot.models, hot.retry_max_s + 1)  # a used-up quota: every call refused, come back later
+    with clean.client() as tq:
+        batch = tq.submit([{"id": "j", "prompt": "Where is my parcel? I ordered it on Monday."}],
+                          BatchOptions(force_tier="hot"))
+        _wait_for_hold(clean, batch.batch_id)
+        past = clean.config.worker.rate_limit_wait_s + 60
+        with clean.engine.begin() as conn:  # as if it had been held that long
+            conn.execute(text("UPDATE jobs SET held_since = now() - make_interval(secs => :s) WHERE batch_id = :b"),
+                         {"s": past, "b": batch.batch_id})
+        clean.wait(tq, batch.batch_id)
+        (result,) = tq.results(batch.batch_id)
+    assert result["status"] == "succeeded" and result["tier"] == clean.config.next_tier("hot")
+    tiers = [a["tier"] for a in result["attempts"]]
+    assert tiers == ["hot"] * (2 * len(hot.models)) + [result["tier"]]  # held once, refused again, then on
+    assert all(a["outcome"] == "rate_limited" for a in result["attempts"][:-1])
+
+
+def _refuse(stack: Stack, models: Sequence[str], retry_after_s: float) -> None:
+    stack.simulate({"models": {name: {"error_429_rate": 1.0, "retry_after_s": retry_after_s} for name in models}})
+
+
+def _wait_for_hold(stack: Stack, batch: uuid.UUID) -> None:
+    deadline = time.monotonic() + 60
+    while _holds(stack, batch) == 0:
+        assert time.monotonic() < deadline, "the job was never held"
+        time.sleep(0.1)
 
 
 def _holds(stack: Stack, batch: uuid.UUID) -> int:
@@ -118,15 +148,15 @@ def test_a_429_pauses_a_model_without_limits_in_the_worker_that_got_it(redis_dbs
     async def scenario() -> tuple[Admission, Admission, Admission, Admission]:
         client = aioredis.Redis.from_url(redis_dbs.url(4))
         try:
-            near, far = RateLimiter(client, config, 5.0), RateLimiter(client, config, 0.5)
+            near, far = RateLimiter(client, config, 60.0), RateLimiter(client, config, 5.0)
             for limiter in (near, far):
-                await limiter.pause("sim-nano", 0.8)
+                await limiter.pause("sim-nano", 30.0)
             return (await near.admit("sim-nano", 10), await far.admit("sim-nano", 10),
-                    await near.admit("sim-mini", 10), await RateLimiter(client, config, 5.0).admit("sim-nano", 10))
+                    await near.admit("sim-mini", 10), await RateLimiter(client, config, 60.0).admit("sim-nano", 10))
         finally:
             await client.aclose()
 
     within, beyond, other, elsewhere = asyncio.run(scenario())
-    assert within.granted and 0.7 <= within.delay_s <= 0.81
-    assert not beyond.granted and beyond.delay_s >= 0.7
+    assert within.granted and 20 <= within.delay_s <= 30  # a slot after the pause, within the 60 s horizon
+    assert not beyond.granted and beyond.delay_s >= 20  # beyond the 5 s horizon: come back later
     assert other == elsewhere == Admission(True, 0.0)  # another model, and another worker process, are not held
