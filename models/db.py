@@ -72,4 +72,4 @@ def connect(url: str) -> pq.Connection | psycopg.Connection[Any]:
         return conn
     import psycopg
 
-    return psycopg.connect(libpq_url(url))
+    return psycopg.connect(libpq_url(url), **connect_args(url))

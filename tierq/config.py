@@ -291,7 +291,8 @@ def _describe(source: str, err: Any) -> str:
         return f"{source}: [{where.rsplit('.', 1)[0]}] is missing {err['loc'][-1]!r}; add it"
     if err["type"] == "extra_forbidden" and top and isinstance(err.get("input"), (dict, list)):
         written = _table(where, err["input"])
-        close = difflib.get_close_matches(where, list(Config.model_fields), n=1, cutoff=0.6)
+        tables = [name for name in Config.model_fields if name != "source"]  # source: the file's path, not a table
+        close = difflib.get_close_matches(where, tables, n=1, cutoff=0.6)
         fix = (f"did you mean {written.replace(where, close[0])}?" if close else "remove it or check its spelling")
         return f"{source}: unknown table {written}; {fix}"
     if err["type"] == "extra_forbidden":

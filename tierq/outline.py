@@ -46,7 +46,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"{path}: a directory, not a TOML file; set TIERQ_CONFIG to the TOML file itself") from None
     except OSError as exc:  # no permission, an I/O error
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); make it readable by this user, or set "
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{path}: cannot read it ({why}); make it readable by this user, or set "
                           "TIERQ_CONFIG to a TOML file it can read") from None
     try:
         text = data.decode("utf-8")

@@ -322,10 +322,12 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
         outbox.clear()
         with ctx.engine.connect() as conn:
             lifecycle.resend(conn, outbox, [job.id for job in jobs], lease.message)
-    ctx.publish(outbox)
+    try:
+        ctx.publish(outbox)
+    finally:  # a broker that is down (Redis, the cache's server too, say) still lets the cache be tidied
+        _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled) | {c.job_id for c, _ in out.settled})
     if out.held:
         log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])
-    _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled) | {c.job_id for c, _ in out.settled})
     escalated = (len(out.misses) if next_tier is not None else 0) + sum(map(len, out.jumps.values()))
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
