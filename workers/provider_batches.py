@@ -210,6 +210,22 @@ def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jo
         done.append(job)
     if done:
         tier_work.finish(done, results, lease)
+    _delete_files(ctx, found)
+
+
+def _delete_files(ctx: WorkerContext, found: ProviderBatch) -> None:
+    """Delete the provider's copies of an ended batch's requests and answers once its lines are recorded:
+    they hold the prompts and answers (a `--no-store-text` batch's too), and a provider keeps a file until
+    it is deleted. One it does not have any more (a delivery that did this already) is fine."""
+    client = ctx.client.provider_client(found.provider)
+    for file_id in dict.fromkeys(f for f in (found.input_file_id, found.output_file_id, found.error_file_id) if f):
+        try:
+            ctx.loop.run(client.files.delete(file_id))
+        except openai.NotFoundError:
+            continue
+        except openai.APIError as exc:
+            log.warning("provider file %s of batch %s not deleted (%s); it holds the batch's texts: delete it at "
+                        "the provider", file_id, found.provider_batch_id, _brief(exc))
 
 
 def _brief(exc: openai.APIError) -> str:
@@ -475,6 +491,8 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
                     "is not billed", batch_id, _brief(exc))
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
+    if status in ENDED_STATUSES:
+        _delete_files(ctx, found)
 
 
 def _transient(exc: openai.APIStatusError) -> bool:

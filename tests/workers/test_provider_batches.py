@@ -73,7 +73,8 @@ def calls(stack: Stack, batch: uuid.UUID) -> list[Any]:
 def provider_batches(stack: Stack, batch: uuid.UUID) -> list[Any]:
     with stack.engine.connect() as conn:
         return list(conn.execute(text(
-            "SELECT state, provider_status, provider_batch_id, request_counts, request_bytes, "
+            "SELECT state, provider_status, provider_batch_id, request_counts, request_bytes, input_file_id, "
+            "output_file_id, "
             "(SELECT count(*) FROM jsonb_object_keys(requests)) AS requests FROM provider_batches "
             "WHERE batch_id = :b ORDER BY created_at"), {"b": batch}).all())
 
@@ -109,6 +110,10 @@ def test_2000_jobs_through_a_batch_mode_tier_end_once_at_batch_prices(clean: Sta
     assert {(p.state, p.provider_status) for p in opened} == {("ended", "completed")}
     assert all(p.request_counts["total"] <= most for p in opened) and len(opened) >= jobs // most
     assert sum(p.request_counts["completed"] for p in opened) == jobs
+    sdk = openai.OpenAI(base_url=clean.sim.base_url, api_key="sk-test", max_retries=0)
+    for file_id in [p.input_file_id for p in opened] + [p.output_file_id for p in opened]:
+        with pytest.raises(openai.NotFoundError):  # the provider's copies of the texts are gone once recorded
+            sdk.files.retrieve(file_id)
     paid = sum((r.cost_usd for r in rows), Decimal(0))
     assert Decimal(report["totals"]["cost_usd"]) == paid
     api = report["batch_api"]  # the list price is twice the batch price, and linear in the tokens
