@@ -71,7 +71,7 @@ BUDGET_FAILED = "SELECT count(*) FROM jobs j WHERE {j} AND j.status = 'failed' A
 LATENCY = """
 SELECT c.model, percentile_disc(0.5) WITHIN GROUP (ORDER BY c.latency_ms),
        percentile_disc(0.95) WITHIN GROUP (ORDER BY c.latency_ms)
-FROM calls c WHERE {c} AND c.outcome <> 'cache_hit' GROUP BY c.model
+FROM calls c WHERE {c} AND c.outcome <> 'cache_hit' AND NOT c.via_batch GROUP BY c.model
 """
 
 # Each job's kept call: its answer, else its last call that reported tokens. Cached prompt tokens are

@@ -119,6 +119,8 @@ def test_2000_jobs_through_a_batch_mode_tier_end_once_at_batch_prices(clean: Sta
     api = report["batch_api"]  # the list price is twice the batch price, and linear in the tokens
     assert (api["calls"], Decimal(api["cost_usd"]), Decimal(api["list_cost_usd"])) == (jobs, paid, 2 * paid)
     assert Decimal(api["saved_usd"]) == paid and Decimal(api["interactive_cost_usd"]) == 0
+    by_model = {m["model"]: m for m in report["by_model"]}  # a batch line has no latency of its own
+    assert (by_model["sim-mid"]["latency_ms_p50"], by_model["sim-mid"]["latency_ms_p95"]) == (None, None)
 
 
 @pytest.mark.slow
