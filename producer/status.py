@@ -146,7 +146,7 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
         status.escalations += int(esc or 0)
     status.calls, status.cache_hits, status.cost_usd = rows(conn, _CALLS, params)[0]
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
-    status.warnings = model_warnings(rows(conn, _OUTCOMES, params))
+    status.warnings = model_warnings(rows(conn, _OUTCOMES, params)) + refused_warnings(rows(conn, _REFUSED, params)[0])
     status.held, held_s, status.held_reason = rows(conn, _HELD, params)[0]
     if status.count(JobStatus.FAILED):
         status.failed_reason = rows(conn, _FAILED_REASON, params)[0][0]
@@ -181,6 +181,23 @@ FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "ra
 WARN_MIN_CALLS = 20
 WARN_SHARE = 0.1
 WARN_ALL_FAILED = 3  # this many calls, every one failed: a model that does not work at all, however few
+
+
+# Provider batches of this batch that the provider refused (the file or the batch): their requests went to
+# the tier's batch_fallback, at list price.
+_REFUSED = ("SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0), "
+            "min(provider_status) FROM provider_batches WHERE batch_id = :id AND state = 'ended' "
+            "AND provider_status LIKE 'refused:%'")
+
+
+def refused_warnings(row: Sequence[Any]) -> list[str]:
+    """A line when the provider refused provider batches of the batch, from (batches, requests, a status)."""
+    batches, requests, why = row
+    if not batches:
+        return []
+    what = "a provider batch" if batches == 1 else f"{batches:,} provider batches"
+    return [f"the provider refused {what} ({str(why).removeprefix('refused: ')}...; the workers' log has the whole "
+            f"reason): its {int(requests):,} jobs went to the tier's batch_fallback, not at the batch price"]
 
 
 def model_warnings(counts: Sequence[Any]) -> list[str]:
@@ -230,7 +247,10 @@ def _pace(status: BatchStatus, row: Any) -> None:
 PROVIDER_BATCHES = """
 SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0),
        coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0),
-       count(*) FILTER (WHERE state = 'collecting')
+       count(*) FILTER (WHERE state = 'collecting'),
+       count(*) FILTER (WHERE state = 'creating' AND provider_batch_id IS NULL),
+       coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE state = 'creating'
+                                                                  AND provider_batch_id IS NULL)), 0)
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 
@@ -238,8 +258,8 @@ FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, int]:
     """The batch's provider batches still open (`filling`: of them, files not sent yet), and their requests
     ({} when there is none)."""
-    batches, requests, completed, failed, filling = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+    batches, requests, completed, failed, filling, unsent, unsent_s = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
     if not batches:
         return {}
     return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
-            "filling": int(filling)}
+            "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s)}

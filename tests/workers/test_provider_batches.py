@@ -393,3 +393,31 @@ def test_a_follower_from_a_batch_without_deadline_does_not_wait_for_a_leader_in_
         assert [p.provider_status for p in provider_batches(clean, slow)] == ["in_progress"]
         tq.cancel(slow)
     assert {(r.tier, r.via_batch) for r in calls(clean, fast)} == {("warm", False)}
+
+
+def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_it_refused_one(
+        clean: Stack, tmp_path: Path) -> None:
+    # warm: the provider (like OpenAI) refuses a 48 h completion window; cold: a batch tier whose provider
+    # answers every Batch API request with HTTP 500 until the test lifts it.
+    tiers = {"warm": {**BATCH_TIER["warm"], "batch_window": "48h"}, "cold": BATCH_TIER["warm"]}
+    clean.simulate({"batch_api_error_500_rate": 1.0})
+    with deployed(clean, tmp_path, tiers) as (dep, tq):
+        dep.start("classify,hot,warm,cold", "all")
+        refused = tq.submit(records(3), BatchOptions(force_tier="warm", use_cache=False)).batch_id
+        failing = tq.submit(records(3), BatchOptions(force_tier="cold", use_cache=False)).batch_id
+        wait_until(lambda: [p.state for p in provider_batches(clean, failing)] == ["creating"], 60,
+                   lambda: provider_batches(clean, failing))
+        with clean.engine.begin() as conn:  # as if the provider had been failing for five minutes
+            conn.execute(text("UPDATE provider_batches SET updated_at = now() - interval '5 minutes' "
+                              "WHERE batch_id = :b"), {"b": failing})
+        unsent = tq.status(failing)
+        clean.simulate({})
+        wait_final(clean, refused, 3, 60)
+        wait_final(clean, failing, 3, 60)
+        done = tq.status(refused)
+    assert (unsent.provider_batches["unsent"], unsent.provider_batches["unsent_s"] >= 300) == (1, True)
+    assert any("1 not accepted by the provider yet, trying for 5m" in line for line in status_lines(unsent)), \
+        status_lines(unsent)
+    (warning,) = [w for w in done.warnings if "refused" in w]
+    assert warning.startswith("the provider refused a provider batch (HTTP 400") and "its 3 jobs" in warning
+    assert {r.via_batch for r in calls(clean, refused)} == {False}  # answered at list price, as it says
