@@ -311,6 +311,9 @@ def test_labelled_files_as_pandas_writes_them_and_bad_ones_named(tmp_path: Path,
     with pytest.raises(InputError, match=r"lines.csv: no column 'mixtral' \(columns: prompt, cheap, strong\); name "
                                          r"the column of that model's verdicts with --cheap$"):
         read([tmp_path / "lines.csv"], "mixtral", "strong", price, price)
+    with pytest.raises(InputError, match=r"^--cheap and --strong both name the column 'cheap'; name the cheap "
+                                         r"model's column and the strong model's$"):
+        read([tmp_path / "lines.csv"], "cheap", "cheap", price, price)
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match=r"empty.csv: empty, not even a header row"):
         read([tmp_path / "empty.csv"], "cheap", "strong", price, price)

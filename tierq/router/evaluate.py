@@ -77,6 +77,9 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
          warn: Callable[[str], None] | None = None) -> Labelled:
     """Read labelled files; InputError naming the file, line and column on bad input. `warn` hears, in one
     line, about rows left out for want of a verdict."""
+    if cheap == strong:
+        raise InputError(f"--cheap and --strong both name the column {cheap!r}; name the cheap model's column and "
+                         "the strong model's")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     data = Labelled([], [], [], [], [], [])
     for path in paths:
