@@ -57,6 +57,10 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
     live = Live(sys.stderr)
     progress = SubmitProgress(live)
     with Tierq() as tq, _rejects_file(rejects) as on_reject:
+        if options.budget_usd is not None and any(t.uses_batch_api(options.deadline_s) for t in tq.config.tiers):
+            click.echo("note: a batch with --budget-usd does not use the providers' Batch APIs (a budget reserves "
+                       "each call's worst case just before it is made), so its calls are at list price; leave out "
+                       "--budget-usd for the batch price", err=True)
         try:
             result = tq.submit(source, options, read=read, progress=progress, on_reject=on_reject, every=2000)
         except SubmitInterrupted as stop:

@@ -37,6 +37,7 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
         budget, use_cache = conn.execute(text("SELECT budget_usd, use_cache FROM batches WHERE id = :b"),
                                          {"b": batch}).one()
     assert budget == Decimal("0.25") and use_cache is False
+    assert "Batch API" not in uncached.stderr  # no deadline: no tier would have used one
     assert clean.sim_stats()["requests"] == 4  # one for the first batch, three for the uncached one
 
     cleared = json.loads(tierq(clean, "cache", "clear", "--tenant", "globex", "--json").stdout)
@@ -57,6 +58,11 @@ def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_
     with clean.engine.connect() as conn:
         params = conn.execute(text("SELECT params FROM batches WHERE id = :b"), {"b": batch}).scalar_one()
     assert submitted + 1.5 * 86400 <= params["_tierq"]["deadline_at"] <= time.time() + 1.5 * 86400  # when it falls
+    assert "Batch API" not in done.stderr
+    budgeted = tierq(clean, "submit", str(source), "--deadline", "1.5d", "--budget-usd", "1")
+    assert budgeted.returncode == 0, budgeted.stderr
+    assert budgeted.stderr.startswith("note: a batch with --budget-usd does not use the providers' Batch APIs "), \
+        budgeted.stderr
     for value, problem in (("24", "is not a duration; use a number and a unit, e.g. 24h"),
                            ("soon", "is not a duration"), ("-2h", "must be a positive duration")):
         bad = tierq(clean, "submit", str(source), "--deadline", value)
