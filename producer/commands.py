@@ -57,7 +57,9 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
     live = Live(sys.stderr)
     progress = SubmitProgress(live)
     with Tierq() as tq, _rejects_file(rejects) as on_reject:
-        if options.budget_usd is not None and any(t.uses_batch_api(options.deadline_s) for t in tq.config.tiers):
+        lowest = options.force_tier or options.min_tier  # jobs start there or above, and escalate upwards
+        reachable = tq.config.tiers[tq.config.tier_index(lowest) if lowest in tq.config.tier_names else 0:]
+        if options.budget_usd is not None and any(t.uses_batch_api(options.deadline_s) for t in reachable):
             click.echo("note: a batch with --budget-usd does not use the providers' Batch APIs (a budget reserves "
                        "each call's worst case just before it is made), so its calls are at list price; leave out "
                        "--budget-usd for the batch price", err=True)

@@ -197,7 +197,8 @@ def refused_warnings(row: Sequence[Any]) -> list[str]:
         return []
     what = "a provider batch" if batches == 1 else f"{batches:,} provider batches"
     return [f"the provider refused {what} ({str(why).removeprefix('refused: ')}...; the workers' log has the whole "
-            f"reason): its {int(requests):,} jobs went to the tier's batch_fallback, not at the batch price"]
+            f"reason): its {int(requests):,} requests went to the tier's batch_fallback (called directly at list "
+            "price, or the next tier)"]
 
 
 def model_warnings(counts: Sequence[Any]) -> list[str]:
@@ -243,14 +244,19 @@ def _pace(status: BatchStatus, row: Any) -> None:
         status.eta_s = status.pending / status.rate_per_s
 
 
+# A provider batch a worker began to send (its upload or creation) a minute ago or more, which the provider
+# has not accepted since: a worker tries again every batch_poll_s, and its log says what the provider answers.
+UNSENT_AFTER_S = 60
+UNSENT = (f"state = 'creating' AND provider_batch_id IS NULL AND provider_status = 'sending' "
+          f"AND updated_at < now() - interval '{UNSENT_AFTER_S} seconds'")
+
 # Open provider batches of a batch, with the provider's request counts as last polled (models.provider_batch).
-PROVIDER_BATCHES = """
+PROVIDER_BATCHES = f"""
 SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0),
        coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0),
        count(*) FILTER (WHERE state = 'collecting'),
-       count(*) FILTER (WHERE state = 'creating' AND provider_batch_id IS NULL),
-       coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE state = 'creating'
-                                                                  AND provider_batch_id IS NULL)), 0)
+       count(*) FILTER (WHERE {UNSENT}),
+       coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE {UNSENT})), 0)
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 

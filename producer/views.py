@@ -13,7 +13,6 @@ from tierq.money import dollars
 if TYPE_CHECKING:  # the bill's queries (and SQLAlchemy) load only for `tierq report`
     from producer.bill.build import Bill
 
-UNSENT_NOTICE_S = 60  # a provider batch not accepted after this long is shown as such
 STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")
 
 
@@ -80,7 +79,7 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     if status.provider_batches:
         pb = status.provider_batches
         filling = f"{pb['filling']:,} still filling; " if pb.get("filling") else ""
-        if pb.get("unsent_s", 0) >= UNSENT_NOTICE_S:  # creating one takes seconds: this one meets errors
+        if pb.get("unsent"):
             filling += (f"{pb['unsent']:,} not accepted by the provider yet, trying for {duration(pb['unsent_s'])}: "
                         "the workers' log says why; ")
         lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "

@@ -322,10 +322,18 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
         outbox.clear()
         with ctx.engine.connect() as conn:
             lifecycle.resend(conn, outbox, [job.id for job in jobs], lease.message)
+    ended = final_ids | set(cancelled) | {c.job_id for c, _ in out.settled}
     try:
         ctx.publish(outbox)
-    finally:  # a broker that is down (Redis, the cache's server too, say) still lets the cache be tidied
-        _after_commit(ctx, jobs, out, failed_leaders, final_ids | set(cancelled) | {c.job_id for c, _ in out.settled})
+    except BaseException:
+        # A broker that is down (Redis, the cache's server too, say) still lets the cache be tidied; the
+        # publish error is the one the task reports (and is retried for), whatever the tidying meets.
+        try:
+            _after_commit(ctx, jobs, out, failed_leaders, ended)
+        except Exception:
+            log.exception("tidying the cache after a failed publish failed too")
+        raise
+    _after_commit(ctx, jobs, out, failed_leaders, ended)
     if out.held:
         log.info("%d jobs held at %s for %.1f s: %s", len(out.held), tier.name, countdown, out.held[0][1])
     escalated = (len(out.misses) if next_tier is not None else 0) + sum(map(len, out.jumps.values()))

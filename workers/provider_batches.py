@@ -111,6 +111,10 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
     if not jobs:
         if busy is None and found is not None and found.state != pb.ENDED:
             _abandon(ctx, found)
+        elif busy is None and found is not None and not _still_open(ctx, found):
+            # Its jobs are final: a delivery that finished them and stopped before deleting the files (a
+            # failed publish, a crash) left them at the provider. Deleting again costs a 404 at most.
+            _delete_files(ctx, found)
         return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
         jobs = tier_work.prepare(jobs, lease)
@@ -210,7 +214,18 @@ def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jo
         done.append(job)
     if done:
         tier_work.finish(done, results, lease)
-    _delete_files(ctx, found)
+    if not _still_open(ctx, found):
+        _delete_files(ctx, found)
+
+
+def _still_open(ctx: WorkerContext, found: ProviderBatch) -> bool:
+    """Whether a job of the provider batch is still under its message and not final (another delivery took
+    it over, say): that delivery reads the files again, and deletes them once it is done. A job the batch
+    handed on (escalated, held, answered interactively) is under another message."""
+    with ctx.engine.connect() as conn:
+        return bool(conn.execute(text("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ANY(:ids) AND handoff = :m "
+                                      "AND status IN ('queued', 'running'))"),
+                                 {"ids": sorted(found.requests.values()), "m": found.message_id}).scalar_one())
 
 
 def _delete_files(ctx: WorkerContext, found: ProviderBatch) -> None:
@@ -451,6 +466,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
     with ctx.engine.connect() as conn:
         if pb.waiting(conn, found.message_id):
             return  # claimed by another delivery right now
+    billed = False
     status = found.provider_status
     batch_id = found.provider_batch_id
     client = ctx.client.provider_client(found.provider)
@@ -481,6 +497,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
                         "billed", batch_id, status)
         elif batch_id is not None and (found.output_file_id or found.error_file_id):
             _bill_moved_on(ctx, found, _file_lines(ctx, found), set())
+            billed = True
     except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
         if not _overdue(ctx, found):
             log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(exc))
@@ -491,7 +508,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
                     "is not billed", batch_id, _brief(exc))
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
-    if status in ENDED_STATUSES:
+    if billed or not (found.output_file_id or found.error_file_id):  # never the only copy of unbilled lines
         _delete_files(ctx, found)
 
 

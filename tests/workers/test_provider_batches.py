@@ -214,7 +214,8 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
                lambda: provider_batches(clean, batch))
     status = tq.status(batch)
-    assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0}
+    assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0,
+                                       "unsent": 0, "unsent_s": 0}
     assert status.eta_s is None  # the provider batch's window, not the recent rate, says when these end
     assert any(line.startswith("  in provider batches: 10 jobs in 1") for line in status_lines(status))
     collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
@@ -405,8 +406,10 @@ def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_
         dep.start("classify,hot,warm,cold", "all")
         refused = tq.submit(records(3), BatchOptions(force_tier="warm", use_cache=False)).batch_id
         failing = tq.submit(records(3), BatchOptions(force_tier="cold", use_cache=False)).batch_id
-        wait_until(lambda: [p.state for p in provider_batches(clean, failing)] == ["creating"], 60,
-                   lambda: provider_batches(clean, failing))
+        # A worker began sending it (the row says "sending" from before the upload on) and met the errors.
+        wait_until(lambda: [(p.state, p.provider_status) for p in provider_batches(clean, failing)] ==
+                   [("creating", "sending")], 60, lambda: provider_batches(clean, failing))
+        assert tq.status(failing).provider_batches["unsent"] == 0  # not a minute yet
         with clean.engine.begin() as conn:  # as if the provider had been failing for five minutes
             conn.execute(text("UPDATE provider_batches SET updated_at = now() - interval '5 minutes' "
                               "WHERE batch_id = :b"), {"b": failing})
@@ -419,5 +422,5 @@ def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_
     assert any("1 not accepted by the provider yet, trying for 5m" in line for line in status_lines(unsent)), \
         status_lines(unsent)
     (warning,) = [w for w in done.warnings if "refused" in w]
-    assert warning.startswith("the provider refused a provider batch (HTTP 400") and "its 3 jobs" in warning
+    assert warning.startswith("the provider refused a provider batch (HTTP 400") and "its 3 requests" in warning
     assert {r.via_batch for r in calls(clean, refused)} == {False}  # answered at list price, as it says
