@@ -363,6 +363,16 @@ def test_a_delivery_that_died_after_creating_its_provider_batch_is_not_sent_agai
         tq.publisher.publish([tier_message("warm", [job_id for job_id, _ in jobs], batch, message)])
         wait_final(clean, batch, 4, 60)
         assert Counter(r["status"] for r in tq.results(batch)) == {"succeeded": 4}
+        with pytest.raises(openai.NotFoundError):  # the provider's copy of the prompts went with the batch
+            sdk.files.retrieve(uploaded.id)
+        # A delivery that finished the jobs and stopped before deleting left a file: the message coming back
+        # (a redelivery) finds every job final and deletes it.
+        left = sdk.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
+        with clean.engine.begin() as conn:
+            conn.execute(text("UPDATE provider_batches SET input_file_id = :f WHERE message_id = :m"),
+                         {"f": left.id, "m": message})
+        tq.publisher.publish([tier_message("warm", [job_id for job_id, _ in jobs], batch, message)])
+        wait_until(lambda: left.id not in {f.id for f in sdk.files.list()}, 30, lambda: left.id)
     assert [p.provider_batch_id for p in provider_batches(clean, batch)] == [created.id]
     seen = clean.sim_stats()["batch"]["seen"]
     assert list(seen) == [created.id] and all(n == 1 for n in seen[created.id].values())
