@@ -66,6 +66,9 @@ def batch_request(line_no: int, obj: dict[str, Any]) -> Record | Rejection:
 
 def _request_problem(obj: dict[str, Any]) -> tuple[str, RejectKind] | None:
     url = obj.get("url")
+    if url is None and "body" not in obj and ("response" in obj or "error" in obj):
+        return ('an output line of a Batch API run (it has "response" or "error", no "url" and "body"), not a '
+                "request; submit the input file the requests came from", RejectKind.INVALID)
     if url not in CHAT_URLS:
         return (f'url {url!r} is not chat completions; tierq runs only "/v1/chat/completions" requests',
                 RejectKind.UNSUPPORTED_URL)

@@ -164,6 +164,7 @@ def test_openai_batch_bad_lines() -> None:
         batch_line("tools", tools=[{"type": "function"}]),
         json.dumps({"custom_id": "empty", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}}),
         "[1]",
+        json.dumps({"id": "batch_req_1", "custom_id": "out", "response": {"status_code": 200}, "error": None}),
     ]
     fmt, items = read("\n".join(lines).encode(), fmt="openai")
     assert fmt == "openai"
@@ -190,6 +191,8 @@ def test_openai_batch_bad_lines() -> None:
         ),
         ("empty_prompt", 'line 10: field "body.messages" must be a non-empty list'),
         ("not_object", "line 11: the record is a JSON list, not an object"),
+        ("invalid", 'line 12: an output line of a Batch API run (it has "response" or "error", no "url" and "body"), '
+                    "not a request; submit the input file the requests came from"),
     ]
 
 
