@@ -37,29 +37,27 @@ REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError)
 def with_redis_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "Redis write") -> T:
     """Run `work` until Redis answers it or `deadline_s` passes (then its error propagates), for steps that
     must happen before paid calls are recorded; other errors propagate at once."""
-    started = time.monotonic()
-    delay = 0.5
-    while True:
-        try:
-            return work()
-        except REDIS_OUTAGE as exc:
-            if time.monotonic() - started > deadline_s:
-                raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
-        time.sleep(delay * random.uniform(0.5, 1.0))
-        delay = min(delay * 2, 10.0)
+    return _retried(work, lambda exc: isinstance(exc, REDIS_OUTAGE), lambda exc: type(exc).__name__, deadline_s, what)
 
 
 def with_db_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "database write") -> T:
     """Run `work` (one transaction) until it succeeds or `deadline_s` passes; other errors propagate."""
+    return _retried(work, lambda exc: isinstance(exc, DBAPIError) and is_disconnect(exc),
+                    lambda exc: type(getattr(exc, "orig", exc)).__name__, deadline_s, what)
+
+
+def _retried(work: Callable[[], T], outage: Callable[[Exception], bool], name: Callable[[Exception], str],
+             deadline_s: float, what: str) -> T:
+    """`work` again, backing off (0.5 s doubling to 10 s, with jitter), while it fails with an `outage` error
+    and `deadline_s` has not passed."""
     started = time.monotonic()
     delay = 0.5
     while True:
         try:
             return work()
-        except DBAPIError as exc:
-            if not is_disconnect(exc) or time.monotonic() - started > deadline_s:
+        except Exception as exc:
+            if not outage(exc) or time.monotonic() - started > deadline_s:
                 raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc.orig).__name__, delay)
+            log.warning("%s failed (%s); retrying in %.1f s", what, name(exc), delay)
         time.sleep(delay * random.uniform(0.5, 1.0))
         delay = min(delay * 2, 10.0)
