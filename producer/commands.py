@@ -163,8 +163,9 @@ class _Shown:
 
 
 def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int:
-    """Print the batch's status once, or refresh it until the batch is done (JSON: one line per refresh;
-    a pipe gets a line whenever the status changes, then the whole block at the end)."""
+    """Print the batch's status once (exit code 0), or refresh it until the batch is done (JSON: one line per
+    refresh; a pipe gets a line whenever the status changes, then the whole block at the end) and end as
+    `submit --wait` does: its last line and exit code."""
     with Tierq() as tq:
         show = _Shown(sys.stdout, tq.outline.tier_names)
         try:
@@ -176,8 +177,12 @@ def watch_status(batch: str, as_json: bool, watch: bool, interval: float) -> int
                     show.final(status)
                 else:
                     show(status)
-                if not watch or status.done:
+                if not watch:
                     return 0
+                if status.done:  # watched to its end: ends as `submit --wait` does, so `&& next-step` can rely on it
+                    line, code = waited_outcome(status)
+                    click.echo(line, err=as_json)
+                    return code
                 time.sleep(interval)
         except KeyboardInterrupt:
             click.echo(_stopped_watching(batch), err=True)

@@ -99,6 +99,10 @@ def test_submit_wait_exits_non_zero_when_jobs_failed_so_a_pipeline_stops(clean: 
     batch = failed.stdout.splitlines()[0].split(":")[0].removeprefix("batch ")
     assert failed.stdout.splitlines()[-1] == (f"batch {batch}: 0 of 2 jobs succeeded, 2 failed, 0 cancelled; exit "
                                               f"status 3 (`tierq results {batch}` gives each job's reason)")
+    watched = tierq(clean, tmp_path, "status", batch, "--watch")  # waits for a batch as `submit --wait` does
+    assert watched.returncode == 3, watched.stderr
+    assert watched.stdout.splitlines()[-1] == failed.stdout.splitlines()[-1]
+    assert tierq(clean, tmp_path, "status", batch).returncode == 0  # without --watch it reports, whatever the jobs did
     as_json = tierq(clean, tmp_path, "submit", "t.jsonl", "--no-cache", "--wait", "--json")
     assert as_json.returncode == 3, as_json.stderr
     summary = json.loads(as_json.stdout)
