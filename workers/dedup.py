@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from sqlalchemy import text
+
+from models.enums import JobStatus
 from tierq.cache import CacheEntry, CacheKey, cache_key
 from tierq.cache.embedders import Vectors
 from tierq.cache.identifiers import substituted
@@ -12,6 +16,9 @@ from workers.context import WorkerContext
 from workers.sharing import SharedAnswer
 from workers.store import PendingJob
 from workers.verify import Gray, verify
+
+log = logging.getLogger(__name__)
+_ENDED = ", ".join(f"'{state}'" for state in (JobStatus.FAILED, JobStatus.CANCELLED))
 
 
 @dataclass(slots=True)
@@ -73,6 +80,7 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
     for n, leader in zip(open_rows, follows, strict=True):
         if leader is not None and open_rows[leader] in fresh:
             found[rows[n]] = fresh[open_rows[leader]]
+    _take_over(ctx, jobs, keys, found, twin_of)
     for row, (job, key) in enumerate(zip(jobs, keys, strict=True)):
         entry = found[twin_of.get(row, row)]  # a repeated text shares its first occurrence's entry
         if entry is None:
@@ -99,6 +107,39 @@ def _register(ctx: WorkerContext, jobs: list[PendingJob], keys: list[CacheKey], 
             existing = fresh[n] = CacheEntry(entry_id, False, jobs[row].id, None, None, None, Decimal(0), "fresh")
         found[row] = existing
     return fresh
+
+
+def _take_over(ctx: WorkerContext, jobs: list[PendingJob], keys: list[CacheKey], found: list[CacheEntry | None],
+               twin_of: dict[int, int]) -> None:
+    """Lead in place of a leader that ended without an answer. A job cancelled while it was queued (or one
+    that failed when its entry could not be dropped) leaves its entry pending; a job that followed it would
+    wait a whole lease for nothing, as would a batch submitted again after a cancel. Such an entry is
+    dropped, and the rows that found it register entries of their own (or follow whoever did first)."""
+    ours = {job.id for job in jobs}
+    waits = {row: entry for row, entry in enumerate(found)
+             if row not in twin_of or twin_of[row] == row
+             if entry is not None and not entry.ready and entry.leader_job not in ours}
+    if not waits:
+        return
+    with ctx.engine.connect() as conn:
+        alive = set(conn.execute(text(f"SELECT id FROM jobs WHERE id = ANY(:ids) AND status NOT IN ({_ENDED})"),
+                                 {"ids": sorted({e.leader_job for e in waits.values()})}).scalars())
+    stale = {row: entry for row, entry in waits.items() if entry.leader_job not in alive}
+    if not stale:
+        return
+    for entry in {entry.id: entry for entry in stale.values()}.values():
+        ctx.cache.drop(entry.id, entry.leader_job)
+    firsts = list({keys[row].exact: row for row in reversed(stale)}.values())  # one row per exact text
+    vectors = ctx.embedder.embed([keys[row].text for row in firsts]) if ctx.config.cache.semantic else None
+    registered = ctx.cache.register_many([keys[row] for row in firsts], vectors, [jobs[row].id for row in firsts])
+    by_text: dict[str, CacheEntry] = {}
+    for row, (entry_id, existing) in zip(firsts, registered, strict=True):
+        by_text[keys[row].exact] = existing or CacheEntry(entry_id, False, jobs[row].id, None, None, None,
+                                                          Decimal(0), "fresh")
+    for row in stale:
+        found[row] = by_text[keys[row].exact]
+    log.info("cache: %d jobs lead in place of %d leaders that ended without an answer", len(stale),
+             len({e.leader_job for e in stale.values()}))
 
 
 def _decide(result: Dedup, job: PendingJob, key: CacheKey, entry: CacheEntry) -> None:

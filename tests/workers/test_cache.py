@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from conftest import Stack, start_worker, stop_worker
+from conftest import Stack, insert_job, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.submit import BatchOptions
+from workers.classify import classify_chunk
+from workers.context import WorkerContext
 
 PARCEL = "Where is my parcel? I ordered it on Monday and it has not arrived yet."
 REFUND = "I was charged twice for the same order. Please refund one of the charges."
@@ -100,6 +104,36 @@ def test_no_cache_batches_neither_read_nor_fill_the_cache(clean: Stack) -> None:
     run(clean, [{"id": "a", "prompt": PARCEL}])
     fresh = run(clean, [{"id": "b", "prompt": PARCEL}, {"id": "c", "prompt": PARCEL}], BatchOptions(use_cache=False))
     assert calls(clean) == 3 and not any(r["cached"] for r in fresh.values())
+
+
+def test_the_same_questions_after_a_cancel_lead_rather_than_wait_on_the_cancelled_jobs(
+        clean: Stack, worker_ctx: Callable[..., WorkerContext]) -> None:
+    ctx = worker_ctx()  # classify in this process; what it queues goes to a broker no worker reads
+
+    def classified(*prompts: str) -> list[int]:
+        message = uuid.uuid4()
+        ids = [insert_job(clean, prompt, status="pending", tier=None, handoff=message) for prompt in prompts]
+        classify_chunk(ctx, ids, message)
+        return ids
+
+    def jobs(*ids: int) -> list[tuple[str, int | None, int | None]]:
+        with clean.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text("SELECT status, follows, cache_entry FROM jobs WHERE "
+                                                        "id = ANY(:ids) ORDER BY id"), {"ids": list(ids)})]
+
+    [cancelled] = classified(PARCEL)
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": cancelled}).scalar_one()
+    with clean.client() as tq:
+        assert tq.cancel(batch).cancelled == 1  # cancelled while queued: its entry never gets an answer
+    # The same question twice: the first leads a new entry, the second follows it, not the cancelled job.
+    first, second = classified(PARCEL, PARCEL)
+    (_, _, old), (status, follows, new), followed = jobs(cancelled, first, second)
+    assert (status, follows) == ("queued", None) and new is not None and new != old
+    assert followed == ("waiting", first, new)
+    # A leader that is alive is still followed, by the same words or nearly the same.
+    again, near = classified(PARCEL, PARCEL.upper())
+    assert jobs(again, near) == [("waiting", first, new), ("waiting", first, new)]
 
 
 @pytest.mark.slow
