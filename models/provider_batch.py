@@ -88,6 +88,13 @@ def record(conn: Connection, message: uuid.UUID, **fields: Any) -> None:
                  {**values, "m": message})
 
 
+def note_error(conn: Connection, message: uuid.UUID, error: str) -> None:
+    """Keep what the provider last answered when it did not accept, refused or could not be asked about the
+    batch (`tierq status` quotes it). `updated_at` stays: it says since when a batch waits to be accepted."""
+    conn.execute(text("UPDATE provider_batches SET last_error = :e WHERE message_id = :m"),
+                 {"e": error[:500], "m": message})
+
+
 def _live_batches(conn: Connection, ids: Sequence[int]) -> None:
     """Lock the jobs' batch rows against `tierq cancel` until the transaction ends: a cancel that came first
     is seen (the caller's guard skips its jobs), one that comes later finds the jobs queued and cancels them."""

@@ -186,19 +186,18 @@ WARN_ALL_FAILED = 3  # this many calls, every one failed: a model that does not 
 # Provider batches of this batch that the provider refused (the file or the batch): their requests went to
 # the tier's batch_fallback, at list price.
 _REFUSED = ("SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))), 0), "
-            "min(provider_status) FROM provider_batches WHERE batch_id = :id AND state = 'ended' "
-            "AND provider_status LIKE 'refused:%'")
+            "min(coalesce(last_error, provider_status)) FROM provider_batches WHERE batch_id = :id "
+            "AND state = 'ended' AND provider_status LIKE 'refused:%'")
 
 
 def refused_warnings(row: Sequence[Any]) -> list[str]:
-    """A line when the provider refused provider batches of the batch, from (batches, requests, a status)."""
+    """A line when the provider refused provider batches of the batch, from (batches, requests, the reason)."""
     batches, requests, why = row
     if not batches:
         return []
     what = "a provider batch" if batches == 1 else f"{batches:,} provider batches"
-    return [f"the provider refused {what} ({str(why).removeprefix('refused: ')}...; the workers' log has the whole "
-            f"reason): its {int(requests):,} requests went to the tier's batch_fallback (called directly at list "
-            "price, or the next tier)"]
+    return [f"the provider refused {what} ({str(why).removeprefix('refused: ')}): its {int(requests):,} requests "
+            "went to the tier's batch_fallback (called directly at list price, or the next tier)"]
 
 
 def model_warnings(counts: Sequence[Any]) -> list[str]:
@@ -256,7 +255,8 @@ SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))
        coalesce(sum((request_counts ->> 'completed')::int), 0), coalesce(sum((request_counts ->> 'failed')::int), 0),
        count(*) FILTER (WHERE state = 'collecting'),
        count(*) FILTER (WHERE {UNSENT}),
-       coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE {UNSENT})), 0)
+       coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE {UNSENT})), 0),
+       (array_agg(last_error ORDER BY updated_at) FILTER (WHERE {UNSENT} AND last_error IS NOT NULL))[1]
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 
@@ -264,8 +264,9 @@ FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, int]:
     """The batch's provider batches still open (`filling`: of them, files not sent yet), and their requests
     ({} when there is none)."""
-    batches, requests, completed, failed, filling, unsent, unsent_s = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+    (batches, requests, completed, failed, filling, unsent, unsent_s,
+     unsent_error) = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
     if not batches:
         return {}
     return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
-            "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s)}
+            "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s), "unsent_error": unsent_error}

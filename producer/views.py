@@ -80,8 +80,9 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         pb = status.provider_batches
         filling = f"{pb['filling']:,} still filling; " if pb.get("filling") else ""
         if pb.get("unsent"):
-            filling += (f"{pb['unsent']:,} not accepted by the provider yet, trying for {duration(pb['unsent_s'])}: "
-                        "the workers' log says why; ")
+            why = f"it last answered {pb['unsent_error']}" if pb.get("unsent_error") else "the workers' log says why"
+            filling += (f"{pb['unsent']:,} not accepted by the provider yet, trying for {duration(pb['unsent_s'])} "
+                        f"({why}); ")
         lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "
                      f"reports {pb['completed']:,} completed, {pb['failed']:,} failed)")
     if status.orphaned and not status.stuck:

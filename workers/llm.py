@@ -177,6 +177,10 @@ class ModelClient:
         record.error += scrub(message, self._secrets)[:300]
         return record
 
+    def scrub(self, text: str) -> str:
+        """`text` without the configured API keys or anything shaped like one."""
+        return scrub(text, self._secrets)
+
     def provider_client(self, provider: str) -> openai.AsyncOpenAI:
         """The provider's client (its files and batches endpoints)."""
         return self._client(provider)

@@ -139,18 +139,18 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
             if _transient(exc):
-                log.warning("provider batch of message %s: %s; trying again in %.0f s", message, _brief(exc),
-                            tier.batch_poll_s)
+                _failed_once(ctx, tier, found, _brief(ctx, exc))
                 _park_and_return(ctx, tier, found, jobs, lease)
                 return BatchStep(len(jobs), 0, True)
             # The provider refuses the file or the batch: its requests go where an expired batch's would.
-            log.error("provider batch of message %s refused: %s", message, _brief(exc))
+            why = _brief(ctx, exc)
+            log.error("provider batch of message %s refused: %s", message, why)
             with ctx.engine.begin() as conn:
-                pb.record(conn, message, provider_status=f"refused: {_brief(exc)}"[:40], state=pb.ENDED)
+                pb.record(conn, message, provider_status=f"refused: {why}"[:40], state=pb.ENDED)
+                pb.note_error(conn, message, why)
             found = _again(ctx, found)
         except openai.APIError as exc:  # not reached, a timeout: the provider may be back next time
-            log.warning("provider batch of message %s: %s; trying again in %.0f s", message, _brief(exc),
-                        tier.batch_poll_s)
+            _failed_once(ctx, tier, found, _brief(ctx, exc))
             _park_and_return(ctx, tier, found, jobs, lease)
             return BatchStep(len(jobs), 0, True)
         if found.state != pb.ENDED:
@@ -240,12 +240,20 @@ def _delete_files(ctx: WorkerContext, found: ProviderBatch) -> None:
             continue
         except openai.APIError as exc:
             log.warning("provider file %s of batch %s not deleted (%s); it holds the batch's texts: delete it at "
-                        "the provider", file_id, found.provider_batch_id, _brief(exc))
+                        "the provider", file_id, found.provider_batch_id, _brief(ctx, exc))
 
 
-def _brief(exc: openai.APIError) -> str:
+def _brief(ctx: WorkerContext, exc: openai.APIError) -> str:
+    """The provider's answer in a line, without any API key it may quote."""
     status = getattr(exc, "status_code", None)
-    return f"HTTP {status}: {exc.message}"[:200] if status else f"{type(exc).__name__}"
+    return ctx.client.scrub(f"HTTP {status}: {exc.message}")[:200] if status else f"{type(exc).__name__}"
+
+
+def _failed_once(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, why: str) -> None:
+    """A provider error that may pass (a 5xx, a 429, a timeout): logged, and kept on the row for status."""
+    log.warning("provider batch of message %s: %s; trying again in %.0f s", found.message_id, why, tier.batch_poll_s)
+    with ctx.engine.begin() as conn:
+        pb.note_error(conn, found.message_id, why)
 
 
 def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
@@ -486,7 +494,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
                     if _transient(exc):
                         raise
                     # Refused (it ended meanwhile, say): what it is now says what is left to do.
-                    log.warning("provider batch %s: cancel refused (%s)", batch_id, _brief(exc))
+                    log.warning("provider batch %s: cancel refused (%s)", batch_id, _brief(ctx, exc))
             found = _look(ctx, found, end=False)
             status = found.provider_status
         if batch_id is not None and status not in ENDED_STATUSES:
@@ -500,12 +508,12 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
             billed = True
     except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
         if not _overdue(ctx, found):
-            log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(exc))
+            log.warning("provider batch %s of cancelled jobs: %s; looking again in a while", batch_id, _brief(ctx, exc))
             _poll_again(ctx, found)
             return
         # An error every time, long after the window (the provider forgot the batch, say): not for ever either.
         log.warning("provider batch %s of cancelled jobs: %s, long after its window; left, and what it answered "
-                    "is not billed", batch_id, _brief(exc))
+                    "is not billed", batch_id, _brief(ctx, exc))
     with ctx.engine.begin() as conn:
         pb.record(conn, found.message_id, provider_status=status, state=pb.ENDED)
     if billed or not (found.output_file_id or found.error_file_id):  # never the only copy of unbilled lines

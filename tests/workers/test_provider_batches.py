@@ -215,7 +215,7 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
                lambda: provider_batches(clean, batch))
     status = tq.status(batch)
     assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0,
-                                       "unsent": 0, "unsent_s": 0}
+                                       "unsent": 0, "unsent_s": 0, "unsent_error": None}
     assert status.eta_s is None  # the provider batch's window, not the recent rate, says when these end
     assert any(line.startswith("  in provider batches: 10 jobs in 1") for line in status_lines(status))
     collector = TierqCollector(clean.engine, dep.env["TIERQ_BROKER_URL"], ["classify", "hot", "warm", "cold"])
@@ -429,8 +429,13 @@ def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_
         wait_final(clean, failing, 3, 60)
         done = tq.status(refused)
     assert (unsent.provider_batches["unsent"], unsent.provider_batches["unsent_s"] >= 300) == (1, True)
-    assert any("1 not accepted by the provider yet, trying for 5m" in line for line in status_lines(unsent)), \
-        status_lines(unsent)
+    # What the provider last answered, not only "see the log".
+    assert unsent.provider_batches["unsent_error"].startswith("HTTP 500: "), unsent.provider_batches
+    assert any("1 not accepted by the provider yet, trying for 5m" in line and
+               f"(it last answered {unsent.provider_batches['unsent_error']})" in line
+               for line in status_lines(unsent)), status_lines(unsent)
     (warning,) = [w for w in done.warnings if "refused" in w]
-    assert warning.startswith("the provider refused a provider batch (HTTP 400") and "its 3 requests" in warning
+    # The provider's whole reason (the row's status keeps only its first 40 characters).
+    assert warning.startswith("the provider refused a provider batch (HTTP 400: ") and "its 3 requests" in warning
+    assert "48h" in warning, warning
     assert {r.via_batch for r in calls(clean, refused)} == {False}  # answered at list price, as it says
