@@ -120,6 +120,12 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
         rows = len(data.prompts)
         click.echo(f"warning: only {rows:,} labelled rows, about {rows // 2:,} per half: the figures below carry "
                    "several points of chance; judge a router on a few hundred rows or more", err=True)
+    cheap_right, strong_right = sum(data.cheap_ok), sum(data.strong_ok)
+    if data.prompts and strong_right <= cheap_right:
+        rows = len(data.prompts)
+        click.echo(f"warning: {strong_column!r} is right on {strong_right:,} of {rows:,} rows and {cheap_column!r} on "
+                   f"{cheap_right:,}: the strong model is no better, so routing has nothing to keep from it and the "
+                   "figures below say little (are --cheap and --strong the right way round?)", err=True)
     if prompt_only:
         data.cheap_answers[:] = [None] * len(data.cheap_answers)
     margin = confidence if confidence is not None else RouterConfig().confidence

@@ -244,6 +244,13 @@ def test_route_eval_reports_cost_and_quality_against_random_and_oracle(
     text_out = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
                          "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--seeds", "2").stdout
     assert "(seed 0)" in text_out and "(seed 1)" in text_out and "over seeds 0-1" in text_out
+    assert "right way round" not in done.stderr
+    # The columns swapped (a slip on the command line): the "strong" model is the worse one, and it says so.
+    swapped = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "strong", "--strong", "cheap",
+                        "--cheap-price", "0.6/0.6", "--strong-price", "10/30")
+    assert swapped.returncode == 0, swapped.stderr
+    assert swapped.stderr.startswith("warning: 'cheap' is right on ") and \
+        "(are --cheap and --strong the right way round?)" in swapped.stderr, swapped.stderr
 
 
 @pytest.mark.parametrize(
