@@ -280,6 +280,10 @@ def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: di
     done = run_tierq(stack_env, "route", "eval", str(bad), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "1/1", "--strong-price", "2/2")
     assert done.returncode == 2 and "bad.csv:2: column 'cheap' must be true or false" in done.stderr
+    (tmp_path / "ragged.csv").write_text("prompt,cheap,strong\nfine,True,True\nwhat is 2,3,True,False\n")
+    done = run_tierq(stack_env, "route", "eval", str(tmp_path / "ragged.csv"), "--cheap", "cheap", "--strong",
+                     "strong", "--cheap-price", "1/1", "--strong-price", "2/2")
+    assert done.returncode == 2 and "ragged.csv:3: row has 4 fields, the header has 3; quote a prompt" in done.stderr
     empty = write_csv(tmp_path / "empty.csv", [{"prompt": "p", "cheap": "", "strong": "True"}] * 2)
     done = run_tierq(stack_env, "route", "eval", str(empty), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "1/1", "--strong-price", "2/2")

@@ -134,6 +134,9 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
     end = reader.line_num
     for row in reader:
         line, end = end + 1, reader.line_num  # the record's first line (a quoted field may hold line breaks)
+        if None in row:  # DictReader's key for fields past the header's: the columns no longer line up
+            raise InputError(f"{path}:{line}: row has {len(columns) + len(row[None]):,} fields, the header has "
+                             f"{len(columns):,}; quote a prompt that holds a comma (\"...\")")
         cheap_ok = _flag(row[cheap] or "", path, line, cheap)
         strong_ok = _flag(row[strong] or "", path, line, strong)
         if cheap_ok is None or strong_ok is None:
