@@ -110,15 +110,41 @@ def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int],
              batch_id: uuid.UUID | None) -> int:
     """running -> queued at the next tier: the cascade."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
-                  batch_id=batch_id, sets=", escalations = j.escalations + 1, held_since = NULL")
+                  batch_id=batch_id, sets=", escalations = j.escalations + 1, held_since = NULL, hold_clocks = NULL")
 
 
-def hold(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
+# What holds a job (workers.gates.HoldKind): tierq's own rate schedule (no limit: it only delays), and the
+# kinds whose waits are limited, each measured on a clock of its own in `hold_clocks`.
+SCHEDULE = "rate_limit"
+CLOCKED = ("outage", "budget", "provider_limit")
+
+
+def _clocks(kind: str) -> str:
+    """`hold_clocks` after a hold of `kind`: its clock starts unless it runs already; the outage clock stops
+    when the job got past the provider's breaker (any other hold), so a long wait in the rate schedule never
+    counts as outage, and a 429 clock keeps running through the schedule's pauses between 429s."""
+    assert kind == SCHEDULE or kind in CLOCKED, kind
+    clocks = "COALESCE(j.hold_clocks, '{}'::jsonb)"
+    if kind != "outage":
+        clocks = f"({clocks} - 'outage')"
+    if kind == SCHEDULE:
+        return clocks
+    return (f"{clocks} || jsonb_build_object('{kind}', "
+            f"COALESCE(j.hold_clocks -> '{kind}', to_jsonb(EXTRACT(EPOCH FROM now()))))")
+
+
+def hold(conn: Connection, outbox: Outbox, lease: Lease, kinds: Mapping[int, str], tier: str, chunk: Chunks,
          batch_id: uuid.UUID | None, countdown: float) -> int:
-    """running -> queued at the same tier, due after `countdown` s: a rate limit, budget or outage holds it."""
-    return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
-                  batch_id=batch_id, countdown=countdown,
-                  sets=", holds = j.holds + 1, held_since = COALESCE(j.held_since, now())")
+    """running -> queued at the same tier, due after `countdown` s: a rate limit, budget or outage holds it
+    (job -> what holds it)."""
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for job_id, kind in kinds.items():
+        by_kind[kind].append(job_id)
+    owned = {"me": lease.message, "owner": lease.owner}
+    return sum(_queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, owned, batch_id=batch_id,
+                      countdown=countdown, sets=f", holds = j.holds + 1, held_since = COALESCE(j.held_since, now()), "
+                                                f"hold_clocks = {_clocks(kind)}")
+               for kind, ids in sorted(by_kind.items()))
 
 
 _OWNED = f"j.status = '{RUNNING}' AND j.handoff = :me AND j.lease_owner = :owner"
@@ -229,8 +255,8 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
     """queued -> running under `lease` (or a running job whose lease ran out: its worker died).
 
     Returns the claimed rows: id, batch_id, messages, job params, batch params, system prompt, attempts,
-    cache entry, budgeted, private, task type, held since, tenant, and an audited answer's candidate,
-    its model, tier, source, cache namespace and log-probability summary (mean, least)."""
+    cache entry, budgeted, private, task type, held since, tenant, an audited answer's candidate, its
+    model, tier, source, cache namespace and log-probability summary (mean, least), and the hold clocks."""
     return list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
@@ -239,7 +265,7 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
              "RETURNING j.id, j.batch_id, j.messages, j.params, b.params, b.system_prompt, j.attempts, j.cache_entry, "
              "b.budget_usd IS NOT NULL, NOT b.store_text, j.task_type, j.held_since, j.tenant, j.candidate, "
              "j.candidate_model, j.candidate_tier, j.candidate_source, j.candidate_namespace, "
-             "j.candidate_logprob_mean, j.candidate_logprob_min"),
+             "j.candidate_logprob_mean, j.candidate_logprob_min, j.hold_clocks"),
         {"ids": list(ids), "tier": tier, "me": lease.message, "owner": lease.owner, "lease": lease_s},
     ).all())
 
@@ -372,6 +398,7 @@ def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after:
     ids = sorted(conn.execute(
         text(f"UPDATE jobs SET status = '{PENDING}', handoff = :me, handoff_from = NULL, tier = NULL, "
              "start_tier = NULL, error = NULL, content = NULL, model = NULL, finished_at = NULL, held_since = NULL, "
+             "hold_clocks = NULL, "
              f"updated_at = now() WHERE id IN (SELECT id FROM jobs WHERE batch_id = :batch AND status = '{FAILED}' "
              "AND id > :after AND (error IS NULL OR error NOT LIKE :spent) ORDER BY id LIMIT :n "
              f"FOR UPDATE) AND status = '{FAILED}' RETURNING id"),

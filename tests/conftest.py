@@ -219,6 +219,15 @@ def insert_job(
         ).scalar_one())
 
 
+def age_holds(stack: Stack, seconds: float, batch: uuid.UUID | None = None) -> None:
+    """Move every running hold clock (of the batch's jobs, or of all) `seconds` into the past: as if the
+    jobs had been held that long for what holds them now."""
+    with stack.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET hold_clocks = (SELECT jsonb_object_agg(key, value::text::float - :s) "
+                          "FROM jsonb_each(hold_clocks)) WHERE hold_clocks <> '{}' "
+                          "AND (CAST(:b AS uuid) IS NULL OR batch_id = :b)"), {"s": seconds, "b": batch})
+
+
 @pytest.fixture()
 def worker_ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., WorkerContext]]:
     """Make worker contexts whose tasks' plain functions run in this process, against the real database,

@@ -42,6 +42,7 @@ class Outcome:
     jumps: dict[str, list[tuple[int, str, int]]] = field(default_factory=dict)  # a router sends them to that tier
     stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good
     held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
+    hold_kinds: dict[int, str] = field(default_factory=dict)  # the held jobs: what holds each
     hold_after_s: float = 0.0
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
@@ -94,8 +95,7 @@ def _sort_audited(out: Outcome, tier: TierConfig, job: ClaimedJob, result: TierR
         if kept.content is not None:
             _fill(out, job, reference if replaced else None, kept.tier, kept)
     elif result.hold is not None and not given_up:
-        out.held.append((job.id, result.hold.reason, calls))
-        out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
+        _hold(out, job, result, calls)
     else:
         out.settled.append((Candidate(job.id, candidate.content, candidate.model, candidate.tier, calls), False))
         if candidate.content is not None:
@@ -116,9 +116,12 @@ def _fill(out: Outcome, job: ClaimedJob, answer: CallRecord | None, tier: str, k
 
 
 def _held_for(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: datetime) -> tuple[float, float | None]:
-    """(seconds the job has been held, the longest its hold's kind may last: None for no limit)."""
+    """(seconds the job has waited for what holds it now, the longest that kind of wait may last: None for
+    no limit). Each limited kind has a clock of its own (`models.lifecycle.hold`): hours in tierq's own
+    rate schedule do not make the first outage or 429 after them look hours long."""
     assert result.hold is not None
-    waited = (now - job.held_since).total_seconds() if job.held_since is not None else 0.0
+    since = (job.hold_clocks or {}).get(result.hold.kind.value)
+    waited = max(0.0, now.timestamp() - float(since)) if since is not None else 0.0
     return waited, {HoldKind.OUTAGE: ctx.config.worker.outage_limit_s,
                     HoldKind.BUDGET: ctx.config.worker.budget_wait_s,
                     HoldKind.PROVIDER_LIMIT: ctx.config.worker.rate_limit_wait_s}.get(result.hold.kind)
@@ -142,8 +145,14 @@ def _sort_held(ctx: WorkerContext, out: Outcome, tier: TierConfig, job: ClaimedJ
         else:
             out.stopped.append((job.id, why, calls))
     else:
-        out.held.append((job.id, result.hold.reason, calls))
-        out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
+        _hold(out, job, result, calls)
+
+
+def _hold(out: Outcome, job: ClaimedJob, result: TierResult, calls: int) -> None:
+    assert result.hold is not None
+    out.held.append((job.id, result.hold.reason, calls))
+    out.hold_kinds[job.id] = result.hold.kind.value
+    out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
 
 
 def _pointless(ctx: WorkerContext, tier: TierConfig, result: TierResult) -> bool:

@@ -309,7 +309,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
             for target, jumps in out.jumps.items():
                 lifecycle.fail(conn, lease.message, jumps, final=False, owner=lease.owner)
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
-            lifecycle.hold(conn, outbox, lease, [m[0] for m in out.held], tier.name, chunk, batch, countdown)
+            lifecycle.hold(conn, outbox, lease, out.hold_kinds, tier.name, chunk, batch, countdown)
             cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
             following.release_followers(conn, outbox, [job.id for job in failed_leaders],
                                         ctx.config.worker.classify_chunk)

@@ -51,6 +51,7 @@ class ClaimedJob:
     tenant: str = "default"
     candidate: Candidate | None = None  # the answer under audit, when the job came to be audited
     candidate_source: str | None = None  # "answer" or "cache"
+    hold_clocks: dict[str, float] | None = None  # when its current wait of each limited kind began (unix s)
 
     @property
     def audit(self) -> bool:
@@ -80,7 +81,7 @@ def claimed_jobs(rows: list[Any]) -> list[ClaimedJob]:
                        r[5], r[10], r[11], r[12],
                        Candidate(r[0], r[13], r[14], r[15], namespace=r[17],
                                  logprobs=(r[18], r[19]) if r[18] is not None else None) if r[16] is not None else None,
-                       r[16]) for r in rows]
+                       r[16], r[20]) for r in rows]
 
 
 def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from conftest import Stack, insert_job, published
+from conftest import Stack, age_holds, insert_job, published
 from sqlalchemy import text
 
 from tierq.quality import ComparatorConfig
@@ -38,6 +38,8 @@ def test_a_job_whose_budget_calls_in_flight_hold_waits_on_its_queue_then_fails(
     job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=message)
     with clean.engine.begin() as conn:  # calls in flight (or a worker that died mid-call) hold the rest
         conn.execute(text("UPDATE batches SET budget_usd = 1, reserved_usd = 0.9999"))
+        # Held an hour before, in tierq's own rate schedule (a long backlog): no wait for budget yet.
+        conn.execute(text("UPDATE jobs SET held_since = now() - interval '1 hour'"))
     started = time.monotonic()
     summary = process_chunk(ctx, "hot", [job], message)
     assert summary.held == 1 and time.monotonic() - started < 5
@@ -49,9 +51,8 @@ def test_a_job_whose_budget_calls_in_flight_hold_waits_on_its_queue_then_fails(
     later = published(ctx, "hot")
     assert [m["headers"]["id"] for m in later] == [str(handoff)] and later[0]["headers"]["eta"]
     assert clean.sim_stats()["requests"] == 0
-    # Held longer than budget_wait_s: the job fails with its reason rather than waiting for ever.
-    with clean.engine.begin() as conn:
-        conn.execute(text("UPDATE jobs SET held_since = now() - interval '1 hour'"))
+    # Held for budget longer than budget_wait_s: the job fails with its reason rather than waiting for ever.
+    age_holds(clean, 3600)
     assert process_chunk(ctx, "hot", [job], handoff).failed == 1
     with clean.engine.connect() as conn:
         status, error = conn.execute(text("SELECT status, error FROM jobs")).one()
@@ -115,8 +116,7 @@ def test_an_audit_whose_reference_is_held_past_the_outage_limit_keeps_its_candid
         why = "key: provider 'sim' refused" if outage == "key refused" else "sim-flagship: connection"
         assert reason.startswith(why), reason
         # Held longer than outage_limit_s: the audit is given up, the candidate kept, the job finished.
-        with clean.engine.begin() as conn:
-            conn.execute(text("UPDATE jobs SET held_since = now() - interval '1 hour'"))
+        age_holds(clean, 3600)
         summary = process_chunk(ctx, "cold", [job], handoff)
     finally:
         redis.Redis.from_url(spare).flushdb()

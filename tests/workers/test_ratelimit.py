@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from conftest import SIM_CONFIG, RedisDbs, Stack, start_worker, stop_worker
+from conftest import SIM_CONFIG, RedisDbs, Stack, age_holds, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.api import Tierq
@@ -115,9 +115,7 @@ def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_afte
                           BatchOptions(force_tier="hot"))
         _wait_for_hold(clean, batch.batch_id)
         past = clean.config.worker.rate_limit_wait_s + 60
-        with clean.engine.begin() as conn:  # as if it had been held that long
-            conn.execute(text("UPDATE jobs SET held_since = now() - make_interval(secs => :s) WHERE batch_id = :b"),
-                         {"s": past, "b": batch.batch_id})
+        age_holds(clean, past, batch.batch_id)  # as if it had been held that long
         clean.wait(tq, batch.batch_id)
         (result,) = tq.results(batch.batch_id)
     assert result["status"] == "succeeded" and result["tier"] == clean.config.next_tier("hot")
