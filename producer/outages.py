@@ -33,8 +33,10 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
     """The line to print for an outage of a service, or None when `exc` is not one."""
     # psycopg's and libpq's own errors: the commands that only read a batch connect without SQLAlchemy
     # (models.db.connect).
-    if isinstance(exc, PqError) and exc.sqlstate in ("42P01", "42703"):  # no such table, or column
-        shown, problem = masked_url(settings.database_url), scrubbed(str(exc), settings.database_url)
+    # SQLAlchemy's (submit, cancel, retry, recover, report) wrap psycopg's, which carry the same SQLSTATE.
+    sqlstate = exc.sqlstate if isinstance(exc, PqError) else getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(exc, (PqError, DBAPIError)) and sqlstate in ("42P01", "42703"):  # no such table, or column
+        shown, problem = masked_url(settings.database_url), scrubbed(_first_line(exc), settings.database_url)
         return f"Postgres at {shown} does not hold tierq's current tables ({problem}); run: tierq db upgrade"
     if isinstance(exc, (OperationalError, PoolTimeout, psycopg.OperationalError, PqConnectError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from fakellm.testing import SimServer, running_server
 from models import make_engine
@@ -282,6 +284,19 @@ def own_worker(stack: Stack, tmp_path: Path, extra_toml: str, name: str,
             yield tq, env
     finally:
         stop_worker(worker)
+
+
+@pytest.fixture()
+def empty_database(stack: Stack) -> Iterator[str]:
+    """A database that exists but was never migrated."""
+    url = make_url(stack.settings.database_url)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    name = f"tierq_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture()

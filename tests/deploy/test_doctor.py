@@ -37,19 +37,6 @@ def by_state(checks: dict[str, dict[str, Any]], state: str) -> set[str]:
     return {name for name, check in checks.items() if check["state"] == state}
 
 
-@pytest.fixture()
-def empty_database(stack: Stack) -> Iterator[str]:
-    """A database that exists but was never migrated."""
-    url = make_url(stack.settings.database_url)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    name = f"tierq_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 class _Unauthorized(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         self.send_response(401)

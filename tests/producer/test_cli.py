@@ -318,6 +318,30 @@ def test_every_command_says_in_one_line_that_postgres_does_not_answer(
     assert done.stderr.rstrip().endswith("start it or fix TIERQ_DATABASE_URL")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "t.jsonl"],
+        ["cancel", "0b6f1c8e-0000-0000-0000-000000000000"],
+        ["retry", "0b6f1c8e-0000-0000-0000-000000000000", "--failed"],
+        ["recover"],
+        ["report"],
+        ["status", "0b6f1c8e-0000-0000-0000-000000000000"],
+    ],
+)
+def test_every_command_on_a_database_not_yet_upgraded_asks_for_the_upgrade(
+    clean: Stack, tmp_path: Path, empty_database: str, args: list[str]
+) -> None:
+    # The commands that go through SQLAlchemy printed psycopg's UndefinedTable as a traceback.
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_DATABASE_URL": empty_database}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: Postgres at ")
+    assert "does not hold tierq's current tables (relation " in done.stderr
+    assert done.stderr.rstrip().endswith("; run: tierq db upgrade")
+
+
 def test_a_password_in_the_query_of_the_database_url_is_never_printed(clean: Stack, tmp_path: Path) -> None:
     # libpq takes ?password= as well as user:password@; only the latter was masked.
     refused = f"postgresql+psycopg://tierq@127.0.0.1:{closed_port()}/tierq?password=QuerySecret9&sslmode=disable"
