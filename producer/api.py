@@ -187,10 +187,15 @@ class Tierq:
         self, stream: Any, read: ReadOptions, run: Callable[[Iterable[Record | Rejection], LineSource], SubmitResult]
     ) -> SubmitResult:
         from producer.inputs.stream import LineSource, max_line_bytes, read_records
+        from producer.submit import SubmitInterrupted
 
         line_source = LineSource(stream, max_line_bytes(self.config.max_context))
         fmt, records = read_records(line_source, read.format, read.spec)
-        result = run(records, line_source)
+        try:
+            result = run(records, line_source)
+        except SubmitInterrupted as stop:
+            stop.result.format = fmt
+            raise
         result.format = fmt
         return result
 

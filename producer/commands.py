@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,29 @@ def _rejects_file(path: Path | None) -> Iterator[Callable[[Rejection], None] | N
         yield write
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (`timeout`, `kill`, a CI job or a container being stopped) stops the command as Ctrl-C does,
+    so a submission cut short names its batch and how to cancel it, rather than dying with jobs that will
+    run and no word of which batch holds them. Yields the signals received."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_exit(received: list[int]) -> int:
+    """The shell's status for a command a signal stopped: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + (received[0] if received else signal.SIGINT)
+
+
 def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path | None, wait: bool,
                as_json: bool) -> int:
     """Submit, report what was rejected and why, optionally watch the batch to its end; the exit code."""
@@ -56,7 +80,7 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
 
     live = Live(sys.stderr)
     progress = SubmitProgress(live)
-    with Tierq() as tq, _rejects_file(rejects) as on_reject:
+    with _terminate_as_interrupt() as received, Tierq() as tq, _rejects_file(rejects) as on_reject:
         lowest = options.force_tier or options.min_tier  # jobs start there or above, and escalate upwards
         reachable = tq.config.tiers[tq.config.tier_index(lowest) if lowest in tq.config.tier_names else 0:]
         if options.budget_usd is not None and any(t.uses_batch_api(options.deadline_s) for t in reachable):
@@ -67,9 +91,11 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
             result = tq.submit(source, options, read=read, progress=progress, on_reject=on_reject, every=2000)
         except SubmitInterrupted as stop:
             batch = stop.result.batch_id
+            if as_json:
+                click.echo(json.dumps({**stop.result.as_dict(), "interrupted": True}))
             click.echo(f"\ninterrupted: batch {batch} keeps the {stop.result.accepted:,} jobs accepted so far, "
                        f"and they will run; stop them with `tierq cancel {batch}`", err=True)
-            return 130
+            return _interrupted_exit(received)
         if result.accepted + result.rejected >= 2000:
             live.finish([progress.line(result)])  # the last line shows the whole file, on a terminal or not
         _show_rejections(result, rejects)
@@ -79,7 +105,7 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
             final = _watch(tq, result, as_json) if wait else None
         except KeyboardInterrupt:
             click.echo(_stopped_watching(result.batch_id), err=True)
-            return 130
+            return _interrupted_exit(received)
     if as_json:
         click.echo(json.dumps({**result.as_dict(), **({"status": final.as_dict()} if final else {})}))
     elif final is None:

@@ -247,6 +247,43 @@ def test_ctrl_c_while_waiting_stops_the_command_and_says_the_batch_goes_on(clean
     redis.Redis.from_url(broker).flushdb()
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_submission_stopped_by_a_signal_names_its_batch_and_keeps_every_job_it_read(
+    clean: Stack, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    # SIGTERM (`timeout`, `kill`, a CI job stopped) killed the command silently, leaving a batch whose jobs run
+    # with no word of its id. A broker no worker reads: the jobs stay where the submission left them.
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    proc = subprocess.Popen([str(TIERQ), "submit", "-", "--json"], env={**clean.env, "TIERQ_BROKER_URL": broker},
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdin is not None
+    # One COPY's worth and a part of the next; standard input stays open, as a producer that is still writing.
+    proc.stdin.write("".join(f'{{"id": "t{n}", "prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(5000)))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    with clean.engine.connect() as conn:
+        while not conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() and time.monotonic() < deadline:
+            conn.rollback()
+            time.sleep(0.1)
+    time.sleep(1.0)  # the rest of what was written is read
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and "Traceback" not in err, (out, err)
+    summary = json.loads(out)
+    batch = summary["batch_id"]
+    assert summary["interrupted"] is True and summary["format"] == "jsonl"
+    assert err.rstrip().endswith(f"interrupted: batch {batch} keeps the {summary['accepted']:,} jobs accepted so "
+                                 f"far, and they will run; stop them with `tierq cancel {batch}`"), err
+    with clean.engine.connect() as conn:
+        total = conn.execute(text("SELECT total FROM batches WHERE id = :b"), {"b": batch}).scalar_one()
+        jobs = conn.execute(text("SELECT count(*) FROM jobs WHERE batch_id = :b AND handoff IS NOT NULL"),
+                            {"b": batch}).scalar_one()
+    assert summary["accepted"] == total == jobs == 5000
+    redis.Redis.from_url(broker).flushdb()
+
+
 def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
     (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
     env = {**clean.env, "TIERQ_LOG_LEVEL": "debug"}
