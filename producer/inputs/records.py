@@ -161,6 +161,16 @@ def reject(
     return Rejection(line_no, f"line {line_no}: {problem}", custom_id, kind)
 
 
+def _malformed(line_no: int, text: str, exc: json.JSONDecodeError) -> Rejection:
+    """The rejection of a line the JSON parser stopped on, at the column it names."""
+    if text[exc.pos:exc.pos + 1] == "\0":  # a raw NUL byte, as a file of binary garbage or a C string holds
+        return reject(line_no, f"a NUL character at column {exc.colno}, which cannot be stored; remove it",
+                      RejectKind.NUL_CHARACTER)
+    # Some of the parser's messages end in "at" ("Unterminated string starting at"): name the column once.
+    message = exc.msg.removesuffix(" at")
+    return reject(line_no, f"malformed JSON ({message} at column {exc.colno})", RejectKind.MALFORMED_JSON)
+
+
 def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     """One line as a JSON object, or the rejection that says why it is not one."""
     try:
@@ -172,7 +182,7 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        return reject(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", RejectKind.MALFORMED_JSON)
+        return _malformed(line_no, text, exc)
     except RecursionError:
         return reject(line_no, "JSON nested too deeply", RejectKind.MALFORMED_JSON)
     except ValueError as exc:  # NaN or Infinity, or an integer too long to convert

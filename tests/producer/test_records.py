@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from producer.inputs.records import Record, Rejection
+from producer.inputs.records import Record, Rejection, RejectKind
 from producer.inputs.stream import read_jsonl
 
 
@@ -49,6 +49,21 @@ def test_bad_records_are_rejected_with_reasons() -> None:
         'line 9: field "prompt" must be a string, not int',
     ]
     assert isinstance(items[0], Record)
+
+
+def test_malformed_json_names_the_column_once_and_a_raw_nul_as_such() -> None:
+    items = parse(
+        b'{"id": "a", "prompt": "never closed}\n'
+        b'{"id": "b", "prompt": "tab\there"}\n'
+        b'{"id": "c", "prompt": "nul \x00 here"}\n'
+        b'{"id": "d", "prompt": "fine"}\n'
+    )
+    assert [(i.kind, i.reason) for i in items if isinstance(i, Rejection)] == [
+        (RejectKind.MALFORMED_JSON, "line 1: malformed JSON (Unterminated string starting at column 23)"),
+        (RejectKind.MALFORMED_JSON, "line 2: malformed JSON (Invalid control character at column 27)"),
+        (RejectKind.NUL_CHARACTER, "line 3: a NUL character at column 28, which cannot be stored; remove it"),
+    ]
+    assert isinstance(items[-1], Record) and items[-1].custom_id == "d"
 
 
 def test_jsonl_takes_the_prompt_from_text_when_there_is_no_prompt_field() -> None:
