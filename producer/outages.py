@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.url import maybe_sanitize_url
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -52,8 +52,14 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
             return f"Postgres at {shown} refused the login ({problem}); fix the user or password in TIERQ_DATABASE_URL"
         return f"cannot reach Postgres at {shown} ({problem}); start it or fix TIERQ_DATABASE_URL"
     if isinstance(exc, (RedisError, RespError)):
-        return (f"cannot use Redis at {maybe_sanitize_url(settings.redis_url)} ({_first_line(exc)}); "
-                "start it or fix TIERQ_REDIS_URL")
+        shown, problem = maybe_sanitize_url(settings.redis_url), _first_line(exc)
+        # "start it" is no help to a server that is up and wants a password, or another one.
+        if "NOAUTH" in problem or "HELLO must be called with the client already authenticated" in problem:
+            return (f"Redis at {shown} asks for a password and TIERQ_REDIS_URL gives none; put it there: "
+                    "redis://:PASSWORD@HOST:PORT/DB")
+        if isinstance(exc, AuthenticationError) or "WRONGPASS" in problem:
+            return f"Redis at {shown} refused the login ({problem}); fix the user or password in TIERQ_REDIS_URL"
+        return f"cannot use Redis at {shown} ({problem}); start it or fix TIERQ_REDIS_URL"
     refused = refusal(exc)
     if refused is not None:
         return f"the broker at {maybe_sanitize_url(settings.broker)} {refused[0]}; {refused[1]}"

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from models import make_engine
+from producer.services import throwaway_redis
 from producer.submit import BatchOptions
 
 TIERQ = Path(sys.executable).parent / "tierq"
@@ -377,6 +378,29 @@ def test_every_command_on_a_database_not_yet_upgraded_asks_for_the_upgrade(
     assert done.stderr.startswith("error: Postgres at ")
     assert "does not hold tierq's current tables (relation " in done.stderr
     assert done.stderr.rstrip().endswith("; run: tierq db upgrade")
+
+
+def test_a_redis_that_wants_a_password_says_so_rather_than_to_start_it(clean: Stack, tmp_path: Path) -> None:
+    # Both were "cannot use Redis ...; start it or fix TIERQ_REDIS_URL", one with Redis's HELLO protocol text.
+    (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
+    insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        running = str(conn.execute(text("SELECT id FROM batches")).scalar_one())  # status asks Redis for workers
+    with throwaway_redis(log=lambda _: None) as url:
+        redis.Redis.from_url(url).config_set("requirepass", "right-pw")
+        wrong = url.replace("redis://", "redis://:wrong-pw@")
+        for args in (["submit", "t.jsonl"], ["cache", "stats"], ["status", running]):
+            shown = {}
+            for given in (url, wrong):
+                done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_REDIS_URL": given}, cwd=tmp_path,
+                                      capture_output=True, text=True, timeout=60)
+                assert done.returncode == 2 and done.stderr.count("\n") == 1, (args, done.stderr)
+                assert "wrong-pw" not in done.stderr, (args, done.stderr)
+                shown[given] = done.stderr
+            assert shown[url] == (f"error: Redis at {url} asks for a password and TIERQ_REDIS_URL gives none; "
+                                  "put it there: redis://:PASSWORD@HOST:PORT/DB\n"), args
+            assert shown[wrong].startswith("error: Redis at redis://:**@127.0.0.1:"), args
+            assert shown[wrong].rstrip().endswith("; fix the user or password in TIERQ_REDIS_URL"), args
 
 
 def test_a_password_in_the_query_of_the_database_url_is_never_printed(clean: Stack, tmp_path: Path) -> None:
