@@ -59,8 +59,8 @@ class BatchOptions:
     deadline_s: float | None = None  # the batch may take this long: batch-API tiers whose window fits are used
 
     def check(self, config: Config) -> None:
-        """Reject tier options that name no configured tier, a minimum above the maximum, names too long
-        to store and invalid request parameters."""
+        """Reject tier options that name no configured tier, a minimum above the maximum or a forced tier
+        outside them, names too long to store and invalid request parameters."""
         for label, name in (("--tenant", self.tenant), ("--task-type", self.task_type)):
             if not name or len(name) > MAX_NAME_CHARS:
                 raise InputError(f"{label} must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}")
@@ -72,6 +72,12 @@ class BatchOptions:
                 raise InputError(f"{label} {tier!r} is not a configured tier{not_a_tier(tier, config.tier_names)}")
         if self.min_tier and self.max_tier and config.tier_index(self.min_tier) > config.tier_index(self.max_tier):
             raise InputError(f"--min-tier {self.min_tier!r} is above --max-tier {self.max_tier!r}")
+        # A forced tier is not clamped: --tier cold --max-tier warm would start every job above the ceiling.
+        forced = config.tier_index(self.force_tier) if self.force_tier else None
+        if forced is not None and self.min_tier and forced < config.tier_index(self.min_tier):
+            raise InputError(f"--tier {self.force_tier!r} is below --min-tier {self.min_tier!r}; give one of them")
+        if forced is not None and self.max_tier and forced > config.tier_index(self.max_tier):
+            raise InputError(f"--tier {self.force_tier!r} is above --max-tier {self.max_tier!r}; give one of them")
         if self.deadline_s is not None and not self.deadline_s > 0:
             raise InputError(f"--deadline must be a positive number of seconds, not {self.deadline_s!r}")
         if self.json_schema is not None:

@@ -148,6 +148,17 @@ def test_an_empty_or_wholly_bad_file_exits_non_zero_with_a_clear_message(clean: 
     assert "error: none of the 2 records of bad.jsonl was accepted" in bad.stderr
     options = tierq(clean, tmp_path, "submit", "bad.jsonl", "--max-tier", "hot", "--min-tier", "cold")
     assert options.returncode == 2 and "error: --min-tier 'cold' is above --max-tier 'hot'" in options.stderr
+    # A forced tier outside the bounds was submitted, and ran at the forced tier: above the ceiling, below the floor.
+    (tmp_path / "good.jsonl").write_bytes(b'{"prompt": "Where is my parcel?"}\n')
+    with clean.engine.connect() as conn:
+        batches = conn.execute(text("SELECT count(*) FROM batches")).scalar_one()
+    above = tierq(clean, tmp_path, "submit", "good.jsonl", "--tier", "cold", "--max-tier", "warm")
+    assert above.returncode == 2 and above.stderr == (
+        "error: --tier 'cold' is above --max-tier 'warm'; give one of them\n"), above.stderr
+    below = tierq(clean, tmp_path, "submit", "good.jsonl", "--tier", "hot", "--min-tier", "warm")
+    assert below.returncode == 2 and "error: --tier 'hot' is below --min-tier 'warm'" in below.stderr
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == batches
     template = tierq(clean, tmp_path, "submit", "bad.jsonl", "--template", "{a.b}")
     assert template.returncode == 2 and "--template field {a.b} is not a plain field name" in template.stderr
     unknown = tierq(clean, tmp_path, "status", "not-a-batch")
