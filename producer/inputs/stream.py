@@ -32,6 +32,7 @@ FORMATS = ("auto", "jsonl", "csv", "openai")
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 32 * 2**20
 SNIFF_BYTES = 4096
+LOOKAHEAD_LINES = 100  # when the first line is broken JSON, the lines that may tell the format instead
 READ_BLOCK = 2**20
 # Files people mistake for input, by their first bytes.
 MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF",
@@ -112,6 +113,23 @@ class LineSource:
                 return raw.removeprefix(BOM)
         return None
 
+    def lookahead(self, lines: int, max_bytes: int) -> Iterator[bytes]:
+        """The non-blank lines after the first, read as they are asked for (up to `lines` of them, and no
+        more once `max_bytes` are held) and left in place for iteration; lines too long to keep are skipped."""
+        reader, index, nonblank, size = self._read(), 0, 0, 0
+        while nonblank <= lines and size <= max_bytes:
+            if index == len(self._held):
+                raw = next(reader, None)
+                if raw is None:
+                    return
+                self._held.append(raw)
+            raw = self._held[index]
+            index, size = index + 1, size + len(raw)
+            if raw.strip(BOM + b" \t\r\n"):
+                nonblank += 1
+                if nonblank > 1 and not isinstance(raw, Overlong):
+                    yield raw
+
     def __iter__(self) -> Iterator[bytes]:
         held, self._held = self._held, []
         for raw in itertools.chain(held, self._read()):
@@ -130,15 +148,19 @@ def _size(stream: IO[bytes]) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def detect_format(first: bytes | None) -> str:
-    """`openai`, `jsonl` or `csv`, from the first non-blank line."""
+def detect_format(first: bytes | None, following: Iterable[bytes] = ()) -> str:
+    """`openai`, `jsonl` or `csv`, from the first non-blank line; when that starts as JSON but is broken, from
+    the first of the `following` lines that is JSON (a broken first request must not make an OpenAI batch
+    file tierq's JSONL, whose reader would reject every request of it)."""
     if first is None or not first.lstrip().startswith(b"{"):
         return "csv" if first is not None else "jsonl"
-    try:
-        obj = json.loads(first)
-    except (ValueError, RecursionError):
-        return "jsonl"
-    return "openai" if isinstance(obj, dict) and "custom_id" in obj and "body" in obj else "jsonl"
+    for line in itertools.chain((first,), following):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        return "openai" if isinstance(obj, dict) and "custom_id" in obj and "body" in obj else "jsonl"
+    return "jsonl"
 
 
 def read_records(
@@ -151,7 +173,7 @@ def read_records(
     binary = looks_binary(first) if first is not None else None
     if binary is not None:
         raise InputError(f"the input is not a JSONL, CSV or OpenAI batch file: it looks like {binary}")
-    chosen = detect_format(first) if fmt == "auto" else fmt
+    chosen = detect_format(first, source.lookahead(LOOKAHEAD_LINES, SNIFF_BYTES * 256)) if fmt == "auto" else fmt
     spec = spec or PromptSpec()
     if chosen == "openai":
         if spec.field or spec.template:

@@ -56,6 +56,21 @@ def test_detection_skips_blank_lines_and_a_byte_order_mark_and_loses_no_line() -
     assert [i.line for i in items] == [4, 6]
 
 
+def test_a_broken_first_line_does_not_decide_the_format_of_the_lines_after_it() -> None:
+    # An OpenAI batch file whose first request was broken was read as tierq's JSONL, which rejected every
+    # good request after it ("field "method" is not a field of tierq's JSONL").
+    requests = "\n".join(batch_line(f"r{n}") for n in range(2, 5)).encode()
+    fmt, items = read(b'{"custom_id": "r1", "method": "POST", "body": {"messages": [\n\n' + requests + b"\n")
+    assert fmt == "openai"
+    assert sorted(prompts(items)) == ["r2", "r3", "r4"]
+    assert reasons(items) == [("malformed_json", "line 1: malformed JSON (Expecting value at column 61)")]
+    fmt, items = read(b'{"id": "a", "prompt": "never closed\n{"id": "b", "prompt": "fine"}\n')
+    assert (fmt, list(prompts(items))) == ("jsonl", ["b"])
+    # Nothing after it is JSON: tierq's JSONL, as before, every line a rejection of its own.
+    fmt, items = read(b'{"id": "a", "prompt": "never closed\n{oops\n')
+    assert fmt == "jsonl" and [i.line for i in items] == [1, 2]
+
+
 def test_csv_rows_become_jobs_with_metadata_from_the_other_columns() -> None:
     fmt, items = read(b'id,text,customer,task_type\nt1,"Where is, my parcel?",acme,triage\nt2,"two\nlines",bolt,\n')
     first, second = items
