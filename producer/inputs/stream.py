@@ -33,6 +33,7 @@ BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 32 * 2**20
 SNIFF_BYTES = 4096
 LOOKAHEAD_LINES = 100  # when the first line is broken JSON, the lines that may tell the format instead
+CSV_CHECK_LINES = 5  # a first line that is not JSON is a CSV header unless these lines after it are all JSON
 READ_BLOCK = 2**20
 # Files people mistake for input, by their first bytes.
 MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF",
@@ -149,18 +150,34 @@ def _size(stream: IO[bytes]) -> int | None:
 
 
 def detect_format(first: bytes | None, following: Iterable[bytes] = ()) -> str:
-    """`openai`, `jsonl` or `csv`, from the first non-blank line; when that starts as JSON but is broken, from
-    the first of the `following` lines that is JSON (a broken first request must not make an OpenAI batch
-    file tierq's JSONL, whose reader would reject every request of it)."""
-    if first is None or not first.lstrip().startswith(b"{"):
-        return "csv" if first is not None else "jsonl"
+    """`openai`, `jsonl` or `csv`, from the first non-blank line. One bad first line does not decide for the
+    lines after it: when it starts as JSON but is broken, the first of the `following` lines that is JSON
+    decides (a broken first request must not make an OpenAI batch file tierq's JSONL, whose reader rejects
+    every request of it); when it is not JSON at all (a stray heading or log line) but the next lines are all
+    JSON objects, it is the one bad record of a JSON file rather than the header of a CSV."""
+    if first is None:
+        return "jsonl"
+    if not first.lstrip().startswith(b"{"):
+        ahead = list(itertools.islice(following, CSV_CHECK_LINES))
+        objects = [obj for obj in map(_json_object, ahead) if obj is not None]
+        return _json_kind(objects[0]) if ahead and len(objects) == len(ahead) else "csv"
     for line in itertools.chain((first,), following):
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        return "openai" if isinstance(obj, dict) and "custom_id" in obj and "body" in obj else "jsonl"
+        obj = _json_object(line)
+        if obj is not None:
+            return _json_kind(obj)
     return "jsonl"
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _json_kind(obj: dict[str, Any]) -> str:
+    return "openai" if "custom_id" in obj and "body" in obj else "jsonl"
 
 
 def read_records(

@@ -69,6 +69,16 @@ def test_a_broken_first_line_does_not_decide_the_format_of_the_lines_after_it() 
     # Nothing after it is JSON: tierq's JSONL, as before, every line a rejection of its own.
     fmt, items = read(b'{"id": "a", "prompt": "never closed\n{oops\n')
     assert fmt == "jsonl" and [i.line for i in items] == [1, 2]
+    # A first line that is no JSON at all, before JSON objects, was a CSV header and stopped the whole file.
+    fmt, items = read(b'exported 2026-11-30\n' + requests + b"\n")
+    assert fmt == "openai" and sorted(prompts(items)) == ["r2", "r3", "r4"]
+    assert reasons(items) == [("malformed_json", "line 1: malformed JSON (Expecting value at column 1)")]
+    fmt, items = read(b'[1, 2]\n{"id": "b", "prompt": "fine"}\n')
+    assert fmt == "jsonl" and list(prompts(items)) == ["b"] and reasons(items)[0][0] == "not_object"
+    # A CSV stays a CSV, its rows JSON-looking or not.
+    fmt, items = read(b'prompt\n"{""a"": 1}"\nplain\n')
+    assert fmt == "csv" and [i.messages[-1]["content"] for i in items if isinstance(i, Record)] == [
+        '{"a": 1}', "plain"]
 
 
 def test_csv_rows_become_jobs_with_metadata_from_the_other_columns() -> None:
