@@ -36,8 +36,11 @@ LOOKAHEAD_LINES = 100  # when the first line is broken JSON, the lines that may 
 CSV_CHECK_LINES = 5  # a first line that is not JSON is a CSV header unless these lines after it are all JSON
 READ_BLOCK = 2**20
 # Files people mistake for input, by their first bytes.
+_UNPACK = "decompress it first: {} FILE | tierq submit -"
 MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF",
-         b"PK\x03\x04": "a ZIP archive (an .xlsx or .docx is one: export it as CSV)", b"\x1f\x8b": "gzip data",
+         b"PK\x03\x04": "a ZIP archive (an .xlsx or .docx is one: export it as CSV)",
+         b"\x1f\x8b": f"gzip data ({_UNPACK.format('zcat')})", b"\xfd7zXZ\x00": f"xz data ({_UNPACK.format('xzcat')})",
+         b"\x28\xb5\x2f\xfd": f"zstd data ({_UNPACK.format('zstdcat')})",
          b"PAR1": "a Parquet file", b"SQLite format 3": "an SQLite database", b"\xd0\xcf\x11\xe0": "an old Office file"}
 
 

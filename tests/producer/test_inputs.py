@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tracemalloc
@@ -246,6 +247,9 @@ def test_a_binary_file_is_named_as_such() -> None:
         read_records(LineSource(io.BytesIO(png)))
     with pytest.raises(InputError, match="it looks like binary data"):
         read_records(LineSource(io.BytesIO(b"\x00\x01\x02\x03" * 100)))
+    with pytest.raises(InputError) as caught:
+        read_records(LineSource(io.BytesIO(gzip.compress(b'{"prompt": "hi"}\n'))))
+    assert str(caught.value).endswith("it looks like gzip data (decompress it first: zcat FILE | tierq submit -)")
 
 
 def test_an_unclosed_csv_quote_names_the_line_where_it_opened() -> None:
