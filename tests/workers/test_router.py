@@ -328,6 +328,10 @@ def test_labelled_files_as_pandas_writes_them_and_bad_ones_named(tmp_path: Path,
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match=r"empty.csv: empty, not even a header row"):
         read([tmp_path / "empty.csv"], "cheap", "strong", price, price)
+    # A spreadsheet's "CSV UTF-8" starts with a byte-order mark, which was read into the name of the first column.
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfprompt,cheap,strong\r\nhi,TRUE,FALSE\r\n")
+    excel = read([tmp_path / "excel.csv"], "cheap", "strong", price, price)
+    assert (excel.prompts, excel.cheap_ok, excel.strong_ok) == (["hi"], [True], [False])
     assert done.stderr.strip().splitlines() == [left_out_note(data)]
 
 

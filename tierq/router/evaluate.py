@@ -84,7 +84,7 @@ def read(paths: Sequence[Path], cheap: str, strong: str, cheap_price: Price, str
     data = Labelled([], [], [], [], [], [])
     for path in paths:
         try:
-            handle = path.open(newline="", encoding="utf-8")
+            handle = path.open(newline="", encoding="utf-8-sig")  # a spreadsheet's CSV starts with a byte-order mark
         except OSError as exc:
             raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
         with handle:
