@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ class PromptSpec:
             value = values.get(name)
             if value is None:
                 return Built(problem=f'field "{name}" used by --template is missing')
-            text = value if isinstance(value, str) else str(value)
+            # A JSONL field that is no string goes in as JSON (true, {"a": 1}), not as Python writes it.
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             if not text.strip():
                 return Built(problem=f'field "{name}" used by --template is empty', empty=True)
             pieces.append(text)

@@ -161,6 +161,10 @@ def test_jsonl_prompt_field_and_template() -> None:
     assert prompts(items) == {"a": "Ann asks: hello"}
     assert reasons(items) == [("missing_prompt", 'line 2: field "body" used by --template is missing'),
                               ("empty_prompt", 'line 3: field "body" used by --template is empty')]
+    # Fields that are no strings were written as Python writes them: True, {'qty': 2}.
+    _, items = read(b'{"id": "d", "n": 7, "ok": true, "item": {"sku": "\\u00e9-1", "qty": 2.5}, "tags": ["a"]}\n',
+                    spec=PromptSpec(template="{n} {ok} {item} {tags}"))
+    assert prompts(items) == {"d": '7 true {"sku": "\u00e9-1", "qty": 2.5} ["a"]'}
 
 
 def test_openai_batch_requests_keep_their_parameters_but_not_the_model() -> None:
