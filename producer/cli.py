@@ -102,7 +102,8 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
 @main.command()
 @click.argument("batch")
 @click.option("--watch", is_flag=True, help="Refresh until the batch is done (in place on a terminal).")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch, one line per refresh).")
 @_friendly
 def status(batch: str, watch: bool, interval: float, as_json: bool) -> None:

@@ -296,6 +296,20 @@ def test_a_submission_stopped_by_a_signal_names_its_batch_and_keeps_every_job_it
     redis.Redis.from_url(broker).flushdb()
 
 
+def test_a_watch_interval_below_a_tenth_of_a_second_is_refused_before_anything_runs(
+    clean: Stack, tmp_path: Path
+) -> None:
+    # -1 ran until its first sleep and ended in a traceback (sleep length must be non-negative); 0 queried
+    # Postgres and Redis in a busy loop.
+    insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        batch = str(conn.execute(text("SELECT id FROM batches")).scalar_one())
+    for interval in ("-1", "0"):
+        done = tierq(clean, tmp_path, "status", batch, "--watch", "--interval", interval, timeout=30)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"Invalid value for '--interval': {float(interval)} is not in the range x>=0.1." in done.stderr
+
+
 def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
     (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
     env = {**clean.env, "TIERQ_LOG_LEVEL": "debug"}
