@@ -244,7 +244,7 @@ def db_current() -> None:
 
 @main.command("fake-llm", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="TOML file whose [simulator] table sets latency and failure rates per model.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False),
@@ -262,7 +262,8 @@ def fake_llm(host: str, port: int, config_path: str | None, replay: str | None, 
 
 
 @main.command()
-@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for each service and for workers.")
+@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to wait for each service and for workers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def doctor(timeout: float, as_json: bool) -> None:
     """Check Redis, the broker, Postgres, migrations, providers and a worker per queue; exit 1 on a problem."""
@@ -279,7 +280,7 @@ def doctor(timeout: float, as_json: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
-@click.option("--port", default=9808, show_default=True)
+@click.option("--port", default=9808, show_default=True, type=click.IntRange(0, 65535))
 @_friendly
 def metrics(host: str, port: int) -> None:
     """Serve Prometheus metrics: queue lengths, jobs per state, calls and spend per model."""

@@ -296,7 +296,7 @@ def test_a_submission_stopped_by_a_signal_names_its_batch_and_keeps_every_job_it
     redis.Redis.from_url(broker).flushdb()
 
 
-def test_a_watch_interval_below_a_tenth_of_a_second_is_refused_before_anything_runs(
+def test_intervals_timeouts_and_ports_out_of_range_are_refused_before_anything_runs(
     clean: Stack, tmp_path: Path
 ) -> None:
     # -1 ran until its first sleep and ended in a traceback (sleep length must be non-negative); 0 queried
@@ -308,6 +308,11 @@ def test_a_watch_interval_below_a_tenth_of_a_second_is_refused_before_anything_r
         done = tierq(clean, tmp_path, "status", batch, "--watch", "--interval", interval, timeout=30)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert f"Invalid value for '--interval': {float(interval)} is not in the range x>=0.1." in done.stderr
+    # The same tracebacks: socket's "Timeout value out of range" and bind()'s OverflowError.
+    for args, problem in ((("doctor", "--timeout", "-1"), "'--timeout': -1.0 is not in the range x>0."),
+                          (("metrics", "--port", "99999"), "'--port': 99999 is not in the range 0<=x<=65535.")):
+        done = tierq(clean, tmp_path, *args, timeout=30)
+        assert done.returncode == 2 and f"Invalid value for {problem}" in done.stderr, done.stderr
 
 
 def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
