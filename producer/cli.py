@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from producer.friendly import friendly as _friendly
+from tierq.money import amount_problem
 
 
 @click.group()
@@ -28,8 +29,9 @@ def _usd(value: str | None) -> Decimal | None:
         amount = Decimal(value)
     except InvalidOperation:
         raise click.BadParameter(f"{value!r} is not an amount in USD, e.g. 25 or 0.50") from None
-    if not amount.is_finite() or amount <= 0:
-        raise click.BadParameter(f"{value!r} must be a positive amount in USD")
+    problem = amount_problem(amount)
+    if problem is not None:
+        raise click.BadParameter(f"{value!r} {problem}")
     return amount
 
 

@@ -22,6 +22,7 @@ from producer.inputs.stream import LineSource
 from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config, not_a_tier
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
+from tierq.money import amount_problem
 from tierq.params import params_problem
 from tierq.publish import Publisher
 from tierq.validator_config import schema_problem
@@ -78,6 +79,9 @@ class BatchOptions:
             raise InputError(f"--tier {self.force_tier!r} is below --min-tier {self.min_tier!r}; give one of them")
         if forced is not None and self.max_tier and forced > config.tier_index(self.max_tier):
             raise InputError(f"--tier {self.force_tier!r} is above --max-tier {self.max_tier!r}; give one of them")
+        budget_problem = amount_problem(self.budget_usd) if self.budget_usd is not None else None
+        if budget_problem is not None:
+            raise InputError(f"--budget-usd {self.budget_usd} {budget_problem}")
         if self.deadline_s is not None and not self.deadline_s > 0:
             raise InputError(f"--deadline must be a positive number of seconds, not {self.deadline_s!r}")
         if self.json_schema is not None:

@@ -10,7 +10,19 @@ MILLION = Decimal(1_000_000)
 # every per-token cost exact at 12 places, so no rounding ever happens between the call and the bill.
 PRICE_PLACES = 6
 COST_PLACES = 12
+COST_DIGITS = 24
 ZERO = Decimal(0)
+
+
+def amount_problem(amount: Decimal) -> str | None:
+    """Why an amount of USD cannot be stored as NUMERIC(COST_DIGITS, COST_PLACES) as it is, or None."""
+    if not amount.is_finite() or amount <= 0:
+        return "must be a positive amount in USD"
+    if amount >= Decimal(10) ** (COST_DIGITS - COST_PLACES):
+        return f"is more than tierq stores (less than 10^{COST_DIGITS - COST_PLACES} USD)"
+    if amount != amount.quantize(Decimal(1).scaleb(-COST_PLACES)):
+        return f"has more than {COST_PLACES} decimal places, which tierq does not keep"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

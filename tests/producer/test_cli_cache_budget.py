@@ -9,8 +9,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from conftest import Stack
 from sqlalchemy import text
+
+from producer.submit import BatchOptions
+from tierq.errors import InputError
 
 
 def tierq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,6 +50,15 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
     assert cleared["removed"] == 1
     bad = tierq(clean, "submit", str(source), "--budget-usd", "-3")
     assert bad.returncode == 2 and "must be a positive amount in USD" in bad.stderr
+    # NUMERIC(24, 12) holds neither: a trillion was psycopg's "numeric field overflow" as a traceback, and
+    # 1e-13 was stored as a budget of 0 that failed every job.
+    for value, problem in (("1e12", "is more than tierq stores (less than 10^12 USD)"),
+                           ("0.0000000000001", "has more than 12 decimal places, which tierq does not keep")):
+        bad = tierq(clean, "submit", str(source), "--budget-usd", value)
+        assert bad.returncode == 2 and f"'{value}' {problem}" in bad.stderr and "Traceback" not in bad.stderr, \
+            bad.stderr
+    with clean.client() as tq, pytest.raises(InputError, match=r"^--budget-usd 1E\+13 is more than tierq stores"):
+        tq.submit(["Where is my parcel?"], BatchOptions(budget_usd=Decimal("1e13")))
 
 
 def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_path: Path) -> None:
