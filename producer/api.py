@@ -50,10 +50,13 @@ Source = str | Path | IO[bytes] | Iterable[Any]
 
 class ResultLines:
     """A batch's result lines, read as they are iterated. Once they are all read, `gone` counts the
-    succeeded jobs whose answer was not there: a --no-store-text batch's answers are returned once."""
+    succeeded jobs whose answer was not there: a --no-store-text batch's answers are returned once, and
+    `unfinished` the jobs that were not finished, so have no line."""
 
-    def __init__(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(self, tq: Tierq, batch: uuid.UUID, convert: Callable[[Any], dict[str, Any]], total: int = 0) -> None:
         self.gone = 0
+        self.read = 0
+        self.total = total
         self.private = False  # known once the first line is read
         self._lines = self._read(tq, batch, convert)
 
@@ -68,6 +71,7 @@ class ResultLines:
             try:
                 for row in rows:
                     self.gone += row.status == "succeeded" and row.content is None
+                    self.read += 1
                     yield convert(row)
             finally:
                 rows.close()  # a line not handed over keeps its answer in the vault (iter_rows)
@@ -81,6 +85,11 @@ class ResultLines:
     def close(self) -> None:
         """Stop reading: the line last returned counts as not handed over (a private batch keeps its answer)."""
         self._lines.close()
+
+    @property
+    def unfinished(self) -> int:
+        """Once every line is read: the batch's jobs that were not finished, so are not among them."""
+        return max(self.total - self.read, 0)
 
 
 class Tierq:
@@ -271,9 +280,8 @@ class Tierq:
             raise InputError(f"--format {format!r} is not a results format; use one of {', '.join(RESULT_FORMATS)}")
         convert = as_openai if format == "openai" else as_result
         batch = _uuid(batch_id)
-        self.status(batch)  # an unknown batch is an error, not an empty file
-
-        return ResultLines(self, batch, convert)
+        total = self.status(batch).total  # an unknown batch is an error, not an empty file
+        return ResultLines(self, batch, convert, total)
 
     def cancel(self, batch_id: uuid.UUID | str) -> CancelResult:
         """Cancel the batch's waiting jobs; running ones finish their current call."""

@@ -226,6 +226,9 @@ def write_results(batch: str, output: IO[str], fmt: str) -> None:
                     output.flush()  # a private answer counts as delivered once it has left the process
         finally:
             lines.close()
+    if lines.unfinished:
+        click.echo(f"note: batch {batch} is not finished: its {lines.unfinished:,} jobs still waiting or running "
+                   f"have no line here; `tierq status {batch} --watch` follows it to its end", err=True)
     if lines.gone:
         click.echo(f"note: {lines.gone:,} succeeded jobs come without their answer: the batch was submitted with "
                    "--no-store-text, whose answers are kept in Redis until an earlier `tierq results` took them "

@@ -315,6 +315,22 @@ def test_intervals_timeouts_and_ports_out_of_range_are_refused_before_anything_r
         assert done.returncode == 2 and f"Invalid value for {problem}" in done.stderr, done.stderr
 
 
+def test_results_of_a_batch_still_running_say_which_jobs_have_no_line_yet(clean: Stack, tmp_path: Path) -> None:
+    # An empty or partial file with exit 0 and no word: `tierq submit F && tierq results B -o out` looked done.
+    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        batch = str(conn.execute(text("SELECT id FROM batches")).scalar_one())
+    early = tierq(clean, tmp_path, "results", batch)
+    assert early.returncode == 0 and early.stdout == "", early.stderr
+    assert early.stderr == (f"note: batch {batch} is not finished: its 1 jobs still waiting or running have no line "
+                            f"here; `tierq status {batch} --watch` follows it to its end\n")
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'succeeded', content = 'It left today.', finished_at = now() "
+                          "WHERE id = :j"), {"j": job})
+    done = tierq(clean, tmp_path, "results", batch, "--format", "openai")
+    assert done.returncode == 0 and done.stderr == "" and len(json_lines(done.stdout)) == 1, done.stderr
+
+
 def test_tierq_log_level_is_applied_and_checked(clean: Stack, tmp_path: Path) -> None:
     (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
     env = {**clean.env, "TIERQ_LOG_LEVEL": "debug"}
