@@ -280,17 +280,20 @@ def leased_elsewhere(conn: Connection, ids: Sequence[int], lease: Lease) -> floa
     return None if left is None else float(left)
 
 
-def renew(conn: Connection, leases: Mapping[uuid.UUID, Sequence[int]], lease_s: float) -> int:
-    """Push out the expiry of the leases still held (owner -> job ids)."""
+def renew(conn: Connection, leases: Mapping[uuid.UUID, Sequence[int]], lease_s: float) -> tuple[int, list[int]]:
+    """Push out the expiry of the leases still held (owner -> job ids): (jobs renewed, those of them whose
+    batch has been cancelled meanwhile)."""
     pairs = [(owner, job_id) for owner, ids in leases.items() for job_id in ids]
     if not pairs:
-        return 0
-    return conn.execute(
+        return 0, []
+    rows = conn.execute(
         text("UPDATE jobs AS j SET lease_until = now() + make_interval(secs => :lease) "
              "FROM unnest(CAST(:ids AS bigint[]), CAST(:owners AS uuid[])) AS v(id, owner) "
-             f"WHERE j.id = v.id AND j.lease_owner = v.owner AND j.status = '{RUNNING}'"),
+             f"WHERE j.id = v.id AND j.lease_owner = v.owner AND j.status = '{RUNNING}' "
+             "RETURNING j.id, (SELECT b.cancelled FROM batches b WHERE b.id = j.batch_id)"),
         {"ids": [p[1] for p in pairs], "owners": [p[0] for p in pairs], "lease": lease_s},
-    ).rowcount
+    ).all()
+    return len(rows), [job_id for job_id, cancelled in rows if cancelled]
 
 
 def succeed(conn: Connection, lease: Lease, answers: Sequence[tuple[int, str | None, str, int]],

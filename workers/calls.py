@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -38,6 +39,7 @@ class JobWork:
     budgeted: bool = False
     check: AnswerCheck | None = None  # the job's validator (WorkerContext.checks)
     second_look: SecondLook | None = None  # the learned router's verdict on a valid answer (workers/learned.py)
+    cancelled: Callable[[], bool] | None = None  # whether its batch has been cancelled since it was claimed
 
 
 @dataclass(slots=True)
@@ -54,6 +56,7 @@ class TierResult:
     rejected_by: str | None = None  # a provider that called the request itself invalid (HTTP 400, 422)
     jump_to: str | None = None  # a learned router sends the job on to this tier, not to the next one
     locked_out: set[str] = field(default_factory=set)  # providers that refused tierq's key (workers/gates.py)
+    cancelled: bool = False  # its batch was cancelled: no more calls were made for it
 
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,12 @@ async def _try_model(
     params = params_for(work.params, tier, model)
     messages = messages_for(work.messages, params)
     for retry in range(tier.max_retries + 1):
+        if result.records and work.cancelled is not None and work.cancelled():
+            # Cancelled since its first call: that call's answer would have been kept, but no retry or other
+            # model is paid for a job nobody wants now.
+            result.cancelled, result.hold = True, None
+            result.reason = f"cancelled: its batch was cancelled; no call after {len(result.records)}"
+            return _Next.DONE
         gate = await gates.before(tier, name, messages, params, work.batch_id, work.budgeted)
         if isinstance(gate, Stop):
             result.final, result.reason, result.hold = True, gate.reason, None

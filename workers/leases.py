@@ -29,6 +29,7 @@ class LeaseKeeper:
     def __init__(self, engine: Engine, lease_s: float) -> None:
         self.engine, self.lease_s = engine, lease_s
         self._held: dict[uuid.UUID, list[int]] = {}
+        self._cancelled: set[int] = set()  # held jobs whose batch was cancelled, as the last renewal found
         self._lock = threading.Lock()
         self._pid = 0
 
@@ -44,16 +45,26 @@ class LeaseKeeper:
             yield
         finally:
             with self._lock:
-                self._held.pop(owner, None)
+                self._cancelled.difference_update(self._held.pop(owner, ()))
 
     def renew_now(self) -> int:
-        """Renew every lease held; returns how many jobs were renewed."""
+        """Renew every lease held, and learn which of the jobs' batches were cancelled; returns how many jobs
+        were renewed."""
         with self._lock:
             held = {owner: list(ids) for owner, ids in self._held.items()}
         if not held:
             return 0
         with self.engine.begin() as conn:
-            return renew(conn, held, self.lease_s)
+            renewed, cancelled = renew(conn, held, self.lease_s)
+        with self._lock:
+            still = {job_id for ids in self._held.values() for job_id in ids}
+            self._cancelled.update(job_id for job_id in cancelled if job_id in still)
+        return renewed
+
+    def cancelled(self, job_id: int) -> bool:
+        """Whether the job's batch was cancelled while this process answers it (known within a third of the
+        lease): its running calls end, but no new call is made for it."""
+        return job_id in self._cancelled
 
     def _run(self) -> None:
         while True:

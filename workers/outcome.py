@@ -43,6 +43,7 @@ class Outcome:
     stopped: list[tuple[int, str, int]] = field(default_factory=list)  # failed here for good
     held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
     hold_kinds: dict[int, str] = field(default_factory=dict)  # the held jobs: what holds each
+    cancelled: list[tuple[int, str, int]] = field(default_factory=list)  # their batch was cancelled mid-way
     hold_after_s: float = 0.0
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
@@ -67,6 +68,8 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
             else:
                 out.answers.append((job.id, answer.content or "", answer.model, calls))
                 _fill(out, job, answer, tier.name)
+        elif result.cancelled:
+            out.cancelled.append((job.id, result.reason or "cancelled", calls))
         elif result.hold is not None:
             _sort_held(ctx, out, tier, job, result, calls, now)
         elif result.final or _pointless(ctx, tier, result):

@@ -226,7 +226,8 @@ async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, finding
     """One job's calls at this tier; for a job under audit, the comparison with its candidate too."""
     work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
                    None if job.audit else ctx.checks.for_job(job.task_type, job.params),
-                   None if job.audit else ctx.learned.second_look(job.task_type, tier.name, job.messages))
+                   None if job.audit else ctx.learned.second_look(job.task_type, tier.name, job.messages),
+                   lambda: ctx.leases.cancelled(job.id))
     result = await answer_at_tier(ctx.client, ctx.config, tier, work, ctx.gates)
     if job.audit and result.answer is not None and result.failure is None:
         try:
@@ -304,6 +305,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
             lifecycle.fail(conn, lease.message, out.misses, final=next_tier is None, owner=lease.owner)
             lifecycle.fail(conn, lease.message, out.stopped, final=True, owner=lease.owner)
             lifecycle.fail(conn, lease.message, out.held, final=False, owner=lease.owner)
+            lifecycle.fail(conn, lease.message, out.cancelled, final=False, owner=lease.owner)  # cancelled below
             if next_tier is not None:
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in out.misses], next_tier, chunk, batch)
             for target, jumps in out.jumps.items():

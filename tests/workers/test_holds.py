@@ -8,6 +8,7 @@ The tier task's plain function runs in this process against the real database, R
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import socket
 import time
@@ -131,3 +132,31 @@ def test_an_audit_whose_reference_is_held_past_the_outage_limit_keeps_its_candid
     assert outcomes[0][:2] == ("hot", "ok") and len(outcomes) > 1
     assert all(tier == "cold" and outcome != "audit" and cost == 0 for tier, outcome, cost in outcomes[1:])
     assert labels == 0  # nothing was measured
+
+
+def test_a_job_whose_batch_is_cancelled_while_its_calls_time_out_makes_no_more_calls(
+    clean: Stack, worker_ctx: Callable[..., WorkerContext]
+) -> None:
+    ctx = worker_ctx(lease_s=3)  # renewed (and the batch's cancel seen) every second
+    hot = ctx.config.tier("hot")
+    every = (hot.max_retries + 1) * len(hot.models)  # what a job whose calls all time out makes at hot
+    clean.simulate({"latency_ms": 60_000})  # each call times out after the tier's timeout_s
+    message = uuid.uuid4()
+    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=message)
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(process_chunk, ctx, "hot", [job], message)
+        deadline = time.monotonic() + 30
+        while clean.sim_stats()["requests"] == 0:  # its first call is out
+            assert time.monotonic() < deadline and not running.done(), "no call was made"
+            time.sleep(0.05)
+        with clean.client() as tq:
+            assert tq.cancel(batch).running == 1
+        summary = running.result(timeout=120)
+    with clean.engine.connect() as conn:
+        status, error, attempts = conn.execute(text("SELECT status, error, attempts FROM jobs")).one()
+        paid = conn.execute(text("SELECT count(*) FROM calls WHERE job_id = :j"), {"j": job}).scalar_one()
+    assert status == "cancelled" and error.startswith("cancelled: its batch was cancelled"), (status, error)
+    assert summary.calls == paid == attempts == clean.sim_stats()["requests"]  # every call made is a cost row
+    assert paid < every, f"{paid} calls: the retries went on after the cancel"
