@@ -49,6 +49,7 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
         return result
     keys = [key_of(job) for job in jobs]
     found = ctx.cache.lookup(keys, None)
+    _forget_stale(ctx, jobs, found)
     heads: dict[str, int] = {}  # exact key -> first row that missed with it
     twin_of: dict[int, int] = {}  # a later row with the same exact key -> that first row
     for row, entry in enumerate(found):
@@ -69,6 +70,7 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
             for row, entry in grays:
                 if jobs[row].id in same:
                     found[row] = replace(entry, kind="semantic")
+        _forget_stale(ctx, jobs, found, rows)
     open_rows = [n for n, row in enumerate(rows) if found[row] is None]  # positions in `rows`
     follows = _near_in_chunk(ctx, [keys[rows[n]] for n in open_rows], None if vectors is None else vectors[open_rows])
     lead = [n for n, leader in zip(open_rows, follows, strict=True) if leader is None]
@@ -80,7 +82,6 @@ def deduplicate(ctx: WorkerContext, jobs: list[PendingJob]) -> Dedup:
     for n, leader in zip(open_rows, follows, strict=True):
         if leader is not None and open_rows[leader] in fresh:
             found[rows[n]] = fresh[open_rows[leader]]
-    _take_over(ctx, jobs, keys, found, twin_of)
     for row, (job, key) in enumerate(zip(jobs, keys, strict=True)):
         entry = found[twin_of.get(row, row)]  # a repeated text shares its first occurrence's entry
         if entry is None:
@@ -109,37 +110,29 @@ def _register(ctx: WorkerContext, jobs: list[PendingJob], keys: list[CacheKey], 
     return fresh
 
 
-def _take_over(ctx: WorkerContext, jobs: list[PendingJob], keys: list[CacheKey], found: list[CacheEntry | None],
-               twin_of: dict[int, int]) -> None:
-    """Lead in place of a leader that ended without an answer. A job cancelled while it was queued (or one
-    that failed when its entry could not be dropped) leaves its entry pending; a job that followed it would
-    wait a whole lease for nothing, as would a batch submitted again after a cancel. Such an entry is
-    dropped, and the rows that found it register entries of their own (or follow whoever did first)."""
+def _forget_stale(ctx: WorkerContext, jobs: list[PendingJob], found: list[CacheEntry | None],
+                  rows: list[int] | None = None) -> None:
+    """Forget the entries (among `found`, at `rows` or all) that wait for a leader that ended without an
+    answer: a job cancelled while it was queued, or one that failed when its entry could not be dropped.
+    A job that followed it would wait a whole lease for nothing, as would a batch submitted again after a
+    cancel. Such an entry is dropped, and its rows go on as misses: they lead new entries, or follow one
+    another as any misses of a chunk do."""
     ours = {job.id for job in jobs}
-    waits = {row: entry for row, entry in enumerate(found)
-             if row not in twin_of or twin_of[row] == row
-             if entry is not None and not entry.ready and entry.leader_job not in ours}
+    waits = {row: entry for row in (range(len(found)) if rows is None else rows)
+             if (entry := found[row]) is not None and not entry.ready and entry.leader_job not in ours}
     if not waits:
         return
     with ctx.engine.connect() as conn:
         alive = set(conn.execute(text(f"SELECT id FROM jobs WHERE id = ANY(:ids) AND status NOT IN ({_ENDED})"),
                                  {"ids": sorted({e.leader_job for e in waits.values()})}).scalars())
     stale = {row: entry for row, entry in waits.items() if entry.leader_job not in alive}
-    if not stale:
-        return
     for entry in {entry.id: entry for entry in stale.values()}.values():
         ctx.cache.drop(entry.id, entry.leader_job)
-    firsts = list({keys[row].exact: row for row in reversed(stale)}.values())  # one row per exact text
-    vectors = ctx.embedder.embed([keys[row].text for row in firsts]) if ctx.config.cache.semantic else None
-    registered = ctx.cache.register_many([keys[row] for row in firsts], vectors, [jobs[row].id for row in firsts])
-    by_text: dict[str, CacheEntry] = {}
-    for row, (entry_id, existing) in zip(firsts, registered, strict=True):
-        by_text[keys[row].exact] = existing or CacheEntry(entry_id, False, jobs[row].id, None, None, None,
-                                                          Decimal(0), "fresh")
     for row in stale:
-        found[row] = by_text[keys[row].exact]
-    log.info("cache: %d jobs lead in place of %d leaders that ended without an answer", len(stale),
-             len({e.leader_job for e in stale.values()}))
+        found[row] = None
+    if stale:
+        log.info("cache: %d jobs lead in place of %d leaders that ended without an answer", len(stale),
+                 len({e.leader_job for e in stale.values()}))
 
 
 def _decide(result: Dedup, job: PendingJob, key: CacheKey, entry: CacheEntry) -> None:

@@ -121,19 +121,29 @@ def test_the_same_questions_after_a_cancel_lead_rather_than_wait_on_the_cancelle
             return [tuple(r) for r in conn.execute(text("SELECT status, follows, cache_entry FROM jobs WHERE "
                                                         "id = ANY(:ids) ORDER BY id"), {"ids": list(ids)})]
 
+    def cancel(job: int) -> None:
+        with clean.engine.connect() as conn:
+            batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+        with clean.client() as tq:
+            assert tq.cancel(batch).cancelled == 1  # cancelled while queued: its entry never gets an answer
+
     [cancelled] = classified(PARCEL)
-    with clean.engine.connect() as conn:
-        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": cancelled}).scalar_one()
-    with clean.client() as tq:
-        assert tq.cancel(batch).cancelled == 1  # cancelled while queued: its entry never gets an answer
-    # The same question twice: the first leads a new entry, the second follows it, not the cancelled job.
-    first, second = classified(PARCEL, PARCEL)
-    (_, _, old), (status, follows, new), followed = jobs(cancelled, first, second)
+    cancel(cancelled)
+    # The same question twice and nearly the same once: the first leads a new entry, the others follow it
+    # (not the cancelled job), as misses of one chunk do.
+    first, second, near = classified(PARCEL, PARCEL, PARCEL + " Thanks!")
+    (_, _, old), (status, follows, new), *followed = jobs(cancelled, first, second, near)
     assert (status, follows) == ("queued", None) and new is not None and new != old
-    assert followed == ("waiting", first, new)
+    assert followed == [("waiting", first, new), ("waiting", first, new)]
     # A leader that is alive is still followed, by the same words or nearly the same.
     again, near = classified(PARCEL, PARCEL.upper())
     assert jobs(again, near) == [("waiting", first, new), ("waiting", first, new)]
+    # Found by meaning rather than by the same words: the same.
+    [gone] = classified(REFUND)
+    cancel(gone)
+    [lone] = classified(REFUND + " Thanks!")
+    [(status, follows, entry)] = jobs(lone)
+    assert (status, follows) == ("queued", None) and entry is not None
 
 
 @pytest.mark.slow

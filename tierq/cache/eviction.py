@@ -23,7 +23,8 @@ if gone == 1 then redis.call('DECR', KEYS[3]) end
 return gone
 """
 
-# KEYS: a lock. ARGV: the token it was taken with. Deletes it only if it still holds that token.
+# KEYS: a lock (or an exact key). ARGV: the token it was taken with (the entry it names). Deletes it only
+# if it still holds that value.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -60,8 +61,10 @@ class Eviction:
         if int(width or 0) == self.layout.width and len(head) == self.layout.width and generation is not None:
             self.generations.unindex(decoded(namespace) or "", decoded(ids) or "", int(generation), head, entry_id)
         self._drop([name, vkey, self.layout.live], [])
-        if exact is not None and self.r.get(self.layout.exact(exact.decode())) == str(entry_id).encode():
-            self.r.delete(self.layout.exact(exact.decode()))
+        if exact is not None:
+            # Only if the exact key still names this entry, in one step: a registration that took it over
+            # meanwhile (after a GET and before a DEL) keeps its key.
+            self._unlock([self.layout.exact(exact.decode())], [str(entry_id)])
         return True
 
     def evict(self, batch: int = 100, most: int = 2_000) -> int:
