@@ -110,9 +110,9 @@ async def _try_model(
     params = params_for(work.params, tier, model)
     messages = messages_for(work.messages, params)
     for retry in range(tier.max_retries + 1):
-        if result.records and work.cancelled is not None and work.cancelled():
-            # Cancelled since its first call: that call's answer would have been kept, but no retry or other
-            # model is paid for a job nobody wants now.
+        if work.cancelled is not None and work.cancelled():
+            # Cancelled since it was claimed (waiting for an open-call slot, or between calls): a call in
+            # flight keeps its answer, but no call, retry or other model is paid for a job nobody wants now.
             result.cancelled, result.hold = True, None
             result.reason = f"cancelled: its batch was cancelled; no call after {len(result.records)}"
             return _Next.DONE

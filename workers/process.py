@@ -272,8 +272,9 @@ async def _keep_cache_leases(ctx: WorkerContext, leaders: list[int]) -> None:
 def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult],
             findings: dict[int, Finding], lease: Lease) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
+    # Not a job whose batch was cancelled: an audit could not be queued for it, and its answer would be lost.
     picks = pick(ctx, tier.name, [job for job, r in zip(jobs, results, strict=True) if r.answer is not None
-                                  and not job.audit])
+                                  and not job.audit and not ctx.leases.cancelled(job.id)])
     out = sort(ctx, tier, jobs, results, findings, picks)
     # The calls are paid for and not recorded yet: ride out a Redis outage here rather than fail the task,
     # whose redelivery would pay for them again.
@@ -313,7 +314,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
             lifecycle.hold(conn, outbox, lease, out.hold_kinds, tier.name, chunk, batch, countdown)
             cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
-            following.release_followers(conn, outbox, [job.id for job in failed_leaders],
+            following.release_followers(conn, outbox, [job.id for job in failed_leaders + _leaders(jobs, cancelled)],
                                         ctx.config.worker.classify_chunk)
             return done, shared, cancelled
 
@@ -325,6 +326,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
         with ctx.engine.connect() as conn:
             lifecycle.resend(conn, outbox, [job.id for job in jobs], lease.message)
     ended = final_ids | set(cancelled) | {c.job_id for c, _ in out.settled}
+    failed_leaders += _leaders(jobs, cancelled)  # their entries get no answer either: dropped below
     try:
         ctx.publish(outbox)
     except BaseException:
@@ -341,6 +343,12 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     escalated = (len(out.misses) if next_tier is not None else 0) + sum(map(len, out.jumps.values()))
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
+
+
+def _leaders(jobs: list[ClaimedJob], ids: list[int]) -> list[ClaimedJob]:
+    """The jobs among `ids` that lead a cache entry."""
+    chosen = set(ids)
+    return [job for job in jobs if job.cache_entry is not None and job.id in chosen]
 
 
 def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, failed_leaders: list[ClaimedJob],

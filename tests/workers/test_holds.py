@@ -137,26 +137,36 @@ def test_an_audit_whose_reference_is_held_past_the_outage_limit_keeps_its_candid
 def test_a_job_whose_batch_is_cancelled_while_its_calls_time_out_makes_no_more_calls(
     clean: Stack, worker_ctx: Callable[..., WorkerContext]
 ) -> None:
-    ctx = worker_ctx(lease_s=3)  # renewed (and the batch's cancel seen) every second
-    hot = ctx.config.tier("hot")
+    # Renewed (and the batch's cancel seen) every second; one call open at a time, so the chunk's other
+    # jobs wait for the first one's slot.
+    ctx = worker_ctx(lease_s=3, open_calls=1)
+    hot = ctx.config.tier("hot").model_copy(update={"timeout_s": 6.0})
+    ctx.config = ctx.config.model_copy(update={"tiers": [hot if t.name == "hot" else t for t in ctx.config.tiers]})
     every = (hot.max_retries + 1) * len(hot.models)  # what a job whose calls all time out makes at hot
     clean.simulate({"latency_ms": 60_000})  # each call times out after the tier's timeout_s
     message = uuid.uuid4()
-    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=message)
-    with clean.engine.connect() as conn:
-        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+    first, *others = [insert_job(clean, f"Where is my parcel {n}?", status="queued", tier="hot", handoff=message)
+                      for n in range(3)]
+    with clean.engine.begin() as conn:  # one batch, as a submission makes
+        conn.execute(text("UPDATE jobs SET batch_id = (SELECT batch_id FROM jobs WHERE id = :j), "
+                          "custom_id = 'j' || id"), {"j": first})
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": first}).scalar_one()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(process_chunk, ctx, "hot", [job], message)
+        running = pool.submit(process_chunk, ctx, "hot", [first, *others], message)
         deadline = time.monotonic() + 30
-        while clean.sim_stats()["requests"] == 0:  # its first call is out
+        while clean.sim_stats()["requests"] == 0:  # the first job's first call is out
             assert time.monotonic() < deadline and not running.done(), "no call was made"
             time.sleep(0.05)
         with clean.client() as tq:
-            assert tq.cancel(batch).running == 1
+            assert tq.cancel(batch).running == 3
         summary = running.result(timeout=120)
     with clean.engine.connect() as conn:
-        status, error, attempts = conn.execute(text("SELECT status, error, attempts FROM jobs")).one()
-        paid = conn.execute(text("SELECT count(*) FROM calls WHERE job_id = :j"), {"j": job}).scalar_one()
-    assert status == "cancelled" and error.startswith("cancelled: its batch was cancelled"), (status, error)
-    assert summary.calls == paid == attempts == clean.sim_stats()["requests"]  # every call made is a cost row
-    assert paid < every, f"{paid} calls: the retries went on after the cancel"
+        jobs = conn.execute(text("SELECT j.id, j.status, j.error, j.attempts, (SELECT count(*) FROM calls c "
+                                 "WHERE c.job_id = j.id) FROM jobs j ORDER BY j.id")).all()
+    assert all(status == "cancelled" and error.startswith("cancelled: its batch was cancelled")
+               for _, status, error, _, _ in jobs), jobs
+    assert all(attempts == paid for _, _, _, attempts, paid in jobs)  # every call made is a cost row
+    assert summary.calls == sum(paid for *_, paid in jobs) == clean.sim_stats()["requests"]
+    calls = {job_id: paid for job_id, *_, paid in jobs}
+    assert 1 <= calls[first] < every, f"{calls[first]} calls: the retries went on after the cancel"
+    assert [calls[job] for job in others] == [0, 0]  # they waited for the open call: none after the cancel
