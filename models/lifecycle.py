@@ -99,6 +99,10 @@ def _queue(
     return len(moved)
 
 
+# A job that leaves its tier (escalated, sent to be audited) starts its waits afresh at the next one.
+_LEFT_TIER = ", held_since = NULL, hold_clocks = NULL"
+
+
 def route(conn: Connection, outbox: Outbox, routes: Mapping[int, str], message: uuid.UUID, chunk: Chunks,
           batch_id: uuid.UUID | None) -> int:
     """pending -> queued: the classify step's choice of starting tier (job -> tier)."""
@@ -110,7 +114,7 @@ def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int],
              batch_id: uuid.UUID | None) -> int:
     """running -> queued at the next tier: the cascade."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
-                  batch_id=batch_id, sets=", escalations = j.escalations + 1, held_since = NULL, hold_clocks = NULL")
+                  batch_id=batch_id, sets=f", escalations = j.escalations + 1{_LEFT_TIER}")
 
 
 # What holds a job (workers.gates.HoldKind): tierq's own rate schedule (no limit: it only delays), and the
@@ -124,13 +128,14 @@ def _clocks(kind: str) -> str:
     when the job got past the provider's breaker (any other hold), so a long wait in the rate schedule never
     counts as outage, and a 429 clock keeps running through the schedule's pauses between 429s."""
     assert kind == SCHEDULE or kind in CLOCKED, kind
-    clocks = "COALESCE(j.hold_clocks, '{}'::jsonb)"
-    if kind != "outage":
-        clocks = f"({clocks} - 'outage')"
+    # Clocks count only while `held_since` does: whatever clears that (leaving the tier, a retry; also in
+    # a tierq from before the clocks, during a rolling upgrade) stops them all.
+    running = "(CASE WHEN j.held_since IS NULL THEN '{}'::jsonb ELSE COALESCE(j.hold_clocks, '{}'::jsonb) END)"
+    clocks = running if kind == "outage" else f"({running} - 'outage')"
     if kind == SCHEDULE:
         return clocks
     return (f"{clocks} || jsonb_build_object('{kind}', "
-            f"COALESCE(j.hold_clocks -> '{kind}', to_jsonb(EXTRACT(EPOCH FROM now()))))")
+            f"COALESCE({running} -> '{kind}', to_jsonb(EXTRACT(EPOCH FROM now()))))")
 
 
 def hold(conn: Connection, outbox: Outbox, lease: Lease, kinds: Mapping[int, str], tier: str, chunk: Chunks,
@@ -190,7 +195,8 @@ def audit(conn: Connection, outbox: Outbox, lease: Lease, picks: Sequence[Candid
         return 0
     params = {"me": lease.message, "owner": lease.owner}
     _keep_candidates(conn, picks, "answer", _OWNED, params)
-    return _queue(conn, outbox, {p.job_id: reference for p in picks}, chunk, _OWNED, params, batch_id=batch_id)
+    return _queue(conn, outbox, {p.job_id: reference for p in picks}, chunk, _OWNED, params, batch_id=batch_id,
+                  sets=_LEFT_TIER)
 
 
 def audit_cached(conn: Connection, outbox: Outbox, message: uuid.UUID, picks: Sequence[Candidate], reference: str,
@@ -201,7 +207,7 @@ def audit_cached(conn: Connection, outbox: Outbox, message: uuid.UUID, picks: Se
     guard = f"j.status = '{PENDING}' AND j.handoff = :me"
     _keep_candidates(conn, picks, "cache", guard, {"me": message})
     return _queue(conn, outbox, {p.job_id: reference for p in picks}, chunk, guard, {"me": message},
-                  batch_id=batch_id)
+                  batch_id=batch_id, sets=_LEFT_TIER)
 
 
 def settle_audits(conn: Connection, lease: Lease, settled: Sequence[tuple[Candidate, bool]],

@@ -123,7 +123,7 @@ def _held_for(ctx: WorkerContext, job: ClaimedJob, result: TierResult, now: date
     no limit). Each limited kind has a clock of its own (`models.lifecycle.hold`): hours in tierq's own
     rate schedule do not make the first outage or 429 after them look hours long."""
     assert result.hold is not None
-    since = (job.hold_clocks or {}).get(result.hold.kind.value)
+    since = (job.hold_clocks or {}).get(result.hold.kind.value) if job.held_since is not None else None
     waited = max(0.0, now.timestamp() - float(since)) if since is not None else 0.0
     return waited, {HoldKind.OUTAGE: ctx.config.worker.outage_limit_s,
                     HoldKind.BUDGET: ctx.config.worker.budget_wait_s,

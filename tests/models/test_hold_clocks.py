@@ -34,6 +34,9 @@ def test_each_limited_wait_has_its_own_clock(clean: Stack) -> None:
     both = held("outage")
     assert set(both) == {"provider_limit", "outage"} and both["provider_limit"] == quota["provider_limit"]
     assert set(held("budget")) == {"provider_limit", "budget"}
+    with clean.engine.begin() as conn:  # what a tierq from before the clocks leaves when it escalates
+        conn.execute(text("UPDATE jobs SET held_since = NULL WHERE id = :j"), {"j": job})
+    assert set(held("outage")) == {"outage"}  # clocks count only while held_since does
     lease = Lease(uuid.uuid4())
     with clean.engine.begin() as conn:  # on to the next tier: its waits start afresh
         conn.execute(text("UPDATE jobs SET status = 'running', handoff = :m, lease_owner = :o WHERE id = :j"),
