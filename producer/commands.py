@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,8 @@ if TYPE_CHECKING:  # submitting loads Celery and the input readers; reading a ba
 
 SHOWN_REJECTIONS = 20
 # `submit --wait` when the batch ended with jobs failed or cancelled: apart from 1 (nothing submitted, or a
-# tierq error), 2 (bad input, config or a service down) and 130 (Ctrl-C), so `submit --wait && next` stops.
+# tierq error), 2 (bad input, config or a service down), 130 (Ctrl-C) and 143 (SIGTERM), so
+# `submit --wait && next` stops.
 EXIT_UNFINISHED_JOBS = 3
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
 
@@ -50,37 +50,30 @@ def _rejects_file(path: Path | None) -> Iterator[Callable[[Rejection], None] | N
         yield write
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[list[int]]:
-    """SIGTERM (`timeout`, `kill`, a CI job or a container being stopped) stops the command as Ctrl-C does,
-    so a submission cut short names its batch and how to cancel it, rather than dying with jobs that will
-    run and no word of which batch holds them. Yields the signals received."""
-    received: list[int] = []
-
-    def interrupt(signum: int, _frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted_exit(received: list[int]) -> int:
-    """The shell's status for a command a signal stopped: 130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + (received[0] if received else signal.SIGINT)
-
-
 def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path | None, wait: bool,
                as_json: bool) -> int:
     """Submit, report what was rejected and why, optionally watch the batch to its end; the exit code."""
+    from producer.signals import SIGNALS
+
+    submitted: list[SubmitResult] = []
+    with SIGNALS.installed():
+        try:
+            return _submit(source, options, read, rejects, wait, as_json, submitted)
+        except KeyboardInterrupt:  # outside the submission itself, which says what it kept
+            with SIGNALS.shielded():
+                click.echo(f"\ninterrupted: batch {submitted[0].batch_id} was submitted whole" if submitted else
+                           "\ninterrupted: nothing was submitted", err=True)
+                return SIGNALS.exit_code()
+
+
+def _submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path | None, wait: bool,
+            as_json: bool, submitted: list[SubmitResult]) -> int:
+    from producer.signals import SIGNALS
     from producer.submit import SubmitInterrupted
 
     live = Live(sys.stderr)
     progress = SubmitProgress(live)
-    with _terminate_as_interrupt() as received, Tierq() as tq, _rejects_file(rejects) as on_reject:
+    with Tierq() as tq, _rejects_file(rejects) as on_reject:
         lowest = options.force_tier or options.min_tier  # jobs start there or above, and escalate upwards
         reachable = tq.config.tiers[tq.config.tier_index(lowest) if lowest in tq.config.tier_names else 0:]
         if options.budget_usd is not None and any(t.uses_batch_api(options.deadline_s) for t in reachable):
@@ -90,31 +83,39 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
         try:
             result = tq.submit(source, options, read=read, progress=progress, on_reject=on_reject, every=2000)
         except SubmitInterrupted as stop:
-            batch = stop.result.batch_id
-            if as_json:
-                click.echo(json.dumps({**stop.result.as_dict(), "interrupted": True}))
-            click.echo(f"\ninterrupted: batch {batch} keeps the {stop.result.accepted:,} jobs accepted so far, "
-                       f"and they will run; stop them with `tierq cancel {batch}`", err=True)
-            return _interrupted_exit(received)
-        if result.accepted + result.rejected >= 2000:
-            live.finish([progress.line(result)])  # the last line shows the whole file, on a terminal or not
-        _show_rejections(result, rejects)
-        if result.accepted == 0:
-            return _nothing_accepted(source, result, as_json)
+            with SIGNALS.shielded():  # a second signal must not cut the one line that names the batch
+                done = stop.result
+                if as_json:
+                    click.echo(json.dumps({**done.as_dict(), "interrupted": True, "last_line": done.last_line}))
+                upto = f" (the input through line {done.last_line:,}; the rest was not read)" if done.last_line else ""
+                click.echo(f"\ninterrupted: batch {done.batch_id} keeps the {done.accepted:,} jobs accepted so far"
+                           f"{upto}, and they will run; stop them with `tierq cancel {done.batch_id}`", err=True)
+                return SIGNALS.exit_code()
+        submitted.append(result)
+        with SIGNALS.shielded():  # submitted whole: what is said about it is not cut short
+            if result.accepted + result.rejected >= 2000:
+                live.finish([progress.line(result)])  # the last line shows the whole file, on a terminal or not
+            _show_rejections(result, rejects)
+            if result.accepted == 0:
+                return _nothing_accepted(source, result, as_json)
+            if not wait:
+                click.echo(json.dumps(result.as_dict()) if as_json else
+                           f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected")
+                return 0
         try:
-            final = _watch(tq, result, as_json) if wait else None
+            final = _watch(tq, result, as_json)
         except KeyboardInterrupt:
-            click.echo(_stopped_watching(result.batch_id), err=True)
-            return _interrupted_exit(received)
-    if as_json:
-        click.echo(json.dumps({**result.as_dict(), **({"status": final.as_dict()} if final else {})}))
-    elif final is None:
-        click.echo(f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected")
-    if final is None:
-        return 0
-    line, code = waited_outcome(final)
-    click.echo(line, err=as_json)
-    return code
+            with SIGNALS.shielded():
+                if as_json:
+                    click.echo(json.dumps(result.as_dict()))
+                click.echo(_stopped_watching(result.batch_id), err=True)
+                return SIGNALS.exit_code()
+    with SIGNALS.shielded():
+        if as_json:
+            click.echo(json.dumps({**result.as_dict(), "status": final.as_dict()}))
+        line, code = waited_outcome(final)
+        click.echo(line, err=as_json)
+        return code
 
 
 def waited_outcome(status: BatchStatus) -> tuple[str, int]:

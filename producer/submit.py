@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Batch, JobStatus
 from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from producer.inputs.stream import LineSource
+from producer.signals import SIGNALS
 from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config, not_a_tier
 from tierq.contract import classify_message
 from tierq.errors import ConfigError, InputError, TierqError
@@ -112,6 +113,7 @@ class SubmitResult:
     bytes_read: int = 0
     size: int | None = None
     records_read: int = 0  # accepted, rejected, and read but not yet inserted
+    last_line: int = 0  # the line (of a file; 0 for objects) of the last record read, accepted or rejected
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` form."""
@@ -173,6 +175,7 @@ class Submitter:
 
     def add(self, item: Record | Rejection) -> None:
         """Accept a record (or count a rejection); flushes when enough chunks are full."""
+        self.result.last_line = max(self.result.last_line, item.line)
         checked = self._check(item) if isinstance(item, Record) else item
         if isinstance(checked, Rejection):
             self._reject(checked)
@@ -307,21 +310,29 @@ def submit_records(
     on_reject: Callable[[Rejection], None] | None = None, source: LineSource | None = None, every: int = 10_000,
     vault: TextVault | None = None,
 ) -> SubmitResult:
-    """Submit every item as one batch; rejections are counted and reported, never fatal."""
-    submitter = Submitter(engine, publisher, config, options, on_reject, vault)
+    """Submit every item as one batch; rejections are counted and reported, never fatal. Under
+    `SIGNALS.installed()` a signal stops it between records, never inside a write (producer/signals.py)."""
+    with SIGNALS.shielded():
+        submitter = Submitter(engine, publisher, config, options, on_reject, vault)
     result = submitter.result
     result.size = source.size if source is not None else None
     try:
-        for n, item in enumerate(items, start=1):
-            submitter.add(item)
-            result.records_read = n
-            if progress is not None and n % every == 0:
-                result.bytes_read = source.bytes if source is not None else 0
-                progress(result)
-        submitter.close()
+        SIGNALS.check()
+        for n, item in enumerate(items, start=1):  # reading may be interrupted: nothing is half-written there
+            with SIGNALS.shielded():
+                submitter.add(item)
+                result.records_read = n
+                if progress is not None and n % every == 0:
+                    result.bytes_read = source.bytes if source is not None else 0
+                    progress(result)
+            SIGNALS.check()
+        with SIGNALS.shielded():
+            submitter.close()
+        SIGNALS.check()  # a signal while the last rows were written: all of them are, and it still stops here
     except KeyboardInterrupt:
         # Chunks already sent will run; record them (and the rest read so far) so the batch adds up.
-        submitter.close()
+        with SIGNALS.shielded():
+            submitter.close()
         raise SubmitInterrupted(result) from None
     except (BrokerError, OSError, SQLAlchemyError, RedisError, TierqError) as exc:
         if not result.accepted:
