@@ -60,6 +60,18 @@ class BatchOptions:
     json_schema: dict[str, Any] | None = None  # answers must match it (replaces the task type's validator)
     deadline_s: float | None = None  # the batch may take this long: batch-API tiers whose window fits are used
 
+    def __post_init__(self) -> None:
+        # A budget given as a number (a library caller's 25 or 0.5) is taken as written, never as a binary
+        # float's expansion; anything else is for `check` to refuse.
+        budget: Any = self.budget_usd
+        if isinstance(budget, (int, float, str)) and not isinstance(budget, bool):
+            try:
+                object.__setattr__(self, "budget_usd", Decimal(str(budget)))
+            except ArithmeticError:
+                raise InputError(f"--budget-usd {budget!r} is not an amount in USD") from None
+        elif budget is not None and not isinstance(budget, Decimal):
+            raise InputError(f"--budget-usd must be an amount in USD (a Decimal), not {type(budget).__name__}")
+
     def check(self, config: Config) -> None:
         """Reject tier options that name no configured tier, a minimum above the maximum or a forced tier
         outside them, names too long to store and invalid request parameters."""

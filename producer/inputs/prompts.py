@@ -62,7 +62,9 @@ class PromptSpec:
             if value is None:
                 return Built(problem=f'field "{name}" used by --template is missing')
             # A JSONL field that is no string goes in as JSON (true, {"a": 1}), not as Python writes it.
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            # JSON's own values as JSON; anything else (a library caller's date or Decimal) as str() writes it.
+            native = isinstance(value, (bool, int, float, list, dict))
+            text = json.dumps(value, ensure_ascii=False, default=str) if native else str(value)
             if not text.strip():
                 return Built(problem=f'field "{name}" used by --template is empty', empty=True)
             pieces.append(text)

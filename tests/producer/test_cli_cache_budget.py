@@ -61,6 +61,16 @@ def test_cache_commands_and_submit_options(clean: Stack, tmp_path: Path) -> None
         tq.submit(["Where is my parcel?"], BatchOptions(budget_usd=Decimal("1e13")))
 
 
+def test_a_library_callers_budget_is_taken_as_written_and_anything_else_refused() -> None:
+    # A number worked before budgets were checked for what NUMERIC(24, 12) holds, then failed with an
+    # AttributeError; a float is taken as it reads (0.1, not its binary expansion), never stored as one.
+    assert [BatchOptions(budget_usd=v).budget_usd for v in (25, 0.1, "1.10", Decimal("2"))] == \
+        [Decimal(25), Decimal("0.1"), Decimal("1.10"), Decimal(2)]
+    for bad, problem in ((True, "not bool"), ([1], "not list"), ("ten", "'ten' is not an amount in USD")):
+        with pytest.raises(InputError, match=problem):
+            BatchOptions(budget_usd=bad)  # type: ignore[arg-type]
+
+
 def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_path: Path) -> None:
     source = tmp_path / "tickets.jsonl"
     source.write_text(json.dumps({"id": "1", "prompt": "Where is my parcel?"}) + "\n")

@@ -6,13 +6,15 @@ import gzip
 import io
 import json
 import tracemalloc
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from producer.inputs.prompts import PromptSpec
 from producer.inputs.records import Record, Rejection, RejectKind
-from producer.inputs.stream import LineSource, detect_format, read_records
+from producer.inputs.stream import LineSource, detect_format, from_objects, read_records
 from tierq.errors import InputError
 
 
@@ -165,6 +167,10 @@ def test_jsonl_prompt_field_and_template() -> None:
     _, items = read(b'{"id": "d", "n": 7, "ok": true, "item": {"sku": "\\u00e9-1", "qty": 2.5}, "tags": ["a"]}\n',
                     spec=PromptSpec(template="{n} {ok} {item} {tags}"))
     assert prompts(items) == {"d": '7 true {"sku": "\u00e9-1", "qty": 2.5} ["a"]'}
+    # A library caller's values JSON has no form for go in as str() writes them.
+    built = list(from_objects([{"id": "o", "text": "hi", "when": date(2026, 12, 1), "n": Decimal("2.50")}],
+                              PromptSpec(template="{text} {when} {n}")))
+    assert prompts(built) == {"o": "hi 2026-12-01 2.50"}
 
 
 def test_openai_batch_requests_keep_their_parameters_but_not_the_model() -> None:
