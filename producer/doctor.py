@@ -31,7 +31,7 @@ from tierq.config import Config, ProviderConfig
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
 from tierq.live import LiveMessages
-from tierq.redact import masked_url, scrubbed
+from tierq.redact import masked_url, scrubbed, shown_redis_url
 from tierq.settings import Settings, get_settings
 
 
@@ -64,7 +64,7 @@ def _first_line(exc: BaseException) -> str:
 
 def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
     """PING the Redis server at `url`."""
-    shown = maybe_sanitize_url(url)
+    shown = shown_redis_url(url)
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         client.ping()

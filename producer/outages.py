@@ -12,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.pq import PqConnectError, PqError
 from tierq.broker import refusal
-from tierq.redact import masked_url, scrubbed
+from tierq.redact import lone_user, masked_url, scrubbed, shown_redis_url
 from tierq.resp import RespError
 from tierq.settings import Settings
 
@@ -52,9 +52,14 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
             return f"Postgres at {shown} refused the login ({problem}); fix the user or password in TIERQ_DATABASE_URL"
         return f"cannot reach Postgres at {shown} ({problem}); start it or fix TIERQ_DATABASE_URL"
     if isinstance(exc, (RedisError, RespError)):
-        shown, problem = maybe_sanitize_url(settings.redis_url), _first_line(exc)
+        shown, problem = shown_redis_url(settings.redis_url), _first_line(exc)
         # "start it" is no help to a server that is up and wants a password, or another one.
-        if "NOAUTH" in problem or "HELLO must be called with the client already authenticated" in problem:
+        asks = "NOAUTH" in problem or "HELLO must be called with the client already authenticated" in problem
+        if (asks or isinstance(exc, AuthenticationError) or "WRONGPASS" in problem) and lone_user(settings.redis_url):
+            return (f"Redis at {shown} {'asks for a password' if asks else f'refused the login ({problem})'}, and "
+                    "TIERQ_REDIS_URL gives a user name without a password; a password goes after a colon: "
+                    "redis://:PASSWORD@HOST:PORT/DB")
+        if asks:
             return (f"Redis at {shown} asks for a password and TIERQ_REDIS_URL gives none; put it there: "
                     "redis://:PASSWORD@HOST:PORT/DB")
         if isinstance(exc, AuthenticationError) or "WRONGPASS" in problem:

@@ -52,3 +52,19 @@ def scrubbed(message: str, url: str) -> str:
     for secret in sorted(secrets_of(url), key=len, reverse=True):
         message = message.replace(secret, MASK)
     return message
+
+
+# A user part with no password in a Redis URL (`redis://S3cret@host`): the colon before the password
+# forgotten, the common slip. Redis reads it as a user name, and it is most likely the password.
+_LONE_USER = re.compile(r"^((?:redis|rediss|sentinel)://)([^/@:]+)@")
+
+
+def lone_user(url: str) -> bool:
+    """Whether a Redis URL gives a user part and no password."""
+    return _LONE_USER.match(url) is not None
+
+
+def shown_redis_url(url: str) -> str:
+    """A Redis URL as tierq prints it: the password masked, and a user part with no password masked whole."""
+    return masked_url(_LONE_USER.sub(rf"\1{MASK}@", url))
+

@@ -23,7 +23,7 @@ from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
 from tierq.presence import Presence
-from tierq.redact import masked_url, scrubbed
+from tierq.redact import masked_url, scrubbed, shown_redis_url
 from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
@@ -65,7 +65,7 @@ def check_redis(ctx: WorkerContext) -> None:
     try:
         ctx.vault.r.ping()
     except redis.RedisError as exc:
-        shown = maybe_sanitize_url(ctx.settings.redis_url)
+        shown = shown_redis_url(ctx.settings.redis_url)
         raise Unavailable(f"cannot reach Redis at {shown} ({exc}); start it or fix TIERQ_REDIS_URL") from None
 
 

@@ -485,8 +485,15 @@ def test_a_redis_that_wants_a_password_says_so_rather_than_to_start_it(clean: St
                 shown[given] = done.stderr
             assert shown[url] == (f"error: Redis at {url} asks for a password and TIERQ_REDIS_URL gives none; "
                                   "put it there: redis://:PASSWORD@HOST:PORT/DB\n"), args
-            assert shown[wrong].startswith("error: Redis at redis://:**@127.0.0.1:"), args
+            assert shown[wrong].startswith("error: Redis at redis://:***@127.0.0.1:"), args
             assert shown[wrong].rstrip().endswith("; fix the user or password in TIERQ_REDIS_URL"), args
+        # The password given as a user name (its colon forgotten): not printed, and the slip is named.
+        slip = url.replace("redis://", "redis://right-pw@")
+        done = subprocess.run([str(TIERQ), "submit", "t.jsonl"], env={**clean.env, "TIERQ_REDIS_URL": slip},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "right-pw" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: Redis at redis://***@127.0.0.1:"), done.stderr
+        assert "gives a user name without a password; a password goes after a colon" in done.stderr, done.stderr
 
 
 def test_a_password_in_the_query_of_the_database_url_is_never_printed(clean: Stack, tmp_path: Path) -> None:
@@ -553,7 +560,7 @@ def test_status_of_a_running_batch_says_in_one_line_that_redis_does_not_answer(c
         done = subprocess.run([str(TIERQ), *args], env={**clean.env, "TIERQ_REDIS_URL": url}, cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "s3cret" not in done.stderr, done.stderr
-        assert done.stderr.startswith("error: cannot use Redis at redis://:**@127.0.0.1:"), done.stderr
+        assert done.stderr.startswith("error: cannot use Redis at redis://:***@127.0.0.1:"), done.stderr
         assert done.stderr.rstrip().endswith("start it or fix TIERQ_REDIS_URL")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tierq.redact import masked_url, scrubbed, secrets_of
+from tierq.redact import lone_user, masked_url, scrubbed, secrets_of, shown_redis_url
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,13 @@ def test_the_secrets_are_taken_out_of_a_message_that_quotes_the_url() -> None:
     assert secrets_of(url) == {"p%40ss", "p@ss", "Key%2FPass", "Key/Pass", "QuerySecret9"}
     message = 'invalid URI "postgresql://u:p%40ss@h/x?sslpassword=Key/Pass&password=QuerySecret9": p@ss'
     assert scrubbed(message, url) == 'invalid URI "postgresql://u:***@h/x?sslpassword=***&password=***": ***'
+
+
+def test_a_redis_password_given_as_the_user_name_is_masked_whole() -> None:
+    # The colon before the password forgotten: Redis reads it as a user name, and it is most likely the password.
+    assert shown_redis_url("redis://S3cretPw@cache:6379/0") == "redis://***@cache:6379/0"
+    assert lone_user("redis://S3cretPw@cache:6379/0") and lone_user("rediss://x@cache/0")
+    assert shown_redis_url("redis://:S3cretPw@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert shown_redis_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert not lone_user("redis://:pw@cache/0") and not lone_user("redis://cache/0")
+    assert not lone_user("postgresql://postgres@db/tierq")  # a database user name is no secret
