@@ -4,6 +4,7 @@ quality, route."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -13,6 +14,16 @@ import click
 
 from producer.friendly import friendly as _friendly
 from tierq.money import amount_problem
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds in a range; also refuses nan, which every range comparison lets through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
 
 
 @click.group()
@@ -104,7 +115,7 @@ def submit(file: str, fmt: str, prompt_field: str | None, template: str | None, 
 @main.command()
 @click.argument("batch")
 @click.option("--watch", is_flag=True, help="Refresh until the batch is done (in place on a terminal).")
-@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--interval", default=2.0, show_default=True, type=_Seconds(min=0.1, max=86_400),
               help="Seconds between refreshes with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch, one line per refresh).")
 @_friendly
@@ -264,7 +275,7 @@ def fake_llm(host: str, port: int, config_path: str | None, replay: str | None, 
 
 
 @main.command()
-@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout", default=3.0, show_default=True, type=_Seconds(min=0, min_open=True, max=3_600),
               help="Seconds to wait for each service and for workers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def doctor(timeout: float, as_json: bool) -> None:

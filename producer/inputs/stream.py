@@ -1,7 +1,9 @@
 """Reading input as a stream of records and rejections, never holding the whole file.
 
 The format is told by the first non-blank line (a JSON object with `custom_id` and `body` is an OpenAI
-Batch API request file, any other JSON object is tierq's JSONL, anything else is CSV), or forced.
+Batch API request file, any other JSON object is tierq's JSONL, anything else is CSV), or forced. A first
+line that is broken JSON, or no JSON before lines that all are, does not decide: the lines after it do
+(docs/producer.md, "Formats").
 """
 
 from __future__ import annotations

@@ -344,12 +344,15 @@ def test_intervals_timeouts_and_ports_out_of_range_are_refused_before_anything_r
     insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=uuid.uuid4())
     with clean.engine.connect() as conn:
         batch = str(conn.execute(text("SELECT id FROM batches")).scalar_one())
-    for interval in ("-1", "0"):
+    for interval, problem in (("-1", "-1.0 is not in the range 0.1<=x<=86400"),
+                              ("0", "0.0 is not in the range 0.1<=x<=86400"),
+                              ("nan", "'nan' is not a number of seconds"), ("inf", "inf is not in the range")):
         done = tierq(clean, tmp_path, "status", batch, "--watch", "--interval", interval, timeout=30)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert f"Invalid value for '--interval': {float(interval)} is not in the range x>=0.1." in done.stderr
+        assert f"Invalid value for '--interval': {problem}" in done.stderr, done.stderr
     # The same tracebacks: socket's "Timeout value out of range" and bind()'s OverflowError.
-    for args, problem in ((("doctor", "--timeout", "-1"), "'--timeout': -1.0 is not in the range x>0."),
+    for args, problem in ((("doctor", "--timeout", "-1"), "'--timeout': -1.0 is not in the range 0<x<=3600."),
+                          (("doctor", "--timeout", "nan"), "'--timeout': 'nan' is not a number of seconds"),
                           (("metrics", "--port", "99999"), "'--port': 99999 is not in the range 0<=x<=65535.")):
         done = tierq(clean, tmp_path, *args, timeout=30)
         assert done.returncode == 2 and f"Invalid value for {problem}" in done.stderr, done.stderr
