@@ -232,9 +232,13 @@ class Tierq:
                 status.stuck = self._stuck(conn, status.batch_id)
                 status.provider_batches = open_provider_batches(conn, status.batch_id)
         if not status.done:
-            consumers = Presence(self.reader).consumers()
-            status.unserved = {q: n for q, n in status.waiting_by_queue().items() if q not in consumers}
-            if status.unserved or status.provider_batches or status.orphaned or status.resent:
+            presence = Presence(self.reader)
+            workers = presence.workers()
+            consumers, refusals = presence.consumers(workers), presence.refusals(workers)
+            waiting = status.waiting_by_queue()
+            status.unserved = {q: n for q, n in waiting.items() if q not in consumers}
+            status.refused = {q: refusals[q] for q in waiting if q in refusals}
+            if status.unserved or status.refused or status.provider_batches or status.orphaned or status.resent:
                 # Jobs waiting on a queue no worker reads, a provider batch's window or a dead worker's lease
                 # do not finish at the recent rate: no ETA rather than a wrong one.
                 status.eta_s = None

@@ -47,6 +47,8 @@ class BatchStatus:
     orphaned_s: float | None = None
     resent: int = 0
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
+    # Queue -> live worker -> why it gives the queue's messages back (its TOML cannot run them; tierq.presence).
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
     # Jobs a worker put back to wait out a provider outage, a rate limit or the budget, and the longest wait.
     held: int = 0
@@ -103,6 +105,7 @@ class BatchStatus:
             "lease_expired_resent": self.resent,
             "failed_reason": self.failed_reason,
             "unserved_queues": self.unserved,
+            "refused_queues": self.refused,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,
             "held": self.held,

@@ -53,6 +53,10 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     for queue, waiting in status.unserved.items():
         lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
+    for queue, workers in status.refused.items():
+        for worker, reason in sorted(workers.items()):
+            lines.append(f"  PROBLEM: worker {worker} gives the messages of queue {queue} back, for a worker that can "
+                         f"run them: {reason}; start it with the deployment's TOML (TIERQ_CONFIG)")
     failed = status.count(JobStatus.FAILED)
     if failed and status.failed_reason:
         lines.append(f"  failed: {failed:,}, most with: {status.failed_reason} (`tierq results {d['batch_id']}` "
@@ -109,6 +113,8 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
     parts += [f"{tier}: {_counts(counts)}" for tier, counts in
               sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))]
     parts += [f"PROBLEM: no worker consumes queue {q}" for q in status.unserved]
+    parts += [f"PROBLEM: worker {w} gives the messages of queue {q} back" for q, ws in status.refused.items()
+              for w in sorted(ws)]
     parts += [f"held {status.held:,}"] if status.held and not status.done else []
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []
     return "; ".join(parts)

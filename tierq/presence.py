@@ -1,7 +1,8 @@
 """Which workers are up, and which queues they consume, as each worker says every few seconds in Redis.
 
 A command that shows a batch uses it to say which of the batch's queues no worker consumes (its jobs
-would wait for ever) and how to start one; `tierq doctor` asks the workers through the broker instead.
+would wait for ever) and how to start one, and which worker gives a queue's messages back because its
+configuration cannot run them (`refuse`); `tierq doctor` asks the workers through the broker instead.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -19,13 +20,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EVERY_S = 5.0
 TTL_S = 20  # a worker silent this long is presumed gone
+REFUSAL_TTL_S = 120  # a worker gives a message it cannot run back for 30 s (workers/tasks.py): a few rounds
 
 
 class Presence:
     """The `{prefix}:{worker}` keys of live workers: their queues and configuration digest."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "tq:w") -> None:
-        self.r, self.prefix = client, prefix
+    def __init__(self, client: redis.Redis, prefix: str = "tq:w", refusals: str = "tq:refused") -> None:
+        self.r, self.prefix, self.refusals_prefix = client, prefix, refusals
 
     def announce(self, worker: str, queues: Sequence[str], digest: str) -> None:
         """Say that `worker` consumes `queues` (for the next TTL_S seconds)."""
@@ -39,12 +41,32 @@ class Presence:
         return {key.decode().removeprefix(f"{self.prefix}:"): json.loads(value)
                 for key, value in zip(keys, values, strict=True) if value is not None}
 
-    def consumers(self) -> dict[str, list[str]]:
-        """Queue -> the live workers that consume it."""
+    def consumers(self, live: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+        """Queue -> the live workers that consume it (`live`: `workers()`, when the caller has it already)."""
         found: dict[str, list[str]] = {}
-        for worker, info in self.workers().items():
+        for worker, info in (self.workers() if live is None else live).items():
             for queue in info.get("queues", []):
                 found.setdefault(queue, []).append(worker)
+        return found
+
+    def refuse(self, worker: str, queue: str, reason: str) -> None:
+        """Say that `worker` gave a message of `queue` back, for `reason` (its configuration cannot run it)."""
+        info = {"reason": reason, "at": time.time()}
+        self.r.set(f"{self.refusals_prefix}:{queue}:{worker}", json.dumps(info), ex=REFUSAL_TTL_S)
+
+    def refusals(self, live: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
+        """Queue -> live worker -> why it gives that queue's messages back (a worker gone says nothing);
+        `live` is `workers()` when the caller has it already."""
+        keys = list(self.r.scan_iter(match=f"{self.refusals_prefix}:*", count=1000))
+        if not keys:
+            return {}
+        live = self.workers() if live is None else live
+        values = cast(list[bytes | None], self.r.mget(keys))
+        found: dict[str, dict[str, str]] = {}
+        for key, value in zip(keys, values, strict=True):
+            queue, _, worker = key.decode().removeprefix(f"{self.refusals_prefix}:").partition(":")
+            if value is not None and worker in live:
+                found.setdefault(queue, {})[worker] = json.loads(value)["reason"]
         return found
 
     def keep_announcing(self, worker: str, queues: Sequence[str], digest: str) -> None:

@@ -15,6 +15,7 @@ from models import following, lifecycle
 from models.lifecycle import Outbox
 from tierq.config import batch_deadline
 from tierq.contract import follow_message
+from tierq.errors import ConfigError
 from workers.audits import draw
 from workers.compress import compress_pending
 from workers.context import WorkerContext
@@ -40,8 +41,10 @@ class ClassifySummary:
 
 
 def job_error(exc: Exception) -> str:
-    """A job's failure reason for an error that is not an outage (an outage is re-raised)."""
-    if is_transient(exc):
+    """A job's failure reason for an error that is not an outage (an outage is re-raised), nor this worker's
+    configuration: a batch's tier that its TOML does not define says nothing of the job (the producer checked
+    it against its own), so the message goes back for a worker that can route it (workers/tasks.py)."""
+    if is_transient(exc) or isinstance(exc, ConfigError):
         raise exc
     log.exception("job failed with an unexpected error", exc_info=exc)
     return f"error: {type(exc).__name__}: {str(exc)[:200]}"

@@ -10,9 +10,11 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
+from redis.exceptions import RedisError
 
 from tierq.contract import CLASSIFY_TASK, FOLLOW_TASK, TIER_TASK
 from tierq.errors import ConfigError
+from tierq.presence import Presence
 from workers.celery_app import app
 from workers.classify import classify_chunk
 from workers.context import get_context
@@ -38,6 +40,21 @@ def _retry(task: Task, exc: Exception, countdown: float | None = None) -> Except
     return retry
 
 
+def _note_refusal(task: Task, exc: ConfigError) -> None:
+    """Tell `tierq status` why the message's jobs wait, and keep the message live, due again when it comes
+    back: the reconciler would otherwise take the given-back message for a lost one, publish it again and,
+    after `max_recoveries` such rounds, fail its jobs."""
+    ctx = get_context(app)
+    queue = (task.request.delivery_info or {}).get("routing_key") or task.name
+    try:
+        Presence(ctx.vault.r).refuse(task.request.hostname or "worker", queue, str(exc))
+        message = uuid.UUID(task.request.id)
+        ctx.live.add([(message, CONFIG_RETRY_S)])
+        ctx.live.sent([message])
+    except RedisError as error:  # the message still goes back; only the note is missing
+        log.warning("could not note why %s %s was given back: %s", task.name, task.request.id, error)
+
+
 def _run(task: Task, work: Callable[[], Any]) -> dict[str, Any]:
     """Run a task's plain function; outages become retries, a configuration this worker cannot run the
     message with gives it back (for a worker that can), anything else fails the task as it is (the
@@ -47,6 +64,7 @@ def _run(task: Task, work: Callable[[], Any]) -> dict[str, Any]:
     except ConfigError as exc:
         log.error("cannot run %s %s here: %s; giving it back for %d s", task.name, task.request.id, exc,
                   CONFIG_RETRY_S)
+        _note_refusal(task, exc)
         raise _retry(task, exc, CONFIG_RETRY_S) from exc
     except Exception as exc:
         if is_transient(exc):

@@ -23,7 +23,9 @@ from sqlalchemy.engine import make_url
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
+from producer.views import status_lines
 from tierq.contract import tier_message
+from tierq.live import LiveMessages
 from tierq.publish import Publisher
 from workers.context import OVERFLOW, pool_size
 
@@ -192,3 +194,45 @@ def test_a_typo_in_the_toml_is_one_line_with_a_suggestion(clean: Stack, broker: 
     assert our_lines(done.stderr) == [
         f"error: {config}: tier 'hot' uses unknown model 'sim-nanoo'; did you mean 'sim-nano'?"
     ]
+
+
+@pytest.mark.slow
+def test_a_classify_worker_whose_toml_lacks_the_batchs_tier_gives_its_message_back_and_status_says_why(
+    clean: Stack, broker: str, tmp_path: Path
+) -> None:
+    # A worker left on an older TOML while the producer's has a new tier (a rolling change): it failed every
+    # job of a batch sent to that tier, `error: ConfigError: ...`, for good, where a worker with the
+    # deployment's TOML would have answered them.
+    stale = tmp_path / "stale.toml"
+    stale.write_text(SIM_CONFIG.read_text().replace('"cold"', '"top"'))
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+    settings = clean.settings.model_copy(update={"broker_url": broker, "redis_url": broker})
+    old = start_worker({**env, "TIERQ_CONFIG": str(stale)}, tmp_path / "stale.log", queues="classify", name="stale")
+    try:
+        with Tierq(settings, clean.config) as tq:
+            batch = tq.submit([{"prompt": f"ticket {n}: where is my parcel?"} for n in range(3)],
+                              BatchOptions(use_cache=False, force_tier="cold"))
+            deadline = time.monotonic() + 30
+            while not (status := tq.status(batch.batch_id)).refused and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert status.by_status == {"pending": 3}, status.as_dict()
+            [(worker, reason)] = status.refused["classify"].items()
+            assert worker.startswith("stale-")
+            assert reason == f"{stale}: no tier named 'cold'; tiers are ['hot', 'warm', 'top']"
+            assert (f"  PROBLEM: worker {worker} gives the messages of queue classify back, for a worker that can run "
+                    f"them: {reason}; start it with the deployment's TOML (TIERQ_CONFIG)") in status_lines(status)
+            with clean.engine.connect() as conn:
+                [handoff] = conn.execute(text("SELECT DISTINCT handoff FROM jobs WHERE batch_id = :b"),
+                                         {"b": batch.batch_id}).scalars().all()
+            # Live and due again when it comes back, so the reconciler does not take it for a lost message.
+            live = LiveMessages(redis.Redis.from_url(broker))
+            assert live.live([handoff]) == {handoff} and not live.overdue([(handoff, "classify")], 0.0, lambda q: {})
+    finally:
+        stop_worker(old)
+    new = start_worker(env, tmp_path / "new.log", queues="classify,cold", name="new")
+    try:
+        with Tierq(settings, clean.config) as tq:
+            status = clean.wait(tq, batch.batch_id, timeout=90)
+            assert status.by_status == {"succeeded": 3} and status.by_tier == {"cold": 3}
+    finally:
+        stop_worker(new)
