@@ -49,14 +49,16 @@ class Presence:
                 found.setdefault(queue, []).append(worker)
         return found
 
-    def refuse(self, worker: str, queue: str, reason: str) -> None:
-        """Say that `worker` gave a message of `queue` back, for `reason` (its configuration cannot run it)."""
-        info = {"reason": reason, "at": time.time()}
+    def refuse(self, worker: str, queue: str, reason: str, digest: str) -> None:
+        """Say that `worker`, running the configuration of `digest`, gave a message of `queue` back, for
+        `reason` (that configuration cannot run it)."""
+        info = {"reason": reason, "digest": digest, "at": time.time()}
         self.r.set(f"{self.refusals_prefix}:{queue}:{worker}", json.dumps(info), ex=REFUSAL_TTL_S)
 
     def refusals(self, live: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
-        """Queue -> live worker -> why it gives that queue's messages back (a worker gone says nothing);
-        `live` is `workers()` when the caller has it already."""
+        """Queue -> live worker -> why it gives that queue's messages back (a worker gone, or started again
+        with another configuration under the same name, says nothing); `live` is `workers()` when the
+        caller has it already."""
         keys = list(self.r.scan_iter(match=f"{self.refusals_prefix}:*", count=1000))
         if not keys:
             return {}
@@ -65,8 +67,9 @@ class Presence:
         found: dict[str, dict[str, str]] = {}
         for key, value in zip(keys, values, strict=True):
             queue, _, worker = key.decode().removeprefix(f"{self.refusals_prefix}:").partition(":")
-            if value is not None and worker in live:
-                found.setdefault(queue, {})[worker] = json.loads(value)["reason"]
+            note = json.loads(value) if value is not None else None
+            if note is not None and worker in live and live[worker].get("digest") == note.get("digest"):
+                found.setdefault(queue, {})[worker] = note["reason"]
         return found
 
     def keep_announcing(self, worker: str, queues: Sequence[str], digest: str) -> None:

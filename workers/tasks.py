@@ -47,7 +47,7 @@ def _note_refusal(task: Task, exc: ConfigError) -> None:
     ctx = get_context(app)
     queue = (task.request.delivery_info or {}).get("routing_key") or task.name
     try:
-        Presence(ctx.vault.r).refuse(task.request.hostname or "worker", queue, str(exc))
+        Presence(ctx.vault.r).refuse(task.request.hostname or "worker", queue, str(exc), ctx.config.digest)
         message = uuid.UUID(task.request.id)
         ctx.live.add([(message, CONFIG_RETRY_S)])
         ctx.live.sent([message])
