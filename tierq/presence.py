@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -72,18 +72,26 @@ class Presence:
                 found.setdefault(queue, {})[worker] = note["reason"]
         return found
 
-    def keep_announcing(self, worker: str, queues: Sequence[str], digest: str) -> None:
-        """Announce now and every EVERY_S seconds from a daemon thread, for the life of the process."""
+    def keep_announcing(self, worker: str, queues: Sequence[str], digest: str) -> Callable[[], None]:
+        """Announce now and every EVERY_S seconds from a daemon thread, until the returned `withdraw` is
+        called: then the thread says that `worker` is gone. A worker stopping warmly takes no new message
+        while its running tasks end, which may take minutes; announcing it until then hid that its queues
+        had no worker left. `withdraw` only sets an event, so a signal handler may call it."""
         self.announce(worker, queues, digest)
+        withdrawn = threading.Event()
 
         import redis
 
         def loop() -> None:
-            while True:
-                time.sleep(EVERY_S)
+            while not withdrawn.wait(EVERY_S):
                 try:
                     self.announce(worker, queues, digest)
                 except redis.RedisError as exc:
                     log.warning("could not announce this worker (%s); retrying in %.0f s", exc, EVERY_S)
+            try:
+                self.r.delete(f"{self.prefix}:{worker}")
+            except redis.RedisError as exc:  # its announcement then lapses in TTL_S
+                log.warning("could not withdraw this worker's announcement (%s)", exc)
 
         threading.Thread(target=loop, name="tierq-presence", daemon=True).start()
+        return withdrawn.set

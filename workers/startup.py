@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -91,5 +91,8 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     check_redis(ctx)
     ctx.loop.run(ctx.client.warm(providers), timeout=WARM_TIMEOUT_S)
     Reconciler(ctx).start()
-    Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
+    withdraw = Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
+    # On SIGTERM or Ctrl-C the worker takes no new message: from then on `tierq status` should say that its
+    # queues may have no worker, not only once its last task has ended.
+    signals.worker_shutting_down.connect(lambda **_: withdraw(), weak=False)
     return ctx

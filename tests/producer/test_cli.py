@@ -213,6 +213,37 @@ def test_status_names_a_queue_no_worker_consumes_and_how_to_start_one(clean: Sta
             "celery -A workers worker -Q hot -n hot@%h") in text_view.splitlines()
 
 
+def test_status_names_a_queue_whose_only_worker_is_stopping_while_it_finishes_its_calls(
+    clean: Stack, tmp_path: Path
+) -> None:
+    # A warm shutdown takes no new message but may take minutes to end its calls; the worker went on saying
+    # it consumed its queue until then (and for 20 s after), so status was silent about the jobs left queued.
+    broker = clean.dbs.url(3)
+    redis.Redis.from_url(broker).flushdb()
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+    worker = start_worker(env, tmp_path / "hot.log", queues="classify,hot", name="hot", args=("-c", "1"))
+    clean.simulate({"latency_ms": 4000})
+    try:
+        records = "".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(60))
+        (tmp_path / "t.jsonl").write_text(records)
+        submitted = subprocess.run([str(TIERQ), "submit", "t.jsonl", "--tier", "hot", "--no-cache", "--json"],
+                                   env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        batch = json.loads(submitted.stdout)["batch_id"]
+        deadline = time.monotonic() + 30
+        while clean.sim_stats()["in_flight"] == 0:  # one thread: one chunk of 50 calls out, the rest queued
+            assert time.monotonic() < deadline, "no call was made"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        status = json.loads(subprocess.run([str(TIERQ), "status", batch, "--json"], env=env, cwd=tmp_path,
+                                           capture_output=True, text=True, timeout=60, check=True).stdout)
+        assert worker.poll() is None, "the worker stopped before its calls ended"
+    finally:
+        stop_worker(worker)
+    assert status["by_status"] == {"running": 50, "queued": 10}
+    assert status["unserved_queues"] == {"hot": 60}
+
+
 def test_in_a_pipe_progress_counts_what_was_read_and_watch_prints_a_line_per_change(
     clean: Stack, tmp_path: Path
 ) -> None:
