@@ -176,7 +176,8 @@ def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check
     queues = [CLASSIFY_QUEUE, *config.tier_names]
     app = make_sender(config, broker_url)
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        # Every reply, not inspect()'s dict by name: two workers under one name are two replies.
+        replies = app.control.broadcast("active_queues", reply=True, timeout=timeout) or []
         infos = app.control.broadcast("tierq_info", reply=True, timeout=timeout) or []
         waiting = queue_lengths(broker_url, queues, timeout)
     except (KombuError, OSError, redis.RedisError) as exc:
@@ -185,9 +186,10 @@ def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check
     finally:
         app.close()
     consumers: dict[str, list[str]] = {}
-    for worker, active in replies.items():
-        for queue in active:
-            consumers.setdefault(queue["name"], []).append(worker)
+    for reply in replies:
+        for worker, active in reply.items():
+            for queue in active if isinstance(active, list) else []:
+                consumers.setdefault(queue["name"], []).append(worker)
     checks = []
     for queue in queues:
         names = sorted(consumers.get(queue, []))
@@ -198,18 +200,36 @@ def check_workers(config: Config, broker_url: str, timeout: float) -> list[Check
         else:
             checks.append(Check(f"queue {queue}", State.PROBLEM, f"no worker consumes it; {backlog}",
                                 f"start one: celery -A workers worker -Q {queue} -n {queue}@%h"))
-    return [*checks, check_worker_configs(config, infos)]
+    return [*checks, check_worker_configs(config, infos), check_worker_names(replies)]
+
+
+def check_worker_names(replies: list[dict[str, Any]]) -> Check:
+    """Every worker has a name of its own: two under one name count as one here, in Flower and in `tierq
+    status`, and one stopping makes the other look gone (Celery only warns in their logs)."""
+    name = "worker names"
+    seen: dict[str, int] = {}
+    for reply in replies:
+        for worker in reply:
+            seen[worker] = seen.get(worker, 0) + 1
+    if not seen:
+        return Check(name, State.SKIPPED, "no worker answered")
+    shared = sorted(f"{worker} ({n} workers)" for worker, n in seen.items() if n > 1)
+    if shared:
+        return Check(name, State.PROBLEM, f"{len(shared)} name(s) used by more than one worker: {', '.join(shared)}",
+                     "give every worker its own name: -n hot2@%h for a second worker of queue hot on one host")
+    return Check(name, State.OK, f"{len(seen)} worker(s), each with a name of its own")
 
 
 def check_worker_configs(config: Config, infos: list[dict[str, Any]]) -> Check:
     """Every worker runs the configuration this command reads (a worker with another TOML would take
     messages it runs differently, or not at all)."""
     name = "worker config"
-    answers = {worker: info for reply in infos for worker, info in reply.items() if isinstance(info, dict)}
+    # A list, not a dict by name: a worker with another TOML must not hide behind another of the same name.
+    answers = [(worker, info) for reply in infos for worker, info in reply.items() if isinstance(info, dict)]
     if not answers:
         return Check(name, State.SKIPPED, "no worker answered")
     others = sorted(f"{worker} ({info.get('config')}, digest {info.get('digest')})"
-                    for worker, info in answers.items() if info.get("digest") != config.digest)
+                    for worker, info in answers if info.get("digest") != config.digest)
     if others:
         shown = "; ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         return Check(name, State.PROBLEM, f"{len(others)} worker(s) run another configuration than {config.source} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import SIM_CONFIG, Stack
+from conftest import SIM_CONFIG, Stack, start_worker, stop_worker
 from deploy_support import closed_port, sim_variant, tierq
 from sqlalchemy.engine import make_url
 
@@ -21,7 +22,7 @@ from migrations import upgrade
 
 CANARY = "sk-canary-doctor-0c8b1f5e9a"
 EVERY_CHECK = ["config", "redis", "postgres", "migrations", "provider sim", "stuck jobs",
-               "queue classify", "queue hot", "queue warm", "queue cold", "worker config"]
+               "queue classify", "queue hot", "queue warm", "queue cold", "worker config", "worker names"]
 OTHER_TOML = "worker config"  # the session's workers run sim.toml, not the variant a case gives doctor
 
 
@@ -176,6 +177,27 @@ def test_workers_that_run_another_toml_are_named(stack: Stack, tmp_path: Path) -
     detail = checks[OTHER_TOML]["detail"]
     assert detail.startswith(f"1 worker(s) run another configuration than {config}") and str(SIM_CONFIG) in detail
     assert "same TOML (TIERQ_CONFIG)" in checks[OTHER_TOML]["fix"]
+
+
+def test_two_workers_under_one_name_are_named(stack: Stack, tmp_path: Path) -> None:
+    # Celery only warns in the workers' logs; doctor counted them as one worker, and checked the TOML of only
+    # one of them.
+    other = sim_variant(tmp_path / "pricier.toml", append="")
+    other.write_text(other.read_text().replace("input_usd_per_mtok = 0.10", "input_usd_per_mtok = 0.11", 1))
+    twins = [start_worker({**stack.env, **env}, tmp_path / f"twin{n}.log", queues="hot", name="twin",
+                          args=("-c", "1", "-n", "twin@%h"))
+             for n, env in enumerate([{}, {"TIERQ_CONFIG": str(other)}])]
+    try:
+        code, checks, output = doctor(stack.env, tmp_path)
+    finally:
+        for twin in twins:
+            stop_worker(twin)
+    assert code == 1 and by_state(checks, "problem") == {"worker names", OTHER_TOML}, output
+    host = socket.gethostname()
+    assert checks["worker names"]["detail"] == f"1 name(s) used by more than one worker: twin@{host} (2 workers)"
+    assert "-n hot2@%h" in checks["worker names"]["fix"]
+    assert checks["queue hot"]["detail"].startswith("3 worker(s): ")
+    assert checks[OTHER_TOML]["detail"].startswith("1 worker(s) run another configuration") and str(other) in output
 
 
 def test_stuck_jobs_are_named_with_their_batch(stack: Stack, tmp_path: Path, empty_database: str) -> None:
