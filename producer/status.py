@@ -57,7 +57,7 @@ class BatchStatus:
     # Waiting jobs by what they wait for: the same question's leader job, by (its batch, status, tier) -> jobs.
     following: list[tuple[uuid.UUID, str, str | None, int]] = field(default_factory=list)
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
-    provider_batches: dict[str, int] = field(default_factory=dict)
+    provider_batches: dict[str, Any] = field(default_factory=dict)
     quality: Quality | None = None  # measured from the batch's audits, once it is done
 
     def count(self, status: JobStatus) -> int:
@@ -259,17 +259,22 @@ SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))
        count(*) FILTER (WHERE state = 'collecting'),
        count(*) FILTER (WHERE {UNSENT}),
        coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE {UNSENT})), 0),
-       (array_agg(last_error ORDER BY updated_at) FILTER (WHERE {UNSENT} AND last_error IS NOT NULL))[1]
+       (array_agg(last_error ORDER BY updated_at) FILTER (WHERE {UNSENT} AND last_error IS NOT NULL))[1],
+       EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE state = 'open'))
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 
 
-def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, int]:
+def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's provider batches still open (`filling`: of them, files not sent yet), and their requests
-    ({} when there is none)."""
-    (batches, requests, completed, failed, filling, unsent, unsent_s,
-     unsent_error) = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+    ({} when there is none); `polled_s`: how long ago the least recently polled one sent to the provider was
+    looked at (a poll message lost with a killed worker stops the looks until the reconciler sends it again)."""
+    (batches, requests, completed, failed, filling, unsent, unsent_s, unsent_error,
+     polled_s) = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
     if not batches:
         return {}
-    return {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
-            "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s), "unsent_error": unsent_error}
+    found = {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
+             "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s), "unsent_error": unsent_error}
+    if polled_s is not None:
+        found["polled_s"] = int(polled_s)
+    return found

@@ -13,6 +13,9 @@ from tierq.money import dollars
 if TYPE_CHECKING:  # the bill's queries (and SQLAlchemy) load only for `tierq report`
     from producer.bill.build import Bill
 
+# Counts older than this say how old they are (tiers look every batch_poll_s, 30 s by default): a poll message
+# lost with a killed worker stops the looks until the reconciler sends it again, after stuck_after_s.
+POLL_LATE_S = 60
 STATE_ORDER = ("succeeded", "failed", "cancelled", "running", "waiting", "queued", "pending")
 
 
@@ -87,8 +90,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
             why = f"it last answered {pb['unsent_error']}" if pb.get("unsent_error") else "the workers' log says why"
             filling += (f"{pb['unsent']:,} not accepted by the provider yet, trying for {duration(pb['unsent_s'])} "
                         f"({why}); ")
+        looked = ""
+        if pb.get("polled_s", 0) >= POLL_LATE_S:
+            looked = f" when last looked at, {duration(pb['polled_s'])} ago"
         lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "
-                     f"reports {pb['completed']:,} completed, {pb['failed']:,} failed)")
+                     f"reports {pb['completed']:,} completed, {pb['failed']:,} failed{looked})")
     if status.orphaned and not status.stuck:
         whose = "running job's" if status.orphaned == 1 else "running jobs'"
         lines.append(f"  stopped worker: {status.orphaned:,} {whose} worker stopped renewing their lease "

@@ -67,6 +67,10 @@ def test_status_lines_say_how_many_jobs_wait_in_provider_batches_and_how_many_fi
     status.provider_batches["filling"] = 0
     assert "  in provider batches: 30 jobs in 3 (the provider reports 7 completed, 1 failed)" in (
         status_lines(status, ["hot", "warm", "cold"]))
+    # Its poll message lost with a killed worker: the counts stayed those of the last look, for minutes, silently.
+    status.provider_batches["polled_s"] = 110
+    assert ("  in provider batches: 30 jobs in 3 (the provider reports 7 completed, 1 failed when last looked at, "
+            "1m 50s ago)") in status_lines(status, ["hot", "warm", "cold"])
 
 
 def test_small_helpers() -> None:

@@ -214,6 +214,7 @@ def test_cancel_during_a_provider_batch_cancels_it(clean: Stack, run: tuple[Depl
     wait_until(lambda: any(p.provider_status == "in_progress" for p in provider_batches(clean, batch)), 60,
                lambda: provider_batches(clean, batch))
     status = tq.status(batch)
+    assert status.provider_batches.pop("polled_s") < 10  # looked at every batch_poll_s
     assert status.provider_batches == {"batches": 1, "requests": 10, "completed": 0, "failed": 0, "filling": 0,
                                        "unsent": 0, "unsent_s": 0, "unsent_error": None}
     assert status.eta_s is None  # the provider batch's window, not the recent rate, says when these end
