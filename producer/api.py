@@ -234,7 +234,7 @@ class Tierq:
         if not status.done:
             presence = Presence(self.reader)
             workers = presence.workers()
-            consumers, refusals = presence.consumers(workers), presence.refusals(workers)
+            consumers, refusals = presence.consumers(workers), presence.refusals(workers, str(status.batch_id))
             waiting = status.waiting_by_queue()
             status.unserved = {q: n for q, n in waiting.items() if q not in consumers}
             status.refused = {q: refusals[q] for q in waiting if q in refusals}

@@ -27,7 +27,7 @@ class Presence:
     """The `{prefix}:{worker}` keys of live workers: their queues and configuration digest."""
 
     def __init__(self, client: redis.Redis, prefix: str = "tq:w", refusals: str = "tq:refused") -> None:
-        self.r, self.prefix, self.refusals_prefix = client, prefix, refusals
+        self.r, self.prefix, self.refusals_key = client, prefix, refusals
 
     def announce(self, worker: str, queues: Sequence[str], digest: str) -> None:
         """Say that `worker` consumes `queues` (for the next TTL_S seconds)."""
@@ -49,26 +49,32 @@ class Presence:
                 found.setdefault(queue, []).append(worker)
         return found
 
-    def refuse(self, worker: str, queue: str, reason: str, digest: str) -> None:
-        """Say that `worker`, running the configuration of `digest`, gave a message of `queue` back, for
-        `reason` (that configuration cannot run it)."""
+    def refuse(self, worker: str, queue: str, reason: str, digest: str, batch: str | None = None) -> None:
+        """Say that `worker`, running the configuration of `digest`, gave a message of `queue` (of `batch`)
+        back, for `reason` (that configuration cannot run it). One hash for every note, so that `status`
+        reads them in one round trip whatever else the Redis holds (the cache's entries)."""
         info = {"reason": reason, "digest": digest, "at": time.time()}
-        self.r.set(f"{self.refusals_prefix}:{queue}:{worker}", json.dumps(info), ex=REFUSAL_TTL_S)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.refusals_key, f"{queue}|{worker}|{batch or ''}", json.dumps(info))
+        pipe.expire(self.refusals_key, REFUSAL_TTL_S)
+        pipe.execute()
 
-    def refusals(self, live: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
-        """Queue -> live worker -> why it gives that queue's messages back (a worker gone, or started again
-        with another configuration under the same name, says nothing); `live` is `workers()` when the
-        caller has it already."""
-        keys = list(self.r.scan_iter(match=f"{self.refusals_prefix}:*", count=1000))
-        if not keys:
+    def refusals(self, live: Mapping[str, Any] | None = None, batch: str | None = None) -> dict[str, dict[str, str]]:
+        """Queue -> live worker -> why it gives that queue's messages back, for `batch` (or any batch); notes
+        older than REFUSAL_TTL_S, of a worker gone, or of one started again with another configuration under
+        the same name, say nothing. `live` is `workers()` when the caller has it already."""
+        notes = cast(dict[bytes, bytes], self.r.hgetall(self.refusals_key))
+        if not notes:
             return {}
         live = self.workers() if live is None else live
-        values = cast(list[bytes | None], self.r.mget(keys))
-        found: dict[str, dict[str, str]] = {}
-        for key, value in zip(keys, values, strict=True):
-            queue, _, worker = key.decode().removeprefix(f"{self.refusals_prefix}:").partition(":")
-            note = json.loads(value) if value is not None else None
-            if note is not None and worker in live and live[worker].get("digest") == note.get("digest"):
+        now, found = time.time(), cast(dict[str, dict[str, str]], {})
+        for field, value in notes.items():
+            queue, worker, about = field.decode().split("|", 2)
+            note = json.loads(value)
+            if batch is not None and about and about != batch:
+                continue
+            fresh = now - float(note.get("at", 0)) <= REFUSAL_TTL_S
+            if fresh and worker in live and live[worker].get("digest") == note.get("digest"):
                 found.setdefault(queue, {})[worker] = note["reason"]
         return found
 

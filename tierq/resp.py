@@ -64,6 +64,11 @@ class ReadClient:
         """The values of `keys` (None where a key is missing)."""
         return list(self.execute("MGET", *keys)) if keys else []
 
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """A hash's fields and values ({} when it is missing)."""
+        flat = list(self.execute("HGETALL", key) or [])
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
     def pipeline(self, transaction: bool = False) -> ReadPipeline:
         """Commands sent together; no transactions (nothing here needs one)."""
         if transaction:

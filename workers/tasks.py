@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -33,7 +34,10 @@ def _retry(task: Task, exc: Exception, countdown: float | None = None) -> Except
     has committed as handed off but not yet sent, would then wait forever; run again, it re-sends them."""
     try:
         wait = countdown if countdown is not None else min(60, 2 ** task.request.retries)
-        retry: Exception = task.retry(exc=exc, countdown=wait, max_retries=None if countdown else task.max_retries)
+        # A give-back (countdown) has no limit: Celery reads max_retries=None as "the task's own" (30 rounds,
+        # a quarter of an hour), after which the jobs failed for a lost message, the real reason unsaid.
+        retry: Exception = task.retry(exc=exc, countdown=wait,
+                                      max_retries=sys.maxsize if countdown else task.max_retries)
     except Reject as rejected:
         requeue: Exception = Reject(rejected.reason, requeue=True)
         return requeue
@@ -46,11 +50,12 @@ def _note_refusal(task: Task, exc: ConfigError) -> None:
     after `max_recoveries` such rounds, fail its jobs."""
     ctx = get_context(app)
     queue = (task.request.delivery_info or {}).get("routing_key") or task.name
+    batch = (task.request.kwargs or {}).get("batch")
     try:
-        Presence(ctx.vault.r).refuse(task.request.hostname or "worker", queue, str(exc), ctx.config.digest)
         message = uuid.UUID(task.request.id)
-        ctx.live.add([(message, CONFIG_RETRY_S)])
+        ctx.live.add([(message, CONFIG_RETRY_S)])  # first: whoever reads the note finds the message due later
         ctx.live.sent([message])
+        Presence(ctx.vault.r).refuse(task.request.hostname or "worker", queue, str(exc), ctx.config.digest, batch)
     except RedisError as error:  # the message still goes back; only the note is missing
         log.warning("could not note why %s %s was given back: %s", task.name, task.request.id, error)
 

@@ -224,6 +224,12 @@ def test_a_classify_worker_whose_toml_lacks_the_batchs_tier_gives_its_message_ba
             with clean.engine.connect() as conn:
                 [handoff] = conn.execute(text("SELECT DISTINCT handoff FROM jobs WHERE batch_id = :b"),
                                          {"b": batch.batch_id}).scalars().all()
+            # Another batch, which that worker routes: its status names no refusal.
+            other = tq.submit([{"prompt": "where is my parcel?"}], BatchOptions(use_cache=False, force_tier="hot"))
+            deadline = time.monotonic() + 30
+            while (mine := tq.status(other.batch_id)).by_status.get("pending") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert mine.by_status == {"queued": 1} and not mine.refused, mine.as_dict()
             # Live and due again when it comes back, so the reconciler does not take it for a lost message.
             live = LiveMessages(redis.Redis.from_url(broker))
             assert live.live([handoff]) == {handoff} and not live.overdue([(handoff, "classify")], 0.0, lambda q: {})
