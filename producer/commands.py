@@ -60,9 +60,14 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
         try:
             return _submit(source, options, read, rejects, wait, as_json, submitted)
         except KeyboardInterrupt:  # outside the submission itself, which says what it kept
-            with SIGNALS.shielded():
-                click.echo(f"\ninterrupted: batch {submitted[0].batch_id} was submitted whole" if submitted else
-                           "\ninterrupted: nothing was submitted", err=True)
+            with SIGNALS.quiet():
+                if submitted:
+                    click.echo(f"\ninterrupted: batch {submitted[0].batch_id} was submitted whole", err=True)
+                elif SIGNALS.batch is not None:
+                    click.echo(f"\ninterrupted: batch {SIGNALS.batch} was begun; `tierq status {SIGNALS.batch}` "
+                               f"says what it holds, `tierq cancel {SIGNALS.batch}` stops it", err=True)
+                else:
+                    click.echo("\ninterrupted: nothing was submitted", err=True)
                 return SIGNALS.exit_code()
 
 
@@ -83,16 +88,17 @@ def _submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path
         try:
             result = tq.submit(source, options, read=read, progress=progress, on_reject=on_reject, every=2000)
         except SubmitInterrupted as stop:
-            with SIGNALS.shielded():  # a second signal must not cut the one line that names the batch
+            with SIGNALS.quiet():  # a second signal must not cut the one line that names the batch
                 done = stop.result
                 if as_json:
                     click.echo(json.dumps({**done.as_dict(), "interrupted": True, "last_line": done.last_line}))
-                upto = f" (the input through line {done.last_line:,}; the rest was not read)" if done.last_line else ""
+                upto = (f" (the input through its record at line {done.last_line:,}; the rest was not read)"
+                        if done.last_line else "")
                 click.echo(f"\ninterrupted: batch {done.batch_id} keeps the {done.accepted:,} jobs accepted so far"
                            f"{upto}, and they will run; stop them with `tierq cancel {done.batch_id}`", err=True)
                 return SIGNALS.exit_code()
         submitted.append(result)
-        with SIGNALS.shielded():  # submitted whole: what is said about it is not cut short
+        with SIGNALS.quiet():  # submitted whole: what is said about it is not cut short
             if result.accepted + result.rejected >= 2000:
                 live.finish([progress.line(result)])  # the last line shows the whole file, on a terminal or not
             _show_rejections(result, rejects)
@@ -103,14 +109,15 @@ def _submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path
                            f"batch {result.batch_id}: {result.accepted:,} accepted, {result.rejected:,} rejected")
                 return 0
         try:
+            SIGNALS.check()  # a signal while the submission was being reported: no watching then
             final = _watch(tq, result, as_json)
         except KeyboardInterrupt:
-            with SIGNALS.shielded():
+            with SIGNALS.quiet():
                 if as_json:
                     click.echo(json.dumps(result.as_dict()))
                 click.echo(_stopped_watching(result.batch_id), err=True)
                 return SIGNALS.exit_code()
-    with SIGNALS.shielded():
+    with SIGNALS.quiet():
         if as_json:
             click.echo(json.dumps({**result.as_dict(), "status": final.as_dict()}))
         line, code = waited_outcome(final)

@@ -326,6 +326,7 @@ def submit_records(
     `SIGNALS.installed()` a signal stops it between records, never inside a write (producer/signals.py)."""
     with SIGNALS.shielded():
         submitter = Submitter(engine, publisher, config, options, on_reject, vault)
+        SIGNALS.batch = submitter.result.batch_id
     result = submitter.result
     result.size = source.size if source is not None else None
     try:

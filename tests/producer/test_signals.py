@@ -1,0 +1,48 @@
+"""How `tierq submit` takes Ctrl-C and SIGTERM (producer/signals.py): never inside a write unless asked twice,
+never while it says what became of its batch, and not at all when it was started with the signal ignored."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from producer.signals import Signals
+
+
+def _send(signum: int = signal.SIGTERM) -> None:
+    os.kill(os.getpid(), signum)  # the handler runs in this, the main, thread before os.kill returns
+
+
+def test_one_signal_waits_for_the_write_and_a_second_stops_it() -> None:
+    signals = Signals()
+    with signals.installed():
+        with signals.shielded():
+            _send()  # taken later
+        with pytest.raises(KeyboardInterrupt):
+            signals.check()
+        with signals.shielded(), pytest.raises(KeyboardInterrupt):
+            _send()  # the second, during a write: at once
+        with signals.quiet():
+            _send()  # the last word on the batch is not cut
+        assert signals.exit_code() == 128 + signal.SIGTERM and len(signals.received) == 3
+    with pytest.raises(KeyboardInterrupt), signals.installed():
+        _send(signal.SIGINT)  # outside a write: at once
+    assert signals.exit_code() == 130
+
+
+def test_outside_installed_nothing_changes_and_an_ignored_signal_stays_ignored() -> None:
+    signals = Signals()
+    with signals.installed(), signals.shielded():
+        _send()
+    signals.check()  # left over from a finished command: no effect once the handler is gone
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a script's background job starts
+    try:
+        with signals.installed():
+            _send()
+            signals.check()
+            assert signals.received == []
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
