@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import psycopg
 from kombu.exceptions import OperationalError as BrokerError
-from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import AuthenticationError, RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.pq import PqConnectError, PqError
 from tierq.broker import refusal
-from tierq.redact import lone_user, masked_url, scrubbed, shown_redis_url
+from tierq.redact import lone_user, masked_url, scrubbed, shown_broker_url, shown_redis_url
 from tierq.resp import RespError
 from tierq.settings import Settings
 
@@ -67,8 +66,8 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
         return f"cannot use Redis at {shown} ({problem}); start it or fix TIERQ_REDIS_URL"
     refused = refusal(exc)
     if refused is not None:
-        return f"the broker at {maybe_sanitize_url(settings.broker)} {refused[0]}; {refused[1]}"
+        return f"the broker at {shown_broker_url(settings.broker)} {refused[0]}; {refused[1]}"
     if isinstance(exc, BrokerError):
-        return (f"cannot reach the broker at {maybe_sanitize_url(settings.broker)} ({_first_line(exc)}); "
+        return (f"cannot reach the broker at {shown_broker_url(settings.broker)} ({_first_line(exc)}); "
                 "start it or fix TIERQ_BROKER_URL")
     return None

@@ -56,7 +56,8 @@ def scrubbed(message: str, url: str) -> str:
 
 # A user part with no password in a Redis URL (`redis://S3cret@host`): the colon before the password
 # forgotten, the common slip. Redis reads it as a user name, and it is most likely the password.
-_LONE_USER = re.compile(r"^((?:redis|rediss|sentinel)://)([^/@:]+)@")
+# Up to the last @ before the host (a password may hold an @); any case of the scheme, unix sockets too.
+_LONE_USER = re.compile(r"^((?:redis|rediss|sentinel|unix)://)([^/:]+)@", re.IGNORECASE)
 
 
 def lone_user(url: str) -> bool:
@@ -67,4 +68,13 @@ def lone_user(url: str) -> bool:
 def shown_redis_url(url: str) -> str:
     """A Redis URL as tierq prints it: the password masked, and a user part with no password masked whole."""
     return masked_url(_LONE_USER.sub(rf"\1{MASK}@", url))
+
+
+def shown_broker_url(url: str) -> str:
+    """A broker URL as tierq prints it: a Redis one as `shown_redis_url` does, any other as kombu does."""
+    if _LONE_USER.match(url) or url.lower().startswith(("redis", "sentinel", "unix")):
+        return shown_redis_url(url)
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import redis
 from celery import Celery, signals
-from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +22,7 @@ from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
 from tierq.presence import Presence
-from tierq.redact import masked_url, scrubbed, shown_redis_url
+from tierq.redact import masked_url, scrubbed, shown_broker_url, shown_redis_url
 from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
@@ -73,7 +72,7 @@ def check_broker(broker_url: str) -> None:
     """A RabbitMQ broker accepts the login (one that is down is left to Celery, which waits for it)."""
     refused = check_login(broker_url)
     if refused is not None:
-        raise StartupError(f"the broker at {maybe_sanitize_url(broker_url)} {refused[0]}; {refused[1]}")
+        raise StartupError(f"the broker at {shown_broker_url(broker_url)} {refused[0]}; {refused[1]}")
 
 
 def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "worker") -> WorkerContext:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tierq.redact import lone_user, masked_url, scrubbed, secrets_of, shown_redis_url
+from tierq.redact import lone_user, masked_url, scrubbed, secrets_of, shown_broker_url, shown_redis_url
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,9 @@ def test_a_redis_password_given_as_the_user_name_is_masked_whole() -> None:
     assert shown_redis_url("redis://cache:6379/0") == "redis://cache:6379/0"
     assert not lone_user("redis://:pw@cache/0") and not lone_user("redis://cache/0")
     assert not lone_user("postgresql://postgres@db/tierq")  # a database user name is no secret
+    # A password holding an @, a scheme in capitals, a socket: masked whole all the same.
+    assert shown_redis_url("redis://p@ss@cache:6379/0") == "redis://***@cache:6379/0"
+    assert shown_redis_url("REDIS://S3cret@cache/0") == "REDIS://***@cache/0"
+    assert shown_redis_url("unix://S3cret@/run/redis.sock") == "unix://***@/run/redis.sock"
+    assert shown_broker_url("redis://S3cret@cache/0") == "redis://***@cache/0"
+    assert shown_broker_url("amqp://guest:pw@mq:5672//") == "amqp://guest:**@mq:5672//"  # kombu's own form
