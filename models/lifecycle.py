@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,6 +338,12 @@ def fail(conn: Connection, message: uuid.UUID, failures: Sequence[tuple[int, str
         {"ids": [f[0] for f in failures], "reasons": [f[1] for f in failures], "calls": [f[2] for f in failures],
          "me": message, "final": final, "owner": owner},
     ).scalars())
+
+
+def in_cancelled_batches(conn: Connection, ids: Collection[int]) -> set[int]:
+    """The jobs among `ids` whose batch has been cancelled."""
+    return set(conn.execute(text("SELECT j.id FROM jobs j JOIN batches b ON b.id = j.batch_id "
+                                 "WHERE j.id = ANY(:ids) AND b.cancelled"), {"ids": sorted(ids)}).scalars())
 
 
 def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:

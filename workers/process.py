@@ -272,9 +272,10 @@ async def _keep_cache_leases(ctx: WorkerContext, leaders: list[int]) -> None:
 def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: list[TierResult],
             findings: dict[int, Finding], lease: Lease) -> TierSummary:
     next_tier = ctx.config.next_tier(tier.name)
-    # Not a job whose batch was cancelled: an audit could not be queued for it, and its answer would be lost.
     picks = pick(ctx, tier.name, [job for job, r in zip(jobs, results, strict=True) if r.answer is not None
-                                  and not job.audit and not ctx.leases.cancelled(job.id)])
+                                  and not job.audit])
+    if picks:  # not a job whose batch was cancelled: an audit could not be queued for it, its answer lost
+        picks -= _in_cancelled_batches(ctx, picks)
     out = sort(ctx, tier, jobs, results, findings, picks)
     # The calls are paid for and not recorded yet: ride out a Redis outage here rather than fail the task,
     # whose redelivery would pay for them again.
@@ -343,6 +344,16 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     escalated = (len(out.misses) if next_tier is not None else 0) + sum(map(len, out.jumps.values()))
     failed = (len(out.misses) if next_tier is None else 0) + len(out.stopped)
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
+
+
+def _in_cancelled_batches(ctx: WorkerContext, ids: set[int]) -> set[int]:
+    """The jobs among `ids` whose batch is cancelled, as the database says now (the lease renewal's word
+    may be a third of a lease old); through a database outage, as the recording of the calls is."""
+    def read() -> set[int]:
+        with ctx.engine.connect() as conn:
+            return lifecycle.in_cancelled_batches(conn, ids)
+
+    return with_db_retry(read, what="reading which batches were cancelled")
 
 
 def _leaders(jobs: list[ClaimedJob], ids: list[int]) -> list[ClaimedJob]:

@@ -222,7 +222,7 @@ def test_status_names_a_queue_whose_only_worker_is_stopping_while_it_finishes_it
     redis.Redis.from_url(broker).flushdb()
     env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
     worker = start_worker(env, tmp_path / "hot.log", queues="classify,hot", name="hot", args=("-c", "1"))
-    clean.simulate({"latency_ms": 4000})
+    clean.simulate({"latency_ms": 30_000})  # calls out for far longer than the checks below take, however slow
     try:
         records = "".join(f'{{"prompt": "ticket {n}: where is my parcel?"}}\n' for n in range(60))
         (tmp_path / "t.jsonl").write_text(records)
@@ -239,6 +239,8 @@ def test_status_names_a_queue_whose_only_worker_is_stopping_while_it_finishes_it
                                            capture_output=True, text=True, timeout=60, check=True).stdout)
         assert worker.poll() is None, "the worker stopped before its calls ended"
     finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)  # its calls would take half a minute to end
         stop_worker(worker)
     assert status["by_status"] == {"running": 50, "queued": 10}
     assert status["unserved_queues"] == {"hot": 60}

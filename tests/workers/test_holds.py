@@ -170,3 +170,31 @@ def test_a_job_whose_batch_is_cancelled_while_its_calls_time_out_makes_no_more_c
     calls = {job_id: paid for job_id, *_, paid in jobs}
     assert 1 <= calls[first] < every, f"{calls[first]} calls: the retries went on after the cancel"
     assert [calls[job] for job in others] == [0, 0]  # they waited for the open call: none after the cancel
+
+
+def test_an_answer_that_comes_back_after_its_batch_was_cancelled_is_kept_not_sent_to_be_audited(
+    clean: Stack, worker_ctx: Callable[..., WorkerContext]
+) -> None:
+    # Picked for an audit, it could not be queued (the batch is cancelled) and ended cancelled without the
+    # answer it had paid for. The lease renewal would see the cancel only after a third of this long lease.
+    ctx = worker_ctx(lease_s=600)
+    quality = ctx.config.quality.model_copy(update={"audit_rate": 1.0, "comparator": ComparatorConfig(kind="exact")})
+    ctx.config = ctx.config.model_copy(update={"quality": quality})
+    clean.simulate({"latency_ms": 2_000})
+    message = uuid.uuid4()
+    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=message)
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(process_chunk, ctx, "hot", [job], message)
+        deadline = time.monotonic() + 30
+        while clean.sim_stats()["requests"] == 0:
+            assert time.monotonic() < deadline and not running.done(), "no call was made"
+            time.sleep(0.05)
+        with clean.client() as tq:
+            assert tq.cancel(batch).running == 1
+        running.result(timeout=60)
+    with clean.engine.connect() as conn:
+        status, content, audited = conn.execute(text("SELECT status, content, audited FROM jobs")).one()
+    assert (status, audited) == ("succeeded", False) and content, (status, content, audited)
+    assert published(ctx, "cold") == []  # nothing sent to be audited
