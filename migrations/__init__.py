@@ -53,6 +53,17 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_current_head()
 
 
+def known_revision(revision: str) -> bool:
+    """Whether `revision` is in this package's history (a database at one that is not was migrated by a newer
+    tierq)."""
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None before the first migration."""
     engine = create_engine(database_url, connect_args=connect_args(database_url))

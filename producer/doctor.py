@@ -14,8 +14,6 @@ from enum import StrEnum
 from typing import Any, cast
 
 import redis
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError as AlembicError
 from amqp.exceptions import AMQPError
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
@@ -23,7 +21,7 @@ from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
-from migrations import alembic_config, current_revision, head_revision
+from migrations import current_revision, head_revision, known_revision
 from models import stale
 from producer.broker import make_sender
 from tierq.broker import REDIS_SCHEMES, lengths_or_unknown, queue_lengths, refusal
@@ -119,7 +117,7 @@ def check_database(url: str, timeout: float) -> list[Check]:
     postgres = Check("postgres", State.OK, f"{shown} accepts connections")
     if current == head:
         return [postgres, Check("migrations", State.OK, f"database at head revision {head}")]
-    if current is not None and not _known_revision(current):
+    if current is not None and not known_revision(current):
         return [postgres, Check("migrations", State.PROBLEM,
                                 f"database at revision {current}, newer than this tierq knows (head {head})",
                                 "install the tierq version that migrated it on this machine")]
@@ -128,11 +126,6 @@ def check_database(url: str, timeout: float) -> list[Check]:
                             "run tierq db upgrade")]
 
 
-def _known_revision(revision: str) -> bool:
-    try:
-        return ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_revision(revision) is not None
-    except AlembicError:
-        return False
 
 
 def check_provider(settings: Settings, name: str, provider: ProviderConfig, timeout: float) -> Check:

@@ -16,7 +16,7 @@ from celery import Celery, signals
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from migrations import head_revision
+from migrations import head_revision, known_revision
 from tierq.broker import check_login
 from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
@@ -55,6 +55,10 @@ def check_database(ctx: WorkerContext) -> None:
             raise StartupError(f"{shown} has no tierq tables; run: tierq db upgrade") from None
         raise Unavailable(f"cannot reach Postgres at {shown} ({first}); start it or fix TIERQ_DATABASE_URL") from None
     head = head_revision()
+    if current is not None and current != head and not known_revision(current):
+        # `tierq db upgrade` would not help: a newer tierq migrated it (an older worker restarted mid-upgrade).
+        raise StartupError(f"{shown} is at migration {current}, newer than this worker knows (its newest is {head}); "
+                           "run the worker from the tierq version that migrated it")
     if current != head:
         raise StartupError(f"{shown} is at migration {current}, this worker needs {head}; run: tierq db upgrade")
 

@@ -15,6 +15,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from conftest import ROOT, SIM_CONFIG, Stack, start_worker, stop_worker
@@ -118,6 +119,22 @@ def test_an_unreachable_database_stops_start_up(clean: Stack, broker: str) -> No
     [line] = our_lines(done.stderr)
     assert "cannot reach Postgres at postgresql+psycopg://tierq:***@127.0.0.1:9/tierq" in line
     assert line.endswith("start it or fix TIERQ_DATABASE_URL") and "secret" not in done.stderr
+
+
+def test_a_database_a_newer_tierq_migrated_stops_start_up_saying_so_not_asking_for_an_upgrade(
+        clean: Stack, broker: str, empty_database: str) -> None:
+    # An older worker restarted while a newer tierq had upgraded the database was told to run
+    # `tierq db upgrade`, which had just been done and changes nothing.
+    libpq = make_url(empty_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_DATABASE_URL": empty_database}
+    done = start(env, "hot")
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    [line] = our_lines(done.stderr)
+    assert "is at migration 9999_from_the_future, newer than this worker knows" in line, line
+    assert line.endswith("run the worker from the tierq version that migrated it"), line
 
 
 def test_a_database_that_never_answers_stops_start_up_in_seconds(clean: Stack, broker: str,
