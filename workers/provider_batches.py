@@ -138,19 +138,21 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             if found.state == pb.OPEN:
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
+            private = any(job.private for job in jobs)
             if _transient(exc):
-                _failed_once(ctx, tier, found, _brief(ctx, exc))
+                _failed_once(ctx, tier, found, _brief(ctx, exc), private)
                 _park_and_return(ctx, tier, found, jobs, lease)
                 return BatchStep(len(jobs), 0, True)
             # The provider refuses the file or the batch: its requests go where an expired batch's would.
             why = _brief(ctx, exc)
             log.error("provider batch of message %s refused: %s", message, why)
+            kept = _kept(why, private)
             with ctx.engine.begin() as conn:
-                pb.record(conn, message, provider_status=f"refused: {why}"[:40], state=pb.ENDED)
-                pb.note_error(conn, message, why)
+                pb.record(conn, message, provider_status=f"refused: {kept}"[:40], state=pb.ENDED)
+                pb.note_error(conn, message, kept)
             found = _again(ctx, found)
         except openai.APIError as exc:  # not reached, a timeout: the provider may be back next time
-            _failed_once(ctx, tier, found, _brief(ctx, exc))
+            _failed_once(ctx, tier, found, _brief(ctx, exc), any(job.private for job in jobs))
             _park_and_return(ctx, tier, found, jobs, lease)
             return BatchStep(len(jobs), 0, True)
         if found.state != pb.ENDED:
@@ -249,11 +251,19 @@ def _brief(ctx: WorkerContext, exc: openai.APIError) -> str:
     return ctx.client.scrub(f"HTTP {status}: {exc.message}")[:200] if status else f"{type(exc).__name__}"
 
 
-def _failed_once(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, why: str) -> None:
+def _failed_once(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, why: str, private: bool) -> None:
     """A provider error that may pass (a 5xx, a 429, a timeout): logged, and kept on the row for status."""
     log.warning("provider batch of message %s: %s; trying again in %.0f s", found.message_id, why, tier.batch_poll_s)
     with ctx.engine.begin() as conn:
-        pb.note_error(conn, found.message_id, why)
+        pb.note_error(conn, found.message_id, _kept(why, private))
+
+
+def _kept(why: str, private: bool) -> str:
+    """What Postgres keeps of a provider's error: all of it, but for a `--no-store-text` batch only its status
+    (a provider's message may quote a request line, and such a batch keeps no texts there)."""
+    if not private:
+        return why
+    return why.split(":", 1)[0] + " (the provider's message is in the workers' log)"
 
 
 def _split(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], list[ClaimedJob]]:

@@ -440,3 +440,11 @@ def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_
     assert warning.startswith("the provider refused a provider batch (HTTP 400: ") and "its 3 requests" in warning
     assert "48h" in warning, warning
     assert {r.via_batch for r in calls(clean, refused)} == {False}  # answered at list price, as it says
+
+
+def test_a_private_batchs_provider_error_keeps_only_its_status_in_postgres() -> None:
+    from workers.provider_batches import _kept
+
+    why = "HTTP 400: line 3: 'my account number is 1234' is not valid"  # a provider may quote a request line
+    assert _kept(why, private=False) == why
+    assert _kept(why, private=True) == "HTTP 400 (the provider's message is in the workers' log)"
