@@ -58,7 +58,8 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
     submitted: list[SubmitResult] = []
     with SIGNALS.installed():
         try:
-            return _submit(source, options, read, rejects, wait, as_json, submitted)
+            code = _submit(source, options, read, rejects, wait, as_json, submitted)
+            return SIGNALS.exit_code() if SIGNALS.interrupted() else code  # one that came during its last word
         except KeyboardInterrupt:  # outside the submission itself, which says what it kept
             with SIGNALS.quiet():
                 if submitted:
@@ -92,7 +93,7 @@ def _submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path
                 done = stop.result
                 if as_json:
                     click.echo(json.dumps({**done.as_dict(), "interrupted": True, "last_line": done.last_line}))
-                upto = (f" (the input through its record at line {done.last_line:,}; the rest was not read)"
+                upto = (f" (the input through its record at line {done.last_line:,}; the rest is not in it)"
                         if done.last_line else "")
                 click.echo(f"\ninterrupted: batch {done.batch_id} keeps the {done.accepted:,} jobs accepted so far"
                            f"{upto}, and they will run; stop them with `tierq cancel {done.batch_id}`", err=True)

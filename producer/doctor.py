@@ -17,7 +17,6 @@ import redis
 from amqp.exceptions import AMQPError
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
-from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,7 +28,7 @@ from tierq.config import Config, ProviderConfig
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError
 from tierq.live import LiveMessages
-from tierq.redact import masked_url, scrubbed, shown_redis_url
+from tierq.redact import masked_url, scrubbed, shown_broker_url, shown_redis_url
 from tierq.settings import Settings, get_settings
 
 
@@ -79,7 +78,7 @@ def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
 
 def check_broker(url: str, timeout: float) -> Check:
     """Connect to a broker that is not Redis (RabbitMQ, ...)."""
-    shown = maybe_sanitize_url(url)
+    shown = shown_broker_url(url)
     conn: Any = cast(Any, Connection)(url, connect_timeout=timeout)  # kombu has no type hints
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
@@ -124,8 +123,6 @@ def check_database(url: str, timeout: float) -> list[Check]:
     return [postgres, Check("migrations", State.PROBLEM,
                             f"database at revision {current or 'none (no tables)'}, this tierq needs {head}",
                             "run tierq db upgrade")]
-
-
 
 
 def check_provider(settings: Settings, name: str, provider: ProviderConfig, timeout: float) -> Check:

@@ -3,13 +3,13 @@ a write.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be. In a submission that may be inside
 a COPY or its commit, whose rows then roll back after they left the reader's memory: jobs read and never
-stored, with nothing said. Here the first signal raises only outside the shielded writes; one that comes
-during a write is kept and raised by `check` once the write has ended. A second signal during a write
-raises at once (a write that hangs can still be stopped), and one that comes while the command says what
-became of its batch is only noted. `installed` puts the handler in place for both signals (SIGTERM:
-`timeout`, `kill`, a CI job or a container being stopped) unless the command was started with a signal
-ignored (a background job of a script), and `exit_code` is the shell's status for the first signal
-received. Without `installed` (tierq used as a library) nothing changes: `check` does nothing.
+stored, with nothing said. Here a signal raises at once, except the first one during a shielded write or
+while the command says what became of its batch (`quiet`): that one is kept, raised by `check` once the
+write has ended, and the command exits with its status when it has had its say. A second signal raises
+wherever the command is (a write that hangs can still be stopped). `installed` puts the handler in place
+for both signals (SIGTERM: `timeout`, `kill`, a CI job or a container being stopped) unless the command
+was started with a signal ignored (a background job of a script), and `exit_code` is the shell's status
+for the first signal received. Without `installed` (tierq used as a library) nothing changes: `check` does nothing.
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ class Signals:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.received.append(signum)
-        first = len(self.received) == 1
-        if self._quiet:
-            return
-        if (first and not self._writing) or (not first and self._writing):
-            raise KeyboardInterrupt
+        if (self._writing or self._quiet) and len(self.received) == 1:
+            return  # taken once the write, or the last word, has ended
+        raise KeyboardInterrupt  # anywhere else, or asked a second time: now
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -80,6 +78,10 @@ class Signals:
         raised inside a finaliser, it is only printed)."""
         if self._installed and self.received and not self._writing and not self._quiet:
             raise KeyboardInterrupt
+
+    def interrupted(self) -> bool:
+        """Whether a signal came (a command that finished its work still exits with the signal's status)."""
+        return bool(self.received)
 
     def exit_code(self) -> int:
         """128 + the first signal: 130 for Ctrl-C, 143 for SIGTERM."""

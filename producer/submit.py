@@ -125,7 +125,7 @@ class SubmitResult:
     bytes_read: int = 0
     size: int | None = None
     records_read: int = 0  # accepted, rejected, and read but not yet inserted
-    last_line: int = 0  # the line (of a file; 0 for objects) of the last record read, accepted or rejected
+    last_line: int = 0  # the line (of a file; 0 for objects) of the last record read; once interrupted, stored
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` form."""
@@ -236,7 +236,9 @@ class Submitter:
         return record, chars
 
     def flush(self) -> None:
-        """Insert the pending jobs with one COPY, commit, then enqueue one classify message per chunk."""
+        """Insert the pending jobs with one COPY, commit, then enqueue one classify message per chunk. A write
+        cut short (a second Ctrl-C, an error) rolls back: its records are not stored, and `through_line` says
+        where the stored ones end."""
         records, self._pending = self._pending, []
         if not records:
             return
@@ -346,6 +348,8 @@ def submit_records(
         # Chunks already sent will run; record them (and the rest read so far) so the batch adds up.
         with SIGNALS.shielded():
             submitter.close()
+        # Where the stored records end (a write a second signal cut short stored none of its own).
+        result.last_line = submitter.through_line
         raise SubmitInterrupted(result) from None
     except (BrokerError, OSError, SQLAlchemyError, RedisError, TierqError) as exc:
         if not result.accepted:

@@ -53,9 +53,14 @@ class Presence:
         """Say that `worker`, running the configuration of `digest`, gave a message of `queue` (of `batch`)
         back, for `reason` (that configuration cannot run it). One hash for every note, so that `status`
         reads them in one round trip whatever else the Redis holds (the cache's entries)."""
-        info = {"reason": reason, "digest": digest, "at": time.time()}
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self.refusals_key, f"{queue}|{worker}|{batch or ''}", json.dumps(info))
+        now = time.time()
+        old = [field for field, value in cast(dict[bytes, bytes], self.r.hgetall(self.refusals_key)).items()
+               if now - float(json.loads(value).get("at", 0)) > REFUSAL_TTL_S]  # a refusal kept going refreshes
+        pipe = self.r.pipeline(transaction=False)  # the hash's expiry: notes of workers gone go here
+        if old:
+            pipe.hdel(self.refusals_key, *old)
+        pipe.hset(self.refusals_key, f"{queue}|{worker}|{batch or ''}",
+                  json.dumps({"reason": reason, "digest": digest, "at": now}))
         pipe.expire(self.refusals_key, REFUSAL_TTL_S)
         pipe.execute()
 
@@ -69,7 +74,8 @@ class Presence:
         live = self.workers() if live is None else live
         now, found = time.time(), cast(dict[str, dict[str, str]], {})
         for field, value in notes.items():
-            queue, worker, about = field.decode().split("|", 2)
+            queue, rest = field.decode().split("|", 1)  # a queue name holds no |; a host name might
+            worker, about = rest.rsplit("|", 1)
             note = json.loads(value)
             if batch is not None and about and about != batch:
                 continue

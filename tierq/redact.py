@@ -56,18 +56,20 @@ def scrubbed(message: str, url: str) -> str:
 
 # A user part with no password in a Redis URL (`redis://S3cret@host`): the colon before the password
 # forgotten, the common slip. Redis reads it as a user name, and it is most likely the password.
-# Up to the last @ before the host (a password may hold an @); any case of the scheme, unix sockets too.
-_LONE_USER = re.compile(r"^((?:redis|rediss|sentinel|unix)://)([^/:]+)@", re.IGNORECASE)
+# Up to the last @ before the host (a password may hold an @), not into a query or fragment; any case of the
+# scheme, sockets too.
+_LONE_USER = re.compile(r"^((?:redis|rediss|sentinel|unix|redis\+socket)://)([^/:?#]+)@", re.IGNORECASE)
 
 
 def lone_user(url: str) -> bool:
-    """Whether a Redis URL gives a user part and no password."""
-    return _LONE_USER.match(url) is not None
+    """Whether a Redis URL (or one of a sentinel list's) gives a user part and no password."""
+    return any(_LONE_USER.match(masked_url(part.strip())) for part in url.split(";"))
 
 
 def shown_redis_url(url: str) -> str:
-    """A Redis URL as tierq prints it: the password masked, and a user part with no password masked whole."""
-    return masked_url(_LONE_USER.sub(rf"\1{MASK}@", url))
+    """A Redis URL as tierq prints it: the password masked, and a user part with no password masked whole
+    (in each URL of a `;`-separated sentinel list)."""
+    return ";".join(_LONE_USER.sub(rf"\1{MASK}@", masked_url(part)) for part in url.split(";"))
 
 
 def shown_broker_url(url: str) -> str:
@@ -76,5 +78,4 @@ def shown_broker_url(url: str) -> str:
         return shown_redis_url(url)
     from kombu.utils.url import maybe_sanitize_url
 
-    return str(maybe_sanitize_url(url))
-
+    return ";".join(str(maybe_sanitize_url(part)) for part in url.split(";"))  # a failover list: each URL

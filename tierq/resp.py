@@ -1,10 +1,11 @@
 """A small Redis client for the reads `tierq status` makes, so that the command does not import redis-py.
 
 redis-py takes longer to import than the rest of `status` together (0.15-0.25 s: its `__init__` loads the
-asyncio client and every command module); `status` of a running batch asks Redis for three things only
-(which workers are alive, which messages are live, the queues' marks). This client speaks RESP2 over one
-socket and offers just those calls, with the same names, arguments and results as `redis.Redis`, so
-`Presence` and `LiveMessages` take it in place of one for reading. It never writes.
+asyncio client and every command module); `status` of a running batch asks Redis for a few things only
+(which workers are alive, which messages are live, the queues' marks, which workers give messages back).
+This client speaks RESP2 over one socket and offers just those calls, with the same names, arguments and
+results as `redis.Redis`, so `Presence` and `LiveMessages` take it in place of one for reading. It never
+writes.
 
 Only plain `redis://` and `unix://` URLs are handled (`client_for` returns None for `rediss://` and
 anything else, and the caller uses redis-py). Every error is a `RespError` whose text names no password.

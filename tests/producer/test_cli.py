@@ -320,7 +320,7 @@ def test_a_submission_stopped_by_a_signal_names_its_batch_and_keeps_every_job_it
     batch = summary["batch_id"]
     assert summary["interrupted"] is True and summary["format"] == "jsonl"
     assert err.rstrip().endswith(f"interrupted: batch {batch} keeps the {summary['accepted']:,} jobs accepted so "
-                                 f"far (the input through its record at line 5,000; the rest was not read), and "
+                                 f"far (the input through its record at line 5,000; the rest is not in it), and "
                                  f"they will run; stop them with `tierq cancel {batch}`"), err
     with clean.engine.connect() as conn:
         total = conn.execute(text("SELECT total FROM batches WHERE id = :b"), {"b": batch}).scalar_one()
@@ -364,7 +364,7 @@ def test_a_sigterm_in_the_middle_of_writing_a_large_file_loses_no_job_it_read(cl
         assert summary["accepted"] == total == stored > 0, (summary, total, stored)
         # Every line read is stored: the file can be taken up again right after the line it names.
         assert summary["last_line"] == stored, (summary, stored)
-        assert f"(the input through its record at line {stored:,}; the rest" in err, err
+        assert f"(the input through its record at line {stored:,}; the rest is not in it" in err, err
         interrupted += 1
     assert interrupted >= 4  # stopped mid-way, not after the file was through
     redis.Redis.from_url(broker).flushdb()

@@ -24,9 +24,15 @@ def test_one_signal_waits_for_the_write_and_a_second_stops_it() -> None:
             signals.check()
         with signals.shielded(), pytest.raises(KeyboardInterrupt):
             _send()  # the second, during a write: at once
-        with signals.quiet():
-            _send()  # the last word on the batch is not cut
+        with pytest.raises(KeyboardInterrupt):
+            _send()  # and anywhere else
         assert signals.exit_code() == 128 + signal.SIGTERM and len(signals.received) == 3
+    with signals.installed():
+        with signals.quiet():
+            _send()  # the first, during the last word on the batch: it is not cut
+        assert signals.interrupted()  # and the command's status says the signal came
+        with signals.quiet(), pytest.raises(KeyboardInterrupt):
+            _send()  # a second one stops even that
     with pytest.raises(KeyboardInterrupt), signals.installed():
         _send(signal.SIGINT)  # outside a write: at once
     assert signals.exit_code() == 130

@@ -48,3 +48,10 @@ def test_a_redis_password_given_as_the_user_name_is_masked_whole() -> None:
     assert shown_redis_url("unix://S3cret@/run/redis.sock") == "unix://***@/run/redis.sock"
     assert shown_broker_url("redis://S3cret@cache/0") == "redis://***@cache/0"
     assert shown_broker_url("amqp://guest:pw@mq:5672//") == "amqp://guest:**@mq:5672//"  # kombu's own form
+    # Not a query's or a fragment's @; every URL of a sentinel or failover list; a socket.
+    assert shown_redis_url("redis://cache?password=p@ss") == "redis://cache?password=***"
+    assert not lone_user("redis://cache?password=p@ss")
+    assert shown_redis_url("sentinel://S3cret@h1:26379;sentinel://S3cret@h2:26379") == \
+        "sentinel://***@h1:26379;sentinel://***@h2:26379"
+    assert shown_redis_url("redis+socket://S3cret@/run/redis.sock") == "redis+socket://***@/run/redis.sock"
+    assert shown_broker_url("amqp://u:pw@h1//;amqp://u:pw@h2//") == "amqp://u:**@h1//;amqp://u:**@h2//"
