@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from producer.signals import Signals
+
+
+@pytest.fixture(autouse=True)
+def as_a_command_starts() -> Iterator[None]:
+    """SIGINT and SIGTERM as an interactive command starts with them: a test run in a script's background
+    (CI, nohup) inherits SIGINT ignored, which `installed` would rightly keep ignored."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def _send(signum: int = signal.SIGTERM) -> None:
