@@ -340,6 +340,12 @@ def fail(conn: Connection, message: uuid.UUID, failures: Sequence[tuple[int, str
     ).scalars())
 
 
+def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """The batches among `batches` that have been cancelled."""
+    return set(conn.execute(text("SELECT id FROM batches WHERE cancelled AND id = ANY(:ids)"),
+                            {"ids": list(batches)}).scalars())
+
+
 def in_cancelled_batches(conn: Connection, ids: Collection[int]) -> set[int]:
     """The jobs among `ids` whose batch has been cancelled."""
     return set(conn.execute(text("SELECT j.id FROM jobs j JOIN batches b ON b.id = j.batch_id "

@@ -65,6 +65,8 @@ def run_submit(source: str, options: BatchOptions, read: ReadOptions, rejects: P
                 if submitted:
                     click.echo(f"\ninterrupted: batch {submitted[0].batch_id} was submitted whole", err=True)
                 elif SIGNALS.batch is not None:
+                    if as_json:
+                        click.echo(json.dumps({"batch_id": str(SIGNALS.batch), "interrupted": True}))
                     click.echo(f"\ninterrupted: batch {SIGNALS.batch} was begun; `tierq status {SIGNALS.batch}` "
                                f"says what it holds, `tierq cancel {SIGNALS.batch}` stops it", err=True)
                 else:
@@ -91,12 +93,18 @@ def _submit(source: str, options: BatchOptions, read: ReadOptions, rejects: Path
         except SubmitInterrupted as stop:
             with SIGNALS.quiet():  # a second signal must not cut the one line that names the batch
                 done = stop.result
+                if done.records_read >= 2000:
+                    live.finish([progress.line(done)])  # the last progress line, counting every record read
                 if as_json:
                     click.echo(json.dumps({**done.as_dict(), "interrupted": True, "last_line": done.last_line}))
                 upto = (f" (the input through its record at line {done.last_line:,}; the rest is not in it)"
                         if done.last_line else "")
-                click.echo(f"\ninterrupted: batch {done.batch_id} keeps the {done.accepted:,} jobs accepted so far"
-                           f"{upto}, and they will run; stop them with `tierq cancel {done.batch_id}`", err=True)
+                if done.accepted:
+                    click.echo(f"\ninterrupted: batch {done.batch_id} keeps the {done.accepted:,} jobs accepted so "
+                               f"far{upto}, and they will run; stop them with `tierq cancel {done.batch_id}`",
+                               err=True)
+                else:
+                    click.echo(f"\ninterrupted: batch {done.batch_id} holds no job, so nothing will run", err=True)
                 return SIGNALS.exit_code()
         submitted.append(result)
         with SIGNALS.quiet():  # submitted whole: what is said about it is not cut short

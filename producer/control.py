@@ -3,8 +3,8 @@
 Cancel marks the batch and moves its jobs that wait (pending, queued or following another job) to
 `cancelled` in one guarded UPDATE; workers only claim jobs that are queued for their own message, so
 these get no model call. Jobs already running finish the call in flight, and their results and cost
-rows stay; they make no further call (retry or other model) once their worker's lease renewal has seen
-the cancel. A `--no-store-text` batch's prompts leave Redis with the cancel.
+rows stay; they make no further call (retry or other model) once their worker has seen the cancel
+(within 2 s: `workers/leases.py`). A `--no-store-text` batch's prompts leave Redis with the cancel.
 
 Retry moves failed jobs back to `pending` under new classify messages, exactly as a submission does:
 commit first, then send, so the worker sees the jobs it is sent.

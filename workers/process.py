@@ -73,7 +73,7 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
     jobs = claimed_jobs(rows)
     if not jobs:
         return TierSummary(0, 0, 0, 0, 0, requeued=busy is not None)
-    with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
+    with ctx.leases.holding(lease.owner, [job.id for job in jobs], {job.batch_id for job in jobs}):
         if any(job.private for job in jobs):
             jobs = _reveal(ctx, jobs, lease)
         if jobs:
@@ -227,7 +227,7 @@ async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, finding
     work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
                    None if job.audit else ctx.checks.for_job(job.task_type, job.params),
                    None if job.audit else ctx.learned.second_look(job.task_type, tier.name, job.messages),
-                   lambda: ctx.leases.cancelled(job.id))
+                   lambda: ctx.leases.cancelled(job.id, job.batch_id))
     result = await answer_at_tier(ctx.client, ctx.config, tier, work, ctx.gates)
     if job.audit and result.answer is not None and result.failure is None:
         try:

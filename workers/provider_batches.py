@@ -116,7 +116,7 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             # failed publish, a crash) left them at the provider. Deleting again costs a 404 at most.
             _delete_files(ctx, found)
         return BatchStep(0, 0, busy is not None)
-    with ctx.leases.holding(lease.owner, [job.id for job in jobs]):
+    with ctx.leases.holding(lease.owner, [job.id for job in jobs], {job.batch_id for job in jobs}):
         jobs = tier_work.prepare(jobs, lease)
         if found is None:
             now, later = _split(ctx, tier, jobs)

@@ -137,9 +137,10 @@ def test_an_audit_whose_reference_is_held_past_the_outage_limit_keeps_its_candid
 def test_a_job_whose_batch_is_cancelled_while_its_calls_time_out_makes_no_more_calls(
     clean: Stack, worker_ctx: Callable[..., WorkerContext]
 ) -> None:
-    # Renewed (and the batch's cancel seen) every second; one call open at a time, so the chunk's other
-    # jobs wait for the first one's slot.
-    ctx = worker_ctx(lease_s=3, open_calls=1)
+    # A lease far longer than the test: the cancel is seen by the keeper's check of the batches (every
+    # CANCEL_CHECK_S), not by a renewal. One call open at a time, so the chunk's other jobs wait for the
+    # first one's slot.
+    ctx = worker_ctx(lease_s=600, open_calls=1)
     hot = ctx.config.tier("hot").model_copy(update={"timeout_s": 6.0})
     ctx.config = ctx.config.model_copy(update={"tiers": [hot if t.name == "hot" else t for t in ctx.config.tiers]})
     every = (hot.max_retries + 1) * len(hot.models)  # what a job whose calls all time out makes at hot
