@@ -93,11 +93,15 @@ class LeaseKeeper:
         renewed = time.monotonic()
         while True:
             time.sleep(tick)
-            try:
-                if time.monotonic() - renewed >= renew_every - tick / 2:
-                    renewed = time.monotonic()
+            if time.monotonic() - renewed >= renew_every - tick / 2:
+                renewed = time.monotonic()
+                try:
                     self.renew_now()
+                except DBAPIError as exc:
+                    # The database is away; the next round tries again, before the leases run out if it is back.
+                    log.warning("could not renew leases (%s); retrying in %.0f s", type(exc.orig).__name__,
+                                renew_every)
+            try:
                 self.check_cancels()
-            except DBAPIError as exc:
-                # The database is away; the next round tries again, before the leases run out if it is back.
-                log.warning("could not renew leases (%s); retrying in %.0f s", type(exc.orig).__name__, tick)
+            except DBAPIError as exc:  # the renewal above says the database is away; this only waits for it
+                log.debug("could not ask whether batches were cancelled (%s)", type(exc.orig).__name__)
