@@ -286,20 +286,17 @@ def leased_elsewhere(conn: Connection, ids: Sequence[int], lease: Lease) -> floa
     return None if left is None else float(left)
 
 
-def renew(conn: Connection, leases: Mapping[uuid.UUID, Sequence[int]], lease_s: float) -> tuple[int, list[int]]:
-    """Push out the expiry of the leases still held (owner -> job ids): (jobs renewed, those of them whose
-    batch has been cancelled meanwhile)."""
+def renew(conn: Connection, leases: Mapping[uuid.UUID, Sequence[int]], lease_s: float) -> int:
+    """Push out the expiry of the leases still held (owner -> job ids)."""
     pairs = [(owner, job_id) for owner, ids in leases.items() for job_id in ids]
     if not pairs:
-        return 0, []
-    rows = conn.execute(
+        return 0
+    return conn.execute(
         text("UPDATE jobs AS j SET lease_until = now() + make_interval(secs => :lease) "
              "FROM unnest(CAST(:ids AS bigint[]), CAST(:owners AS uuid[])) AS v(id, owner) "
-             f"WHERE j.id = v.id AND j.lease_owner = v.owner AND j.status = '{RUNNING}' "
-             "RETURNING j.id, (SELECT b.cancelled FROM batches b WHERE b.id = j.batch_id)"),
+             f"WHERE j.id = v.id AND j.lease_owner = v.owner AND j.status = '{RUNNING}'"),
         {"ids": [p[1] for p in pairs], "owners": [p[0] for p in pairs], "lease": lease_s},
-    ).all()
-    return len(rows), [job_id for job_id, cancelled in rows if cancelled]
+    ).rowcount
 
 
 def succeed(conn: Connection, lease: Lease, answers: Sequence[tuple[int, str | None, str, int]],
@@ -344,12 +341,6 @@ def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[u
     """The batches among `batches` that have been cancelled."""
     return set(conn.execute(text("SELECT id FROM batches WHERE cancelled AND id = ANY(:ids)"),
                             {"ids": list(batches)}).scalars())
-
-
-def in_cancelled_batches(conn: Connection, ids: Collection[int]) -> set[int]:
-    """The jobs among `ids` whose batch has been cancelled."""
-    return set(conn.execute(text("SELECT j.id FROM jobs j JOIN batches b ON b.id = j.batch_id "
-                                 "WHERE j.id = ANY(:ids) AND b.cancelled"), {"ids": sorted(ids)}).scalars())
 
 
 def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:

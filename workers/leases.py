@@ -35,8 +35,7 @@ class LeaseKeeper:
         self.engine, self.lease_s = engine, lease_s
         self._held: dict[uuid.UUID, list[int]] = {}
         self._batches: dict[uuid.UUID, set[uuid.UUID]] = {}  # owner -> the batches of its jobs
-        self._cancelled: set[int] = set()  # held jobs whose batch was cancelled, as the last renewal found
-        self._cancelled_batches: set[uuid.UUID] = set()  # as the last check found
+        self._cancelled: set[uuid.UUID] = set()  # those batches cancelled, as the last check found
         self._lock = threading.Lock()
         self._pid = 0
 
@@ -53,22 +52,17 @@ class LeaseKeeper:
             yield
         finally:
             with self._lock:
-                self._cancelled.difference_update(self._held.pop(owner, ()))
+                self._held.pop(owner, None)
                 self._batches.pop(owner, None)
 
     def renew_now(self) -> int:
-        """Renew every lease held, and learn which of the jobs' batches were cancelled; returns how many jobs
-        were renewed."""
+        """Renew every lease held; returns how many jobs were renewed."""
         with self._lock:
             held = {owner: list(ids) for owner, ids in self._held.items()}
         if not held:
             return 0
         with self.engine.begin() as conn:
-            renewed, cancelled = renew(conn, held, self.lease_s)
-        with self._lock:
-            still = {job_id for ids in self._held.values() for job_id in ids}
-            self._cancelled.update(job_id for job_id in cancelled if job_id in still)
-        return renewed
+            return renew(conn, held, self.lease_s)
 
     def check_cancels(self) -> None:
         """Learn which of the held jobs' batches were cancelled."""
@@ -79,13 +73,12 @@ class LeaseKeeper:
             with self.engine.connect() as conn:
                 found = cancelled_batches(conn, batches)
         with self._lock:
-            self._cancelled_batches = found
+            self._cancelled = found
 
-    def cancelled(self, job_id: int, batch_id: uuid.UUID | None = None) -> bool:
-        """Whether the job's batch was cancelled while this process answers it (known within CANCEL_CHECK_S
-        for a job held with its batch, else within a third of the lease): its running calls end, but no new
-        call is made for it."""
-        return job_id in self._cancelled or (batch_id is not None and batch_id in self._cancelled_batches)
+    def cancelled(self, batch_id: uuid.UUID) -> bool:
+        """Whether a batch of the jobs held was cancelled while this process answers them (known within
+        CANCEL_CHECK_S): their running calls end, but no new call is made for them."""
+        return batch_id in self._cancelled
 
     def _run(self) -> None:
         renew_every = self.lease_s / 3

@@ -227,7 +227,7 @@ async def _answer(ctx: WorkerContext, tier: TierConfig, job: ClaimedJob, finding
     work = JobWork(job.id, job.messages, job.params, job.batch_id, job.budgeted,
                    None if job.audit else ctx.checks.for_job(job.task_type, job.params),
                    None if job.audit else ctx.learned.second_look(job.task_type, tier.name, job.messages),
-                   lambda: ctx.leases.cancelled(job.id, job.batch_id))
+                   lambda: ctx.leases.cancelled(job.batch_id))
     result = await answer_at_tier(ctx.client, ctx.config, tier, work, ctx.gates)
     if job.audit and result.answer is not None and result.failure is None:
         try:
@@ -275,7 +275,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     picks = pick(ctx, tier.name, [job for job, r in zip(jobs, results, strict=True) if r.answer is not None
                                   and not job.audit])
     if picks:  # not a job whose batch was cancelled: an audit could not be queued for it, its answer lost
-        picks -= _in_cancelled_batches(ctx, picks)
+        picks -= _in_cancelled_batches(ctx, [job for job in jobs if job.id in picks])
     out = sort(ctx, tier, jobs, results, findings, picks)
     # The calls are paid for and not recorded yet: ride out a Redis outage here rather than fail the task,
     # whose redelivery would pay for them again.
@@ -346,14 +346,15 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
     return TierSummary(len(jobs), done, escalated, failed, len(out.rows), shared, len(out.held))
 
 
-def _in_cancelled_batches(ctx: WorkerContext, ids: set[int]) -> set[int]:
-    """The jobs among `ids` whose batch is cancelled, as the database says now (the lease renewal's word
-    may be a third of a lease old); through a database outage, as the recording of the calls is."""
-    def read() -> set[int]:
+def _in_cancelled_batches(ctx: WorkerContext, jobs: list[ClaimedJob]) -> set[int]:
+    """The ids of the `jobs` whose batch is cancelled, as the database says now (the lease keeper's word may
+    be CANCEL_CHECK_S old); through a database outage, as the recording of the calls is."""
+    def read() -> set[uuid.UUID]:
         with ctx.engine.connect() as conn:
-            return lifecycle.in_cancelled_batches(conn, ids)
+            return lifecycle.cancelled_batches(conn, {job.batch_id for job in jobs})
 
-    return with_db_retry(read, what="reading which batches were cancelled")
+    cancelled = with_db_retry(read, what="reading which batches were cancelled")
+    return {job.id for job in jobs if job.batch_id in cancelled}
 
 
 def _leaders(jobs: list[ClaimedJob], ids: list[int]) -> list[ClaimedJob]:
