@@ -180,9 +180,12 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
             line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8
         )
     try:
-        obj = json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         return _malformed(line_no, text, exc)
+    except _DuplicateKey as exc:
+        return reject(line_no, f"the key {json.dumps(exc.key)} appears twice in one JSON object, so which value "
+                               "is meant is unclear; keep one", RejectKind.MALFORMED_JSON)
     except RecursionError:
         return reject(line_no, "JSON nested too deeply", RejectKind.MALFORMED_JSON)
     except ValueError as exc:  # NaN or Infinity, or an integer too long to convert
@@ -190,6 +193,25 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
         return reject(line_no, f"malformed JSON ({problem})", RejectKind.MALFORMED_JSON)
     if not isinstance(obj, dict):
         return reject(line_no, f"the record is a JSON {type(obj).__name__}, not an object", RejectKind.NOT_OBJECT)
+    return obj
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's keys, each once: JSON parsers keep the last of two values for one key, others the first,
+    and a record's meaning must not depend on which (`{"prompt": "a", "prompt": "b"}`)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return obj
 
 

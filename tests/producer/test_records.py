@@ -66,6 +66,21 @@ def test_malformed_json_names_the_column_once_and_a_raw_nul_as_such() -> None:
     assert isinstance(items[-1], Record) and items[-1].custom_id == "d"
 
 
+def test_a_key_given_twice_rejects_its_record_whichever_object_holds_it() -> None:
+    items = parse(
+        b'{"id": "a", "prompt": "refund me", "prompt": "cancel my order"}\n'
+        b'{"id": "b", "messages": [{"role": "user", "content": "x", "content": "y"}]}\n'
+        b'{"id": "c", "prompt": "fine", "metadata": {"k": 1}}\n'
+    )
+    assert [(i.kind, i.reason) for i in items if isinstance(i, Rejection)] == [
+        (RejectKind.MALFORMED_JSON, "line 1: the key \"prompt\" appears twice in one JSON object, so which value is "
+                                    "meant is unclear; keep one"),
+        (RejectKind.MALFORMED_JSON, "line 2: the key \"content\" appears twice in one JSON object, so which value is "
+                                    "meant is unclear; keep one"),
+    ]
+    assert isinstance(items[-1], Record) and items[-1].custom_id == "c"
+
+
 def test_jsonl_takes_the_prompt_from_text_when_there_is_no_prompt_field() -> None:
     first, second = parse(b'{"id": "a6", "text": "Where is my parcel?"}\n{"id": "a7", "prompt": "p", "text": "t"}\n')
     assert isinstance(first, Record) and first.messages == [{"role": "user", "content": "Where is my parcel?"}]
