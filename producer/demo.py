@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -79,7 +82,8 @@ def run_demo(jobs: int, config_path: Path | None, out: Callable[[str], None] = p
             try:
                 out(f"workers: celery -A workers worker -Q {queues}")
                 settings = Settings(redis_url=redis_url, database_url=db_url, config=config_file)
-                return _submit_and_report(settings, jobs, out, deadline_s)
+                kept = db_url == demo_database(base.database_url, database)  # not a throwaway server's
+                return _submit_and_report(settings, jobs, out, deadline_s, kept)
             finally:
                 stop_worker(worker.proc)
 
@@ -108,7 +112,8 @@ def _create_and_migrate(db_url: str, database: str) -> None:
             "create it: create it once (createdb " + database + "), or name one you own with --database") from None
 
 
-def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None], deadline_s: float | None) -> int:
+def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None], deadline_s: float | None,
+                       kept: bool) -> int:
     with Tierq(settings) as tq:
         # A tenant of its own per run: the cache is per tenant, so a second demo does not find it all cached.
         tenant = f"demo-{uuid.uuid4().hex[:6]}"
@@ -145,8 +150,35 @@ def _submit_and_report(settings: Settings, jobs: int, out: Callable[[str], None]
                 f"({dollars(api.list_cost_usd)} at list prices, {dollars(api.saved_usd)} saved)")
         if bill.quality is not None:
             out(bill.quality.line())
-        # The batch is in the demo's own database: the commands say so (the password, if any, as ***).
-        where = f"TIERQ_DATABASE_URL={masked_url(settings.database_url)}"
-        out(f"results: {where} tierq results {batch.batch_id}")
-        out(f"the bill: {where} tierq report {batch.batch_id} --plot bill.png")
+        if not kept:
+            out("results: the batch was in a throwaway Postgres server, removed with the demo; start PostgreSQL "
+                "(or point TIERQ_DATABASE_URL at one) to keep the demo's batches")
+            return 0
+        # The batch is in the demo's own database, read with the demo's TOML: the commands say so (the password,
+        # if any, as ***), and run as printed from this directory in a shell with no tierq variables set.
+        where = (f"TIERQ_DATABASE_URL={shlex.quote(masked_url(settings.database_url))} "
+                 f"TIERQ_CONFIG={shlex.quote(_shown_path(settings.config))} {_program()}")
+        out(f"results: {where} results {batch.batch_id}")
+        out(f"the bill: {where} report {batch.batch_id} --plot bill.png")
     return 0
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it, else absolute."""
+    whole = path.resolve()
+    try:
+        return str(whole.relative_to(Path.cwd()))
+    except ValueError:
+        return str(whole)
+
+
+def _program() -> str:
+    """How to start this tierq again: `tierq` when that is the command on PATH, else the path it was run by
+    (`make demo` runs `.venv/bin/tierq`, which a shell without the virtualenv activated does not find)."""
+    invoked = Path(sys.argv[0])
+    if invoked.name != "tierq":  # run as `python -m producer.cli` or from a test harness
+        return "tierq"
+    on_path = shutil.which("tierq")
+    if on_path is not None and Path(on_path).resolve() == invoked.resolve():
+        return "tierq"
+    return shlex.quote(_shown_path(invoked))

@@ -657,14 +657,14 @@ def test_the_demo_keeps_its_queues_cache_and_batches_apart_from_a_users(clean: S
         demo_engine.dispose()
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM batches WHERE source = 'demo'")).scalar_one() == 0
-    # The command it prints for the results names that database, and works as printed.
+    # The command it prints for the results names that database and the demo's TOML, and works as printed
+    # in a shell that has no tierq variable set.
     printed = next(line for line in done.stdout.splitlines() if line.startswith("results: "))
-    assignment, command = printed.removeprefix("results: ").split(" ", 1)
-    variable, url = assignment.split("=", 1)
-    assert (variable, url.endswith(f"/{demo_database}"), command.split()[:2]) == (
-        "TIERQ_DATABASE_URL", True, ["tierq", "results"])
-    shown = subprocess.run([str(TIERQ), *command.split()[1:]], env={**clean.env, variable: url}, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=60, check=False)
+    command = printed.removeprefix("results: ")
+    assert re.match(rf"TIERQ_DATABASE_URL=\S+/{demo_database} TIERQ_CONFIG=\S+ \S+ results ", command), command
+    bare = {k: v for k, v in clean.env.items() if k not in ("TIERQ_DATABASE_URL", "TIERQ_CONFIG")}
+    shown = subprocess.run(["bash", "-c", command], env=bare, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60, check=False)
     assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 20, shown.stderr[-2000:]
 
 
