@@ -74,8 +74,11 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
                      + ("" if batch == status.batch_id else f"; `tierq status {batch}` shows how that one goes"))
     if status.held and not status.done and status.held_reason:
         waits = "job waits" if status.held == 1 else "jobs wait"
+        # A provider no call reaches may be a typo in its base_url as much as an outage: say how to tell.
+        hint = ("; if it should be up, `tierq doctor` tries each provider's base_url"
+                if status.held_reason.startswith("connection:") else "")
         lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)}): "
-                     f"{status.held_reason}")
+                     f"{status.held_reason}{hint}")
     elif status.held and not status.done:
         waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} out a provider outage, a rate limit or the budget (the "

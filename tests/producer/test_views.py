@@ -73,6 +73,17 @@ def test_status_lines_say_how_many_jobs_wait_in_provider_batches_and_how_many_fi
             "1m 50s ago)") in status_lines(status, ["hot", "warm", "cold"])
 
 
+def test_jobs_held_for_a_provider_no_call_reaches_are_told_how_to_check_its_url() -> None:
+    status = BatchStatus(uuid.uuid4(), 2, 0, {"queued": 2}, {"hot": 2}, 0, Decimal(0), 10)
+    status.held, status.held_s = 2, 122.0
+    status.held_reason = "connection: provider 'sim' cannot be reached"
+    assert ("  held: 2 jobs wait (the longest for 2m 02s): connection: provider 'sim' cannot be reached; if it should "
+            "be up, `tierq doctor` tries each provider's base_url") in status_lines(status, ["hot", "warm", "cold"])
+    status.held_reason = "rate limit: sim-nano has no free slot yet"  # nothing to check there
+    assert ("  held: 2 jobs wait (the longest for 2m 02s): rate limit: sim-nano has no free slot yet"
+            in status_lines(status, ["hot", "warm", "cold"]))
+
+
 def test_small_helpers() -> None:
     assert (duration(None), duration(5), duration(125), duration(3725)) == ("?", "5s", "2m 05s", "1h 02m")
     assert money(Decimal("1234.5")) == "$1,234.500000"
