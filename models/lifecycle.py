@@ -4,12 +4,13 @@ waiting half (`models.following`) or its recovery half (`models.stale`).
     pending ──route──> queued ──claim──> running ──succeed──> succeeded
        │                 ^                 │ ├──escalate──> queued (next tier)
        │                 └──────hold───────┘ ├──fail──────> failed
-       │                                     └──cancel────> cancelled (its batch was cancelled)
+       │                                     └──cancel────> cancelled (its batch was cancelled; one under
+       │                                                    audit -> succeeded with the answer it holds)
        ├──cache hit────────────────────────────────────────> succeeded
        ├──park──> waiting ──answer──> succeeded
        │             └──release──> pending
        └──fail (no tier fits, text expired)────────────────> failed
-    pending, queued, waiting ──cancel_batch──> cancelled;  failed ──requeue──> pending
+    pending, queued, waiting ──cancel_batch──> cancelled (queued under audit: succeeded);  failed ──requeue──> pending
 
 Three rules hold every transition together:
 - Ownership. A job names the task message that owns it (`handoff`); every UPDATE names that message
@@ -262,7 +263,9 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
 
     Returns the claimed rows: id, batch_id, messages, job params, batch params, system prompt, attempts,
     cache entry, budgeted, private, task type, held since, tenant, an audited answer's candidate, its
-    model, tier, source, cache namespace and log-probability summary (mean, least), and the hold clocks."""
+    model, tier, source, cache namespace and log-probability summary (mean, least), and the hold clocks.
+    A job of a cancelled batch is never claimed; one whose worker died running it ends here (`cancel_abandoned`)."""
+    cancel_abandoned(conn, ids, tier, lease.message)
     return list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
@@ -343,13 +346,45 @@ def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[u
                             {"ids": list(batches)}).scalars())
 
 
-def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:
-    """running -> cancelled: jobs this delivery still runs after its calls belong to a cancelled batch."""
+def _keep_audited(conn: Connection, guard: str, params: dict[str, Any]) -> list[int]:
+    """-> succeeded with the answer under audit (its candidate), for the jobs `guard` picks that hold one: a
+    cancel ends the audit, not the answer, which is paid for (as when the reference cannot answer)."""
     return list(conn.execute(
+        text(f"UPDATE jobs AS j SET status = '{SUCCEEDED}', content = j.candidate, model = j.candidate_model, "
+             "tier = j.candidate_tier, replaced = false, candidate = NULL, error = NULL, lease_owner = NULL, "
+             "lease_until = NULL, finished_at = now(), updated_at = now() "
+             f"WHERE {guard} AND j.candidate_source IS NOT NULL AND j.candidate_model IS NOT NULL RETURNING j.id"),
+        params,
+    ).scalars())
+
+
+def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:
+    """running -> cancelled: jobs this delivery still runs after its calls belong to a cancelled batch (one
+    that holds an answer under audit ends succeeded with it instead). Returns the jobs ended."""
+    params = {"ids": list(ids), "me": lease.message, "owner": lease.owner}
+    kept = _keep_audited(conn, f"j.id = ANY(:ids) AND {_OWNED}", params)
+    return kept + list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{CANCELLED}', error = COALESCE(j.error, '{CANCEL_REASON}'), "
              "lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now() "
              f"WHERE j.id = ANY(:ids) AND {_OWNED} RETURNING j.id"),
-        {"ids": list(ids), "me": lease.message, "owner": lease.owner},
+        params,
+    ).scalars())
+
+
+def cancel_abandoned(conn: Connection, ids: Sequence[int], tier: str, message: uuid.UUID) -> list[int]:
+    """running (its lease ran out: its worker died) -> cancelled, for this message's jobs whose batch was
+    cancelled meanwhile (one under audit keeps its answer). `claim` takes no job of a cancelled batch, and
+    `cancel_batch` leaves running jobs to their worker: without this they stayed running until the
+    reconciler failed them as stuck. Returns the jobs ended."""
+    guard = (f"j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me AND j.status = '{RUNNING}' "
+             "AND j.lease_until < now() AND EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled)")
+    params = {"ids": list(ids), "tier": tier, "me": message}
+    kept = _keep_audited(conn, guard, params)
+    return kept + list(conn.execute(
+        text(f"UPDATE jobs AS j SET status = '{CANCELLED}', error = COALESCE(j.error, '{CANCEL_REASON}'), "
+             f"lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now() WHERE {guard} "
+             "RETURNING j.id"),
+        params,
     ).scalars())
 
 
@@ -382,14 +417,17 @@ def rewrite_messages(conn: Connection, message: uuid.UUID, updates: Iterable[tup
 
 def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
     """pending, queued, waiting -> cancelled for a whole batch (flagged cancelled, so running jobs stop
-    after their call); the jobs changed. None, and nothing changed, when the batch has finished: submitted
-    in full and every job final (its failed jobs can still be retried)."""
+    after their call), but a job queued to be audited -> succeeded with its answer; the jobs cancelled.
+    None, and nothing changed, when the batch has finished: submitted in full and every job final (its
+    failed jobs can still be retried)."""
     flagged = conn.execute(
         text(f"UPDATE batches SET cancelled = true WHERE id = :id AND (cancelled OR submitted_at IS NULL OR EXISTS "
              f"(SELECT 1 FROM jobs WHERE batch_id = :id AND status NOT IN ({_FINAL_SQL}))) RETURNING id"),
         {"id": batch_id}).first()
     if flagged is None:
         return None
+    # A job queued to be audited holds an answer already paid for: it keeps it (not counted as cancelled).
+    _keep_audited(conn, f"j.batch_id = :id AND j.status = '{QUEUED}'", {"id": batch_id})
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{CANCELLED}', error = '{CANCEL_REASON}', finished_at = now(), "
              f"updated_at = now() WHERE batch_id = :id AND status IN ('{PENDING}', '{QUEUED}', '{WAITING}') "

@@ -113,7 +113,10 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
             _abandon(ctx, found)
         elif busy is None and found is not None and not _still_open(ctx, found):
             # Its jobs are final: a delivery that finished them and stopped before deleting the files (a
-            # failed publish, a crash) left them at the provider. Deleting again costs a 404 at most.
+            # failed publish, a crash) left them at the provider. Deleting again costs a 404 at most. Or a
+            # delivery died after the batch ended, and its jobs were cancelled since (`claim`): their lines
+            # are billed first (rows keyed by call id: a line recorded already adds nothing).
+            _bill_ended(ctx, found)
             _delete_files(ctx, found)
         return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs], {job.batch_id for job in jobs}):
@@ -462,6 +465,18 @@ def _bill_moved_on(ctx: WorkerContext, found: ProviderBatch, lines: list[tuple[i
         log.info("provider batch %s: %d answered requests of jobs cancelled meanwhile recorded as paid",
                  found.provider_batch_id, len(rows))
     return len(rows)
+
+
+def _bill_ended(ctx: WorkerContext, found: ProviderBatch) -> None:
+    """Cost rows for every answered line of an ended batch whose jobs are final, unless its files are gone
+    (whoever deleted them recorded the lines first: `_finish_ended`, `_abandon`)."""
+    if not (found.output_file_id or found.error_file_id):
+        return
+    try:
+        lines = _file_lines(ctx, found)
+    except openai.NotFoundError:
+        return
+    _bill_moved_on(ctx, found, lines, set())
 
 
 def _line_error(line: dict[str, Any]) -> str:
