@@ -265,8 +265,7 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
     cache entry, budgeted, private, task type, held since, tenant, an audited answer's candidate, its
     model, tier, source, cache namespace and log-probability summary (mean, least), and the hold clocks.
     A job of a cancelled batch is never claimed; one whose worker died running it ends here (`cancel_abandoned`)."""
-    cancel_abandoned(conn, ids, tier, lease.message)
-    return list(conn.execute(
+    claimed = list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
              "WHERE b.id = j.batch_id AND NOT b.cancelled AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
@@ -277,6 +276,9 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
              "j.candidate_logprob_mean, j.candidate_logprob_min, j.hold_clocks"),
         {"ids": list(ids), "tier": tier, "me": lease.message, "owner": lease.owner, "lease": lease_s},
     ).all())
+    if len(claimed) < len(ids):  # not on the common path, where every job of the message is claimed
+        cancel_abandoned(conn, ids, tier, lease.message)
+    return claimed
 
 
 def leased_elsewhere(conn: Connection, ids: Sequence[int], lease: Lease) -> float | None:
@@ -346,28 +348,27 @@ def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[u
                             {"ids": list(batches)}).scalars())
 
 
-def _keep_audited(conn: Connection, guard: str, params: dict[str, Any]) -> list[int]:
-    """-> succeeded with the answer under audit (its candidate), for the jobs `guard` picks that hold one: a
-    cancel ends the audit, not the answer, which is paid for (as when the reference cannot answer)."""
-    return list(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{SUCCEEDED}', content = j.candidate, model = j.candidate_model, "
-             "tier = j.candidate_tier, replaced = false, candidate = NULL, error = NULL, lease_owner = NULL, "
-             "lease_until = NULL, finished_at = now(), updated_at = now() "
-             f"WHERE {guard} AND j.candidate_source IS NOT NULL AND j.candidate_model IS NOT NULL RETURNING j.id"),
-        params,
-    ).scalars())
+# A job that holds an answer under audit (its candidate, paid for below the reference tier) keeps it when
+# its batch is cancelled: the cancel ends the audit, not the answer, as when the reference cannot answer.
+_HOLDS_ANSWER = "(j.candidate_source IS NOT NULL AND j.candidate_model IS NOT NULL)"
+_END_CANCELLED = (
+    f"status = CASE WHEN {_HOLDS_ANSWER} THEN '{SUCCEEDED}' ELSE '{CANCELLED}' END, "
+    f"content = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate ELSE j.content END, "
+    f"model = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate_model ELSE j.model END, "
+    f"tier = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate_tier ELSE j.tier END, "
+    f"replaced = CASE WHEN {_HOLDS_ANSWER} THEN false ELSE j.replaced END, "
+    f"candidate = CASE WHEN {_HOLDS_ANSWER} THEN NULL ELSE j.candidate END, "
+    f"error = CASE WHEN {_HOLDS_ANSWER} THEN NULL ELSE COALESCE(j.error, '{CANCEL_REASON}') END, "
+    "lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now()"
+)
 
 
 def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:
     """running -> cancelled: jobs this delivery still runs after its calls belong to a cancelled batch (one
-    that holds an answer under audit ends succeeded with it instead). Returns the jobs ended."""
-    params = {"ids": list(ids), "me": lease.message, "owner": lease.owner}
-    kept = _keep_audited(conn, f"j.id = ANY(:ids) AND {_OWNED}", params)
-    return kept + list(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{CANCELLED}', error = COALESCE(j.error, '{CANCEL_REASON}'), "
-             "lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now() "
-             f"WHERE j.id = ANY(:ids) AND {_OWNED} RETURNING j.id"),
-        params,
+    that holds an answer under audit -> succeeded with it). Returns the jobs ended."""
+    return list(conn.execute(
+        text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.id = ANY(:ids) AND {_OWNED} RETURNING j.id"),
+        {"ids": list(ids), "me": lease.message, "owner": lease.owner},
     ).scalars())
 
 
@@ -376,15 +377,11 @@ def cancel_abandoned(conn: Connection, ids: Sequence[int], tier: str, message: u
     cancelled meanwhile (one under audit keeps its answer). `claim` takes no job of a cancelled batch, and
     `cancel_batch` leaves running jobs to their worker: without this they stayed running until the
     reconciler failed them as stuck. Returns the jobs ended."""
-    guard = (f"j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me AND j.status = '{RUNNING}' "
-             "AND j.lease_until < now() AND EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled)")
-    params = {"ids": list(ids), "tier": tier, "me": message}
-    kept = _keep_audited(conn, guard, params)
-    return kept + list(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{CANCELLED}', error = COALESCE(j.error, '{CANCEL_REASON}'), "
-             f"lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now() WHERE {guard} "
-             "RETURNING j.id"),
-        params,
+    return list(conn.execute(
+        text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
+             f"AND j.status = '{RUNNING}' AND j.lease_until < now() "
+             "AND EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id"),
+        {"ids": list(ids), "tier": tier, "me": message},
     ).scalars())
 
 
@@ -427,7 +424,8 @@ def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
     if flagged is None:
         return None
     # A job queued to be audited holds an answer already paid for: it keeps it (not counted as cancelled).
-    _keep_audited(conn, f"j.batch_id = :id AND j.status = '{QUEUED}'", {"id": batch_id})
+    conn.execute(text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.batch_id = :id AND j.status = '{QUEUED}' "
+                      f"AND {_HOLDS_ANSWER}"), {"id": batch_id})
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{CANCELLED}', error = '{CANCEL_REASON}', finished_at = now(), "
              f"updated_at = now() WHERE batch_id = :id AND status IN ('{PENDING}', '{QUEUED}', '{WAITING}') "
