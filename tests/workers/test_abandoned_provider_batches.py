@@ -173,3 +173,31 @@ def test_a_cancelled_batch_the_provider_keeps_failing_on_is_left_two_windows_aft
     process_chunk(ctx, TIER, jobs, message)
     assert row(clean, message) == ("ended", "in_progress") and len(polls(ctx)) == 1
     assert clean.sim_stats()["batch"]["api_errors"] == 2
+
+
+def test_a_batch_that_ended_under_a_dead_delivery_whose_jobs_were_cancelled_since_is_billed(
+        clean: Stack, ctx: WorkerContext) -> None:
+    # A delivery saw its provider batch complete (`_look` recorded it ended), then died before it recorded the
+    # answers; the user cancelled the batch meanwhile. Every line is paid for at the provider.
+    message, jobs, batch = cancelled_provider_batch(clean, ["Where is my parcel?", "And my refund?"],
+                                                    in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    done = sdk(clean).batches.retrieve(batch)
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'running', lease_owner = :o, finished_at = NULL, "
+                          "lease_until = now() - interval '1 second' WHERE id = ANY(:ids)"),
+                     {"o": uuid.uuid4(), "ids": jobs})
+        conn.execute(text("UPDATE batches SET cancelled = true WHERE id = (SELECT batch_id FROM jobs WHERE id = :j)"),
+                     {"j": jobs[0]})
+        conn.execute(text("UPDATE provider_batches SET state = 'ended', provider_status = 'completed', "
+                          "output_file_id = :f WHERE message_id = :m"), {"f": done.output_file_id, "m": message})
+    assert process_chunk(ctx, TIER, jobs, message).claimed == 0  # the reconciler's copy of its message
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT job_id, id, via_batch, outcome, cost_usd FROM calls ORDER BY job_id")).all()
+        states = set(conn.execute(text("SELECT status FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}).scalars())
+    assert states == {"cancelled"}
+    assert [(r.job_id, r.id, r.via_batch, r.outcome) for r in rows] == [
+        (job, call_id(message, job), True, "ok") for job in sorted(jobs)] and all(r.cost_usd > 0 for r in rows)
+    process_chunk(ctx, TIER, jobs, message)  # once more: nothing is billed twice
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == len(jobs)
