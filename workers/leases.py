@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.lifecycle import cancelled_batches, renew
 
@@ -90,11 +90,22 @@ class LeaseKeeper:
                 renewed = time.monotonic()
                 try:
                     self.renew_now()
-                except DBAPIError as exc:
-                    # The database is away; the next round tries again, before the leases run out if it is back.
-                    log.warning("could not renew leases (%s); retrying in %.0f s", type(exc.orig).__name__,
-                                renew_every)
+                except SQLAlchemyError as exc:
+                    # The database is away, or the pool had no connection free; the next round tries again,
+                    # before the leases run out if it is back.
+                    log.warning("could not renew leases (%s); retrying in %.0f s", _why(exc), renew_every)
+                except Exception:
+                    # This thread must outlive anything: once it stops, every lease of the process lapses, and
+                    # other deliveries take over jobs whose calls are already paid for and pay for them again.
+                    log.exception("renewing leases failed; retrying in %.0f s", renew_every)
             try:
                 self.check_cancels()
-            except DBAPIError as exc:  # the renewal above says the database is away; this only waits for it
-                log.debug("could not ask whether batches were cancelled (%s)", type(exc.orig).__name__)
+            except SQLAlchemyError as exc:  # the renewal above says the database is away; this only waits for it
+                log.debug("could not ask whether batches were cancelled (%s)", _why(exc))
+            except Exception:
+                log.exception("asking whether batches were cancelled failed; asking again in %.0f s", tick)
+
+
+def _why(exc: SQLAlchemyError) -> str:
+    """The name of what went wrong: the driver's error, or SQLAlchemy's own (a pool with no connection free)."""
+    return type(exc.orig).__name__ if isinstance(exc, DBAPIError) else type(exc).__name__
