@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from models.ending import HOLDS_ANSWER, ending
 from models.enums import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, WAITING
 from tierq.contract import Message, classify_message, tier_message
 
@@ -348,19 +349,7 @@ def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[u
                             {"ids": list(batches)}).scalars())
 
 
-# A job that holds an answer under audit (its candidate, paid for below the reference tier) keeps it when
-# its batch is cancelled: the cancel ends the audit, not the answer, as when the reference cannot answer.
-_HOLDS_ANSWER = "(j.candidate_source IS NOT NULL AND j.candidate_model IS NOT NULL)"
-_END_CANCELLED = (
-    f"status = CASE WHEN {_HOLDS_ANSWER} THEN '{SUCCEEDED}' ELSE '{CANCELLED}' END, "
-    f"content = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate ELSE j.content END, "
-    f"model = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate_model ELSE j.model END, "
-    f"tier = CASE WHEN {_HOLDS_ANSWER} THEN j.candidate_tier ELSE j.tier END, "
-    f"replaced = CASE WHEN {_HOLDS_ANSWER} THEN false ELSE j.replaced END, "
-    f"candidate = CASE WHEN {_HOLDS_ANSWER} THEN NULL ELSE j.candidate END, "
-    f"error = CASE WHEN {_HOLDS_ANSWER} THEN NULL ELSE COALESCE(j.error, '{CANCEL_REASON}') END, "
-    "lease_owner = NULL, lease_until = NULL, finished_at = now(), updated_at = now()"
-)
+_END_CANCELLED = ending(CANCELLED, f"COALESCE(j.error, '{CANCEL_REASON}')")
 
 
 def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:
@@ -425,7 +414,7 @@ def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
         return None
     # A job queued to be audited holds an answer already paid for: it keeps it (not counted as cancelled).
     conn.execute(text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.batch_id = :id AND j.status = '{QUEUED}' "
-                      f"AND {_HOLDS_ANSWER}"), {"id": batch_id})
+                      f"AND {HOLDS_ANSWER}"), {"id": batch_id})
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{CANCELLED}', error = '{CANCEL_REASON}', finished_at = now(), "
              f"updated_at = now() WHERE batch_id = :id AND status IN ('{PENDING}', '{QUEUED}', '{WAITING}') "
@@ -440,13 +429,16 @@ BUDGET_SPENT = "budget: what is left of the batch's budget"
 
 
 def requeue_failed(conn: Connection, outbox: Outbox, batch_id: uuid.UUID, after: int, chunk: Chunks) -> list[int]:
-    """failed -> pending, one chunk in id order after `after`, routed afresh: attempts and cost rows stay.
+    """failed -> pending, one chunk in id order after `after`, routed afresh (not as an audit): attempts and
+    cost rows stay.
     Jobs the batch's budget could not cover stay failed: the budget they would meet again is the same."""
     message = uuid.uuid4()
     ids = sorted(conn.execute(
         text(f"UPDATE jobs SET status = '{PENDING}', handoff = :me, handoff_from = NULL, tier = NULL, "
              "start_tier = NULL, error = NULL, content = NULL, model = NULL, finished_at = NULL, held_since = NULL, "
-             "hold_clocks = NULL, "
+             "hold_clocks = NULL, candidate = NULL, candidate_model = NULL, candidate_tier = NULL, "
+             "candidate_source = NULL, candidate_namespace = NULL, candidate_logprob_mean = NULL, "
+             "candidate_logprob_min = NULL, "
              f"updated_at = now() WHERE id IN (SELECT id FROM jobs WHERE batch_id = :batch AND status = '{FAILED}' "
              "AND id > :after AND (error IS NULL OR error NOT LIKE :spent) ORDER BY id LIMIT :n "
              f"FOR UPDATE) AND status = '{FAILED}' RETURNING id"),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.ending import ending
 from models.enums import FAILED, PENDING, QUEUED, RUNNING, WAITING, JobStatus
 from models.query import Connection, rows
 
@@ -76,12 +77,12 @@ def recovered(conn: Connection, outbox: Outbox, group: Stale, age_s: float) -> i
 
 
 def give_up(conn: Connection, group: Stale, reason: str) -> list[int]:
-    """pending, queued, running (lease expired) -> failed: the message was lost too often."""
+    """pending, queued, running (lease expired) -> failed: the message was lost too often (one that holds an
+    answer under audit -> succeeded with it, as when the reference cannot answer)."""
     return [row[0] for row in rows(
         conn,
-        f"UPDATE jobs SET status = '{FAILED}', error = :reason, lease_owner = NULL, lease_until = NULL, "
-        "finished_at = now(), updated_at = now() WHERE id = ANY(:ids) AND handoff = :me AND status = :status "
-        f"AND (status <> '{RUNNING}' OR lease_until < now()) RETURNING id",
+        f"UPDATE jobs AS j SET {ending(FAILED, 'CAST(:reason AS text)')} WHERE j.id = ANY(:ids) AND j.handoff = :me "
+        f"AND j.status = :status AND (j.status <> '{RUNNING}' OR j.lease_until < now()) RETURNING j.id",
         {"ids": group.ids, "me": group.message, "status": group.status.value, "reason": reason},
     )]
 

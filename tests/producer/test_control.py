@@ -54,6 +54,10 @@ def test_retry_failed_routes_the_failed_jobs_again(clean: Stack) -> None:
         batch = tq.submit(distinct(5), BatchOptions(use_cache=False))
         first = clean.wait(tq, batch.batch_id)
         assert first.count_final() == 5 and first.by_status == {"failed": 5}
+        with clean.engine.begin() as conn:  # one failed holding an answer under audit, as before 2026-12-01
+            conn.execute(text("UPDATE jobs SET candidate = 'In transit.', candidate_model = 'sim-nano', "
+                              "candidate_tier = 'hot', candidate_source = 'answer' WHERE id = (SELECT min(id) "
+                              "FROM jobs)"))
         clean.simulate({"latency_ms": 0})
         assert tq.retry_failed(batch.batch_id) == 5
         second = clean.wait(tq, batch.batch_id)
@@ -66,7 +70,10 @@ def test_retry_failed_routes_the_failed_jobs_again(clean: Stack) -> None:
         assert result["tier"] == "hot"
     with clean.engine.connect() as conn:
         paths = set(conn.execute(text("SELECT start_tier, tier, escalations FROM jobs")).all())
+        audits = conn.execute(text("SELECT count(*) FROM jobs WHERE candidate_source IS NOT NULL")).scalar_one()
+        labels = conn.execute(text("SELECT count(*) FROM labels")).scalar_one()
     assert paths == {("hot", "hot", 2)}
+    assert (audits, labels) == (0, 0)  # routed afresh, not run as an audit against an old answer
 
 
 def test_retry_of_a_cancelled_or_unknown_batch_says_why_not(clean: Stack) -> None:

@@ -117,9 +117,21 @@ def test_lost_messages_and_dead_workers_are_recovered(clean: Stack, tmp_path: Pa
 def test_a_job_whose_message_is_lost_too_often_fails_with_its_reason(clean: Stack, tmp_path: Path, own_db: str) -> None:
     with run(clean, tmp_path, own_db, max_recoveries=0) as (dep, engine):
         job = stuck_job(engine, "queued", tier="hot")
+        # Answered at hot (a paid call) and queued at the reference tier to be audited, then lost as well.
+        audited = stuck_job(engine, "queued", tier="cold")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE jobs SET candidate = 'In transit.', candidate_model = 'sim-nano', "
+                              "candidate_tier = 'hot', candidate_source = 'answer', audited = true, attempts = 1 "
+                              "WHERE id = :j"), {"j": audited})
         dep.start("classify,hot,warm,cold", "all")
         status, error, _ = wait_for(engine, job, "failed")
+        wait_for(engine, audited, "succeeded")  # the audit is lost, not the answer
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT content, model, tier, candidate, error FROM jobs WHERE id = :j"),
+                                {"j": audited}).one()
+            calls = conn.execute(text("SELECT count(*) FROM calls")).scalar_one()
     assert error is not None and error.startswith("stuck: its message was lost or its task failed 1 times")
+    assert tuple(kept) == ("In transit.", "sim-nano", "hot", None, None) and calls == 0
 
 
 @pytest.mark.slow
