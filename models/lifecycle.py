@@ -401,11 +401,11 @@ def rewrite_messages(conn: Connection, message: uuid.UUID, updates: Iterable[tup
     ).scalars())
 
 
-def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
+def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> tuple[list[int], list[int]] | None:
     """pending, queued, waiting -> cancelled for a whole batch (flagged cancelled, so running jobs stop
-    after their call), but a job queued to be audited -> succeeded with its answer; the jobs cancelled.
-    None, and nothing changed, when the batch has finished: submitted in full and every job final (its
-    failed jobs can still be retried)."""
+    after their call), but a job queued to be audited -> succeeded with its answer; (the jobs cancelled,
+    those that kept their answer). None, and nothing changed, when the batch has finished: submitted in
+    full and every job final (its failed jobs can still be retried)."""
     flagged = conn.execute(
         text(f"UPDATE batches SET cancelled = true WHERE id = :id AND (cancelled OR submitted_at IS NULL OR EXISTS "
              f"(SELECT 1 FROM jobs WHERE batch_id = :id AND status NOT IN ({_FINAL_SQL}))) RETURNING id"),
@@ -413,14 +413,15 @@ def cancel_batch(conn: Connection, batch_id: uuid.UUID) -> list[int] | None:
     if flagged is None:
         return None
     # A job queued to be audited holds an answer already paid for: it keeps it (not counted as cancelled).
-    conn.execute(text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.batch_id = :id AND j.status = '{QUEUED}' "
-                      f"AND {HOLDS_ANSWER}"), {"id": batch_id})
+    kept = list(conn.execute(text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.batch_id = :id "
+                                  f"AND j.status = '{QUEUED}' AND {HOLDS_ANSWER} RETURNING j.id"),
+                             {"id": batch_id}).scalars())
     return list(conn.execute(
         text(f"UPDATE jobs SET status = '{CANCELLED}', error = '{CANCEL_REASON}', finished_at = now(), "
              f"updated_at = now() WHERE batch_id = :id AND status IN ('{PENDING}', '{QUEUED}', '{WAITING}') "
              "RETURNING id"),
         {"id": batch_id},
-    ).scalars())
+    ).scalars()), kept
 
 
 # The start of the reason of a job the batch's budget could not cover (workers/gates.py). Not a job that

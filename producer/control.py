@@ -62,16 +62,17 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
         # FOR UPDATE, not NO KEY UPDATE: it must wait for a submit still copying jobs in (their foreign key
         # holds KEY SHARE on the batch row), or those jobs would commit pending in a cancelled batch.
         already = _is_cancelled(conn, batch_id, "FOR UPDATE")
-        moved = lifecycle.cancel_batch(conn, batch_id)
-        if moved is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
+        ended = lifecycle.cancel_batch(conn, batch_id)
+        if ended is None:  # it had finished: cancelling it would only keep `retry --failed` from running it
             return CancelResult(batch_id, 0, 0, finished=True)
+        moved, kept = ended
         provider_batch.end_collecting(conn, batch_id)  # provider files not sent yet; sent ones end on their next look
         running = conn.execute(
             text(f"SELECT count(*) FROM jobs WHERE batch_id = :id AND status = '{JobStatus.RUNNING}'"), {"id": batch_id}
         ).scalar_one()
         private = not conn.execute(text("SELECT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar_one()
-    if private and moved and vault is not None:
-        vault.forget_prompts(moved)
+    if private and (moved or kept) and vault is not None:
+        vault.forget_prompts(moved + kept)
     return CancelResult(batch_id, len(moved), running, already=already)
 
 

@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+import redis
 from conftest import Stack, insert_job
 from sqlalchemy import text
 
 from models import lifecycle
 from models.lifecycle import Candidate, Lease, Outbox
 from producer.control import cancel_batch
+from tierq.vault import TextVault
 from workers.context import WorkerContext
 from workers.process import process_chunk
 
@@ -52,6 +54,21 @@ def test_a_cancel_keeps_the_answer_of_a_job_queued_for_its_audit(clean: Stack, c
     # Nothing claims it again: it is final.
     assert process_chunk(ctx, reference, [job], uuid.uuid4()).claimed == 0
     assert clean.sim_stats()["requests"] == 0
+
+
+def test_a_private_job_that_keeps_its_answer_at_a_cancel_leaves_no_prompt_in_redis(clean: Stack) -> None:
+    job = insert_job(clean, "", status="queued", tier="cold", handoff=uuid.uuid4())
+    vault = TextVault(redis.Redis.from_url(clean.settings.redis_url))
+    vault.put_prompts({job: [{"role": "user", "content": "Where is my parcel?"}]})
+    vault.put_answers({job: "In transit."})  # a private answer under audit waits in the vault
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE batches SET store_text = false"))
+        conn.execute(text("UPDATE jobs SET candidate_model = 'sim-nano', candidate_tier = 'hot', "
+                          "candidate_source = 'answer', audited = true, attempts = 1"))
+    assert cancel_batch(clean.engine, _batch_of(clean, job), vault).cancelled == 0
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM jobs")).scalar_one() == "succeeded"
+    assert vault.prompts([job]) == {} and vault.answer(job) == "In transit."
 
 
 def test_an_audit_pick_whose_batch_was_cancelled_meanwhile_keeps_its_answer(clean: Stack) -> None:
