@@ -121,9 +121,10 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
     parts = [f"batch {status.batch_id}: {done:,}/{status.total:,} done, {state}, {money(status.cost_usd)} spent"]
     parts += [f"{tier}: {_counts(counts)}" for tier, counts in
               sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))]
-    parts += [f"PROBLEM: no worker consumes queue {q}" for q in status.unserved]
-    parts += [f"PROBLEM: worker {w} gives the messages of queue {q} back" for q, ws in status.refused.items()
-              for w in sorted(ws)]
+    parts += [f"PROBLEM: no worker consumes queue {q} (start one: celery -A workers worker -Q {q})"
+              for q in status.unserved]
+    parts += [f"PROBLEM: worker {w} gives the messages of queue {q} back (start it with the deployment's TOML)"
+              for q, ws in status.refused.items() for w in sorted(ws)]
     parts += [f"held {status.held:,}"] if status.held and not status.done else []
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []
     return "; ".join(parts)

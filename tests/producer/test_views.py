@@ -13,7 +13,7 @@ from producer.commands import parse_since
 from producer.progress import Live, SubmitProgress
 from producer.status import BatchStatus
 from producer.submit import SubmitResult
-from producer.views import duration, money, status_lines, table
+from producer.views import duration, money, status_line, status_lines, table
 from tierq.errors import InputError
 
 
@@ -82,6 +82,17 @@ def test_jobs_held_for_a_provider_no_call_reaches_are_told_how_to_check_its_url(
     status.held_reason = "rate limit: sim-nano has no free slot yet"  # nothing to check there
     assert ("  held: 2 jobs wait (the longest for 2m 02s): rate limit: sim-nano has no free slot yet"
             in status_lines(status, ["hot", "warm", "cold"]))
+
+
+def test_the_one_line_status_says_how_to_fix_a_queue_no_worker_serves() -> None:
+    # What `submit --wait` and `status --watch` print where the output is not a terminal (a CI log, say).
+    status = BatchStatus(uuid.uuid4(), 2, 0, {"pending": 2}, {}, 0, Decimal(0), 0)
+    status.unserved = {"classify": 1}
+    status.refused = {"hot": {"w1@host": "tier 'hot' is not in this worker's TOML"}}
+    line = status_line(status)
+    assert "; PROBLEM: no worker consumes queue classify (start one: celery -A workers worker -Q classify)" in line
+    assert ("; PROBLEM: worker w1@host gives the messages of queue hot back (start it with the deployment's TOML)"
+            in line)
 
 
 def test_small_helpers() -> None:
