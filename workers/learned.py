@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from tierq.config import Config
 from tierq.messages import user_text
@@ -54,6 +54,7 @@ class LearnedRoutes:
         self.engine = engine
         self.config = config
         self._active: dict[str, Active] = {}
+        self._unusable: set[tuple[str, int]] = set()  # versions already warned about: once per version
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
@@ -81,24 +82,40 @@ class LearnedRoutes:
             versions = {t: (v, c, s) for t, v, c, s in conn.execute(text(
                 "SELECT task_type, version, cheap_tier, strong_tier FROM routers WHERE active")).all()}
             loaded: dict[str, Active] = {}
-            names = set(self.config.tier_names)
             for task, (version, cheap, strong) in versions.items():
                 known = self._active.get(task)
                 if known is not None and known.version == version:
                     loaded[task] = known
-                    continue
-                order = self.config.tier_names
-                if cheap not in names or strong not in names or order.index(strong) <= order.index(cheap):
-                    log.warning("router %s v%d routes from tier %s up to %s, which this configuration does not have "
-                                "in that order; it is not used", task, version, cheap, strong)
-                    continue
-                spec, policy, prompt, answer = conn.execute(text(
-                    "SELECT spec, policy, prompt_scorer, answer_scorer FROM routers WHERE task_type = :task "
-                    "AND version = :version"), {"task": task, "version": version}).one()
-                loaded[task] = Active(version, cheap, strong, Router.from_blobs(spec, policy, bytes(prompt),
-                                                                                 bytes(answer) if answer else None))
-                log.info("using learned router %s v%d", task, version)
+                elif (task, version) not in self._unusable:
+                    active = self._version(conn, task, version, cheap, strong)
+                    if active is not None:
+                        loaded[task] = active
         return loaded
+
+    def _version(self, conn: Connection, task: str, version: int, cheap: str, strong: str) -> Active | None:
+        """One active version, or None (warned once) when this worker cannot use it: one version that
+        cannot be used leaves the other task types' routers in use."""
+        order = self.config.tier_names
+        if cheap not in order or strong not in order or order.index(strong) <= order.index(cheap):
+            self._unusable.add((task, version))
+            log.warning("router %s v%d routes from tier %s up to %s, which this configuration does not have "
+                        "in that order; it is not used", task, version, cheap, strong)
+            return None
+        spec, policy, prompt, answer = conn.execute(text(
+            "SELECT spec, policy, prompt_scorer, answer_scorer FROM routers WHERE task_type = :task "
+            "AND version = :version"), {"task": task, "version": version}).one()
+        try:
+            router = Router.from_blobs(spec, policy, bytes(prompt), bytes(answer) if answer else None)
+        except Exception as exc:  # from_blobs only decodes bytes and JSON (no I/O), so whatever
+            # it raises (np.load, the layout, the policy) means a version stored by another tierq, or damaged
+            self._unusable.add((task, version))
+            log.warning("router %s v%d cannot be read by this worker (%s: %s); jobs of task type %s are routed "
+                        "by the rules alone until `tierq route activate --task-type %s --version N` names a "
+                        "version it can read (or `tierq route off --task-type %s`)", task, version,
+                        type(exc).__name__, str(exc)[:200], task, task, task)
+            return None
+        log.info("using learned router %s v%d", task, version)
+        return Active(version, cheap, strong, router)
 
     def get(self, task_type: str, look: bool = True) -> Active | None:
         """The active router of `task_type`, if the configuration lets routers decide (`look`: first look

@@ -462,3 +462,34 @@ def test_a_router_that_fails_keeps_the_paid_answer(caplog: pytest.LogCaptureFixt
     doubted, result = record(), TierResult(8)
     _second_look(lambda answer, logprobs: Doubt("router: low", "cold"), doubted, result, 8)
     assert (doubted.outcome, doubted.error, result.jump_to) == (CallOutcome.INVALID, "router: low", "cold")
+
+
+def test_a_stored_version_a_worker_cannot_read_leaves_the_other_task_types_routers_in_use(
+    clean: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version another tierq stored (its layout has a field this one lacks) is skipped with one warning; the
+    routers of the other task types are still used, and a later look does not warn again."""
+    from workers.learned import LearnedRoutes
+
+    rows = labelled_rows(300)
+    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
+                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
+                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    router = fit(examples, 0.95, 0.8).router
+    held = check(router, examples, 0.95)
+    for task in ("readable", "unreadable"):
+        assert _store(clean.engine, clean.config, task, router, held, Sources(files=300), 300).active
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE routers SET spec = spec || '{\"char_sizes\": [2, 3]}' "
+                          "WHERE task_type = 'unreadable'"))
+    config = clean.config.model_copy(update={"router": clean.config.router.model_copy(update={"poll_s": 0.01})})
+    routes = LearnedRoutes(clean.engine, config)
+    with caplog.at_level("INFO", logger="workers.learned"):
+        readable = routes.get("readable")
+        time.sleep(0.05)
+        assert routes.get("unreadable") is None
+    assert readable is not None and readable.version == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("router unreadable v1 cannot be read by this worker"), warnings
+    assert "tierq route activate --task-type unreadable --version N" in warnings[0]
+    assert not any("using learned router unreadable" in r.getMessage() for r in caplog.records)
