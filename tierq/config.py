@@ -23,7 +23,7 @@ from tierq.outline import Outline, read_toml
 from tierq.quality import QualityConfig
 from tierq.router.config import RouterConfig
 from tierq.sections import AnswerConfig, CompressionConfig, RoutingConfig, WorkerConfig
-from tierq.validator_config import ValidatorConfig, resolve_validators
+from tierq.validator_config import ValidatorConfig, import_callable, resolve_validators
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
 QUEUE_NAME = r"^[a-z][a-z0-9_-]*$"
@@ -254,6 +254,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str] 
         raise ConfigError("\n".join(_describe(source, err) for err in errors)) from None
     _cross_check(config, source)
     config = _resolve_validators(config, source)
+    _import_comparators(config, source)
     if env is not None:
         _check_keys(config, source, env)
     return config
@@ -383,6 +384,18 @@ def _resolve_validators(config: Config, source: str) -> Config:
     """Read schema files, check schemas and import callables, so a bad validator stops start-up."""
     resolved = resolve_validators(config.validators, source)
     return config.model_copy(update={"validators": resolved}) if resolved else config
+
+
+def _import_comparators(config: Config, source: str) -> None:
+    """Import the quality comparators' callables, so a bad one stops start-up as a bad validator does
+    (found only at the first audit, it cost every audit its reference call and left no label)."""
+    quality = config.quality
+    tables = [("quality.comparator", quality.comparator)] + [
+        (f"quality.task_types.{task}.comparator", override.comparator)
+        for task, override in quality.task_types.items() if override.comparator is not None]
+    for where, comparator in tables:
+        if comparator.callable is not None:
+            import_callable(comparator.callable, f"{source}: {where}")
 
 
 def _check_keys(config: Config, source: str, env: Mapping[str, str]) -> None:

@@ -219,3 +219,35 @@ def test_quality_is_measured_per_stratum_and_for_the_batch(clean: Stack, tmp_pat
     assert quality["interval"][0] <= estimate <= quality["interval"][1]
     assert status.quality is not None and status.quality.share == pytest.approx(estimate)
     assert json.loads(across.stdout)["strata"][0]["audited"] == audits
+
+
+@pytest.mark.parametrize(
+    ("quality", "expected"),
+    [
+        ('[quality]\ncomparator = { kind = "callable", callable = "nowhere_at_all:agree" }\n',
+         "quality.comparator: cannot import 'nowhere_at_all' for callable 'nowhere_at_all:agree'"),
+        ('[quality.task_types.t]\ncomparator = { kind = "callable", callable = "json:nothing_here" }\n',
+         "quality.task_types.t.comparator: 'json' has no function 'nothing_here'"),
+    ],
+)
+def test_a_comparator_callable_that_cannot_be_imported_stops_start_up(
+    tmp_path: Path, stack: Stack, quality: str, expected: str
+) -> None:
+    """As a bad validator does: found only at the first audit, it cost each audit its reference call, left no
+    label, and the bill said no answer was audited."""
+    from conftest import ROOT, SHIPPED_SIM_CONFIG
+
+    from tierq.config import load_config
+    from tierq.errors import ConfigError
+
+    config = tmp_path / "tierq.toml"
+    config.write_text(SHIPPED_SIM_CONFIG.read_text() + "\n" + quality)
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert str(err.value).startswith(f"{config}: {expected}")
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "classify", "--without-gossip"],
+        env={**stack.env, "TIERQ_CONFIG": str(config), "TIERQ_BROKER_URL": stack.dbs.url(4)},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0 and expected in done.stderr, done.stderr[-2000:]
