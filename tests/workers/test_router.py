@@ -493,3 +493,29 @@ def test_a_stored_version_a_worker_cannot_read_leaves_the_other_task_types_route
     assert len(warnings) == 1 and warnings[0].startswith("router unreadable v1 cannot be read by this worker"), warnings
     assert "tierq route activate --task-type unreadable --version N" in warnings[0]
     assert not any("using learned router unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_prompt_given_twice_is_never_scored_by_a_model_that_saw_it(tmp_path: Path, stack_env: dict[str, str]) -> None:
+    """A labelled file given twice (or a question labelled in two batches): its copies share a fold, so the
+    out-of-fold scores the thresholds are chosen on stay honest, and the router keeps the target as it does on
+    the file given once. (With the copies in other folds the fit memorised each prompt's label from its
+    ticket number, and the router chosen sent nearly everything to the cheap tier at far below the target.)"""
+    rows = labelled_rows(600, seed=4)
+    for row in rows:
+        row["cheap"] = str(random.Random(row["prompt"]).random() < 0.7)  # right or not by chance alone
+    data = write_csv(tmp_path / "labels.csv", rows)
+    figures = {}
+    for name, files in (("once", [str(data)]), ("twice", [str(data), str(data)])):
+        done = run_tierq(stack_env, "route", "eval", *files, "--cheap", "cheap", "--strong", "strong",
+                         "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--json")
+        assert done.returncode == 0, done.stderr
+        figures[name] = json.loads(done.stdout)
+    once, twice = figures["once"], figures["twice"]
+    assert twice["quality_share_pct"] >= 90 and abs(twice["quality_share_pct"] - once["quality_share_pct"]) < 3, \
+        (once, twice)
+    prompts = [r["prompt"] for r in labelled_rows(50)]
+    groups = logreg.groups_of(prompts + prompts[:20])
+    assert [f.tolist() for f in logreg.folds(50, 5, 3, logreg.groups_of(prompts))] == \
+        [f.tolist() for f in logreg.folds(50, 5, 3)]  # without repeats, the folds are the same as before
+    for part in logreg.folds(70, 5, 3, groups):
+        assert all((i + 50 in part) == (i in part) for i in range(20))

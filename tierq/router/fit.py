@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tierq.router import logreg
 from tierq.router.features import ANSWER_SHAPE, FeatureSpec, LogprobSummary, answer_matrix, prompt_matrix
 from tierq.router.model import Array, Scorer, fit_scorer
 from tierq.router.policy import Policy, Rows, choose, outcome
@@ -157,7 +158,9 @@ def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spe
     spec = spec or FeatureSpec()
     y = examples.labels
     x = prompt_matrix(examples.prompts, spec)
-    prompt, prompt_oof = fit_scorer(x, y, spec, False, hashed_columns(spec, False), seed)
+    # Rows of one prompt share a fold (a file given twice, a question asked in two batches).
+    groups = logreg.groups_of(examples.prompts)
+    prompt, prompt_oof = fit_scorer(x, y, spec, False, hashed_columns(spec, False), seed, groups)
     answer: Scorer | None = None
     answer_oof: Array | None = None
     if examples.answer_scorable():
@@ -167,7 +170,8 @@ def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spe
         valid = [examples.valid[i] for i in have] if examples.valid is not None else None
         logprobs = [examples.logprobs[i] for i in have] if examples.logprobs is not None else None
         xa = answer_matrix(prompts, texts, spec, valid, logprobs)
-        answer, oof = fit_scorer(xa, y[have], spec, True, hashed_columns(spec, True), seed)
+        answer, oof = fit_scorer(xa, y[have], spec, True, hashed_columns(spec, True), seed,
+                                 logreg.groups_of(prompts))
         answer_oof = np.full(len(y), -np.inf)  # -inf: a validator failed it (policy.py)
         answer_oof[have] = oof
     policy = choose(examples.rows, prompt_oof, answer_oof, target, confidence, seed)

@@ -124,25 +124,36 @@ def _conjugate_gradient(x: Design, curvature: Array, l2: float, grad_w: Array, g
     return s_w, s_b
 
 
-def folds(n: int, k: int, seed: int) -> list[npt.NDArray[np.int64]]:
-    """`k` disjoint random index sets covering range(n)."""
-    order = np.random.default_rng(seed).permutation(n)
-    return [np.sort(part) for part in np.array_split(order, k)]
+def folds(n: int, k: int, seed: int, groups: npt.NDArray[np.int64] | None = None) -> list[npt.NDArray[np.int64]]:
+    """`k` disjoint random index sets covering range(n). Rows of one group (`groups[i]`, numbered 0, 1, ...
+    by first occurrence) share a fold: a prompt given twice must not be scored by a model that saw it, or
+    its out-of-fold score flatters the model. Without repeats, the folds are those of `groups=None`."""
+    if groups is None:
+        order = np.random.default_rng(seed).permutation(n)
+        return [np.sort(part) for part in np.array_split(order, k)]
+    return [np.flatnonzero(np.isin(groups, part)) for part in folds(int(groups.max(initial=-1)) + 1, k, seed)]
 
 
-def out_of_fold(features: Features, y: Array, k: int, seed: int, l2: float) -> Array:
+def groups_of(keys: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Each key's group for `folds`: equal keys one group, numbered by first occurrence."""
+    first: dict[str, int] = {}
+    return np.fromiter((first.setdefault(key, len(first)) for key in keys), dtype=np.int64, count=len(keys))
+
+
+def out_of_fold(features: Features, y: Array, k: int, seed: int, l2: float,
+                groups: npt.NDArray[np.int64] | None = None) -> Array:
     """Each row's score from a model fitted without its fold: honest scores to choose a threshold on."""
-    return out_of_fold_path(features, y, k, seed, (l2,))[0][1]
+    return out_of_fold_path(features, y, k, seed, (l2,), groups)[0][1]
 
 
-def out_of_fold_path(features: Features, y: Array, k: int, seed: int,
-                     grid: Sequence[float]) -> list[tuple[float, Array]]:
+def out_of_fold_path(features: Features, y: Array, k: int, seed: int, grid: Sequence[float],
+                     groups: npt.NDArray[np.int64] | None = None) -> list[tuple[float, Array]]:
     """(l2, out-of-fold scores) for every l2 of `grid`, strongest first. A fold's fit at each l2 starts from
     its fit at the stronger one before, which is near: the path costs little more than its weakest fit."""
     x = design(features)
     strongest_first = sorted(grid, reverse=True)
     scores = np.zeros((len(strongest_first), len(y)))
-    for part in folds(len(y), k, seed):  # one fold's rows at a time: memory as for a single fit
+    for part in folds(len(y), k, seed, groups):  # one fold's rows at a time: memory as for a single fit
         train = np.setdiff1d(np.arange(len(y)), part)
         x_train, x_part = x.take(train), x.take(part)
         model: Linear | None = None

@@ -74,13 +74,15 @@ def column_scaling(x: Design, hashed: npt.NDArray[np.bool_]) -> tuple[npt.NDArra
 
 
 def fit_scorer(x: Design, y: Array, spec: FeatureSpec, answers: bool, hashed: npt.NDArray[np.bool_],
-               seed: int = 0) -> tuple[Scorer, Array]:
-    """Fit on all rows; also return each row's out-of-fold score (from models that did not see it)."""
+               seed: int = 0, groups: npt.NDArray[np.int64] | None = None) -> tuple[Scorer, Array]:
+    """Fit on all rows; also return each row's out-of-fold score (from models that did not see it, nor
+    another row of its group: `logreg.folds`)."""
     scale, shift = column_scaling(x, hashed)
     # Columns that no training row has would keep a weight of 0 anyway: leave them out of the fit.
     z, kept = x.scaled(scale, shift).compact()
     # The l2 whose out-of-fold scores have the smallest log-loss (on a tie, the smaller l2).
-    l2, oof = min(logreg.out_of_fold_path(z, y, FOLDS, seed, L2_GRID), key=lambda p: (logreg.log_loss(p[1], y), p[0]))
+    path = logreg.out_of_fold_path(z, y, FOLDS, seed, L2_GRID, groups)
+    l2, oof = min(path, key=lambda p: (logreg.log_loss(p[1], y), p[0]))
     fitted = logreg.fit(z, y, l2)
     weights = np.zeros(x.width, dtype=np.float32)
     weights[kept] = fitted.weights
