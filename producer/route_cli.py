@@ -86,6 +86,8 @@ def show(task_type: str | None, every: bool, as_json: bool) -> None:
                    f"{'(never)' if escalate is None else escalate}")
         click.echo(f"  held out: {m.get('held_out_rows', 0):,} labels, quality {_pct(m.get('held_out_share', 0.0))} "
                    f"at {_pct(m.get('held_out_cost_share', 0.0))} of the cost (target {_pct(m.get('target', 0.0))})")
+        if not v.active and v.note and v.note.startswith("not activated"):
+            click.echo(f"  {v.note}")  # why a fit left it inactive (docs/routing.md promises the reason)
 
 
 @route.command("eval")

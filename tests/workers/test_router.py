@@ -519,3 +519,21 @@ def test_a_prompt_given_twice_is_never_scored_by_a_model_that_saw_it(tmp_path: P
         [f.tolist() for f in logreg.folds(50, 5, 3)]  # without repeats, the folds are the same as before
     for part in logreg.folds(70, 5, 3, groups):
         assert all((i + 50 in part) == (i in part) for i in range(20))
+
+
+def test_route_show_all_says_why_a_fit_left_a_version_inactive(clean: Stack) -> None:
+    rows = labelled_rows(300)
+    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
+                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
+                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    router = fit(examples, 0.95, 0.8).router
+    _store(clean.engine, clean.config, "refits", router, check(router, examples, 0.95), Sources(files=300), 300)
+    everyone_cheap = type(router)(router.spec, router.prompt, None, type(router.policy)(None, None, 1, 1, 0))
+    missed = _store(clean.engine, clean.config, "refits", everyone_cheap, check(everyone_cheap, examples, 0.95),
+                    Sources(files=300), 300)
+    done = run_tierq(clean.env, "route", "show", "--all")
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout.splitlines()
+    assert shown[0].startswith("refits v2 (inactive") and shown[3] == f"  {missed.reason}", shown
+    assert missed.reason.startswith("not activated: kept ") and "version 1 stays active" in missed.reason
+    assert shown[4].startswith("refits v1 (active") and len(shown) == 7  # an active version needs no reason
