@@ -284,6 +284,14 @@ def test_route_eval_says_what_is_wrong_in_one_line(tmp_path: Path, stack_env: di
     done = run_tierq(stack_env, "route", "eval", str(tmp_path / "ragged.csv"), "--cheap", "cheap", "--strong",
                      "strong", "--cheap-price", "1/1", "--strong-price", "2/2")
     assert done.returncode == 2 and "ragged.csv:3: row has 4 fields, the header has 3; quote a prompt" in done.stderr
+    # A line break in an unquoted prompt: its first line is a row with too few fields, not a row without a verdict
+    # (which would be left out, and the prompt's second line read as a prompt of its own).
+    (tmp_path / "broken.csv").write_text("prompt,cheap,strong\nfine,True,True\nfirst line\nsecond line,True,False\n")
+    done = run_tierq(stack_env, "route", "eval", str(tmp_path / "broken.csv"), "--cheap", "cheap", "--strong",
+                     "strong", "--cheap-price", "1/1", "--strong-price", "2/2")
+    assert done.returncode == 2 and done.stderr == (
+        f"error: {tmp_path / 'broken.csv'}:3: row has 1 field, the header has 3; quote a prompt that holds a line "
+        'break ("...")\n'), done.stderr
     empty = write_csv(tmp_path / "empty.csv", [{"prompt": "p", "cheap": "", "strong": "True"}] * 2)
     done = run_tierq(stack_env, "route", "eval", str(empty), "--cheap", "cheap", "--strong", "strong",
                      "--cheap-price", "1/1", "--strong-price", "2/2")

@@ -137,6 +137,10 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
         if None in row:  # DictReader's key for fields past the header's: the columns no longer line up
             raise InputError(f"{path}:{line}: row has {len(columns) + len(row[None]):,} fields, the header has "
                              f"{len(columns):,}; quote a prompt that holds a comma (\"...\")")
+        if None in row.values():  # DictReader's value for fields the row lacks (an empty cell is "")
+            given = sum(value is not None for value in row.values())
+            raise InputError(f"{path}:{line}: row has {given:,} field{'s' if given != 1 else ''}, the header has "
+                             f"{len(columns):,}; quote a prompt that holds a line break (\"...\")")
         cheap_ok = _flag(row[cheap] or "", path, line, cheap)
         strong_ok = _flag(row[strong] or "", path, line, strong)
         if cheap_ok is None or strong_ok is None:
