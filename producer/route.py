@@ -185,9 +185,10 @@ def fit_version(
     use_database: bool = True,
     seed: int = 0,
     warn: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Fit a router for `task_type`, store it as a new version, activate it if it passes its held-out check;
-    `warn` hears about labelled rows left out."""
+    `warn` hears about labelled rows left out, `progress` how far a long fit is (`tierq.router.fit.fit`)."""
     cheap, strong = config.router_tiers
     if config.tier_index(strong) <= config.tier_index(cheap):
         raise InputError(f"a router sends work from the cheap tier up to a stronger one, but {strong!r} does not come "
@@ -217,7 +218,7 @@ def fit_version(
     # Folds are drawn by position: a canonical order makes a fit independent of the order rows were read in.
     fit_rows.sort(key=lambda i: hashlib.blake2b(examples.prompts[i].encode(), digest_size=8).digest())
     target, confidence = config.quality.target, config.router.confidence
-    router = fit(examples.take(fit_rows), target, confidence, seed).router
+    router = fit(examples.take(fit_rows), target, confidence, seed, progress=progress).router
     result = check(router, examples.take(held), target, confidence, seed)
     return _store(engine, config, task_type, router, result, sources, total)
 

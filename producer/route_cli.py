@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def fit(files: tuple[Path, ...], task_type: str, cheap_column: str | None, stron
 
     with Tierq() as tq:
         result = fit_version(tq.engine, tq.config, task_type, files, cheap_column, strong_column,
-                             not no_database, seed, warn=lambda line: click.echo(line, err=True))
+                             not no_database, seed, warn=lambda line: click.echo(line, err=True),
+                             progress=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -133,7 +135,7 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     margin = confidence if confidence is not None else RouterConfig().confidence
     reports = []
     for each in range(seed, seed + count):
-        reports.append(run(data, each, target, margin))
+        reports.append(run(data, each, target, margin, progress=_told(each)))
         if not as_json:
             _report(reports[-1], target)
     if count == 1:
@@ -147,6 +149,11 @@ def evaluate(files: tuple[Path, ...], cheap_column: str, strong_column: str, che
     click.echo(f"over seeds {seed}-{seed + count - 1}: mean (sd, least-greatest)")
     for name, value in figures.items():
         click.echo(f"  {name}: {value['mean']} ({value['sd']}, {value['min']}-{value['max']})")
+
+
+def _told(seed: int) -> Callable[[str], None]:
+    """How far a long fit of `seed` is, on standard error."""
+    return lambda line: click.echo(f"seed {seed}: {line}", err=True)
 
 
 def _report(report: dict[str, Any], target: float) -> None:

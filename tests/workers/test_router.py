@@ -545,3 +545,18 @@ def test_route_show_all_says_why_a_fit_left_a_version_inactive(clean: Stack) -> 
     assert shown[0].startswith("refits v2 (inactive") and shown[3] == f"  {missed.reason}", shown
     assert missed.reason.startswith("not activated: kept ") and "version 1 stays active" in missed.reason
     assert shown[4].startswith("refits v1 (active") and len(shown) == 7  # an active version needs no reason
+
+
+@pytest.mark.slow
+def test_a_long_fit_says_how_far_it_is(tmp_path: Path, stack_env: dict[str, str]) -> None:
+    """On 100,000 labelled rows `route eval` fitted for 7 minutes without a word; a fit of 5,000 rows or more
+    (`tierq.router.fit.LONG_FIT_ROWS`) now says which fold of which scorer it is on, on standard error (standard
+    output stays the JSON)."""
+    data = write_csv(tmp_path / "labels.csv", labelled_rows(10_400))
+    done = run_tierq(stack_env, "route", "eval", str(data), "--cheap", "cheap", "--strong", "strong",
+                     "--cheap-price", "0.6/0.6", "--strong-price", "10/30", "--json")
+    assert done.returncode == 0, done.stderr
+    train = json.loads(done.stdout)["train"]
+    assert train >= 5_000
+    assert done.stderr.splitlines() == [f"seed 0: fitting the prompt scorer on {train:,} rows: fold {n} of 5"
+                                        for n in range(1, 6)]

@@ -192,10 +192,11 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if np.isfinite(value) else None
 
 
-def evaluate(data: Labelled, seed: int, target: float, confidence: float) -> dict[str, Any]:
-    """Fit on one half, report on the other: the figures `tierq route eval --json` prints."""
+def evaluate(data: Labelled, seed: int, target: float, confidence: float,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit on one half, report on the other: the figures `tierq route eval --json` prints (`progress`: `fit`'s)."""
     train, test = split(data.prompts, seed)
-    fitted = fit(data.examples(train), target, confidence, seed)
+    fitted = fit(data.examples(train), target, confidence, seed, progress=progress)
     router = fitted.router
     held = data.examples(test)
     direct, escalated = decide(router, held)

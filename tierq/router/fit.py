@@ -9,7 +9,7 @@ the cheap answer exactly when that is likely.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,10 @@ import numpy.typing as npt
 
 from tierq.router import logreg
 from tierq.router.features import ANSWER_SHAPE, FeatureSpec, LogprobSummary, answer_matrix, prompt_matrix
-from tierq.router.model import Array, Scorer, fit_scorer
+from tierq.router.model import FOLDS, Array, Scorer, fit_scorer
 from tierq.router.policy import Policy, Rows, choose, outcome
 
+LONG_FIT_ROWS = 5_000  # a fit of 10-20 s and more (6,000 rows: 9-20 s; 50,000: 6 minutes): say how far it is
 MIN_ANSWERS = 50  # fewer examples with an answer text: no answer scorer, the router decides from prompts
 
 
@@ -153,14 +154,25 @@ class Fitted:
     answer_oof: Array | None
 
 
-def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spec: FeatureSpec | None = None) -> Fitted:
-    """Fit both scorers and choose the cheapest policy that keeps `target` of the strong quality."""
+def _folds_told(progress: Callable[[str], None] | None, what: str, rows: int) -> Callable[[int], None] | None:
+    """A fold callback that tells `progress` which scorer's fold is being fitted, on a fit long enough to
+    leave a person wondering (LONG_FIT_ROWS)."""
+    if progress is None or rows < LONG_FIT_ROWS:
+        return None
+    return lambda number: progress(f"fitting the {what} scorer on {rows:,} rows: fold {number} of {FOLDS}")
+
+
+def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spec: FeatureSpec | None = None,
+        progress: Callable[[str], None] | None = None) -> Fitted:
+    """Fit both scorers and choose the cheapest policy that keeps `target` of the strong quality; `progress`
+    hears a line as each fold of each scorer starts, on LONG_FIT_ROWS rows or more."""
     spec = spec or FeatureSpec()
     y = examples.labels
     x = prompt_matrix(examples.prompts, spec)
     # Rows of one prompt share a fold (a file given twice, a question asked in two batches).
     groups = logreg.groups_of(examples.prompts)
-    prompt, prompt_oof = fit_scorer(x, y, spec, False, hashed_columns(spec, False), seed, groups)
+    prompt, prompt_oof = fit_scorer(x, y, spec, False, hashed_columns(spec, False), seed, groups,
+                                    _folds_told(progress, "prompt", len(y)))
     answer: Scorer | None = None
     answer_oof: Array | None = None
     if examples.answer_scorable():
@@ -171,7 +183,7 @@ def fit(examples: Examples, target: float, confidence: float, seed: int = 0, spe
         logprobs = [examples.logprobs[i] for i in have] if examples.logprobs is not None else None
         xa = answer_matrix(prompts, texts, spec, valid, logprobs)
         answer, oof = fit_scorer(xa, y[have], spec, True, hashed_columns(spec, True), seed,
-                                 logreg.groups_of(prompts))
+                                 logreg.groups_of(prompts), _folds_told(progress, "answer", len(have)))
         answer_oof = np.full(len(y), -np.inf)  # -inf: a validator failed it (policy.py)
         answer_oof[have] = oof
     policy = choose(examples.rows, prompt_oof, answer_oof, target, confidence, seed)

@@ -7,7 +7,7 @@ entries (rows x dense columns, plus the sparse non-zeros) and the width, never w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,13 +147,17 @@ def out_of_fold(features: Features, y: Array, k: int, seed: int, l2: float,
 
 
 def out_of_fold_path(features: Features, y: Array, k: int, seed: int, grid: Sequence[float],
-                     groups: npt.NDArray[np.int64] | None = None) -> list[tuple[float, Array]]:
+                     groups: npt.NDArray[np.int64] | None = None,
+                     on_fold: Callable[[int], None] | None = None) -> list[tuple[float, Array]]:
     """(l2, out-of-fold scores) for every l2 of `grid`, strongest first. A fold's fit at each l2 starts from
-    its fit at the stronger one before, which is near: the path costs little more than its weakest fit."""
+    its fit at the stronger one before, which is near: the path costs little more than its weakest fit.
+    `on_fold` hears each fold's number (1 to k) before its fits."""
     x = design(features)
     strongest_first = sorted(grid, reverse=True)
     scores = np.zeros((len(strongest_first), len(y)))
-    for part in folds(len(y), k, seed, groups):  # one fold's rows at a time: memory as for a single fit
+    for number, part in enumerate(folds(len(y), k, seed, groups), start=1):  # a fold at a time: memory as one fit
+        if on_fold is not None:
+            on_fold(number)
         train = np.setdiff1d(np.arange(len(y)), part)
         x_train, x_part = x.take(train), x.take(part)
         model: Linear | None = None

@@ -9,6 +9,7 @@ are chosen on them, never on scores a model gives the rows it was fitted on.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,14 +75,15 @@ def column_scaling(x: Design, hashed: npt.NDArray[np.bool_]) -> tuple[npt.NDArra
 
 
 def fit_scorer(x: Design, y: Array, spec: FeatureSpec, answers: bool, hashed: npt.NDArray[np.bool_],
-               seed: int = 0, groups: npt.NDArray[np.int64] | None = None) -> tuple[Scorer, Array]:
+               seed: int = 0, groups: npt.NDArray[np.int64] | None = None,
+               on_fold: Callable[[int], None] | None = None) -> tuple[Scorer, Array]:
     """Fit on all rows; also return each row's out-of-fold score (from models that did not see it, nor
     another row of its group: `logreg.folds`)."""
     scale, shift = column_scaling(x, hashed)
     # Columns that no training row has would keep a weight of 0 anyway: leave them out of the fit.
     z, kept = x.scaled(scale, shift).compact()
     # The l2 whose out-of-fold scores have the smallest log-loss (on a tie, the smaller l2).
-    path = logreg.out_of_fold_path(z, y, FOLDS, seed, L2_GRID, groups)
+    path = logreg.out_of_fold_path(z, y, FOLDS, seed, L2_GRID, groups, on_fold)
     l2, oof = min(path, key=lambda p: (logreg.log_loss(p[1], y), p[0]))
     fitted = logreg.fit(z, y, l2)
     weights = np.zeros(x.width, dtype=np.float32)
