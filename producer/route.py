@@ -316,12 +316,22 @@ def activate(engine: Engine, task_type: str, version: int) -> None:
     """Make a stored version the active one (a rollback), whatever its held-out figures."""
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tierq-router:' || :task))"), {"task": task_type})
-        found = conn.execute(text("SELECT 1 FROM routers WHERE task_type = :task AND version = :version"),
-                             {"task": task_type, "version": version}).scalar()
+        found = conn.execute(text("SELECT spec, policy, prompt_scorer, answer_scorer FROM routers "
+                                  "WHERE task_type = :task AND version = :version"),
+                             {"task": task_type, "version": version}).first()
         if found is None:
             raise NotFound(
                 f"no router version {version} for task type {task_type!r}; `tierq route show --all` lists them"
             )
+        spec, policy, prompt, answer = found
+        try:  # the workers read it the same way, and would route this task type by the rules alone
+            Router.from_blobs(spec, policy, bytes(prompt), bytes(answer) if answer else None)
+        except Exception as exc:  # decoding only (no I/O): whatever it raises means another tierq's, or damaged
+            raise InputError(
+                f"router version {version} of task type {task_type!r} cannot be read by this tierq "
+                f"({type(exc).__name__}: {str(exc)[:200]}), so the workers could not use it; activate a version "
+                "this tierq fitted "
+                "(`tierq route show --all`), or fit one (`tierq route fit`)") from None
         conn.execute(text("UPDATE routers SET active = false WHERE task_type = :task AND active"), {"task": task_type})
         conn.execute(text("UPDATE routers SET active = true WHERE task_type = :task AND version = :version"),
                      {"task": task_type, "version": version})

@@ -83,13 +83,19 @@ def show(task_type: str | None, every: bool, as_json: bool) -> None:
         escalate = p.get("escalate_below")
         click.echo(f"{v.task_type} v{v.version} ({state}, {v.created_at:%Y-%m-%d %H:%M}): {v.cheap_tier} -> "
                    f"{v.strong_tier}, {m.get('labels', 0):,} labels")
-        click.echo(f"  start at {v.strong_tier} when the prompt scores below "
-                   f"{'(never)' if start is None else start}; escalate a {v.cheap_tier} answer scoring below "
-                   f"{'(never)' if escalate is None else escalate}")
+        click.echo(f"  start at {v.strong_tier} when the prompt scores below {_threshold(start)}; escalate a "
+                   f"{v.cheap_tier} answer scoring below {_threshold(escalate)}")
         click.echo(f"  held out: {m.get('held_out_rows', 0):,} labels, quality {_pct(m.get('held_out_share', 0.0))} "
                    f"at {_pct(m.get('held_out_cost_share', 0.0))} of the cost (target {_pct(m.get('target', 0.0))})")
         if not v.active and v.note and v.note.startswith("not activated"):
             click.echo(f"  {v.note}")  # why a fit left it inactive (docs/routing.md promises the reason)
+
+
+def _threshold(value: float | None) -> str:
+    """A threshold as people read it: four significant digits (`--json` keeps every digit)."""
+    if value is None:
+        return "(never)"
+    return "(always)" if value == float("inf") else f"{value:.4g}"
 
 
 @route.command("eval")

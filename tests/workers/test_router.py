@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from conftest import Stack, own_worker, run_batch
 from sqlalchemy import text
 
 from producer.api import Tierq
-from producer.route import Sources, _store, fit_version, show
+from producer.route import Sources, _store, activate, fit_version, show
 from tierq.errors import InputError
 from tierq.money import Price
 from tierq.router import logreg
@@ -501,6 +502,12 @@ def test_a_stored_version_a_worker_cannot_read_leaves_the_other_task_types_route
     assert len(warnings) == 1 and warnings[0].startswith("router unreadable v1 cannot be read by this worker"), warnings
     assert "tierq route activate --task-type unreadable --version N" in warnings[0]
     assert not any("using learned router unreadable" in r.getMessage() for r in caplog.records)
+    # Nor does `tierq route activate` take such a version: the workers would route by the rules alone.
+    with pytest.raises(InputError) as refused:
+        activate(clean.engine, "unreadable", 1)
+    assert str(refused.value).startswith("router version 1 of task type 'unreadable' cannot be read by this tierq "
+                                         "(TypeError: ")
+    activate(clean.engine, "readable", 1)
 
 
 def test_a_prompt_given_twice_is_never_scored_by_a_model_that_saw_it(tmp_path: Path, stack_env: dict[str, str]) -> None:
@@ -545,6 +552,12 @@ def test_route_show_all_says_why_a_fit_left_a_version_inactive(clean: Stack) -> 
     assert shown[0].startswith("refits v2 (inactive") and shown[3] == f"  {missed.reason}", shown
     assert missed.reason.startswith("not activated: kept ") and "version 1 stays active" in missed.reason
     assert shown[4].startswith("refits v1 (active") and len(shown) == 7  # an active version needs no reason
+    # Thresholds to four significant digits, not a float's seventeen.
+    assert shown[1] == ("  start at cold when the prompt scores below (never); escalate a hot answer scoring below "
+                        "(never)")
+    assert shown[5].startswith("  start at cold when the prompt scores below "), shown[5]
+    assert all(len(number.lstrip("-").replace(".", "").lstrip("0")) <= 4
+               for number in re.findall(r"-?\d+\.\d+", shown[5])), shown[5]
 
 
 @pytest.mark.slow
