@@ -265,8 +265,8 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
     Returns the claimed rows: id, batch_id, messages, job params, batch params, system prompt, attempts,
     cache entry, budgeted, private, task type, held since, tenant, an audited answer's candidate, its
     model, tier, source, cache namespace and log-probability summary (mean, least), and the hold clocks.
-    A job of a cancelled batch is never claimed; one whose worker died running it ends here (`cancel_abandoned`)."""
-    claimed = list(conn.execute(
+    A job of a cancelled batch is never claimed (one whose worker died running it: `cancel_abandoned`)."""
+    return list(conn.execute(
         text(f"UPDATE jobs AS j SET status = '{RUNNING}', lease_owner = :owner, "
              "lease_until = now() + make_interval(secs => :lease), updated_at = now() FROM batches b "
              "WHERE b.id = j.batch_id AND NOT b.cancelled AND j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
@@ -277,9 +277,6 @@ def claim(conn: Connection, ids: Sequence[int], tier: str, lease: Lease, lease_s
              "j.candidate_logprob_mean, j.candidate_logprob_min, j.hold_clocks"),
         {"ids": list(ids), "tier": tier, "me": lease.message, "owner": lease.owner, "lease": lease_s},
     ).all())
-    if len(claimed) < len(ids):  # not on the common path, where every job of the message is claimed
-        cancel_abandoned(conn, ids, tier, lease.message)
-    return claimed
 
 
 def leased_elsewhere(conn: Connection, ids: Sequence[int], lease: Lease) -> float | None:
@@ -352,26 +349,34 @@ def cancelled_batches(conn: Connection, batches: Collection[uuid.UUID]) -> set[u
 _END_CANCELLED = ending(CANCELLED, f"COALESCE(j.error, '{CANCEL_REASON}')")
 
 
-def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> list[int]:
+def _ended(found: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """(cancelled, kept with their answer) from `RETURNING j.id, j.status` (the new row's status)."""
+    kept = [job for job, status in found if status == SUCCEEDED]
+    return [job for job, status in found if status != SUCCEEDED], kept
+
+
+def cancel_leftovers(conn: Connection, lease: Lease, ids: Sequence[int]) -> tuple[list[int], list[int]]:
     """running -> cancelled: jobs this delivery still runs after its calls belong to a cancelled batch (one
-    that holds an answer under audit -> succeeded with it). Returns the jobs ended."""
-    return list(conn.execute(
-        text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.id = ANY(:ids) AND {_OWNED} RETURNING j.id"),
+    that holds an answer under audit -> succeeded with it). Returns (the jobs cancelled, those kept)."""
+    return _ended(conn.execute(
+        text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.id = ANY(:ids) AND {_OWNED} RETURNING j.id, j.status"),
         {"ids": list(ids), "me": lease.message, "owner": lease.owner},
-    ).scalars())
+    ).all())
 
 
-def cancel_abandoned(conn: Connection, ids: Sequence[int], tier: str, message: uuid.UUID) -> list[int]:
+def cancel_abandoned(conn: Connection, ids: Sequence[int], tier: str,
+                     message: uuid.UUID) -> tuple[list[int], list[int]]:
     """running (its lease ran out: its worker died) -> cancelled, for this message's jobs whose batch was
     cancelled meanwhile (one under audit keeps its answer). `claim` takes no job of a cancelled batch, and
     `cancel_batch` leaves running jobs to their worker: without this they stayed running until the
-    reconciler failed them as stuck. Returns the jobs ended."""
-    return list(conn.execute(
+    reconciler failed them as stuck. For a delivery that claimed fewer jobs than its message names. Returns
+    (the jobs cancelled, those kept)."""
+    return _ended(conn.execute(
         text(f"UPDATE jobs AS j SET {_END_CANCELLED} WHERE j.id = ANY(:ids) AND j.tier = :tier AND j.handoff = :me "
              f"AND j.status = '{RUNNING}' AND j.lease_until < now() "
-             "AND EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id"),
+             "AND EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id, j.status"),
         {"ids": list(ids), "tier": tier, "me": message},
-    ).scalars())
+    ).all())
 
 
 def answer_from_cache(conn: Connection, message: uuid.UUID, job_id: int, content: str, model: str,

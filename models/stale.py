@@ -76,15 +76,16 @@ def recovered(conn: Connection, outbox: Outbox, group: Stale, age_s: float) -> i
     return len(ids)
 
 
-def give_up(conn: Connection, group: Stale, reason: str) -> list[int]:
+def give_up(conn: Connection, group: Stale, reason: str) -> tuple[list[int], list[int]]:
     """pending, queued, running (lease expired) -> failed: the message was lost too often (one that holds an
-    answer under audit -> succeeded with it, as when the reference cannot answer)."""
-    return [row[0] for row in rows(
+    answer under audit -> succeeded with it, as when the reference cannot answer). (failed, kept)."""
+    ended = rows(
         conn,
         f"UPDATE jobs AS j SET {ending(FAILED, 'CAST(:reason AS text)')} WHERE j.id = ANY(:ids) AND j.handoff = :me "
-        f"AND j.status = :status AND (j.status <> '{RUNNING}' OR j.lease_until < now()) RETURNING j.id",
+        f"AND j.status = :status AND (j.status <> '{RUNNING}' OR j.lease_until < now()) RETURNING j.id, j.status",
         {"ids": group.ids, "me": group.message, "status": group.status.value, "reason": reason},
-    )]
+    )
+    return [job for job, status in ended if status == FAILED], [job for job, status in ended if status != FAILED]
 
 
 def stale_followers(conn: Connection, age_s: float) -> list[int]:

@@ -159,7 +159,10 @@ def cancel(batch: str, as_json: bool) -> None:
     elif done.already and not done.cancelled:
         click.echo(f"batch {done.batch_id} was already cancelled ({done.running:,} jobs still finishing a call)")
     else:
-        click.echo(f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a call")
+        kept = (f", {done.kept:,} answered and waiting to be audited kept their answer (succeeded)"
+                if done.kept else "")
+        click.echo(f"batch {done.batch_id}: {done.cancelled:,} jobs cancelled, {done.running:,} still finishing a "
+                   f"call{kept}")
 
 
 @main.command()

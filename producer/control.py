@@ -1,10 +1,11 @@
 """Stopping a batch and sending its failed jobs round again.
 
 Cancel marks the batch and moves its jobs that wait (pending, queued or following another job) to
-`cancelled` in one guarded UPDATE; workers only claim jobs that are queued for their own message, so
-these get no model call. Jobs already running finish the call in flight, and their results and cost
-rows stay; they make no further call (retry or other model) once their worker has seen the cancel
-(within 2 s: `workers/leases.py`). A `--no-store-text` batch's prompts leave Redis with the cancel.
+`cancelled`; workers only claim jobs that are queued for their own message, so these get no model call.
+A job already answered and queued to be audited ends `succeeded` with that answer instead. Jobs
+already running finish the call in flight, and their results and cost rows stay; they make no further
+call (retry or other model) once their worker has seen the cancel (within 2 s: `workers/leases.py`). A
+`--no-store-text` batch's prompts leave Redis with the cancel.
 
 Retry moves failed jobs back to `pending` under new classify messages, exactly as a submission does:
 commit first, then send, so the worker sees the jobs it is sent.
@@ -34,11 +35,12 @@ class CancelResult:
     running: int
     finished: bool = False  # the batch had finished: nothing was cancelled, and it is not marked cancelled
     already: bool = False  # an earlier cancel had marked it cancelled
+    kept: int = 0  # jobs waiting to be audited, which ended succeeded with the answer they had
 
     def as_dict(self) -> dict[str, object]:
         """The `--json` form."""
         return {"batch_id": str(self.batch_id), "cancelled": self.cancelled, "running": self.running,
-                "finished": self.finished, "already_cancelled": self.already}
+                "finished": self.finished, "already_cancelled": self.already, "kept_answers": self.kept}
 
 
 def _is_cancelled(conn: Connection, batch_id: uuid.UUID, lock: str) -> bool:
@@ -73,7 +75,7 @@ def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = 
         private = not conn.execute(text("SELECT store_text FROM batches WHERE id = :id"), {"id": batch_id}).scalar_one()
     if private and (moved or kept) and vault is not None:
         vault.forget_prompts(moved + kept)
-    return CancelResult(batch_id, len(moved), running, already=already)
+    return CancelResult(batch_id, len(moved), running, already=already, kept=len(kept))
 
 
 def _cancelled_problem(conn: Connection, batch_id: uuid.UUID) -> str:

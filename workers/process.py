@@ -64,8 +64,13 @@ def process_chunk(ctx: WorkerContext, tier_name: str, job_ids: Sequence[int], me
         if lifecycle.resend(conn, outbox, job_ids, message_id):
             log.warning("re-sending the hand-offs of redelivered %s message %s", tier.name, message_id)
         rows = lifecycle.claim(conn, job_ids, tier.name, lease, ctx.config.worker.lease_s)
-        if len(rows) < len(job_ids):
+        abandoned: list[int] = []
+        if len(rows) < len(job_ids):  # not on the common path, where every job of the message is claimed
+            dropped, answered = lifecycle.cancel_abandoned(conn, job_ids, tier.name, message_id)
+            abandoned = dropped + answered
             busy = lifecycle.leased_elsewhere(conn, job_ids, lease)
+    if abandoned:  # final now: a --no-store-text prompt leaves Redis (a no-op for the others)
+        ctx.vault.forget_prompts(abandoned)
     ctx.publish(outbox)
     if busy is not None:
         # Another delivery of this message is answering these jobs; come back when its lease would end.
@@ -293,7 +298,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
 
     tries = 0
 
-    def record() -> tuple[int, int, list[int]]:
+    def record() -> tuple[int, int, list[int], list[int]]:
         nonlocal tries
         tries += 1
         outbox.clear()
@@ -314,19 +319,21 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
                 lifecycle.fail(conn, lease.message, jumps, final=False, owner=lease.owner)
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
             lifecycle.hold(conn, outbox, lease, out.hold_kinds, tier.name, chunk, batch, countdown)
-            cancelled = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
+            # A job kept with its answer under audit is a leader that succeeded: the follow check gives its
+            # followers that answer, as for any leader whose answer is not in the cache.
+            cancelled, kept = lifecycle.cancel_leftovers(conn, lease, [job.id for job in jobs])
             following.release_followers(conn, outbox, [job.id for job in failed_leaders + _leaders(jobs, cancelled)],
                                         ctx.config.worker.classify_chunk)
-            return done, shared, cancelled
+            return done + len(kept), shared, cancelled, kept
 
     # The calls are paid for: keep their rows through a database outage instead of failing the task.
-    done, shared, cancelled = with_db_retry(record, what=f"recording {len(out.rows)} calls")
+    done, shared, cancelled, kept = with_db_retry(record, what=f"recording {len(out.rows)} calls")
     if tries > 1:
         # An earlier try may have committed without hearing so: its hand-offs are what the database says.
         outbox.clear()
         with ctx.engine.connect() as conn:
             lifecycle.resend(conn, outbox, [job.id for job in jobs], lease.message)
-    ended = final_ids | set(cancelled) | {c.job_id for c, _ in out.settled}
+    ended = final_ids | set(cancelled) | set(kept) | {c.job_id for c, _ in out.settled}
     failed_leaders += _leaders(jobs, cancelled)  # their entries get no answer either: dropped below
     try:
         ctx.publish(outbox)

@@ -101,8 +101,13 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
         ids = sorted(set(job_ids) | set(found.requests.values())) if found is not None else list(job_ids)
         lifecycle.resend(conn, outbox, ids, message)
         rows = lifecycle.claim(conn, ids, tier.name, lease, ctx.config.worker.lease_s)
+        abandoned: list[int] = []
         if len(rows) < len(ids):
+            dropped, answered = lifecycle.cancel_abandoned(conn, ids, tier.name, message)
+            abandoned = dropped + answered
             busy = lifecycle.leased_elsewhere(conn, ids, lease)
+    if abandoned:  # final now: a --no-store-text prompt leaves Redis (a no-op for the others)
+        ctx.vault.forget_prompts(abandoned)
     ctx.publish(outbox)
     if busy is not None:
         # Another delivery holds these jobs (or held them and died): come back when its lease would end.
@@ -111,12 +116,11 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
     if not jobs:
         if busy is None and found is not None and found.state != pb.ENDED:
             _abandon(ctx, found)
-        elif busy is None and found is not None and not _still_open(ctx, found):
+        elif busy is None and found is not None and not _still_open(ctx, found) and _bill_ended(ctx, found):
             # Its jobs are final: a delivery that finished them and stopped before deleting the files (a
             # failed publish, a crash) left them at the provider. Deleting again costs a 404 at most. Or a
-            # delivery died after the batch ended, and its jobs were cancelled since (`claim`): their lines
-            # are billed first (rows keyed by call id: a line recorded already adds nothing).
-            _bill_ended(ctx, found)
+            # delivery died after the batch ended, and its jobs were cancelled since (`cancel_abandoned`):
+            # their lines were billed first (rows keyed by call id: a line recorded already adds nothing).
             _delete_files(ctx, found)
         return BatchStep(0, 0, busy is not None)
     with ctx.leases.holding(lease.owner, [job.id for job in jobs], {job.batch_id for job in jobs}):
@@ -467,16 +471,28 @@ def _bill_moved_on(ctx: WorkerContext, found: ProviderBatch, lines: list[tuple[i
     return len(rows)
 
 
-def _bill_ended(ctx: WorkerContext, found: ProviderBatch) -> None:
+def _bill_ended(ctx: WorkerContext, found: ProviderBatch) -> bool:
     """Cost rows for every answered line of an ended batch whose jobs are final, unless its files are gone
-    (whoever deleted them recorded the lines first: `_finish_ended`, `_abandon`)."""
+    (whoever deleted them recorded the lines first: `_finish_ended`, `_abandon`). False when the provider
+    could not be read: the files stay, the only copy of lines perhaps unbilled, and the message comes back
+    in `batch_poll_s` (until two windows after the batch was created)."""
     if not (found.output_file_id or found.error_file_id):
-        return
+        return True
     try:
         lines = _file_lines(ctx, found)
     except openai.NotFoundError:
-        return
+        return True
+    except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
+        if _overdue(ctx, found):
+            log.warning("provider batch %s: %s, long after its window; its files are left unbilled",
+                        found.provider_batch_id, _brief(ctx, exc))
+            return False
+        log.warning("provider batch %s: %s while billing what it answered; looking again in a while",
+                    found.provider_batch_id, _brief(ctx, exc))
+        _poll_again(ctx, found)
+        return False
     _bill_moved_on(ctx, found, lines, set())
+    return True
 
 
 def _line_error(line: dict[str, Any]) -> str:

@@ -56,8 +56,8 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
     with ctx.engine.begin() as conn:
         for group in stale.lost(conn, ctx.live, age, lengths=ctx.queue_lengths):
             if group.recoveries >= rules.max_recoveries:
-                gone = stale.give_up(conn, group, give_up_reason(group, group.recoveries))
-                ended += gone
+                gone, kept = stale.give_up(conn, group, give_up_reason(group, group.recoveries))
+                ended += gone + kept
                 failed += len(gone)
             else:
                 republished += stale.recovered(conn, outbox, group, age)

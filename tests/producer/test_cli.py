@@ -658,7 +658,7 @@ def test_the_demo_keeps_its_queues_cache_and_batches_apart_from_a_users(clean: S
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM batches WHERE source = 'demo'")).scalar_one() == 0
     # The command it prints for the results names that database and the demo's TOML, and works as printed
-    # in a shell that has no tierq variable set.
+    # in a shell where neither is set.
     printed = next(line for line in done.stdout.splitlines() if line.startswith("results: "))
     command = printed.removeprefix("results: ")
     assert re.match(rf"TIERQ_DATABASE_URL=\S+/{demo_database} TIERQ_CONFIG=\S+ \S+ results ", command), command
@@ -697,7 +697,8 @@ def test_cancelling_a_finished_batch_changes_nothing_and_its_failed_jobs_can_sti
         assert done.stdout == (f"batch {batch.batch_id} has finished: nothing to cancel (its results stay; "
                                f"`tierq retry {batch.batch_id} --failed` runs its failed jobs again)\n")
         assert tq.cancel(batch.batch_id).as_dict() == {"batch_id": str(batch.batch_id), "cancelled": 0,
-                                                       "running": 0, "finished": True, "already_cancelled": False}
+                                                       "running": 0, "finished": True, "already_cancelled": False,
+                                                       "kept_answers": 0}
         assert not tq.status(batch.batch_id).cancelled
         clean.simulate({"latency_ms": 0})
         assert tq.retry_failed(batch.batch_id) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -176,7 +177,8 @@ def test_a_cancelled_batch_the_provider_keeps_failing_on_is_left_two_windows_aft
 
 
 def test_a_batch_that_ended_under_a_dead_delivery_whose_jobs_were_cancelled_since_is_billed(
-        clean: Stack, ctx: WorkerContext) -> None:
+        clean: Stack, ctx: WorkerContext, worker_ctx: Callable[..., WorkerContext],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # A delivery saw its provider batch complete (`_look` recorded it ended), then died before it recorded the
     # answers; the user cancelled the batch meanwhile. Every line is paid for at the provider.
     message, jobs, batch = cancelled_provider_batch(clean, ["Where is my parcel?", "And my refund?"],
@@ -191,7 +193,19 @@ def test_a_batch_that_ended_under_a_dead_delivery_whose_jobs_were_cancelled_sinc
                      {"j": jobs[0]})
         conn.execute(text("UPDATE provider_batches SET state = 'ended', provider_status = 'completed', "
                           "output_file_id = :f WHERE message_id = :m"), {"f": done.output_file_id, "m": message})
-    assert process_chunk(ctx, TIER, jobs, message).claimed == 0  # the reconciler's copy of its message
+    # A worker that cannot reach the provider to read the answers: the files stay, looked at again later.
+    unreached = worker_ctx()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("TIERQ_SIM_URL", f"http://127.0.0.1:{closed}/v1")
+    unreached.client.provider_client("sim")  # made now, for the address where nothing answers
+    monkeypatch.setenv("TIERQ_SIM_URL", clean.sim.base_url)
+    assert process_chunk(unreached, TIER, jobs, message).claimed == 0  # the reconciler's copy of its message
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 0
+    assert polls(unreached) == [(str(message), sorted(jobs), True)]
+    assert process_chunk(ctx, TIER, jobs, message).claimed == 0  # that look
     with clean.engine.connect() as conn:
         rows = conn.execute(text("SELECT job_id, id, via_batch, outcome, cost_usd FROM calls ORDER BY job_id")).all()
         states = set(conn.execute(text("SELECT status FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}).scalars())

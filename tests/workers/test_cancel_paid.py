@@ -26,6 +26,7 @@ from models.lifecycle import Candidate, Lease, Outbox
 from producer.control import cancel_batch
 from tierq.vault import TextVault
 from workers.context import WorkerContext
+from workers.follow import check_followers
 from workers.process import process_chunk
 
 
@@ -46,7 +47,7 @@ def test_a_cancel_keeps_the_answer_of_a_job_queued_for_its_audit(clean: Stack, c
         conn.execute(text("UPDATE jobs SET candidate = 'In transit.', candidate_model = 'sim-nano', "
                           "candidate_tier = 'hot', candidate_source = 'answer', audited = true, attempts = 1"))
     done = cancel_batch(clean.engine, _batch_of(clean, job))
-    assert (done.cancelled, done.finished) == (0, False)
+    assert (done.cancelled, done.kept, done.finished) == (0, 1, False)
     with clean.engine.connect() as conn:
         row = conn.execute(text("SELECT status, content, model, tier, candidate, finished_at IS NOT NULL "
                                 "FROM jobs")).one()
@@ -85,7 +86,7 @@ def test_an_audit_pick_whose_batch_was_cancelled_meanwhile_keeps_its_answer(clea
     with clean.engine.begin() as conn:  # what workers/process.py `_finish` runs for it
         pick = Candidate(job, "In transit.", "sim-nano", "hot", 1)
         assert lifecycle.audit(conn, outbox, lease, [pick], "cold", 10, batch) == 0  # not queued: cancelled
-        assert lifecycle.cancel_leftovers(conn, lease, [job]) == [job]
+        assert lifecycle.cancel_leftovers(conn, lease, [job]) == ([], [job])  # none cancelled, one kept
     assert outbox.messages == []
     with clean.engine.connect() as conn:
         row = conn.execute(text("SELECT status, content, model, tier, attempts, lease_owner FROM jobs")).one()
@@ -95,8 +96,11 @@ def test_an_audit_pick_whose_batch_was_cancelled_meanwhile_keeps_its_answer(clea
 def test_a_dead_workers_job_of_a_cancelled_batch_is_cancelled_by_the_next_delivery(
         clean: Stack, ctx: WorkerContext) -> None:
     message = uuid.uuid4()
-    job = insert_job(clean, "Where is my parcel?", status="queued", tier="hot", handoff=message)
+    job = insert_job(clean, "", status="queued", tier="hot", handoff=message)
+    vault = TextVault(redis.Redis.from_url(clean.settings.redis_url))
+    vault.put_prompts({job: [{"role": "user", "content": "Where is my parcel?"}]})
     with clean.engine.begin() as conn:  # a worker held it, the batch was cancelled, the worker died
+        conn.execute(text("UPDATE batches SET store_text = false"))
         conn.execute(text("UPDATE jobs SET status = 'running', lease_owner = :o, "
                           "lease_until = now() - interval '1 second'"), {"o": uuid.uuid4()})
     cancel_batch(clean.engine, _batch_of(clean, job))
@@ -108,6 +112,7 @@ def test_a_dead_workers_job_of_a_cancelled_batch_is_cancelled_by_the_next_delive
         status, error, owner = conn.execute(text("SELECT status, error, lease_owner FROM jobs")).one()
     assert (status, error, owner) == ("cancelled", lifecycle.CANCEL_REASON, None)
     assert clean.sim_stats()["requests"] == 0
+    assert vault.prompts([job]) == {}  # final: its --no-store-text prompt left Redis
 
 
 def test_a_live_lease_of_a_cancelled_batch_is_left_to_its_worker(clean: Stack, ctx: WorkerContext) -> None:
@@ -120,3 +125,20 @@ def test_a_live_lease_of_a_cancelled_batch_is_left_to_its_worker(clean: Stack, c
     assert process_chunk(ctx, "hot", [job], message).claimed == 0
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM jobs")).scalar_one() == "running"
+
+
+def test_followers_of_a_job_that_kept_its_answer_at_a_cancel_get_that_answer_without_a_call(
+        clean: Stack, ctx: WorkerContext) -> None:
+    reference = ctx.config.reference_tier
+    leader = insert_job(clean, "Where is my parcel?", status="queued", tier=reference, handoff=uuid.uuid4())
+    follower = insert_job(clean, "Where is my parcel?", status="waiting", tier=None, handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:  # the follower is another batch's, which goes on
+        conn.execute(text("UPDATE jobs SET candidate = 'In transit.', candidate_model = 'sim-nano', "
+                          "candidate_tier = 'hot', candidate_source = 'answer', audited = true, attempts = 1 "
+                          "WHERE id = :l"), {"l": leader})
+        conn.execute(text("UPDATE jobs SET follows = :l WHERE id = :f"), {"l": leader, "f": follower})
+    cancel_batch(clean.engine, _batch_of(clean, leader))
+    assert check_followers(ctx, [follower], 0).answered == 1
+    with clean.engine.connect() as conn:
+        row = conn.execute(text("SELECT status, content FROM jobs WHERE id = :f"), {"f": follower}).one()
+    assert tuple(row) == ("succeeded", "In transit.") and clean.sim_stats()["requests"] == 0

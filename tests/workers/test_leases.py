@@ -31,8 +31,8 @@ def test_leases_are_renewed_again_after_the_pool_had_no_connection_free(clean: S
     engine = create_engine(clean.settings.database_url, pool_size=1, max_overflow=0, pool_timeout=0.05)
     keeper = LeaseKeeper(engine, LEASE_S)
     try:
+        taken = engine.connect()  # before the thread starts: none of its renewals can get through
         with keeper.holding(owner, [job]):
-            taken = engine.connect()
             time.sleep(4 * LEASE_S / 3)  # several renewals fail: the lease runs out
             assert lease_left_s(clean, job) < 0
             taken.close()

@@ -20,7 +20,7 @@ from conftest import Stack, own_worker, run_batch
 from sqlalchemy import text
 
 from producer.api import Tierq
-from producer.route import Sources, _store, activate, fit_version, show
+from producer.route import Sources, _store, activate, fit_version, price_pair, show
 from tierq.errors import InputError
 from tierq.money import Price
 from tierq.router import logreg
@@ -252,6 +252,14 @@ def test_route_eval_reports_cost_and_quality_against_random_and_oracle(
     assert swapped.returncode == 0, swapped.stderr
     assert swapped.stderr.startswith("warning: 'cheap' is right on ") and \
         "(are --cheap and --strong the right way round?)" in swapped.stderr, swapped.stderr
+
+
+def test_a_row_without_its_trailing_empty_answer_text_is_read(tmp_path: Path) -> None:
+    # A writer that leaves out a row's empty trailing cells: nothing tierq needs is missing from it.
+    (tmp_path / "short.csv").write_text("prompt,cheap,strong,cheap_response\nfine,True,True,4\nshort,False,True\n")
+    short = read([tmp_path / "short.csv"], "cheap", "strong", price_pair("1/1", "--cheap-price"),
+                 price_pair("2/2", "--strong-price"))
+    assert (short.prompts, short.cheap_answers, short.cheap_ok) == (["fine", "short"], ["4", None], [True, False])
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,8 @@ def _read_rows(reader: csv.DictReader[str], path: Path, cheap: str, strong: str,
         if None in row:  # DictReader's key for fields past the header's: the columns no longer line up
             raise InputError(f"{path}:{line}: row has {len(columns) + len(row[None]):,} fields, the header has "
                              f"{len(columns):,}; quote a prompt that holds a comma (\"...\")")
-        if None in row.values():  # DictReader's value for fields the row lacks (an empty cell is "")
+        if None in (row["prompt"], row[cheap], row[strong]):  # DictReader's value for fields the row lacks (an
+            # empty cell is ""); a row that stops after the columns tierq needs lacks only empty answer texts
             given = sum(value is not None for value in row.values())
             raise InputError(f"{path}:{line}: row has {given:,} field{'s' if given != 1 else ''}, the header has "
                              f"{len(columns):,}; quote a prompt that holds a line break (\"...\")")
