@@ -146,7 +146,7 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
                 found = _look(ctx, found)
         except openai.APIStatusError as exc:
             private = any(job.private for job in jobs)
-            if _transient(exc):
+            if _transient(exc) or _runs_on(ctx, found, exc):
                 _failed_once(ctx, tier, found, _brief(ctx, exc), private)
                 _park_and_return(ctx, tier, found, jobs, lease)
                 return BatchStep(len(jobs), 0, True)
@@ -562,7 +562,16 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
 
 
 def _transient(exc: openai.APIStatusError) -> bool:
-    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    """An error that may pass: 408, 409, 429, a 5xx, or a 401 (a key wrong or revoked: it is fixed and the
+    workers restarted, and the file is sent, or the batch looked at, then)."""
+    return exc.status_code in (401, 408, 409, 429) or exc.status_code >= 500
+
+
+def _runs_on(ctx: WorkerContext, found: ProviderBatch, exc: openai.APIStatusError) -> bool:
+    """Whether a refused look leaves the provider batch running: once the provider accepted it, only its
+    saying it has no such batch (404), or two windows gone by, end it. Ended on any refusal, its jobs were
+    answered again through `batch_fallback` while the batch ran on at the provider and billed every line."""
+    return found.provider_batch_id is not None and exc.status_code != 404 and not _overdue(ctx, found)
 
 
 def _overdue(ctx: WorkerContext, found: ProviderBatch) -> bool:

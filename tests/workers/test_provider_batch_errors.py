@@ -1,0 +1,90 @@
+"""A provider batch the provider accepted, then errors of the provider while it runs or has ended
+(workers/provider_batches.py): the batch is not given up while it may still answer and bill, and every line it
+answered is one cost row, its request never sent a second time.
+
+The tier task's plain function runs in this process against the real database and simulator; the batch is
+created at the simulator by the test, as a worker would have.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from conftest import Stack, insert_job
+from provider_batch_support import MODEL, TIER, polls, provider_batch, provider_status, row, set_sim, wait_for
+from sqlalchemy import text
+
+from models import provider_batch as pb
+from workers.context import WorkerContext
+from workers.process import process_chunk
+from workers.provider_batches import call_id
+
+KEY = "sk-test"  # the key the test's own client sends; the workers' configuration names none
+
+
+@pytest.fixture()
+def ctx(worker_ctx: Callable[..., WorkerContext]) -> WorkerContext:
+    return worker_ctx()
+
+
+def jobs_by_status(stack: Stack, jobs: list[int]) -> dict[str, int]:
+    with stack.engine.connect() as conn:
+        return dict(conn.execute(text("SELECT status, count(*) FROM jobs WHERE id = ANY(:ids) GROUP BY status"),
+                                 {"ids": jobs}).all())
+
+
+def test_a_key_refused_while_a_provider_batch_runs_keeps_the_batch_and_pays_each_line_once(
+        clean: Stack, ctx: WorkerContext) -> None:
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    poll = (str(message), jobs, True)
+
+    set_sim(clean, {"latency_ms": 0, "api_key": KEY})  # the workers' key is refused from now on (HTTP 401)
+    process_chunk(ctx, TIER, jobs, message)
+    # Not taken for a refusal of the batch: it stays open, its jobs wait in it, looked at again next poll.
+    assert row(clean, message) == ("open", "in_progress") and polls(ctx) == [poll]
+    assert jobs_by_status(clean, jobs) == {"queued": 2}
+    stats = clean.sim_stats()
+    assert (stats["requests"], stats["unauthorized"]) == (0, 0)  # no interactive call instead
+
+    set_sim(clean, {"latency_ms": 0})  # the key works again
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message) == ("ended", "completed") and jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT job_id, id, via_batch, outcome FROM calls ORDER BY job_id")).all()
+    assert [tuple(r) for r in rows] == [(job, call_id(message, job), True, "ok") for job in sorted(jobs)]
+    stats = clean.sim_stats()
+    assert stats["requests"] == 0 and stats["batch"]["seen"] == {batch: {str(call_id(message, j)): 1 for j in jobs}}
+
+
+def test_a_key_refused_while_a_provider_file_is_sent_keeps_it_for_the_batch_api(
+        clean: Stack, ctx: WorkerContext) -> None:
+    message = uuid.uuid4()
+    jobs = [insert_job(clean, prompt, status="queued", tier=TIER, handoff=message)
+            for prompt in ["Where is my parcel?", "And my refund?"]]
+    with clean.engine.begin() as conn:  # a closed provider file, as `collect` leaves it for its message
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
+        conn.execute(text("UPDATE jobs SET batch_id = :b, custom_id = 'j' || id WHERE id = ANY(:ids)"),
+                     {"b": batch, "ids": jobs})
+        pb.reserve(conn, message, batch, TIER, MODEL, "sim", {str(call_id(message, job)): job for job in jobs})
+    poll = (str(message), jobs, True)
+
+    set_sim(clean, {"latency_ms": 0, "api_key": KEY})
+    process_chunk(ctx, TIER, jobs, message)
+    # Tried again at the next poll, not refused: no interactive call, no second provider file for the same jobs.
+    assert row(clean, message) == ("creating", "sending") and polls(ctx) == [poll]
+    assert jobs_by_status(clean, jobs) == {"queued": 2}
+    stats = clean.sim_stats()
+    assert (stats["requests"], stats["unauthorized"], stats["batch"]["batches"]) == (0, 0, 0)
+
+    set_sim(clean, {"latency_ms": 0})
+    process_chunk(ctx, TIER, jobs, message)
+    assert row(clean, message)[0] == "open"
+    wait_for(lambda: process_chunk(ctx, TIER, jobs, message) is not None and row(clean, message)[0] == "ended")
+    assert jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:
+        assert set(conn.execute(text("SELECT via_batch FROM calls")).scalars()) == {True}
+    assert clean.sim_stats()["requests"] == 0
