@@ -57,9 +57,10 @@ def _input_file(state: SimState, file_id: str) -> bytes:
     return stored.data
 
 
-def _fail_now_and_then(state: SimState) -> None:
-    """Count a Batch API request; answer it with HTTP 500 at the rate `batch_api_error_500_rate` says (drawn
-    from the seed and the request's number, so a run repeats). The batches themselves run on."""
+def fail_now_and_then(state: SimState) -> None:
+    """Count a Batch API request (or a download of a batch's output or error file); answer it with HTTP 500
+    at the rate `batch_api_error_500_rate` says (drawn from the seed and the request's number, so a run
+    repeats). The batches themselves run on."""
     stats = state.stats.batch
     stats.api_requests += 1
     rate = state.config.batch_api_error_500_rate
@@ -74,7 +75,7 @@ def _fail_now_and_then(state: SimState) -> None:
 async def create(request: web.Request) -> web.Response:
     """Handle POST /v1/batches: check the request, then run the batch in the background."""
     state = request.app[STATE]
-    _fail_now_and_then(state)
+    fail_now_and_then(state)
     try:
         body = parse_json_object(await request.read())
     except BadRequest as error:
@@ -112,13 +113,13 @@ def _job(request: web.Request) -> BatchJob:
 
 async def retrieve(request: web.Request) -> web.Response:
     """Handle GET /v1/batches/{batch_id}."""
-    _fail_now_and_then(request.app[STATE])
+    fail_now_and_then(request.app[STATE])
     return web.json_response(_job(request).as_json())
 
 
 async def list_batches(request: web.Request) -> web.Response:
     """Handle GET /v1/batches: newest first, `after` and `limit` (default 20, at most 100)."""
-    _fail_now_and_then(request.app[STATE])
+    fail_now_and_then(request.app[STATE])
     newest_first = list(reversed(request.app[STATE].batches.values()))
     limit = query_limit(request.query, 20, 100)
     return web.json_response(cursor_page(newest_first, request.query, BatchJob.as_json, limit))
@@ -126,7 +127,7 @@ async def list_batches(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     """Handle POST /v1/batches/{batch_id}/cancel: a validating or in-progress batch starts cancelling."""
-    _fail_now_and_then(request.app[STATE])
+    fail_now_and_then(request.app[STATE])
     job = _job(request)
     if job.status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
         job.move(BatchStatus.CANCELLING)

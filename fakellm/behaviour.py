@@ -155,8 +155,8 @@ class SimConfig:
     # When set, a /v1/ request without `Authorization: Bearer <api_key>` gets HTTP 401, as a provider
     # answers a wrong or revoked key (None: any key, or none, is accepted).
     api_key: str | None = None
-    # Share of Batch API requests (create, retrieve, list, cancel) answered with HTTP 500, as a provider's
-    # batch endpoints fail now and then; the batches themselves run on.
+    # Share of Batch API requests (create, retrieve, list, cancel, and downloads of a batch's output and error
+    # files) answered with HTTP 500, as a provider's batch endpoints fail now and then; the batches run on.
     batch_api_error_500_rate: float = 0.0
 
     @classmethod

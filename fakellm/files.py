@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from fakellm.batches import fail_now_and_then
 from fakellm.errors import ApiError
 from fakellm.file_store import check_purpose
 from fakellm.listing import cursor_page, query_limit
@@ -46,8 +47,12 @@ async def retrieve(request: web.Request) -> web.Response:
 
 
 async def content(request: web.Request) -> web.Response:
-    """Handle GET /v1/files/{file_id}/content: the file's bytes."""
-    stored = request.app[STATE].files.get(request.match_info["file_id"])
+    """Handle GET /v1/files/{file_id}/content: the file's bytes (a batch's output or error file fails now and
+    then, as the Batch API's requests do)."""
+    state = request.app[STATE]
+    stored = state.files.get(request.match_info["file_id"])
+    if stored.purpose == "batch_output":
+        fail_now_and_then(state)
     return web.Response(body=stored.data, content_type="application/octet-stream")
 
 

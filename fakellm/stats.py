@@ -118,7 +118,7 @@ class BatchStats(Ledger):
     """The ledger of batch request lines, with how often the chat logic was handed each line."""
 
     batches: int = 0  # batches created
-    api_requests: int = 0  # requests to the Batch API routes (create, retrieve, list, cancel)
+    api_requests: int = 0  # requests to the Batch API routes, and downloads of batches' output and error files
     api_errors: int = 0  # of those, answered HTTP 500 by `batch_api_error_500_rate`
     # batch id -> custom_id -> times the chat logic was handed that line: 1 for every line it saw
     seen: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -165,7 +165,11 @@ def run_batch_tier(ctx: WorkerContext, tier: TierConfig, job_ids: Sequence[int],
         if found.state != pb.ENDED:
             _park_and_return(ctx, tier, found, jobs, lease)
             return BatchStep(len(jobs), 0, True)
-        _finish_ended(ctx, tier, found, jobs, lease, tier_work)
+        lines = _ended_lines(ctx, tier, found, jobs)
+        if lines is None:
+            _park_and_return(ctx, tier, found, jobs, lease)
+            return BatchStep(len(jobs), 0, True)
+        _finish_ended(ctx, tier, found, jobs, lease, tier_work, lines)
     return BatchStep(len(jobs), len(jobs), busy is not None)
 
 
@@ -204,10 +208,27 @@ class TierWork:
     finish: Callable[[list[ClaimedJob], list[TierResult], Lease], None]
 
 
+def _ended_lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
+                 jobs: list[ClaimedJob]) -> list[tuple[int, dict[str, Any]]] | None:
+    """The ended batch's output and error lines, or None when the provider could not hand them over now (a
+    5xx, a 429, a timeout): its jobs wait for the next poll, which reads them again."""
+    if not (found.output_file_id or found.error_file_id):
+        return []
+    try:
+        return _file_lines(ctx, found)
+    except openai.APIStatusError as exc:
+        if not _transient(exc):
+            raise
+        why = _brief(ctx, exc)
+    except openai.APIError as exc:  # not reached, a timeout
+        why = _brief(ctx, exc)
+    _failed_once(ctx, tier, found, why, any(job.private for job in jobs))
+    return None
+
+
 def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jobs: list[ClaimedJob], lease: Lease,
-                  tier_work: TierWork) -> None:
-    """Answer the jobs from the ended batch's files; what it did not answer goes to `batch_fallback`."""
-    lines = _file_lines(ctx, found) if found.output_file_id or found.error_file_id else []
+                  tier_work: TierWork, lines: list[tuple[int, dict[str, Any]]]) -> None:
+    """Answer the jobs from the ended batch's lines; what it did not answer goes to `batch_fallback`."""
     answered = _read_results(ctx, tier, found, jobs, lines)
     _bill_moved_on(ctx, found, lines, {job.id for job in jobs})
     unanswered = [job for job in jobs if job.id not in answered]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import Stack, insert_job
-from provider_batch_support import MODEL, TIER, polls, provider_batch, provider_status, row, set_sim, wait_for
+from provider_batch_support import MODEL, TIER, polls, provider_batch, provider_status, row, sdk, set_sim, wait_for
 from sqlalchemy import text
 
 from models import provider_batch as pb
@@ -88,3 +88,29 @@ def test_a_key_refused_while_a_provider_file_is_sent_keeps_it_for_the_batch_api(
     with clean.engine.connect() as conn:
         assert set(conn.execute(text("SELECT via_batch FROM calls")).scalars()) == {True}
     assert clean.sim_stats()["requests"] == 0
+
+
+def test_an_ended_batchs_files_the_provider_fails_to_hand_over_are_read_at_the_next_poll(
+        clean: Stack, ctx: WorkerContext) -> None:
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    with clean.engine.begin() as conn:  # looked at and found ended, as by a delivery that stopped there
+        conn.execute(text("UPDATE provider_batches SET state = 'ended', provider_status = 'completed', "
+                          "output_file_id = :f WHERE message_id = :m"),
+                     {"f": sdk(clean).batches.retrieve(batch).output_file_id, "m": message})
+    poll = (str(message), jobs, True)
+
+    set_sim(clean, {"latency_ms": 0, "batch_api_error_500_rate": 1})  # the download fails (HTTP 500)
+    process_chunk(ctx, TIER, jobs, message)
+    # The task does not fail (its jobs left running until the reconciler's recovery): they wait for the next poll.
+    assert polls(ctx) == [poll] and jobs_by_status(clean, jobs) == {"queued": 2}
+    assert clean.sim_stats()["batch"]["api_errors"] == 1
+
+    set_sim(clean, {"latency_ms": 0})
+    process_chunk(ctx, TIER, jobs, message)
+    assert jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT job_id, id, via_batch, outcome FROM calls ORDER BY job_id")).all()
+    assert [tuple(r) for r in rows] == [(job, call_id(message, job), True, "ok") for job in sorted(jobs)]
+    assert clean.sim_stats()["requests"] == 0  # nothing sent again interactively
