@@ -76,7 +76,7 @@ def reserve(conn: Connection, message: uuid.UUID, batch_id: uuid.UUID | None, ti
 def record(conn: Connection, message: uuid.UUID, **fields: Any) -> None:
     """Write what the provider said (file ids, batch id, status, request counts) as soon as it said it."""
     allowed = {"state", "input_file_id", "provider_batch_id", "provider_status", "request_counts", "output_file_id",
-               "error_file_id"}
+               "error_file_id", "last_error"}
     unknown = set(fields) - allowed
     assert not unknown, unknown
     sets = ", ".join(f"{name} = CAST(:{name} AS jsonb)" if name == "request_counts" else f"{name} = :{name}"

@@ -260,7 +260,8 @@ SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(requests))
        count(*) FILTER (WHERE {UNSENT}),
        coalesce(EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE {UNSENT})), 0),
        (array_agg(last_error ORDER BY updated_at) FILTER (WHERE {UNSENT} AND last_error IS NOT NULL))[1],
-       EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE state = 'open'))
+       EXTRACT(EPOCH FROM now() - min(updated_at) FILTER (WHERE state = 'open')),
+       (array_agg(last_error ORDER BY updated_at) FILTER (WHERE state = 'open' AND last_error IS NOT NULL))[1]
 FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 """
 
@@ -268,13 +269,16 @@ FROM provider_batches WHERE batch_id = :b AND state <> 'ended'
 def open_provider_batches(conn: Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's provider batches still open (`filling`: of them, files not sent yet), and their requests
     ({} when there is none); `polled_s`: how long ago the least recently polled one sent to the provider was
-    looked at (a poll message lost with a killed worker stops the looks until the reconciler sends it again)."""
+    looked at (a poll message lost with a killed worker stops the looks until the reconciler sends it again);
+    `look_error`: what the provider answered when the last look at one of them failed."""
     (batches, requests, completed, failed, filling, unsent, unsent_s, unsent_error,
-     polled_s) = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
+     polled_s, look_error) = rows(conn, PROVIDER_BATCHES, {"b": batch_id})[0]
     if not batches:
         return {}
     found = {"batches": int(batches), "requests": int(requests), "completed": int(completed), "failed": int(failed),
              "filling": int(filling), "unsent": int(unsent), "unsent_s": int(unsent_s), "unsent_error": unsent_error}
     if polled_s is not None:
         found["polled_s"] = int(polled_s)
+    if look_error is not None:  # the last look at an open one failed (a successful look clears it)
+        found["look_error"] = str(look_error)
     return found

@@ -96,6 +96,8 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         looked = ""
         if pb.get("polled_s", 0) >= POLL_LATE_S:
             looked = f" when last looked at, {duration(pb['polled_s'])} ago"
+            if pb.get("look_error"):  # why the counts stand still: the provider refuses the looks
+                looked += f"; since then it answered {pb['look_error']}"
         lines.append(f"  in provider batches: {pb['requests']:,} jobs in {pb['batches']:,} ({filling}the provider "
                      f"reports {pb['completed']:,} completed, {pb['failed']:,} failed{looked})")
     if status.orphaned and not status.stuck:

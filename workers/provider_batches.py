@@ -374,7 +374,8 @@ def _look(ctx: WorkerContext, found: ProviderBatch, end: bool = True) -> Provide
     batch = ctx.loop.run(client.batches.retrieve(found.provider_batch_id or ""))
     counts = batch.request_counts.model_dump() if batch.request_counts is not None else None
     fields: dict[str, Any] = {"provider_status": batch.status, "request_counts": counts,
-                              "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id}
+                              "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
+                              "last_error": None}  # the provider answers again: an earlier error is over
     if batch.status in ENDED_STATUSES and end:
         fields["state"] = pb.ENDED
     with ctx.engine.begin() as conn:

@@ -71,6 +71,11 @@ def test_status_lines_say_how_many_jobs_wait_in_provider_batches_and_how_many_fi
     status.provider_batches["polled_s"] = 110
     assert ("  in provider batches: 30 jobs in 3 (the provider reports 7 completed, 1 failed when last looked at, "
             "1m 50s ago)") in status_lines(status, ["hot", "warm", "cold"])
+    # The looks fail (a key revoked, say): the counts stand still, and status says what the provider answers.
+    status.provider_batches["look_error"] = "HTTP 401: Incorrect API key provided."
+    assert ("  in provider batches: 30 jobs in 3 (the provider reports 7 completed, 1 failed when last looked at, "
+            "1m 50s ago; since then it answered HTTP 401: Incorrect API key provided.)") in status_lines(
+        status, ["hot", "warm", "cold"])
 
 
 def test_jobs_held_for_a_provider_no_call_reaches_are_told_how_to_check_its_url() -> None:

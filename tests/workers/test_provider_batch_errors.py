@@ -17,6 +17,7 @@ from provider_batch_support import MODEL, TIER, polls, provider_batch, provider_
 from sqlalchemy import text
 
 from models import provider_batch as pb
+from producer.views import status_lines
 from workers.context import WorkerContext
 from workers.process import process_chunk
 from workers.provider_batches import call_id
@@ -49,10 +50,20 @@ def test_a_key_refused_while_a_provider_batch_runs_keeps_the_batch_and_pays_each
     assert jobs_by_status(clean, jobs) == {"queued": 2}
     stats = clean.sim_stats()
     assert (stats["requests"], stats["unauthorized"]) == (0, 0)  # no interactive call instead
+    with clean.engine.begin() as conn:  # looked at last two minutes ago: status says what the provider answers
+        conn.execute(text("UPDATE provider_batches SET updated_at = now() - interval '2 minutes'"))
+        batch_id = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
+    waiting = clean.client().status(batch_id)
+    assert waiting.provider_batches["look_error"].startswith("HTTP 401: "), waiting.provider_batches
+    assert any(line.startswith("  in provider batches: 2 jobs in 1 (the provider reports 0 completed, 0 failed when "
+                               "last looked at, 2m 00s ago; since then it answered HTTP 401: ")
+               for line in status_lines(waiting)), status_lines(waiting)
 
     set_sim(clean, {"latency_ms": 0})  # the key works again
     process_chunk(ctx, TIER, jobs, message)
     assert row(clean, message) == ("ended", "completed") and jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:  # the look that worked cleared the error
+        assert conn.execute(text("SELECT last_error FROM provider_batches")).scalar_one() is None
     with clean.engine.connect() as conn:
         rows = conn.execute(text("SELECT job_id, id, via_batch, outcome FROM calls ORDER BY job_id")).all()
     assert [tuple(r) for r in rows] == [(job, call_id(message, job), True, "ok") for job in sorted(jobs)]
