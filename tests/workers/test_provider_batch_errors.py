@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import openai
 import pytest
 from conftest import Stack, insert_job
 from provider_batch_support import MODEL, TIER, polls, provider_batch, provider_status, row, sdk, set_sim, wait_for
@@ -125,3 +126,33 @@ def test_an_ended_batchs_files_the_provider_fails_to_hand_over_are_read_at_the_n
         rows = conn.execute(text("SELECT job_id, id, via_batch, outcome FROM calls ORDER BY job_id")).all()
     assert [tuple(r) for r in rows] == [(job, call_id(message, job), True, "ok") for job in sorted(jobs)]
     assert clean.sim_stats()["requests"] == 0  # nothing sent again interactively
+
+
+def test_lines_of_jobs_cancelled_while_they_waited_for_their_ended_batchs_files_are_paid_for(
+        clean: Stack, ctx: WorkerContext) -> None:
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    output = sdk(clean).batches.retrieve(batch).output_file_id
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE provider_batches SET state = 'ended', provider_status = 'completed', "
+                          "output_file_id = :f WHERE message_id = :m"), {"f": output, "m": message})
+        batch_id = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
+    set_sim(clean, {"latency_ms": 0, "batch_api_error_500_rate": 1})
+    process_chunk(ctx, TIER, jobs, message)  # the download fails: the jobs wait for the next poll
+    assert jobs_by_status(clean, jobs) == {"queued": 2}
+    clean.client().cancel(batch_id)
+    assert jobs_by_status(clean, jobs) == {"cancelled": 2}
+
+    set_sim(clean, {"latency_ms": 0})
+    process_chunk(ctx, TIER, jobs, message)  # the next poll: no job left to answer
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT job_id, id, via_batch, outcome FROM calls ORDER BY job_id")).all()
+    # The provider answered and billed both lines: each is a cost row of its (cancelled) job, and only then
+    # are the files deleted.
+    assert [tuple(r) for r in rows] == [(job, call_id(message, job), True, "ok") for job in sorted(jobs)]
+    with pytest.raises(openai.NotFoundError):
+        sdk(clean).files.retrieve(output)
+    process_chunk(ctx, TIER, jobs, message)  # a copy of the poll: nothing twice
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 2
