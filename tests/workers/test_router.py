@@ -51,6 +51,14 @@ def labelled_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     return rows
 
 
+def prompt_examples(count: int) -> Examples:
+    """`labelled_rows(count)` as a fit sees them: prompts only, the strong model always right, at 100x the price."""
+    rows = labelled_rows(count)
+    return Examples([r["prompt"] for r in rows], [None] * len(rows),
+                    Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
+                         np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -113,10 +121,7 @@ def test_a_design_with_sparse_columns_multiplies_like_its_dense_matrix() -> None
 
 
 def test_a_router_stored_with_another_layout_scores_as_it_was_fitted() -> None:
-    rows = labelled_rows(300)
-    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
-                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
-                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    examples = prompt_examples(300)
     router = fit(examples, 0.95, 0.8, spec=FeatureSpec(word_bits=11, char_bits=10)).router  # an older layout
     loaded = type(router).from_blobs(*router.blobs())
     assert loaded.spec == FeatureSpec(word_bits=11, char_bits=10)
@@ -393,10 +398,7 @@ def test_a_fitted_router_sends_prompts_it_doubts_straight_to_the_strong_tier(cle
 
 
 def test_a_refit_that_misses_the_target_on_held_out_labels_leaves_the_previous_version(clean: Stack) -> None:
-    rows = labelled_rows(300)
-    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
-                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
-                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    examples = prompt_examples(300)
     router = fit(examples, 0.95, 0.8).router
     good = check(router, examples, 0.95)
     first = _store(clean.engine, clean.config, "refits", router, good, Sources(files=300), 300)
@@ -488,10 +490,7 @@ def test_a_stored_version_a_worker_cannot_read_leaves_the_other_task_types_route
     routers of the other task types are still used, and a later look does not warn again."""
     from workers.learned import LearnedRoutes
 
-    rows = labelled_rows(300)
-    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
-                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
-                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    examples = prompt_examples(300)
     router = fit(examples, 0.95, 0.8).router
     held = check(router, examples, 0.95)
     for task in ("readable", "unreadable"):
@@ -545,10 +544,7 @@ def test_a_prompt_given_twice_is_never_scored_by_a_model_that_saw_it(tmp_path: P
 
 
 def test_route_show_all_says_why_a_fit_left_a_version_inactive(clean: Stack) -> None:
-    rows = labelled_rows(300)
-    examples = Examples([r["prompt"] for r in rows], [None] * len(rows),
-                        Rows(np.array([r["cheap"] == "True" for r in rows], dtype=np.float64), np.ones(len(rows)),
-                             np.full(len(rows), 0.1), np.full(len(rows), 10.0)))
+    examples = prompt_examples(300)
     router = fit(examples, 0.95, 0.8).router
     _store(clean.engine, clean.config, "refits", router, check(router, examples, 0.95), Sources(files=300), 300)
     everyone_cheap = type(router)(router.spec, router.prompt, None, type(router.policy)(None, None, 1, 1, 0))
