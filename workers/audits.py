@@ -29,7 +29,7 @@ from tierq.messages import content_text
 from tierq.vault import digest
 from workers.calls import TierResult
 from workers.comparators import Verdict, comparator
-from workers.dbretry import REDIS_OUTAGE
+from workers.dbretry import REDIS_OUTAGE, redis_trouble
 from workers.gates import Hold, Stop
 from workers.llm import CallRecord
 
@@ -75,8 +75,8 @@ def pick(ctx: WorkerContext, tier: str, answered: Sequence[ClaimedJob]) -> set[i
     except REDIS_OUTAGE as exc:
         # The chunk's calls are paid for and wait on this choice to be recorded: an outage costs the
         # stratum's top-up, not the answers (a task that failed here would pay for them all again).
-        log.warning("audits at %s: Redis unreachable (%s); chosen by draw alone for %d answers", tier,
-                    type(exc).__name__, len(answered))
+        log.warning("audits at %s: %s; chosen by draw alone for %d answers", tier, redis_trouble(exc),
+                    len(answered))
         return chosen
     for total, jobs in zip(totals, by_stratum.values(), strict=True):
         first = int(total) - len(jobs)  # answers of this stratum counted before this chunk

@@ -11,14 +11,18 @@ from typing import TypeVar
 
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-# Outages worth waiting for: the database, the broker or Redis is away (or the connection pool is full).
-TRANSIENT = (OperationalError, PoolTimeout, BrokerError, ConnectionError, RedisConnectionError, RedisTimeoutError)
+# Outages worth waiting for: the database, the broker or Redis is away (or the connection pool is full), or
+# Redis is full: at maxmemory with `noeviction` it refuses writes until the cache's sweep or its operator
+# frees memory, which a retry a little later gets past as it does a restart.
+TRANSIENT = (OperationalError, PoolTimeout, BrokerError, ConnectionError, RedisConnectionError, RedisTimeoutError,
+             RedisFull)
 
 
 def is_disconnect(exc: BaseException) -> bool:
@@ -31,13 +35,21 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or is_disconnect(exc)
 
 
-REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError)
+REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, RedisFull)
+FULL_FIX = "raise its maxmemory, or lower [cache] max_entries so that the cache fits"
+
+
+def redis_trouble(exc: BaseException) -> str:
+    """What a Redis outage is, for a log line: a full Redis says what to do about it."""
+    if isinstance(exc, RedisFull):
+        return f"Redis is full (used memory over maxmemory, writes refused); {FULL_FIX}"
+    return f"Redis unreachable ({type(exc).__name__})"
 
 
 def with_redis_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "Redis write") -> T:
     """Run `work` until Redis answers it or `deadline_s` passes (then its error propagates), for steps that
     must happen before paid calls are recorded; other errors propagate at once."""
-    return _retried(work, lambda exc: isinstance(exc, REDIS_OUTAGE), lambda exc: type(exc).__name__, deadline_s, what)
+    return _retried(work, lambda exc: isinstance(exc, REDIS_OUTAGE), redis_trouble, deadline_s, what)
 
 
 def with_db_retry(work: Callable[[], T], *, deadline_s: float = 120.0, what: str = "database write") -> T:

@@ -26,7 +26,7 @@ from tierq.contract import tier_message
 from workers.audits import Finding, examine, pick, write_labels
 from workers.calls import JobWork, TierResult, answer_at_tier
 from workers.context import WorkerContext
-from workers.dbretry import REDIS_OUTAGE, is_transient, with_db_retry, with_redis_retry
+from workers.dbretry import REDIS_OUTAGE, is_transient, redis_trouble, with_db_retry, with_redis_retry
 from workers.gates import Hold, HoldKind
 from workers.outcome import Outcome, sort
 from workers.private import EXPIRED, reveal_claimed, seal_answers, seal_audits
@@ -379,8 +379,8 @@ def _after_commit(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, fail
         with_redis_retry(lambda: _tidy_cache(ctx, jobs, out, failed_leaders, ended), deadline_s=TIDY_WAIT_S,
                          what="filling the cache")
     except REDIS_OUTAGE as exc:
-        log.warning("cache not filled for %d answered jobs (Redis unreachable for %.0f s: %s); their answers are "
-                    "recorded", len(out.fills), TIDY_WAIT_S, type(exc).__name__)
+        log.warning("cache not filled for %d answered jobs (for %.0f s: %s); their answers are recorded",
+                    len(out.fills), TIDY_WAIT_S, redis_trouble(exc))
 
 
 def _tidy_cache(ctx: WorkerContext, jobs: list[ClaimedJob], out: Outcome, failed_leaders: list[ClaimedJob],
