@@ -66,6 +66,11 @@ def celery_config(config: Config, broker_url: str, visibility_timeout_s: float |
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
+        # A broker that refuses a command (a Redis at maxmemory refuses the MULTI of an ack or of a delivery)
+        # makes the consumer reconnect, as a lost connection does, instead of stopping the worker
+        # ("Unrecoverable error: OutOfMemoryError"): the unacknowledged messages come back after the
+        # visibility timeout, and the guarded state changes make their second run harmless.
+        "broker_channel_error_retry": True,
         # kombu restores a dead worker's unacknowledged messages only in a sweep, by default about every
         # 100 s; sweeping more often brings them back soon after the visibility timeout.
         "broker_transport_options": {"visibility_timeout": visibility, "unacked_restore_throttle": 1,

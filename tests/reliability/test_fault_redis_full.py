@@ -10,11 +10,12 @@ answers and its cost rows failed the task, and its redelivered message paid for 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack
+from conftest import SIM_CONFIG, Stack
 from fault_services import RedisServer
 from fault_support import deployment, fault_config, ledger, wait_final, wait_until
 
@@ -56,3 +57,32 @@ def test_calls_answered_while_redis_is_full_are_paid_once(clean: Stack, tmp_path
     assert sum(bill.billed[model] for model in hot) == JOBS, (bill, logs[-3000:])
     assert (bill.requests, bill.recorded) == (bill.rows, bill.billed), bill
     assert "Redis is full" in logs  # the audit choice met it, said so, and let the answers through
+
+
+@pytest.mark.slow
+def test_a_worker_started_while_redis_is_full_waits_for_it(clean: Stack, tmp_path: Path) -> None:
+    # Before 2026-12-01 a full Redis refused the consumer's first MULTI (a delivery, an acknowledgement, a
+    # queue's binding) and Celery stopped the worker: "Unrecoverable error: OutOfMemoryError".
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        with deployment(clean, tmp_path, SIM_CONFIG, TIERQ_BROKER_URL=server.url, TIERQ_REDIS_URL=server.url) as run, \
+                run.client() as tq:
+            batch = tq.submit([{"id": f"t{i}", "prompt": f"where is parcel {i}?"} for i in range(20)]).batch_id
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")
+            with ThreadPoolExecutor(2) as pool:  # each start returns once its worker is ready
+                starting = [pool.submit(run.start, "classify", "router"),
+                            pool.submit(run.start, "hot,warm,cold", "tiers")]
+                time.sleep(6)
+                admin.config_set("maxmemory", "0")
+                workers = [future.result() for future in starting]  # a worker that stopped fails the test here
+            wait_final(clean, batch, 20, 90)
+            logs = run.log("tiers").read_text(errors="replace") + run.log("router").read_text(errors="replace")
+            assert [w.poll() for w in workers] == [None, None], logs[-3000:]
+    finally:
+        admin.close()
+        server.stop()
+    assert "Unrecoverable error" not in logs, logs[-3000:]
