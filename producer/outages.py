@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -16,6 +16,9 @@ from tierq.resp import RespError
 from tierq.settings import Settings
 
 CONNECTIONS = "docs/deployment.md#postgres-connections"
+FULL = "used memory > 'maxmemory'"  # what a Redis at maxmemory says when `noeviction` refuses a write
+FULL_FIX = ("raise its maxmemory (redis-cli CONFIG SET maxmemory ...; keep maxmemory-policy noeviction, "
+            "docs/deployment.md), or free memory: tierq cache clear")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -63,10 +66,15 @@ def describe(exc: BaseException, settings: Settings) -> str | None:
                     "redis://:PASSWORD@HOST:PORT/DB")
         if isinstance(exc, AuthenticationError) or "WRONGPASS" in problem:
             return f"Redis at {shown} refused the login ({problem}); fix the user or password in TIERQ_REDIS_URL"
+        if isinstance(exc, OutOfMemoryError) or FULL in problem:  # "start it" is no help either: it is up
+            return f"Redis at {shown} is full and refuses writes ({problem.rstrip('.')}); {FULL_FIX}"
         return f"cannot use Redis at {shown} ({problem}); start it or fix TIERQ_REDIS_URL"
     refused = refusal(exc)
     if refused is not None:
         return f"the broker at {shown_broker_url(settings.broker)} {refused[0]}; {refused[1]}"
+    if isinstance(exc, BrokerError) and FULL in str(exc):
+        return (f"the broker at {shown_broker_url(settings.broker)} is full and refuses new messages "
+                f"({_first_line(exc).rstrip('.')}); {FULL_FIX}")
     if isinstance(exc, BrokerError):
         return (f"cannot reach the broker at {shown_broker_url(settings.broker)} ({_first_line(exc)}); "
                 "start it or fix TIERQ_BROKER_URL")

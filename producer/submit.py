@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Batch, JobStatus
 from producer.inputs.records import MAX_NAME_CHARS, Record, Rejection, RejectKind
 from producer.inputs.stream import LineSource
+from producer.outages import FULL, FULL_FIX
 from producer.signals import SIGNALS
 from tierq.config import DEADLINE_KEY, RESERVED_PARAMS, Config, not_a_tier
 from tierq.contract import classify_message
@@ -300,6 +301,11 @@ class Submitter:
         except SQLAlchemyError as again:
             why += f" (and the batch could not be marked partial: {_one_line(again)})"
         r = self.result
+        if not self._pending and self.through_line >= r.last_line:
+            # Only the last publish failed: every line is stored, and the reconciler sends the jobs' messages.
+            return PartialSubmission(
+                f"batch {r.batch_id}: all {r.accepted} jobs accepted, {r.rejected} rejected, but not all could be "
+                f"queued: {why}. Nothing to submit again: the workers' reconciler queues them once that is fixed")
         after = f"after line {self.through_line}" if self.through_line else "from its first line"
         return PartialSubmission(
             f"batch {r.batch_id} is partial: {r.accepted} jobs accepted (they run), {r.rejected} rejected; the "
@@ -313,6 +319,8 @@ class PartialSubmission(TierqError):
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, TierqError):
         return str(exc)
+    if FULL in str(exc):  # a Redis at maxmemory (noeviction): "start it" would be no help, it is up
+        return f"Redis is full and refuses writes ({FULL}); {FULL_FIX}"
     inner = getattr(exc, "orig", None) or exc
     lines = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {lines[0] if lines else ''}".rstrip(": ")

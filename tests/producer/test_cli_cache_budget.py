@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import Stack
 from sqlalchemy import text
 
@@ -91,3 +93,59 @@ def test_submit_deadline_is_stored_with_the_batch_and_checked(clean: Stack, tmp_
         bad = tierq(clean, "submit", str(source), "--deadline", value)
         assert bad.returncode == 2 and problem in bad.stderr, (value, bad.stderr)
         assert "Traceback" not in bad.stderr
+
+
+def test_cache_commands_and_submit_on_a_full_redis(clean: Stack, tmp_path: Path) -> None:
+    # A Redis at maxmemory with noeviction refuses writes. `cache stats` and `cache clear` (the way to give it
+    # memory back) wrote the cache's layout mark first and failed; every command said "start it or fix
+    # TIERQ_REDIS_URL" of a server that was up; submit printed Redis's OutOfMemoryError and "submit the rest
+    # of the file (after line 3)" of a file whose 3 lines were all stored.
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    try:
+        wait_for_ping(admin)
+        env = {**clean.env, "TIERQ_REDIS_URL": url, "TIERQ_BROKER_URL": url}
+        assert run(env, "cache", "stats").returncode == 0  # writes the layout mark while Redis has room
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        stats = run(env, "cache", "stats", "--json")
+        assert stats.returncode == 0 and json.loads(stats.stdout)["entries"] == 0, stats.stderr
+        cleared = run(env, "cache", "clear", "--json")
+        assert cleared.returncode == 0 and json.loads(cleared.stdout)["removed"] == 0, cleared.stderr
+        source = tmp_path / "tickets.jsonl"
+        source.write_text("\n".join(json.dumps({"id": str(n), "prompt": f"Where is parcel {n}?"}) for n in range(3)))
+        submitted = run(env, "submit", str(source))
+        line = submitted.stderr.strip()
+        assert submitted.returncode == 1 and len(line.splitlines()) == 1 and "Traceback" not in line, line
+        assert "all 3 jobs accepted" in line and "Redis is full and refuses writes" in line, line
+        assert "raise its maxmemory" in line and "Nothing to submit again" in line, line
+        assert "start it" not in line and "OutOfMemoryError" not in line, line
+    finally:
+        admin.close()
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "producer.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_ping(client: redis.Redis) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not answer within 20 s"
+            time.sleep(0.05)

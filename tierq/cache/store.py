@@ -68,16 +68,23 @@ class CacheStore:
         if self.r.exists(self.layout.older):
             log.warning("cache: clearing the entries under %s:*, written in an older layout", self.p)
             self.clear_all()
-        self.r.set(self.layout.format, FORMAT)
+        self._mark_format()
+
+    def _mark_format(self) -> None:
+        """Record the layout unless it is recorded already: a read, so that `tierq cache stats` and `tierq cache
+        clear` work on a Redis at maxmemory (`noeviction` refuses every write; clearing is how it gets memory
+        back)."""
+        if self.r.get(self.layout.format) != FORMAT.encode():
+            self.r.set(self.layout.format, FORMAT)
 
     def clear_all(self) -> int:
         """Delete every key under the prefix but the epoch counter (an epoch is never given twice, so a
         process that remembers a cleared namespace's centre is told so); returns how many entries there were."""
         entries = self.entries()
         batch: list[bytes] = []
-        keep = self.layout.epoch.encode()
+        keep = {self.layout.epoch.encode(), self.layout.format.encode()}
         for name in cast(list[bytes], self.r.scan_iter(match=f"{self.p}:*", count=1000)):
-            if name == keep:
+            if name in keep:
                 continue
             batch.append(name)
             if len(batch) >= 1000:
@@ -85,7 +92,7 @@ class CacheStore:
                 batch.clear()
         if batch:
             self.r.delete(*batch)
-        self.r.set(self.layout.format, FORMAT)
+        self._mark_format()
         self.generations.clear()
         return entries
 
