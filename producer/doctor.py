@@ -65,6 +65,7 @@ def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         client.ping()
+        memory = client.info("memory")
     except redis.AuthenticationError as exc:
         return Check(name, State.PROBLEM, f"{shown} refused the login: {_first_line(exc)}",
                      f"put the right password in {variable} (redis://:PASSWORD@HOST:PORT/DB)")
@@ -73,6 +74,15 @@ def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
                      f"start Redis there, or set {variable} to a running server (redis://HOST:PORT/DB)")
     finally:
         client.close()
+    used, limit, policy = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)), \
+        str(memory.get("maxmemory_policy", "noeviction"))
+    if limit and policy != "noeviction":
+        # Redis would evict tierq's queued messages, live-message records, leases and claims with the cache.
+        return Check(name, State.PROBLEM, f"{shown} answers PING, but evicts keys at maxmemory ({policy})",
+                     "set maxmemory-policy noeviction (the cache bounds itself: [cache] max_entries, ttl_s)")
+    if limit and used >= limit:
+        return Check(name, State.PROBLEM, f"{shown} is full: {used} bytes used of maxmemory {limit}; writes refused",
+                     "raise its maxmemory (redis-cli CONFIG SET maxmemory ...), or free memory: tierq cache clear")
     return Check(name, State.OK, f"{shown} answers PING")
 
 

@@ -215,3 +215,43 @@ def test_stuck_jobs_are_named_with_their_batch(stack: Stack, tmp_path: Path, emp
     assert checks["stuck jobs"]["detail"] == (
         f"1 job(s) unchanged for over 120 s with no live message, in batch(es) {batch}")
     assert "tierq recover --older-than 0m" in checks["stuck jobs"]["fix"]
+
+
+def test_doctor_names_a_full_redis_and_one_that_evicts(tmp_path: Path) -> None:
+    # Before 2026-12-01 doctor said "ok ... answers PING" of a Redis whose every write was refused
+    # (maxmemory reached, noeviction), and of one that evicts tierq's queues and records (allkeys-lru).
+    import subprocess
+    import time
+
+    import redis
+
+    from producer.doctor import State, check_redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                admin.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert check_redis("redis", url, "TIERQ_REDIS_URL", 3).state == State.OK
+        admin.config_set("maxmemory", "1")
+        full = check_redis("redis", url, "TIERQ_REDIS_URL", 3)
+        assert full.state == State.PROBLEM and "is full" in full.detail and "raise its maxmemory" in (full.fix or "")
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        evicting = check_redis("redis", url, "TIERQ_REDIS_URL", 3)
+        assert evicting.state == State.PROBLEM and "allkeys-lru" in evicting.detail, evicting
+        assert "noeviction" in (evicting.fix or "")
+    finally:
+        admin.close()
+        server.terminate()
+        server.wait(timeout=20)
