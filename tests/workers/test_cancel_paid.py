@@ -69,7 +69,7 @@ def test_a_private_job_that_keeps_its_answer_at_a_cancel_leaves_no_prompt_in_red
     assert cancel_batch(clean.engine, _batch_of(clean, job), vault).cancelled == 0
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM jobs")).scalar_one() == "succeeded"
-    assert vault.prompts([job]) == {} and vault.answer(job) == "In transit."
+    assert vault.prompts([job]) == {} and vault.take_answer(job) == "In transit."  # kept, for `results`
 
 
 def test_an_audit_pick_whose_batch_was_cancelled_meanwhile_keeps_its_answer(clean: Stack) -> None:
