@@ -52,6 +52,15 @@ def fault_config(path: Path, *, worker: Mapping[str, Any] | None = None,
     return path
 
 
+def audited_as_users_are(config: Path) -> Path:
+    """`config` (a `fault_config`) auditing 2% of answers, at least 5 per stratum, as a user's config has
+    them: the tests' sim.toml audits nothing."""
+    toml = config.read_text()
+    assert '"audit_rate" = 0\n' in toml
+    config.write_text(toml.replace('"audit_rate" = 0\n', '"audit_rate" = 0.02\n"min_per_stratum" = 5\n'))
+    return config
+
+
 def _toml(table: Mapping[str, Any], prefix: str = "") -> str:
     """Just enough of a TOML writer for sim.toml's shapes: scalars, lists, tables, arrays of tables."""
     lines: list[str] = []

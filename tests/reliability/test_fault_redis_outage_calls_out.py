@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import Stack
 from fault_services import RedisServer
-from fault_support import deployment, fault_config, ledger, wait_final, wait_until
+from fault_support import audited_as_users_are, deployment, fault_config, ledger, wait_final, wait_until
 
 JOBS = 90
 DOWN_S = 4  # longer than the slowest call (2.5 s), so every call comes back while Redis is away
@@ -25,10 +25,7 @@ def test_calls_answered_while_redis_is_down_are_paid_once(clean: Stack, tmp_path
     (tmp_path / "redis").mkdir()
     server = RedisServer(tmp_path / "redis")
     server.start()
-    config = fault_config(tmp_path / "outage.toml", worker={"tier_chunk": 30})
-    toml = config.read_text()
-    assert '"audit_rate" = 0\n' in toml  # the tests' config audits nothing; these answers are audited as users' are
-    config.write_text(toml.replace('"audit_rate" = 0\n', '"audit_rate" = 0.02\n"min_per_stratum" = 5\n'))
+    config = audited_as_users_are(fault_config(tmp_path / "outage.toml", worker={"tier_chunk": 30}))
     clean.simulate({"latency_ms": 2000, "latency_jitter_ms": 500})  # under the hot tier's timeout
     try:
         with deployment(clean, tmp_path, config, TIERQ_BROKER_URL=server.url, TIERQ_REDIS_URL=server.url) as run, \
