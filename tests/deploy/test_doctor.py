@@ -220,29 +220,16 @@ def test_stuck_jobs_are_named_with_their_batch(stack: Stack, tmp_path: Path, emp
 def test_doctor_names_a_full_redis_and_one_that_evicts(tmp_path: Path) -> None:
     # Before 2026-12-01 doctor said "ok ... answers PING" of a Redis whose every write was refused
     # (maxmemory reached, noeviction), and of one that evicts tierq's queues and records (allkeys-lru).
-    import subprocess
-    import time
-
     import redis
+    from reliability.fault_services import RedisServer
 
     from producer.doctor import State, check_redis
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path)
+    server.start()
+    url = server.url
     admin = redis.Redis.from_url(url)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
         assert check_redis("redis", url, "TIERQ_REDIS_URL", 3).state == State.OK
         admin.config_set("maxmemory", "1")
         full = check_redis("redis", url, "TIERQ_REDIS_URL", 3)
@@ -253,5 +240,4 @@ def test_doctor_names_a_full_redis_and_one_that_evicts(tmp_path: Path) -> None:
         assert "noeviction" in (evicting.fix or "")
     finally:
         admin.close()
-        server.terminate()
-        server.wait(timeout=20)
+        server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import Stack
+from reliability.fault_services import RedisServer
 from sqlalchemy import text
 
 from producer.submit import BatchOptions
@@ -100,13 +100,11 @@ def test_cache_commands_and_submit_on_a_full_redis(clean: Stack, tmp_path: Path)
     # memory back) wrote the cache's layout mark first and failed; every command said "start it or fix
     # TIERQ_REDIS_URL" of a server that was up; submit printed Redis's OutOfMemoryError and "submit the rest
     # of the file (after line 3)" of a file whose 3 lines were all stored.
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path)
+    server.start()
+    url = server.url
     admin = redis.Redis.from_url(url)
     try:
-        wait_for_ping(admin)
         env = {**clean.env, "TIERQ_REDIS_URL": url, "TIERQ_BROKER_URL": url}
         assert run(env, "cache", "stats").returncode == 0  # writes the layout mark while Redis has room
         admin.config_set("maxmemory-policy", "noeviction")
@@ -125,27 +123,9 @@ def test_cache_commands_and_submit_on_a_full_redis(clean: Stack, tmp_path: Path)
         assert "start it" not in line and "OutOfMemoryError" not in line, line
     finally:
         admin.close()
-        server.terminate()
-        server.wait(timeout=20)
+        server.stop()
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "producer.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_ping(client: redis.Redis) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not answer within 20 s"
-            time.sleep(0.05)
