@@ -221,11 +221,14 @@ def model_warnings(counts: Sequence[Any]) -> list[str]:
     return lines
 
 
-# Jobs answered or failed (cancelled ones are not work done), overall and within the recent window.
+# Jobs answered or failed (cancelled ones are not work done), overall and within the recent window; and the
+# last job's end, a cancelled one's too (a batch cancelled whole, or with no job at all, stops its clock).
+_WORK = "j.status IN ('succeeded', 'failed')"
 _PACE = (
-    "SELECT count(*) FILTER (WHERE j.finished_at >= now() - make_interval(secs => :window)), count(*), "
-    "EXTRACT(EPOCH FROM now() - b.created_at), EXTRACT(EPOCH FROM max(j.finished_at) - b.created_at) "
-    "FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id AND j.status IN ('succeeded', 'failed') "
+    f"SELECT count(*) FILTER (WHERE {_WORK} AND j.finished_at >= now() - make_interval(secs => :window)), "
+    f"count(*) FILTER (WHERE {_WORK}), EXTRACT(EPOCH FROM now() - b.created_at), "
+    "EXTRACT(EPOCH FROM max(j.finished_at) - b.created_at) "
+    "FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id AND j.status IN ('succeeded', 'failed', 'cancelled') "
     "WHERE b.id = :id GROUP BY b.created_at"
 )
 
@@ -236,7 +239,7 @@ def _pace(status: BatchStatus, row: Any) -> None:
     status.elapsed_s = float(elapsed)
     if status.done:
         span = float(last) if last is not None else 0.0
-        status.elapsed_s = span or status.elapsed_s
+        status.elapsed_s = span  # the clock stops at the last job's end (none: nothing ran)
         status.rate_per_s = finished / span if span > 0 else None
         status.eta_s = 0.0
         return

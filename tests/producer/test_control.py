@@ -136,3 +136,14 @@ def test_cancelling_a_batch_hands_its_questions_to_the_batch_that_waited_on_it(c
     with clean.engine.connect() as conn:
         paid = conn.execute(text("SELECT count(*) FROM calls WHERE outcome = 'ok'")).scalar_one()
     assert paid == 300  # each question was paid for once, by one of Y's jobs
+
+
+def test_the_clock_of_a_batch_with_nothing_to_run_stands_still(clean: Stack) -> None:
+    with clean.client() as tq:
+        empty = tq.submit([{"id": "blank", "prompt": ""}])
+        assert empty.accepted == 0 and empty.rejected == 1
+        first = tq.status(empty.batch_id)
+        time.sleep(1.1)  # long enough for a clock read from now() to move past a second
+        second = tq.status(empty.batch_id)
+    assert first.done and second.done
+    assert first.elapsed_s == second.elapsed_s == 0.0
