@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from tierq.quietlog import Repeats, held_note
+
 if TYPE_CHECKING:
     import redis
 
@@ -89,21 +91,28 @@ class Presence:
         called: then the thread says that `worker` is gone. A worker stopping warmly takes no new message
         while its running tasks end, which may take minutes; announcing it until then hid that its queues
         had no worker left. `withdraw` only sets an event, so a signal handler may call it."""
-        self.announce(worker, queues, digest)
-        withdrawn = threading.Event()
-
         import redis
+
+        withdrawn = threading.Event()
+        failures = Repeats()
+
+        def announced() -> None:
+            try:
+                self.announce(worker, queues, digest)
+            except redis.RedisError as exc:  # away or full: the worker serves its queues all the same
+                held = failures.due("announce")
+                if held is not None:
+                    log.warning("could not announce this worker (%s); retrying every %.0f s%s", exc, EVERY_S,
+                                held_note(held, failures.every_s))
 
         def loop() -> None:
             while not withdrawn.wait(EVERY_S):
-                try:
-                    self.announce(worker, queues, digest)
-                except redis.RedisError as exc:
-                    log.warning("could not announce this worker (%s); retrying in %.0f s", exc, EVERY_S)
+                announced()
             try:
                 self.r.delete(f"{self.prefix}:{worker}")
             except redis.RedisError as exc:  # its announcement then lapses in TTL_S
                 log.warning("could not withdraw this worker's announcement (%s)", exc)
 
+        announced()  # now, so that a producer that saw this worker ready sees its queues served
         threading.Thread(target=loop, name="tierq-presence", daemon=True).start()
         return withdrawn.set

@@ -22,6 +22,7 @@ from tierq.settings import get_settings
 log = logging.getLogger(__name__)
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+EX_SOFTWARE = 70  # sysexits.h: internal software error
 
 
 def create_app() -> Celery:
@@ -49,14 +50,19 @@ app = create_app()
 def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
     # After -Q is applied and before anything is consumed. SystemExit is the one way out of a signal
     # handler that Celery does not swallow; the worker then stops with this exit code.
+    from workers.dbretry import quiet_library_outages
     from workers.startup import prepare
 
+    quiet_library_outages()
     queues = sorted(instance.app.amqp.queues.consume_from)
     try:
         prepare(app, queues, int(instance.concurrency or 1), sender)
     except TierqError as exc:
         print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
+    except Exception:  # a bug: Celery would log it and run the worker half prepared (no announcement...)
+        log.exception("worker %s could not get ready; stopping it", sender)
+        raise SystemExit(EX_SOFTWARE) from None
 
 
 @signals.task_prerun.connect

@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from billiard.exceptions import RestartFreqExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from tierq.quietlog import Repeats, held_note
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -36,6 +39,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, RedisFull)
+# The libraries' loggers that tell an outage with a traceback, many times a second: kombu's event loop and
+# timer (its Redis transport's sweep of unacknowledged messages), Celery's consumer (its reconnections and
+# restarts) and its task tracer (a task given back to the queue because of the outage).
+CONSUMER_LOGGER = "celery.worker.consumer.consumer"
+LIBRARY_LOGGERS = ("kombu.asynchronous.hub", "kombu.asynchronous.timer", CONSUMER_LOGGER, "celery.app.trace")
+_RETRIES = Repeats()  # each thread riding out one outage would say so at every retry
 FULL_FIX = "raise its maxmemory, or lower [cache] max_entries so that the cache fits"
 
 
@@ -70,6 +79,61 @@ def _retried(work: Callable[[], T], outage: Callable[[Exception], bool], name: C
         except Exception as exc:
             if not outage(exc) or time.monotonic() - started > deadline_s:
                 raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, name(exc), delay)
+            held = _RETRIES.due(f"{what}: {name(exc)}")
+            if held is not None:
+                log.warning("%s failed (%s); retrying in %.1f s%s", what, name(exc), delay, held_note(held))
         time.sleep(delay * random.uniform(0.5, 1.0))
         delay = min(delay * 2, 10.0)
+
+
+class OutageLines(logging.Filter):
+    """On the libraries' loggers, while an outage lasts: a record whose exception is the outage (Redis, the
+    broker or the database away, Redis full; also as the cause or reason of another) or Celery's "frequent
+    restarts" that follow it loses its traceback and says what the outage is; the consumer's reconnection
+    lines, which have no exception, are kept too; and each kind is said once per `every_s` with a count."""
+
+    def __init__(self, repeats: Repeats | None = None) -> None:
+        super().__init__()
+        self._repeats = repeats or Repeats()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        outage = _outage_in(exc)
+        if exc is not None and outage is None and not isinstance(exc, RestartFreqExceeded):
+            return True  # a real error: as the library tells it
+        if exc is None and record.name != CONSUMER_LOGGER:
+            return True
+        held = self._repeats.due(f"{record.name}:{record.msg}:{type(outage).__name__}")
+        if held is None:
+            return False
+        text = record.getMessage()
+        if outage is not None:
+            trouble = redis_trouble(outage) if isinstance(outage, REDIS_OUTAGE) else type(outage).__name__
+            text += f" [{trouble}; waiting for it to pass]"
+        record.msg = text + held_note(held, self._repeats.every_s)
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _outage_in(exc: BaseException | None) -> BaseException | None:
+    """The outage `exc` is, or was caused by, or names as its reason (Celery's Reject), if any."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if is_transient(exc):
+            return exc
+        reason = getattr(exc, "reason", None)
+        exc = reason if isinstance(reason, BaseException) else exc.__cause__
+        seen += 1
+    return None
+
+
+def quiet_library_outages() -> None:
+    """Install `OutageLines` on the libraries' loggers once per process."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OutageLines) for f in logger.filters):
+            logger.addFilter(OutageLines())
