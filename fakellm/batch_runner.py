@@ -15,6 +15,7 @@ import math
 from fakellm.batch_config import Progress
 from fakellm.batch_input import RequestLine, parse_input
 from fakellm.batch_job import BatchJob, BatchStatus, LineResult
+from fakellm.batch_stray import stray_lines
 from fakellm.chat import Origin, answer_chat
 from fakellm.state import SimState
 
@@ -136,11 +137,13 @@ async def _finish_cancelled(state: SimState, job: BatchJob, results: list[LineRe
 
 
 def _write_files(state: SimState, job: BatchJob, results: list[LineResult]) -> None:
-    """Store the output file (HTTP 200 lines) and the error file (the rest); each only if it has lines."""
+    """Store the output file (HTTP 200 lines, and any `batch_stray_lines`) and the error file (the rest); each
+    only if it has lines."""
     output = [r for r in results if r.succeeded]
     errors = [r for r in results if not r.succeeded]
     if output:
-        job.output_file_id = state.files.add(f"{job.id}_output.jsonl", "batch_output", _jsonl(output)).id
+        data = _jsonl(output) + b"".join(stray_lines(state, job, output))
+        job.output_file_id = state.files.add(f"{job.id}_output.jsonl", "batch_output", data).id
     if errors:
         job.error_file_id = state.files.add(f"{job.id}_error.jsonl", "batch_output", _jsonl(errors)).id
 

@@ -24,6 +24,8 @@ _RATE_FIELDS = (
 )
 _NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s", "hang_s", "rpm")
 _TWO_64 = float(1 << 64)
+# Lines a batch's output file may be given that match no request (`batch_stray_lines`; fakellm.batch_stray).
+STRAY_KINDS = ("malformed", "no_custom_id", "unknown_custom_id")
 
 
 class Outcome(enum.Enum):
@@ -158,6 +160,10 @@ class SimConfig:
     # Share of Batch API requests (create, retrieve, list, cancel, and downloads of a batch's output and error
     # files) answered with HTTP 500, as a provider's batch endpoints fail now and then; the batches run on.
     batch_api_error_500_rate: float = 0.0
+    # Lines added to every batch's output file that match none of its requests, one of each kind named:
+    # "malformed" (a line cut short, not JSON), "no_custom_id" and "unknown_custom_id" (a billed answer
+    # without its custom_id, or under one no request had), as a provider's bug might write them.
+    batch_stray_lines: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
@@ -177,6 +183,7 @@ class SimConfig:
         if isinstance(batch_errors, bool) or not isinstance(batch_errors, (int, float)) \
                 or not 0.0 <= batch_errors <= 1.0:
             raise ValueError(f"batch_api_error_500_rate must be a number in [0, 1], got {batch_errors!r}")
+        stray = _stray_kinds(top.pop("batch_stray_lines", []))
         raw_batch = top.pop("batch", {})
         if not isinstance(raw_batch, Mapping):
             raise ValueError("simulator.batch must be a table/object of batch timings")
@@ -191,7 +198,7 @@ class SimConfig:
                 raise ValueError(f"simulator.models.{name!r} must be a table/object")
             models[str(name)] = defaults.overridden(overrides, f"model {name!r}")
         return cls(seed=seed, defaults=defaults, models=models, replay=replay, batch=batch, api_key=api_key,
-                   batch_api_error_500_rate=float(batch_errors))
+                   batch_api_error_500_rate=float(batch_errors), batch_stray_lines=stray)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:
@@ -217,6 +224,16 @@ class SimConfig:
     def behaviour(self, model: str) -> ModelBehaviour:
         """Return the behaviour of a model, falling back to the defaults."""
         return self.models.get(model, self.defaults)
+
+
+def _stray_kinds(value: Any) -> tuple[str, ...]:
+    """The validated `batch_stray_lines`: a list of distinct kinds from STRAY_KINDS."""
+    if not isinstance(value, list) or not all(isinstance(kind, str) for kind in value):
+        raise ValueError(f"batch_stray_lines must be a list of {list(STRAY_KINDS)}, got {value!r}")
+    unknown = sorted(set(value) - set(STRAY_KINDS))
+    if unknown or len(set(value)) < len(value):
+        raise ValueError(f"batch_stray_lines takes each of {list(STRAY_KINDS)} at most once, got {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

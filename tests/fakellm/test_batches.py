@@ -305,6 +305,29 @@ def test_batch_api_errors_fail_the_requests_not_the_batches(client: openai.OpenA
     assert wait_final(client, created)[0].status == "completed"
 
 
+def test_stray_lines_in_the_output_file_match_no_request_and_two_are_billed(
+        client: openai.OpenAI, sim: SimServer) -> None:
+    kinds = ["malformed", "no_custom_id", "unknown_custom_id"]
+    assert sim.call("POST", "/_sim/config", {"seed": 3, "batch_stray_lines": kinds})[0] == 200
+    try:
+        before = stats(sim)["batch"]["models"].get("sim-batch", {}).get("completion_tokens", 0)
+        done, _ = wait_final(client, start(client, [request_line("a", "hi")], sim_in_progress_s="0"))
+    finally:
+        assert sim.call("POST", "/_sim/config", {"seed": 3, "batch": {"validating_s": 0.1, "in_progress_s": 0.4,
+                                                 "finalizing_s": 0.1, "cancelling_s": 0.1}})[0] == 200
+    assert done.status == "completed" and done.request_counts is not None and done.request_counts.total == 1
+    raw = client.files.content(done.output_file_id or "").text.splitlines()
+    assert len(raw) == 4
+    answer = json.loads(raw[0])
+    with pytest.raises(ValueError):
+        json.loads(raw[1])
+    no_id, unknown = json.loads(raw[2]), json.loads(raw[3])
+    assert "custom_id" not in no_id and unknown["custom_id"] == f"stray-{done.id}-3"
+    assert no_id["response"]["body"] == unknown["response"]["body"] == answer["response"]["body"]
+    billed = stats(sim)["batch"]["models"]["sim-batch"]["completion_tokens"] - before
+    assert billed == 3 * answer["response"]["body"]["usage"]["completion_tokens"]  # the answer and its two copies
+
+
 @pytest.mark.parametrize(
     ("change", "status", "param", "words"),
     [

@@ -110,6 +110,9 @@ def test_batch_timings_come_from_the_batch_table_and_metadata() -> None:
         ({"batch": 3}, ["simulator.batch"]),
         ({"batch_api_error_500_rate": 1.5}, ["batch_api_error_500_rate", "[0, 1]", "1.5"]),
         ({"batch_api_error_500_rate": "often"}, ["batch_api_error_500_rate", "'often'"]),
+        ({"batch_stray_lines": ["garbled"]}, ["batch_stray_lines", "'malformed'", "'garbled'"]),
+        ({"batch_stray_lines": "malformed"}, ["batch_stray_lines", "a list"]),
+        ({"batch_stray_lines": ["malformed", "malformed"]}, ["batch_stray_lines", "at most once"]),
     ],
 )
 def test_invalid_batch_table_is_rejected_with_a_clear_message(data: dict[str, object], words: list[str]) -> None:
