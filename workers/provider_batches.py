@@ -50,6 +50,7 @@ from tierq.contract import tier_message
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage
 from tierq.params import PASSED_PARAMS
+from workers.batch_lines import read_lines
 from workers.calls import JobWork, TierResult, messages_for, params_for, take
 from workers.context import WorkerContext
 from workers.llm import CallRecord
@@ -404,24 +405,9 @@ def _park_and_return(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
 
 
 def _file_lines(ctx: WorkerContext, found: ProviderBatch) -> list[tuple[int, dict[str, Any]]]:
-    """(job id, line) of every readable line of the ended batch's output and error files."""
-    client = ctx.client.provider_client(found.provider)
-    text = ""
-    for file_id in (found.output_file_id, found.error_file_id):
-        if file_id:
-            content = ctx.loop.run(client.files.content(file_id))
-            text += content.text + "\n"
-    lines: list[tuple[int, dict[str, Any]]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-            lines.append((found.requests[str(line["custom_id"])], line))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("provider batch %s: line %d unreadable (%s: %s); skipped", found.provider_batch_id, number,
-                      type(exc).__name__, exc)
-    return lines
+    """(job id, line) of every line of the ended batch's output and error files that answers one of its
+    requests; a line that answers none is billed on its own, or logged (workers/batch_lines.py)."""
+    return read_lines(ctx, found)
 
 
 def _line_call(ctx: WorkerContext, found: ProviderBatch, line: dict[str, Any],

@@ -8,6 +8,7 @@ created at the simulator by the test, as a worker would have.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from sqlalchemy import text
 
 from models import provider_batch as pb
 from producer.views import status_lines
+from tierq.money import Usage
 from workers.context import WorkerContext
 from workers.process import process_chunk
 from workers.provider_batches import call_id
@@ -156,3 +158,47 @@ def test_lines_of_jobs_cancelled_while_they_waited_for_their_ended_batchs_files_
     process_chunk(ctx, TIER, jobs, message)  # a copy of the poll: nothing twice
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 2
+
+
+def test_output_lines_that_match_no_request_are_billed_on_their_own_or_logged(
+        clean: Stack, ctx: WorkerContext, caplog: pytest.LogCaptureFixture) -> None:
+    # The provider's output file holds, after the two answers, a line cut short, a billed answer without a
+    # custom_id and one under a custom_id tierq never sent.
+    set_sim(clean, {"latency_ms": 0, "batch_stray_lines": ["malformed", "no_custom_id", "unknown_custom_id"]})
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    output = sdk(clean).batches.retrieve(batch).output_file_id
+
+    with caplog.at_level(logging.WARNING, logger="workers"):
+        process_chunk(ctx, TIER, jobs, message)
+    # Every matched line is read and its job finished; nothing raised.
+    assert row(clean, message) == ("ended", "completed") and jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, job_id, outcome, via_batch, prompt_tokens, completion_tokens, "
+                                 "cached_tokens, cost_usd, error FROM calls ORDER BY error NULLS FIRST, id")).all()
+    answered, strays = rows[:2], rows[2:]
+    assert sorted((r.id, r.job_id, r.outcome) for r in answered) == sorted(
+        (call_id(message, job), job, "ok") for job in jobs)
+    # The two lines with usage are a cost row each, at the batch price, with a reason naming the line.
+    assert [(r.job_id, r.outcome, r.via_batch) for r in strays] == [(min(jobs), "error", True)] * 2
+    assert sorted(r.error.split(" matches no request ")[0] for r in strays) == [
+        f"provider batch {batch}: file {output} line 4", f"provider batch {batch}: file {output} line 5"]
+    assert any("(no custom_id)" in r.error for r in strays)
+    assert any("was never sent in this batch" in r.error for r in strays)
+    price = ctx.config.models[MODEL].batch_price
+    for r in strays:
+        assert r.prompt_tokens > 0 and r.cost_usd == price.cost(Usage(r.prompt_tokens, r.completion_tokens,
+                                                                      r.cached_tokens))
+    billed = clean.sim_stats()["batch"]["models"][MODEL]  # every token the provider billed is on a row
+    assert (billed["prompt_tokens"], billed["completion_tokens"]) == (
+        sum(r.prompt_tokens for r in rows), sum(r.completion_tokens for r in rows))
+    # The line cut short reports no usage: one log line naming the batch, the line and the problem.
+    cut = [r.getMessage() for r in caplog.records if "line 3 " in r.getMessage()]
+    assert len(cut) == 1 and cut[0].startswith(f"provider batch {batch}: file {output} line 3 matches no request: "
+                                               "not JSON"), cut
+    assert not any(r.exc_info for r in caplog.records)
+
+    process_chunk(ctx, TIER, jobs, message)  # a copy of the message: no row twice
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 4
