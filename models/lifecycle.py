@@ -3,7 +3,7 @@ waiting half (`models.following`) or its recovery half (`models.stale`).
 
     pending ──route──> queued ──claim──> running ──succeed──> succeeded
        │                 ^                 │ ├──escalate──> queued (next tier)
-       │                 └──────hold───────┘ ├──fail──────> failed
+       │                 └───hold, retry───┘ ├──fail──────> failed
        │                                     └──cancel────> cancelled (its batch was cancelled; one under
        │                                                    audit -> succeeded with the answer it holds)
        ├──cache hit────────────────────────────────────────> succeeded
@@ -117,6 +117,14 @@ def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int],
     """running -> queued at the next tier: the cascade."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
                   batch_id=batch_id, sets=f", escalations = j.escalations + 1{_LEFT_TIER}")
+
+
+def retry(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
+          batch_id: uuid.UUID | None) -> int:
+    """running -> queued at the same tier under a new message, at once: a provider batch failed the job's
+    request for a reason that may pass (workers/batch_retry.py), and the tier tries it again."""
+    return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
+                  batch_id=batch_id)
 
 
 # What holds a job (workers.gates.HoldKind): tierq's own rate schedule (no limit: it only delays), and the

@@ -267,3 +267,15 @@ def close(conn: Connection, row: uuid.UUID) -> list[int] | None:
                                f"WHERE message_id = :row AND state = '{COLLECTING}' RETURNING requests"),
                           {"row": row}).scalar()
     return None if closed is None else sorted(int(job_id) for job_id in closed.values())
+
+
+def times_sent(conn: Connection, ids: Sequence[int], tier: str) -> dict[int, int]:
+    """How many provider batches at `tier` each of these jobs' requests went out in (batches the provider
+    accepted: each is a try of the job there)."""
+    return {int(job_id): int(count) for job_id, count in conn.execute(
+        text("SELECT CAST(r.value AS bigint), count(*) FROM provider_batches p "
+             "CROSS JOIN LATERAL jsonb_each_text(p.requests) AS r "
+             "WHERE p.tier = :tier AND p.provider_batch_id IS NOT NULL "
+             "AND p.batch_id IN (SELECT batch_id FROM jobs WHERE id = ANY(:ids)) "
+             "AND CAST(r.value AS bigint) = ANY(:ids) GROUP BY 1"),
+        {"ids": list(ids), "tier": tier}).all()}

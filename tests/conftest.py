@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +237,8 @@ def age_holds(stack: Stack, seconds: float, batch: uuid.UUID | None = None) -> N
 def worker_ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., WorkerContext]]:
     """Make worker contexts whose tasks' plain functions run in this process, against the real database,
     Redis and simulator; their messages go to a spare Redis database no worker reads, so a test can look
-    at what was published. `make(worker={...})` overrides [worker] settings."""
+    at what was published. `make(**worker)` overrides [worker] settings, and `make(tiers={name: {...}})`
+    settings of the named tiers."""
     from celery import Celery
 
     from tierq.queues import celery_config
@@ -248,8 +249,10 @@ def worker_ctx(clean: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     redis.Redis.from_url(broker).flushdb()
     made: list[tuple[WorkerContext, Celery]] = []
 
-    def make(**worker: Any) -> WorkerContext:
-        config = clean.config.model_copy(update={"worker": clean.config.worker.model_copy(update=worker)})
+    def make(tiers: Mapping[str, Mapping[str, Any]] | None = None, **worker: Any) -> WorkerContext:
+        changed = tuple(tier.model_copy(update=dict((tiers or {}).get(tier.name, {}))) for tier in clean.config.tiers)
+        config = clean.config.model_copy(update={"worker": clean.config.worker.model_copy(update=worker),
+                                                 "tiers": changed})
         app = Celery("in-process-worker")
         app.conf.update(celery_config(config, broker))
         context = WorkerContext(clean.settings, config, app)

@@ -57,6 +57,7 @@ class TierResult:
     jump_to: str | None = None  # a learned router sends the job on to this tier, not to the next one
     locked_out: set[str] = field(default_factory=set)  # providers that refused tierq's key (workers/gates.py)
     cancelled: bool = False  # its batch was cancelled: no more calls were made for it
+    again: bool = False  # tried again at this tier under a new message (a provider batch's line that may pass)
 
 
 log = logging.getLogger(__name__)

@@ -175,6 +175,7 @@ class ModelClient:
                               else CallOutcome.HTTP_4XX)
         record.status, record.error = status, f"HTTP {status}: " if status else ""
         record.error += scrub(message, self._secrets)[:300]
+        record.retryable = status is not None and (status in (408, 409, 429) or status >= 500)  # as a call's error
         return record
 
     def scrub(self, text: str) -> str:

@@ -44,6 +44,7 @@ class Outcome:
     held: list[tuple[int, str, int]] = field(default_factory=list)  # back to this tier's queue, later
     hold_kinds: dict[int, str] = field(default_factory=dict)  # the held jobs: what holds each
     cancelled: list[tuple[int, str, int]] = field(default_factory=list)  # their batch was cancelled mid-way
+    again: list[tuple[int, str, int]] = field(default_factory=list)  # to this tier again, under a new message
     hold_after_s: float = 0.0
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
@@ -70,6 +71,8 @@ def sort(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], results: 
                 _fill(out, job, answer, tier.name)
         elif result.cancelled:
             out.cancelled.append((job.id, result.reason or "cancelled", calls))
+        elif result.again:
+            out.again.append((job.id, f"{tier.name}: {result.reason}", calls))
         elif result.hold is not None:
             _sort_held(ctx, out, tier, job, result, calls, now)
         elif result.final or _pointless(ctx, tier, result):

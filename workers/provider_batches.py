@@ -20,7 +20,9 @@ publishes the message again due in `batch_poll_s`; no thread waits on a provider
   becomes a call (its call id, usage and batch-price cost) judged exactly like an interactive answer,
   and the chunk is finished by the same code as an interactive one (workers/process.py: cost rows,
   validators, escalation, cache fill, followers). Requests the batch did not answer (it expired, failed
-  or was cancelled) go to the tier's models interactively or to the next tier (`batch_fallback`).
+  or was cancelled) go to the tier's models interactively or to the next tier (`batch_fallback`). A line
+  that failed for a reason that may pass is sent again at this tier, up to `max_retries` times
+  (workers/batch_retry.py); a line that matches no request is billed on its own (workers/batch_lines.py).
 - The batch's jobs all cancelled (`tierq cancel`): the provider batch is cancelled, looked at until it has
   stopped, and each request it answered before it did is a cost row of its job (paid for, though no job
   takes the answer); so are the lines of jobs cancelled while the rest of their batch ran on.
@@ -50,6 +52,7 @@ from tierq.contract import tier_message
 from tierq.messages import estimated_prompt_tokens
 from tierq.money import ZERO, Usage
 from tierq.params import PASSED_PARAMS
+from workers import batch_retry
 from workers.batch_lines import read_lines
 from workers.calls import JobWork, TierResult, messages_for, params_for, take
 from workers.context import WorkerContext
@@ -240,9 +243,13 @@ def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jo
         unanswered = []
     done = [job for job in jobs if job.id in answered]
     results = [answered[job.id] for job in done]
+    again = [result for result in results if batch_retry.passing(result)]
     for job in unanswered:
         results.append(TierResult(job.id, reason=f"provider batch {found.provider_status}: no answer"))
         done.append(job)
+        if ctx.config.next_tier(tier.name) is None:  # "next", and there is none: this tier tries again
+            again.append(results[-1])
+    batch_retry.try_again(ctx, tier, found, again)
     if done:
         tier_work.finish(done, results, lease)
     if not _still_open(ctx, found):

@@ -33,18 +33,22 @@ def cancelled_provider_batch(stack: Stack, prompts: list[str], hours_ago: float 
 
 
 def provider_batch(stack: Stack, prompts: list[str], status: str, hours_ago: float = 0,
+                   params: dict[str, Any] | None = None, body: dict[str, Any] | None = None,
                    **timing: str) -> tuple[uuid.UUID, list[int], str]:
-    """Jobs of one batch, in `status`, whose requests a provider batch (created with `timing`, its sim_
-    metadata without the prefix) holds, as a worker left them: (message id, job ids, provider batch id)."""
+    """Jobs of one batch, in `status` (with `params`), whose requests (`body` added to each) a provider
+    batch (created with `timing`, its sim_ metadata without the prefix) holds, as a worker left them:
+    (message id, job ids, provider batch id)."""
     message = uuid.uuid4()
-    jobs = [insert_job(stack, prompt, status=status, tier=TIER, handoff=message) for prompt in prompts]
+    jobs = [insert_job(stack, prompt, status=status, tier=TIER, handoff=message, params=params)
+            for prompt in prompts]
     with stack.engine.begin() as conn:
         batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
         conn.execute(text("UPDATE jobs SET batch_id = :b, custom_id = 'j' || id WHERE id = ANY(:ids)"),
                      {"b": batch, "ids": jobs})
     requests = {str(call_id(message, job)): job for job in jobs}
     lines = "".join(json.dumps({"custom_id": custom, "method": "POST", "url": "/v1/chat/completions",
-                                "body": {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}}) + "\n"
+                                "body": {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
+                                         **(body or {})}}) + "\n"
                     for (custom, _), prompt in zip(requests.items(), prompts, strict=True))
     client = sdk(stack)
     uploaded = client.files.create(file=("in.jsonl", lines.encode()), purpose="batch")

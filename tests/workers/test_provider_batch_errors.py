@@ -1,6 +1,8 @@
 """A provider batch the provider accepted, then errors of the provider while it runs or has ended
 (workers/provider_batches.py): the batch is not given up while it may still answer and bill, and every line it
-answered is one cost row, its request never sent a second time.
+answered is one cost row, its request never sent a second time. And lines of its files the provider got
+wrong: a line that matches no request is still billed (or logged), and a line failed for a reason that may
+pass is sent again in the next provider batch, within the tier's max_retries.
 
 The tier task's plain function runs in this process against the real database and simulator; the batch is
 created at the simulator by the test, as a worker would have.
@@ -9,6 +11,7 @@ created at the simulator by the test, as a worker would have.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -202,3 +205,115 @@ def test_output_lines_that_match_no_request_are_billed_on_their_own_or_logged(
     process_chunk(ctx, TIER, jobs, message)  # a copy of the message: no row twice
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 4
+
+
+LONG_DEADLINE = {"_tierq": {"deadline_at": time.time() + 30 * 86400}}  # cold uses the batch API for these jobs
+
+
+def handoffs(stack: Stack, jobs: list[int]) -> set[uuid.UUID]:
+    with stack.engine.connect() as conn:
+        return set(conn.execute(text("SELECT handoff FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}).scalars())
+
+
+def errors(stack: Stack, jobs: list[int]) -> set[str]:
+    with stack.engine.connect() as conn:
+        return set(conn.execute(text("SELECT error FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}).scalars())
+
+
+def next_provider_batch(stack: Stack, ctx: WorkerContext, jobs: list[int]) -> uuid.UUID:
+    """Run the jobs' new cold message as the workers would: its first step puts them in a provider file, the
+    file is sent, and looked at until it has ended and its lines are read. Returns the file's message."""
+    (retry,) = handoffs(stack, jobs)
+    assert row_of(stack, retry) is None  # a message of its own, not a provider batch's poll
+    process_chunk(ctx, TIER, jobs, retry)
+    (filled,) = handoffs(stack, jobs)
+    assert row_of(stack, filled) == "collecting"
+    wait_for(lambda: process_chunk(ctx, TIER, jobs, filled) is not None and row(stack, filled)[0] == "ended")
+    return filled
+
+
+def row_of(stack: Stack, message: uuid.UUID) -> str | None:
+    with stack.engine.connect() as conn:
+        state = conn.execute(text("SELECT state FROM provider_batches WHERE message_id = :m"),
+                             {"m": message}).scalar()
+    return None if state is None else str(state)
+
+
+def batch_calls(stack: Stack) -> list[tuple[int, uuid.UUID, str, bool]]:
+    with stack.engine.connect() as conn:
+        return [(int(r[0]), r[1], str(r[2]), bool(r[3])) for r in conn.execute(text(
+            "SELECT job_id, id, outcome, via_batch FROM calls ORDER BY created_at, job_id")).all()]
+
+
+def test_a_line_failed_with_http_500_at_the_last_tier_is_sent_again_in_the_next_provider_batch(
+        clean: Stack, ctx: WorkerContext) -> None:
+    set_sim(clean, {"latency_ms": 0, "error_500_rate": 1})  # the provider fails every line of this batch
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          params=LONG_DEADLINE, in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    set_sim(clean, {"latency_ms": 0})
+
+    process_chunk(ctx, TIER, jobs, message)
+    # cold is the last tier: the jobs are not failed, but queued there again under a new message.
+    assert jobs_by_status(clean, jobs) == {"queued": 2}
+    assert errors(clean, jobs) == {"cold: sim-flagship: HTTP 500: The server had an error while processing your "
+                                   "request. Sorry about that!; sent again in a new provider batch (try 2 of 3)"}
+    (retry,) = handoffs(clean, jobs)
+    assert (str(retry), jobs, False) in polls(ctx)
+
+    again = next_provider_batch(clean, ctx, jobs)
+    assert jobs_by_status(clean, jobs) == {"succeeded": 2}
+    # One failed line (no cost) and one answer per job, both through the batch API; nothing interactive.
+    rows = batch_calls(clean)
+    assert sorted(rows) == sorted([(job, call_id(message, job), "http_5xx", True) for job in jobs]
+                                  + [(job, call_id(again, job), "ok", True) for job in jobs])
+    assert clean.sim_stats()["requests"] == 0
+
+
+def test_a_line_that_keeps_failing_with_http_429_fails_once_max_retries_are_used(
+        clean: Stack, ctx: WorkerContext) -> None:
+    set_sim(clean, {"latency_ms": 0, "error_429_rate": 1})  # every line, every time
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?"], "queued", params=LONG_DEADLINE,
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    process_chunk(ctx, TIER, jobs, message)
+    sent = [message]
+    tries = ctx.config.tier(TIER).max_retries + 1
+    for _ in range(tries - 1):
+        assert jobs_by_status(clean, jobs) == {"queued": 1}
+        sent.append(next_provider_batch(clean, ctx, jobs))
+    assert jobs_by_status(clean, jobs) == {"failed": 1}
+    (reason,) = errors(clean, jobs)
+    assert reason.startswith("cold: sim-flagship: HTTP 429: ") and reason.endswith(
+        f"; failed in {tries} provider batches, and max_retries ({tries - 1}) allows no more"), reason
+    assert batch_calls(clean) == [(jobs[0], call_id(m, jobs[0]), "rate_limited", True) for m in sent]
+    assert clean.sim_stats()["requests"] == 0
+
+
+def test_a_line_the_provider_calls_a_bad_request_still_fails_at_once_at_the_last_tier(
+        clean: Stack, ctx: WorkerContext) -> None:
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?"], "queued", params=LONG_DEADLINE,
+                                          body={"max_tokens": 0}, in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    process_chunk(ctx, TIER, jobs, message)
+    assert jobs_by_status(clean, jobs) == {"failed": 1}
+    (reason,) = errors(clean, jobs)
+    assert reason.startswith("cold: sim-flagship: HTTP 400: ") and "provider batch" not in reason, reason
+    assert batch_calls(clean) == [(jobs[0], call_id(message, jobs[0]), "http_4xx", True)]
+
+
+def test_requests_an_expired_batch_never_ran_are_sent_again_at_the_last_tier_when_the_fallback_is_next(
+        clean: Stack, worker_ctx: Callable[..., WorkerContext]) -> None:
+    ctx = worker_ctx(tiers={TIER: {"batch_fallback": "next"}})  # no next tier after cold
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          params=LONG_DEADLINE, in_progress_s="30", window_s="0.2",
+                                          progress="at_end")
+    wait_for(lambda: provider_status(clean, batch) == "expired")
+    process_chunk(ctx, TIER, jobs, message)
+    assert jobs_by_status(clean, jobs) == {"queued": 2}
+    assert errors(clean, jobs) == {"cold: provider batch expired: no answer; sent again in a new provider batch "
+                                   "(try 2 of 3)"}
+    again = next_provider_batch(clean, ctx, jobs)
+    assert jobs_by_status(clean, jobs) == {"succeeded": 2}
+    assert batch_calls(clean) == [(job, call_id(again, job), "ok", True) for job in sorted(jobs)]
+    assert clean.sim_stats()["requests"] == 0

@@ -183,7 +183,9 @@ def test_refusals_in_the_output_file_escalate_and_an_expired_batch_falls_back(
 ) -> None:
     dep, tq = run
     dep.start("classify,hot,warm,cold", "all")
-    # Every fifth line is refused, and two lines fail at the provider (HTTP 500 and 429 in the output file).
+    # Every fifth line is refused, and two lines fail at the provider (HTTP 500 and 429 in the error file),
+    # every time: those two are sent again in the next provider batches at warm, max_retries (2) times, and
+    # only then escalate, as an interactive call's provider errors do.
     failing = {"t1": " [[sim:500@sim-mid]]", "t2": " [[sim:429@sim-mid]]"}
     tickets = [{**r, "prompt": r["prompt"] + failing.get(r["id"], "")} for r in records(20, " [[sim:refuse@sim-mid]]")]
     batch = tq.submit(tickets, BatchOptions(force_tier="warm", use_cache=False)).batch_id
@@ -192,8 +194,10 @@ def test_refusals_in_the_output_file_escalate_and_an_expired_batch_falls_back(
     assert all(r["status"] == "succeeded" for r in results.values())
     assert {i for i, r in results.items() if r["tier"] == "cold"} == {f"t{i}" for i in range(0, 20, 5)} | {"t1", "t2"}
     warm = [r for r in calls(clean, batch) if r.tier == "warm"]
-    assert all(r.via_batch for r in warm) and len(warm) == 20  # one line per job, none sent again interactively
-    assert Counter(r.outcome for r in warm) == {"ok": 14, "refusal": 4, "http_5xx": 1, "rate_limited": 1}
+    assert all(r.via_batch for r in warm) and len(warm) == 24  # none sent again interactively
+    assert Counter(r.outcome for r in warm) == {"ok": 14, "refusal": 4, "http_5xx": 3, "rate_limited": 3}
+    assert Counter(r.custom_id for r in warm if r.outcome != "ok") == {"t1": 3, "t2": 3, **{
+        f"t{i}": 1 for i in range(0, 20, 5)}}
     assert all(r.cost_usd == 0 for r in warm if r.outcome in ("http_5xx", "rate_limited"))
     # A batch that expires before it answers: its requests go to the tier's models directly.
     clean.simulate({"batch": {"in_progress_s": 30, "window_s": 1, "progress": "at_end"}})
