@@ -2,12 +2,13 @@
 interactive call's would be (workers/calls.py), not escalated or failed for it at once.
 
 Such a request is a line with HTTP 408, 409, 429 or a 5xx (the provider's own failure, billed nothing), or,
-at the last tier with `batch_fallback = "next"` (there is no next tier to send it to), one the batch never
-ran (it expired, or was cancelled or failed). Its job goes back to the tier's queue under a new message,
-whose first step puts it in the next provider file (or answers it interactively, when its batch's deadline
-no longer leaves a window). Each provider batch at the tier that held the request is one try: after
-`max_retries` more than the first, the job escalates or, at the last tier, fails, its reason saying how
-many provider batches failed it. Other failed lines (HTTP 400, 404, ...) escalate as before.
+at the last tier with `batch_fallback = "next"` (there is no next tier to send it to), one an expired batch
+never ran; a batch the provider refused, failed or cancelled whole is not tried again (it would only be
+refused again). Its job goes back to the tier's queue under a new message, whose first step puts it in the
+next provider file (or answers it interactively, when its batch's deadline no longer leaves a window). Each
+provider batch at the tier that held the request is one try: after `max_retries` more than the first, the
+job escalates or, at the last tier, fails, its reason saying how many provider batches failed it. Other
+failed lines (HTTP 400, 404, ...) escalate as before.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def _ended_lines(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
     if not (found.output_file_id or found.error_file_id):
         return []
     try:
-        return _file_lines(ctx, found)
+        return read_lines(ctx, found)
     except openai.APIStatusError as exc:
         if not _transient(exc):
             raise
@@ -247,8 +247,8 @@ def _finish_ended(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch, jo
     for job in unanswered:
         results.append(TierResult(job.id, reason=f"provider batch {found.provider_status}: no answer"))
         done.append(job)
-        if ctx.config.next_tier(tier.name) is None:  # "next", and there is none: this tier tries again
-            again.append(results[-1])
+        if found.provider_status == "expired" and ctx.config.next_tier(tier.name) is None:
+            again.append(results[-1])  # "next", and there is none: this tier tries again (a refusal fails)
     batch_retry.try_again(ctx, tier, found, again)
     if done:
         tier_work.finish(done, results, lease)
@@ -411,12 +411,6 @@ def _park_and_return(ctx: WorkerContext, tier: TierConfig, found: ProviderBatch,
         ctx.publish([tier_message(tier.name, parked, found.batch_id, lease.message, due)])
 
 
-def _file_lines(ctx: WorkerContext, found: ProviderBatch) -> list[tuple[int, dict[str, Any]]]:
-    """(job id, line) of every line of the ended batch's output and error files that answers one of its
-    requests; a line that answers none is billed on its own, or logged (workers/batch_lines.py)."""
-    return read_lines(ctx, found)
-
-
 def _line_call(ctx: WorkerContext, found: ProviderBatch, line: dict[str, Any],
                messages: list[dict[str, Any]]) -> CallRecord | None:
     """The call a line reports (answered or failed, at the batch price), or None for a request never run."""
@@ -494,7 +488,7 @@ def _bill_ended(ctx: WorkerContext, found: ProviderBatch) -> bool:
     if not (found.output_file_id or found.error_file_id):
         return True
     try:
-        lines = _file_lines(ctx, found)
+        lines = read_lines(ctx, found)
     except openai.NotFoundError:
         return True
     except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
@@ -560,7 +554,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
             log.warning("provider batch %s is still %r long after its window; left, and what it answered is not "
                         "billed", batch_id, status)
         elif batch_id is not None and (found.output_file_id or found.error_file_id):
-            _bill_moved_on(ctx, found, _file_lines(ctx, found), set())
+            _bill_moved_on(ctx, found, read_lines(ctx, found), set())
             billed = True
     except openai.APIError as exc:  # not reached, a timeout, a 5xx: the provider may answer next time
         if not _overdue(ctx, found):

@@ -317,3 +317,22 @@ def test_requests_an_expired_batch_never_ran_are_sent_again_at_the_last_tier_whe
     assert jobs_by_status(clean, jobs) == {"succeeded": 2}
     assert batch_calls(clean) == [(job, call_id(again, job), "ok", True) for job in sorted(jobs)]
     assert clean.sim_stats()["requests"] == 0
+
+
+def test_a_provider_batch_refused_at_the_last_tier_fails_its_jobs_when_the_fallback_is_next(
+        clean: Stack, worker_ctx: Callable[..., WorkerContext]) -> None:
+    # The simulator refuses a completion window other than 24h (HTTP 400) every time: sent again, the file
+    # would be refused again, round after round (found by a review: 12 rounds, the job still queued).
+    ctx = worker_ctx(tiers={TIER: {"batch_fallback": "next", "batch_window": "48h"}})
+    message = uuid.uuid4()
+    jobs = [insert_job(clean, "Where is my parcel?", status="queued", tier=TIER, handoff=message,
+                       params=LONG_DEADLINE)]
+    process_chunk(ctx, TIER, jobs, message)  # the first step puts the job in a provider file
+    (filled,) = handoffs(clean, jobs)
+    assert row_of(clean, filled) == "collecting"
+    process_chunk(ctx, TIER, jobs, filled)  # the file's timer: sent, and refused
+    assert row_of(clean, filled) == "ended"
+    assert jobs_by_status(clean, jobs) == {"failed": 1}
+    (reason,) = errors(clean, jobs)
+    assert "no answer" in reason and "sent again" not in reason, reason
+    assert handoffs(clean, jobs) == {filled}  # no new message for it
