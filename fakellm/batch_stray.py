@@ -5,6 +5,7 @@ answered line.
 - "malformed": that line cut in half, so not JSON; it bills nothing.
 - "no_custom_id": a copy of that answer without its `custom_id`, billed again (a second completion).
 - "unknown_custom_id": the same under a `custom_id` no request of the batch had, billed again.
+- "duplicate": the same under that line's own `custom_id` (a second line for one request), billed again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def stray_lines(state: SimState, job: BatchJob, answered: list[LineResult]) -> l
         custom_id = f"stray-{job.id}-{number}"
         if kind == "no_custom_id":
             del line["custom_id"]
+        elif kind == "duplicate":
+            custom_id = str(line["custom_id"])
         else:
             line["custom_id"] = custom_id
         _bill(state, job, custom_id, first.body)

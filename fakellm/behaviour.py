@@ -25,7 +25,7 @@ _RATE_FIELDS = (
 _NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s", "hang_s", "rpm")
 _TWO_64 = float(1 << 64)
 # Lines a batch's output file may be given that match no request (`batch_stray_lines`; fakellm.batch_stray).
-STRAY_KINDS = ("malformed", "no_custom_id", "unknown_custom_id")
+STRAY_KINDS = ("malformed", "no_custom_id", "unknown_custom_id", "duplicate")
 
 
 class Outcome(enum.Enum):

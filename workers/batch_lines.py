@@ -45,6 +45,7 @@ def read_lines(ctx: WorkerContext, found: ProviderBatch) -> list[tuple[int, dict
     client = ctx.client.provider_client(found.provider)
     lines: list[tuple[int, dict[str, Any]]] = []
     strays: list[Stray] = []
+    first: dict[str, str] = {}  # custom_id -> where its first line is
     for file_id in dict.fromkeys(f for f in (found.output_file_id, found.error_file_id) if f):
         content = ctx.loop.run(client.files.content(file_id))
         for number, raw in enumerate(content.text.splitlines(), 1):
@@ -53,8 +54,13 @@ def read_lines(ctx: WorkerContext, found: ProviderBatch) -> list[tuple[int, dict
             line, problem = _match(raw, found)
             if problem is None:
                 assert line is not None
-                lines.append((found.requests[str(line["custom_id"])], line))
-            else:
+                custom_id = str(line["custom_id"])
+                if custom_id in first:  # a copy the provider may bill again: its own row, not the job's
+                    problem = f"custom_id {custom_id[:100]!r} again (first at {first[custom_id]})"
+                else:
+                    first[custom_id] = f"file {file_id} line {number}"
+                    lines.append((found.requests[custom_id], line))
+            if problem is not None:
                 strays.append(Stray(file_id, number, problem, line))
     if strays:
         bill_strays(ctx, found, strays)
@@ -65,8 +71,8 @@ def _match(raw: str, found: ProviderBatch) -> tuple[dict[str, Any] | None, str |
     """(the line's object, what keeps it from matching a request: None when it matches)."""
     try:
         line = json.loads(raw)
-    except ValueError as exc:
-        return None, f"not JSON ({exc})"
+    except (ValueError, RecursionError) as exc:  # nested past the parser's depth: unreadable too
+        return None, f"not JSON ({type(exc).__name__}: {str(exc)[:100]})"
     if not isinstance(line, dict):
         return None, f"a JSON {type(line).__name__}, not an object"
     custom_id = line.get("custom_id")
@@ -91,7 +97,7 @@ def bill_strays(ctx: WorkerContext, found: ProviderBatch, strays: list[Stray]) -
     billed = [stray for stray in strays if _usage(stray.line) is not None]
     for stray in (stray for stray in strays if _usage(stray.line) is None):
         log.error("%s: file %s line %d matches no request: %s; it reports no usage, so nothing is billed",
-                      where, stray.file_id, stray.number, stray.problem)
+                  where, stray.file_id, stray.number, stray.problem)
     if not billed or not found.requests:
         return
     first = min(found.requests.values())

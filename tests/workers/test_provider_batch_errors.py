@@ -336,3 +336,29 @@ def test_a_provider_batch_refused_at_the_last_tier_fails_its_jobs_when_the_fallb
     (reason,) = errors(clean, jobs)
     assert "no answer" in reason and "sent again" not in reason, reason
     assert handoffs(clean, jobs) == {filled}  # no new message for it
+
+
+def test_a_second_line_for_one_request_is_billed_on_its_own_and_the_job_answered_once(
+        clean: Stack, ctx: WorkerContext) -> None:
+    # Before 2026-12-01 a second line under a custom_id already read was skipped: billed by the provider,
+    # never recorded (found by a review).
+    set_sim(clean, {"latency_ms": 0, "batch_stray_lines": ["duplicate"]})
+    message, jobs, batch = provider_batch(clean, ["Where is my parcel?", "And my refund?"], "queued",
+                                          in_progress_s="0")
+    wait_for(lambda: provider_status(clean, batch) == "completed")
+    output = sdk(clean).batches.retrieve(batch).output_file_id
+    process_chunk(ctx, TIER, jobs, message)
+    assert jobs_by_status(clean, jobs) == {"succeeded": 2}
+    with clean.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, job_id, outcome, prompt_tokens, completion_tokens, error FROM calls "
+                                 "ORDER BY error NULLS FIRST")).all()
+    assert sorted((r.id, r.outcome) for r in rows[:2]) == sorted((call_id(message, job), "ok") for job in jobs)
+    (copy,) = rows[2:]
+    assert copy.outcome == "error" and copy.error.startswith(f"provider batch {batch}: file {output} line 3 "), copy
+    assert f"again (first at file {output} line 1)" in copy.error
+    billed = clean.sim_stats()["batch"]["models"][MODEL]
+    assert (billed["prompt_tokens"], billed["completion_tokens"]) == (
+        sum(r.prompt_tokens for r in rows), sum(r.completion_tokens for r in rows))
+    process_chunk(ctx, TIER, jobs, message)  # a copy of the message: no row twice
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 3
