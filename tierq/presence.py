@@ -96,14 +96,18 @@ class Presence:
         withdrawn = threading.Event()
         failures = Repeats()
 
-        def announced() -> None:
+        # At start-up only an outage (Redis away or full) is waited out; a refusal (a read-only replica, an
+        # ACL without SET) stops the worker there, as it would never pass.
+        outages = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
+
+        def announced(passing: tuple[type[redis.RedisError], ...] = (redis.RedisError,)) -> None:
             try:
                 self.announce(worker, queues, digest)
-            except redis.RedisError as exc:  # away or full: the worker serves its queues all the same
+            except passing as exc:  # the worker serves its queues all the same
                 held = failures.due("announce")
                 if held is not None:
                     log.warning("could not announce this worker (%s); retrying every %.0f s%s", exc, EVERY_S,
-                                held_note(held, failures.every_s))
+                                held_note(held))
 
         def loop() -> None:
             while not withdrawn.wait(EVERY_S):
@@ -113,6 +117,6 @@ class Presence:
             except redis.RedisError as exc:  # its announcement then lapses in TTL_S
                 log.warning("could not withdraw this worker's announcement (%s)", exc)
 
-        announced()  # now, so that a producer that saw this worker ready sees its queues served
+        announced(outages)  # now, so that a producer that saw this worker ready sees its queues served
         threading.Thread(target=loop, name="tierq-presence", daemon=True).start()
         return withdrawn.set

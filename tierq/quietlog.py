@@ -34,6 +34,7 @@ class Repeats:
             return held
 
 
-def held_note(held: int, every_s: float = EVERY_S) -> str:
-    """What a repeated line adds about the repeats it stands for."""
-    return f" ({held:,} more like it in the last {every_s:.0f} s)" if held else ""
+def held_note(held: int) -> str:
+    """What a repeated line adds about the repeats it stands for (held back since the last one said, which
+    may be long ago: the log's own times say when that was)."""
+    return f" ({held:,} more like it since the last one)" if held else ""

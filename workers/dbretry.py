@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from billiard.exceptions import RestartFreqExceeded
+from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisFull
@@ -40,10 +41,17 @@ def is_transient(exc: BaseException) -> bool:
 
 REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, RedisFull)
 # The libraries' loggers that tell an outage with a traceback, many times a second: kombu's event loop and
-# timer (its Redis transport's sweep of unacknowledged messages), Celery's consumer (its reconnections and
-# restarts) and its task tracer (a task given back to the queue because of the outage).
+# timer (its Redis transport's sweep of unacknowledged messages), its Redis transport (a binding's expiry
+# refreshed), Celery's consumer (its reconnections and restarts) and its task tracer (a task given back to
+# the queue because of the outage).
 CONSUMER_LOGGER = "celery.worker.consumer.consumer"
-LIBRARY_LOGGERS = ("kombu.asynchronous.hub", "kombu.asynchronous.timer", CONSUMER_LOGGER, "celery.app.trace")
+TRACE_LOGGER = "celery.app.trace"
+LIBRARY_LOGGERS = ("kombu.asynchronous.hub", "kombu.asynchronous.timer", "kombu.transport.redis", CONSUMER_LOGGER,
+                   TRACE_LOGGER)
+# The consumer's lines while it reconnects to the broker (celery.worker.consumer.consumer's CONNECTION_ERROR
+# and CONNECTION_RETRY), and the exceptions a task that gives its message back raises.
+RECONNECTING = ("consumer: Cannot connect to", "consumer: Connection to broker lost")
+GIVEN_BACK = (Reject, Retry)
 _RETRIES = Repeats()  # each thread riding out one outage would say so at every retry
 FULL_FIX = "raise its maxmemory, or lower [cache] max_entries so that the cache fits"
 
@@ -87,10 +95,14 @@ def _retried(work: Callable[[], T], outage: Callable[[Exception], bool], name: C
 
 
 class OutageLines(logging.Filter):
-    """On the libraries' loggers, while an outage lasts: a record whose exception is the outage (Redis, the
-    broker or the database away, Redis full; also as the cause or reason of another) or Celery's "frequent
-    restarts" that follow it loses its traceback and says what the outage is; the consumer's reconnection
-    lines, which have no exception, are kept too; and each kind is said once per `every_s` with a count."""
+    """On the libraries' loggers, while an outage lasts (Redis, the broker or the database away, Redis full):
+    - a record whose exception is the outage (or was caused by it), or Celery's "frequent restarts" that
+      follow one, loses its traceback, says what the outage is, and is said once per `every_s` per kind;
+    - the consumer's reconnection lines (no exception) are said once per `every_s` too;
+    - a task given back to its queue because of the outage (Celery's Reject or Retry) loses its traceback
+      but is never held back: each names its task.
+    Anything else, errors that are not an outage and a task that failed for good among them, is left as the
+    library tells it."""
 
     def __init__(self, repeats: Repeats | None = None) -> None:
         super().__init__()
@@ -101,22 +113,34 @@ class OutageLines(logging.Filter):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         outage = _outage_in(exc)
-        if exc is not None and outage is None and not isinstance(exc, RestartFreqExceeded):
-            return True  # a real error: as the library tells it
-        if exc is None and record.name != CONSUMER_LOGGER:
+        if record.name == TRACE_LOGGER:
+            if outage is not None and isinstance(exc, GIVEN_BACK):
+                self._one_line(record, outage, 0)
             return True
-        held = self._repeats.due(f"{record.name}:{record.msg}:{type(outage).__name__}")
+        if exc is None:
+            text = record.getMessage()
+            kind = next((start for start in RECONNECTING if text.startswith(start)), None)
+            if record.name != CONSUMER_LOGGER or kind is None:
+                return True
+        elif outage is None and not isinstance(exc, RestartFreqExceeded):
+            return True  # a real error: as the library tells it
+        else:
+            kind = f"{record.msg}:{type(outage).__name__}"
+        held = self._repeats.due(f"{record.name}:{kind}")
         if held is None:
             return False
+        self._one_line(record, outage, held)
+        return True
+
+    def _one_line(self, record: logging.LogRecord, outage: BaseException | None, held: int) -> None:
         text = record.getMessage()
         if outage is not None:
             trouble = redis_trouble(outage) if isinstance(outage, REDIS_OUTAGE) else type(outage).__name__
             text += f" [{trouble}; waiting for it to pass]"
-        record.msg = text + held_note(held, self._repeats.every_s)
+        record.msg = text + held_note(held)
         record.args = None
         record.exc_info = None
         record.exc_text = None
-        return True
 
 
 def _outage_in(exc: BaseException | None) -> BaseException | None:

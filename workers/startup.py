@@ -94,7 +94,12 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     check_redis(ctx)
     ctx.loop.run(ctx.client.warm(providers), timeout=WARM_TIMEOUT_S)
     Reconciler(ctx).start()
-    withdraw = Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
+    try:
+        withdraw = Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
+    except redis.RedisError as exc:  # not an outage (those are waited out): a replica, an ACL without SET
+        shown = shown_redis_url(ctx.settings.redis_url)
+        raise StartupError(f"Redis at {shown} refuses writes ({type(exc).__name__}: {exc}); point TIERQ_REDIS_URL "
+                           "at a primary this user may write to") from None
     # On SIGTERM or Ctrl-C the worker takes no new message: from then on `tierq status` should say that its
     # queues may have no worker, not only once its last task has ended.
     signals.worker_shutting_down.connect(lambda **_: withdraw(), weak=False)

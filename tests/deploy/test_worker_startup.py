@@ -259,3 +259,34 @@ def test_a_classify_worker_whose_toml_lacks_the_batchs_tier_gives_its_message_ba
             assert status.by_status == {"succeeded": 3} and status.by_tier == {"cold": 3}
     finally:
         stop_worker(new)
+
+
+def test_a_redis_that_refuses_writes_stops_start_up_in_one_line(clean: Stack, broker: str, tmp_path: Path) -> None:
+    # A replica (of a primary that is not there) answers PING and reads, and refuses every write: not an
+    # outage to wait out, as a full Redis is, so the worker says so instead of running unannounced.
+    from fakellm.testing import free_port
+
+    port = free_port()
+    replica = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp_path), "--replicaof", "127.0.0.1", "9"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        done = start({**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+                     "hot")
+    finally:
+        replica.terminate()
+        replica.wait(10)
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    [line] = our_lines(done.stderr)
+    assert "refuses writes (ReadOnlyError" in line and line.endswith("a primary this user may write to"), line
+    assert "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 
 from tierq.quietlog import Repeats
-from workers.dbretry import CONSUMER_LOGGER, OutageLines
+from workers.dbretry import CONSUMER_LOGGER, TRACE_LOGGER, OutageLines
 
 
 class Clock:
@@ -56,27 +56,28 @@ def raised(exc: BaseException) -> tuple[type[BaseException], BaseException, obje
 
 
 @pytest.fixture
-def kept() -> Iterator[tuple[Clock, Kept, logging.Logger, logging.Logger]]:
-    """A library's logger and Celery's consumer logger, each with the filter on a clock of the test's, whose
-    records are kept instead of written; both as they were afterwards."""
+def kept() -> Iterator[tuple[Clock, Kept, logging.Logger, logging.Logger, logging.Logger]]:
+    """A library's logger, Celery's consumer logger and its task tracer's, each with the filter on a clock of
+    the test's, whose records are kept instead of written; all as they were afterwards."""
     clock = Clock()
     handler = Kept()
-    loggers = logging.getLogger("tierq.test.library"), logging.getLogger(CONSUMER_LOGGER)
+    loggers = (logging.getLogger("tierq.test.library"), logging.getLogger(CONSUMER_LOGGER),
+               logging.getLogger(TRACE_LOGGER))
     saved = [(lg.filters[:], lg.handlers[:], lg.propagate) for lg in loggers]
     for logger in loggers:
         logger.filters[:] = [OutageLines(Repeats(30.0, clock=clock))]
         logger.handlers[:] = [handler]
         logger.propagate = False
-    yield clock, handler, loggers[0], loggers[1]
+    yield clock, handler, *loggers
     for logger, (filters, handlers, propagate) in zip(loggers, saved, strict=True):
         logger.filters[:], logger.handlers[:], logger.propagate = filters, handlers, propagate
 
 
-Kept4 = tuple[Clock, Kept, logging.Logger, logging.Logger]
+Kept4 = tuple[Clock, Kept, logging.Logger, logging.Logger, logging.Logger]
 
 
 def test_an_outage_traceback_becomes_one_line_said_once_per_interval(kept: Kept4) -> None:
-    clock, handler, library, _ = kept
+    clock, handler, library, _, _ = kept
     full = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
     for _ in range(5):
         library.error("Error in timer: %r", full, exc_info=raised(full))
@@ -86,26 +87,31 @@ def test_an_outage_traceback_becomes_one_line_said_once_per_interval(kept: Kept4
     assert len(said) == 2
     assert all(r.exc_info is None for r in said)
     assert "Redis is full" in said[0].getMessage() and "maxmemory" in said[0].getMessage()
-    assert said[1].getMessage().endswith("(4 more like it in the last 30 s)")
+    assert said[1].getMessage().endswith("(4 more like it since the last one)")
 
 
-def test_an_outage_behind_a_reject_loses_its_traceback_and_a_real_error_keeps_it(kept: Kept4) -> None:
-    _, handler, library, _ = kept
+def test_a_task_given_back_for_an_outage_is_one_line_each_and_a_real_error_keeps_its_traceback(
+        kept: Kept4) -> None:
+    _, handler, library, _, trace = kept
     away = RedisConnectionError("Connection refused")
-    library.warning("Task x %s", "reject", exc_info=raised(Reject(away, requeue=True)))
+    for task in ("t1", "t2"):  # each names its task: none is held back
+        trace.warning("Task %s reject requeue=True", task, exc_info=raised(Reject(away, requeue=True)))
+    trace.error("Task t3 raised unexpected", exc_info=raised(away))  # failed for good: left as Celery says it
     wrong = ValueError("a bug")
     for _ in range(3):
         library.error("Task y failed", exc_info=raised(wrong))
     said = handler.records
-    assert said[0].exc_info is None and "Redis unreachable" in said[0].getMessage()
-    assert len(said) == 4 and all(r.exc_info is not None for r in said[1:])  # bugs are never held back
+    assert [r.exc_info is None for r in said] == [True, True, False, False, False, False]
+    assert "Redis unreachable" in said[0].getMessage() and "t2" in said[1].getMessage()
 
 
 def test_the_consumers_reconnection_lines_are_held_back_and_others_are_not(kept: Kept4) -> None:
-    _, handler, library, consumer = kept
-    for _ in range(4):
-        consumer.error("Cannot connect to %s: %s.\n%s", "redis://", "refused", "Trying to reconnect...")
+    _, handler, library, consumer, _ = kept
+    for n in range(4):
+        consumer.error("consumer: Cannot connect to %s: %s.\n%s", "redis://", "refused", "Trying to reconnect...")
+        consumer.warning("Received and deleted unknown message. body was: %s", f"body {n}")
         library.warning("something else")
     messages = [r.getMessage() for r in handler.records]
     assert messages.count("something else") == 4
     assert sum("Cannot connect" in m for m in messages) == 1
+    assert sum("deleted unknown message" in m for m in messages) == 4  # its body is in no other place
