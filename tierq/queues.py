@@ -88,6 +88,11 @@ def celery_config(config: Config, broker_url: str, visibility_timeout_s: float |
         "task_queues": queues(config),
         "task_routes": {CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}, FOLLOW_TASK: {"queue": CLASSIFY_QUEUE}},
         "worker_prefetch_multiplier": 1,
+        # After a reconnect Celery lowers the prefetch count and raises it again from the thread that
+        # acknowledges a task, with a basic.qos that reads the consumer's connection while the main thread
+        # does: with RabbitMQ the two reads can split a frame, and the worker then spins in py-amqp for good
+        # (tests/reliability/test_fault_rabbitmq_reconnect.py). One message per thread needs no such care.
+        "worker_enable_prefetch_count_reduction": False,
         "worker_hijack_root_logger": False,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
