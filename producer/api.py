@@ -28,7 +28,8 @@ from producer.status import BatchStatus, batch_status, open_provider_batches, pa
 from tierq.errors import InputError
 from tierq.live import LiveMessages
 from tierq.outline import Outline, read_outline
-from tierq.presence import Presence
+from tierq.presence import Presence, eviction_policy
+from tierq.redact import shown_redis_url
 from tierq.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # what the commands that only read a batch do not need loads when first used
@@ -237,6 +238,8 @@ class Tierq:
             consumers, refusals = presence.consumers(workers), presence.refusals(workers, str(status.batch_id))
             waiting = status.waiting_by_queue()
             status.unserved = {q: n for q, n in waiting.items() if q not in consumers}
+            status.redis_evicts = eviction_policy(self.reader)
+            status.redis_url = shown_redis_url(self.settings.redis_url)
             status.refused = {q: refusals[q] for q in waiting if q in refusals}
             if status.unserved or status.refused or status.provider_batches or status.orphaned or status.resent:
                 # Jobs waiting on a queue no worker reads, a provider batch's window or a dead worker's lease

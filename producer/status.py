@@ -47,6 +47,10 @@ class BatchStatus:
     orphaned_s: float | None = None
     resent: int = 0
     unserved: dict[str, int] = field(default_factory=dict)  # queue no live worker consumes -> jobs waiting there
+    # The maxmemory policy by which the Redis of TIERQ_REDIS_URL evicts keys (allkeys-lru, ...), None if it does
+    # not: it drops queued messages and the workers' records, so `unserved` may name queues a worker serves.
+    redis_evicts: str | None = None
+    redis_url: str = ""  # that Redis, as shown (no password)
     # Queue -> live worker -> why it gives the queue's messages back (its TOML cannot run them; tierq.presence).
     refused: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
@@ -105,6 +109,7 @@ class BatchStatus:
             "lease_expired_resent": self.resent,
             "failed_reason": self.failed_reason,
             "unserved_queues": self.unserved,
+            "redis_evicts": self.redis_evicts,
             "refused_queues": self.refused,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,

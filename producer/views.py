@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from models.enums import JobStatus
 from producer.status import BatchStatus
 from tierq.money import dollars
+from tierq.presence import EVICTION_FIX
 
 if TYPE_CHECKING:  # the bill's queries (and SQLAlchemy) load only for `tierq report`
     from producer.bill.build import Bill
@@ -53,7 +54,12 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         lines.append(f"  {tier + ':':<6} {sum(counts.values()):>7,}  ({_counts(counts)})")
     lines.append(f"  escalations {status.escalations:,}, calls {status.calls:,}, cache hits {status.cache_hits:,}, "
                  f"cost {money(status.cost_usd)}")
-    for queue, waiting in status.unserved.items():
+    if status.redis_evicts:
+        # A worker's record evicted looks like no worker at all: say what is wrong rather than that.
+        lines.append(f"  PROBLEM: Redis at {status.redis_url} evicts keys at maxmemory ({status.redis_evicts}): it "
+                     "drops queued messages and the records of live messages and workers, so jobs wait for the "
+                     f"reconciler and a queue's worker may look gone; {EVICTION_FIX}")
+    for queue, waiting in status.unserved.items() if not status.redis_evicts else ():
         lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
     for queue, workers in status.refused.items():

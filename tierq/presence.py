@@ -25,6 +25,17 @@ TTL_S = 20  # a worker silent this long is presumed gone
 REFUSAL_TTL_S = 120  # a worker gives a message it cannot run back for 30 s (workers/tasks.py): a few rounds
 
 
+EVICTION_FIX = "set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction; docs/deployment.md)"
+
+
+def eviction_policy(client: redis.Redis) -> str | None:
+    """The policy by which the Redis of `client` evicts keys at maxmemory (allkeys-lru, ...), or None when it
+    evicts nothing. Evicting, it drops the workers' records here with queued messages and live-message records."""
+    memory = client.info("memory")
+    limit, policy = int(memory.get("maxmemory", 0)), str(memory.get("maxmemory_policy", "noeviction"))
+    return policy if limit and policy != "noeviction" else None
+
+
 class Presence:
     """The `{prefix}:{worker}` keys of live workers: their queues and configuration digest."""
 

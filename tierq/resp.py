@@ -70,6 +70,11 @@ class ReadClient:
         flat = list(self.execute("HGETALL", key) or [])
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
+    def info(self, section: str) -> dict[str, str]:
+        """One INFO section's fields, as text (redis-py would convert numbers; the callers convert)."""
+        text = bytes(self.execute("INFO", section)).decode(errors="replace")
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
     def pipeline(self, transaction: bool = False) -> ReadPipeline:
         """Commands sent together; no transactions (nothing here needs one)."""
         if transaction:
