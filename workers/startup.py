@@ -9,6 +9,7 @@ clients and request templates built) and the reconciler starts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import redis
@@ -21,12 +22,13 @@ from tierq.broker import check_login
 from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
 from tierq.errors import ConfigError, TierqError, Unavailable
-from tierq.presence import Presence
+from tierq.presence import EVICTION_FIX, Presence, eviction_policy
 from tierq.redact import masked_url, scrubbed, shown_broker_url, shown_redis_url
 from tierq.settings import apply_log_level, get_settings
 from workers.context import WorkerContext, get_context
 from workers.reconcile import Reconciler
 
+log = logging.getLogger(__name__)
 WARM_TIMEOUT_S = 60.0  # making the model clients: no network, tens of milliseconds each
 
 
@@ -65,11 +67,15 @@ def check_database(ctx: WorkerContext) -> None:
 
 def check_redis(ctx: WorkerContext) -> None:
     """The Redis of the cache, the rate limits and the live-message registry answers."""
+    shown = shown_redis_url(ctx.settings.redis_url)
     try:
         ctx.vault.r.ping()
+        policy = eviction_policy(ctx.vault.r)
     except redis.RedisError as exc:
-        shown = shown_redis_url(ctx.settings.redis_url)
         raise Unavailable(f"cannot reach Redis at {shown} ({exc}); start it or fix TIERQ_REDIS_URL") from None
+    if policy is not None:  # it can serve, but loses work a restart would lose: the reconciler brings it back
+        log.warning("Redis at %s evicts keys at maxmemory (%s): it drops queued messages and the records of live "
+                    "messages and workers, so jobs wait for the reconciler; %s", shown, policy, EVICTION_FIX)
 
 
 def check_broker(broker_url: str) -> None:

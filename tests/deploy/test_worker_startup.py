@@ -80,6 +80,30 @@ def waiting_message(stack: Stack, broker: str, queue: str) -> None:
     app.close()
 
 
+def test_a_worker_on_a_redis_that_evicts_keys_says_so_and_how_to_fix_it(clean: Stack, tmp_path: Path) -> None:
+    # Before 2026-12-01 a worker started on a Redis with maxmemory-policy allkeys-lru without a word; that
+    # Redis evicted classify messages and worker records mid-batch, and only `tierq doctor` named the cause.
+    from reliability.fault_services import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        admin.config_set("maxmemory", "200mb")
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        env = {**clean.env, "TIERQ_BROKER_URL": server.url, "TIERQ_REDIS_URL": server.url}
+        worker = start_worker(env, tmp_path / "w.log", queues="classify", name="evicting")
+        stop_worker(worker)
+    finally:
+        admin.close()
+        server.stop()
+    log = (tmp_path / "w.log").read_text(errors="replace")
+    assert (f"Redis at {server.url} evicts keys at maxmemory (allkeys-lru): it drops queued messages and the "
+            "records of live messages and workers, so jobs wait for the reconciler; set maxmemory-policy "
+            "noeviction (redis-cli CONFIG SET maxmemory-policy noeviction; docs/deployment.md)") in log, log[-3000:]
+
+
 def test_a_missing_api_key_stops_start_up(clean: Stack, broker: str, tmp_path: Path) -> None:
     config = tmp_path / "keyed.toml"
     config.write_text(SIM_CONFIG.read_text().replace(
