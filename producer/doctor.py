@@ -48,6 +48,7 @@ class Check:
     state: State
     detail: str
     fix: str | None = None
+    answers: bool = False  # a problem with a service that answers all the same: the checks that need it run
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -79,7 +80,8 @@ def check_redis(name: str, url: str, variable: str, timeout: float) -> Check:
     if limit and policy != "noeviction":
         # Redis would evict tierq's queued messages, live-message records, leases and claims with the cache.
         return Check(name, State.PROBLEM, f"{shown} answers PING, but evicts keys at maxmemory ({policy})",
-                     "set maxmemory-policy noeviction (the cache bounds itself: [cache] max_entries, ttl_s)")
+                     "set maxmemory-policy noeviction (the cache bounds itself: [cache] max_entries, ttl_s)",
+                     answers=True)
     if limit and used >= limit:
         return Check(name, State.PROBLEM, f"{shown} is full: {used} bytes used of maxmemory {limit}; writes refused",
                      "raise its maxmemory (redis-cli CONFIG SET maxmemory ...), or free memory: tierq cache clear")
@@ -273,6 +275,11 @@ def _load(settings: Settings) -> tuple[Check, Config | None]:
     return Check("config", State.OK, f"{settings.config}: tiers {tiers}; {len(config.providers)} provider(s)"), config
 
 
+def _usable(check: Check) -> bool:
+    # An evicting Redis serves all the same: the stuck jobs and the workers are worth seeing beside it.
+    return check.state is State.OK or check.answers
+
+
 def run_checks(timeout: float = 3.0) -> list[Check]:
     """Every check, in order; later checks are skipped when what they need is down."""
     try:
@@ -293,11 +300,11 @@ def run_checks(timeout: float = 3.0) -> list[Check]:
         return [*checks, Check("providers", State.SKIPPED, "needs a valid config"),
                 Check("workers", State.SKIPPED, "needs a valid config")]
     checks += [check_provider(settings, name, provider, timeout) for name, provider in config.providers.items()]
-    if checks[1].state is State.OK and all(c.state is State.OK for c in checks if c.name in ("postgres", "migrations")):
+    if _usable(checks[1]) and all(c.state is State.OK for c in checks if c.name in ("postgres", "migrations")):
         stuck = check_stuck(settings, config, timeout)
     else:
         stuck = Check("stuck jobs", State.SKIPPED, "needs Redis and a migrated Postgres")
-    if broker.state is not State.OK:
+    if not _usable(broker):
         return [*checks, stuck, Check("workers", State.SKIPPED, "needs the broker")]
     return [*checks, stuck, *check_workers(config, settings.broker, timeout)]
 

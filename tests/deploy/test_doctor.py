@@ -217,6 +217,32 @@ def test_stuck_jobs_are_named_with_their_batch(stack: Stack, tmp_path: Path, emp
     assert "tierq recover --older-than 0m" in checks["stuck jobs"]["fix"]
 
 
+def test_doctor_on_a_redis_that_evicts_still_checks_the_stuck_jobs_and_the_workers(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Before 2026-12-01 doctor skipped both ("needs the broker") on a Redis that answered and served as the
+    # broker but evicted keys: what that Redis had cost (stuck jobs, a queue left without its worker's record)
+    # was not shown.
+    import redis
+    from reliability.fault_services import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        admin.config_set("maxmemory", "200mb")
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        code, checks, out = doctor({**stack.env, "TIERQ_REDIS_URL": server.url, "TIERQ_BROKER_URL": server.url},
+                                   tmp_path)
+    finally:
+        admin.close()
+        server.stop()
+    assert code == 1 and checks["redis"]["state"] == "problem" and "allkeys-lru" in checks["redis"]["detail"], out
+    assert checks["stuck jobs"]["state"] == "ok", out
+    assert "workers" not in checks and checks["queue classify"]["state"] == "problem", out  # no worker there
+
+
 def test_doctor_names_a_full_redis_and_one_that_evicts(tmp_path: Path) -> None:
     # Before 2026-12-01 doctor said "ok ... answers PING" of a Redis whose every write was refused
     # (maxmemory reached, noeviction), and of one that evicts tierq's queues and records (allkeys-lru).
