@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,14 @@ def duration(seconds: float | None) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _held_until(status: BatchStatus) -> str:
+    """When the held jobs' waits end (the last of them), or nothing once they all have."""
+    if status.held_until is None or status.held_left_s is None:
+        return ""
+    return (f"; their waits end by {status.held_until.astimezone(UTC):%H:%M:%S} UTC "
+            f"(in {duration(status.held_left_s)})")
 
 
 def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
@@ -84,12 +93,12 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         hint = ("; if it should be up, `tierq doctor` tries each provider's base_url"
                 if status.held_reason.startswith("connection:") else "")
         lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)}): "
-                     f"{status.held_reason}{hint}")
+                     f"{status.held_reason}{hint}{_held_until(status)}")
     elif status.held and not status.done:
         waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} out a provider outage, a rate limit or the budget (the "
                      f"longest for {duration(status.held_s)}); the workers' log says which, `tierq doctor` checks "
-                     "the providers")
+                     f"the providers{_held_until(status)}")
     if status.quality is not None:
         lines.append(f"  {status.quality.line()}")
     if status.provider_batches:

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
+from producer.views import duration, status_lines
 from tierq.config import load_config
 from workers.ratelimit import Admission, RateLimiter
 
@@ -104,6 +106,27 @@ def test_a_429_asking_for_a_longer_wait_holds_the_job_at_its_tier_rather_than_es
     assert result["status"] == "succeeded" and result["tier"] == "hot"
     assert [a["outcome"] for a in result["attempts"]] == ["rate_limited"] * len(hot.models) + ["ok"]
     assert {a["tier"] for a in result["attempts"]} == {"hot"}
+
+
+def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean: Stack) -> None:
+    hot = clean.config.tier("hot")
+    # Every model of the tier: come back in 20 s (the session's worker keeps sim-nano paused that long).
+    _refuse(clean, hot.models, 20)
+    with clean.client() as tq:
+        batch = tq.submit([{"id": "j", "prompt": "Where is my parcel? I ordered it on Monday."}],
+                          BatchOptions(force_tier="hot"))
+        _wait_for_hold(clean, batch.batch_id)
+        status = tq.status(batch.batch_id)
+        clean.simulate({})
+        # Waited out, so that no test after this one meets the pause (the job comes back in 20-30 s).
+        assert clean.wait(tq, batch.batch_id).held_until is None
+    assert status.held == 1 and status.held_reason == f"rate limit: {hot.models[-1]} asked to wait 20 s (HTTP 429)"
+    # The wait the provider asked for, not the delay its message carries (20-30 s, jittered).
+    assert status.held_left_s is not None and 10 < status.held_left_s <= 20, status.as_dict()
+    assert status.as_dict()["held_until"] == status.held_until.isoformat()  # type: ignore[union-attr]
+    (line,) = [line for line in status_lines(status) if line.startswith("  held:")]
+    until = status.held_until.astimezone(UTC)  # type: ignore[union-attr]
+    assert line.endswith(f"(HTTP 429); their waits end by {until:%H:%M:%S} UTC (in {duration(status.held_left_s)})")
 
 
 def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_after_rate_limit_wait_s(
