@@ -71,6 +71,7 @@ class ModelBehaviour:
     truncate_rate: float = 0.0
     error_429_rate: float = 0.0
     retry_after_s: float = 1
+    retry_after_date: bool = False  # send Retry-After as an HTTP date (RFC 9110 allows both forms)
     error_500_rate: float = 0.0
     hang_rate: float = 0.0
     hang_s: float = 3600
@@ -108,6 +109,10 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         if not ok:
             raise ValueError(f"answer_words for {where} must be [min, max] with 1 <= min <= max")
         return (int(value[0]), int(value[1]))
+    if key == "retry_after_date":
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} for {where} must be true or false, got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} for {where} must be a number, got {value!r}")
     if key in _RATE_FIELDS or key in ("cached_fraction", "wrong_rate"):

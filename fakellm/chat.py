@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from fakellm.answers import make_answer, prompt_tokens
@@ -86,11 +87,18 @@ async def answer_chat(state: SimState, body: dict[str, Any], origin: Origin | No
     if decision.outcome is Outcome.ERROR_429:
         _ledger(state, origin).model(chat.model).count_status(429)
         return _error(429, f"Rate limit reached for {chat.model}", "requests", "rate_limit_exceeded",
-                      **{"Retry-After": str(behaviour.retry_after_s)})
+                      **{"Retry-After": _retry_after(behaviour)})
     if decision.outcome is Outcome.ERROR_500:
         _ledger(state, origin).model(chat.model).count_status(500)
         return _error(500, SERVER_ERROR_MESSAGE, "server_error")
     return Reply(200, _billed_completion(state, chat, key, decision, behaviour, text, origin))
+
+
+def _retry_after(behaviour: ModelBehaviour) -> str:
+    """Seconds, or the HTTP date that many seconds from now (rounded up: a date has whole seconds)."""
+    if behaviour.retry_after_date:
+        return formatdate(math.ceil(time.time() + behaviour.retry_after_s), usegmt=True)
+    return str(behaviour.retry_after_s)
 
 
 def token_logprobs(content: str, decision: Decision) -> dict[str, Any]:

@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
@@ -287,7 +289,21 @@ def _retry_after(exc: openai.APIError) -> float | None:
         except ValueError:
             return None
     value = response.headers.get("retry-after")
-    try:
-        return float(value) if value else None
-    except ValueError:
+    if not value:
         return None
+    try:
+        return float(value)
+    except ValueError:
+        return _retry_at(value)
+
+
+def _retry_at(value: str) -> float | None:
+    """Seconds until a Retry-After given as an HTTP date (RFC 9110 allows it besides seconds), or None
+    when it is neither: read as no Retry-After at all, such a 429 would be retried at once and escalated."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, whatever the sender's zone
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -108,6 +108,27 @@ def test_a_429_asking_for_a_longer_wait_holds_the_job_at_its_tier_rather_than_es
     assert {a["tier"] for a in result["attempts"]} == {"hot"}
 
 
+def test_a_retry_after_given_as_an_http_date_holds_the_job_as_one_in_seconds_does(clean: Stack) -> None:
+    hot = clean.config.tier("hot")
+    # RFC 9110's other form of Retry-After: "Tue, 01 Dec 2026 07:02:11 GMT". Read as none at all, each model
+    # was asked again at once, max_retries times, and the job escalated to warm and paid for it there.
+    clean.simulate({"models": {name: {"error_429_rate": 1.0, "retry_after_s": hot.retry_max_s + 10,
+                                      "retry_after_date": True} for name in hot.models}})
+    with clean.client() as tq:
+        batch = tq.submit([{"id": "j", "prompt": "Where is my parcel? I ordered it on Monday."}],
+                          BatchOptions(force_tier="hot"))
+        _wait_for_hold(clean, batch.batch_id)
+        asked = clean.sim_stats()["requests"]
+        held = tq.status(batch.batch_id)
+        clean.simulate({})
+        clean.wait(tq, batch.batch_id)
+        (result,) = tq.results(batch.batch_id)
+    assert asked == len(hot.models)
+    assert held.held_reason is not None and held.held_reason.startswith(f"rate limit: {hot.models[-1]} asked to wait ")
+    assert result["status"] == "succeeded" and result["tier"] == "hot"
+    assert [a["outcome"] for a in result["attempts"]] == ["rate_limited"] * len(hot.models) + ["ok"]
+
+
 def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean: Stack) -> None:
     hot = clean.config.tier("hot")
     # Every model of the tier: come back in 20 s (the session's worker keeps sim-nano paused that long).
