@@ -195,7 +195,11 @@ def bill_lines(bill: Bill) -> list[str]:
         f"  {model}: {_counts(outcomes)}" for model, outcomes in bill.outcomes.items()
     ]
     if bill.budget_failed:
-        lines.append(f"  {bill.budget_failed:,} jobs failed without a call: the batch budget could not cover one")
+        unpaid = bill.budget_failed - bill.budget_failed_paid
+        paid = (f", {bill.budget_failed_paid:,} after calls that cost {money(bill.budget_failed_paid_usd)}"
+                if bill.budget_failed_paid else "")
+        lines.append(f"  {bill.budget_failed:,} jobs failed: the batch budget could not cover their next call "
+                     f"({unpaid:,} without any call{paid})")
     pairs = ", ".join(f"{e['from']} -> {e['to']} {e['jobs']:,}" for e in d["escalations"]) or "none"
     lines += ["", f"escalations: {pairs}", f"cache: {t.cache_hits:,} hits, {money(t.saved_usd)} saved"]
     api = bill.batch_api

@@ -154,6 +154,8 @@ class Bill:
     stuck: int = 0  # jobs that no message will move (the workers' reconciler publishes them again)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> outcome -> calls
     budget_failed: int = 0
+    budget_failed_paid: int = 0  # of them, jobs with calls before the budget stopped them
+    budget_failed_paid_usd: Decimal = ZERO  # what those calls cost
     quality: Quality | None = None
 
     def outcome_totals(self) -> dict[str, int]:
@@ -190,6 +192,8 @@ class Bill:
             "stuck_jobs": self.stuck,
             "outcomes": self.outcome_totals(),
             "budget_failed_jobs": self.budget_failed,
+            "budget_failed_paid_jobs": self.budget_failed_paid,
+            "budget_failed_paid_usd": usd(self.budget_failed_paid_usd),
         }
         return {
             "scope": self.scope.as_dict(),
@@ -277,7 +281,8 @@ def _read_outcomes(conn: Connection, scope: Scope, params: dict[str, Any], bill:
     for model, jobs in conn.execute(text(MODEL_JOBS.format(c=scope.calls())), params):
         if model in bill.by_model:
             bill.by_model[model].jobs = jobs
-    bill.budget_failed = conn.execute(text(BUDGET_FAILED.format(j=scope.jobs())), params).scalar_one()
+    bill.budget_failed, bill.budget_failed_paid, bill.budget_failed_paid_usd = conn.execute(
+        text(BUDGET_FAILED.format(j=scope.jobs())), params).one()
 
 
 def _baseline(

@@ -66,7 +66,13 @@ GROUP BY 1, 2, 3, 4
 OUTCOMES = "SELECT c.model, c.outcome, count(*) FROM calls c WHERE {c} GROUP BY 1, 2"
 MODEL_JOBS = "SELECT c.model, count(DISTINCT c.job_id) FROM calls c WHERE {c} GROUP BY 1"
 # Jobs that ended without a call because their batch's budget could not cover one.
-BUDGET_FAILED = "SELECT count(*) FROM jobs j WHERE {j} AND j.status = 'failed' AND j.error LIKE 'budget:%'"
+# Jobs the budget stopped, those of them with calls before it did (an answer that escalated, a 429...), and their cost.
+BUDGET_FAILED = """
+SELECT count(*), count(*) FILTER (WHERE paid.cost IS NOT NULL), COALESCE(sum(paid.cost), 0)
+FROM jobs j LEFT JOIN LATERAL (SELECT sum(c.cost_usd) AS cost FROM calls c WHERE c.job_id = j.id
+                               AND c.outcome <> 'cache_hit' HAVING count(*) > 0) paid ON true
+WHERE {j} AND j.status = 'failed' AND j.error LIKE 'budget:%'
+"""
 
 LATENCY = """
 SELECT c.model, percentile_disc(0.5) WITHIN GROUP (ORDER BY c.latency_ms),

@@ -11,7 +11,7 @@ from conftest import Stack, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.submit import BatchOptions
-from producer.views import status_lines
+from producer.views import bill_lines, money, status_lines
 
 BUDGET = Decimal("0.004")
 
@@ -62,3 +62,24 @@ def test_a_retry_leaves_the_jobs_the_budget_stopped_and_says_so(clean: Stack, tm
     assert shown.failed_reason is not None and shown.failed_reason.startswith(
         "budget: what is left of the batch's budget cannot cover a call to ")
     assert any(line.startswith(f"  failed: {stopped:,}, most with: budget: ") for line in status_lines(shown))
+
+
+def test_the_bill_says_which_jobs_the_budget_stopped_after_paid_calls(clean: Stack) -> None:
+    clean.simulate({"latency_ms": 0})
+    with clean.client() as tq:
+        # Enough for the hot call, which is refused and escalates, not for the worst case of a warm one.
+        batch = tq.submit([{"id": "j", "prompt": "[[sim:refuse@sim-nano]] where is my parcel?"}],
+                          BatchOptions(budget_usd=Decimal("0.00005"), use_cache=False,
+                                       params={"max_tokens": 64})).batch_id
+        clean.wait(tq, batch)
+        bill = tq.report(batch)
+        (result,) = tq.results(batch)
+    assert result["status"] == "failed" and result["error"].startswith("budget: ")
+    paid = sum(Decimal(a["cost_usd"]) for a in result["attempts"])
+    assert [a["outcome"] for a in result["attempts"]] == ["refusal"] and paid > 0
+    totals = bill.as_dict()["totals"]
+    assert (totals["budget_failed_jobs"], totals["budget_failed_paid_jobs"]) == (1, 1)
+    assert Decimal(totals["budget_failed_paid_usd"]) == paid
+    # Before: "1 jobs failed without a call", of a job whose refused answer was paid for.
+    assert f"  1 jobs failed: the batch budget could not cover their next call (0 without any call, 1 after calls " \
+           f"that cost {money(paid)})" in bill_lines(bill)
