@@ -231,8 +231,10 @@ def check_id(line_no: int, value: Any, name: str = "id") -> str | Rejection:
     """The record's id as text (the line number when absent), or why it is unusable."""
     if value is None:
         return str(line_no)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
-        return reject(line_no, f'field "{name}" must be a non-empty string or integer')
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        return reject(line_no, f'field "{name}" must be a non-empty string or integer, not {type(value).__name__}')
+    if str(value) == "":
+        return reject(line_no, f'field "{name}" is empty')
     text = str(value)
     if len(text) > MAX_ID_CHARS:
         return reject(line_no, f'field "{name}" is longer than {MAX_ID_CHARS} characters')
@@ -252,13 +254,17 @@ def record_from_object(line_no: int, obj: dict[str, Any], spec: PromptSpec | Non
     if isinstance(messages, Rejection):
         return Rejection(messages.line, messages.reason, custom_id, messages.kind)
     task_type = obj.get("task_type")
-    if task_type is not None and (not isinstance(task_type, str) or not task_type.strip()):
-        return reject(line_no, 'field "task_type" must be a non-empty string', custom_id=custom_id)
+    if task_type is not None and not isinstance(task_type, str):
+        return reject(line_no, f'field "task_type" must be a string, not {type(task_type).__name__}',
+                      custom_id=custom_id)
+    if task_type is not None and not task_type.strip():
+        return reject(line_no, 'field "task_type" is empty; name a task type or leave it out', custom_id=custom_id)
     if task_type is not None and len(task_type) > MAX_NAME_CHARS:
         return reject(line_no, f'field "task_type" is longer than {MAX_NAME_CHARS} characters', custom_id=custom_id)
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        return reject(line_no, 'field "metadata" must be an object', custom_id=custom_id)
+        return reject(line_no, f'field "metadata" must be an object, not {type(metadata).__name__}',
+                      custom_id=custom_id)
     return Record(line_no, custom_id, messages, task_type, metadata)
 
 

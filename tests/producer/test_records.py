@@ -104,3 +104,21 @@ def test_a_field_the_format_does_not_have_rejects_its_record_and_only_that_one()
     ]
     last = items[-1]
     assert isinstance(last, Record) and (last.custom_id, last.task_type) == ("ok", "triage")
+
+
+def test_a_field_of_the_wrong_type_is_named_with_the_type_it_has() -> None:
+    items = parse(
+        b'{"id": "a", "prompt": "ok", "task_type": ["triage"]}\n'
+        b'{"id": "b", "prompt": "ok", "task_type": " "}\n'
+        b'{"id": "c", "prompt": "ok", "metadata": "vip"}\n'
+        b'{"id": ["d"], "prompt": "ok"}\n'
+        b'{"id": "", "prompt": "ok"}\n'
+    )
+    # Before, a list was "must be a non-empty string", as if it were empty, and no message named the type.
+    assert [i.reason for i in items if isinstance(i, Rejection)] == [
+        'line 1: field "task_type" must be a string, not list',
+        'line 2: field "task_type" is empty; name a task type or leave it out',
+        'line 3: field "metadata" must be an object, not str',
+        'line 4: field "id" must be a non-empty string or integer, not list',
+        'line 5: field "id" is empty',
+    ]
