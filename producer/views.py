@@ -37,10 +37,10 @@ def duration(seconds: float | None) -> str:
 
 
 def _held_until(status: BatchStatus) -> str:
-    """When the held jobs' waits end (the last of them), or nothing once they all have."""
+    """By when every held job is tried again (the end of the longest wait), or nothing once they all are."""
     if status.held_until is None or status.held_left_s is None:
         return ""
-    return (f"; their waits end by {status.held_until.astimezone(UTC):%H:%M:%S} UTC "
+    return (f"; all tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC "
             f"(in {duration(status.held_left_s)})")
 
 

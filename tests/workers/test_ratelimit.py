@@ -147,7 +147,7 @@ def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean:
     assert status.as_dict()["held_until"] == status.held_until.isoformat()  # type: ignore[union-attr]
     (line,) = [line for line in status_lines(status) if line.startswith("  held:")]
     until = status.held_until.astimezone(UTC)  # type: ignore[union-attr]
-    assert line.endswith(f"(HTTP 429); their waits end by {until:%H:%M:%S} UTC (in {duration(status.held_left_s)})")
+    assert line.endswith(f"(HTTP 429); all tried again by {until:%H:%M:%S} UTC (in {duration(status.held_left_s)})")
 
 
 def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_after_rate_limit_wait_s(
