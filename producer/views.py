@@ -142,7 +142,12 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
               for q in status.unserved]
     parts += [f"PROBLEM: worker {w} gives the messages of queue {q} back (start it with the deployment's TOML)"
               for q, ws in status.refused.items() for w in sorted(ws)]
-    parts += [f"held {status.held:,}"] if status.held and not status.done else []
+    if status.held and not status.done:
+        # Why and until when, as the block says it, but without the countdown: a pipe gets a line per change.
+        until = ("" if status.held_until is None else
+                 f"; all tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC")
+        why = f" ({status.held_reason}{until})" if status.held_reason else f" ({until[2:]})" if until else ""
+        parts.append(f"held {status.held:,}{why}")
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []
     return "; ".join(parts)
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from producer.api import Tierq
 from producer.submit import BatchOptions
-from producer.views import duration, status_lines
+from producer.views import duration, status_line, status_lines
 from tierq.config import load_config
 from workers.ratelimit import Admission, RateLimiter
 
@@ -148,6 +148,8 @@ def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean:
     (line,) = [line for line in status_lines(status) if line.startswith("  held:")]
     until = status.held_until.astimezone(UTC)  # type: ignore[union-attr]
     assert line.endswith(f"(HTTP 429); all tried again by {until:%H:%M:%S} UTC (in {duration(status.held_left_s)})")
+    # And `submit --wait` / `status --watch` into a pipe, which said only "held 1".
+    assert status_line(status).endswith(f"; held 1 ({status.held_reason}; all tried again by {until:%H:%M:%S} UTC)")
 
 
 def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_after_rate_limit_wait_s(
