@@ -240,6 +240,9 @@ class Tierq:
             status.unserved = {q: n for q, n in waiting.items() if q not in consumers}
             status.redis_evicts = eviction_policy(self.reader)
             status.redis_url = shown_redis_url(self.settings.redis_url)
+            if status.unserved:
+                unstarted = presence.not_started(workers)
+                status.not_started = {q: unstarted[q] for q in status.unserved if q in unstarted}
             status.refused = {q: refusals[q] for q in waiting if q in refusals}
             if status.unserved or status.refused or status.provider_batches or status.orphaned or status.resent:
                 # Jobs waiting on a queue no worker reads, a provider batch's window or a dead worker's lease

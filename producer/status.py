@@ -52,6 +52,8 @@ class BatchStatus:
     # not: it drops queued messages and the workers' records, so `unserved` may name queues a worker serves.
     redis_evicts: str | None = None
     redis_url: str = ""  # that Redis, as shown (no password)
+    # Unserved queue -> worker that refused to start for it (tierq.presence) -> (why, seconds ago).
+    not_started: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
     # Queue -> live worker -> why it gives the queue's messages back (its TOML cannot run them; tierq.presence).
     refused: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # models whose calls fail often
@@ -113,6 +115,8 @@ class BatchStatus:
             "failed_reason": self.failed_reason,
             "unserved_queues": self.unserved,
             "redis_evicts": self.redis_evicts,
+            "workers_not_started": {q: {w: {"reason": why, "ago_s": round(ago, 1)} for w, (why, ago) in ws.items()}
+                                    for q, ws in self.not_started.items()},
             "refused_queues": self.refused,
             "provider_batches": self.provider_batches,
             "warnings": self.warnings,

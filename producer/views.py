@@ -71,6 +71,8 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     for queue, waiting in status.unserved.items() if not status.redis_evicts else ():
         lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
+        for worker, (why, ago) in sorted(status.not_started.get(queue, {}).items()):
+            lines.append(f"    worker {worker} did not start for it {duration(ago)} ago: {why}")
     for queue, workers in status.refused.items():
         for worker, reason in sorted(workers.items()):
             lines.append(f"  PROBLEM: worker {worker} gives the messages of queue {queue} back, for a worker that can "
@@ -139,6 +141,8 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
     parts += [f"{tier}: {_counts(counts)}" for tier, counts in
               sorted(status.by_tier_status.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))]
     parts += [f"PROBLEM: no worker consumes queue {q} (start one: celery -A workers worker -Q {q})"
+              + "".join(f"; worker {w} did not start for it: {why}" for w, (why, _) in
+                        sorted(status.not_started.get(q, {}).items()))
               for q in status.unserved]
     parts += [f"PROBLEM: worker {w} gives the messages of queue {q} back (start it with the deployment's TOML)"
               for q, ws in status.refused.items() for w in sorted(ws)]

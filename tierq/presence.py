@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 EVERY_S = 5.0
 TTL_S = 20  # a worker silent this long is presumed gone
 REFUSAL_TTL_S = 120  # a worker gives a message it cannot run back for 30 s (workers/tasks.py): a few rounds
+STARTUP_TTL_S = 3600  # a worker that refused to start is named for an hour, or until one of that name starts
 
 
 EVICTION_FIX = "set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction; docs/deployment.md)"
@@ -39,8 +40,9 @@ def eviction_policy(client: redis.Redis) -> str | None:
 class Presence:
     """The `{prefix}:{worker}` keys of live workers: their queues and configuration digest."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "tq:w", refusals: str = "tq:refused") -> None:
-        self.r, self.prefix, self.refusals_key = client, prefix, refusals
+    def __init__(self, client: redis.Redis, prefix: str = "tq:w", refusals: str = "tq:refused",
+                 unstarted: str = "tq:unstarted") -> None:
+        self.r, self.prefix, self.refusals_key, self.unstarted_key = client, prefix, refusals, unstarted
 
     def announce(self, worker: str, queues: Sequence[str], digest: str) -> None:
         """Say that `worker` consumes `queues` (for the next TTL_S seconds)."""
@@ -95,6 +97,37 @@ class Presence:
             fresh = now - float(note.get("at", 0)) <= REFUSAL_TTL_S
             if fresh and worker in live and live[worker].get("digest") == note.get("digest"):
                 found.setdefault(queue, {})[worker] = note["reason"]
+        return found
+
+    def did_not_start(self, worker: str, queues: Sequence[str], reason: str) -> None:
+        """Say that `worker` refused to start for `queues`, and why (a missing API key, say): a queue with no
+        worker then says what became of the one started for it, where only that worker's terminal said it."""
+        note = json.dumps({"reason": reason, "at": time.time()})
+        pipe = self.r.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hset(self.unstarted_key, f"{queue}|{worker}", note)
+        pipe.expire(self.unstarted_key, STARTUP_TTL_S)
+        pipe.execute()
+
+    def started(self, worker: str, queues: Sequence[str]) -> None:
+        """Forget that a worker of this name refused to start for `queues`: it runs now."""
+        if queues:
+            self.r.hdel(self.unstarted_key, *(f"{queue}|{worker}" for queue in queues))
+
+    def not_started(self, live: Mapping[str, Any] | None = None) -> dict[str, dict[str, tuple[str, float]]]:
+        """Queue -> worker that refused to start for it, and is not up since -> (why, seconds ago), for the
+        last STARTUP_TTL_S seconds."""
+        notes = cast(dict[bytes, bytes], self.r.hgetall(self.unstarted_key))
+        if not notes:
+            return {}
+        live = self.workers() if live is None else live
+        now, found = time.time(), cast(dict[str, dict[str, tuple[str, float]]], {})
+        for field, value in notes.items():
+            queue, worker = field.decode().split("|", 1)
+            note = json.loads(value)
+            ago = now - float(note.get("at", 0))
+            if ago <= STARTUP_TTL_S and worker not in live:
+                found.setdefault(queue, {})[worker] = (str(note["reason"]), ago)
         return found
 
     def keep_announcing(self, worker: str, queues: Sequence[str], digest: str) -> Callable[[], None]:

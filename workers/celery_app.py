@@ -59,10 +59,31 @@ def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
         prepare(app, queues, int(instance.concurrency or 1), sender)
     except TierqError as exc:
         print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
+        _say_why_not_started(sender, queues, str(exc))
         raise SystemExit(EX_CONFIG) from None
     except Exception:  # a bug: Celery would log it and run the worker half prepared (no announcement...)
         log.exception("worker %s could not get ready; stopping it", sender)
         raise SystemExit(EX_SOFTWARE) from None
+
+
+def _say_why_not_started(worker: str, queues: list[str], reason: str) -> None:
+    """Leave the reason in Redis for `tierq status`, which otherwise sees only a queue with no worker and
+    says to start one. Redis may be what is missing: then only the line above says it."""
+    import redis
+
+    from tierq.presence import Presence
+
+    try:
+        url = get_settings().redis_url
+    except TierqError:  # the settings themselves are wrong: no Redis to tell
+        return
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        Presence(client).did_not_start(worker, queues, reason)
+    except redis.RedisError as exc:
+        log.warning("could not leave in Redis why this worker did not start (%s)", exc)
+    finally:
+        client.close()
 
 
 @signals.task_prerun.connect

@@ -100,8 +100,10 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     check_redis(ctx)
     ctx.loop.run(ctx.client.warm(providers), timeout=WARM_TIMEOUT_S)
     Reconciler(ctx).start()
+    presence = Presence(ctx.vault.r)
     try:
-        withdraw = Presence(ctx.vault.r).keep_announcing(name, queues, config.digest)
+        presence.started(name, queues)
+        withdraw = presence.keep_announcing(name, queues, config.digest)
     except redis.RedisError as exc:  # not an outage (those are waited out): a replica, an ACL without SET
         shown = shown_redis_url(ctx.settings.redis_url)
         raise StartupError(f"Redis at {shown} refuses writes ({type(exc).__name__}: {exc}); point TIERQ_REDIS_URL "

@@ -122,6 +122,27 @@ def test_a_missing_api_key_stops_start_up(clean: Stack, broker: str, tmp_path: P
     stop_worker(start_worker({**env, "TIERQ_TEST_UNSET_KEY": "sk-test"}, tmp_path / "keyed.log", queues="hot"))
 
 
+def test_status_names_the_missing_key_that_kept_a_queues_worker_from_starting(
+        clean: Stack, broker: str, tmp_path: Path) -> None:
+    config = tmp_path / "keyed.toml"
+    config.write_text(SIM_CONFIG.read_text().replace(
+        'base_url_env = "TIERQ_SIM_URL"', 'base_url_env = "TIERQ_SIM_URL"\napi_key_env = "TIERQ_TEST_UNSET_KEY"'))
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker, "TIERQ_CONFIG": str(config)}
+    env.pop("TIERQ_TEST_UNSET_KEY", None)
+    assert start(env, "classify,warm").returncode == EX_CONFIG  # one worker for the batch's every queue
+    settings = clean.settings.model_copy(update={"redis_url": broker, "broker_url": broker, "config": config})
+    with Tierq(settings, clean.config) as tq:
+        batch = tq.submit([{"id": "a", "prompt": "where is my parcel?"}], BatchOptions(force_tier="warm")).batch_id
+        shown = status_lines(tq.status(batch))
+    at = shown.index("  PROBLEM: no worker consumes queue classify (1 jobs wait there); start one: "
+                     "celery -A workers worker -Q classify -n classify@%h")
+    # Before, only the worker's own terminal said why: status said to start one, as if none had been.
+    assert re.fullmatch(r"    worker refused-\w+@\S+ did not start for it \d+s ago: "
+                        + re.escape(f"{config}: provider 'sim' reads its API key from $TIERQ_TEST_UNSET_KEY, which is "
+                                    "not set; export TIERQ_TEST_UNSET_KEY=<your key> before starting"),
+                        shown[at + 1]), shown
+
+
 def test_a_queue_the_toml_does_not_define_stops_start_up(clean: Stack, broker: str, tmp_path: Path) -> None:
     config = tmp_path / "other.toml"
     config.write_text(SIM_CONFIG.read_text().replace('"hot"', '"fast"'))
