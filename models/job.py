@@ -71,7 +71,7 @@ class Job(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Given back to its queue while a rate limit, a budget or a provider outage holds it: since when, how often.
     held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When the wait that last held it ends (a provider's Retry-After, a model's pause): what `tierq status` shows.
+    # When it is tried again (its message's delay: a Retry-After, a model's pause...): what `tierq status` shows.
     held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When its current wait of each limited kind began ({"outage": unix s, ...}): what the limits measure.
     hold_clocks: Mapped[dict[str, Any] | None]

@@ -149,28 +149,19 @@ def _clocks(kind: str) -> str:
 
 
 def hold(conn: Connection, outbox: Outbox, lease: Lease, kinds: Mapping[int, str], tier: str, chunk: Chunks,
-         batch_id: uuid.UUID | None, countdown: float, waits: Mapping[int, float] | None = None) -> int:
+         batch_id: uuid.UUID | None, countdown: float) -> int:
     """running -> queued at the same tier, due after `countdown` s: a rate limit, budget or outage holds it
-    (job -> what holds it); `waits` says how long what holds each job lasts (job -> seconds: `held_until`)."""
+    (job -> what holds it). `held_until` says when it is due: the message's delay, the wait it asked for
+    with jitter, or shorter where capped (tierq.queues.longest_countdown_s): then it is held again."""
     by_kind: dict[str, list[int]] = defaultdict(list)
     for job_id, kind in kinds.items():
         by_kind[kind].append(job_id)
-    owned = {"me": lease.message, "owner": lease.owner}
-    held = sum(_queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, owned, batch_id=batch_id,
+    owned = {"me": lease.message, "owner": lease.owner, "due": countdown}
+    return sum(_queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, owned, batch_id=batch_id,
                       countdown=countdown, sets=f", holds = j.holds + 1, held_since = COALESCE(j.held_since, now()), "
+                                                "held_until = now() + make_interval(secs => :due), "
                                                 f"hold_clocks = {_clocks(kind)}")
                for kind, ids in sorted(by_kind.items()))
-    if held:
-        # The message may come back sooner (its delay is capped, tierq.queues.longest_countdown_s) and find the
-        # wait still on: it is held again, until the same end.
-        ends = {job_id: (waits or {}).get(job_id, countdown) for job_id in kinds}
-        conn.execute(
-            text("UPDATE jobs AS j SET held_until = now() + make_interval(secs => v.wait) "
-                 "FROM unnest(CAST(:ids AS bigint[]), CAST(:waits AS float8[])) AS v(id, wait) "
-                 f"WHERE j.id = v.id AND j.status = '{QUEUED}' AND j.handoff_from = :me"),
-            {"ids": list(ends), "waits": list(ends.values()), "me": lease.message},
-        )
-    return held
 
 
 _OWNED = f"j.status = '{RUNNING}' AND j.handoff = :me AND j.lease_owner = :owner"
@@ -257,9 +248,9 @@ def hold_pending(conn: Connection, outbox: Outbox, ids: Sequence[int], message: 
     later = uuid.uuid4()
     moved = list(conn.execute(
         text(f"UPDATE jobs SET handoff = :later, handoff_from = NULL, holds = holds + 1, "
-             f"held_since = COALESCE(held_since, now()), held_until = now() + make_interval(secs => :wait), "
+             f"held_since = COALESCE(held_since, now()), held_until = now() + make_interval(secs => :due), "
              f"updated_at = now() WHERE id = ANY(:ids) AND status = '{PENDING}' AND handoff = :me RETURNING id"),
-        {"ids": list(ids), "me": message, "later": later, "wait": countdown},
+        {"ids": list(ids), "me": message, "later": later, "due": countdown},
     ).scalars())
     if moved:
         outbox.add(classify_message(sorted(moved), batch_id, later, countdown))

@@ -46,7 +46,6 @@ class Outcome:
     cancelled: list[tuple[int, str, int]] = field(default_factory=list)  # their batch was cancelled mid-way
     again: list[tuple[int, str, int]] = field(default_factory=list)  # to this tier again, under a new message
     hold_after_s: float = 0.0
-    hold_waits: dict[int, float] = field(default_factory=dict)  # the held jobs: how long what holds each lasts
     fills: list[tuple[ClaimedJob, SharedAnswer]] = field(default_factory=list)
 
 
@@ -160,7 +159,6 @@ def _hold(out: Outcome, job: ClaimedJob, result: TierResult, calls: int) -> None
     out.held.append((job.id, result.hold.reason, calls))
     out.hold_kinds[job.id] = result.hold.kind.value
     out.hold_after_s = max(out.hold_after_s, result.hold.after_s)
-    out.hold_waits[job.id] = result.hold.after_s
 
 
 def _pointless(ctx: WorkerContext, tier: TierConfig, result: TierResult) -> bool:

@@ -318,8 +318,7 @@ def _finish(ctx: WorkerContext, tier: TierConfig, jobs: list[ClaimedJob], result
             for target, jumps in out.jumps.items():
                 lifecycle.fail(conn, lease.message, jumps, final=False, owner=lease.owner)
                 lifecycle.escalate(conn, outbox, lease, [m[0] for m in jumps], target, chunk, batch)
-            lifecycle.hold(conn, outbox, lease, out.hold_kinds, tier.name, chunk, batch, countdown,
-                           out.hold_waits)
+            lifecycle.hold(conn, outbox, lease, out.hold_kinds, tier.name, chunk, batch, countdown)
             lifecycle.fail(conn, lease.message, out.again, final=False, owner=lease.owner)
             lifecycle.retry(conn, outbox, lease, [m[0] for m in out.again], tier.name, chunk, batch)
             # A job kept with its answer under audit is a leader that succeeded: the follow check gives its

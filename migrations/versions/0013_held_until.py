@@ -1,5 +1,5 @@
-"""jobs: held_until, when the wait that last held a job ends (a provider's Retry-After, the end of a model's
-pause, the breaker's next probe), so that `tierq status` can say until when a batch waits
+"""jobs: held_until, when a held job is tried again (its message's delay: a provider's Retry-After, the end
+of a model's pause, the breaker's next probe), so that `tierq status` can say until when a batch waits
 
 Revision ID: 0013
 Revises: 0012
