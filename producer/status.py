@@ -61,8 +61,9 @@ class BatchStatus:
     held: int = 0
     held_s: float | None = None
     held_reason: str | None = None  # the reason most of them were given (a rejected key, an outage, ...)
-    held_until: datetime | None = None  # when the last of their waits ends (None: every one has ended)
+    held_until: datetime | None = None  # when the last of them is tried again (None: each one is due)
     held_left_s: float | None = None  # seconds from now until then
+    held_due: int = 0  # of them, those due already: their messages wait for a worker to take them
     # Waiting jobs by what they wait for: the same question's leader job, by (its batch, status, tier) -> jobs.
     following: list[tuple[uuid.UUID, str, str | None, int]] = field(default_factory=list)
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
@@ -124,6 +125,7 @@ class BatchStatus:
             "held_longest_s": None if self.held_s is None else round(self.held_s, 1),
             "held_reason": self.held_reason,
             "held_until": None if self.held_until is None else self.held_until.isoformat(),
+            "held_due": self.held_due,
             "waiting_for": [{"batch_id": str(b), "status": st, "tier": t, "jobs": n} for b, st, t, n in self.following],
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
@@ -163,7 +165,8 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     status.calls, status.cache_hits, status.cost_usd = rows(conn, _CALLS, params)[0]
     _pace(status, rows(conn, _PACE, {**params, "window": RATE_WINDOW_S})[0])
     status.warnings = model_warnings(rows(conn, _OUTCOMES, params)) + refused_warnings(rows(conn, _REFUSED, params)[0])
-    status.held, held_s, status.held_reason, status.held_until, held_left_s = rows(conn, _HELD, params)[0]
+    status.held, held_s, status.held_reason, status.held_until, held_left_s, status.held_due = rows(conn, _HELD,
+                                                                                                   params)[0]
     status.held_left_s = None if held_left_s is None else float(held_left_s)
     if status.count(JobStatus.FAILED):
         status.failed_reason = rows(conn, _FAILED_REASON, params)[0][0]
@@ -193,7 +196,8 @@ _OUTCOMES = ("SELECT model, outcome, count(*) FROM calls WHERE batch_id = :id AN
              "GROUP BY 1, 2")
 _HELD = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(held_since)), mode() WITHIN GROUP (ORDER BY error), "
          "max(held_until) FILTER (WHERE held_until > now()), "
-         "EXTRACT(EPOCH FROM max(held_until) FILTER (WHERE held_until > now()) - now()) FROM jobs WHERE batch_id = :id "
+         "EXTRACT(EPOCH FROM max(held_until) FILTER (WHERE held_until > now()) - now()), "
+         "count(*) FILTER (WHERE held_until <= now()) FROM jobs WHERE batch_id = :id "
          f"AND status IN ('{JobStatus.QUEUED.value}', '{JobStatus.PENDING.value}') AND held_since IS NOT NULL")
 FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
 WARN_MIN_CALLS = 20

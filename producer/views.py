@@ -36,12 +36,16 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def _held_until(status: BatchStatus) -> str:
-    """By when every held job is tried again (the end of the longest wait), or nothing once they all are."""
+def _held_until(status: BatchStatus, countdown: bool = True) -> str:
+    """By when every held job is tried again, and how many are due already (their messages wait for a worker
+    to take them, not for the provider); `countdown` adds how long from now (not for a line per change)."""
+    due = "all due" if status.held_due == status.held else f"{status.held_due:,} due"
+    due = f"; {due} now, waiting for a worker to take them" if status.held_due else ""
     if status.held_until is None or status.held_left_s is None:
-        return ""
-    return (f"; all tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC "
-            f"(in {duration(status.held_left_s)})")
+        return due
+    left = f" (in {duration(status.held_left_s)})" if countdown else ""
+    rest = "the rest" if status.held_due else "all"
+    return f"{due}; {rest} tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC{left}"
 
 
 def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
@@ -148,8 +152,7 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
               for q, ws in status.refused.items() for w in sorted(ws)]
     if status.held and not status.done:
         # Why and until when, as the block says it, but without the countdown: a pipe gets a line per change.
-        until = ("" if status.held_until is None else
-                 f"; all tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC")
+        until = _held_until(status, countdown=False)
         why = f" ({status.held_reason}{until})" if status.held_reason else f" ({until[2:]})" if until else ""
         parts.append(f"held {status.held:,}{why}")
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []

@@ -138,6 +138,9 @@ def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean:
                           BatchOptions(force_tier="hot"))
         _wait_for_hold(clean, batch.batch_id)
         status = tq.status(batch.batch_id)
+        with clean.engine.begin() as conn:  # as if its message were due, and waited for a worker to take it
+            conn.execute(text("UPDATE jobs SET held_until = now() WHERE batch_id = :b"), {"b": batch.batch_id})
+        due = tq.status(batch.batch_id)
         clean.simulate({})
         # Waited out, so that no test after this one meets the pause (the job comes back in 20-30 s).
         assert clean.wait(tq, batch.batch_id).held_until is None
@@ -150,6 +153,9 @@ def test_status_says_until_when_a_batch_waits_for_a_providers_retry_after(clean:
     assert line.endswith(f"(HTTP 429); all tried again by {until:%H:%M:%S} UTC (in {duration(status.held_left_s)})")
     # And `submit --wait` / `status --watch` into a pipe, which said only "held 1".
     assert status_line(status).endswith(f"; held 1 ({status.held_reason}; all tried again by {until:%H:%M:%S} UTC)")
+    # Due, the job waits for a worker, not for the provider: no time long past, and not nothing at all.
+    assert (due.held, due.held_due, due.held_until) == (1, 1, None)
+    assert status_lines(due)[-1].endswith("(HTTP 429); all due now, waiting for a worker to take them")
 
 
 def test_a_job_a_provider_keeps_refusing_with_429s_goes_on_to_the_next_tier_after_rate_limit_wait_s(
