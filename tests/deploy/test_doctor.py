@@ -223,21 +223,10 @@ def test_doctor_on_a_redis_that_evicts_still_checks_the_stuck_jobs_and_the_worke
     # Before 2026-12-01 doctor skipped both ("needs the broker") on a Redis that answered and served as the
     # broker but evicted keys: what that Redis had cost (stuck jobs, a queue left without its worker's record)
     # was not shown.
-    import redis
-    from reliability.fault_services import RedisServer
+    from reliability.fault_services import evicting_redis
 
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    admin = redis.Redis.from_url(server.url)
-    try:
-        admin.config_set("maxmemory", "200mb")
-        admin.config_set("maxmemory-policy", "allkeys-lru")
-        code, checks, out = doctor({**stack.env, "TIERQ_REDIS_URL": server.url, "TIERQ_BROKER_URL": server.url},
-                                   tmp_path)
-    finally:
-        admin.close()
-        server.stop()
+    with evicting_redis(tmp_path / "redis") as url:
+        code, checks, out = doctor({**stack.env, "TIERQ_REDIS_URL": url, "TIERQ_BROKER_URL": url}, tmp_path)
     assert code == 1 and checks["redis"]["state"] == "problem" and "allkeys-lru" in checks["redis"]["detail"], out
     assert checks["stuck jobs"]["state"] == "ok", out
     assert "workers" not in checks and checks["queue classify"]["state"] == "problem", out  # no worker there

@@ -83,23 +83,14 @@ def waiting_message(stack: Stack, broker: str, queue: str) -> None:
 def test_a_worker_on_a_redis_that_evicts_keys_says_so_and_how_to_fix_it(clean: Stack, tmp_path: Path) -> None:
     # Before 2026-12-01 a worker started on a Redis with maxmemory-policy allkeys-lru without a word; that
     # Redis evicted classify messages and worker records mid-batch, and only `tierq doctor` named the cause.
-    from reliability.fault_services import RedisServer
+    from reliability.fault_services import evicting_redis
 
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    admin = redis.Redis.from_url(server.url)
-    try:
-        admin.config_set("maxmemory", "200mb")
-        admin.config_set("maxmemory-policy", "allkeys-lru")
-        env = {**clean.env, "TIERQ_BROKER_URL": server.url, "TIERQ_REDIS_URL": server.url}
-        worker = start_worker(env, tmp_path / "w.log", queues="classify", name="evicting")
+    with evicting_redis(tmp_path / "redis") as url:
+        worker = start_worker({**clean.env, "TIERQ_BROKER_URL": url, "TIERQ_REDIS_URL": url}, tmp_path / "w.log",
+                              queues="classify", name="evicting")
         stop_worker(worker)
-    finally:
-        admin.close()
-        server.stop()
     log = (tmp_path / "w.log").read_text(errors="replace")
-    assert (f"Redis at {server.url} evicts keys at maxmemory (allkeys-lru): it drops queued messages and the "
+    assert (f"Redis at {url} evicts keys at maxmemory (allkeys-lru): it drops queued messages and the "
             "records of live messages and workers, so jobs wait for the reconciler; set maxmemory-policy "
             "noeviction (redis-cli CONFIG SET maxmemory-policy noeviction; docs/deployment.md)") in log, log[-3000:]
 

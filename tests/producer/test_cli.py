@@ -219,16 +219,10 @@ def test_status_says_that_an_evicting_redis_drops_queued_messages_rather_than_th
     # Before 2026-12-01, on a Redis with maxmemory-policy allkeys-lru as broker and cache, `status` said of
     # a batch whose classify messages Redis had evicted nothing at all, and "PROBLEM: no worker consumes
     # queue hot" of a queue whose worker ran (its record evicted): the cause was only in `tierq doctor`.
-    from reliability.fault_services import RedisServer
+    from reliability.fault_services import evicting_redis
 
-    server = RedisServer(tmp_path / "redis")
-    (tmp_path / "redis").mkdir()
-    server.start()
-    admin = redis.Redis.from_url(server.url)
-    try:
-        admin.config_set("maxmemory", "200mb")
-        admin.config_set("maxmemory-policy", "allkeys-lru")
-        env = {**clean.env, "TIERQ_BROKER_URL": server.url, "TIERQ_REDIS_URL": server.url}
+    with evicting_redis(tmp_path / "redis") as url:
+        env = {**clean.env, "TIERQ_BROKER_URL": url, "TIERQ_REDIS_URL": url}
         (tmp_path / "t.jsonl").write_text('{"prompt": "Where is my parcel?"}\n')
         submitted = subprocess.run([str(TIERQ), "submit", "t.jsonl", "--json"], env=env, cwd=tmp_path,
                                    capture_output=True, text=True, timeout=60, check=True)
@@ -237,10 +231,7 @@ def test_status_says_that_an_evicting_redis_drops_queued_messages_rather_than_th
                                text=True, timeout=60, check=True)
         as_json = json.loads(subprocess.run([str(TIERQ), "status", batch, "--json"], env=env, cwd=tmp_path,
                                             capture_output=True, text=True, timeout=60, check=True).stdout)
-    finally:
-        admin.close()
-        server.stop()
-    assert (f"  PROBLEM: Redis at {server.url} evicts keys at maxmemory (allkeys-lru): it drops queued messages "
+    assert (f"  PROBLEM: Redis at {url} evicts keys at maxmemory (allkeys-lru): it drops queued messages "
             "and the records of live messages and workers, so jobs wait for the reconciler and a queue's worker "
             "may look gone; set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction; "
             "docs/deployment.md)") in shown.stdout.splitlines(), shown.stdout

@@ -76,6 +76,23 @@ class RedisServer:
                 self.proc.wait()
 
 
+@contextmanager
+def evicting_redis(workdir: Path) -> Iterator[str]:
+    """A Redis of the test's own that evicts keys at maxmemory (`allkeys-lru`), as an operator may have set
+    one up: its URL, the server stopped afterwards."""
+    workdir.mkdir(exist_ok=True)
+    server = RedisServer(workdir)
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        admin.config_set("maxmemory", "200mb")
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        yield server.url
+    finally:
+        admin.close()
+        server.stop()
+
+
 class TcpProxy:
     """A TCP proxy to `port` on this machine, served by a thread of the test process.
 
