@@ -32,7 +32,14 @@ EVICTION_FIX = "set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-
 def eviction_policy(client: redis.Redis) -> str | None:
     """The policy by which the Redis of `client` evicts keys at maxmemory (allkeys-lru, ...), or None when it
     evicts nothing. Evicting, it drops the workers' records here with queued messages and live-message records."""
-    memory = client.info("memory")
+    import redis
+
+    from tierq.resp import RespRefused
+
+    try:
+        memory = client.info("memory")
+    except (redis.ResponseError, RespRefused):  # a user without INFO (an ACL's -@dangerous): policy unknown
+        return None
     limit, policy = int(memory.get("maxmemory", 0)), str(memory.get("maxmemory_policy", "noeviction"))
     return policy if limit and policy != "noeviction" else None
 

@@ -30,6 +30,10 @@ class RespError(Unavailable):
     """Redis could not be reached or refused a command (the message holds no password)."""
 
 
+class RespRefused(RespError):
+    """Redis answered a command with an error reply (a wrong command, a permission the user lacks)."""
+
+
 class ReadClient:
     """One connection to Redis, opened on the first command; a read-only subset of `redis.Redis`."""
 
@@ -111,7 +115,7 @@ class ReadClient:
         for reply in replies:
             refused = _first_error(reply)
             if refused is not None:
-                raise RespError(f"Redis refused a command: {refused}")
+                raise RespRefused(f"Redis refused a command: {refused}")
         return replies
 
     def _connect(self) -> None:

@@ -59,7 +59,10 @@ def _refuse_unless_ready(sender: str, instance: Any, **_: Any) -> None:
         prepare(app, queues, int(instance.concurrency or 1), sender)
     except TierqError as exc:
         print(f"error: worker {sender}: {exc}", file=sys.stderr, flush=True)
-        _say_why_not_started(sender, queues, str(exc))
+        try:
+            _say_why_not_started(sender, queues, str(exc))
+        except Exception as note_error:  # only a note: the worker must stop whatever it meets (a bad URL...)
+            log.warning("could not leave in Redis why this worker did not start (%s)", note_error)
         raise SystemExit(EX_CONFIG) from None
     except Exception:  # a bug: Celery would log it and run the worker half prepared (no announcement...)
         log.exception("worker %s could not get ready; stopping it", sender)

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -124,3 +125,26 @@ def test_a_dropped_connection_is_opened_again_and_odd_replies_are_errors(spare: 
         with pytest.raises(RespError, match="sent a reply this client cannot read"):
             _light(f"redis://127.0.0.1:{port}/0").ping()
         thread.join(5)
+
+
+def test_the_eviction_policy_of_a_redis_whose_user_may_not_run_info_is_unknown_not_an_error(tmp_path: Path) -> None:
+    # An ACL of +@all -@dangerous (least privilege) refuses INFO. Found by a review: the check added that day
+    # made every worker exit "cannot reach Redis" and every `tierq status` fail on such a user.
+    from reliability.fault_services import evicting_redis
+
+    from tierq.presence import eviction_policy
+
+    with evicting_redis(tmp_path / "redis") as url:
+        admin = redis.Redis.from_url(url)
+        admin.acl_setuser("tq", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
+                          commands=["+@all", "-@dangerous"])
+        limited = url.replace("redis://", "redis://tq:s3cret@")
+        full, py, resp = admin, redis.Redis.from_url(limited), client_for(limited)
+        assert resp is not None
+        try:
+            assert eviction_policy(full) == "allkeys-lru"  # the admin sees it
+            assert py.ping() and resp.ping()  # the limited user reaches Redis...
+            assert eviction_policy(py) is None and eviction_policy(resp) is None  # ...and cannot see the policy
+        finally:
+            for client in (full, py, resp):
+                client.close()
