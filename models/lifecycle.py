@@ -102,14 +102,16 @@ def _queue(
 
 
 # A job that leaves its tier (escalated, sent to be audited) starts its waits afresh at the next one.
-_LEFT_TIER = ", held_since = NULL, held_until = NULL, hold_clocks = NULL"
+_NOT_HELD = ", held_since = NULL, held_until = NULL"
+_LEFT_TIER = f"{_NOT_HELD}, hold_clocks = NULL"
 
 
 def route(conn: Connection, outbox: Outbox, routes: Mapping[int, str], message: uuid.UUID, chunk: Chunks,
           batch_id: uuid.UUID | None) -> int:
-    """pending -> queued: the classify step's choice of starting tier (job -> tier)."""
+    """pending -> queued: the classify step's choice of starting tier (job -> tier). A job held while pending
+    (`hold_pending`) is not held any more."""
     return _queue(conn, outbox, routes, chunk, f"j.status = '{PENDING}' AND j.handoff = :me", {"me": message},
-                  batch_id=batch_id)
+                  batch_id=batch_id, sets=_NOT_HELD)
 
 
 def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
@@ -122,9 +124,10 @@ def escalate(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int],
 def retry(conn: Connection, outbox: Outbox, lease: Lease, ids: Sequence[int], tier: str, chunk: Chunks,
           batch_id: uuid.UUID | None) -> int:
     """running -> queued at the same tier under a new message, at once: a provider batch failed the job's
-    request for a reason that may pass (workers/batch_retry.py), and the tier tries it again."""
+    request for a reason that may pass (workers/batch_retry.py), and the tier tries it again, at once: not
+    held (its hold clocks stay, and count again only if it is held again)."""
     return _queue(conn, outbox, dict.fromkeys(ids, tier), chunk, _OWNED, {"me": lease.message, "owner": lease.owner},
-                  batch_id=batch_id)
+                  batch_id=batch_id, sets=_NOT_HELD)
 
 
 # What holds a job (workers.gates.HoldKind): tierq's own rate schedule (no limit: it only delays), and the

@@ -199,3 +199,23 @@ def test_an_answer_that_comes_back_after_its_batch_was_cancelled_is_kept_not_sen
         status, content, audited = conn.execute(text("SELECT status, content, audited FROM jobs")).one()
     assert (status, audited) == ("succeeded", False) and content, (status, content, audited)
     assert published(ctx, "cold") == []  # nothing sent to be audited
+
+
+def held(stack: Stack, job: int) -> tuple[str, object, object]:
+    with stack.engine.connect() as conn:
+        row = conn.execute(text("SELECT status, held_since, held_until FROM jobs WHERE id = :j"), {"j": job}).one()
+    return str(row[0]), row[1], row[2]
+
+
+def test_a_job_held_while_pending_is_not_held_once_routed(
+        clean: Stack, worker_ctx: Callable[..., WorkerContext]) -> None:
+    # Found by a review: routing left held_since/held_until of a hold before it, so `tierq status` counted a
+    # job waiting on its tier's queue as held ("all due now, waiting for a worker") for as long as it waited.
+    from workers.classify import classify_chunk
+
+    message = uuid.uuid4()
+    job = insert_job(clean, "Where is my parcel?", status="pending", tier=None, handoff=message)
+    with clean.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET held_since = now(), held_until = now() WHERE id = :j"), {"j": job})
+    assert sum(classify_chunk(worker_ctx(), [job], message).routed.values()) == 1
+    assert held(clean, job) == ("queued", None, None)

@@ -252,10 +252,16 @@ def test_a_line_failed_with_http_500_at_the_last_tier_is_sent_again_in_the_next_
                                           params=LONG_DEADLINE, in_progress_s="0")
     wait_for(lambda: provider_status(clean, batch) == "completed")
     set_sim(clean, {"latency_ms": 0})
+    with clean.engine.begin() as conn:  # held before (by a rate limit, say): sent again, they are not held
+        conn.execute(text("UPDATE jobs SET held_since = now(), held_until = now() WHERE id = ANY(:ids)"),
+                     {"ids": jobs})
 
     process_chunk(ctx, TIER, jobs, message)
     # cold is the last tier: the jobs are not failed, but queued there again under a new message.
     assert jobs_by_status(clean, jobs) == {"queued": 2}
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (held_since IS NOT NULL "
+                                 "OR held_until IS NOT NULL)"), {"ids": jobs}).scalar_one() == 0
     assert errors(clean, jobs) == {"cold: sim-flagship: HTTP 500: The server had an error while processing your "
                                    "request. Sorry about that!; sent again in a new provider batch (try 2 of 3)"}
     (retry,) = handoffs(clean, jobs)
