@@ -68,12 +68,13 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     lines.append(f"  escalations {status.escalations:,}, calls {status.calls:,}, cache hits {status.cache_hits:,}, "
                  f"cost {money(status.cost_usd)}")
     if status.redis_evicts:
-        # A worker's record evicted looks like no worker at all: say what is wrong rather than that.
+        # A worker's record evicted looks like no worker at all: say that it may be only that.
         lines.append(f"  PROBLEM: Redis at {status.redis_url} evicts keys at maxmemory ({status.redis_evicts}): it "
-                     "drops queued messages and the records of live messages and workers, so jobs wait for the "
+                     "may drop queued messages and the records of live messages and workers, so jobs wait for the "
                      f"reconciler and a queue's worker may look gone; {EVICTION_FIX}")
-    for queue, waiting in status.unserved.items() if not status.redis_evicts else ():
-        lines.append(f"  PROBLEM: no worker consumes queue {queue} ({waiting:,} jobs wait there); start one: "
+    evicted = " (or its record was evicted: see above)" if status.redis_evicts else ""
+    for queue, waiting in status.unserved.items():
+        lines.append(f"  PROBLEM: no worker consumes queue {queue}{evicted} ({waiting:,} jobs wait there); start one: "
                      f"celery -A workers worker -Q {queue} -n {queue}@%h")
         for worker, (why, ago) in sorted(status.not_started.get(queue, {}).items()):
             lines.append(f"    worker {worker} did not start for it {duration(ago)} ago: {why}")
