@@ -199,6 +199,7 @@ def clean(stack: Stack) -> Stack:
              for key in cache.scan_iter(match=f"{prefix}:*", count=1000)]
     if stale:
         cache.delete(*stale)
+    cache.delete("tq:unstarted", "tq:refused")  # workers' notes of why they refused (tierq.presence)
     cache.close()
     stack.simulate({"latency_ms": 0})
     return stack

@@ -109,8 +109,15 @@ class Presence:
     def did_not_start(self, worker: str, queues: Sequence[str], reason: str) -> None:
         """Say that `worker` refused to start for `queues`, and why (a missing API key, say): a queue with no
         worker then says what became of the one started for it, where only that worker's terminal said it."""
-        note = json.dumps({"reason": reason, "at": time.time()})
+        now = time.time()
+        note = json.dumps({"reason": reason, "at": now})
+        # Each refusal keeps the hash another STARTUP_TTL_S: drop the notes older than that, or workers that
+        # fail to start under ever new names (a rollout's hostnames) would grow it without end.
+        old = [field for field, value in cast(dict[bytes, bytes], self.r.hgetall(self.unstarted_key)).items()
+               if now - float(json.loads(value).get("at", 0)) > STARTUP_TTL_S]
         pipe = self.r.pipeline(transaction=False)
+        if old:
+            pipe.hdel(self.unstarted_key, *old)
         for queue in queues:
             pipe.hset(self.unstarted_key, f"{queue}|{worker}", note)
         pipe.expire(self.unstarted_key, STARTUP_TTL_S)

@@ -148,3 +148,18 @@ def test_the_eviction_policy_of_a_redis_whose_user_may_not_run_info_is_unknown_n
         finally:
             for client in (full, py, resp):
                 client.close()
+
+
+def test_notes_of_workers_that_did_not_start_are_dropped_once_older_than_their_time(
+        spare: tuple[str, redis.Redis]) -> None:
+    # Found by a review: each refusal kept the whole hash another hour, so notes under names never used
+    # again (a rollout's hostnames) stayed as long as some worker refused within each hour.
+    from tierq.presence import STARTUP_TTL_S
+
+    _, client = spare
+    presence = Presence(client)
+    old = json.dumps({"reason": "gone long ago", "at": time.time() - STARTUP_TTL_S - 60})
+    client.hset(presence.unstarted_key, "hot|w-old@host", old)
+    presence.did_not_start("w-new@host", ["hot"], "no key")
+    assert set(client.hkeys(presence.unstarted_key)) == {b"hot|w-new@host"}
+    assert set(presence.not_started()) == {"hot"}
