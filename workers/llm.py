@@ -7,6 +7,7 @@ is `retryable` (the same model again after a pause) or not (this model will not 
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import time
@@ -278,6 +279,11 @@ def _error_text(exc: openai.APIStatusError) -> str:
     return type(exc).__name__
 
 
+# The longest wait a Retry-After is taken for: a far-future date or a clock far off would otherwise pause a
+# model for every worker for years (jobs give up on it after `rate_limit_wait_s` and go on anyway).
+MAX_RETRY_AFTER_S = 86400.0
+
+
 def _retry_after(exc: openai.APIError) -> float | None:
     response = getattr(exc, "response", None)
     if response is None:
@@ -285,16 +291,23 @@ def _retry_after(exc: openai.APIError) -> float | None:
     value = response.headers.get("retry-after-ms")
     if value:
         try:
-            return float(value) / 1000
+            return _bounded(float(value) / 1000)
         except ValueError:
             return None
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return float(value)
+        return _bounded(float(value))
     except ValueError:
-        return _retry_at(value)
+        return _bounded(_retry_at(value))
+
+
+def _bounded(seconds: float | None) -> float | None:
+    """A wait between 0 and MAX_RETRY_AFTER_S; None for one that is not a number ("inf", "nan")."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _retry_at(value: str) -> float | None:

@@ -108,3 +108,25 @@ def test_clients_warmed_on_one_loop_call_from_another(stack: Stack, monkeypatch:
     # The simulator answered (it refuses or truncates some answers on purpose).
     assert record.outcome.value in {"ok", "refusal", "empty", "truncated", "invalid"}, record.error
     assert record.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize(("headers", "wait"), [
+    ({"retry-after": "20"}, 20.0),
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 86400.0),  # far off: a day at most (found by a review)
+    ({"retry-after": "Mon, 01 Jan 2001 00:00:00 GMT"}, 0.0),  # past
+    ({"retry-after": "inf"}, None),
+    ({"retry-after-ms": "nan"}, None),
+    ({"retry-after": "-5"}, 0.0),
+    ({"retry-after": "soon"}, None),
+])
+def test_a_retry_after_is_read_as_a_wait_between_none_and_a_day(headers: dict[str, str], wait: float | None) -> None:
+    import openai
+
+    from workers.llm import _retry_after
+    from workers.prepared import http
+
+    request = http.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    refused = openai.RateLimitError("slow down", response=http.Response(429, headers=headers, request=request),
+                                    body=None)
+    assert _retry_after(refused) == wait
