@@ -13,10 +13,14 @@ commit first, then send, so the worker sees the jobs it is sent.
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from dataclasses import dataclass
 
+from psycopg.errors import DeadlockDetected
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from models import JobStatus, lifecycle, provider_batch
 from models.lifecycle import Outbox
@@ -58,8 +62,25 @@ def _keeps_no_text(conn: Connection, batch_id: uuid.UUID) -> bool:
                              {"id": batch_id}).scalar())
 
 
+# A cancel takes the batch row first and then its jobs, while a classify step that updates a job twice in one
+# transaction takes the job and then (the foreign key's check of the second update) the batch row: when the
+# two meet, Postgres ends one of them as a deadlock. The cancel is safe to run again, so it is.
+DEADLOCK_TRIES = 5
+
+
 def cancel_batch(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None = None) -> CancelResult:
     """Cancel the batch's waiting jobs; safe to repeat. A private batch's prompts leave Redis at once."""
+    for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
+        try:
+            return _cancel_once(engine, batch_id, vault)
+        except OperationalError as exc:
+            if tries_left == 0 or not isinstance(exc.orig, DeadlockDetected):
+                raise
+            time.sleep(random.uniform(0.05, 0.2))  # the other transaction ends meanwhile
+    raise AssertionError("unreachable")
+
+
+def _cancel_once(engine: Engine, batch_id: uuid.UUID, vault: TextVault | None) -> CancelResult:
     with engine.begin() as conn:
         # FOR UPDATE, not NO KEY UPDATE: it must wait for a submit still copying jobs in (their foreign key
         # holds KEY SHARE on the batch row), or those jobs would commit pending in a cancelled batch.

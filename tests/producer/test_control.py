@@ -147,3 +147,43 @@ def test_the_clock_of_a_batch_with_nothing_to_run_stands_still(clean: Stack) -> 
         second = tq.status(empty.batch_id)
     assert first.done and second.done
     assert first.elapsed_s == second.elapsed_s == 0.0
+
+
+def test_a_cancel_that_meets_a_classify_step_in_a_deadlock_is_run_again(clean: Stack) -> None:
+    # Found by a CI run beside another: a classify step updates a job twice in one transaction, and the
+    # second update's foreign-key check takes the batch row that a cancel (which locks the batch, then its
+    # jobs) holds. Postgres ended the cancel as a deadlock, and `tierq cancel` failed.
+    import threading
+
+    from producer.control import CancelResult, cancel_batch
+
+    job = insert_job(clean, "Where is my parcel?", status="pending", tier=None, handoff=uuid.uuid4())
+    with clean.engine.connect() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": job}).scalar_one()
+    done: list[CancelResult | BaseException] = []
+
+    def cancel() -> None:
+        try:
+            done.append(cancel_batch(clean.engine, batch))
+        except BaseException as exc:  # noqa: BLE001 (the test looks at what the cancel raised)
+            done.append(exc)
+
+    step = clean.engine.connect()
+    try:
+        with step.begin():  # as a classify step: the job updated, then updated again
+            step.execute(text("UPDATE jobs SET updated_at = now() WHERE id = :j"), {"j": job})
+            canceller = threading.Thread(target=cancel)
+            canceller.start()
+            wait_until(lambda: bool(_waiting_on_a_lock(clean)), 20, lambda: "the cancel never waited for the job")
+            step.execute(text("UPDATE jobs SET updated_at = now() WHERE id = :j"), {"j": job})
+        canceller.join(30)
+    finally:
+        step.close()
+    (result,) = done
+    assert isinstance(result, CancelResult) and result.cancelled == 1, result
+
+
+def _waiting_on_a_lock(stack: Stack) -> int:
+    with stack.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'")).scalar_one())
