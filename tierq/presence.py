@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,13 +33,15 @@ EVICTION_FIX = "set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-
 def eviction_policy(client: redis.Redis) -> str | None:
     """The policy by which the Redis of `client` evicts keys at maxmemory (allkeys-lru, ...), or None when it
     evicts nothing. Evicting, it drops the workers' records here with queued messages and live-message records."""
-    import redis
-
     from tierq.resp import RespRefused
 
+    refused: tuple[type[Exception], ...] = (RespRefused,)
+    loaded = sys.modules.get("redis")  # a redis-py client has loaded it; `tierq status` does without
+    if loaded is not None:
+        refused += (loaded.ResponseError,)
     try:
         memory = client.info("memory")
-    except (redis.ResponseError, RespRefused):  # a user without INFO (an ACL's -@dangerous): policy unknown
+    except refused:  # a user without INFO (an ACL's -@dangerous): the policy is unknown, not trouble
         return None
     limit, policy = int(memory.get("maxmemory", 0)), str(memory.get("maxmemory_policy", "noeviction"))
     return policy if limit and policy != "noeviction" else None
