@@ -78,15 +78,22 @@ class Presence:
         """Say that `worker`, running the configuration of `digest`, gave a message of `queue` (of `batch`)
         back, for `reason` (that configuration cannot run it). One hash for every note, so that `status`
         reads them in one round trip whatever else the Redis holds (the cache's entries)."""
+        note = json.dumps({"reason": reason, "digest": digest, "at": time.time()})
+        self._note(self.refusals_key, {f"{queue}|{worker}|{batch or ''}": note}, REFUSAL_TTL_S)
+
+    def _note(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        """Set `fields` (JSON notes, each with its time `at`) in the hash `key`. Each note keeps the whole hash
+        another `ttl_s`, so the notes older than that go here, or notes under names never used again (workers
+        gone, a rollout's hostnames) would stay for as long as new ones keep coming."""
         now = time.time()
-        old = [field for field, value in cast(dict[bytes, bytes], self.r.hgetall(self.refusals_key)).items()
-               if now - float(json.loads(value).get("at", 0)) > REFUSAL_TTL_S]  # a refusal kept going refreshes
-        pipe = self.r.pipeline(transaction=False)  # the hash's expiry: notes of workers gone go here
+        old = [field for field, value in cast(dict[bytes, bytes], self.r.hgetall(key)).items()
+               if now - float(json.loads(value).get("at", 0)) > ttl_s]
+        pipe = self.r.pipeline(transaction=False)
         if old:
-            pipe.hdel(self.refusals_key, *old)
-        pipe.hset(self.refusals_key, f"{queue}|{worker}|{batch or ''}",
-                  json.dumps({"reason": reason, "digest": digest, "at": now}))
-        pipe.expire(self.refusals_key, REFUSAL_TTL_S)
+            pipe.hdel(key, *old)
+        for field, note in fields.items():
+            pipe.hset(key, field, note)
+        pipe.expire(key, int(ttl_s))
         pipe.execute()
 
     def refusals(self, live: Mapping[str, Any] | None = None, batch: str | None = None) -> dict[str, dict[str, str]]:
@@ -112,19 +119,9 @@ class Presence:
     def did_not_start(self, worker: str, queues: Sequence[str], reason: str) -> None:
         """Say that `worker` refused to start for `queues`, and why (a missing API key, say): a queue with no
         worker then says what became of the one started for it, where only that worker's terminal said it."""
-        now = time.time()
-        note = json.dumps({"reason": reason, "at": now})
-        # Each refusal keeps the hash another STARTUP_TTL_S: drop the notes older than that, or workers that
-        # fail to start under ever new names (a rollout's hostnames) would grow it without end.
-        old = [field for field, value in cast(dict[bytes, bytes], self.r.hgetall(self.unstarted_key)).items()
-               if now - float(json.loads(value).get("at", 0)) > STARTUP_TTL_S]
-        pipe = self.r.pipeline(transaction=False)
-        if old:
-            pipe.hdel(self.unstarted_key, *old)
-        for queue in queues:
-            pipe.hset(self.unstarted_key, f"{queue}|{worker}", note)
-        pipe.expire(self.unstarted_key, STARTUP_TTL_S)
-        pipe.execute()
+        note = json.dumps({"reason": reason, "at": time.time()})
+        if queues:
+            self._note(self.unstarted_key, {f"{queue}|{worker}": note for queue in queues}, STARTUP_TTL_S)
 
     def started(self, worker: str, queues: Sequence[str]) -> None:
         """Forget that a worker of this name refused to start for `queues`: it runs now."""
