@@ -54,8 +54,8 @@ async def run(base_url: str, calls: int, concurrency: int, client_kind: str, tag
             if prepared is None:
                 prepared = await PreparedChat.build(client)
                 assert prepared is not None
-            raw = await prepared.send(body, 60)
-            return json.loads(raw.content)["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
+            answer = await prepared.send(body, 60)
+            return json.loads(answer.content)["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
         if client_kind == "sdk-post":
             raw = await client.post("/chat/completions", body=body, cast_to=httpx2.Response, options={"timeout": 60})
             return json.loads(raw.content)["choices"][0]["message"]["content"]  # type: ignore[no-any-return]

@@ -30,7 +30,7 @@ from tierq.params import PASSED_PARAMS
 from tierq.sections import AnswerConfig
 from tierq.settings import Settings
 from workers.answers import judge
-from workers.prepared import PATH, PreparedChat
+from workers.prepared import PATH, Answer, PreparedChat
 
 try:  # the HTTP library under the openai package: httpx2 from its 3.x, httpx before
     from httpx2 import Response as RawResponse
@@ -123,18 +123,20 @@ class ModelClient:
             body = {"model": model.model or name, "messages": messages, **passed}
             prepared = await self._prepared_for(model.provider)
             if prepared is not None:
-                raw = await prepared.send(body, timeout)
+                answer = await prepared.send(body, timeout)
             else:
                 raw = await self._client(model.provider).post(
                     PATH, body=body, cast_to=RawResponse, options={"timeout": timeout})
+                answer = Answer(raw.content, raw)
         except openai.APIError as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
             return self._failure(exc, record)
         record.latency_ms = int((time.perf_counter() - started) * 1000)
         try:
-            response = json.loads(raw.content)
+            response = json.loads(answer.content)
         except ValueError as exc:  # not JSON
-            return self._failure(openai.APIResponseValidationError(raw, None, message=f"not JSON ({exc})"), record)
+            return self._failure(
+                openai.APIResponseValidationError(answer.response(), None, message=f"not JSON ({exc})"), record)
         return self.answered(response, record, model, messages, rules)
 
     async def warm(self, providers: Iterable[str]) -> None:

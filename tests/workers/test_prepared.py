@@ -6,6 +6,7 @@ client the template cannot stand for still gets its calls made, through `post`."
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,15 +44,23 @@ async def recording_server(status: int = 200, delay_s: float = 0.0) -> AsyncIter
             response.set_cookie("edge", "c00kie")
         return response
 
+    async with serving({"/v1/chat/completions": handle}) as url:
+        yield f"{url}/v1", seen
+
+
+@asynccontextmanager
+async def serving(routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]]) -> AsyncIterator[str]:
+    """A real HTTP server on a free port answering POSTs to `routes`; its base URL."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handle)
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/v1", seen
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -198,3 +207,80 @@ def test_a_worker_whose_client_needs_a_header_per_request_sends_through_the_sdks
     # The simulator answered (it may refuse now and then): the provider's own usage, no transport failure.
     assert record.status is None and record.outcome.value not in ("connection", "timeout", "error")
     assert (record.usage.prompt_tokens > 0, record.usage.estimated) == (True, False)
+
+
+@asynccontextmanager
+async def odd_server() -> AsyncIterator[str]:
+    """A server whose chat endpoint redirects (307, as an API moved behind a new path does) to one that
+    answers gzip-compressed JSON."""
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/v2/chat/completions")
+
+    async def compressed(request: web.Request) -> web.Response:
+        assert json.loads(await request.read()) == BODY  # a 307 keeps the method and the body
+        return web.Response(body=gzip.compress(json.dumps(ANSWER).encode()), content_type="application/json",
+                            headers={"content-encoding": "gzip"})
+
+    async with serving({"/v1/chat/completions": moved, "/v2/chat/completions": compressed}) as url:
+        yield url
+
+
+@pytest.mark.parametrize("path", ["/v1", "/v2"])  # redirected, then compressed; compressed
+def test_a_redirect_the_client_follows_and_a_compressed_answer_read_as_with_the_sdk(path: str) -> None:
+    async def run() -> tuple[Any, Any, bool]:
+        async with odd_server() as server:
+            url = server + path
+            async def act(client: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[Any, Any, bool]:
+                sdk = await client.post(PATH, body=BODY, cast_to=httpx2.Response, options={"timeout": 5})
+                ours = await prepared.send(BODY, 5)
+                return json.loads(sdk.content), json.loads(ours.content), prepared.direct
+
+            return await both(url, act)  # type: ignore[no-any-return]
+
+    sdk, ours, direct = asyncio.run(run())
+    assert direct  # the workers' client: sent to its aiohttp session, not through httpx2's client
+    assert ours == sdk == ANSWER
+
+
+def test_a_client_with_an_event_hook_sends_through_httpx2_and_its_hook_sees_each_request() -> None:
+    seen: list[str] = []
+
+    async def hook(request: httpx2.Request) -> None:
+        seen.append(str(request.url))
+
+    async def run() -> tuple[bool, bool]:
+        async with recording_server() as (url, _):
+            plain = client_for(url)
+            hooked = openai.AsyncOpenAI(base_url=url, api_key="sk-test-prepared-0123456789", max_retries=0,
+                                        http_client=openai.DefaultAioHttpClient(event_hooks={"request": [hook]}))
+            try:
+                direct, through = await PreparedChat.build(plain), await PreparedChat.build(hooked)
+                assert direct is not None and through is not None
+                answer = await through.send(BODY, 5)
+                assert json.loads(answer.content) == ANSWER
+                return direct.direct, through.direct
+            finally:
+                await plain.close()
+                await hooked.close()
+
+    assert asyncio.run(run()) == (True, False)
+    assert seen == [seen[0]] and seen[0].endswith("/v1/chat/completions")
+
+
+def test_an_answer_that_is_not_json_can_still_be_reported_with_its_response() -> None:
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>a proxy's login page</html>", content_type="text/html")
+
+    async def run() -> tuple[bool, Any]:
+        async def act(_: openai.AsyncOpenAI, prepared: PreparedChat) -> tuple[bool, Any]:
+            answer = await prepared.send(BODY, 5)
+            return prepared.direct, openai.APIResponseValidationError(answer.response(), None, message="not JSON")
+
+        async with serving({"/v1/chat/completions": html}) as url:
+            return await both(f"{url}/v1", act)  # type: ignore[no-any-return]
+
+    direct, error = asyncio.run(run())
+    assert direct
+    assert (error.status_code, error.response.text) == (200, "<html>a proxy's login page</html>")
+    assert error.response.headers["content-type"].startswith("text/html")
+    assert str(error.request.url).endswith("/v1/chat/completions")
