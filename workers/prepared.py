@@ -19,12 +19,13 @@ request and response objects, the client's auth, redirect and hook passes, and t
 conversion: half the CPU of a call (docs/benchmarks.md). It keeps what those passes do for this request:
 the client's cookies both ways, the adapter's mapping of aiohttp's errors to httpx2's (and so to the SDK's),
 the SDK's own status errors, decoding of a compressed body, and a redirect the client follows, which is
-sent again the full way.
+sent again the full way, and the client's log line per request (at DEBUG in the workers).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,8 @@ except ImportError:  # pragma: no cover (the locked environment has httpx2)
     import httpx as http  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 PATH = "/chat/completions"
+# The client's logger, whose INFO line per request the direct path writes as the client would.
+_http_log = logging.getLogger(http.__name__)
 # Headers that belong to one request and are set again for each: the body's length and the read timeout.
 _PER_CALL = frozenset({"content-length", "x-stainless-read-timeout"})
 
@@ -207,11 +210,14 @@ class _Direct:
             raise openai.APITimeoutError(request=http.Request("POST", self._url)) from exc
         except request_exceptions() as exc:
             raise openai.APIConnectionError(request=http.Request("POST", self._url)) from exc
+        if self._follows and status in _REDIRECTS and "location" in seen:
+            return None  # (the client sends it again and logs both answers)
+        if _http_log.isEnabledFor(logging.INFO):  # the line the client logs per request, as it words it
+            _http_log.info('HTTP Request: %s %s "%s %d %s"', "POST", self._url, "HTTP/1.1", status,
+                           reason or "")
         cookies = "set-cookie" in seen
         if 200 <= status < 300 and not cookies and seen.get("content-encoding", "identity") == "identity":
             return Answer(raw, status=status, headers=raw_headers, reason=reason, url=self._url)
-        if self._follows and status in _REDIRECTS and "location" in seen:
-            return None
         response = _response(status, raw_headers, raw, reason, http.Request("POST", self._url))
         if cookies:
             jar.extract_cookies(response)
