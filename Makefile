@@ -18,11 +18,17 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/tierq demo
 
+# The suite runs as two pytest sessions side by side (pytest-xdist): most of its time is waiting (outages,
+# rate-limit windows, workers starting), and each session has its own database, Redis databases,
+# simulator and worker, as two runs at once do. TEST_SESSIONS=0 runs it in this one process.
+TEST_SESSIONS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_SESSIONS) --dist worksteal
+
 test: install
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(PY) -m ruff check tierq models workers producer fakellm migrations tests bench eval
