@@ -100,7 +100,8 @@ def redis_dbs() -> Iterator[RedisDbs]:
     except redis.exceptions.ConnectionError as exc:
         _unavailable("Redis", exc)
     except claims.DatabaseInUse as exc:
-        pytest.fail(f"{exc}; wait for a run to finish")
+        pytest.fail(f"{exc}; wait for a run to finish, or run this one as one session (make test TEST_SESSIONS=0) "
+                    "or on a Redis of its own (TIERQ_TEST_REDIS=redis://HOST:PORT)")
 
 
 @pytest.fixture(scope="session")
