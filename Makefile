@@ -20,8 +20,9 @@ demo: install
 
 # The suite runs as two pytest sessions side by side (pytest-xdist): most of its time is waiting (outages,
 # rate-limit windows, workers starting), and each session has its own database, Redis databases,
-# simulator and worker, as two runs at once do. TEST_SESSIONS=0 runs it in this one process.
-TEST_SESSIONS ?= 2
+# simulator and worker, as two runs at once do. `auto` runs one where another run leaves room for only one
+# (tests/conftest.py, pytest_xdist_auto_num_workers); TEST_SESSIONS=0 runs it in this one process.
+TEST_SESSIONS ?= auto
 PYTEST := $(PY) -m pytest -n $(TEST_SESSIONS) --dist worksteal
 
 test: install

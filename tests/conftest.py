@@ -8,6 +8,7 @@ tests that need it skip; in CI (CI=true) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -43,9 +44,13 @@ SHIPPED_SIM_CONFIG = ROOT / "tierq" / "configs" / "sim.toml"
 
 def _test_config() -> Path:
     """The shipped sim.toml with audits off: most tests count calls exactly, and an audit is one more call.
-    The audit tests (tests/workers/test_audits.py) turn them on in configs of their own."""
+    The audit tests (tests/workers/test_audits.py) turn them on in configs of their own.
+
+    Its workers run 12 task threads rather than 32 (600 calls open each, more than any test needs): a worker's
+    Postgres pool is sized from its threads (workers.context.pool_size) and keeps what it opened, and three
+    sessions, each with its own worker and a test's two more, must fit in Postgres's 100 connections."""
     path = Path(tempfile.gettempdir()) / f"tierq-test-sim-{os.getpid()}.toml"
-    path.write_text(SHIPPED_SIM_CONFIG.read_text() + "\n[quality]\naudit_rate = 0\n")
+    path.write_text(SHIPPED_SIM_CONFIG.read_text() + "\n[quality]\naudit_rate = 0\n\n[worker]\nthreads = 12\n")
     return path
 
 
@@ -87,21 +92,105 @@ class RedisDbs:
         return f"{REDIS_SERVER}/{self.dbs[index]}"
 
 
+# 1-12 first: the demo's (15) and the benchmarks' (13, 14) only when a third session needs them.
+CANDIDATE_DBS = range(1, 16)
+SESSIONS_AT_MOST = 2  # what `-n auto` (make test) runs where they fit
+CONNECTIONS_PER_SESSION = 40  # Postgres connections one session may hold at once (its workers and its tests)
+PLAN = "TIERQ_TEST_SESSION_DBS"  # the databases `-n auto` claimed, per session: "1,2,3,4,5;6,7,8,9,10"
+
+
+def _free_connections() -> int | None:
+    """Connections the Postgres of the tests can still take (None when it does not answer: the sessions say so)."""
+    admin = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('max_connections')::int"
+                               " - current_setting('superuser_reserved_connections')::int"
+                               " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+                               ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many sessions `-n auto` runs: up to SESSIONS_AT_MOST, as many as the free Redis databases and
+    Postgres connections allow; 0 (this process alone) when that is one.
+
+    The databases are claimed here, by this process, before any session starts, and handed to the sessions
+    (their processes are this one's children, so the claims count as theirs): two runs started at the same
+    moment cannot both count on the same free ones. Postgres connections are only counted, so runs started
+    at once can still ask for more than it has: CONNECTIONS_PER_SESSION is what one session needs at most."""
+    client = claims.registry(REDIS_SERVER)
+    config.add_cleanup(client.close)
+    held: list[tuple[int, str | None]] = []
+    try:
+        for db in CANDIDATE_DBS:
+            if len(held) == SESSIONS_AT_MOST * DBS_PER_SESSION:
+                break
+            with contextlib.suppress(claims.DatabaseInUse):
+                held.append((db, claims.claim(client, db, "a tierq test run")))
+    except redis.exceptions.RedisError:
+        return 0  # one session, whose fixtures say what is missing
+    free = _free_connections()
+    sessions = len(held) // DBS_PER_SESSION
+    if free is not None:
+        sessions = min(sessions, free // CONNECTIONS_PER_SESSION)
+    keep = sessions * DBS_PER_SESSION
+    for db, value in held[keep:]:
+        claims.release(client, db, value)
+    kept = held[:keep]
+
+    def release() -> None:
+        for db, value in kept:
+            claims.release(client, db, value)
+
+    config.add_cleanup(release)
+    if kept:
+        dbs = [str(db) for db, _ in kept]
+        os.environ[PLAN] = ";".join(",".join(dbs[i:i + DBS_PER_SESSION]) for i in range(0, keep, DBS_PER_SESSION))
+    if sessions < SESSIONS_AT_MOST:
+        short = (f"{len(held)} Redis databases free, {DBS_PER_SESSION} a session"
+                 if len(held) < SESSIONS_AT_MOST * DBS_PER_SESSION
+                 else f"{free} Postgres connections free, {CONNECTIONS_PER_SESSION} a session")
+        print(f"tierq tests: one session instead of {SESSIONS_AT_MOST}, as other runs are using the services "
+              f"({short})")
+    return sessions if sessions > 1 else 0
+
+
+def _planned_dbs() -> list[int] | None:
+    """This session's share of the databases `-n auto` claimed (None when it claimed none)."""
+    plan = os.environ.get(PLAN)
+    if not plan:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    shares = plan.split(";")
+    index = int(worker.removeprefix("gw"))
+    return [int(db) for db in shares[index].split(",")] if index < len(shares) else None
+
+
 @pytest.fixture(scope="session")
 def redis_dbs() -> Iterator[RedisDbs]:
     """This session's Redis databases, claimed (producer/claims.py: sessions running at once, the demo and
     the benchmarks never share one), flushed at the start and released at the end."""
-    # 1-12 first: the demo's (15) and the benchmarks' (13, 14) only when a third session needs them.
+    planned = _planned_dbs()
     try:
-        with claims.claimed_any(REDIS_SERVER, DBS_PER_SESSION, range(1, 16), "a tierq test session") as dbs:
+        with ExitStack() as held:
+            if planned is None:
+                dbs = held.enter_context(claims.claimed_any(REDIS_SERVER, DBS_PER_SESSION, CANDIDATE_DBS,
+                                                            "a tierq test session"))
+            else:  # claimed for this session by the run (pytest_xdist_auto_num_workers); checked again here
+                urls = [held.enter_context(claims.claimed(f"{REDIS_SERVER}/{db}", "a tierq test session"))
+                        for db in planned]
+                dbs = [claims.database_of(url) for url in urls]
             for db in dbs:
                 redis.Redis.from_url(f"{REDIS_SERVER}/{db}").flushdb()
             yield RedisDbs(tuple(dbs))
     except redis.exceptions.ConnectionError as exc:
         _unavailable("Redis", exc)
     except claims.DatabaseInUse as exc:
-        pytest.fail(f"{exc}; wait for a run to finish, or run this one as one session (make test TEST_SESSIONS=0) "
-                    "or on a Redis of its own (TIERQ_TEST_REDIS=redis://HOST:PORT)")
+        pytest.fail(f"{exc}; wait for a run to finish, or run this one on a Redis of its own "
+                    "(TIERQ_TEST_REDIS=redis://HOST:PORT)")
 
 
 @pytest.fixture(scope="session")
