@@ -421,9 +421,12 @@ def test_status_says_when_the_provider_keeps_failing_to_accept_a_batch_and_when_
         dep.start("classify,hot,warm,cold", "all")
         refused = tq.submit(records(3), BatchOptions(force_tier="warm", use_cache=False)).batch_id
         failing = tq.submit(records(3), BatchOptions(force_tier="cold", use_cache=False)).batch_id
-        # A worker began sending it (the row says "sending" from before the upload on) and met the errors.
-        wait_until(lambda: [(p.state, p.provider_status) for p in provider_batches(clean, failing)] ==
-                   [("creating", "sending")], 60, lambda: provider_batches(clean, failing))
+        # A worker began sending it (the row says "sending" from before the upload on), uploaded its file (the
+        # simulator's errors are the Batch API's, not the Files API's) and so met the errors: what it writes
+        # after this keeps updated_at, which the test moves back.
+        wait_until(lambda: [(p.state, p.provider_status, p.input_file_id is not None)
+                            for p in provider_batches(clean, failing)] == [("creating", "sending", True)],
+                   60, lambda: provider_batches(clean, failing))
         assert tq.status(failing).provider_batches["unsent"] == 0  # not a minute yet
         with clean.engine.begin() as conn:  # as if the provider had been failing for five minutes
             conn.execute(text("UPDATE provider_batches SET updated_at = now() - interval '5 minutes' "
