@@ -95,7 +95,7 @@ class RedisDbs:
 # 1-12 first: the demo's (15) and the benchmarks' (13, 14) only when a third session needs them.
 CANDIDATE_DBS = range(1, 16)
 SESSIONS_AT_MOST = 2  # what `-n auto` (make test) runs where they fit
-CONNECTIONS_PER_SESSION = 40  # Postgres connections one session may hold at once (its workers and its tests)
+CONNECTIONS_PER_SESSION = 40  # Postgres connections a session may hold at once (measured: 23-27 at its peak)
 PLAN = "TIERQ_TEST_SESSION_DBS"  # the databases `-n auto` claimed, per session: "1,2,3,4,5;6,7,8,9,10"
 
 
@@ -150,11 +150,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         dbs = [str(db) for db, _ in kept]
         os.environ[PLAN] = ";".join(",".join(dbs[i:i + DBS_PER_SESSION]) for i in range(0, keep, DBS_PER_SESSION))
     if sessions < SESSIONS_AT_MOST:
-        short = (f"{len(held)} Redis databases free, {DBS_PER_SESSION} a session"
+        short = (f"{len(held)} free Redis databases, {DBS_PER_SESSION} a session"
                  if len(held) < SESSIONS_AT_MOST * DBS_PER_SESSION
-                 else f"{free} Postgres connections free, {CONNECTIONS_PER_SESSION} a session")
-        print(f"tierq tests: one session instead of {SESSIONS_AT_MOST}, as other runs are using the services "
-              f"({short})")
+                 else f"{free} free Postgres connections, {CONNECTIONS_PER_SESSION} a session")
+        print(f"tierq tests: one session instead of {SESSIONS_AT_MOST}: other runs are using the services "
+              f"(only {short})")
     return sessions if sessions > 1 else 0
 
 
