@@ -154,21 +154,30 @@ def claimed(url: str, owner: str) -> Iterator[str]:
         client.close()
 
 
+def claim_free(client: redis.Redis, candidates: Iterable[int], most: int,
+               owner: str) -> tuple[list[tuple[int, str | None]], list[str]]:
+    """Claim the first free ones of `candidates`, `most` at most: the claims made (each database with the
+    value `release` needs) and, for each database found in use on the way, why."""
+    held: list[tuple[int, str | None]] = []
+    refused: list[str] = []
+    for db in candidates:
+        if len(held) == most:
+            break
+        try:
+            held.append((db, claim(client, db, owner)))
+        except DatabaseInUse as exc:
+            refused.append(str(exc))
+    return held, refused
+
+
 @contextlib.contextmanager
 def claimed_any(server: str, count: int, candidates: Iterable[int], owner: str) -> Iterator[list[int]]:
     """Hold `count` databases of `server`, the first free ones of `candidates`, for the duration of the
     block. Raises DatabaseInUse, naming the first holder met, when fewer than `count` are free."""
     client = registry(server)
     held: list[tuple[int, str | None]] = []
-    refused: list[str] = []
     try:
-        for db in candidates:
-            if len(held) == count:
-                break
-            try:
-                held.append((db, claim(client, db, owner)))
-            except DatabaseInUse as exc:
-                refused.append(str(exc))
+        held, refused = claim_free(client, candidates, count, owner)
         if len(held) < count:
             more = f", and {len(refused) - 1} more in use" if len(refused) > 1 else ""
             raise DatabaseInUse(f"only {len(held)} of the {count} Redis databases needed are free"

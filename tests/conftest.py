@@ -8,7 +8,6 @@ tests that need it skip; in CI (CI=true) they fail instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from fakellm.testing import SimServer, running_server
 from models import make_engine
+from models.db import libpq_url
 from producer import claims, localstack
 from producer.api import Tierq
 from producer.services import ServiceUnavailable
@@ -101,9 +101,8 @@ PLAN = "TIERQ_TEST_SESSION_DBS"  # the databases `-n auto` claimed, per session:
 
 def _free_connections() -> int | None:
     """Connections the Postgres of the tests can still take (None when it does not answer: the sessions say so)."""
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
+        with psycopg.connect(libpq_url(POSTGRES_URL), connect_timeout=3, autocommit=True) as conn:
             row = conn.execute("SELECT current_setting('max_connections')::int"
                                " - current_setting('superuser_reserved_connections')::int"
                                " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
@@ -123,13 +122,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     at once can still ask for more than it has: CONNECTIONS_PER_SESSION is what one session needs at most."""
     client = claims.registry(REDIS_SERVER)
     config.add_cleanup(client.close)
-    held: list[tuple[int, str | None]] = []
     try:
-        for db in CANDIDATE_DBS:
-            if len(held) == SESSIONS_AT_MOST * DBS_PER_SESSION:
-                break
-            with contextlib.suppress(claims.DatabaseInUse):
-                held.append((db, claims.claim(client, db, "a tierq test run")))
+        held, _ = claims.claim_free(client, CANDIDATE_DBS, SESSIONS_AT_MOST * DBS_PER_SESSION, "a tierq test run")
     except redis.exceptions.RedisError:
         return 0  # one session, whose fixtures say what is missing
     free = _free_connections()
