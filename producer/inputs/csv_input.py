@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from producer.inputs.prompts import PromptSpec
-from producer.inputs.records import Overlong, Record, Rejection, RejectKind, check_id, reject
+from producer.inputs.records import Overlong, Record, Rejection, RejectKind, check_id, reject, undecodable_path
 from tierq.errors import InputError
 
 DELIMITERS = (",", "\t", ";", "|")
@@ -145,8 +145,9 @@ def _row_problem(
                 why = bad.pop(line_no)
                 if line_no != start:
                     why = why.replace("; re-encode", f" of line {line_no}; re-encode")
-                kind = RejectKind.TOO_LONG if why.startswith(OVERLONG) else RejectKind.INVALID_UTF8
-                return reject(start, why, kind)
+                if why.startswith(OVERLONG):
+                    return reject(start, why, RejectKind.TOO_LONG)
+                return _undecodable(row, header, start, why)
     if len(row) == len(header):
         return None
     if end > start and "\n" in row[-1]:
@@ -155,6 +156,21 @@ def _row_problem(
                       'between were read into it. Close the quote, or write a quote inside a field as two ("")',
                       RejectKind.RAGGED_ROW)
     return reject(start, f"row has {len(row)} fields, the header has {len(header)}", RejectKind.RAGGED_ROW)
+
+
+def _undecodable(row: Sequence[str], header: Sequence[str], start: int, why: str) -> Rejection:
+    """A row with bytes that are not UTF-8 (decoded with "surrogateescape"), naming its column and the row's id
+    where the row has the header's columns."""
+    if len(row) != len(header):
+        return reject(start, why, RejectKind.INVALID_UTF8)
+    cells = dict(zip(header, row, strict=True))
+    column = next((name for name, cell in cells.items() if undecodable_path(cell) is not None), None)
+    if column is not None:
+        why = f'column "{column}" has {why}'
+    id_column = next((c for c in ("id", "custom_id") if c in cells), None)
+    custom_id = check_id(start, (cells[id_column] or None) if id_column else None)
+    readable = custom_id if isinstance(custom_id, str) and undecodable_path(custom_id) is None else None
+    return reject(start, why, RejectKind.INVALID_UTF8, readable)
 
 
 def _first_line(lines: Iterator[bytes]) -> tuple[bytes | None, Iterator[bytes]]:

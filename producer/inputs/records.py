@@ -176,9 +176,7 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return reject(
-            line_no, f"invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8", RejectKind.INVALID_UTF8
-        )
+        return _invalid_utf8(line_no, raw, exc.start)
     try:
         obj = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
@@ -194,6 +192,45 @@ def decode_json_line(line_no: int, raw: bytes) -> dict[str, Any] | Rejection:
     if not isinstance(obj, dict):
         return reject(line_no, f"the record is a JSON {type(obj).__name__}, not an object", RejectKind.NOT_OBJECT)
     return obj
+
+
+def _invalid_utf8(line_no: int, raw: bytes, at: int) -> Rejection:
+    """The rejection of a line that is not UTF-8, naming the record's id and the field the bad byte is in
+    where the rest of the line still reads as a JSON object."""
+    problem = f"invalid UTF-8 at byte {at}; re-encode the file as UTF-8"
+    try:  # each undecodable byte becomes a lone surrogate, which marks where it was
+        obj = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict):
+        return reject(line_no, problem, RejectKind.INVALID_UTF8)
+    where = undecodable_path(obj)
+    if where is not None:
+        problem = f'field "{where}" has {problem}'
+    given = next((obj[k] for k in ("id", "custom_id") if obj.get(k) is not None), None)
+    custom_id = check_id(line_no, given)
+    readable = custom_id if isinstance(custom_id, str) and undecodable_path(custom_id) is None else None
+    return reject(line_no, problem, RejectKind.INVALID_UTF8, readable)
+
+
+def undecodable_path(value: Any) -> str | None:
+    """Where in a value decoded with "surrogateescape" the first undecodable byte is (`body.messages[0].content`;
+    "" for the value itself; a key's own bytes count as its value's), or None when it has none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if any("\udc80" <= c <= "\udcff" for c in item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                shown = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:100]
+                name = f"{path}.{shown}" if path else shown
+                stack.append((child, name))
+                stack.append((key, name))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{n}]") for n, child in reversed(list(enumerate(item))))
+    return None
 
 
 class _DuplicateKey(ValueError):

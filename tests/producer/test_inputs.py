@@ -129,9 +129,10 @@ def test_csv_bad_rows_are_rejected_with_their_physical_line() -> None:
     assert reasons(items) == [
         ("ragged_row", "line 5: row has 3 fields, the header has 2"),
         ("ragged_row", "line 6: row has 1 fields, the header has 2"),
-        ("invalid_utf8", "line 7: invalid UTF-8 at byte 2; re-encode the file as UTF-8"),
+        ("invalid_utf8", 'line 7: column "text" has invalid UTF-8 at byte 2; re-encode the file as UTF-8'),
         ("empty_prompt", 'line 8: column "text" is empty'),
     ]
+    assert [i.custom_id for i in items if isinstance(i, Rejection) and i.kind == RejectKind.INVALID_UTF8] == ["5"]
 
 
 def test_csv_problems_with_the_whole_file_stop_before_anything_is_read() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from producer.inputs.records import Record, Rejection, RejectKind
+import pytest
+
+from producer.inputs.records import Record, Rejection, RejectKind, decode_json_line
 from producer.inputs.stream import read_jsonl
 
 
@@ -42,7 +44,7 @@ def test_bad_records_are_rejected_with_reasons() -> None:
         "line 3: the record is a JSON list, not an object",
         'line 4: field "prompt" is empty',
         'line 5: field "prompt" is missing (give "prompt", "text" or "messages")',
-        "line 6: invalid UTF-8 at byte 12; re-encode the file as UTF-8",
+        'line 6: field "prompt" has invalid UTF-8 at byte 12; re-encode the file as UTF-8',
         'line 7: field "messages" must be a non-empty list',
         "line 8: field \"messages[0]\" has role 'robot'; "
         "use one of ['assistant', 'developer', 'system', 'tool', 'user']",
@@ -122,3 +124,25 @@ def test_a_field_of_the_wrong_type_is_named_with_the_type_it_has() -> None:
         'line 4: field "id" must be a non-empty string or integer, not list',
         'line 5: field "id" is empty',
     ]
+
+
+@pytest.mark.parametrize(("raw", "reason", "custom_id"), [
+    (b'{"id": "t-42", "prompt": "caf\xe9 au lait"}', 'field "prompt" has invalid UTF-8 at byte 29', "t-42"),
+    (b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "\xff"}]}',
+     'field "messages[1].content" has invalid UTF-8 at byte 78', "4"),
+    (b'{"custom_id": "r1", "body": {"messages": [{"role": "user", "content": [{"type": "text", "text": "\xfe"}]}]}}',
+     'field "body.messages[0].content[0].text" has invalid UTF-8 at byte 97', "r1"),
+    # The id itself cannot be read, so the rejection has none rather than a garbled one.
+    (b'{"id": "t\xff", "prompt": "ok"}', 'field "id" has invalid UTF-8 at byte 9', None),
+    # A key's bad byte is shown escaped: the reason itself must be text.
+    (b'{"pro\xffmpt": "ok"}', 'field "pro\\xffmpt" has invalid UTF-8 at byte 5', "4"),
+    # Outside any string the line is no JSON object to name a field of.
+    (b'{"prompt": "ok" \xff}', "invalid UTF-8 at byte 16", None),
+    (b'["\xff"]', "invalid UTF-8 at byte 2", None),
+])
+def test_a_line_that_is_not_utf8_names_the_field_and_the_record(raw: bytes, reason: str, custom_id: str | None) -> None:
+    rejection = decode_json_line(4, raw)
+    assert isinstance(rejection, Rejection) and rejection.kind == RejectKind.INVALID_UTF8
+    assert rejection.reason == f"line 4: {reason}; re-encode the file as UTF-8"
+    assert rejection.custom_id == custom_id
+    rejection.reason.encode("utf-8")  # storable and printable as it is

@@ -47,7 +47,7 @@ def test_every_kind_of_bad_record_is_reported_and_every_good_one_runs(clean: Sta
         (4, "not_object", "line 4: the record is a JSON list, not an object"),
         (5, "missing_prompt", 'line 5: field "prompt" is missing (give "prompt", "text" or "messages")'),
         (6, "empty_prompt", 'line 6: field "prompt" is empty'),
-        (7, "invalid_utf8", "line 7: invalid UTF-8 at byte 31; re-encode the file as UTF-8"),
+        (7, "invalid_utf8", 'line 7: field "prompt" has invalid UTF-8 at byte 31; re-encode the file as UTF-8'),
         (8, "too_long", f"line 8: the prompt has {len(too_long)} characters (about {len(too_long) // 4} tokens), more "
                         f"than the largest context window of any configured model ({clean.config.max_context} tokens); "
                         "shorten or split it"),
@@ -55,6 +55,7 @@ def test_every_kind_of_bad_record_is_reported_and_every_good_one_runs(clean: Sta
                             "give every record its own id"),
     ]
     assert result.rejections == seen
+    assert {r.reason.split(":")[0]: r.custom_id for r in seen if r.kind.value == "invalid_utf8"} == {"line 7": "latin1"}
     assert result.rejected_by_kind == {k: 1 for k in ("malformed_json", "not_object", "missing_prompt", "empty_prompt",
                                                       "invalid_utf8", "too_long", "duplicate_id")}
     assert (status.total, status.rejected, status.count_final()) == (3, 7, 3)
