@@ -64,6 +64,9 @@ class BatchStatus:
     held_until: datetime | None = None  # when the last of them is tried again (None: each one is due)
     held_left_s: float | None = None  # seconds from now until then
     held_due: int = 0  # of them, those due already: their messages wait for a worker to take them
+    # The held jobs by the queue they wait in (a tier, or classify): (queue, jobs, longest wait in s, the reason
+    # most of them there were given), most jobs first: one tier may wait out a 429 while another's provider is down.
+    held_queues: list[tuple[str, int, float | None, str | None]] = field(default_factory=list)
     # Waiting jobs by what they wait for: the same question's leader job, by (its batch, status, tier) -> jobs.
     following: list[tuple[uuid.UUID, str, str | None, int]] = field(default_factory=list)
     # Provider batches (batch-mode tiers) still open: batches, requests, and the provider's completed and failed.
@@ -126,6 +129,8 @@ class BatchStatus:
             "held_reason": self.held_reason,
             "held_until": None if self.held_until is None else self.held_until.isoformat(),
             "held_due": self.held_due,
+            "held_by_queue": [{"queue": q, "jobs": n, "longest_s": None if s is None else round(s, 1), "reason": why}
+                              for q, n, s, why in self.held_queues],
             "waiting_for": [{"batch_id": str(b), "status": st, "tier": t, "jobs": n} for b, st, t, n in self.following],
             "quality": self.quality.as_dict() if self.quality is not None else None,
         }
@@ -168,6 +173,9 @@ def batch_status(conn: Connection, batch_id: uuid.UUID) -> BatchStatus:
     status.held, held_s, status.held_reason, status.held_until, held_left_s, status.held_due = rows(conn, _HELD,
                                                                                                    params)[0]
     status.held_left_s = None if held_left_s is None else float(held_left_s)
+    if status.held:
+        status.held_queues = [(q, int(n), None if s is None else float(s), why)
+                              for q, n, s, why in rows(conn, _HELD_QUEUES, params)]
     if status.count(JobStatus.FAILED):
         status.failed_reason = rows(conn, _FAILED_REASON, params)[0][0]
     if status.count(JobStatus.RUNNING):
@@ -199,6 +207,10 @@ _HELD = (f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(held_since)), mode() 
          "EXTRACT(EPOCH FROM max(held_until) FILTER (WHERE held_until > now()) - now()), "
          "count(*) FILTER (WHERE held_until <= now()) FROM jobs WHERE batch_id = :id "
          f"AND status IN ('{JobStatus.QUEUED.value}', '{JobStatus.PENDING.value}') AND held_since IS NOT NULL")
+_HELD_QUEUES = (f"SELECT CASE WHEN status = '{JobStatus.PENDING.value}' THEN 'classify' ELSE tier END, count(*), "
+                "EXTRACT(EPOCH FROM now() - min(held_since)), mode() WITHIN GROUP (ORDER BY error) FROM jobs "
+                f"WHERE batch_id = :id AND status IN ('{JobStatus.QUEUED.value}', '{JobStatus.PENDING.value}') "
+                "AND held_since IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1")
 FAILED_OUTCOMES = ("timeout", "connection", "http_4xx", "http_5xx", "error", "rate_limited")
 WARN_MIN_CALLS = 20
 WARN_SHARE = 0.1

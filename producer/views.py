@@ -48,6 +48,18 @@ def _held_until(status: BatchStatus, countdown: bool = True) -> str:
     return f"{due}; {rest} tried again by {status.held_until.astimezone(UTC):%H:%M:%S} UTC{left}"
 
 
+def _held_apart(status: BatchStatus) -> bool:
+    """Whether the held jobs wait in more than one queue for reasons that differ."""
+    return len({why for _, _, _, why in status.held_queues}) > 1
+
+
+def _doctor_hint(reason: str) -> str:
+    # A provider no call reaches may be a typo in its base_url as much as an outage: say how to tell.
+    if reason.startswith("connection:"):
+        return "; if it should be up, `tierq doctor` tries each provider's base_url"
+    return ""
+
+
 def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
     """A batch's state in a few lines (tiers in `tiers` order); the first one alone is a usable summary."""
     d = status.as_dict()
@@ -94,13 +106,18 @@ def status_lines(status: BatchStatus, tiers: Sequence[str] = ()) -> list[str]:
         waits = "job waits" if count == 1 else "jobs wait"
         lines.append(f"  waiting: {count:,} {waits} for the answer to the same question from {where}, {state}{at}"
                      + ("" if batch == status.batch_id else f"; `tierq status {batch}` shows how that one goes"))
-    if status.held and not status.done and status.held_reason:
+    if status.held and not status.done and _held_apart(status):
+        # Each queue's own reason: the one most jobs share would be told of the others too.
         waits = "job waits" if status.held == 1 else "jobs wait"
-        # A provider no call reaches may be a typo in its base_url as much as an outage: say how to tell.
-        hint = ("; if it should be up, `tierq doctor` tries each provider's base_url"
-                if status.held_reason.startswith("connection:") else "")
+        lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)})"
+                     f"{_held_until(status)}")
+        for queue, count, longest, given in status.held_queues:
+            reason = f"{given}{_doctor_hint(given)}" if given else "a provider outage, a rate limit or the budget"
+            lines.append(f"    at {queue}: {count:,} (the longest for {duration(longest)}): {reason}")
+    elif status.held and not status.done and status.held_reason:
+        waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} (the longest for {duration(status.held_s)}): "
-                     f"{status.held_reason}{hint}{_held_until(status)}")
+                     f"{status.held_reason}{_doctor_hint(status.held_reason)}{_held_until(status)}")
     elif status.held and not status.done:
         waits = "job waits" if status.held == 1 else "jobs wait"
         lines.append(f"  held: {status.held:,} {waits} out a provider outage, a rate limit or the budget (the "
@@ -154,7 +171,12 @@ def status_line(status: BatchStatus, tiers: Sequence[str] = ()) -> str:
     if status.held and not status.done:
         # Why and until when, as the block says it, but without the countdown: a pipe gets a line per change.
         until = _held_until(status, countdown=False)
-        why = f" ({status.held_reason}{until})" if status.held_reason else f" ({until[2:]})" if until else ""
+        if _held_apart(status):
+            queue, count, _, reason = status.held_queues[0]
+            others = status.held - count
+            why = f" ({count:,} at {queue}: {reason or 'reason not recorded'}; {others:,} at other queues{until})"
+        else:
+            why = f" ({status.held_reason}{until})" if status.held_reason else f" ({until[2:]})" if until else ""
         parts.append(f"held {status.held:,}{why}")
     parts += [f"stuck {status.stuck:,}"] if status.stuck else []
     return "; ".join(parts)

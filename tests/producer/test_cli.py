@@ -809,3 +809,32 @@ def test_status_shows_jobs_held_by_an_outage_and_a_model_whose_every_call_failed
     assert any(re.match(r"  held: 1 job waits out a provider outage, a rate limit or the budget \(the longest for "
                         r"\d+m \d\ds\)", line) for line in lines), lines
     assert any(line.startswith("  warning: sim-nano: 3 of 3 calls failed (connection 3)") for line in lines)
+
+
+def test_status_tells_jobs_held_at_two_tiers_each_their_own_reason(clean: Stack, tmp_path: Path) -> None:
+    # The hot tier waits out a 429 while the cold tier's provider is down: the reason most jobs share is not
+    # the cold jobs' reason.
+    hot = [insert_job(clean, f"Where is parcel {n}?", status="queued", tier="hot", handoff=uuid.uuid4())
+           for n in range(3)]
+    cold = insert_job(clean, "Explain the refund rules", status="queued", tier="cold", handoff=uuid.uuid4())
+    with clean.engine.begin() as conn:
+        batch = conn.execute(text("SELECT batch_id FROM jobs WHERE id = :j"), {"j": hot[0]}).scalar_one()
+        conn.execute(text("UPDATE jobs SET batch_id = :b, seq = id, custom_id = 'j' || id, "
+                          "held_since = now() - interval '90 seconds', holds = 1, "
+                          "held_until = now() + interval '1 hour', error = CASE WHEN tier = 'hot' "
+                          "THEN 'rate limit: sim-nano asked to wait 20 s (HTTP 429)' "
+                          "ELSE 'connection: provider ''sim'' cannot be reached' END WHERE id = ANY(:ids)"),
+                     {"b": batch, "ids": [*hot, cold]})
+        conn.execute(text("UPDATE batches SET total = 4 WHERE id = :b"), {"b": batch})
+    shown = json.loads(tierq(clean, tmp_path, "status", str(batch), "--json").stdout)
+    assert shown["held"] == 4 and shown["held_reason"] == "rate limit: sim-nano asked to wait 20 s (HTTP 429)"
+    assert [(q["queue"], q["jobs"], q["reason"], q["longest_s"] >= 90) for q in shown["held_by_queue"]] == [
+        ("hot", 3, "rate limit: sim-nano asked to wait 20 s (HTTP 429)", True),
+        ("cold", 1, "connection: provider 'sim' cannot be reached", True)]
+    lines = tierq(clean, tmp_path, "status", str(batch)).stdout.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("  held: 4 jobs wait (the longest for 1m "))
+    assert lines[at + 1].startswith("    at hot: 3 (the longest for 1m ")
+    assert lines[at + 1].endswith("): rate limit: sim-nano asked to wait 20 s (HTTP 429)")
+    assert lines[at + 2].startswith("    at cold: 1 (the longest for 1m ")
+    assert lines[at + 2].endswith("): connection: provider 'sim' cannot be reached; if it should be up, "
+                                  "`tierq doctor` tries each provider's base_url")

@@ -89,6 +89,26 @@ def test_jobs_held_for_a_provider_no_call_reaches_are_told_how_to_check_its_url(
             in status_lines(status, ["hot", "warm", "cold"]))
 
 
+def test_jobs_held_at_two_tiers_for_different_reasons_are_each_told_their_own() -> None:
+    status = BatchStatus(uuid.uuid4(), 50, 0, {"queued": 50}, {"hot": 40, "cold": 10}, 0, Decimal(0), 60)
+    status.held, status.held_s = 50, 122.0
+    status.held_reason = "rate limit: sim-nano asked to wait 20 s (HTTP 429)"  # what most of them share
+    status.held_queues = [("hot", 40, 122.0, status.held_reason),
+                          ("cold", 10, 31.0, "connection: provider 'big' cannot be reached")]
+    lines = status_lines(status, ["hot", "warm", "cold"])
+    at = lines.index("  held: 50 jobs wait (the longest for 2m 02s)")
+    assert lines[at + 1:at + 3] == [
+        "    at hot: 40 (the longest for 2m 02s): rate limit: sim-nano asked to wait 20 s (HTTP 429)",
+        "    at cold: 10 (the longest for 31s): connection: provider 'big' cannot be reached; if it should be up, "
+        "`tierq doctor` tries each provider's base_url"]
+    assert status_line(status).endswith(
+        "; held 50 (40 at hot: rate limit: sim-nano asked to wait 20 s (HTTP 429); 10 at other queues)")
+    # One reason wherever they wait: the one line of before.
+    status.held_queues = [("hot", 40, 122.0, status.held_reason), ("cold", 10, 31.0, status.held_reason)]
+    assert ("  held: 50 jobs wait (the longest for 2m 02s): rate limit: sim-nano asked to wait 20 s (HTTP 429)"
+            in status_lines(status, ["hot", "warm", "cold"]))
+
+
 def test_the_one_line_status_says_how_to_fix_a_queue_no_worker_serves() -> None:
     # What `submit --wait` and `status --watch` print where the output is not a terminal (a CI log, say).
     status = BatchStatus(uuid.uuid4(), 2, 0, {"pending": 2}, {}, 0, Decimal(0), 0)
