@@ -40,6 +40,7 @@ from fakellm.testing import SimServer, running_server
 from migrations import upgrade
 from models import make_engine
 from producer.services import ServiceUnavailable, throwaway_redis
+from tierq import parent
 from tierq.redact import masked_url, scrubbed
 from tierq.settings import Settings
 
@@ -111,7 +112,8 @@ def start_worker(env: Mapping[str, str], log_path: Path, queues: str | Sequence[
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue_list, "--loglevel", loglevel,
              "-n", nodename, "--without-mingle", *args],
-            env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+            env={**env, **parent.started_by_me()}, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True,
         )
     worker = Worker(proc, nodename, log_path)
     try:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from migrations import head_revision, known_revision
+from tierq import parent
 from tierq.broker import check_login
 from tierq.config import check_keys, providers_for
 from tierq.contract import CLASSIFY_QUEUE
@@ -90,6 +91,7 @@ def prepare(app: Celery, queues: Sequence[str], concurrency: int, name: str = "w
     announce it (`name`, its queues and its configuration) to the producers."""
     settings = get_settings()
     apply_log_level(settings.log_level)
+    parent.follow()  # a worker a run started (tests, demo, benchmarks) does not outlive it
     config = settings.load_config()
     check_queues(queues, [CLASSIFY_QUEUE, *config.tier_names], str(settings.config))
     providers = providers_for(config, queues)

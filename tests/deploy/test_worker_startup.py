@@ -6,6 +6,7 @@ A worker that starts holds only the Postgres connections its threads can use at 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -326,3 +327,51 @@ def test_a_redis_that_refuses_writes_stops_start_up_in_one_line(clean: Stack, br
     [line] = our_lines(done.stderr)
     assert "refuses writes (ReadOnlyError" in line and line.endswith("a primary this user may write to"), line
     assert "Traceback" not in done.stderr
+
+
+RUN_THAT_STARTS_A_WORKER = """
+import json, sys
+from pathlib import Path
+from producer.localstack import start_worker
+env, log = json.loads(sys.argv[1]), Path(sys.argv[2])
+worker = start_worker(env, log, "classify", name="orphan", cwd=Path(sys.argv[3]))
+print(worker.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie no one has reaped yet counts: it runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_worker_a_run_started_stops_when_the_run_is_killed(clean: Stack, broker: str, tmp_path: Path) -> None:
+    # A test session, `tierq demo` or a benchmark killed outright (SIGKILL, a CI timeout, a closed pipe) left
+    # its workers running in their own process groups, taking messages from a Redis database the next run
+    # claims: that run's jobs then went to a worker with another database and simulator, and its tests failed.
+    env = {**clean.env, "TIERQ_BROKER_URL": broker, "TIERQ_REDIS_URL": broker}
+    run = subprocess.Popen([sys.executable, "-c", RUN_THAT_STARTS_A_WORKER, json.dumps(env), str(tmp_path / "o.log"),
+                            str(ROOT)], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        pid = int(run.stdout.readline())  # the worker answered: it is ready
+        assert not gone(pid)
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 60  # a warm shutdown of an idle worker; the loaded machine's margin
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stopped = gone(pid)
+        if not stopped:
+            os.killpg(pid, 9)
+    finally:
+        run.kill()
+        run.wait()
+    assert stopped, (tmp_path / "o.log").read_text(errors="replace")[-3000:]
+    assert "the process that started this worker" in (tmp_path / "o.log").read_text(errors="replace")
