@@ -14,7 +14,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from producer.inputs.prompts import PromptSpec
-from producer.inputs.records import Overlong, Record, Rejection, RejectKind, check_id, reject, undecodable_path
+from producer.inputs.records import (
+    Overlong,
+    Record,
+    Rejection,
+    RejectKind,
+    check_id,
+    readable_id,
+    reject,
+    shown_name,
+    undecodable_path,
+)
 from tierq.errors import InputError
 
 DELIMITERS = (",", "\t", ";", "|")
@@ -166,11 +176,10 @@ def _undecodable(row: Sequence[str], header: Sequence[str], start: int, why: str
     cells = dict(zip(header, row, strict=True))
     column = next((name for name, cell in cells.items() if undecodable_path(cell) is not None), None)
     if column is not None:
-        why = f'column "{column}" has {why}'
+        why = f'column "{shown_name(column)}" has {why}'
     id_column = next((c for c in ("id", "custom_id") if c in cells), None)
-    custom_id = check_id(start, (cells[id_column] or None) if id_column else None)
-    readable = custom_id if isinstance(custom_id, str) and undecodable_path(custom_id) is None else None
-    return reject(start, why, RejectKind.INVALID_UTF8, readable)
+    return reject(start, why, RejectKind.INVALID_UTF8,
+                  readable_id(start, (cells[id_column] or None) if id_column else None))
 
 
 def _first_line(lines: Iterator[bytes]) -> tuple[bytes | None, Iterator[bytes]]:

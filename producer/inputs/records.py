@@ -208,9 +208,20 @@ def _invalid_utf8(line_no: int, raw: bytes, at: int) -> Rejection:
     if where is not None:
         problem = f'field "{where}" has {problem}'
     given = next((obj[k] for k in ("id", "custom_id") if obj.get(k) is not None), None)
-    custom_id = check_id(line_no, given)
-    readable = custom_id if isinstance(custom_id, str) and undecodable_path(custom_id) is None else None
-    return reject(line_no, problem, RejectKind.INVALID_UTF8, readable)
+    return reject(line_no, problem, RejectKind.INVALID_UTF8, readable_id(line_no, given))
+
+
+def readable_id(line_no: int, value: Any) -> str | None:
+    """The id of a record with undecodable bytes, as `check_id` gives it, or None when the id is unusable or
+    holds such bytes itself (a rejection names no garbled id)."""
+    custom_id = check_id(line_no, value)
+    return custom_id if isinstance(custom_id, str) and undecodable_path(custom_id) is None else None
+
+
+def shown_name(name: str) -> str:
+    """A name read with "surrogateescape" as printable text: its undecodable bytes escaped (`\\xff`), at most
+    100 characters."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:100]
 
 
 def undecodable_path(value: Any) -> str | None:
@@ -224,8 +235,7 @@ def undecodable_path(value: Any) -> str | None:
                 return path
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
-                shown = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:100]
-                name = f"{path}.{shown}" if path else shown
+                name = f"{path}.{shown_name(key)}" if path else shown_name(key)
                 stack.append((child, name))
                 stack.append((key, name))
         elif isinstance(item, list):
