@@ -82,21 +82,20 @@ def _release(conn: Connection, outbox: Outbox, which: str, ids: Sequence[int], c
         text(f"SELECT id, batch_id FROM jobs WHERE {which} AND status = '{WAITING}' ORDER BY id FOR UPDATE"),
         {"ids": list(ids)},
     ).all()
-    planned = [(uuid.uuid4(), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
-    flat = [(r[0], message) for message, part in planned for r in part]
-    if not flat:
-        return 0
-    moved = set(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = v.handoff, "
-             "handoff_from = NULL, updated_at = now() FROM unnest(CAST(:ids AS bigint[]), CAST(:handoffs AS uuid[])) "
-             f"AS v(id, handoff) WHERE j.id = v.id AND j.status = '{WAITING}' RETURNING j.id"),
-        {"ids": [f[0] for f in flat], "handoffs": [f[1] for f in flat]},
-    ).scalars())
-    for message, part in planned:
-        kept = [r[0] for r in part if r[0] in moved]
+    # One statement per new message, its jobs by id (as models.lifecycle._queue, for the same reason).
+    moved = 0
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        message = uuid.uuid4()
+        kept = sorted(conn.execute(
+            text(f"UPDATE jobs SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = :handoff, "
+                 f"handoff_from = NULL, updated_at = now() WHERE id = ANY(:ids) AND status = '{WAITING}' RETURNING id"),
+            {"ids": [r[0] for r in part], "handoff": message},
+        ).scalars())
         if kept:
             outbox.add(classify_message(kept, part[0][1], message))
-    return len(moved)
+        moved += len(kept)
+    return moved
 
 
 def touch_waiting(conn: Connection, ids: Sequence[int]) -> None:

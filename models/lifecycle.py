@@ -81,24 +81,22 @@ def _queue(
     *, batch_id: uuid.UUID | None, sets: str = "", countdown: float | None = None,
 ) -> int:
     """Queue jobs on their tiers under new messages (`chunk` jobs each); `guard` says which jobs may move."""
-    planned = [(tier, uuid.uuid4(), ids) for tier, ids in _groups(routes, chunk)]
-    flat = [(job_id, tier, message) for tier, message, ids in planned for job_id in ids]
-    if not flat:
-        return 0
-    moved = set(conn.execute(
-        text(f"UPDATE jobs AS j SET status = '{QUEUED}', tier = v.tier, handoff = v.handoff, handoff_from = :me, "
-             f"start_tier = COALESCE(j.start_tier, v.tier), lease_owner = NULL, lease_until = NULL, "
-             f"updated_at = now(){sets} "
-             "FROM unnest(CAST(:ids AS bigint[]), CAST(:tiers AS text[]), CAST(:handoffs AS uuid[])) "
-             f"AS v(id, tier, handoff) WHERE j.id = v.id AND {guard} "
-             "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id"),
-        {"ids": [f[0] for f in flat], "tiers": [f[1] for f in flat], "handoffs": [f[2] for f in flat], **params},
-    ).scalars())
-    for tier, message, ids in planned:
-        kept = [i for i in ids if i in moved]
+    # One statement per new message, its jobs by id: the planner reads them by primary key. A join with the
+    # list of (job, tier, message) was planned from the guard's estimate (one row, for a message's jobs), and
+    # ran the list again for each row it found: 250,000 comparisons for a classify chunk of 500.
+    statement = text(
+        f"UPDATE jobs AS j SET status = '{QUEUED}', tier = :tier, handoff = :handoff, handoff_from = :me, "
+        f"start_tier = COALESCE(j.start_tier, :tier), lease_owner = NULL, lease_until = NULL, updated_at = now(){sets} "
+        f"WHERE j.id = ANY(:ids) AND {guard} "
+        "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = j.batch_id AND b.cancelled) RETURNING j.id")
+    moved = 0
+    for tier, ids in _groups(routes, chunk):
+        message = uuid.uuid4()
+        kept = sorted(conn.execute(statement, {"ids": ids, "tier": tier, "handoff": message, **params}).scalars())
         if kept:
             outbox.add(tier_message(tier, kept, batch_id, message, countdown))
-    return len(moved)
+        moved += len(kept)
+    return moved
 
 
 # A job that leaves its tier (escalated, sent to be audited) starts its waits afresh at the next one.

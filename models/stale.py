@@ -49,7 +49,7 @@ def stale(conn: Connection, age_s: float, batch_id: uuid.UUID | None = None, lim
     found = rows(
         conn,
         "SELECT status, tier, handoff, min(batch_id::text), array_agg(id ORDER BY id), max(recoveries) "
-        "FROM (SELECT * FROM jobs WHERE handoff IS NOT NULL "
+        "FROM (SELECT * FROM jobs WHERE finished_at IS NULL AND handoff IS NOT NULL "
         "AND updated_at < now() - make_interval(secs => :age) "
         "AND (CAST(:batch AS uuid) IS NULL OR batch_id = CAST(:batch AS uuid)) "
         f"AND (status IN ('{PENDING}', '{QUEUED}') OR (status = '{RUNNING}' "
@@ -92,7 +92,7 @@ def stale_followers(conn: Connection, age_s: float) -> list[int]:
     """Leaders whose waiting followers no follow check has looked at for `age_s` (the check was lost)."""
     return [row[0] for row in rows(
         conn,
-        f"SELECT DISTINCT follows FROM jobs WHERE status = '{WAITING}' "
+        f"SELECT DISTINCT follows FROM jobs WHERE finished_at IS NULL AND status = '{WAITING}' "
         "AND updated_at < now() - make_interval(secs => :age) LIMIT 10000",
         {"age": age_s},
     )]

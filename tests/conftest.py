@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from fakellm.testing import SimServer, running_server
 from models import make_engine
 from models.db import libpq_url
+from models.enums import JobStatus
 from producer import claims, localstack
 from producer.api import Tierq
 from producer.services import ServiceUnavailable
@@ -301,11 +302,11 @@ def insert_job(
                           "VALUES (:id, 't', 'default', '{}', 1, 0, false)"), {"id": batch})
         return int(conn.execute(
             text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
-                 "status, tier, start_tier, handoff, attempts, escalations, updated_at) VALUES (:b, 1, 'j', 't', "
-                 "'default', CAST(:m AS jsonb), CAST(:p AS jsonb), 10, :status, :tier, :tier, :h, 0, 0, "
-                 "now() - make_interval(secs => :age)) RETURNING id"),
+                 "status, tier, start_tier, handoff, attempts, escalations, updated_at, finished_at) VALUES (:b, 1, "
+                 "'j', 't', 'default', CAST(:m AS jsonb), CAST(:p AS jsonb), 10, :status, :tier, :tier, :h, 0, 0, "
+                 "now() - make_interval(secs => :age), CASE WHEN :final THEN now() END) RETURNING id"),
             {"b": batch, "m": json.dumps([{"role": "user", "content": prompt}]), "status": status, "tier": tier,
-             "h": handoff, "age": age_s, "p": json.dumps(params or {})},
+             "h": handoff, "age": age_s, "p": json.dumps(params or {}), "final": status in JobStatus.final()},
         ).scalar_one())
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from migrations import upgrade
 from models import make_engine
+from models.enums import JobStatus
 from producer.views import status_lines
 from tierq.live import LiveMessages
 
@@ -53,11 +54,12 @@ def stuck_job(engine: Engine, status: str, **columns: object) -> int:
         return int(conn.execute(
             text("INSERT INTO jobs (batch_id, seq, custom_id, tenant, task_type, messages, params, prompt_chars, "
                  "status, tier, start_tier, handoff, lease_owner, lease_until, follows, attempts, escalations, "
-                 "updated_at) VALUES (:b, 1, 'j', 't', 'default', CAST(:m AS jsonb), '{}', 10, :status, :tier, "
-                 ":tier, :h, :owner, :until, :follows, 0, 0, now() - interval '1 hour') RETURNING id"),
+                 "updated_at, finished_at) VALUES (:b, 1, 'j', 't', 'default', CAST(:m AS jsonb), '{}', 10, :status, "
+                 ":tier, :tier, :h, :owner, :until, :follows, 0, 0, now() - interval '1 hour', "
+                 "CASE WHEN :final THEN now() - interval '1 hour' END) RETURNING id"),
             {"b": batch, "m": json.dumps([{"role": "user", "content": f"where is parcel {batch}?"}]),
              "status": status, "tier": values["tier"], "h": uuid.uuid4(), "owner": values["lease_owner"],
-             "until": values["lease_until"], "follows": values["follows"]},
+             "until": values["lease_until"], "follows": values["follows"], "final": status in JobStatus.final()},
         ).scalar_one())
 
 
