@@ -117,12 +117,13 @@ def park(conn: Connection, message: uuid.UUID, owner: uuid.UUID, ids: Sequence[i
     ).scalars())
 
 
-def waiting(conn: Connection, message: uuid.UUID) -> list[int]:
-    """The message's jobs still queued (not cancelled, not moved on)."""
+def waiting(conn: Connection, message: uuid.UUID, ids: Sequence[int]) -> list[int]:
+    """Of `ids` (the jobs of the message's provider batch), those still queued under it (not cancelled, not
+    moved on). Looked up by id: no index leads from a message to its jobs."""
     return list(conn.execute(
-        text(f"SELECT id FROM jobs WHERE handoff = :m AND status = '{JobStatus.QUEUED}' AND {_NOT_CANCELLED} "
-             "ORDER BY id"),
-        {"m": message},
+        text(f"SELECT id FROM jobs WHERE id = ANY(:ids) AND handoff = :m AND status = '{JobStatus.QUEUED}' "
+             f"AND {_NOT_CANCELLED} ORDER BY id"),
+        {"ids": list(ids), "m": message},
     ).scalars())
 
 

@@ -522,7 +522,7 @@ def _abandon(ctx: WorkerContext, found: ProviderBatch) -> None:
     window and a margin have passed), and then each answered line is a cost row of its (cancelled) job.
     The row is marked ended only after that, so a delivery cut off on the way bills on the next one."""
     with ctx.engine.connect() as conn:
-        if pb.waiting(conn, found.message_id):
+        if pb.waiting(conn, found.message_id, sorted(found.requests.values())):
             return  # claimed by another delivery right now
     billed = False
     status = found.provider_status
