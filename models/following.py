@@ -18,19 +18,26 @@ from models.lifecycle import Outbox
 from tierq.contract import classify_message
 
 
+def _nth(values: str) -> str:
+    """SQL for the element of the array parameter `values` at job `j`'s place in `:ids`: a row's own value
+    without joining the jobs to a list (see `park`)."""
+    return f"(CAST(:{values} AS bigint[]))[array_position(CAST(:ids AS bigint[]), j.id)]"
+
+
 def park(conn: Connection, message: uuid.UUID, followers: Mapping[int, tuple[int, int]]) -> list[int]:
     """pending -> waiting: jobs (job -> (leader job, cache entry)) wait for a leader's answer."""
     if not followers:
         return []
     items = sorted(followers.items())
+    # The jobs by id, each row's leader and entry looked up by its place in the list: joined with the list
+    # instead, a classify chunk's followers (up to 500) were planned from the guard's estimate of one row,
+    # which can read the whole table or run the list again for each row (as models.lifecycle._queue).
     return list(
         conn.execute(
             text(
-                f"UPDATE jobs AS j SET status = '{WAITING}', follows = v.leader, cache_entry = v.entry, "
-                "updated_at = now() "
-                "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaders AS bigint[]), CAST(:entries AS bigint[])) "
-                f"AS v(id, leader, entry) WHERE j.id = v.id AND j.status = '{PENDING}' AND j.handoff = :me "
-                "RETURNING j.id"
+                f"UPDATE jobs AS j SET status = '{WAITING}', follows = {_nth('leaders')}, "
+                f"cache_entry = {_nth('entries')}, updated_at = now() "
+                f"WHERE j.id = ANY(:ids) AND j.status = '{PENDING}' AND j.handoff = :me RETURNING j.id"
             ),
             {
                 "ids": [i for i, _ in items],
@@ -47,8 +54,7 @@ def mark_leaders(conn: Connection, message: uuid.UUID, leaders: Mapping[int, int
     if leaders:
         items = sorted(leaders.items())
         conn.execute(
-            text("UPDATE jobs AS j SET cache_entry = v.entry FROM unnest(CAST(:ids AS bigint[]), "
-                 "CAST(:entries AS bigint[])) AS v(id, entry) WHERE j.id = v.id AND j.handoff = :me"),
+            text(f"UPDATE jobs AS j SET cache_entry = {_nth('entries')} WHERE j.id = ANY(:ids) AND j.handoff = :me"),
             {"ids": [i for i, _ in items], "entries": [e for _, e in items], "me": message},
         )
 

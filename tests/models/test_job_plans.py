@@ -30,7 +30,7 @@ BY_IDS = re.compile(r"\bid = ANY\(|\bj\.id = v\.id\b")
 JOBS_INDEX = re.compile(r"(ix|uq)_jobs_\w+|pk_jobs")
 
 
-def _fill(stack: Stack, finished: int, analysed: str, per_message: int) -> list[list[int]]:
+def _fill(stack: Stack, finished: int, analysed: str, per_message: int, cache: bool) -> list[list[int]]:
     """`finished` finished jobs and ACTIVE pending ones, `per_message` to a classify message as submit writes
     them, analysed before the pending ones were written (`analysed` "finished") or after ("pending").
     Returns the pending jobs of each message."""
@@ -45,7 +45,8 @@ def _fill(stack: Stack, finished: int, analysed: str, per_message: int) -> list[
 
     with stack.engine.begin() as conn:
         conn.execute(text("INSERT INTO batches (id, tenant, task_type, params, total, rejected, cancelled, use_cache) "
-                          "VALUES (:id, 't', 'default', '{}', :n, 0, false, false)"), {"id": batch, "n": ACTIVE})
+                          "VALUES (:id, 't', 'default', '{}', :n, 0, false, :cache)"),
+                     {"id": batch, "n": ACTIVE, "cache": cache})
         conn.execute(text(columns + "SELECT :b, g, 'f' || g, 't', 'default', CAST(:m AS jsonb), '{}', 20, "
                           "'succeeded', NULL, 1, 0, now() FROM generate_series(1, CAST(:n AS int)) g"),
                      {"b": batch, "m": prompt, "n": finished})
@@ -74,17 +75,25 @@ def _handoffs(stack: Stack, ids: list[int]) -> dict[uuid.UUID, list[int]]:
     return grouped
 
 
+def _followers(stack: Stack, ids: list[int]) -> set[int]:
+    with stack.engine.connect() as conn:
+        return set(conn.execute(text("SELECT id FROM jobs WHERE id = ANY(:ids) AND follows IS NOT NULL"),
+                                {"ids": ids}).scalars())
+
+
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from _nodes(child)
 
 
-@pytest.mark.parametrize(("finished", "analysed"), [(60_000, "finished"), (0, "pending")])
+# With the cache on, every job of a classify chunk asks the same question: one leads, the others follow it.
+@pytest.mark.parametrize(("finished", "analysed", "cache"),
+                         [(60_000, "finished", False), (0, "pending", False), (0, "pending", True)])
 def test_a_chunks_statements_read_its_jobs_by_primary_key_whatever_the_statistics_saw(
-        clean: Stack, worker_ctx: Callable[..., WorkerContext], finished: int, analysed: str) -> None:
+        clean: Stack, worker_ctx: Callable[..., WorkerContext], finished: int, analysed: str, cache: bool) -> None:
     ctx = worker_ctx()
-    messages = _fill(clean, finished, analysed, ctx.config.worker.classify_chunk)
+    messages = _fill(clean, finished, analysed, ctx.config.worker.classify_chunk, cache)
     seen: dict[str, Any] = {}
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -96,11 +105,13 @@ def test_a_chunks_statements_read_its_jobs_by_primary_key_whatever_the_statistic
         jobs = messages[len(messages) // 2]
         with clean.engine.connect() as conn:
             message = conn.execute(text("SELECT handoff FROM jobs WHERE id = :j"), {"j": jobs[0]}).scalar_one()
-        assert sum(classify_chunk(ctx, jobs, message).routed.values()) == len(jobs)
-        tier_messages = _handoffs(clean, jobs)
-        assert len(tier_messages) > 1  # a classify chunk is several tier chunks
+        routed = classify_chunk(ctx, jobs, message)
+        assert (sum(routed.routed.values()), routed.following) == ((1, len(jobs) - 1) if cache else (len(jobs), 0))
+        tier_messages = _handoffs(clean, [job for job in jobs if job not in _followers(clean, jobs)])
+        assert len(tier_messages) == 1 if cache else len(tier_messages) > 1  # else several tier chunks
         handoff, chunk = next(iter(tier_messages.items()))
-        assert process_chunk(ctx, "hot", chunk, handoff).succeeded == len(chunk)
+        done = process_chunk(ctx, "hot", chunk, handoff)
+        assert (done.succeeded, done.shared) == (len(chunk), len(jobs) - 1 if cache else 0)
     finally:
         event.remove(ctx.engine, "before_cursor_execute", record)
 
