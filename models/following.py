@@ -89,15 +89,14 @@ def _release(conn: Connection, outbox: Outbox, which: str, ids: Sequence[int], c
         {"ids": list(ids)},
     ).all()
     # One statement per new message, its jobs by id (as models.lifecycle._queue, for the same reason).
+    statement = text(f"UPDATE jobs SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = :handoff, "
+                     f"handoff_from = NULL, updated_at = now() WHERE id = ANY(:ids) AND status = '{WAITING}' "
+                     "RETURNING id")
     moved = 0
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         message = uuid.uuid4()
-        kept = sorted(conn.execute(
-            text(f"UPDATE jobs SET status = '{PENDING}', follows = NULL, cache_entry = NULL, handoff = :handoff, "
-                 f"handoff_from = NULL, updated_at = now() WHERE id = ANY(:ids) AND status = '{WAITING}' RETURNING id"),
-            {"ids": [r[0] for r in part], "handoff": message},
-        ).scalars())
+        kept = sorted(conn.execute(statement, {"ids": [r[0] for r in part], "handoff": message}).scalars())
         if kept:
             outbox.add(classify_message(kept, part[0][1], message))
         moved += len(kept)
