@@ -29,8 +29,8 @@ from docs_section import write_section
 
 from producer.bill.quality import wilson
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
-from tierq.cache.identifiers import fingerprint, names, substituted
-from tierq.cache_config import VERIFY_BAND
+from tierq.cache.identifiers import added, content_words, fingerprint, names, substituted
+from tierq.cache_config import VERIFY_BAND, CacheConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -41,6 +41,7 @@ WRONG_TARGET = 0.005
 PICK_MARGIN = 0.5
 # Hits this close are the same wording; their intent disagreement estimates Banking77's label noise.
 NEAR_IDENTICAL = 0.97
+DEFAULTS = CacheConfig()
 Bools = npt.NDArray[np.bool_]
 
 
@@ -147,9 +148,36 @@ def rate_cell(hits: int, total: int) -> str:
     return f"{100 * hits / max(total, 1):.2f}% ({hits} of {total}, 95%: {100 * low:.2f}-{100 * high:.2f}%)"
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Which of the store's guards are on: identifiers (numbers, dates... and negation), names (places,
+    acronyms, the kind of answer asked for), content words (at the default budget)."""
+
+    ids: bool = True
+    names: bool = True
+    words: bool = True
+
+    def allows(self, a: str, b: str) -> bool:
+        """Whether the guards on let `a` and `b` match."""
+        return ((not self.ids or fingerprint(a) == fingerprint(b))
+                and (not self.names or not substituted(names(a), names(b)))
+                and (not self.words or not words_added(content_words(a), content_words(b))))
+
+
+GUARDS = {"all guards (the store's)": Guard(), "without identifiers": Guard(ids=False),
+          "without names": Guard(names=False), "without content words": Guard(words=False),
+          "no guard": Guard(False, False, False)}
+
+
 def guard_allows(a: str, b: str) -> bool:
-    """The store's guard: the same identifiers, and no place or acronym swapped for another."""
-    return fingerprint(a) == fingerprint(b) and not substituted(names(a), names(b))
+    """The store's guard: the same identifiers, no place or acronym swapped for another, and no more content
+    words added or dropped than the default budget."""
+    return Guard().allows(a, b)
+
+
+def words_added(a: frozenset[str], b: frozenset[str]) -> bool:
+    """The content-word guard at the default budget."""
+    return added(a, b, DEFAULTS.added_words, DEFAULTS.added_share)
 
 
 def rates(pairs: Pairs, threshold: float, guard: bool) -> tuple[float, float, int]:
@@ -208,18 +236,24 @@ def read_banking(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
-def nearest(queries: Vectors, cache: Vectors, q_texts: list[str], c_texts: list[str]
-            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+def nearest(queries: Vectors, cache: Vectors, q_texts: list[str], c_texts: list[str], lowest: float,
+            guard: Guard = Guard()) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
     """Each query's best cache entry among those the guard allows (as the store ranks), and its cosine."""
     sims = queries @ cache.T
-    q_ids, c_ids = [fingerprint(t) for t in q_texts], [fingerprint(t) for t in c_texts]
-    sims[np.array(q_ids)[:, None] != np.array(c_ids)[None, :]] = -2.0
-    # A swap needs a name on both sides: only those pairs are checked.
-    q_names, c_names = [names(t) for t in q_texts], [names(t) for t in c_texts]
-    named = [j for j, found in enumerate(c_names) if found]
-    for i in (i for i, found in enumerate(q_names) if found):
-        for j in named:
-            if substituted(q_names[i], c_names[j]):
+    if guard.ids:
+        q_ids, c_ids = [fingerprint(t) for t in q_texts], [fingerprint(t) for t in c_texts]
+        sims[np.array(q_ids)[:, None] != np.array(c_ids)[None, :]] = -2.0
+    if guard.names:  # a swap needs a name on both sides: only those pairs are checked
+        q_names, c_names = [names(t) for t in q_texts], [names(t) for t in c_texts]
+        named = [j for j, found in enumerate(c_names) if found]
+        for i in (i for i, found in enumerate(q_names) if found):
+            for j in named:
+                if substituted(q_names[i], c_names[j]):
+                    sims[i, j] = -2.0
+    if guard.words:  # on the pairs close enough to be a hit at `lowest` (the lowest threshold reported)
+        q_words, c_words = [content_words(t) for t in q_texts], [content_words(t) for t in c_texts]
+        for i, j in zip(*np.nonzero(sims >= lowest), strict=True):
+            if words_added(q_words[i], c_words[j]):
                 sims[i, j] = -2.0
     best = sims.argmax(axis=1)
     return best, sims[np.arange(len(queries)), best]
@@ -231,11 +265,12 @@ def banking(embedder: Embedder, chosen: float) -> tuple[list[str], float]:
     test, test_labels = read_banking(DATASETS / "banking77" / "test.csv")
     train_vec, rate = embed_unique(embedder, train)
     test_vec, _ = embed_unique(embedder, test)
-    best, sims = nearest(test_vec, train_vec, test, train)
+    shown = sorted({round(chosen - 0.05, 2), chosen, embedder.default_threshold, NEAR_IDENTICAL})
+    best, sims = nearest(test_vec, train_vec, test, train, shown[0])
     differs = np.array([train_labels[b] != label for b, label in zip(best, test_labels, strict=True)])
     notes = {chosen: "rule's pick", embedder.default_threshold: "default in code", NEAR_IDENTICAL: "floor"}
     lines = ["| threshold | hits / queries | hit rate | hits whose intent differs |", "|---|---|---|---|"]
-    for threshold in sorted({round(chosen - 0.05, 2), chosen, embedder.default_threshold, NEAR_IDENTICAL}):
+    for threshold in shown:
         hit = sims >= threshold
         share = 100 * float(differs[hit].mean()) if hit.any() else 0.0
         note = f" ({notes[threshold]})" if threshold in notes else ""
@@ -279,6 +314,39 @@ def evaluate(embedder: Embedder) -> list[str]:
         *wrong_hits(dev, embedder.default_threshold), *wrong_hits(test, embedder.default_threshold), "",
         "Banking77 (train as the cache, test as queries, guard on):", "", *bank, "",
     ]
+
+
+def guards_report(embedder: Embedder) -> list[str]:
+    """What each guard costs and saves at the embedder's default threshold: STS-B hits on pairs of different
+    meaning (scored <= 2), on pairs whose important information differs (above 2, under 4), and on pairs of
+    the same meaning (>= 4.5); Banking77 hits and those in another intent; each guard off in turn."""
+    threshold = embedder.default_threshold
+    splits = {}
+    for split in ("dev", "test"):
+        rows, _ = read_sts(DATASETS / "stsb" / f"sts-{split}.csv")
+        left, _ = embed_unique(embedder, [a for _, a, _ in rows])
+        right, _ = embed_unique(embedder, [b for _, _, b in rows])
+        splits[split] = (rows, (left * right).sum(axis=1) >= threshold, np.array([s for s, _, _ in rows]))
+    train, train_labels = read_banking(DATASETS / "banking77" / "train.csv")
+    test, test_labels = read_banking(DATASETS / "banking77" / "test.csv")
+    train_vec, _ = embed_unique(embedder, train)
+    test_vec, _ = embed_unique(embedder, test)
+    lines = [f"{embedder.name} at {threshold} (STS-B dev / test; counts in brackets):", "",
+             "| guards | wrong hits (<= 2) | hits where information differs (2-4) | same-meaning hits (>= 4.5) "
+             "| Banking77 hits | in another intent |", "|---|---|---|---|---|---|"]
+    for label, guard in GUARDS.items():
+        cells: dict[str, list[str]] = {"low": [], "mid": [], "high": []}
+        for rows, close, scores in splits.values():
+            hit = close & np.array([guard.allows(a, b) for _, a, b in rows])
+            for part, where in (("low", scores <= 2), ("mid", (scores > 2) & (scores < 4)), ("high", scores >= 4.5)):
+                cells[part].append(f"{100 * hit[where].mean():.1f}% ({int(hit[where].sum())})")
+        best, sims = nearest(test_vec, train_vec, test, train, threshold, guard)
+        hit = sims >= threshold
+        differs = np.array([train_labels[b] != label for b, label in zip(best, test_labels, strict=True)])
+        lines.append(f"| {label} | {' / '.join(cells['low'])} | {' / '.join(cells['mid'])} | "
+                     f"{' / '.join(cells['high'])} | {100 * hit.mean():.1f}% ({int(hit.sum())}) | "
+                     f"{100 * differs[hit].mean():.2f}% ({int((hit & differs).sum())}) |")
+    return [*lines, ""]
 
 
 def pair_file_report(pairs: PairFile) -> list[str]:
@@ -367,7 +435,13 @@ def main() -> None:
     parser.add_argument("--choose", type=float, metavar="RATE",
                         help="pick each embedder's threshold by the 95%% upper bound of the wrong-hit rate on every "
                              "--pairs file (e.g. 0.005)")
+    parser.add_argument("--guards", action="store_true",
+                        help="what each guard costs and saves at each embedder's default threshold (STS-B, Banking77)")
     args = parser.parse_args()
+    if args.guards:
+        for embedder in available():
+            print("\n".join(guards_report(embedder)), flush=True)
+        return
     if args.pairs:
         sets = []
         for n, path in enumerate(args.pairs):

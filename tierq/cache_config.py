@@ -36,6 +36,11 @@ class CacheConfig(_Strict):
     max_entries: int = Field(default=1_000_000, gt=0)
     lease_s: float = Field(default=30.0, gt=0, description="a leader silent this long is presumed dead")
     prefix: str = "tq:c"
+    # The content-word guard (docs/cache.md, "Thresholds"): no semantic hit when one text has more content
+    # words the other lacks than `added_words`, or `added_share` of the longer text's where that is more.
+    # added_share = 1 turns it off.
+    added_words: int = Field(default=3, ge=0, description="content words one text may add to the other")
+    added_share: float = Field(default=0.25, ge=0, le=1, description="... or this share of the longer text's")
     # Gray-zone verification (docs/cache.md): a ready entry at least `verify_from` similar but under the
     # threshold is served only if `verify_model` (default: the cheapest model) says both requests ask for
     # the same answer, and only where the call it saves costs more than that check.

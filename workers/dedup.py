@@ -11,7 +11,7 @@ from sqlalchemy import text
 from models.enums import JobStatus
 from tierq.cache import CacheEntry, CacheKey, cache_key
 from tierq.cache.embedders import Vectors
-from tierq.cache.identifiers import substituted
+from tierq.cache.identifiers import added, substituted
 from workers.context import WorkerContext
 from workers.sharing import SharedAnswer
 from workers.store import PendingJob
@@ -150,16 +150,19 @@ def _decide(result: Dedup, job: PendingJob, key: CacheKey, entry: CacheEntry) ->
 
 def _near_in_chunk(ctx: WorkerContext, keys: list[CacheKey], vectors: Vectors | None) -> list[int | None]:
     """For each key (all of different texts, in order), the first earlier one that leads and asks nearly
-    the same question (same namespace and identifiers, no name swapped for another, similarity at or above
-    the threshold), else None."""
+    the same question (same namespace and identifiers, no name swapped for another, no more content words
+    added or dropped than the guard allows, similarity at or above the threshold), else None."""
     follows: list[int | None] = [None] * len(keys)
     if vectors is None or not keys:
         return follows
-    similar = (vectors @ vectors.T) >= ctx.cache.threshold
+    cache = ctx.cache
+    similar = (vectors @ vectors.T) >= cache.threshold
+    budget, share = cache.cfg.added_words, cache.cfg.added_share
     leaders: dict[tuple[str, str], list[int]] = {}
     for n, key in enumerate(keys):
         group = leaders.setdefault((key.namespace, key.ids), [])
-        near = [m for m in group if similar[n, m] and not substituted(key.names, keys[m].names)]
+        near = [m for m in group if similar[n, m] and not substituted(key.names, keys[m].names)
+                and not added(key.words, keys[m].words, budget, share)]
         if near:
             follows[n] = near[0]
         else:

@@ -13,7 +13,7 @@ import redis
 from conftest import RedisDbs
 
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
-from tierq.cache.identifiers import asks, fingerprint, identifiers, names, substituted
+from tierq.cache.identifiers import added, asks, content_words, fingerprint, identifiers, names, substituted
 from tierq.cache.lsh import Hyperplanes
 from tierq.cache_config import CacheConfig
 
@@ -456,3 +456,59 @@ def test_the_kind_of_answer_asked_for_is_the_first_question_word() -> None:
     assert not substituted(names("How do I reset my PIN?"), names("How can I reset my PIN?"))
     assert not substituted(names("Where is my parcel?"), names("My parcel has not arrived"))  # one side asks
     assert substituted(names("How long does a transfer take?"), names("How does a transfer work?"))
+
+
+def test_content_words_leave_out_function_words_and_compare_the_forms_of_a_word() -> None:
+    assert content_words("Where is it, and what is it for?") == frozenset()
+    assert content_words("I don't know why") == content_words("I dont know why") == {"know"}
+    assert len({content_words(w) for w in ("charge", "charges", "charged", "charging")}) == 1
+    assert len({content_words(w) for w in ("country", "countries")}) == 1
+    assert content_words("pass") == content_words("passes") != content_words("pas")
+    assert content_words("Über café") == {"über", "café"}  # letters of any script
+
+
+def test_more_content_words_added_than_the_budget_are_refused() -> None:
+    short = content_words("The company said its quarterly profit rose.")
+    assert not added(short, content_words("The company said its quarterly profit rose sharply."), 3, 0.25)
+    longer = content_words("The company said its quarterly profit rose, helped by strong phone sales and lower costs.")
+    assert added(short, longer, 3, 0.25) and added(longer, short, 3, 0.25)  # either side may say more
+    assert not added(short, longer, 6, 0.25)
+    # A long text is paraphrased in more words: a quarter of the longer side's content words are allowed.
+    many = frozenset(f"w{i}" for i in range(40))
+    assert not added(many, many | {"x1", "x2", "x3", "x4", "x5"}, 3, 0.25)
+    assert added(many, many | {f"x{i}" for i in range(20)}, 3, 0.25)
+    assert not added(short, longer, 3, 1.0)  # added_share = 1: off
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("The company said its quarterly profit rose.",
+     "The company said its quarterly profit rose, helped by strong phone sales and lower costs."),
+    ("How do I close my account?", "How do I close my account and move the balance to my wife's savings account?"),
+])
+def test_a_text_that_says_more_than_a_few_words_beyond_the_other_is_no_semantic_hit(
+        redis_dbs: RedisDbs, a: str, b: str) -> None:
+    client = redis.Redis.from_url(redis_dbs.url(2))
+    client.flushdb()
+    # A threshold low enough that the vectors alone would hit, and bands of two rows, so that the index finds
+    # entries that far: the content-word guard must refuse it.
+    shape = {"prefix": "t", "max_entries": 1000, "ttl_s": 3600, "rows": 2}
+    loose = CacheStore(client, CacheConfig(**shape), threshold=0.3)
+    try:
+        entry_id, _ = loose.register(key(a), EMBED.embed([a])[0].tolist(), job_id=1)
+        assert loose.fill(entry_id, 1, "an answer to the shorter question", "sim-nano", "hot", Decimal(0))
+        near = a.rstrip("?.") + " today, please?"  # one content word added: still the same question
+        assert float(EMBED.embed([a])[0] @ EMBED.embed([b])[0]) >= 0.3
+        found = loose.lookup([key(b), key(near)], EMBED.embed([b, near]))
+        assert found[0] is None, f"{b!r} was answered with the entry of {a!r}"
+        assert found[1] is not None and found[1].kind == "semantic"
+        # An entry written before the words were kept (no field cw) is compared by its vector and names only.
+        client.hdel(f"t:e:{entry_id}", "cw")
+        assert loose.lookup([key(b)], EMBED.embed([b]))[0] is not None
+        # Turned off (added_share = 1), the vectors decide again.
+        off = CacheStore(client, CacheConfig(**shape, added_share=1), threshold=0.3)
+        client.hset(f"t:e:{entry_id}", "cw", "\x1f".join(sorted(content_words(a))))
+        assert off.lookup([key(b)], EMBED.embed([b]))[0] is not None
+        assert loose.lookup([key(b)], EMBED.embed([b]))[0] is None
+    finally:
+        client.flushdb()
+        client.close()

@@ -7,11 +7,12 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import Stack, insert_job, start_worker, stop_worker
+from conftest import Stack, insert_job, own_worker, run_batch, start_worker, stop_worker
 from sqlalchemy import text
 
 from producer.submit import BatchOptions
@@ -53,6 +54,27 @@ def test_exact_and_near_duplicates_make_one_call_per_question(clean: Stack) -> N
         saved = conn.execute(text("SELECT sum(saved_usd) FROM calls WHERE outcome = 'cache_hit'")).scalar_one()
         paid = conn.execute(text("SELECT sum(cost_usd) FROM calls WHERE outcome = 'ok'")).scalar_one()
     assert saved > paid > 0  # each of the 3 answers was reused 4 times
+
+
+def test_a_question_that_says_more_is_not_answered_with_a_shorter_ones_answer(clean: Stack, tmp_path: Path) -> None:
+    # A threshold so low that the vectors alone would match all three, and index bands of two rows, so that the
+    # index finds entries that far too: the content-word guard is what tells the longer question apart, in one
+    # classify chunk and across batches.
+    loose = '[cache]\nembedder = "hashing"\nthreshold = 0.3\nrows = 2\n'
+    short = "How do I close my account?"
+    longer = "How do I close my account and move the balance to my wife's savings account in another bank?"
+    same = "How  do I close my account??"
+    with own_worker(clean, tmp_path, "", "guard",
+                    edit=lambda body: body.replace('[cache]\nembedder = "hashing"\n', loose)) as (tq, _):
+        first = run_batch(clean, tq, [{"id": "short", "prompt": short}, {"id": "longer", "prompt": longer},
+                                      {"id": "same", "prompt": same}], use_cache=True)
+        later = run_batch(clean, tq, [{"id": "longer", "prompt": longer + " Thanks"},
+                                      {"id": "same", "prompt": short + "!"}], use_cache=True)
+    assert not first["short"]["cached"] and not first["longer"]["cached"]
+    assert first["same"]["cached"] and first["same"]["content"] == first["short"]["content"]
+    assert later["longer"]["cached"] and later["longer"]["content"] == first["longer"]["content"]
+    assert later["same"]["cached"] and later["same"]["content"] == first["short"]["content"]
+    assert first["longer"]["content"] != first["short"]["content"]
 
 
 def test_a_later_batch_is_answered_from_the_cache(clean: Stack) -> None:

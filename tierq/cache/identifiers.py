@@ -11,6 +11,10 @@ another one ("doesnt", "don’t").
 
 Two tickets that differ only in an order number ask about different orders, however close their
 embeddings are, so a semantic hit needs the same identifiers on both sides.
+
+Content words (`content_words`, `added`): a text that says more than the other, past a small budget, asks
+something else ("Shares rose" / "Shares rose after the company cut 500 jobs and closed two plants"), however
+close the two vectors are.
 """
 
 from __future__ import annotations
@@ -136,3 +140,43 @@ def fingerprint(text: str) -> str:
     """A short digest of the identifiers, stored with a cache entry and compared on lookup."""
     ids = sorted(identifiers(text))
     return hashlib.blake2b("\x1f".join(ids).encode(), digest_size=8).hexdigest() if ids else ""
+
+
+# Words with no content of their own: articles, pronouns, auxiliaries, prepositions, conjunctions and the
+# like. Negations (`_NEGATIONS`) and question words are left out too: they have guards of their own.
+_FUNCTION_TEXT = """
+    a an the and or but if then than so as of to in on at by for with from into onto over under about above
+    below after before between through during against among around off out up down again further once here
+    there all any both each few more most other some such only own same too very just also even still yet
+    is are was were be been being am do does did doing done have has had having get gets got getting
+    can could would should will shall may might must ought i me my mine myself we us our ours ourselves you
+    your yours yourself yourselves he him his himself she her hers herself it its itself they them their
+    theirs themselves this that these those what which who whom whose why how when where whether not no nor
+    never said says say saying please thanks thank hello hi hey ok okay one ones something anything thing
+    things way now much many lot lots really quite
+"""
+_NOT_CONTENT = frozenset(_FUNCTION_TEXT.split()) | _NEGATIONS | _BARE_CONTRACTIONS
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _stem(word: str) -> str:
+    """A word without its plural, -ing or -ed ending or final e, so that the forms of one word compare equal
+    ("charge", "charges", "charged", "charging"); roughly, since only equality between two texts matters."""
+    for suffix in ("ies", "ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not (suffix == "s" and word.endswith("ss")):
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The words of `text` that say something (three letters or more, no function word), each stemmed."""
+    plain = text.lower().translate(_APOSTROPHES).replace("n't", " ").replace("'", " ")
+    return frozenset(_stem(w) for w in _LETTERS.findall(plain) if len(w) >= 3 and w not in _NOT_CONTENT)
+
+
+def added(a: frozenset[str], b: frozenset[str], budget: int, share: float) -> bool:
+    """Whether one side has more content words the other lacks than allowed: `budget`, or `share` of the
+    longer side's content words where that is more (a long text is paraphrased in more words)."""
+    allowed = max(budget, int(share * max(len(a), len(b))))
+    return len(a - b) > allowed or len(b - a) > allowed

@@ -9,9 +9,17 @@ import numpy.typing as npt
 import redis
 
 from tierq.cache.embedders import Vectors
-from tierq.cache.entries import CacheEntry, EntryFields, decoded, parse_entry, read_entries, stored_names
+from tierq.cache.entries import (
+    CacheEntry,
+    EntryFields,
+    decoded,
+    parse_entry,
+    read_entries,
+    stored_names,
+    stored_words,
+)
 from tierq.cache.generations import Generations
-from tierq.cache.identifiers import substituted
+from tierq.cache.identifiers import added, substituted
 from tierq.cache.index import OTHER_GENERATION, SLOT, PageIndex
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
@@ -117,9 +125,13 @@ class Lookups:
             waiting = [q for q in waiting if results[q] is None and queue[q]]
         return results
 
-    @staticmethod
-    def _its_own(key: CacheKey, fields: EntryFields) -> bool:
-        """Whether a candidate entry may answer `key`: same namespace and identifier fingerprint, and no
-        place or acronym of the key swapped for another."""
-        return (decoded(fields.namespace) == key.namespace and (decoded(fields.ids) or "") == key.ids
-                and not substituted(key.names, stored_names(fields.names)))
+    def _its_own(self, key: CacheKey, fields: EntryFields) -> bool:
+        """Whether a candidate entry may answer `key`: same namespace and identifier fingerprint, no place
+        or acronym of the key swapped for another, and no more content words added or dropped than the
+        guard allows (an entry written before its words were kept has none to compare)."""
+        if decoded(fields.namespace) != key.namespace or (decoded(fields.ids) or "") != key.ids:
+            return False
+        if substituted(key.names, stored_names(fields.names)):
+            return False
+        words = stored_words(fields.words)
+        return words is None or not added(key.words, words, self.cfg.added_words, self.cfg.added_share)
