@@ -29,7 +29,15 @@ from docs_section import write_section
 
 from producer.bill.quality import wilson
 from tierq.cache.embedders import Embedder, HashingEmbedder, Vectors
-from tierq.cache.identifiers import added, content_words, fingerprint, names, substituted
+from tierq.cache.identifiers import (
+    added_to_sketch,
+    content_words,
+    fingerprint,
+    names,
+    substituted,
+    word_hashes,
+    word_sketch,
+)
 from tierq.cache_config import VERIFY_BAND, CacheConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +169,7 @@ class Guard:
         """Whether the guards on let `a` and `b` match."""
         return ((not self.ids or fingerprint(a) == fingerprint(b))
                 and (not self.names or not substituted(names(a), names(b)))
-                and (not self.words or not words_added(content_words(a), content_words(b))))
+                and (not self.words or not words_added(words_of(a), word_sketch(words_of(b)))))
 
 
 GUARDS = {"all guards (the store's)": Guard(), "without identifiers": Guard(ids=False),
@@ -175,9 +183,14 @@ def guard_allows(a: str, b: str) -> bool:
     return Guard().allows(a, b)
 
 
-def words_added(a: frozenset[str], b: frozenset[str]) -> bool:
-    """The content-word guard at the default budget."""
-    return added(a, b, DEFAULTS.added_words, DEFAULTS.added_share)
+def words_of(text: str) -> frozenset[int]:
+    """A text's content words as a cache key holds them."""
+    return word_hashes(content_words(text))
+
+
+def words_added(query: frozenset[int], sketch: bytes) -> bool:
+    """The content-word guard at the default budget, between a query and an entry as the store keeps it."""
+    return added_to_sketch(query, sketch, DEFAULTS.added_words, DEFAULTS.added_share)
 
 
 def rates(pairs: Pairs, threshold: float, guard: bool) -> tuple[float, float, int]:
@@ -251,7 +264,7 @@ def nearest(queries: Vectors, cache: Vectors, q_texts: list[str], c_texts: list[
                 if substituted(q_names[i], c_names[j]):
                     sims[i, j] = -2.0
     if guard.words:  # on the pairs close enough to be a hit at `lowest` (the lowest threshold reported)
-        q_words, c_words = [content_words(t) for t in q_texts], [content_words(t) for t in c_texts]
+        q_words, c_words = [words_of(t) for t in q_texts], [word_sketch(words_of(t)) for t in c_texts]
         for i, j in zip(*np.nonzero(sims >= lowest), strict=True):
             if words_added(q_words[i], c_words[j]):
                 sims[i, j] = -2.0

@@ -13,7 +13,19 @@ import redis
 from conftest import RedisDbs
 
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
-from tierq.cache.identifiers import added, asks, content_words, fingerprint, identifiers, names, substituted
+from tierq.cache.identifiers import (
+    SKETCH_WORDS,
+    added,
+    added_to_sketch,
+    asks,
+    content_words,
+    fingerprint,
+    identifiers,
+    names,
+    substituted,
+    word_hashes,
+    word_sketch,
+)
 from tierq.cache.lsh import Hyperplanes
 from tierq.cache_config import CacheConfig
 
@@ -461,10 +473,14 @@ def test_the_kind_of_answer_asked_for_is_the_first_question_word() -> None:
 def test_content_words_leave_out_function_words_and_compare_the_forms_of_a_word() -> None:
     assert content_words("Where is it, and what is it for?") == frozenset()
     assert content_words("I don't know why") == content_words("I dont know why") == {"know"}
-    assert len({content_words(w) for w in ("charge", "charges", "charged", "charging")}) == 1
-    assert len({content_words(w) for w in ("country", "countries")}) == 1
-    assert content_words("pass") == content_words("passes") != content_words("pas")
-    assert content_words("Über café") == {"über", "café"}  # letters of any script
+    for forms in (("charge", "charges", "charged", "charging"), ("country", "countries"), ("pass", "passes"),
+                  ("cancel", "cancelled", "cancels"), ("run", "running"), ("speed", "speeds"), ("status", "statuses")):
+        assert len({content_words(w) for w in forms}) == 1, forms
+    assert content_words("speed") != content_words("spe") and content_words("cases") != content_words("cash")
+    # Words of any script, combining marks and composed or decomposed letters alike; punctuation at the ends cut.
+    assert content_words("Über cafe\u0301, «Straße»") == content_words("über café straße") == {"über", "café", "straß"}
+    assert content_words("मैं अपना खाता कैसे बंद करूं?") == {"मैं", "अपना", "खाता", "कैसे", "बंद", "करूं"}
+    assert content_words("order 48213, e-mail") == {"order", "mail"}  # numbers are identifiers, not words
 
 
 def test_more_content_words_added_than_the_budget_are_refused() -> None:
@@ -478,6 +494,28 @@ def test_more_content_words_added_than_the_budget_are_refused() -> None:
     assert not added(many, many | {"x1", "x2", "x3", "x4", "x5"}, 3, 0.25)
     assert added(many, many | {f"x{i}" for i in range(20)}, 3, 0.25)
     assert not added(short, longer, 3, 1.0)  # added_share = 1: off
+
+
+def test_an_entry_keeps_a_sketch_of_its_words_that_fits_a_compact_redis_hash_field() -> None:
+    few = word_hashes(content_words("How do I close my account and move the balance to my wife's savings?"))
+    assert len(word_sketch(few)) == 2 + 2 * len(few) <= 64
+    assert not added_to_sketch(few, word_sketch(few), 3, 0.25)
+    assert added_to_sketch(word_hashes(content_words("How do I close my account?")), word_sketch(few), 3, 0.25)
+    assert not added_to_sketch(few, None, 3, 0.25)  # an entry written before words were kept
+    # A long text keeps only its smallest hashes: the difference is estimated on them, scaled up.
+    long = frozenset(range(0, 60_000, 300))  # 200 words, hashes spread as a hash spreads them
+    sketch = word_sketch(long)
+    assert len(sketch) == 2 + 2 * SKETCH_WORDS <= 64
+    assert not added_to_sketch(long, sketch, 3, 0.25)
+    assert not added_to_sketch(long | frozenset(range(1, 60_000, 3000)), sketch, 3, 0.25)  # 20 more: allowed 55
+    assert added_to_sketch(long | frozenset(range(1, 60_000, 600)), sketch, 3, 0.25)  # 100 more: allowed 75
+    assert added_to_sketch(frozenset(range(0, 60_000, 600)), sketch, 3, 0.25)  # 100 of the 200 left out
+
+
+def test_a_long_texts_entry_stays_a_compact_redis_hash(store: CacheStore) -> None:
+    text = " ".join(f"word{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300))
+    entry_id, _ = store.register(key(text), EMBED.embed([text])[0].tolist(), job_id=1)
+    assert store.r.object("encoding", f"t:e:{entry_id}") == b"listpack"
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -506,7 +544,7 @@ def test_a_text_that_says_more_than_a_few_words_beyond_the_other_is_no_semantic_
         assert loose.lookup([key(b)], EMBED.embed([b]))[0] is not None
         # Turned off (added_share = 1), the vectors decide again.
         off = CacheStore(client, CacheConfig(**shape, added_share=1), threshold=0.3)
-        client.hset(f"t:e:{entry_id}", "cw", "\x1f".join(sorted(content_words(a))))
+        client.hset(f"t:e:{entry_id}", "cw", word_sketch(word_hashes(content_words(a))))
         assert off.lookup([key(b)], EMBED.embed([b]))[0] is not None
         assert loose.lookup([key(b)], EMBED.embed([b]))[0] is None
     finally:

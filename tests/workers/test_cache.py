@@ -57,24 +57,25 @@ def test_exact_and_near_duplicates_make_one_call_per_question(clean: Stack) -> N
 
 
 def test_a_question_that_says_more_is_not_answered_with_a_shorter_ones_answer(clean: Stack, tmp_path: Path) -> None:
-    # A threshold so low that the vectors alone would match all three, and index bands of two rows, so that the
-    # index finds entries that far too: the content-word guard is what tells the longer question apart, in one
-    # classify chunk and across batches.
+    # A threshold so low that the vectors alone would match all of these, and index bands of two rows, so that
+    # the index finds entries that far too: the content-word guard is what tells the questions that say more
+    # apart, in one classify chunk (batch 1) and against the cache's entries (batch 2).
     loose = '[cache]\nembedder = "hashing"\nthreshold = 0.3\nrows = 2\n'
     short = "How do I close my account?"
-    longer = "How do I close my account and move the balance to my wife's savings account in another bank?"
-    same = "How  do I close my account??"
+    moving = "How do I close my account and move the balance to my wife's savings account in another bank?"
+    estate = "How do I close my late father's account as executor of his estate and pay out his heirs?"
     with own_worker(clean, tmp_path, "", "guard",
                     edit=lambda body: body.replace('[cache]\nembedder = "hashing"\n', loose)) as (tq, _):
-        first = run_batch(clean, tq, [{"id": "short", "prompt": short}, {"id": "longer", "prompt": longer},
-                                      {"id": "same", "prompt": same}], use_cache=True)
-        later = run_batch(clean, tq, [{"id": "longer", "prompt": longer + " Thanks"},
-                                      {"id": "same", "prompt": short + "!"}], use_cache=True)
-    assert not first["short"]["cached"] and not first["longer"]["cached"]
+        first = run_batch(clean, tq, [{"id": "short", "prompt": short}, {"id": "moving", "prompt": moving},
+                                      {"id": "same", "prompt": "How  do I close my account??"}], use_cache=True)
+        later = run_batch(clean, tq, [{"id": "estate", "prompt": estate}, {"id": "same", "prompt": short + "!"},
+                                      {"id": "moving", "prompt": moving + " Thanks"}], use_cache=True)
+    assert not first["short"]["cached"] and not first["moving"]["cached"]
     assert first["same"]["cached"] and first["same"]["content"] == first["short"]["content"]
-    assert later["longer"]["cached"] and later["longer"]["content"] == first["longer"]["content"]
+    assert not later["estate"]["cached"]  # says more than either entry: its own call
     assert later["same"]["cached"] and later["same"]["content"] == first["short"]["content"]
-    assert first["longer"]["content"] != first["short"]["content"]
+    assert later["moving"]["cached"] and later["moving"]["content"] == first["moving"]["content"]
+    assert len({first["short"]["content"], first["moving"]["content"], later["estate"]["content"]}) == 3
 
 
 def test_a_later_batch_is_answered_from_the_cache(clean: Stack) -> None:

@@ -33,7 +33,7 @@ class EntryFields(NamedTuple):
     width: bytes | None  # w: bytes of the vector before the answer (0 without one)
     length: bytes | None  # al: bytes of the answer
     names: bytes | None  # nm: places and acronyms, NAME_SEPARATOR between them
-    words: bytes | None  # cw: content words, NAME_SEPARATOR between them (unset before they were kept)
+    words: bytes | None  # cw: the content words' sketch (identifiers.word_sketch; unset before they were kept)
 
 
 class StoredEntry(NamedTuple):
@@ -67,11 +67,6 @@ def decoded(value: bytes | None) -> str | None:
 def stored_names(value: bytes | None) -> frozenset[str]:
     """The names an entry's text holds (field nm; none for an entry written before names were kept)."""
     return frozenset(value.decode().split(NAME_SEPARATOR)) if value else frozenset()
-
-
-def stored_words(value: bytes | None) -> frozenset[str] | None:
-    """The content words of an entry's text (field cw), or None for an entry written before they were kept."""
-    return frozenset(value.decode().split(NAME_SEPARATOR)) - {""} if value is not None else None
 
 
 def read_entries(client: redis.Redis, layout: Layout, entry_ids: Sequence[int]) -> list[StoredEntry]:

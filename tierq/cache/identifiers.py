@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
+import unicodedata
 
 from tierq.cache.places import places
 
@@ -156,27 +158,85 @@ _FUNCTION_TEXT = """
     things way now much many lot lots really quite
 """
 _NOT_CONTENT = frozenset(_FUNCTION_TEXT.split()) | _NEGATIONS | _BARE_CONTRACTIONS
-_LETTERS = re.compile(r"[^\W\d_]+")
+# Words are what lies between spaces, dashes and slashes, with the punctuation at their ends cut: that
+# keeps the combining marks of scripts such as Devanagari inside their words. A script written without
+# spaces (Chinese, Japanese) gives whole runs, which the guard then compares as single words.
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015/\\|_]+")
+_CONSONANTS = frozenset("bcdfgklmnprstvz")
+# An entry keeps at most this many of its words' 16-bit hashes (the smallest), two bytes each after a
+# two-byte count: 62 bytes, under Redis's 64-byte limit for a hash field stored compactly (listpack).
+SKETCH_WORDS = 30
 
 
 def _stem(word: str) -> str:
-    """A word without its plural, -ing or -ed ending or final e, so that the forms of one word compare equal
-    ("charge", "charges", "charged", "charging"); roughly, since only equality between two texts matters."""
-    for suffix in ("ies", "ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not (suffix == "s" and word.endswith("ss")):
-            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-            break
+    """A word without its plural, -ing or -ed ending, a doubled last consonant or a final e, so that the
+    forms of one word compare equal ("charge", "charges", "charged", "charging"; "cancel", "cancelled";
+    "pass", "passes"); roughly, since only equality between two texts matters."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s"):
+        if not word.endswith(suffix) or len(word) - len(suffix) < 3:
+            continue
+        if (suffix == "ed" and word[-3] == "e") or (suffix == "s" and word[-2] in "siu"):
+            break  # "speed", "need"; "pass", "basis", "status": no ending to cut
+        word = word[: -len(suffix)]
+        break
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] in _CONSONANTS:
+        word = word[:-1]
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
+def _trimmed(token: str) -> str:
+    """`token` without the punctuation and symbols at its ends."""
+    start, end = 0, len(token)
+    while start < end and unicodedata.category(token[start])[0] in "PS":
+        start += 1
+    while end > start and unicodedata.category(token[end - 1])[0] in "PS":
+        end -= 1
+    return token[start:end]
+
+
 def content_words(text: str) -> frozenset[str]:
-    """The words of `text` that say something (three letters or more, no function word), each stemmed."""
-    plain = text.lower().translate(_APOSTROPHES).replace("n't", " ").replace("'", " ")
-    return frozenset(_stem(w) for w in _LETTERS.findall(plain) if len(w) >= 3 and w not in _NOT_CONTENT)
+    """The words of `text` that say something (three characters or more, no digit, no function word), each
+    stemmed."""
+    plain = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES).replace("n't", " ").replace("'", " ")
+    words = (_trimmed(token) for token in _SEPARATORS.split(plain))
+    return frozenset(_stem(w) for w in words
+                     if len(w) >= 3 and w not in _NOT_CONTENT and not any(c.isdigit() for c in w))
 
 
-def added(a: frozenset[str], b: frozenset[str], budget: int, share: float) -> bool:
+def word_hashes(words: frozenset[str]) -> frozenset[int]:
+    """Each word as a 16-bit hash: what keys and entries keep (two words of one text rarely share one, and
+    if they do the guard only gets more lenient)."""
+    return frozenset(int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "big") for w in words)
+
+
+def added(a: frozenset[int] | frozenset[str], b: frozenset[int] | frozenset[str], budget: int, share: float) -> bool:
     """Whether one side has more content words the other lacks than allowed: `budget`, or `share` of the
     longer side's content words where that is more (a long text is paraphrased in more words)."""
     allowed = max(budget, int(share * max(len(a), len(b))))
     return len(a - b) > allowed or len(b - a) > allowed
+
+
+def word_sketch(hashes: frozenset[int]) -> bytes:
+    """What an entry keeps of its words: their number, and their `SKETCH_WORDS` smallest hashes."""
+    kept = sorted(hashes)[:SKETCH_WORDS]
+    return struct.pack(f">{1 + len(kept)}H", min(len(hashes), 0xFFFF), *kept)
+
+
+def added_to_sketch(query: frozenset[int], sketch: bytes | None, budget: int, share: float) -> bool:
+    """`added` between a query's word hashes and an entry's sketch (False when the entry has none, as one
+    written before words were kept). An entry with more words than its sketch holds is compared on a
+    sample: its kept hashes are all of its hashes up to the largest kept, the query's hashes up to there
+    are a sample of the query's at the same rate, and the differences found are scaled up by that rate."""
+    if sketch is None or len(sketch) < 2 or len(sketch) % 2:
+        return False
+    count: int
+    kept: list[int]
+    count, *kept = struct.unpack(f">{len(sketch) // 2}H", sketch)
+    if count <= len(kept):
+        return added(query, frozenset(kept), budget, share)
+    top, rate = kept[-1], len(kept) / count
+    sampled, entry = frozenset(h for h in query if h <= top), frozenset(kept)
+    allowed = max(budget, int(share * max(len(query), count)))
+    return len(sampled - entry) / rate > allowed or len(entry - sampled) / rate > allowed

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tierq.cache.identifiers import content_words, fingerprint, names
+from tierq.cache.identifiers import content_words, fingerprint, names, word_hashes
 from tierq.config import DEADLINE_KEY, RESERVED_PARAMS
 from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
@@ -31,7 +31,7 @@ class CacheKey:
     ids: str
     tenant: str
     names: frozenset[str] = frozenset()  # places and acronyms in the text: a hit may not swap one for another
-    words: frozenset[str] = frozenset()  # content words: a hit may not add or drop more than a few
+    words: frozenset[int] = frozenset()  # content words' hashes: a hit may not add or drop more than a few
 
 
 def _digest(value: Any) -> str:
@@ -73,4 +73,4 @@ def cache_key(
     })
     text = content_text(messages[last_user].get("content")) if messages else ""
     return CacheKey(namespace, _digest([namespace, messages]), text, fingerprint(text), tenant, names(text),
-                    content_words(text))
+                    word_hashes(content_words(text)))

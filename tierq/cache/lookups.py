@@ -16,10 +16,9 @@ from tierq.cache.entries import (
     parse_entry,
     read_entries,
     stored_names,
-    stored_words,
 )
 from tierq.cache.generations import Generations
-from tierq.cache.identifiers import added, substituted
+from tierq.cache.identifiers import added_to_sketch, substituted
 from tierq.cache.index import OTHER_GENERATION, SLOT, PageIndex
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
@@ -133,5 +132,4 @@ class Lookups:
             return False
         if substituted(key.names, stored_names(fields.names)):
             return False
-        words = stored_words(fields.words)
-        return words is None or not added(key.words, words, self.cfg.added_words, self.cfg.added_share)
+        return not added_to_sketch(key.words, fields.words, self.cfg.added_words, self.cfg.added_share)

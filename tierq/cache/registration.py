@@ -15,6 +15,7 @@ from tierq.cache.embedders import Vectors
 from tierq.cache.entries import NAME_SEPARATOR, CacheEntry, parse_entry, read_entries
 from tierq.cache.eviction import Eviction
 from tierq.cache.generations import Generations
+from tierq.cache.identifiers import word_sketch
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
 from tierq.cache_config import CacheConfig
@@ -114,7 +115,7 @@ class Registration:
         fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace, "x": key.exact,
                                             "tn": key.tenant, "w": self.layout.width if semantic else 0,
                                             "nm": NAME_SEPARATOR.join(sorted(key.names)),
-                                            "cw": NAME_SEPARATOR.join(sorted(key.words))}
+                                            "cw": word_sketch(key.words)}
         args: list[EncodableT] = [self.layout.entries, f"{time.time():.3f}", self.cfg.ttl_s, self.layout.keep_s]
         for name, value in fields.items():
             args += [name, value]
