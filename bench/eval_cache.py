@@ -18,7 +18,7 @@ import datetime
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ from tierq.cache.identifiers import (
     content_words,
     fingerprint,
     names,
+    sketch_says,
     substituted,
+    word_hash,
     word_hashes,
     word_sketch,
 )
@@ -168,7 +170,7 @@ class Guard:
     def allows(self, a: str, b: str) -> bool:
         """Whether the guards on let `a` and `b` match."""
         return ((not self.ids or fingerprint(a) == fingerprint(b))
-                and (not self.names or not substituted(names(a), names(b)))
+                and (not self.names or not substituted(names(a), names(b), says(a), says(b)))
                 and (not self.words or not words_added(words_of(a), word_sketch(words_of(b)))))
 
 
@@ -181,6 +183,12 @@ def guard_allows(a: str, b: str) -> bool:
     """The store's guard: the same identifiers, no place or acronym swapped for another, and no more content
     words added or dropped than the default budget."""
     return Guard().allows(a, b)
+
+
+def says(text: str) -> Callable[[str], bool]:
+    """Whether `text` has a word, by its stem (as a cache key tells)."""
+    hashes = words_of(text)
+    return lambda stem: word_hash(stem) in hashes
 
 
 def words_of(text: str) -> frozenset[int]:
@@ -258,10 +266,11 @@ def nearest(queries: Vectors, cache: Vectors, q_texts: list[str], c_texts: list[
         sims[np.array(q_ids)[:, None] != np.array(c_ids)[None, :]] = -2.0
     if guard.names:  # a swap needs a name on both sides: only those pairs are checked
         q_names, c_names = [names(t) for t in q_texts], [names(t) for t in c_texts]
+        q_says, c_says = [says(t) for t in q_texts], [sketch_says(word_sketch(words_of(t))) for t in c_texts]
         named = [j for j, found in enumerate(c_names) if found]
         for i in (i for i, found in enumerate(q_names) if found):
             for j in named:
-                if substituted(q_names[i], c_names[j]):
+                if substituted(q_names[i], c_names[j], q_says[i], c_says[j]):
                     sims[i, j] = -2.0
     if guard.words:  # on the pairs close enough to be a hit at `lowest` (the lowest threshold reported)
         q_words, c_words = [words_of(t) for t in q_texts], [word_sketch(words_of(t)) for t in c_texts]

@@ -161,7 +161,7 @@ def _near_in_chunk(ctx: WorkerContext, keys: list[CacheKey], vectors: Vectors | 
     leaders: dict[tuple[str, str], list[int]] = {}
     for n, key in enumerate(keys):
         group = leaders.setdefault((key.namespace, key.ids), [])
-        near = [m for m in group if similar[n, m] and not substituted(key.names, keys[m].names)
+        near = [m for m in group if similar[n, m] and not substituted(key.names, keys[m].names, key.says, keys[m].says)
                 and not added(key.words, keys[m].words, budget, share)]
         if near:
             follows[n] = near[0]

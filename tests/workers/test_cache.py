@@ -59,7 +59,8 @@ def test_exact_and_near_duplicates_make_one_call_per_question(clean: Stack) -> N
 def test_a_question_that_says_more_is_not_answered_with_a_shorter_ones_answer(clean: Stack, tmp_path: Path) -> None:
     # A threshold so low that the vectors alone would match all of these, and index bands of two rows, so that
     # the index finds entries that far too: the content-word guard is what tells the questions that say more
-    # apart, in one classify chunk (batch 1) and against the cache's entries (batch 2).
+    # apart, in one classify chunk (batch 1) and against the cache's entries (batch 2); the names guard, the
+    # two questions about two people.
     loose = '[cache]\nembedder = "hashing"\nthreshold = 0.3\nrows = 2\n'
     short = "How do I close my account?"
     moving = "How do I close my account and move the balance to my wife's savings account in another bank?"
@@ -67,7 +68,9 @@ def test_a_question_that_says_more_is_not_answered_with_a_shorter_ones_answer(cl
     with own_worker(clean, tmp_path, "", "guard",
                     edit=lambda body: body.replace('[cache]\nembedder = "hashing"\n', loose)) as (tq, _):
         first = run_batch(clean, tq, [{"id": "short", "prompt": short}, {"id": "moving", "prompt": moving},
-                                      {"id": "same", "prompt": "How  do I close my account??"}], use_cache=True)
+                                      {"id": "same", "prompt": "How  do I close my account??"},
+                                      {"id": "obama", "prompt": "What did Obama say about Syria?"},
+                                      {"id": "trump", "prompt": "What did Trump say about Syria?"}], use_cache=True)
         later = run_batch(clean, tq, [{"id": "estate", "prompt": estate}, {"id": "same", "prompt": short + "!"},
                                       {"id": "moving", "prompt": moving + " Thanks"}], use_cache=True)
     assert not first["short"]["cached"] and not first["moving"]["cached"]
@@ -76,6 +79,8 @@ def test_a_question_that_says_more_is_not_answered_with_a_shorter_ones_answer(cl
     assert later["same"]["cached"] and later["same"]["content"] == first["short"]["content"]
     assert later["moving"]["cached"] and later["moving"]["content"] == first["moving"]["content"]
     assert len({first["short"]["content"], first["moving"]["content"], later["estate"]["content"]}) == 3
+    # A person swapped for another (the names guard, between jobs of one chunk too).
+    assert not first["obama"]["cached"] and not first["trump"]["cached"]
 
 
 def test_a_later_batch_is_answered_from_the_cache(clean: Stack) -> None:

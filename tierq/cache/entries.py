@@ -10,9 +10,8 @@ from typing import NamedTuple
 
 import redis
 
+from tierq.cache.identifiers import NAME_SEPARATOR
 from tierq.cache.layout import Layout
-
-NAME_SEPARATOR = "\x1f"
 
 # The fields of an entry's hash that a lookup reads, in the order of EntryFields.
 FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al", "nm", "cw")
@@ -32,7 +31,7 @@ class EntryFields(NamedTuple):
     cached_at: bytes | None  # ts: unix seconds
     width: bytes | None  # w: bytes of the vector before the answer (0 without one)
     length: bytes | None  # al: bytes of the answer
-    names: bytes | None  # nm: places and acronyms, NAME_SEPARATOR between them
+    names: bytes | None  # nm: places, acronyms, proper names, the kind of answer; NAME_SEPARATOR between them
     words: bytes | None  # cw: the content words' sketch (identifiers.word_sketch; unset before they were kept)
 
 

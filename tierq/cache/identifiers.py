@@ -23,6 +23,7 @@ import hashlib
 import re
 import struct
 import unicodedata
+from collections.abc import Callable
 
 from tierq.cache.places import places
 
@@ -104,6 +105,43 @@ def names(text: str) -> frozenset[str]:
     kind = asks(text)
     if kind is not None:
         found.add(kind)
+    # Proper names as long as the stored field stays compact (a Redis listpack value: 64 bytes at most).
+    size = len(NAME_SEPARATOR.join(found).encode())
+    unplaced = _PLACE_WORDS.sub(" ", _CAPITAL_PLACES.sub(" ", text))  # places are compared as places
+    for name in sorted(proper_names(unplaced) if not shouting else ()):
+        size += len(name.encode()) + 1
+        if size > 64:
+            break
+        found.add(name)
+    return frozenset(found)
+
+
+PROPER = "~"  # marks a proper name among the names
+ASKS = "?"  # marks the kind of answer asked for
+NAME_SEPARATOR = "\x1f"  # between the names an entry keeps (field nm)
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|[.!?:;\"“”]")
+_SENTENCE_END = frozenset('.!?:;"“”')
+
+
+def proper_names(text: str) -> frozenset[str]:
+    """People, organisations and products a text names: its capitalised words that do not start a sentence
+    or a quote ("Obama", "Samsung"), as PROPER + their stem. None in a text where most words are
+    capitalised (a headline in title case) or shouted; words all in capitals are acronyms (`names`)."""
+    tokens = _TOKEN.findall(text)
+    words = [t for t in tokens if t not in _SENTENCE_END]
+    if len(words) >= 4 and sum(w[0].isupper() for w in words) > 0.6 * len(words):
+        return frozenset()
+    found = set()
+    start, previous = True, ""
+    for token in tokens:
+        if token in _SENTENCE_END:
+            # "Jr.", "St.", "U.S." end no sentence
+            start = not (token == "." and len(previous) <= 3 and previous[:1].isupper())
+            continue
+        base = re.split(r"['’]", token)[0]
+        if not start and base[:1].isupper() and not base.isupper() and len(base) >= 2:
+            found.add(PROPER + _stem(unicodedata.normalize("NFKC", base).lower()))
+        start, previous = False, base
     return frozenset(found)
 
 
@@ -127,10 +165,41 @@ def asks(text: str) -> str | None:
     return "?how-much" if word == "how" and found.group(2) else "?other"
 
 
-def substituted(a: frozenset[str], b: frozenset[str]) -> bool:
-    """Whether each side names something the other does not: "the capital of France" / "... of Italy", but
-    not "Moffitt said" / "Professor Moffitt said" (a name added is often a paraphrase; one replaced never is)."""
-    return bool(a - b) and bool(b - a)
+def substituted(a: frozenset[str], b: frozenset[str], a_says: Callable[[str], bool] | None = None,
+                b_says: Callable[[str], bool] | None = None) -> bool:
+    """Whether each side names something the other does not: "the capital of France" / "... of Italy", "what
+    did Obama say" / "what did Trump say", but not "Moffitt said" / "Professor Moffitt said" (a name added
+    is often a paraphrase; one replaced never is). A proper name (`proper_names`) is matched by another
+    that begins alike ("Tim" / "Timothy", "Chinese" / "China") or, through `a_says` / `b_says` (whether
+    that side's text has the word, by its stem), by the same word written small ("President" /
+    "president"). The kind of answer asked for (`asks`) counts only against the other's kind."""
+    a_kind, b_kind = {n for n in a if n.startswith(ASKS)}, {n for n in b if n.startswith(ASKS)}
+    if a_kind and b_kind and a_kind != b_kind:
+        return True
+    a, b = a - a_kind, b - b_kind
+    return bool(_unmatched(a, b, b_says)) and bool(_unmatched(b, a, a_says))
+
+
+def _unmatched(names_: frozenset[str], other: frozenset[str], says: Callable[[str], bool] | None) -> list[str]:
+    """The names of one side that the other side's names (and, for proper names, its words) do not match."""
+    left = []
+    for name in names_ - other:
+        if name.startswith(PROPER):
+            stem = name[1:]
+            if any(_alike(stem, o[1:] if o.startswith(PROPER) else o.lower()) for o in other):
+                continue
+            if says is not None and says(stem):
+                continue
+        elif any(o.startswith(PROPER) and _alike(o[1:], name.lower()) for o in other):
+            continue
+        left.append(name)
+    return left
+
+
+def _alike(a: str, b: str) -> bool:
+    """Two names that begin alike: one starts the other ("tim", "timothy"), or their first four letters agree
+    ("chines", "china")."""
+    return (len(a) >= 3 and b.startswith(a)) or (len(b) >= 3 and a.startswith(b)) or (len(a) >= 4 and a[:4] == b[:4])
 
 
 def _day_or_month(word: str) -> str:
@@ -205,10 +274,15 @@ def content_words(text: str) -> frozenset[str]:
                      if len(w) >= 3 and w not in _NOT_CONTENT and not any(c.isdigit() for c in w))
 
 
+def word_hash(word: str) -> int:
+    """A word as a 16-bit hash: what keys and entries keep (two words of one text rarely share one, and if
+    they do the guards only get more lenient)."""
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=2).digest(), "big")
+
+
 def word_hashes(words: frozenset[str]) -> frozenset[int]:
-    """Each word as a 16-bit hash: what keys and entries keep (two words of one text rarely share one, and
-    if they do the guard only gets more lenient)."""
-    return frozenset(int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "big") for w in words)
+    """Each word as its `word_hash`."""
+    return frozenset(word_hash(w) for w in words)
 
 
 def added(a: frozenset[int] | frozenset[str], b: frozenset[int] | frozenset[str], budget: int, share: float) -> bool:
@@ -240,3 +314,13 @@ def added_to_sketch(query: frozenset[int], sketch: bytes | None, budget: int, sh
     sampled, entry = frozenset(h for h in query if h <= top), frozenset(kept)
     allowed = max(budget, int(share * max(len(query), count)))
     return len(sampled - entry) / rate > allowed or len(entry - sampled) / rate > allowed
+
+
+def sketch_says(sketch: bytes | None) -> Callable[[str], bool]:
+    """Whether an entry's text has a word (by its stem), as far as its sketch tells: a word whose hash lies
+    beyond the sketch's sample, or an entry without a sketch, counts as said (the lenient answer)."""
+    if sketch is None or len(sketch) < 2 or len(sketch) % 2:
+        return lambda stem: True
+    count, *kept = struct.unpack(f">{len(sketch) // 2}H", sketch)
+    hashes, top = frozenset(kept), (kept[-1] if kept and count > len(kept) else 0xFFFF)
+    return lambda stem: (h := word_hash(stem)) in hashes or h > top

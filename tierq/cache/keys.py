@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tierq.cache.identifiers import content_words, fingerprint, names, word_hashes
+from tierq.cache.identifiers import content_words, fingerprint, names, word_hash, word_hashes
 from tierq.config import DEADLINE_KEY, RESERVED_PARAMS
 from tierq.messages import content_text
 from tierq.params import ANSWER_PARAMS
@@ -32,6 +32,10 @@ class CacheKey:
     tenant: str
     names: frozenset[str] = frozenset()  # places and acronyms in the text: a hit may not swap one for another
     words: frozenset[int] = frozenset()  # content words' hashes: a hit may not add or drop more than a few
+
+    def says(self, stem: str) -> bool:
+        """Whether the text has this word (by its stem, as `content_words` gives it)."""
+        return word_hash(stem) in self.words
 
 
 def _digest(value: Any) -> str:

@@ -18,7 +18,7 @@ from tierq.cache.entries import (
     stored_names,
 )
 from tierq.cache.generations import Generations
-from tierq.cache.identifiers import added_to_sketch, substituted
+from tierq.cache.identifiers import added_to_sketch, sketch_says, substituted
 from tierq.cache.index import OTHER_GENERATION, SLOT, PageIndex
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
@@ -130,6 +130,6 @@ class Lookups:
         guard allows (an entry written before its words were kept has none to compare)."""
         if decoded(fields.namespace) != key.namespace or (decoded(fields.ids) or "") != key.ids:
             return False
-        if substituted(key.names, stored_names(fields.names)):
+        if substituted(key.names, stored_names(fields.names), key.says, sketch_says(fields.words)):
             return False
         return not added_to_sketch(key.words, fields.words, self.cfg.added_words, self.cfg.added_share)

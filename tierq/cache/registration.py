@@ -12,10 +12,10 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from tierq.cache.embedders import Vectors
-from tierq.cache.entries import NAME_SEPARATOR, CacheEntry, parse_entry, read_entries
+from tierq.cache.entries import CacheEntry, parse_entry, read_entries
 from tierq.cache.eviction import Eviction
 from tierq.cache.generations import Generations
-from tierq.cache.identifiers import word_sketch
+from tierq.cache.identifiers import NAME_SEPARATOR, word_sketch
 from tierq.cache.keys import CacheKey
 from tierq.cache.layout import Layout
 from tierq.cache_config import CacheConfig
