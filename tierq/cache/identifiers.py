@@ -96,24 +96,35 @@ def names(text: str) -> frozenset[str]:
 
     A text mostly in capitals is shouting, not naming: only its places count then.
     """
-    found = {_PLACE_OF[m.group(0).lower()] for m in _PLACE_WORDS.finditer(text)}
+    places = list(_PLACE_WORDS.finditer(text))
+    found = {_PLACE_OF[m.group(0).lower()] for m in places}
     letters = [c for c in text if c.isalpha()]
     shouting = len(letters) >= 8 and sum(c.isupper() for c in letters) > len(letters) / 2
-    if not shouting:
-        found |= {_PLACE_OF[m.group(0).lower()] for m in _CAPITAL_PLACES.finditer(text)}
-        found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(_CAPITAL_PLACES.sub(" ", text))}
     kind = asks(text)
     if kind is not None:
         found.add(kind)
-    # Proper names as long as the stored field stays compact (a Redis listpack value: 64 bytes at most).
+    if shouting:
+        return frozenset(found)
+    capitals = list(_CAPITAL_PLACES.finditer(text))
+    found |= {_PLACE_OF[m.group(0).lower()] for m in capitals}
+    rest = _blank(text, capitals)
+    found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(rest)}
+    # Proper names as long as the stored field stays compact (a Redis listpack value: 64 bytes at most);
+    # places are compared as places.
     size = len(NAME_SEPARATOR.join(found).encode())
-    unplaced = _PLACE_WORDS.sub(" ", _CAPITAL_PLACES.sub(" ", text))  # places are compared as places
-    for name in sorted(proper_names(unplaced) if not shouting else ()):
+    for name in sorted(proper_names(_blank(rest, places))):
         size += len(name.encode()) + 1
         if size > 64:
             break
         found.add(name)
     return frozenset(found)
+
+
+def _blank(text: str, matches: list[re.Match[str]]) -> str:
+    """`text` with the matched spans turned into spaces (every other offset stays where it was)."""
+    for m in matches:
+        text = text[: m.start()] + " " * (m.end() - m.start()) + text[m.end() :]
+    return text
 
 
 PROPER = "~"  # marks a proper name among the names
