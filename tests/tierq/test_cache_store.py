@@ -14,6 +14,7 @@ from conftest import RedisDbs
 
 from tierq.cache import CacheStore, HashingEmbedder, cache_key
 from tierq.cache.identifiers import (
+    NAME_SEPARATOR,
     SKETCH_WORDS,
     added,
     added_to_sketch,
@@ -471,6 +472,9 @@ def test_proper_names_are_capitalised_words_that_start_no_sentence() -> None:
     assert names("I'm new here and I think I'd like a card") == set()
     assert names("Car Bomb Hits Swedish Consulate in Benghazi") == set()  # a headline in title case
     assert "~royc" in names("The firm hired Hollins Jr. Royce and Smith as its lawyers")  # "Jr." ends no sentence
+    assert "~then" not in names("We flew to the U.S. Then we rested.")  # but a place's own full stop may
+    many = "Flights from France, Italy, Spain, Germany, Norway, Sweden, Poland, Greece, Turkey, Egypt and Japan"
+    assert len(NAME_SEPARATOR.join(names(many)).encode()) <= 64  # the field stays a compact Redis value
 
     def swapped(a: str, b: str) -> bool:
         says_a, says_b = key(a).says, key(b).says
@@ -482,6 +486,10 @@ def test_proper_names_are_capitalised_words_that_start_no_sentence() -> None:
     assert not swapped("FTC Chairman Timothy Muris said no.", "FTC Chairman Tim Muris said no.")
     assert not swapped("the Chinese Foreign Ministry said so", "China's foreign ministry said so")
     assert not swapped("the talks with the President went well", "the talks with the president went well, Kerry said")
+    # A sentence starts after a full stop that ends no abbreviation, and on a new line.
+    assert not swapped("I forgot my PIN. How do I reset it?", "Forgot my PIN. What can I do to reset it?")
+    assert not swapped("Hi. Can I get a refund?", "Hey. Could I get a refund?")
+    assert not swapped("hi\nHow do I cancel my order", "hello\nWhat is the way to cancel my order")
     # An entry compared through its sketch: a word its sample does not reach counts as said.
     long = " ".join(f"word{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(100)) + " met the President"
     says_long = sketch_says(word_sketch(key(long).words))
@@ -568,12 +576,12 @@ def test_a_text_that_says_more_than_a_few_words_beyond_the_other_is_no_semantic_
         found = loose.lookup([key(b), key(near)], EMBED.embed([b, near]))
         assert found[0] is None, f"{b!r} was answered with the entry of {a!r}"
         assert found[1] is not None and found[1].kind == "semantic"
-        # An entry written before the words were kept (no field cw) is compared by its vector and names only.
-        client.hdel(f"t:e:{entry_id}", "cw")
+        # An entry written before the words were kept (no field ws) is compared by its vector and names only.
+        client.hdel(f"t:e:{entry_id}", "ws")
         assert loose.lookup([key(b)], EMBED.embed([b]))[0] is not None
         # Turned off (added_share = 1), the vectors decide again.
         off = CacheStore(client, CacheConfig(**shape, added_share=1), threshold=0.3)
-        client.hset(f"t:e:{entry_id}", "cw", word_sketch(word_hashes(content_words(a))))
+        client.hset(f"t:e:{entry_id}", "ws", word_sketch(word_hashes(content_words(a))))
         assert off.lookup([key(b)], EMBED.embed([b]))[0] is not None
         assert loose.lookup([key(b)], EMBED.embed([b]))[0] is None
     finally:

@@ -14,7 +14,7 @@ from tierq.cache.identifiers import NAME_SEPARATOR
 from tierq.cache.layout import Layout
 
 # The fields of an entry's hash that a lookup reads, in the order of EntryFields.
-FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al", "nm", "cw")
+FIELDS = ("s", "j", "m", "t", "c", "f", "n", "u", "ts", "w", "al", "nm", "ws")
 
 
 class EntryFields(NamedTuple):
@@ -32,7 +32,7 @@ class EntryFields(NamedTuple):
     width: bytes | None  # w: bytes of the vector before the answer (0 without one)
     length: bytes | None  # al: bytes of the answer
     names: bytes | None  # nm: places, acronyms, proper names, the kind of answer; NAME_SEPARATOR between them
-    words: bytes | None  # cw: the content words' sketch (identifiers.word_sketch; unset before they were kept)
+    words: bytes | None  # ws: the content words' sketch (identifiers.word_sketch; unset before they were kept)
 
 
 class StoredEntry(NamedTuple):

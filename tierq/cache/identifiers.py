@@ -101,37 +101,44 @@ def names(text: str) -> frozenset[str]:
     letters = [c for c in text if c.isalpha()]
     shouting = len(letters) >= 8 and sum(c.isupper() for c in letters) > len(letters) / 2
     kind = asks(text)
-    if kind is not None:
-        found.add(kind)
-    if shouting:
-        return frozenset(found)
-    capitals = list(_CAPITAL_PLACES.finditer(text))
-    found |= {_PLACE_OF[m.group(0).lower()] for m in capitals}
-    rest = _blank(text, capitals)
-    found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(rest)}
-    # Proper names as long as the stored field stays compact (a Redis listpack value: 64 bytes at most);
-    # places are compared as places.
-    size = len(NAME_SEPARATOR.join(found).encode())
-    for name in sorted(proper_names(_blank(rest, places))):
+    proper: frozenset[str] = frozenset()
+    if not shouting:
+        capitals = list(_CAPITAL_PLACES.finditer(text))
+        found |= {_PLACE_OF[m.group(0).lower()] for m in capitals}
+        rest = _blank(text, capitals)
+        found |= {m.group(0).replace(".", "") for m in _ACRONYM.finditer(rest)}
+        proper = proper_names(_blank(rest, places))  # places are compared as places
+    # As many as the stored field holds compactly (a Redis listpack value: 64 bytes at most): the kind
+    # asked for, places and acronyms, then proper names; the rest is left out, the lenient way.
+    kept: list[str] = []
+    size = -1
+    for name in ([kind] if kind is not None else []) + sorted(found) + sorted(proper):
         size += len(name.encode()) + 1
-        if size > 64:
+        if size > NAMES_BYTES:
             break
-        found.add(name)
-    return frozenset(found)
+        kept.append(name)
+    return frozenset(kept)
 
 
 def _blank(text: str, matches: list[re.Match[str]]) -> str:
-    """`text` with the matched spans turned into spaces (every other offset stays where it was)."""
+    """`text` with the matched spans turned into spaces, but for a full stop that ends one ("U.S."), which
+    may end a sentence too (every other offset stays where it was)."""
     for m in matches:
-        text = text[: m.start()] + " " * (m.end() - m.start()) + text[m.end() :]
+        end = m.end() - 1 if m.group(0).endswith(".") else m.end()
+        text = text[: m.start()] + " " * (end - m.start()) + text[end:]
     return text
 
 
 PROPER = "~"  # marks a proper name among the names
 ASKS = "?"  # marks the kind of answer asked for
 NAME_SEPARATOR = "\x1f"  # between the names an entry keeps (field nm)
-_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|[.!?:;\"“”]")
-_SENTENCE_END = frozenset('.!?:;"“”')
+NAMES_BYTES = 64  # the most the names field holds
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|[.!?:;\"“”\n]")
+_SENTENCE_END = frozenset('.!?:;"“”\n')
+# Abbreviations whose full stop ends no sentence ("Calvin Hollins Jr. said"); so does an initial ("Colin L.
+# Powell", "U.S.").
+_ABBREVIATIONS = frozenset({"jr", "sr", "st", "mr", "mrs", "ms", "dr", "prof", "gen", "sen", "rep", "gov", "lt", "col",
+                            "capt", "sgt", "mt", "ft", "inc", "co", "corp", "ltd", "vs"})
 
 
 def proper_names(text: str) -> frozenset[str]:
@@ -146,8 +153,8 @@ def proper_names(text: str) -> frozenset[str]:
     start, previous = True, ""
     for token in tokens:
         if token in _SENTENCE_END:
-            # "Jr.", "St.", "U.S." end no sentence
-            start = not (token == "." and len(previous) <= 3 and previous[:1].isupper())
+            start = not (token == "." and (len(previous) == 1 and previous.isupper()
+                                            or previous.lower() in _ABBREVIATIONS))
             continue
         base = re.split(r"['’]", token)[0]
         if not start and base[:1].isupper() and not base.isupper() and len(base) >= 2:

@@ -115,7 +115,7 @@ class Registration:
         fields: dict[FieldT, EncodableT] = {"s": "p", "j": job_id, "f": key.ids, "n": key.namespace, "x": key.exact,
                                             "tn": key.tenant, "w": self.layout.width if semantic else 0,
                                             "nm": NAME_SEPARATOR.join(sorted(key.names)),
-                                            "cw": word_sketch(key.words)}
+                                            "ws": word_sketch(key.words)}
         args: list[EncodableT] = [self.layout.entries, f"{time.time():.3f}", self.cfg.ttl_s, self.layout.keep_s]
         for name, value in fields.items():
             args += [name, value]
