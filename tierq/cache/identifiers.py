@@ -91,8 +91,8 @@ _ACRONYM = re.compile(r"(?<![\w.])(?:[A-Z]{2,6}|(?:[A-Z]\.){2,6})(?![\w])")
 
 
 def names(text: str) -> frozenset[str]:
-    """Places (countries, regions, major cities: tierq.cache.places) and acronyms named in `text`, and the
-    kind of answer it asks for (`asks`).
+    """Places (countries, regions, major cities: tierq.cache.places), acronyms and proper names
+    (`proper_names`) named in `text`, and the kind of answer it asks for (`asks`).
 
     A text mostly in capitals is shouting, not naming: only its places count then.
     """
@@ -321,11 +321,10 @@ def added_to_sketch(query: frozenset[int], sketch: bytes | None, budget: int, sh
     written before words were kept). An entry with more words than its sketch holds is compared on a
     sample: its kept hashes are all of its hashes up to the largest kept, the query's hashes up to there
     are a sample of the query's at the same rate, and the differences found are scaled up by that rate."""
-    if sketch is None or len(sketch) < 2 or len(sketch) % 2:
+    unpacked = _unpacked(sketch)
+    if unpacked is None:
         return False
-    count: int
-    kept: list[int]
-    count, *kept = struct.unpack(f">{len(sketch) // 2}H", sketch)
+    count, kept = unpacked
     if count <= len(kept):
         return added(query, frozenset(kept), budget, share)
     top, rate = kept[-1], len(kept) / count
@@ -337,8 +336,17 @@ def added_to_sketch(query: frozenset[int], sketch: bytes | None, budget: int, sh
 def sketch_says(sketch: bytes | None) -> Callable[[str], bool]:
     """Whether an entry's text has a word (by its stem), as far as its sketch tells: a word whose hash lies
     beyond the sketch's sample, or an entry without a sketch, counts as said (the lenient answer)."""
-    if sketch is None or len(sketch) < 2 or len(sketch) % 2:
+    unpacked = _unpacked(sketch)
+    if unpacked is None:
         return lambda stem: True
-    count, *kept = struct.unpack(f">{len(sketch) // 2}H", sketch)
+    count, kept = unpacked
     hashes, top = frozenset(kept), (kept[-1] if kept and count > len(kept) else 0xFFFF)
     return lambda stem: (h := word_hash(stem)) in hashes or h > top
+
+
+def _unpacked(sketch: bytes | None) -> tuple[int, list[int]] | None:
+    """A sketch's word count and kept hashes, or None for no sketch (or one not of this form)."""
+    if sketch is None or len(sketch) < 2 or len(sketch) % 2:
+        return None
+    count, *kept = struct.unpack(f">{len(sketch) // 2}H", sketch)
+    return int(count), [int(h) for h in kept]

@@ -30,7 +30,7 @@ class CacheKey:
     text: str
     ids: str
     tenant: str
-    names: frozenset[str] = frozenset()  # places and acronyms in the text: a hit may not swap one for another
+    names: frozenset[str] = frozenset()  # places, acronyms, proper names, kind asked: a hit may not swap them
     words: frozenset[int] = frozenset()  # content words' hashes: a hit may not add or drop more than a few
 
     def says(self, stem: str) -> bool:

@@ -9,14 +9,7 @@ import numpy.typing as npt
 import redis
 
 from tierq.cache.embedders import Vectors
-from tierq.cache.entries import (
-    CacheEntry,
-    EntryFields,
-    decoded,
-    parse_entry,
-    read_entries,
-    stored_names,
-)
+from tierq.cache.entries import CacheEntry, EntryFields, decoded, parse_entry, read_entries, stored_names
 from tierq.cache.generations import Generations
 from tierq.cache.identifiers import added_to_sketch, sketch_says, substituted
 from tierq.cache.index import OTHER_GENERATION, SLOT, PageIndex
@@ -125,9 +118,9 @@ class Lookups:
         return results
 
     def _its_own(self, key: CacheKey, fields: EntryFields) -> bool:
-        """Whether a candidate entry may answer `key`: same namespace and identifier fingerprint, no place
-        or acronym of the key swapped for another, and no more content words added or dropped than the
-        guard allows (an entry written before its words were kept has none to compare)."""
+        """Whether a candidate entry may answer `key`: same namespace and identifier fingerprint, no place,
+        acronym or proper name of the key swapped for another, and no more content words added or dropped
+        than the guard allows (an entry written before its words were kept has none to compare)."""
         if decoded(fields.namespace) != key.namespace or (decoded(fields.ids) or "") != key.ids:
             return False
         if substituted(key.names, stored_names(fields.names), key.says, sketch_says(fields.words)):
